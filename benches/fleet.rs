@@ -1,0 +1,261 @@
+//! Fleet benchmarks on the real engine (run with `cargo bench --bench fleet`; needs the
+//! binaries: `cargo build --release --workspace --bins` — or debug ones, see below).
+//!
+//! 1. `agenfleet status --json` vs `docker ps --format json` with 50 running agents, same
+//!    engine, same run: wall time per call (process start included for both) and the ratio.
+//! 2. A container is killed → a client waiting in `watch` sees it: p50/p99 over 20 trials.
+//! 3. Daemon resident memory with 50 and with 200 agents.
+//!
+//! The binaries used are those next to this bench executable (target/release when run by
+//! `cargo bench`). Set AGENFLEET_BENCH_AGENTS=N to change the big fleet size (default 200).
+
+use agenfleet_e2e::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn time_cmd(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = make()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run");
+        assert!(out.success());
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn create_many(d: &Daemon, from: usize, to: usize) {
+    let names: Vec<String> = (from..to).map(|i| format!("bench-{i:03}")).collect();
+    std::thread::scope(|s| {
+        for chunk in names.chunks(names.len().div_ceil(4).max(1)) {
+            s.spawn(move || {
+                for n in chunk {
+                    let spec = format!(
+                        "name = \"{n}\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 32\ncpus = 0.1\n\
+                         [workload]\nlog_interval_ms = 5000\n"
+                    );
+                    d.create(&spec);
+                }
+            });
+        }
+    });
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !docker_available("fleet bench") {
+        return;
+    }
+    let big: usize = std::env::var("AGENFLEET_BENCH_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let profile = bin("agenfleet")
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "# fleet benchmarks — binaries from {profile}, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let d = Daemon::start("bench", "stats_interval_ms = 2000");
+    let t = Instant::now();
+    create_many(&d, 0, 50);
+    println!("created 50 agents in {:.1} s", t.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 1. status vs docker ps.
+    let n = 30;
+    let ours = time_cmd(
+        || {
+            let mut c = d.cli_cmd();
+            c.args(["--json", "status"]);
+            c
+        },
+        n,
+    );
+    let docker_ps = time_cmd(
+        || {
+            let mut c = Command::new("docker");
+            c.args(["ps", "--format", "json"]);
+            c
+        },
+        n,
+    );
+    let (o50, d50) = (percentile(&ours, 0.5), percentile(&docker_ps, 0.5));
+    println!("status of 50 running agents ({n} calls each, wall time incl. process start):");
+    println!(
+        "  agenfleet status --json   p50 {o50:7.2} ms  p99 {:7.2} ms",
+        percentile(&ours, 0.99)
+    );
+    println!(
+        "  docker ps --format json   p50 {d50:7.2} ms  p99 {:7.2} ms",
+        percentile(&docker_ps, 0.99)
+    );
+    println!(
+        "  ratio (docker ps / ours, p50): {:.1}x  (target ≥ 20x)",
+        d50 / o50
+    );
+
+    // In-process figure: the RPC alone, on one connection.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let rpc = rt.block_on(async {
+        let c = agenfleet_protocol::transport::connect(
+            &d.socket,
+            agenfleet_protocol::DEFAULT_MAX_FRAME_BYTES,
+        )
+        .await
+        .expect("connect");
+        let mut v = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            c.status(agenfleet_protocol::transport::context_with_timeout(
+                Duration::from_secs(10),
+            ))
+            .await
+            .expect("rpc")
+            .expect("status");
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    });
+    println!(
+        "  status RPC alone (one connection, 50 agents): p50 {:.3} ms  p99 {:.3} ms",
+        percentile(&rpc, 0.5),
+        percentile(&rpc, 0.99)
+    );
+
+    // 3a. memory at 50.
+    let rss50 = rss_kb(d.pid());
+    println!("daemon RSS with 50 agents: {:.1} MB", rss50 as f64 / 1024.0);
+
+    // 2. kill → watch latency.
+    d.create(
+        "name = \"target\"\nimage = \"agenfleet/agent\"\n[restart]\nattempts = 1000\ndelay_ms = 200\nmax_delay_ms = 200\n",
+    );
+    let mut watcher = d
+        .cli_cmd()
+        .args(["--json", "watch", "--changes-only"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("watch");
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let stdout = watcher.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        let v = d.wait_agent("target", "running", Duration::from_secs(20), |v| {
+            v["state"] == "Running"
+        });
+        let id = v["container_id"].as_str().expect("id").to_string();
+        let pid = inspect(&id)["State"]["Pid"].as_i64().expect("pid");
+        while rx.try_recv().is_ok() {}
+        let t0 = Instant::now();
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        loop {
+            let (t, line) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("watch line");
+            if line.contains("\"target\"") && line.contains("BackingOff") {
+                lat.push(t.duration_since(t0).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "kill → watch sees it (20 trials): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (target p50 ≤ 50 ms)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // 3b. memory at the big fleet size.
+    if big > 51 {
+        let t = Instant::now();
+        create_many(&d, 51, big + 1);
+        println!(
+            "created {} more agents in {:.1} s",
+            big - 50,
+            t.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_secs(5));
+        let st = d.json(&["status"]);
+        let running = st["agents"]
+            .as_array()
+            .map(|a| a.iter().filter(|v| v["state"] == "Running").count())
+            .unwrap_or(0);
+        println!(
+            "daemon RSS with {} agents ({running} running): {:.1} MB  (target ≤ 40 MB at 200)",
+            big + 1,
+            rss_kb(d.pid()) as f64 / 1024.0
+        );
+        let ours = time_cmd(
+            || {
+                let mut c = d.cli_cmd();
+                c.args(["--json", "status"]);
+                c
+            },
+            10,
+        );
+        let docker_ps = time_cmd(
+            || {
+                let mut c = Command::new("docker");
+                c.args(["ps", "--format", "json"]);
+                c
+            },
+            10,
+        );
+        println!(
+            "status with {} agents: agenfleet p50 {:.2} ms, docker ps p50 {:.2} ms, ratio {:.1}x",
+            big + 1,
+            percentile(&ours, 0.5),
+            percentile(&docker_ps, 0.5),
+            percentile(&docker_ps, 0.5) / percentile(&ours, 0.5)
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Daemon configuration: the TOML file (`--config`), its defaults, and the default paths
+//! (XDG directories for a user, `/etc/agenfleet` and `/var/lib/agenfleet` for root).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: field `{field}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the daemon keeps its database and files.
+    pub state_dir: PathBuf,
+    /// The operator socket.
+    pub socket: PathBuf,
+    /// Permission bits of the operator socket.
+    pub socket_mode: u32,
+    /// Largest frame accepted on the operator socket, in bytes.
+    pub max_frame_bytes: usize,
+    /// Engine address; empty: `DOCKER_HOST` or the default socket.
+    pub docker_host: String,
+    /// Log lines kept per agent.
+    pub log_ring_lines: usize,
+    /// How often CPU and memory of running agents are sampled (from their cgroups).
+    pub stats_interval_ms: u64,
+    /// Labelled containers that no agent owns are removed after this many seconds.
+    pub orphan_grace_secs: u64,
+    /// Seconds an agent gets to exit after SIGTERM before SIGKILL.
+    pub stop_timeout_secs: u32,
+    /// The pool from which per-agent networks get their subnets (IPv4 CIDR).
+    pub network_pool: String,
+    /// Prefix length of each agent's subnet.
+    pub network_prefix: u8,
+    /// The uid and gid agents run as inside their containers.
+    pub agent_user: String,
+    /// Where the audit log lives; empty: `<state_dir>/audit`.
+    pub audit_dir: PathBuf,
+    /// A signed checkpoint every this many audit records…
+    pub audit_checkpoint_every: u64,
+    /// …or every this many seconds, whichever comes first.
+    pub audit_checkpoint_secs: u64,
+    /// A deleted agent's data (record, credentials) is purged this many seconds after
+    /// the deletion (its container, network and gateway go at once). 0: at once.
+    pub purge_after_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let (state_dir, socket) = default_paths();
+        Config {
+            state_dir,
+            socket,
+            socket_mode: 0o660,
+            max_frame_bytes: agenfleet_protocol::DEFAULT_MAX_FRAME_BYTES,
+            docker_host: String::new(),
+            log_ring_lines: 2000,
+            stats_interval_ms: 2000,
+            orphan_grace_secs: 60,
+            stop_timeout_secs: 5,
+            network_pool: "10.213.0.0/16".into(),
+            network_prefix: 28,
+            agent_user: "65534:65534".into(),
+            audit_dir: PathBuf::new(),
+            audit_checkpoint_every: 1000,
+            audit_checkpoint_secs: 10,
+            purge_after_secs: 0,
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Default state dir and socket for this user.
+pub fn default_paths() -> (PathBuf, PathBuf) {
+    if is_root() {
+        return (
+            PathBuf::from("/var/lib/agenfleet"),
+            PathBuf::from("/run/agenfleet/agenfleet.sock"),
+        );
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".local/share"));
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data.join("agenfleet"));
+    (
+        data.join("agenfleet"),
+        runtime.join("agenfleet").join("agenfleet.sock"),
+    )
+}
+
+/// Default config file path for this user.
+pub fn default_config_path() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/etc/agenfleet/agenfleetd.toml");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"))
+        .join("agenfleet")
+        .join("agenfleetd.toml")
+}
+
+impl Config {
+    /// The audit log's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        if self.audit_dir.as_os_str().is_empty() {
+            self.state_dir.join("audit")
+        } else {
+            self.audit_dir.clone()
+        }
+    }
+
+    /// Loads `path`; a missing file at the *default* path means "all defaults".
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_config_path(), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                path,
+                field: field.into(),
+                reason,
+            })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_frame_bytes < 4096 || self.max_frame_bytes > 256 * 1024 * 1024 {
+            return Err((
+                "max_frame_bytes",
+                "must be between 4096 and 268435456".into(),
+            ));
+        }
+        if self.log_ring_lines == 0 || self.log_ring_lines > 1_000_000 {
+            return Err(("log_ring_lines", "must be between 1 and 1000000".into()));
+        }
+        if self.audit_checkpoint_every == 0 || self.audit_checkpoint_secs == 0 {
+            return Err((
+                "audit_checkpoint_every",
+                "checkpoints need a record count and an interval above 0".into(),
+            ));
+        }
+        if self.stats_interval_ms < 200 {
+            return Err(("stats_interval_ms", "must be at least 200".into()));
+        }
+        crate::runtime::network::SubnetPool::new(&self.network_pool, self.network_prefix)
+            .map_err(|e| ("network_pool", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("agf-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(&p, "stat_dir = \"/x\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("stat_dir"), "{e}");
+        std::fs::write(&p, "network_pool = \"10.0.0.0/33\"\n").unwrap();
+        let e = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("network_pool"), "{e}");
+        std::fs::write(&p, "log_ring_lines = 50\n").unwrap();
+        assert_eq!(Config::load(Some(&p)).unwrap().log_ring_lines, 50);
+        let missing = dir.join("missing.toml");
+        assert!(
+            Config::load(Some(&missing)).is_err(),
+            "explicit missing file must fail"
+        );
+    }
+}

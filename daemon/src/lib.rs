@@ -1,0 +1,161 @@
+//! agenfleet-daemon: the library behind `agenfleetd`. It owns the daemon's parts — config,
+//! store, fleet state, runtime (engine, supervisor), authorization and the RPC servers — and
+//! `run`, which wires them together.
+
+pub mod audit;
+pub mod authz;
+pub mod config;
+pub mod keys;
+pub mod rpc;
+pub mod runtime;
+pub mod state;
+pub mod store;
+pub mod vault;
+
+use agenfleet_protocol::{DaemonInfo, EngineInfo, SOFTWARE_VERSION};
+use anyhow::{bail, Context as _};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Takes an exclusive lock on the state dir so two daemons never share it.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("agenfleetd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "another agenfleetd is running with state dir {} (it holds {})",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Binds the operator socket, replacing a stale socket file but never a live daemon's.
+async fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!("another daemon is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops.
+pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
+    std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set the mode of {}", cfg.state_dir.display()))?;
+    let _lock = lock_state_dir(&cfg.state_dir)?;
+    let db = cfg.state_dir.join("agenfleet.db");
+    let store = store::Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let instance = store.instance_id()?;
+    let fleet = state::FleetState::new(DaemonInfo {
+        version: SOFTWARE_VERSION.to_string(),
+        pid: std::process::id(),
+        started_at_ms: agenfleet_protocol::now_ms(),
+        instance_id: instance.clone(),
+        engine: EngineInfo {
+            connected: false,
+            version: None,
+            api_version: None,
+            error: Some("connecting".into()),
+        },
+        orphans: vec![],
+        audit_writable: true,
+        audit_problem: None,
+        vault: agenfleet_protocol::VaultState::Uninitialized,
+    });
+    // The audit log, with its checkpoint key in the OS keyring (never in the state dir).
+    let (signer, signing) =
+        match audit::checkpoint::Signer::from_keyring(&format!("audit-signing-{instance}")) {
+            Ok(s) => {
+                let d = format!(
+                    "ed25519 key {}… in the kernel keyring",
+                    &s.public_hex()[..16]
+                );
+                (Some(s), d)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoints will be UNSIGNED: no audit signing key");
+                (None, format!("unsigned: {e}"))
+            }
+        };
+    let audit_dir = cfg.audit_dir();
+    let opts = audit::Options {
+        checkpoint_every: cfg.audit_checkpoint_every,
+        checkpoint_interval: std::time::Duration::from_secs(cfg.audit_checkpoint_secs),
+        ..Default::default()
+    };
+    let (audit, opened) = audit::AuditLog::open(&audit_dir, signer, signing, opts)
+        .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
+    if let Some(d) = &opened.damage {
+        tracing::error!("audit log: {d}");
+        fleet.update_daemon(|i| {
+            i.audit_writable = false;
+            i.audit_problem = Some(d.clone());
+        });
+    }
+    let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
+    let vault_state = vault.state();
+    fleet.update_daemon(|d| d.vault = vault_state);
+    let cfg = Arc::new(cfg);
+    let rt = runtime::Runtime::new(cfg.clone(), store, fleet, instance.clone(), audit, vault);
+    if let Some(t) = &opened.truncated {
+        let _ = rt
+            .system_event("audit.truncated", None, "observed", t.clone())
+            .await;
+    }
+    let _ = rt
+        .system_event(
+            "daemon.start",
+            None,
+            "observed",
+            format!(
+                "agenfleetd {SOFTWARE_VERSION} pid {} instance {instance}; audit log holds {} records",
+                std::process::id(),
+                opened.records
+            ),
+        )
+        .await;
+    rt.start().context("cannot load the stored agents")?;
+    let listener = bind_socket(&cfg.socket, cfg.socket_mode).await?;
+    tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), %instance, version = SOFTWARE_VERSION, "agenfleetd ready");
+    let server = tokio::spawn(rpc::serve(rt.clone(), listener, cfg.max_frame_bytes));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping; agents keep running"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; agents keep running"),
+        r = server => tracing::error!(result = ?r, "the operator server ended"),
+    }
+    let _ = rt
+        .system_event(
+            "daemon.stop",
+            None,
+            "observed",
+            "stopping on a signal; agents keep running".into(),
+        )
+        .await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! agenfleetd: the AgenFleet daemon. Parses its command line, loads the config, sets up
+//! logging (`RUST_LOG`), and runs the daemon (see the library).
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agenfleetd",
+    version,
+    about = "AgenFleet daemon: supervises AI agents in hardened containers"
+)]
+struct Args {
+    /// Config file (TOML). Default: /etc/agenfleet/agenfleetd.toml for root, else
+    /// $XDG_CONFIG_HOME/agenfleet/agenfleetd.toml.
+    #[arg(long, env = "AGENFLEETD_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory (overrides the config).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Operator socket path (overrides the config).
+    #[arg(long, env = "AGENFLEET_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Seconds before a labelled container that no agent owns is removed (overrides config).
+    #[arg(long)]
+    orphan_grace_secs: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Verify an audit log directory offline (no daemon needed); exit 12 if invalid.
+    VerifyAudit {
+        /// The audit directory (`<state_dir>/audit`).
+        dir: PathBuf,
+        /// A checkpoint (JSON) kept from earlier, to detect rollback or truncation.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+fn verify_audit(
+    dir: &std::path::Path,
+    checkpoint: Option<&std::path::Path>,
+) -> std::process::ExitCode {
+    let kept = match checkpoint {
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("agenfleetd: checkpoint {}: {e}", p.display());
+                return std::process::ExitCode::from(6);
+            }
+        },
+        None => None,
+    };
+    let report = agenfleet_daemon::audit::verify_dir(dir, kept.as_ref());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    if report.valid {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "agenfleetd: INVALID: {}",
+            report.first_bad.unwrap_or_default()
+        );
+        std::process::ExitCode::from(12)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if let Some(Cmd::VerifyAudit { dir, checkpoint }) = &args.command {
+        return verify_audit(dir, checkpoint.as_deref());
+    }
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tarpc=warn")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = match agenfleet_daemon::config::Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agenfleetd: {e}");
+            return std::process::ExitCode::from(78);
+        }
+    };
+    if let Some(d) = args.state_dir {
+        cfg.state_dir = d;
+    }
+    if let Some(s) = args.socket {
+        cfg.socket = s;
+    }
+    if let Some(g) = args.orphan_grace_secs {
+        cfg.orphan_grace_secs = g;
+    }
+    // Join a session keyring of our own before any thread exists: each thread has its own
+    // credentials, and threads made later inherit this one's.
+    if let Err(e) = agenfleet_daemon::keys::init() {
+        tracing::error!(error = %e, "the OS keyring is not usable: the vault stays sealed and checkpoints unsigned");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agenfleetd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(71);
+        }
+    };
+    match rt.block_on(agenfleet_daemon::run(cfg)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agenfleetd: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Spec → hardened container: every agent runs with all capabilities dropped,
+//! no-new-privileges, a read-only root filesystem, a small tmpfs for /tmp, memory (no swap),
+//! CPU and pids limits, a non-root user, no network unless the spec asks for its own, our
+//! labels and a deterministic name. No credentials or other secrets ever go into this config.
+
+use crate::config::Config;
+use crate::store::AgentKey;
+use agenfleet_protocol::{AgentSpec, NetworkMode, BUILTIN_IMAGE};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use std::collections::HashMap;
+
+pub const LABEL_MANAGED: &str = "agenfleet.managed";
+pub const LABEL_INSTANCE: &str = "agenfleet.instance";
+pub const LABEL_TENANT: &str = "agenfleet.tenant";
+pub const LABEL_PROJECT: &str = "agenfleet.project";
+pub const LABEL_AGENT: &str = "agenfleet.agent";
+pub const LABEL_SPEC_HASH: &str = "agenfleet.spec-hash";
+
+/// `agf.<instance>.<tenant>.<name>`: '.' cannot occur in names, so this is unambiguous.
+pub fn container_name(instance: &str, key: &AgentKey) -> String {
+    format!("agf.{instance}.{}.{}", key.tenant, key.name)
+}
+
+/// The network of an agent with its own network: `agfnet.<instance>.<tenant>.<name>`.
+pub fn network_name(instance: &str, key: &AgentKey) -> String {
+    format!("agfnet.{instance}.{}.{}", key.tenant, key.name)
+}
+
+/// The agent key a container's labels name, if they are ours.
+pub fn key_from_labels(labels: &HashMap<String, String>) -> Option<AgentKey> {
+    Some(AgentKey {
+        tenant: labels.get(LABEL_TENANT)?.clone(),
+        name: labels.get(LABEL_AGENT)?.clone(),
+    })
+}
+
+pub fn labels(instance: &str, key: &AgentKey, spec: &AgentSpec) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+        (LABEL_TENANT.to_string(), key.tenant.clone()),
+        (LABEL_PROJECT.to_string(), spec.project.clone()),
+        (LABEL_AGENT.to_string(), key.name.clone()),
+        (LABEL_SPEC_HASH.to_string(), spec.hash()),
+    ])
+}
+
+/// The engine's create request for an agent.
+pub fn create_body(
+    cfg: &Config,
+    instance: &str,
+    key: &AgentKey,
+    spec: &AgentSpec,
+    image_ref: &str,
+    gateway_dir: &std::path::Path,
+) -> ContainerCreateBody {
+    let mem = spec.memory_limit_bytes() as i64;
+    let network_mode = match spec.network.mode {
+        NetworkMode::None => "none".to_string(),
+        NetworkMode::Internal | NetworkMode::Egress => network_name(instance, key),
+    };
+    let cmd = if spec.image == BUILTIN_IMAGE {
+        let workload = serde_json::to_string(&spec.workload).unwrap_or_else(|_| "{}".into());
+        let mut c = vec!["--workload".to_string(), workload];
+        if !spec.credentials.is_empty() {
+            // Names only: the values come over the gateway socket at start.
+            c.push("--credentials".into());
+            c.push(spec.credentials.join(","));
+            if spec.credential_refresh == agenfleet_protocol::CredentialRefresh::Refresh {
+                c.push("--refresh".into());
+            }
+        }
+        Some(c)
+    } else {
+        None
+    };
+    ContainerCreateBody {
+        image: Some(image_ref.to_string()),
+        cmd,
+        user: Some(cfg.agent_user.clone()),
+        labels: Some(labels(instance, key, spec)),
+        env: Some(vec![]),
+        stop_timeout: Some(i64::from(cfg.stop_timeout_secs)),
+        host_config: Some(HostConfig {
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                "rw,noexec,nosuid,nodev,size=16m".to_string(),
+            )])),
+            memory: Some(mem),
+            memory_swap: Some(mem),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            pids_limit: Some(i64::from(spec.limits.pids)),
+            network_mode: Some(network_mode),
+            // The agent's own gateway socket, and nothing else of the host.
+            binds: Some(vec![format!(
+                "{}:{}:ro",
+                gateway_dir.display(),
+                agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER
+            )]),
+            restart_policy: Some(RestartPolicy {
+                // The daemon is the supervisor: backoff, budget and audit are ours.
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "10m".to_string()),
+                    ("max-file".to_string(), "2".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardening_is_complete() {
+        let spec = AgentSpec::from_toml(
+            "name = \"a\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 64\ncpus = 0.5\npids = 32\n",
+        )
+        .unwrap();
+        let key = AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        };
+        let b = create_body(
+            &Config::default(),
+            "inst",
+            &key,
+            &spec,
+            "agenfleet/agent:x",
+            std::path::Path::new("/s/gateways/t.a"),
+        );
+        let h = b.host_config.unwrap();
+        assert_eq!(h.cap_drop.unwrap(), vec!["ALL"]);
+        assert_eq!(h.security_opt.unwrap(), vec!["no-new-privileges:true"]);
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert!(h.tmpfs.unwrap().contains_key("/tmp"));
+        assert_eq!(h.memory, Some(64 * 1024 * 1024));
+        assert_eq!(h.memory_swap, h.memory);
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+        assert_eq!(h.pids_limit, Some(32));
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(h.binds.unwrap(), vec!["/s/gateways/t.a:/run/agenfleet:ro"]);
+        assert_eq!(b.user.as_deref(), Some("65534:65534"));
+        assert_eq!(b.env, Some(vec![]));
+        let labels = b.labels.unwrap();
+        assert_eq!(key_from_labels(&labels), Some(key.clone()));
+        assert_eq!(container_name("inst", &key), "agf.inst.t.a");
+    }
+}

@@ -1,0 +1,87 @@
+//! The built-in agent image: the static `agenfleet-agent` shim (embedded in the daemon at
+//! build time) alone in a `FROM scratch` image, built locally through the engine's build
+//! API — there is no registry to pull from. The tag carries a digest of the shim and the
+//! Dockerfile, so a new shim gets a new image and an unchanged one is never rebuilt.
+
+use super::engine::{bollard_err, is_not_found};
+use agenfleet_protocol::{ApiError, ImageInfo, BUILTIN_IMAGE};
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::Docker;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+/// The static shim, built by `build.rs`.
+pub static AGENT_BINARY: &[u8] = include_bytes!(env!("AGENFLEET_AGENT_BIN"));
+/// The Dockerfile of the agent image.
+pub static DOCKERFILE: &str = include_str!("../../../assets/agent.Dockerfile");
+
+/// `agenfleet/agent:<12 hex of sha256(shim ‖ Dockerfile)>`.
+pub fn builtin_tag() -> String {
+    let mut h = Sha256::new();
+    h.update(AGENT_BINARY);
+    h.update(DOCKERFILE.as_bytes());
+    let d = hex::encode(h.finalize());
+    format!("{BUILTIN_IMAGE}:{}", &d[..12])
+}
+
+fn context_tar() -> Result<Vec<u8>, std::io::Error> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8], mode: u32| -> Result<(), std::io::Error> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, name, data)
+    };
+    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
+    add("agenfleet-agent", AGENT_BINARY, 0o755)?;
+    b.into_inner()
+}
+
+async fn inspect(docker: &Docker, tag: &str) -> Result<Option<ImageInfo>, ApiError> {
+    match docker.inspect_image(tag).await {
+        Ok(i) => Ok(Some(ImageInfo {
+            tag: tag.to_string(),
+            id: i.id.unwrap_or_default(),
+            built: false,
+            size_bytes: i.size.unwrap_or(0).max(0) as u64,
+        })),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(bollard_err("inspect the agent image", e)),
+    }
+}
+
+/// Builds the built-in image unless it is present (or `force`).
+pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, ApiError> {
+    let tag = builtin_tag();
+    if !force {
+        if let Some(info) = inspect(docker, &tag).await? {
+            return Ok(info);
+        }
+    }
+    tracing::info!(%tag, bytes = AGENT_BINARY.len(), "building the agent image");
+    let tar = context_tar().map_err(|e| ApiError::internal(format!("agent image context: {e}")))?;
+    let opts = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| bollard_err("build the agent image", e))?;
+        if let Some(detail) = info.error_detail {
+            return Err(ApiError::internal(format!(
+                "building the agent image failed: {}",
+                detail.message.unwrap_or_default()
+            )));
+        }
+    }
+    let mut info = inspect(docker, &tag)
+        .await?
+        .ok_or_else(|| ApiError::internal("the engine built the agent image but cannot find it"))?;
+    info.built = true;
+    tracing::info!(%tag, id = %info.id, "agent image built");
+    Ok(info)
+}

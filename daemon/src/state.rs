@@ -1,0 +1,360 @@
+//! The revisioned fleet state: the current view of every agent and of the daemon, a
+//! revision that every change bumps, and a bounded history of changes so that `watch(since)`
+//! answers with the deltas after `since` (or a full snapshot when `since` is too old or
+//! from an earlier daemon run). Watchers wait on a `tokio::sync::watch` of the revision:
+//! no polling.
+
+use agenfleet_protocol::{AgentView, Change, DaemonInfo, WatchReply};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::store::AgentKey;
+
+/// How many changes are kept for `watch`; older `since` values get a snapshot.
+const HISTORY: usize = 8192;
+
+struct Inner {
+    revision: u64,
+    agents: BTreeMap<AgentKey, AgentView>,
+    daemon: DaemonInfo,
+    history: VecDeque<(u64, Change)>,
+}
+
+#[derive(Clone)]
+pub struct FleetState {
+    inner: Arc<Mutex<Inner>>,
+    rev_tx: Arc<tokio::sync::watch::Sender<u64>>,
+    epoch: u64,
+}
+
+fn key_of(v: &AgentView) -> AgentKey {
+    AgentKey {
+        tenant: v.tenant.clone(),
+        name: v.name.clone(),
+    }
+}
+
+impl FleetState {
+    pub fn new(daemon: DaemonInfo) -> FleetState {
+        let (rev_tx, _) = tokio::sync::watch::channel(0);
+        // The epoch tells one daemon run from the next: revisions restart at 0.
+        let epoch = agenfleet_protocol::now_ms() ^ (u64::from(std::process::id()) << 48);
+        FleetState {
+            inner: Arc::new(Mutex::new(Inner {
+                revision: 0,
+                agents: BTreeMap::new(),
+                daemon,
+                history: VecDeque::new(),
+            })),
+            rev_tx: Arc::new(rev_tx),
+            epoch,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves consistent data (each change is one
+        // assignment), so recover the guard instead of propagating the poison.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn push(inner: &mut Inner, change: Change) -> u64 {
+        inner.revision += 1;
+        let rev = inner.revision;
+        inner.history.push_back((rev, change));
+        while inner.history.len() > HISTORY {
+            inner.history.pop_front();
+        }
+        rev
+    }
+
+    /// Sets an agent's view; a no-op (no revision) when nothing changed.
+    pub fn upsert(&self, view: AgentView) {
+        let rev = {
+            let mut inner = self.lock();
+            let key = key_of(&view);
+            if inner.agents.get(&key) == Some(&view) {
+                return;
+            }
+            inner.agents.insert(key, view.clone());
+            Self::push(&mut inner, Change::Agent(view))
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    /// Applies `f` to many agents at once (stats sampling) under one lock.
+    pub fn update_many(&self, mut f: impl FnMut(&AgentKey, &mut AgentView) -> bool) {
+        let rev = {
+            let mut inner = self.lock();
+            let mut changed = Vec::new();
+            for (k, v) in inner.agents.iter_mut() {
+                if f(k, v) {
+                    changed.push(v.clone());
+                }
+            }
+            if changed.is_empty() {
+                return;
+            }
+            let mut rev = 0;
+            for v in changed {
+                rev = Self::push(&mut inner, Change::Agent(v));
+            }
+            rev
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    pub fn remove(&self, key: &AgentKey) {
+        let rev = {
+            let mut inner = self.lock();
+            if inner.agents.remove(key).is_none() {
+                return;
+            }
+            Self::push(
+                &mut inner,
+                Change::Removed {
+                    tenant: key.tenant.clone(),
+                    name: key.name.clone(),
+                },
+            )
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    pub fn update_daemon(&self, f: impl FnOnce(&mut DaemonInfo)) {
+        let rev = {
+            let mut inner = self.lock();
+            let mut d = inner.daemon.clone();
+            f(&mut d);
+            if d == inner.daemon {
+                return;
+            }
+            inner.daemon = d.clone();
+            Self::push(&mut inner, Change::Daemon(d))
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    pub fn get(&self, key: &AgentKey) -> Option<AgentView> {
+        self.lock().agents.get(key).cloned()
+    }
+
+    /// Every agent for which `visible` holds, and the revision they are current at.
+    pub fn snapshot(
+        &self,
+        visible: impl Fn(&AgentView) -> bool,
+    ) -> (u64, DaemonInfo, Vec<AgentView>) {
+        let inner = self.lock();
+        let agents = inner
+            .agents
+            .values()
+            .filter(|v| visible(v))
+            .cloned()
+            .collect();
+        (inner.revision, inner.daemon.clone(), agents)
+    }
+
+    pub fn daemon(&self) -> DaemonInfo {
+        self.lock().daemon.clone()
+    }
+
+    /// The changes after `since` that `visible` lets through, or a snapshot.
+    fn changes_after(
+        &self,
+        epoch: u64,
+        since: u64,
+        visible: &impl Fn(&AgentView) -> bool,
+    ) -> WatchReply {
+        let inner = self.lock();
+        let oldest_kept = inner
+            .history
+            .front()
+            .map(|(r, _)| *r)
+            .unwrap_or(inner.revision + 1);
+        let need_reset = epoch != self.epoch
+            || since > inner.revision
+            || (since < inner.revision && since + 1 < oldest_kept);
+        if need_reset {
+            let mut changes = vec![Change::Daemon(inner.daemon.clone())];
+            changes.extend(
+                inner
+                    .agents
+                    .values()
+                    .filter(|v| visible(v))
+                    .cloned()
+                    .map(Change::Agent),
+            );
+            return WatchReply {
+                epoch: self.epoch,
+                revision: inner.revision,
+                reset: true,
+                changes,
+            };
+        }
+        let changes = inner
+            .history
+            .iter()
+            .filter(|(r, _)| *r > since)
+            .filter(|(_, c)| match c {
+                Change::Agent(v) => visible(v),
+                Change::Removed { tenant, name } => {
+                    // Only tell a caller about removals of agents it could see: check the
+                    // last view of that agent in the history.
+                    inner.history.iter().rev().any(|(_, c)| {
+                        matches!(c, Change::Agent(v) if &v.tenant == tenant && &v.name == name && visible(v))
+                    })
+                }
+                Change::Daemon(_) => true,
+            })
+            .map(|(_, c)| c.clone())
+            .collect();
+        WatchReply {
+            epoch: self.epoch,
+            revision: inner.revision,
+            reset: false,
+            changes,
+        }
+    }
+
+    /// Long-poll: answers at once if there is news after `since` (or a reset is due),
+    /// otherwise waits up to `max_wait` for a change.
+    pub async fn watch(
+        &self,
+        epoch: u64,
+        since: u64,
+        max_wait: Duration,
+        visible: impl Fn(&AgentView) -> bool,
+    ) -> WatchReply {
+        let mut rx = self.rev_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let reply = self.changes_after(epoch, since, &visible);
+            if reply.reset || !reply.changes.is_empty() {
+                return reply;
+            }
+            // Wait for the revision to move past what we just looked at.
+            let seen = reply.revision;
+            let wait = async {
+                loop {
+                    if *rx.borrow_and_update() > seen {
+                        return true;
+                    }
+                    if rx.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(true) => continue,
+                _ => return self.changes_after(epoch, since, &visible),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agenfleet_protocol::{AgentState, DesiredState, EngineInfo};
+
+    fn daemon() -> DaemonInfo {
+        DaemonInfo {
+            version: "t".into(),
+            pid: 1,
+            started_at_ms: 0,
+            instance_id: "i".into(),
+            engine: EngineInfo {
+                connected: true,
+                version: None,
+                api_version: None,
+                error: None,
+            },
+            orphans: vec![],
+            audit_writable: true,
+            audit_problem: None,
+            vault: agenfleet_protocol::VaultState::Uninitialized,
+        }
+    }
+
+    fn view(tenant: &str, name: &str, state: AgentState) -> AgentView {
+        AgentView {
+            tenant: tenant.into(),
+            project: "p".into(),
+            name: name.into(),
+            image: "img".into(),
+            state,
+            desired: DesiredState::Running,
+            container_id: None,
+            started_at_ms: None,
+            restarts: 0,
+            restarts_in_window: 0,
+            restart_budget: 5,
+            next_restart_at_ms: None,
+            last_exit: None,
+            message: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            memory_limit_bytes: 0,
+            spec_hash: "h".into(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn deltas_after_since_and_reset_for_other_epoch() {
+        let s = FleetState::new(daemon());
+        s.upsert(view("t", "a", AgentState::Pending));
+        s.upsert(view("t", "a", AgentState::Pending)); // no change, no revision
+        s.upsert(view("t", "a", AgentState::Running));
+        let r = s
+            .watch(s.epoch(), 1, Duration::from_millis(10), |_| true)
+            .await;
+        assert!(!r.reset);
+        assert_eq!(r.revision, 2);
+        assert_eq!(r.changes.len(), 1);
+        let r = s
+            .watch(s.epoch() + 1, 2, Duration::from_millis(10), |_| true)
+            .await;
+        assert!(r.reset, "a different epoch must give a snapshot");
+        assert_eq!(r.changes.len(), 2); // daemon + one agent
+    }
+
+    #[tokio::test]
+    async fn watch_wakes_on_change_and_filters_invisible_agents() {
+        let s = FleetState::new(daemon());
+        let s2 = s.clone();
+        let epoch = s.epoch();
+        let waiter = tokio::spawn(async move {
+            s2.watch(epoch, 0, Duration::from_secs(5), |v| v.tenant == "mine")
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.upsert(view("other", "x", AgentState::Running));
+        s.upsert(view("mine", "y", AgentState::Running));
+        let r = waiter.await.unwrap();
+        assert!(!r.reset);
+        assert!(r
+            .changes
+            .iter()
+            .all(|c| !matches!(c, Change::Agent(v) if v.tenant == "other")));
+        assert!(r
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Agent(v) if v.name == "y")));
+    }
+
+    #[tokio::test]
+    async fn watch_times_out_empty() {
+        let s = FleetState::new(daemon());
+        s.upsert(view("t", "a", AgentState::Running));
+        let r = s
+            .watch(s.epoch(), 1, Duration::from_millis(30), |_| true)
+            .await;
+        assert!(!r.reset);
+        assert!(r.changes.is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! The `Gateway` service: what an agent's shim can ask the daemon, over the Unix socket
+//! bind-mounted into that agent's container alone. The socket names the agent; the daemon
+//! also checks that the caller's process lives in that agent's container.
+
+use crate::error::ApiError;
+use crate::secret::SecretValue;
+use serde::{Deserialize, Serialize};
+
+/// Where the gateway socket appears inside an agent's container.
+pub const GATEWAY_DIR_IN_CONTAINER: &str = "/run/agenfleet";
+pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayHello {
+    pub protocol_version: u32,
+    pub tenant: String,
+    pub agent: String,
+}
+
+/// One credential as delivered to its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredCredential {
+    pub name: String,
+    pub version: u32,
+    pub value: SecretValue,
+}
+
+#[tarpc::service]
+pub trait Gateway {
+    /// Checks versions; tells the shim which agent it is.
+    async fn hello(protocol_version: u32) -> Result<GatewayHello, ApiError>;
+    /// The current value of each of this agent's credentials.
+    async fn credentials() -> Result<Vec<DeliveredCredential>, ApiError>;
+    /// Waits (up to `max_wait_ms`) until the agent's credentials differ from `held`
+    /// (name, version pairs), then answers the current set; answers `None` on timeout.
+    async fn wait_credentials(
+        held: Vec<(String, u32)>,
+        max_wait_ms: u64,
+    ) -> Result<Option<Vec<DeliveredCredential>>, ApiError>;
+}

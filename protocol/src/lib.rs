@@ -1,0 +1,39 @@
+//! agenfleet-protocol: the contract between the daemon (`agenfleetd`) and its clients.
+//!
+//! It owns the `Fleet` tarpc service that operators and scripts call, the wire types
+//! (ids, specs, status, watch deltas, logs), the error type with its stable codes, the
+//! protocol version, and the framing limits of the Unix-socket transport.
+
+pub mod audit;
+pub mod error;
+pub mod gateway;
+pub mod secret;
+pub mod service;
+pub mod spec;
+pub mod transport;
+pub mod types;
+pub mod vault;
+
+pub use audit::{AuditEntry, AuditEvent, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
+pub use error::{ApiError, ErrorCode};
+pub use secret::SecretValue;
+pub use service::{Fleet, FleetClient};
+pub use spec::{
+    AgentSpec, CredentialRefresh, Limits, NetworkMode, NetworkSpec, RestartMode, RestartSpec,
+    SpecError, Workload, BUILTIN_IMAGE,
+};
+pub use types::*;
+pub use vault::{CredentialInfo, CredentialVersion, VaultState, VaultStatus};
+
+/// Version of the wire protocol. A client and a daemon with different versions refuse to
+/// talk (`hello` answers `VersionMismatch`), rather than misread each other's frames.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default maximum size of one frame on the operator socket.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest a `watch` or `logs` call may wait for news before answering empty.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// Version of the software (the workspace version).
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,115 @@
+//! The `Fleet` service: what an operator (the console, the CLI, a script) can ask the daemon.
+//! Each connection is bound to one caller (from the socket's peer credentials), so no
+//! method takes an identity argument.
+
+use crate::audit::{AuditEntry, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
+use crate::error::ApiError;
+use crate::secret::SecretValue;
+use crate::spec::AgentSpec;
+use crate::types::CallerInfo;
+use crate::types::{
+    AgentAction, AgentRef, AgentView, FleetStatus, Hello, ImageInfo, LogChunk, NewToken,
+    OperatorInfo, RoleBinding, TokenInfo, WatchReply,
+};
+use crate::vault::{CredentialInfo, VaultStatus};
+
+#[tarpc::service]
+pub trait Fleet {
+    /// Checks protocol versions and tells the caller who the daemon thinks it is.
+    async fn hello(protocol_version: u32) -> Result<Hello, ApiError>;
+    /// Daemon, engine and fleet summary, with every agent the caller may see.
+    async fn status() -> Result<FleetStatus, ApiError>;
+    /// Every agent the caller may see.
+    async fn list_agents() -> Result<Vec<AgentView>, ApiError>;
+    /// One agent.
+    async fn get_agent(agent: AgentRef) -> Result<AgentView, ApiError>;
+    /// Validates and stores a spec, then starts the agent.
+    async fn create_agent(spec: AgentSpec) -> Result<AgentView, ApiError>;
+    /// start | stop | restart | reset.
+    async fn agent_action(agent: AgentRef, action: AgentAction) -> Result<AgentView, ApiError>;
+    /// Stops the agent, removes its container and its record.
+    async fn delete_agent(agent: AgentRef) -> Result<(), ApiError>;
+    /// Log lines with sequence number ≥ `since_seq`; waits up to `max_wait_ms` for one.
+    async fn logs(agent: AgentRef, since_seq: u64, max_wait_ms: u64) -> Result<LogChunk, ApiError>;
+    /// Changes after revision `since` of daemon run `epoch`; waits up to `max_wait_ms`.
+    async fn watch(epoch: u64, since: u64, max_wait_ms: u64) -> Result<WatchReply, ApiError>;
+    /// Builds (or with `force`, rebuilds) the agent image from the embedded shim.
+    async fn build_image(force: bool) -> Result<ImageInfo, ApiError>;
+    /// The audit log's health: writable, head, last checkpoint, signing key.
+    async fn audit_status() -> Result<AuditStatus, ApiError>;
+    /// Audit records matching `query`; with `max_wait_ms`, waits for the first new one.
+    async fn audit_query(query: AuditQuery, max_wait_ms: u64) -> Result<Vec<AuditEntry>, ApiError>;
+    /// Verifies checksums, chain and checkpoints now; `checkpoint` is one the caller kept.
+    async fn audit_verify(checkpoint: Option<Checkpoint>) -> Result<VerifyReport, ApiError>;
+    /// Writes an operator's note into the audit trail; answers its sequence number.
+    async fn audit_note(text: String) -> Result<u64, ApiError>;
+    /// Sealed, unsealed or uninitialised; keys and credentials counted.
+    async fn vault_status() -> Result<VaultStatus, ApiError>;
+    /// Creates the master key (into the OS keyring); answers the recovery key, once.
+    async fn vault_init() -> Result<SecretValue, ApiError>;
+    /// Seals the vault now: the master key leaves memory and the OS keyring (running agents
+    /// keep what they hold; nothing new is delivered until `unseal`).
+    async fn vault_seal() -> Result<VaultStatus, ApiError>;
+    /// Opens a sealed vault with the recovery key.
+    async fn vault_unseal(recovery_key: SecretValue) -> Result<VaultStatus, ApiError>;
+    /// Replaces the master key (rewraps data keys); answers the new recovery key, once.
+    async fn vault_rekey() -> Result<SecretValue, ApiError>;
+    /// Adds a data key for new writes; answers its id.
+    async fn vault_rotate_key() -> Result<u64, ApiError>;
+    /// Stores a new credential for an agent (version 1).
+    async fn creds_set(
+        agent: AgentRef,
+        name: String,
+        value: SecretValue,
+    ) -> Result<CredentialInfo, ApiError>;
+    /// Stores the next version; older ones are revoked after `grace_secs` (0: at once); the
+    /// running agent gets the new value.
+    async fn creds_rotate(
+        agent: AgentRef,
+        name: String,
+        value: SecretValue,
+        grace_secs: u64,
+    ) -> Result<CredentialInfo, ApiError>;
+    /// Revokes one version (or every usable one) at once.
+    async fn creds_revoke(
+        agent: AgentRef,
+        name: String,
+        version: Option<u32>,
+    ) -> Result<CredentialInfo, ApiError>;
+    /// Metadata of an agent's credentials (never values).
+    async fn creds_list(agent: AgentRef) -> Result<Vec<CredentialInfo>, ApiError>;
+    /// Operators and their roles (what the caller may see of them).
+    async fn operators_list() -> Result<Vec<OperatorInfo>, ApiError>;
+    /// Registers a uid as an operator (platform admins only).
+    async fn operators_add(
+        uid: u32,
+        name: String,
+        platform_admin: bool,
+    ) -> Result<OperatorInfo, ApiError>;
+    /// Removes an operator and every role it holds (platform admins only).
+    async fn operators_remove(uid: u32) -> Result<(), ApiError>;
+    /// Grants a role; nobody grants more than they hold.
+    async fn roles_grant(uid: u32, binding: RoleBinding) -> Result<OperatorInfo, ApiError>;
+    /// Revokes a role.
+    async fn roles_revoke(uid: u32, binding: RoleBinding) -> Result<OperatorInfo, ApiError>;
+    /// Deletes a tenant: purges every agent of it (containers, credentials, records), then
+    /// its projects, role bindings and tokens (platform admins only). Answers how many
+    /// agents were purged.
+    async fn tenants_delete(tenant: String) -> Result<u32, ApiError>;
+    /// Binds this connection to a personal access token: from now on it acts with the
+    /// token's scope and permissions (checked again on every call).
+    async fn authenticate(token: SecretValue) -> Result<CallerInfo, ApiError>;
+    /// Creates a token scoped to a tenant or project, with some of the creator's
+    /// permissions, expiring after `ttl_secs`; the secret is answered once.
+    async fn tokens_create(
+        name: String,
+        tenant: String,
+        project: Option<String>,
+        permissions: Vec<String>,
+        ttl_secs: u64,
+    ) -> Result<NewToken, ApiError>;
+    /// Tokens the caller created (all of them for platform admins).
+    async fn tokens_list() -> Result<Vec<TokenInfo>, ApiError>;
+    /// Revokes a token at once, also on connections already using it.
+    async fn tokens_revoke(id: String) -> Result<TokenInfo, ApiError>;
+}

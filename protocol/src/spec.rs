@@ -1,0 +1,399 @@
+//! Agent specs: the file an operator writes (`agents create -f FILE`), its parsing, and its
+//! validation. Every error names the field and the reason; a spec that fails validation is
+//! never stored. The daemon validates again whatever a client sends.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The image the daemon builds itself from the embedded `agenfleet-agent` shim.
+pub const BUILTIN_IMAGE: &str = "agenfleet/agent";
+
+/// What an operator declares about one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    pub name: String,
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// `agenfleet/agent` for the built-in image, or an image present on the engine.
+    pub image: String,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub restart: RestartSpec,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub workload: Workload,
+    /// Names of the credentials the agent needs: it is held back while the vault is
+    /// sealed, and gets them over its gateway socket at start.
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    /// How a running agent gets a rotated credential: `restart` (default) or `refresh`
+    /// (the shim is handed the new value in place, without a restart).
+    #[serde(default)]
+    pub credential_refresh: CredentialRefresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialRefresh {
+    #[default]
+    Restart,
+    Refresh,
+}
+
+fn default_tenant() -> String {
+    crate::types::DEFAULT_TENANT.to_string()
+}
+fn default_project() -> String {
+    crate::types::DEFAULT_PROJECT.to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Memory limit in MiB (no swap beyond it).
+    pub memory_mb: u64,
+    /// CPU limit in cores (0.5 = half a core).
+    pub cpus: f64,
+    /// Maximum number of processes/threads.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 256,
+            cpus: 1.0,
+            pids: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartMode {
+    /// Past the budget, the agent is `Failed` until an operator resets it.
+    Fail,
+    /// Past the budget, wait until the window has room again, then restart.
+    Delay,
+}
+
+/// Restart policy: `attempts` restarts per `interval_secs`, with a delay that doubles from
+/// `delay_ms` up to `max_delay_ms`, with ±20% jitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartSpec {
+    pub mode: RestartMode,
+    pub attempts: u32,
+    pub interval_secs: u64,
+    pub delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            mode: RestartMode::Fail,
+            attempts: 5,
+            interval_secs: 300,
+            delay_ms: 1000,
+            max_delay_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// No network at all (the gateway is a Unix socket). The default.
+    None,
+    /// Its own bridge network, no route out.
+    Internal,
+    /// Its own bridge network with egress.
+    Egress,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    pub mode: NetworkMode,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            mode: NetworkMode::None,
+        }
+    }
+}
+
+/// The scripted workload the `agenfleet-agent` shim runs (demos and tests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Text of the periodic log line.
+    pub message: String,
+    /// Print a log line every N ms (0: only at start).
+    pub log_interval_ms: u64,
+    /// Exit after this many ms (0: never).
+    pub exit_after_ms: u64,
+    /// The exit code when `exit_after_ms` elapses.
+    pub exit_code: i32,
+    /// Allocate and touch this many MiB per second (0: none) — to meet the memory limit.
+    pub alloc_mb_per_sec: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            message: "working".to_string(),
+            log_interval_ms: 1000,
+            exit_after_ms: 0,
+            exit_code: 0,
+            alloc_mb_per_sec: 0,
+        }
+    }
+}
+
+/// A spec problem: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.reason)
+    }
+}
+
+fn err(field: &str, reason: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Names of agents, tenants and projects: 1–40 of `a-z 0-9 -`, starting with a letter or
+/// digit. They end up in container names, labels and file names, so they are strict.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty"));
+    }
+    if name.len() > 40 {
+        return Err(format!("{what} name `{name}` is longer than 40 characters"));
+    }
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !ok_chars || !first_ok {
+        return Err(format!(
+            "{what} name `{name}` may hold only a-z, 0-9 and '-', and must start with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+impl AgentSpec {
+    /// Parses a TOML spec. Unknown fields, wrong types and missing required fields are errors
+    /// that name the field (and the line).
+    pub fn from_toml(text: &str) -> Result<AgentSpec, String> {
+        toml::from_str::<AgentSpec>(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// Checks every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_name("agent", &self.name).map_err(|r| err("name", r))?;
+        check_name("tenant", &self.tenant).map_err(|r| err("tenant", r))?;
+        check_name("project", &self.project).map_err(|r| err("project", r))?;
+        let image = self.image.trim();
+        if image.is_empty() {
+            return Err(err(
+                "image",
+                "is empty; use `agenfleet/agent` for the built-in image",
+            ));
+        }
+        if image.len() > 255 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(
+                "image",
+                format!("`{image}` is not a valid image reference"),
+            ));
+        }
+        let l = &self.limits;
+        if !(16..=65_536).contains(&l.memory_mb) {
+            return Err(err(
+                "limits.memory_mb",
+                format!("{} is out of range (16 to 65536 MiB)", l.memory_mb),
+            ));
+        }
+        if !l.cpus.is_finite() || !(0.01..=64.0).contains(&l.cpus) {
+            return Err(err(
+                "limits.cpus",
+                format!("{} is out of range (0.01 to 64 cores)", l.cpus),
+            ));
+        }
+        if !(8..=32_768).contains(&l.pids) {
+            return Err(err(
+                "limits.pids",
+                format!("{} is out of range (8 to 32768)", l.pids),
+            ));
+        }
+        let r = &self.restart;
+        if r.attempts > 1000 {
+            return Err(err(
+                "restart.attempts",
+                format!("{} is out of range (0 to 1000)", r.attempts),
+            ));
+        }
+        if !(1..=86_400).contains(&r.interval_secs) {
+            return Err(err(
+                "restart.interval_secs",
+                format!("{} is out of range (1 to 86400)", r.interval_secs),
+            ));
+        }
+        if !(10..=3_600_000).contains(&r.delay_ms) {
+            return Err(err(
+                "restart.delay_ms",
+                format!("{} is out of range (10 to 3600000)", r.delay_ms),
+            ));
+        }
+        if r.max_delay_ms < r.delay_ms || r.max_delay_ms > 3_600_000 {
+            return Err(err(
+                "restart.max_delay_ms",
+                format!(
+                    "{} must be at least restart.delay_ms ({}) and at most 3600000",
+                    r.max_delay_ms, r.delay_ms
+                ),
+            ));
+        }
+        for (i, c) in self.credentials.iter().enumerate() {
+            let ok = !c.is_empty()
+                && c.len() <= 64
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+                && c.chars()
+                    .next()
+                    .is_some_and(|ch| ch.is_ascii_alphanumeric());
+            if !ok {
+                return Err(err(
+                    &format!("credentials[{i}]"),
+                    format!("`{c}` is not a credential name (1–64 of A-Z a-z 0-9 - _ ., starting with a letter or digit)"),
+                ));
+            }
+        }
+        let w = &self.workload;
+        if w.message.len() > 1024 {
+            return Err(err("workload.message", "is longer than 1024 bytes"));
+        }
+        if w.log_interval_ms != 0 && w.log_interval_ms < 10 {
+            return Err(err(
+                "workload.log_interval_ms",
+                "must be 0 (off) or at least 10",
+            ));
+        }
+        if !(0..=255).contains(&w.exit_code) {
+            return Err(err("workload.exit_code", "must be between 0 and 255"));
+        }
+        if w.alloc_mb_per_sec > 4096 {
+            return Err(err("workload.alloc_mb_per_sec", "must be at most 4096"));
+        }
+        Ok(())
+    }
+
+    /// The memory limit in bytes.
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.limits.memory_mb * 1024 * 1024
+    }
+
+    /// A stable digest of the spec (hex), recorded on the container's labels.
+    pub fn hash(&self) -> String {
+        // JSON of a struct has a fixed field order, so this is stable for one version.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        fnv1a_hex(&json)
+    }
+}
+
+/// 64-bit FNV-1a, hex. Only for change detection, not for security.
+fn fnv1a_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> &'static str {
+        "name = \"web-1\"\nimage = \"agenfleet/agent\"\n"
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let s = AgentSpec::from_toml(base()).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.tenant, "default");
+        assert_eq!(s.limits.memory_mb, 256);
+        assert_eq!(s.network.mode, NetworkMode::None);
+        assert_eq!(s.restart.mode, RestartMode::Fail);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = AgentSpec::from_toml(&format!("{}colour = \"red\"\n", base())).unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e = AgentSpec::from_toml(&format!("{}[limits]\nmemroy_mb = 3\n", base())).unwrap_err();
+        assert!(e.contains("memroy_mb"), "{e}");
+    }
+
+    #[test]
+    fn missing_image_is_named() {
+        let e = AgentSpec::from_toml("name = \"x\"\n").unwrap_err();
+        assert!(e.contains("image"), "{e}");
+    }
+
+    #[test]
+    fn bad_limit_names_field_and_reason() {
+        let s = AgentSpec::from_toml(&format!("{}[limits]\nmemory_mb = 1\n", base())).unwrap();
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.field, "limits.memory_mb");
+        assert!(e.reason.contains("out of range"));
+        let s = AgentSpec::from_toml(&format!("{}[limits]\ncpus = 0.0\n", base())).unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "limits.cpus");
+        let s = AgentSpec::from_toml(&format!(
+            "{}[restart]\ndelay_ms = 5000\nmax_delay_ms = 100\n",
+            base()
+        ))
+        .unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "restart.max_delay_ms");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let s = AgentSpec::from_toml("name = \"Bad_Name\"\nimage = \"x\"\n").unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "name");
+        let s = AgentSpec::from_toml("name = \"ok\"\nimage = \" \"\n").unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "image");
+    }
+
+    #[test]
+    fn hash_changes_with_content() {
+        let a = AgentSpec::from_toml(base()).unwrap();
+        let mut b = a.clone();
+        assert_eq!(a.hash(), b.hash());
+        b.limits.pids = 64;
+        assert_ne!(a.hash(), b.hash());
+    }
+}

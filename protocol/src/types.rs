@@ -1,0 +1,344 @@
+//! Wire types: agent references, views of agents and of the daemon, watch deltas, logs.
+//! Everything here is plain data (bincode-friendly: no untagged or internally tagged enums).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The tenant and project an agent is created in when its spec names none.
+pub const DEFAULT_TENANT: &str = "default";
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// How a caller names an agent: `name` or `tenant/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub tenant: Option<String>,
+    pub name: String,
+}
+
+impl AgentRef {
+    /// Parses `name` or `tenant/name`.
+    pub fn parse(s: &str) -> Result<AgentRef, String> {
+        let s = s.trim();
+        let (tenant, name) = match s.split_once('/') {
+            Some((t, n)) => (Some(t.to_string()), n.to_string()),
+            None => (None, s.to_string()),
+        };
+        crate::spec::check_name("agent", &name)?;
+        if let Some(t) = &tenant {
+            crate::spec::check_name("tenant", t)?;
+        }
+        Ok(AgentRef { tenant, name })
+    }
+}
+
+impl fmt::Display for AgentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            Some(t) => write!(f, "{t}/{}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// What the operator wants the agent to be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+/// What the agent is actually doing, as the supervisor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum AgentState {
+    /// Accepted; the container is being prepared (image, network, create).
+    Pending,
+    /// Container started and running.
+    Running,
+    /// Exited; waiting for the backoff delay before the next restart.
+    BackingOff,
+    /// Stopped by an operator; stays stopped.
+    Stopped,
+    /// Past its restart budget (or could not be created); stays down until `reset`.
+    Failed,
+    /// The engine cannot be reached; the last known state is stale.
+    Unknown,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Pending => "pending",
+            AgentState::Running => "running",
+            AgentState::BackingOff => "backing-off",
+            AgentState::Stopped => "stopped",
+            AgentState::Failed => "failed",
+            AgentState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the agent's last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: i64,
+    pub oom_killed: bool,
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+}
+
+/// One agent as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub tenant: String,
+    pub project: String,
+    pub name: String,
+    pub image: String,
+    pub state: AgentState,
+    pub desired: DesiredState,
+    pub container_id: Option<String>,
+    /// Unix ms when the current container run started.
+    pub started_at_ms: Option<u64>,
+    /// Restarts done by the supervisor since the agent was created or last reset.
+    pub restarts: u32,
+    /// Restarts inside the current policy window / attempts the policy allows.
+    pub restarts_in_window: u32,
+    pub restart_budget: u32,
+    /// Unix ms of the next scheduled restart (state `BackingOff`).
+    pub next_restart_at_ms: Option<u64>,
+    pub last_exit: Option<ExitInfo>,
+    /// A sentence for the operator: why it failed, what it waits for.
+    pub message: Option<String>,
+    /// CPU use in percent of one core (sampled).
+    pub cpu_percent: Option<f32>,
+    pub memory_bytes: Option<u64>,
+    pub memory_limit_bytes: u64,
+    pub spec_hash: String,
+    pub created_at_ms: u64,
+}
+
+impl AgentView {
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.tenant, self.name)
+    }
+}
+
+/// start | stop | restart | reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentAction {
+    Start,
+    Stop,
+    Restart,
+    Reset,
+}
+
+impl AgentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAction::Start => "start",
+            AgentAction::Stop => "stop",
+            AgentAction::Restart => "restart",
+            AgentAction::Reset => "reset",
+        }
+    }
+}
+
+/// Who the daemon thinks the caller is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerInfo {
+    pub uid: u32,
+    pub operator: String,
+    /// `platform_admin`, `member` (roles in `bindings`), or `none` (unknown uid).
+    pub role: String,
+    pub bindings: Vec<RoleBinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub daemon_version: String,
+    pub caller: CallerInfo,
+    pub max_frame_bytes: u64,
+}
+
+/// The container engine as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub connected: bool,
+    pub version: Option<String>,
+    pub api_version: Option<String>,
+    /// Why it is not connected.
+    pub error: Option<String>,
+}
+
+/// Daemon-level facts that the console shows in its header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub pid: u32,
+    pub started_at_ms: u64,
+    pub instance_id: String,
+    pub engine: EngineInfo,
+    /// Labelled containers that no agent owns, pending removal.
+    pub orphans: Vec<String>,
+    /// False once the audit log failed or found damage: every mutation is refused.
+    pub audit_writable: bool,
+    pub audit_problem: Option<String>,
+    /// Sealed, unsealed or uninitialised.
+    pub vault: crate::vault::VaultState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateCount {
+    pub state: AgentState,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub daemon: DaemonInfo,
+    pub caller: CallerInfo,
+    pub revision: u64,
+    pub counts: Vec<StateCount>,
+    pub agents: Vec<AgentView>,
+}
+
+/// One change to the fleet state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// The agent was created or changed; this is its whole new view.
+    Agent(AgentView),
+    /// The agent was deleted.
+    Removed { tenant: String, name: String },
+    /// Daemon-level facts changed.
+    Daemon(DaemonInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchReply {
+    /// Identifies one run of the daemon; revisions restart with it.
+    pub epoch: u64,
+    pub revision: u64,
+    /// When true, `changes` is a full snapshot: forget what you had.
+    pub reset: bool,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    /// Unix ms, from the engine's timestamp.
+    pub ts_ms: u64,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub lines: Vec<LogLine>,
+    /// Ask for this next.
+    pub next_seq: u64,
+    /// Lines the caller asked for that the ring buffer had already dropped.
+    pub missed: u64,
+    /// Lines dropped by this agent's ring buffer since the daemon started.
+    pub dropped_total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub tag: String,
+    pub id: String,
+    pub built: bool,
+    pub size_bytes: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ref_parses_both_forms_and_rejects_bad_names() {
+        assert_eq!(
+            AgentRef::parse("web-1").unwrap(),
+            AgentRef {
+                tenant: None,
+                name: "web-1".into()
+            }
+        );
+        let r = AgentRef::parse("acme/web-1").unwrap();
+        assert_eq!(r.tenant.as_deref(), Some("acme"));
+        assert_eq!(r.to_string(), "acme/web-1");
+        assert!(AgentRef::parse("Web 1").is_err());
+        assert!(AgentRef::parse("a/b/c").is_err());
+        assert!(AgentRef::parse("").is_err());
+    }
+}
+
+/// A role held by an operator, at a tenant or at one project of it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RoleBinding {
+    /// `tenant_admin`, `project_admin`, `project_contributor` or `project_viewer`.
+    pub role: String,
+    pub tenant: String,
+    /// None for tenant-wide roles.
+    pub project: Option<String>,
+}
+
+impl fmt::Display for RoleBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.project {
+            Some(p) => write!(f, "{} on {}/{p}", self.role, self.tenant),
+            None => write!(f, "{} on {}", self.role, self.tenant),
+        }
+    }
+}
+
+/// An operator known to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorInfo {
+    pub uid: u32,
+    pub name: String,
+    pub platform_admin: bool,
+    pub bindings: Vec<RoleBinding>,
+}
+
+/// A personal access token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    /// Who created it (uid); it can never do more than they could.
+    pub creator_uid: u32,
+    pub tenant: String,
+    pub project: Option<String>,
+    pub permissions: Vec<String>,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub revoked_ms: Option<u64>,
+}
+
+/// A token just created: the secret is shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    pub info: TokenInfo,
+    pub secret: crate::secret::SecretValue,
+}

@@ -1,0 +1,305 @@
+//! The command line: one subcommand per daemon action, each printed for people or, with
+//! `--json`, as JSON for scripts. Errors go to stderr (and, with `--json`, as a JSON object
+//! on stdout) and set the documented exit code.
+
+pub mod agents;
+pub mod audit;
+pub mod demo;
+pub mod logs;
+pub mod operators;
+pub mod secret_input;
+pub mod status;
+pub mod tokens;
+pub mod vault;
+pub mod watch;
+
+use crate::client::{CliError, Conn};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agenfleet",
+    version,
+    about = "AgenFleet: operate fleets of AI agents from a terminal",
+    long_about = "Without a subcommand, opens the console (TUI). Every subcommand also takes --json."
+)]
+pub struct Cli {
+    /// The daemon's operator socket.
+    #[arg(long, global = true, env = "AGENFLEET_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for the daemon's answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    pub timeout: u64,
+    /// A file holding a personal access token (else `AGENFLEET_TOKEN`, else your uid).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Console: turn every mutation off, whatever your role.
+    #[arg(long)]
+    pub readonly: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Daemon, engine and fleet at a glance.
+    Status,
+    /// Manage agents.
+    Agents {
+        #[command(subcommand)]
+        cmd: agents::AgentsCmd,
+    },
+    /// Print an agent's log lines (`-f` to follow).
+    Logs(logs::LogsArgs),
+    /// Print fleet changes as they happen.
+    Watch(watch::WatchArgs),
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
+    /// The credential vault: init, unseal, rekey, rotate-key, status.
+    Vault {
+        #[command(subcommand)]
+        cmd: vault::VaultCmd,
+    },
+    /// Agents' credentials: set, rotate, revoke, list, show (values never on the command line).
+    Creds {
+        #[command(subcommand)]
+        cmd: vault::CredsCmd,
+    },
+    /// Who the daemon thinks you are, and your roles.
+    Whoami,
+    /// Operators known to the daemon.
+    Operators {
+        #[command(subcommand)]
+        cmd: operators::OperatorsCmd,
+    },
+    /// Tenants (deleting one purges everything in it).
+    Tenants {
+        #[command(subcommand)]
+        cmd: operators::TenantsCmd,
+    },
+    /// Personal access tokens for scripts.
+    Tokens {
+        #[command(subcommand)]
+        cmd: tokens::TokensCmd,
+    },
+    /// Grant and revoke roles.
+    Roles {
+        #[command(subcommand)]
+        cmd: operators::RolesCmd,
+    },
+    /// The built-in agent image.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Start a throw-away daemon with a demo fleet and open the console on it.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Build the agent image from the shim embedded in the daemon.
+    Build {
+        /// Rebuild even if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Output settings of one invocation. A one-shot command's output is held back until
+/// the protocol handshake (sent alongside the command) has been checked, then printed.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub json: bool,
+    held: Option<Arc<Mutex<String>>>,
+}
+
+impl Out {
+    fn emit(&self, text: &str) {
+        match &self.held {
+            Some(buf) => {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.push_str(text);
+                b.push('\n');
+            }
+            None => {
+                // A closed pipe (`| head`) ends the command quietly, as other tools do.
+                let mut stdout = std::io::stdout().lock();
+                if writeln!(stdout, "{text}")
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
+                    std::process::exit(0);
+                }
+            }
+        }
+    }
+
+    /// Prints `value` as JSON, or `human` for people.
+    pub fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> Result<(), CliError> {
+        if self.json {
+            let s = serde_json::to_string_pretty(value)
+                .map_err(|e| CliError::new(70, "internal", format!("cannot encode JSON: {e}")))?;
+            self.emit(&s);
+        } else {
+            let h = human();
+            if !h.is_empty() {
+                self.emit(&h);
+            }
+        }
+        Ok(())
+    }
+
+    /// One JSON object per line (streams), or `human`.
+    pub fn line<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> Result<(), CliError> {
+        if self.json {
+            let s = serde_json::to_string(value)
+                .map_err(|e| CliError::new(70, "internal", format!("cannot encode JSON: {e}")))?;
+            self.emit(&s);
+        } else {
+            self.emit(&human());
+        }
+        Ok(())
+    }
+
+    /// One line as it is, whatever the format (already encoded).
+    pub fn raw(&self, text: &str) {
+        self.emit(text);
+    }
+
+    /// Writes what was held back.
+    fn flush(&self) {
+        if let Some(buf) = &self.held {
+            let b = buf.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(b.as_bytes());
+            let _ = stdout.flush();
+        }
+    }
+}
+
+/// Prints an error for a person (stderr) and, with `--json`, for a script (stdout).
+pub fn report(err: &CliError, json: bool) {
+    if json {
+        let v = serde_json::json!({"error": {"code": err.code, "message": err.message, "exit_code": err.exit_code}});
+        println!("{v}");
+    }
+    eprintln!("agenfleet: {}", err.message);
+}
+
+/// Runs one subcommand.
+pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
+    let socket = crate::client::socket_path(cli.socket.as_deref());
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    if let Command::Demo(args) = cmd {
+        return demo::run(args, cli).await;
+    }
+    let streaming = matches!(
+        cmd,
+        Command::Watch(_)
+            | Command::Logs(_)
+            | Command::Audit {
+                cmd: audit::AuditCmd::Tail { follow: true, .. } | audit::AuditCmd::Export { .. }
+            }
+    );
+    let token = crate::client::token_from(cli.token_file.as_deref())?;
+    if streaming || token.is_some() {
+        // Long-running, or acting with a token: handshake (and authenticate) first.
+        let (conn, _hello) = Conn::open(&socket, timeout).await?;
+        if let Some(t) = token {
+            conn.authenticate(t).await?;
+        }
+        if !streaming {
+            let out = Out {
+                json: cli.json,
+                held: None,
+            };
+            if let Command::Whoami = cmd {
+                let h = conn
+                    .client
+                    .hello(conn.ctx(), agenfleet_protocol::PROTOCOL_VERSION)
+                    .await??;
+                return operators::whoami(&conn, &out, &h.caller).await;
+            }
+            return one_shot(&conn, &out, cmd).await;
+        }
+        let out = Out {
+            json: cli.json,
+            held: None,
+        };
+        return match cmd {
+            Command::Logs(a) => logs::run(&conn, &out, a).await,
+            Command::Watch(a) => watch::run(&conn, &out, a).await,
+            Command::Audit { cmd } => audit::run(&conn, &out, cmd).await,
+            _ => Ok(()),
+        };
+    }
+    // One-shot: send the handshake and the command together (one round trip, not two);
+    // print only once the handshake says the versions match.
+    let (conn, hello) = Conn::open_pipelined(&socket, timeout).await?;
+    let out = Out {
+        json: cli.json,
+        held: Some(Arc::new(Mutex::new(String::new()))),
+    };
+    if let Command::Whoami = cmd {
+        let h = hello.await?;
+        operators::whoami(&conn, &out, &h.caller).await?;
+        out.flush();
+        return Ok(());
+    }
+    let (hello, result) = tokio::join!(hello, one_shot(&conn, &out, cmd));
+    hello?;
+    out.flush();
+    result
+}
+
+async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Status => status::run(conn, out).await,
+        Command::Agents { cmd } => agents::run(conn, out, cmd).await,
+        Command::Audit { cmd } => audit::run(conn, out, cmd).await,
+        Command::Vault { cmd } => vault::run_vault(conn, out, cmd).await,
+        Command::Operators { cmd } => operators::run_operators(conn, out, cmd).await,
+        Command::Roles { cmd } => operators::run_roles(conn, out, cmd).await,
+        Command::Tokens { cmd } => tokens::run(conn, out, cmd).await,
+        Command::Tenants { cmd } => operators::run_tenants(conn, out, cmd).await,
+        Command::Creds { cmd } => vault::run_creds(conn, out, cmd).await,
+        Command::Image {
+            cmd: ImageCmd::Build { force },
+        } => {
+            let info = conn
+                .client
+                .build_image(conn.ctx_wait(Duration::from_secs(300)), *force)
+                .await??;
+            out.print(&info, || {
+                format!(
+                    "{} {} ({}, {})",
+                    if info.built { "built" } else { "present" },
+                    info.tag,
+                    info.id,
+                    crate::fmt::bytes(info.size_bytes)
+                )
+            })
+        }
+        Command::Logs(_) | Command::Watch(_) | Command::Demo(_) | Command::Whoami => Ok(()),
+    }
+}

@@ -1,0 +1,173 @@
+//! `agenfleet whoami`, `agenfleet operators list|add|remove` and
+//! `agenfleet roles grant|revoke UID ROLE TENANT[/PROJECT]`.
+
+use super::Out;
+use crate::client::{CliError, Conn};
+use agenfleet_protocol::{OperatorInfo, RoleBinding};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorsCmd {
+    /// Operators and their roles (what you may see of them).
+    List,
+    /// Register a uid as an operator (platform admins only).
+    Add {
+        uid: u32,
+        name: String,
+        #[arg(long)]
+        platform_admin: bool,
+    },
+    /// Remove an operator and every role it holds.
+    Remove { uid: u32 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantsCmd {
+    /// Delete a tenant: every agent purged (containers, credentials, records), then its
+    /// projects, roles and tokens. Needs --yes.
+    Delete {
+        tenant: String,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run_tenants(conn: &Conn, out: &Out, cmd: &TenantsCmd) -> Result<(), CliError> {
+    let TenantsCmd::Delete { tenant, yes } = cmd;
+    if !yes {
+        return Err(CliError::new(
+            6,
+            "invalid_argument",
+            format!("deleting tenant {tenant} purges every agent and credential in it: add --yes"),
+        ));
+    }
+    let n = conn
+        .client
+        .tenants_delete(
+            conn.ctx_wait(std::time::Duration::from_secs(300)),
+            tenant.clone(),
+        )
+        .await??;
+    out.print(
+        &serde_json::json!({ "deleted": tenant, "agents_purged": n }),
+        || format!("deleted tenant {tenant}; {n} agent(s) purged"),
+    )
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolesCmd {
+    /// Grant ROLE (tenant_admin, project_admin, project_contributor, project_viewer) at
+    /// TENANT (tenant_admin) or TENANT/PROJECT (project roles).
+    Grant {
+        uid: u32,
+        role: String,
+        scope: String,
+    },
+    /// Revoke a role.
+    Revoke {
+        uid: u32,
+        role: String,
+        scope: String,
+    },
+}
+
+fn binding(role: &str, scope: &str) -> Result<RoleBinding, CliError> {
+    let (tenant, project) = match scope.split_once('/') {
+        Some((t, p)) => (t.to_string(), Some(p.to_string())),
+        None => (scope.to_string(), None),
+    };
+    if tenant.is_empty() || project.as_deref() == Some("") {
+        return Err(CliError::new(
+            6,
+            "invalid_argument",
+            format!("bad scope `{scope}`: write TENANT or TENANT/PROJECT"),
+        ));
+    }
+    Ok(RoleBinding {
+        role: role.to_string(),
+        tenant,
+        project,
+    })
+}
+
+fn describe(o: &OperatorInfo) -> String {
+    let roles: Vec<String> = o.bindings.iter().map(|b| b.to_string()).collect();
+    format!(
+        "{:<8} {:<16} {}{}",
+        o.uid,
+        o.name,
+        if o.platform_admin {
+            "platform admin "
+        } else {
+            ""
+        },
+        if roles.is_empty() {
+            String::new()
+        } else {
+            roles.join(", ")
+        }
+    )
+}
+
+pub async fn whoami(
+    conn: &Conn,
+    out: &Out,
+    caller: &agenfleet_protocol::CallerInfo,
+) -> Result<(), CliError> {
+    let _ = conn;
+    out.print(caller, || {
+        let roles: Vec<String> = caller.bindings.iter().map(|b| b.to_string()).collect();
+        format!(
+            "{} (uid {}): {}{}",
+            caller.operator,
+            caller.uid,
+            caller.role,
+            if roles.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", roles.join(", "))
+            }
+        )
+    })
+}
+
+pub async fn run_operators(conn: &Conn, out: &Out, cmd: &OperatorsCmd) -> Result<(), CliError> {
+    match cmd {
+        OperatorsCmd::List => {
+            let list = conn.client.operators_list(conn.ctx()).await??;
+            out.print(&list, || {
+                list.iter().map(describe).collect::<Vec<_>>().join("\n")
+            })
+        }
+        OperatorsCmd::Add {
+            uid,
+            name,
+            platform_admin,
+        } => {
+            let o = conn
+                .client
+                .operators_add(conn.ctx(), *uid, name.clone(), *platform_admin)
+                .await??;
+            out.print(&o, || format!("added {}", describe(&o)))
+        }
+        OperatorsCmd::Remove { uid } => {
+            conn.client.operators_remove(conn.ctx(), *uid).await??;
+            out.print(&serde_json::json!({ "removed": uid }), || {
+                format!("removed uid {uid}")
+            })
+        }
+    }
+}
+
+pub async fn run_roles(conn: &Conn, out: &Out, cmd: &RolesCmd) -> Result<(), CliError> {
+    let (uid, b, grant) = match cmd {
+        RolesCmd::Grant { uid, role, scope } => (*uid, binding(role, scope)?, true),
+        RolesCmd::Revoke { uid, role, scope } => (*uid, binding(role, scope)?, false),
+    };
+    let o = if grant {
+        conn.client.roles_grant(conn.ctx(), uid, b).await??
+    } else {
+        conn.client.roles_revoke(conn.ctx(), uid, b).await??
+    };
+    out.print(&o, || describe(&o))
+}

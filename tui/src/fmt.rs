@@ -1,0 +1,191 @@
+//! Formatting shared by the CLI's tables and the console: durations, sizes, CPU, states.
+
+use agenfleet_protocol::AgentView;
+
+/// "45s", "3m12s", "2h05m", "3d04h".
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s < 86_400 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+    }
+}
+
+/// "512B", "12.3M", "1.5G" (binary units).
+pub fn bytes(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = b as f64;
+    if f < K {
+        format!("{b}B")
+    } else if f < K * K {
+        format!("{:.1}K", f / K)
+    } else if f < K * K * K {
+        format!("{:.1}M", f / (K * K))
+    } else {
+        format!("{:.1}G", f / (K * K * K))
+    }
+}
+
+pub fn uptime(v: &AgentView, now_ms: u64) -> String {
+    match v.started_at_ms {
+        Some(s) if v.state == agenfleet_protocol::AgentState::Running => {
+            duration_ms(now_ms.saturating_sub(s))
+        }
+        _ => "-".into(),
+    }
+}
+
+pub fn cpu(v: &AgentView) -> String {
+    v.cpu_percent
+        .map(|c| format!("{c:.1}%"))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn memory(v: &AgentView) -> String {
+    v.memory_bytes.map(bytes).unwrap_or_else(|| "-".into())
+}
+
+pub fn restarts(v: &AgentView) -> String {
+    format!(
+        "{} ({}/{})",
+        v.restarts, v.restarts_in_window, v.restart_budget
+    )
+}
+
+pub fn exit(v: &AgentView) -> String {
+    match &v.last_exit {
+        Some(e) if e.oom_killed => format!("OOM-killed ({})", e.code),
+        Some(e) => format!("code {}", e.code),
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration_ms(45_000), "45s");
+        assert_eq!(duration_ms(192_000), "3m12s");
+        assert_eq!(duration_ms(7_500_000), "2h05m");
+        assert_eq!(duration_ms(3 * 86_400_000 + 4 * 3_600_000), "3d04h");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5M");
+    }
+}
+
+/// What an audit record is about: `tenant/agent`, `tenant`, or `-`.
+pub fn audit_target(ev: &agenfleet_protocol::AuditEvent) -> String {
+    match (&ev.tenant, &ev.agent) {
+        (Some(t), Some(a)) => format!("{t}/{a}"),
+        (Some(t), None) => t.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// Unix ms → `2026-11-22 01:23:45.678Z` (UTC).
+pub fn timestamp(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Parses a time for `--since`/`--until`: Unix ms, `YYYY-MM-DD[THH:MM[:SS]]` (UTC), or an
+/// age like `90s`, `15m`, `2h`, `3d` (that long before `now_ms`).
+pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Some(unit) = s.chars().last().filter(|c| "smhd".contains(*c)) {
+        if let Ok(n) = s[..s.len() - 1].parse::<u64>() {
+            let mult = match unit {
+                's' => 1_000,
+                'm' => 60_000,
+                'h' => 3_600_000,
+                _ => 86_400_000,
+            };
+            return Ok(now_ms.saturating_sub(n.saturating_mul(mult)));
+        }
+    }
+    let bad = || format!("`{s}` is not a time (use Unix ms, 2026-11-22T01:30, or an age like 15m)");
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let dp: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let tp: Vec<i64> = time
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if dp.len() != 3 || tp.is_empty() || tp.len() > 3 {
+        return Err(bad());
+    }
+    let (y, m, d) = (dp[0], dp[1], dp[2]);
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || tp[0] > 23
+        || tp.get(1).is_some_and(|v| *v > 59)
+    {
+        return Err(bad());
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400
+        + tp[0] * 3600
+        + tp.get(1).copied().unwrap_or(0) * 60
+        + tp.get(2).copied().unwrap_or(0);
+    if secs < 0 {
+        return Err(bad());
+    }
+    Ok(secs as u64 * 1000)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(timestamp(1_709_251_200_123), "2024-03-01 00:00:00.123Z");
+        assert_eq!(parse_time("2024-03-01", 0).unwrap(), 1_709_251_200_000);
+        assert_eq!(
+            parse_time("2024-03-01T00:00:01", 0).unwrap(),
+            1_709_251_201_000
+        );
+        assert_eq!(parse_time("15m", 1_000_000).unwrap(), 100_000);
+        assert_eq!(parse_time("1234", 0).unwrap(), 1234);
+        assert!(parse_time("yesterday", 0).is_err());
+        assert!(parse_time("2024-13-01", 0).is_err());
+    }
+}

@@ -1,0 +1,351 @@
+//! The console's event loop: terminal setup and restore, the daemon watcher (long-poll with
+//! reconnect), the log follower for the detail pane, operator actions, and drawing — only
+//! when something changed, each frame wrapped in a synchronized update (no flicker over SSH).
+
+use crate::app::{App, Effect};
+use crate::client::Conn;
+use agenfleet_protocol::{
+    now_ms, AgentAction, AgentRef, AgentView, ApiError, AuditEntry, AuditQuery, AuditStatus,
+    CallerInfo, CredentialInfo, LogChunk, WatchReply,
+};
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
+use futures::StreamExt;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub struct Options {
+    pub socket: PathBuf,
+    pub readonly: bool,
+    pub timeout: Duration,
+}
+
+enum Msg {
+    Connected(Conn, CallerInfo),
+    Disconnected(String),
+    Watch(WatchReply),
+    Logs((String, String), LogChunk),
+    Audit(Vec<AuditEntry>, Option<AuditStatus>),
+    Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
+    Rotated(String, Result<CredentialInfo, String>),
+    ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
+}
+
+/// Restores the terminal however the console ends (return, error, panic).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        match Conn::open(&socket, timeout).await {
+            Ok((conn, hello)) => {
+                let caller = hello.caller;
+                if tx.send(Msg::Connected(conn.clone(), caller)).is_err() {
+                    return;
+                }
+                let (mut epoch, mut since) = (0u64, 0u64);
+                loop {
+                    let wait = Duration::from_secs(20);
+                    match conn
+                        .client
+                        .watch(conn.ctx_wait(wait), epoch, since, wait.as_millis() as u64)
+                        .await
+                    {
+                        Ok(Ok(r)) => {
+                            epoch = r.epoch;
+                            since = r.revision;
+                            if tx.send(Msg::Watch(r)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Msg::Disconnected(e.message));
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Msg::Disconnected(format!("lost the daemon: {e}")));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if tx.send(Msg::Disconnected(e.message)).is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keeps the audit view current: the newest records, then each new one as it is written
+/// (long-poll), with the log's status after each batch.
+async fn follow_audit(conn: Conn, tx: mpsc::UnboundedSender<Msg>) {
+    let mut after = 0u64;
+    let mut first = true;
+    loop {
+        let wait = if first {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(20)
+        };
+        let q = AuditQuery {
+            after_seq: after,
+            limit: 500,
+            newest: first,
+            ..Default::default()
+        };
+        let Ok(Ok(entries)) = conn
+            .client
+            .audit_query(conn.ctx_wait(wait), q, wait.as_millis() as u64)
+            .await
+        else {
+            return;
+        };
+        first = false;
+        if let Some(last) = entries.last() {
+            after = last.seq;
+        }
+        let status = conn
+            .client
+            .audit_status(conn.ctx())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if tx.send(Msg::Audit(entries, status)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Credential metadata of an agent and its runs since the last rotation, from the audit
+/// log ("audit recent runs").
+async fn load_creds(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>) {
+    let who = agent.to_string();
+    let Ok(Ok(list)) = conn.client.creds_list(conn.ctx(), agent.clone()).await else {
+        let _ = tx.send(Msg::Creds(who, vec![], vec![]));
+        return;
+    };
+    let since = list.iter().filter_map(|c| c.last_rotated_ms).max();
+    let q = AuditQuery {
+        agent: Some(who.clone()),
+        action: Some("agent.started".into()),
+        since_ms: since,
+        limit: 50,
+        newest: true,
+        ..Default::default()
+    };
+    let runs = conn
+        .client
+        .audit_query(conn.ctx(), q, 0)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let _ = tx.send(Msg::Creds(who, list, runs));
+}
+
+async fn follow_logs(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>) {
+    let key = (agent.tenant.clone().unwrap_or_default(), agent.name.clone());
+    let mut since = 0;
+    loop {
+        let wait = Duration::from_secs(20);
+        match conn
+            .client
+            .logs(
+                conn.ctx_wait(wait),
+                agent.clone(),
+                since,
+                wait.as_millis() as u64,
+            )
+            .await
+        {
+            Ok(Ok(chunk)) => {
+                since = chunk.next_seq;
+                if tx.send(Msg::Logs(key.clone(), chunk)).is_err() {
+                    return;
+                }
+            }
+            // The watcher reports the disconnection; a new connection restarts us.
+            _ => return,
+        }
+    }
+}
+
+/// Runs the console until the operator quits.
+pub async fn run(opts: Options) -> io::Result<()> {
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut terminal = ratatui::try_init()?;
+    let _guard = TerminalGuard;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watch_task = tokio::spawn(watcher(opts.socket.clone(), opts.timeout, tx.clone()));
+    let mut app = App::new(opts.readonly, color, now_ms());
+    let mut conn: Option<Conn> = None;
+    let mut log_task: Option<JoinHandle<()>> = None;
+    let mut audit_task: Option<JoinHandle<()>> = None;
+    let mut events = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        if app.dirty {
+            app.dirty = false;
+            let out = terminal.backend_mut();
+            crossterm::queue!(out, BeginSynchronizedUpdate)?;
+            terminal.draw(|f| crate::ui::draw(f, &app))?;
+            let out = terminal.backend_mut();
+            crossterm::queue!(out, EndSynchronizedUpdate)?;
+            out.flush()?;
+        }
+        let effects = tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => app.on_key(k),
+                Some(Ok(Event::Resize(_, _))) => {
+                    app.dirty = true;
+                    vec![]
+                }
+                Some(Ok(_)) => vec![],
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            msg = rx.recv() => {
+                match msg {
+                    Some(Msg::Connected(c, caller)) => {
+                        app.on_connected(caller);
+                        if let Some(t) = audit_task.take() {
+                            t.abort();
+                        }
+                        audit_task = Some(tokio::spawn(follow_audit(c.clone(), tx.clone())));
+                        conn = Some(c);
+                        // A new connection: follow the open agent's logs again.
+                        match (&app.logs_for, app.detail_open) {
+                            (Some((t, n)), true) => vec![Effect::FollowLogs(Some(AgentRef { tenant: Some(t.clone()), name: n.clone() }))],
+                            _ => vec![],
+                        }
+                    }
+                    Some(Msg::Disconnected(e)) => {
+                        conn = None;
+                        app.on_disconnected(e);
+                        vec![]
+                    }
+                    Some(Msg::Watch(r)) => {
+                        app.apply_watch(r);
+                        vec![]
+                    }
+                    Some(Msg::Logs(k, chunk)) => {
+                        app.apply_logs(&k, chunk);
+                        vec![]
+                    }
+                    Some(Msg::Audit(entries, status)) => {
+                        app.apply_audit(entries, status);
+                        vec![]
+                    }
+                    Some(Msg::Creds(agent, list, runs)) => {
+                        app.apply_creds(&agent, list, runs);
+                        vec![]
+                    }
+                    Some(Msg::Rotated(agent, res)) => {
+                        match res {
+                            Ok(c) => app.flash(
+                                format!("rotated {agent}/{} to version {}", c.name, c.current_version.unwrap_or(0)),
+                                false,
+                            ),
+                            Err(e) => app.flash(format!("rotation failed: {e}"), true),
+                        }
+                        match AgentRef::parse(&agent) {
+                            Ok(r) => vec![Effect::LoadCreds(r)],
+                            Err(_) => vec![],
+                        }
+                    }
+                    Some(Msg::ActionDone(action, agent, res)) => {
+                        match res {
+                            Ok(v) => app.flash(format!("{} {agent}: now {}", action.as_str(), v.state), false),
+                            Err(e) => app.flash(format!("{} {agent} failed: {e}", action.as_str()), true),
+                        }
+                        vec![]
+                    }
+                    None => break Ok(()),
+                }
+            }
+            _ = tick.tick() => {
+                app.tick(now_ms());
+                vec![]
+            }
+        };
+        let mut quit = false;
+        for e in effects {
+            match e {
+                Effect::Quit => quit = true,
+                Effect::FollowLogs(agent) => {
+                    if let Some(t) = log_task.take() {
+                        t.abort();
+                    }
+                    if let (Some(a), Some(c)) = (agent, conn.clone()) {
+                        log_task = Some(tokio::spawn(follow_logs(c, a, tx.clone())));
+                    }
+                }
+                Effect::LoadCreds(agent) => {
+                    if let Some(c) = conn.clone() {
+                        tokio::spawn(load_creds(c, agent, tx.clone()));
+                    }
+                }
+                Effect::Rotate(agent, name, value) => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let who = agent.to_string();
+                        let r = c
+                            .client
+                            .creds_rotate(
+                                c.ctx_wait(Duration::from_secs(120)),
+                                agent,
+                                name,
+                                value,
+                                0,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e: ApiError| e.message));
+                        let _ = tx.send(Msg::Rotated(who, r));
+                    });
+                }
+                Effect::Act(action, agent) => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let name = agent.to_string();
+                        let r = c
+                            .client
+                            .agent_action(c.ctx_wait(Duration::from_secs(120)), agent, action)
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map(Box::new).map_err(|e: ApiError| e.message));
+                        let _ = tx.send(Msg::ActionDone(action, name, r));
+                    });
+                }
+            }
+        }
+        if quit {
+            break Ok(());
+        }
+    };
+    watch_task.abort();
+    for t in [log_task, audit_task].into_iter().flatten() {
+        t.abort();
+    }
+    result
+}

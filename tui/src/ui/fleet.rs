@@ -1,0 +1,132 @@
+//! The fleet table: tenant/project, agent, state, uptime, restarts, CPU, memory.
+
+use super::theme::Theme;
+use crate::app::App;
+use crate::fmt;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Cell, Row, Table, TableState};
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let vis = app.visible();
+    let rows: Vec<Row> = vis
+        .iter()
+        .map(|v| {
+            Row::new(vec![
+                Cell::from(format!("{}/{}", v.tenant, v.project)),
+                Cell::from(v.name.clone()),
+                Cell::from(Span::styled(v.state.as_str(), t.state(v.state))),
+                Cell::from(fmt::uptime(v, app.now_ms)),
+                Cell::from(format!("{}", v.restarts)),
+                Cell::from(fmt::cpu(v)),
+                Cell::from(fmt::memory(v)),
+            ])
+        })
+        .collect();
+    let title = if app.filter.is_empty() {
+        format!(" Fleet ({}) ", vis.len())
+    } else {
+        format!(
+            " Fleet ({} of {}) filter: {} ",
+            vis.len(),
+            app.agents.len(),
+            app.filter
+        )
+    };
+    let empty = rows.is_empty();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(3),
+            Constraint::Fill(3),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(7),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "TENANT/PROJECT",
+            "AGENT",
+            "STATE",
+            "UPTIME",
+            "RST",
+            "CPU",
+            "MEM",
+        ])
+        .style(t.title()),
+    )
+    .block(Block::bordered().title(Span::styled(title, t.title())))
+    .row_highlight_style(t.selected())
+    .highlight_symbol("▶ ");
+    let mut state = TableState::default().with_selected(app.selected_index());
+    f.render_stateful_widget(table, area, &mut state);
+    if empty {
+        let msg = if app.agents.is_empty() {
+            "no agents yet — `agenfleet agents create -f SPEC.toml`"
+        } else {
+            "no agent matches the filter (Esc clears it)"
+        };
+        let inner = Rect {
+            x: area.x + 2,
+            y: area.y + 2,
+            width: area.width.saturating_sub(4),
+            height: 1.min(area.height.saturating_sub(3)),
+        };
+        f.render_widget(ratatui::widgets::Paragraph::new(msg).style(t.dim()), inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::tests::sample_app;
+    use crate::ui::testing::render;
+
+    #[test]
+    fn fleet_view_80x24() {
+        let app = sample_app();
+        let t = render(&app, 80, 24);
+        insta::assert_snapshot!(t.backend());
+    }
+
+    #[test]
+    fn fleet_view_colours_failed_red() {
+        let app = sample_app();
+        let t = render(&app, 80, 24);
+        let buf = t.backend().buffer();
+        // Find the "failed" cell of flaky-bot's row and check its colour.
+        let mut found = false;
+        for y in 0..24 {
+            let line: String = (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect();
+            if line.contains("flaky-bot") {
+                let x = line.find("failed").expect("state cell") as u16;
+                assert_eq!(buf[(x, y)].fg, ratatui::style::Color::Red);
+                found = true;
+            }
+        }
+        assert!(found, "flaky-bot row not drawn");
+    }
+
+    #[test]
+    fn no_color_draws_no_colours() {
+        let mut app = sample_app();
+        app.color = false;
+        let t = render(&app, 80, 24);
+        let buf = t.backend().buffer();
+        for cell in buf.content() {
+            assert_eq!(cell.fg, ratatui::style::Color::Reset);
+            assert_eq!(cell.bg, ratatui::style::Color::Reset);
+        }
+    }
+
+    #[test]
+    fn disconnected_banner() {
+        let mut app = sample_app();
+        app.on_disconnected("connection refused".into());
+        let t = render(&app, 80, 24);
+        insta::assert_snapshot!(t.backend());
+    }
+}

@@ -1,0 +1,54 @@
+//! The bottom line: the filter being typed, a flash message, or the keys you can use.
+
+use super::theme::Theme;
+use crate::app::{App, Mode};
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let line = if app.mode == Mode::Filter {
+        Line::from(vec![
+            Span::styled("/", t.key()),
+            Span::raw(app.filter.clone()),
+            Span::styled("▏", t.key()),
+            Span::styled("  Enter keep · Esc clear", t.dim()),
+        ])
+    } else if let Some(fl) = &app.flash {
+        Line::from(Span::styled(
+            fl.text.clone(),
+            if fl.error { t.error() } else { t.title() },
+        ))
+    } else {
+        let mut spans = Vec::new();
+        let mut key = |k: &str, what: &str| {
+            spans.push(Span::styled(k.to_string(), t.key()));
+            spans.push(Span::raw(format!(" {what} ")));
+        };
+        // Help and quit first: a narrow terminal cuts the end of the line.
+        key("?", "help");
+        key("q", "quit");
+        let audit = app.view == crate::app::View::Audit;
+        if audit {
+            key("1", "fleet");
+            key("j/k", "scroll");
+            key("G", "newest");
+            key("/", "filter");
+        } else {
+            key("⏎", "detail");
+            key("/", "filter");
+            if !app.readonly {
+                key("r", "restart");
+                key("s", "stop");
+                key("u", "start");
+                key("x", "reset");
+            }
+            key("c", "creds");
+            key("t", "context");
+            key("2", "audit");
+        }
+        Line::from(spans)
+    };
+    f.render_widget(Paragraph::new(line), area);
+}

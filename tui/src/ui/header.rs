@@ -1,0 +1,83 @@
+//! The top line: who you are, the daemon and engine, counts by state — or DISCONNECTED.
+
+use super::theme::Theme;
+use crate::app::{App, ConnState};
+use agenfleet_protocol::AgentState;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let mut spans = vec![Span::styled(" AgenFleet ", t.title())];
+    match &app.conn {
+        ConnState::Connecting => spans.push(Span::raw("connecting to the daemon…")),
+        ConnState::Disconnected { error } => {
+            spans.push(Span::styled(" DISCONNECTED ", t.alert()));
+            spans.push(Span::raw(format!(" reconnecting… ({error})")));
+        }
+        ConnState::Connected => {
+            // Most important first: a narrow terminal cuts the end of the line.
+            let count = |s: AgentState| app.agents.values().filter(|v| v.state == s).count();
+            spans.push(Span::raw(format!("│ {} agents: ", app.agents.len())));
+            for s in [
+                AgentState::Failed,
+                AgentState::BackingOff,
+                AgentState::Running,
+                AgentState::Pending,
+                AgentState::Stopped,
+                AgentState::Unknown,
+            ] {
+                let n = count(s);
+                if n > 0 {
+                    spans.push(Span::styled(format!("{n} {s} "), t.state(s)));
+                }
+            }
+            if app.readonly {
+                spans.push(Span::styled(" READ-ONLY ", t.alert()));
+            }
+            if let Some((tn, p)) = &app.context {
+                let label = match p {
+                    Some(p) => format!("{tn}/{p}"),
+                    None => tn.clone(),
+                };
+                spans.push(Span::styled(format!(" in {label} "), t.title()));
+            }
+            if let Some(d) = &app.daemon {
+                if !d.engine.connected {
+                    spans.push(Span::styled(" ENGINE DOWN ", t.alert()));
+                }
+                if !d.audit_writable {
+                    spans.push(Span::styled(" AUDIT CLOSED ", t.alert()));
+                }
+                if d.vault == agenfleet_protocol::VaultState::Sealed {
+                    spans.push(Span::styled(" SEALED ", t.alert()));
+                }
+            }
+            if let Some(c) = &app.caller {
+                let role = if c.role == "member" {
+                    c.bindings
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    c.role.clone()
+                };
+                spans.push(Span::raw(format!("│ {} ({role}) ", c.operator)));
+            }
+            if let Some(d) = &app.daemon {
+                if d.engine.connected {
+                    spans.push(Span::raw(format!(
+                        "│ engine {}",
+                        d.engine.version.clone().unwrap_or_default()
+                    )));
+                }
+            }
+        }
+    }
+    f.render_widget(
+        Paragraph::new(Line::from(spans)).style(t.header_bar()),
+        area,
+    );
+}

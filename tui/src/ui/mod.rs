@@ -1,0 +1,83 @@
+//! Drawing the console: one file per view and widget. `draw` lays out header, body (fleet
+//! table, and the detail pane when open), footer, and overlays (help, confirmation).
+//! Everything is a function of `App`, so views are tested on ratatui's `TestBackend`.
+
+pub mod audit;
+pub mod confirm;
+pub mod creds;
+pub mod detail;
+pub mod fleet;
+pub mod footer;
+pub mod header;
+pub mod help;
+pub mod theme;
+
+use crate::app::{App, Mode, View};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let theme = theme::Theme::new(app.color);
+    let [head, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    header::draw(f, head, app, &theme);
+    if app.view == View::Audit {
+        audit::draw(f, body, app, &theme);
+    } else if app.detail_open {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
+        fleet::draw(f, top, app, &theme);
+        detail::draw(f, bottom, app, &theme);
+    } else {
+        fleet::draw(f, body, app, &theme);
+    }
+    footer::draw(f, foot, app, &theme);
+    match &app.mode {
+        Mode::Help => help::draw(f, f.area(), &theme),
+        Mode::Confirm { action, agent } => confirm::draw(f, f.area(), *action, agent, &theme),
+        Mode::Creds | Mode::RotateInput { .. } | Mode::RotateConfirm { .. } => {
+            creds::draw(f, f.area(), app, &theme)
+        }
+        _ => {}
+    }
+}
+
+/// A rectangle of at most `w`×`h` centred in `area`.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    /// Everything drawn on the terminal, as one string.
+    pub fn screen_text(t: &Terminal<TestBackend>) -> String {
+        t.backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(|c| c.symbol())
+            .collect()
+    }
+
+    /// Renders the whole console at `w`×`h` and returns the terminal for inspection.
+    pub fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+        t.draw(|f| draw(f, app)).expect("draw");
+        t
+    }
+}
