@@ -33,10 +33,22 @@ pub struct ContainerEvent {
 }
 
 /// The engine client, present once connected and negotiated.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Engine {
     docker: Arc<RwLock<Option<Docker>>>,
     last_error: Arc<RwLock<Option<String>>>,
+    /// Flips to true at every (re)connection, to false when the engine is lost.
+    connected: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            docker: Arc::default(),
+            last_error: Arc::default(),
+            connected: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 pub fn bollard_err(context: &str, e: bollard::errors::Error) -> ApiError {
@@ -103,9 +115,26 @@ impl Engine {
         )))
     }
 
+    /// The client; while the daemon's first connection attempt is still under way (just
+    /// after start), waits for it up to `max` instead of failing at once.
+    pub async fn client_when_up(&self, max: Duration) -> Result<Docker, ApiError> {
+        let first_attempt = self
+            .last_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none();
+        if first_attempt {
+            let mut rx = self.connected.subscribe();
+            let _ = tokio::time::timeout(max, rx.wait_for(|up| *up)).await;
+        }
+        self.client()
+    }
+
     fn set(&self, d: Option<Docker>, err: Option<String>) {
+        let up = d.is_some();
         *self.docker.write().unwrap_or_else(|p| p.into_inner()) = d;
         *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = err;
+        self.connected.send_replace(up);
     }
 
     async fn connect(host: &str) -> Result<(Docker, EngineInfo), String> {

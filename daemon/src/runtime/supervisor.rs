@@ -469,7 +469,7 @@ impl Runtime {
 
     /// Builds the agent image (again, with `force`).
     pub async fn build_image(&self, force: bool) -> Result<ImageInfo, ApiError> {
-        let docker = self.engine.client()?;
+        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
         let mut ready = self.image_ready.lock().await;
         let info = image::ensure_builtin(&docker, force).await?;
         *ready = Some(info.tag.clone());
@@ -481,8 +481,8 @@ impl Runtime {
         spec.validate()
             .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
         // Check the image before anything is stored: a spec naming a missing image
-        // creates nothing.
-        let docker = self.engine.client()?;
+        // creates nothing. Just after the daemon started, wait for its first connection.
+        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
         self.resolve_image(&docker, &spec.image).await?;
         let key = AgentKey {
             tenant: spec.tenant.clone(),
