@@ -57,6 +57,8 @@ pub struct Config {
     /// A deleted agent's data (record, credentials) is purged this many seconds after
     /// the deletion (its container, network and gateway go at once). 0: at once.
     pub purge_after_secs: u64,
+    /// An approved escalation also allows a retry of the very same request for this long.
+    pub approval_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             audit_checkpoint_every: 1000,
             audit_checkpoint_secs: 10,
             purge_after_secs: 0,
+            approval_ttl_secs: 600,
         }
     }
 }

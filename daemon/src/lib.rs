@@ -6,6 +6,7 @@ pub mod audit;
 pub mod authz;
 pub mod config;
 pub mod keys;
+pub mod policy;
 pub mod rpc;
 pub mod runtime;
 pub mod state;
@@ -119,8 +120,19 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
     let vault_state = vault.state();
     fleet.update_daemon(|d| d.vault = vault_state);
+    let policy =
+        policy::PolicyEngine::new(store.clone(), cfg.approval_ttl_secs.saturating_mul(1000))
+            .map_err(|e| anyhow::anyhow!(e))?;
     let cfg = Arc::new(cfg);
-    let rt = runtime::Runtime::new(cfg.clone(), store, fleet, instance.clone(), audit, vault);
+    let rt = runtime::Runtime::new(
+        cfg.clone(),
+        store,
+        fleet,
+        instance.clone(),
+        audit,
+        vault,
+        Arc::new(policy),
+    );
     if let Some(t) = &opened.truncated {
         let _ = rt
             .system_event("audit.truncated", None, "observed", t.clone())

@@ -19,6 +19,9 @@ struct Inner {
     agents: BTreeMap<AgentKey, AgentView>,
     daemon: DaemonInfo,
     history: VecDeque<(u64, Change)>,
+    /// Pending escalations per agent, kept apart so that the supervisor's views (which
+    /// do not know them) never reset the count.
+    escalations: std::collections::HashMap<AgentKey, u32>,
 }
 
 #[derive(Clone)]
@@ -46,6 +49,7 @@ impl FleetState {
                 agents: BTreeMap::new(),
                 daemon,
                 history: VecDeque::new(),
+                escalations: std::collections::HashMap::new(),
             })),
             rev_tx: Arc::new(rev_tx),
             epoch,
@@ -73,10 +77,11 @@ impl FleetState {
     }
 
     /// Sets an agent's view; a no-op (no revision) when nothing changed.
-    pub fn upsert(&self, view: AgentView) {
+    pub fn upsert(&self, mut view: AgentView) {
         let rev = {
             let mut inner = self.lock();
             let key = key_of(&view);
+            view.escalations = inner.escalations.get(&key).copied().unwrap_or(0);
             if inner.agents.get(&key) == Some(&view) {
                 return;
             }
@@ -121,6 +126,28 @@ impl FleetState {
                     name: key.name.clone(),
                 },
             )
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    /// Sets how many escalations of an agent wait for a person.
+    pub fn set_escalations(&self, key: &AgentKey, pending: u32) {
+        let rev = {
+            let mut inner = self.lock();
+            if pending == 0 {
+                inner.escalations.remove(key);
+            } else {
+                inner.escalations.insert(key.clone(), pending);
+            }
+            let Some(v) = inner.agents.get_mut(key) else {
+                return;
+            };
+            if v.escalations == pending {
+                return;
+            }
+            v.escalations = pending;
+            let v = v.clone();
+            Self::push(&mut inner, Change::Agent(v))
         };
         self.rev_tx.send_replace(rev);
     }
@@ -301,6 +328,7 @@ mod tests {
             memory_limit_bytes: 0,
             spec_hash: "h".into(),
             created_at_ms: 0,
+            escalations: 0,
         }
     }
 

@@ -3,6 +3,7 @@
 //! also checks that the caller's process lives in that agent's container.
 
 use crate::error::ApiError;
+use crate::policy::{AgentReport, Decision, ToolCall};
 use crate::secret::SecretValue;
 use serde::{Deserialize, Serialize};
 
@@ -37,4 +38,11 @@ pub trait Gateway {
         held: Vec<(String, u32)>,
         max_wait_ms: u64,
     ) -> Result<Option<Vec<DeliveredCredential>>, ApiError>;
+    /// Decides one tool call against the agent's scopes and its tenant's policies. An
+    /// escalated call waits here until a person decides or the policy's timeout denies it.
+    /// The decision is in the audit log before the answer leaves.
+    async fn authorize(call: ToolCall) -> Result<Decision, ApiError>;
+    /// Records what the agent observed (a model or tool provider's outcome); answers the
+    /// audit sequence number.
+    async fn report(report: AgentReport) -> Result<u64, ApiError>;
 }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod error;
 pub mod gateway;
+pub mod policy;
 pub mod secret;
 pub mod service;
 pub mod spec;

@@ -145,6 +145,12 @@ pub struct Workload {
     pub exit_code: i32,
     /// Allocate and touch this many MiB per second (0: none) — to meet the memory limit.
     pub alloc_mb_per_sec: u64,
+    /// Tool calls the shim makes in order, each one decided by the gateway first.
+    pub tool_calls: Vec<ToolStep>,
+    /// Pause between two tool calls, in ms.
+    pub tool_call_interval_ms: u64,
+    /// Run the list of tool calls this many times (0: forever).
+    pub tool_call_rounds: u32,
 }
 
 impl Default for Workload {
@@ -155,6 +161,48 @@ impl Default for Workload {
             exit_after_ms: 0,
             exit_code: 0,
             alloc_mb_per_sec: 0,
+            tool_calls: Vec::new(),
+            tool_call_interval_ms: 1000,
+            tool_call_rounds: 1,
+        }
+    }
+}
+
+/// One scripted tool call: `{ tool = "read_file", args = { path = "/data/x" } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolStep {
+    pub tool: String,
+    /// The arguments as JSON text (written as a table in a spec file).
+    #[serde(default = "empty_args", with = "json_text")]
+    pub args: String,
+}
+
+fn empty_args() -> String {
+    "{}".into()
+}
+
+/// Arguments travel as JSON text: a table or object in human-readable formats (TOML,
+/// JSON), a plain string in bincode.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            let value: serde_json::Value =
+                serde_json::from_str(v).map_err(serde::ser::Error::custom)?;
+            value.serialize(s)
+        } else {
+            s.serialize_str(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        if d.is_human_readable() {
+            let value = serde_json::Value::deserialize(d)?;
+            Ok(value.to_string())
+        } else {
+            String::deserialize(d)
         }
     }
 }
@@ -305,6 +353,18 @@ impl AgentSpec {
         }
         if w.alloc_mb_per_sec > 4096 {
             return Err(err("workload.alloc_mb_per_sec", "must be at most 4096"));
+        }
+        if w.tool_calls.len() > 1000 {
+            return Err(err("workload.tool_calls", "at most 1000 calls"));
+        }
+        for (i, step) in w.tool_calls.iter().enumerate() {
+            let call = crate::policy::ToolCall {
+                tool: step.tool.clone(),
+                args_json: step.args.clone(),
+            };
+            if let Err(why) = crate::policy::parse_call(&call) {
+                return Err(err(&format!("workload.tool_calls[{i}]"), why));
+            }
         }
         Ok(())
     }

@@ -120,6 +120,9 @@ pub struct AgentView {
     pub memory_limit_bytes: u64,
     pub spec_hash: String,
     pub created_at_ms: u64,
+    /// Tool calls of this agent waiting for a person (escalations).
+    #[serde(default)]
+    pub escalations: u32,
 }
 
 impl AgentView {

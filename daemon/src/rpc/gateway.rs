@@ -2,19 +2,24 @@
 //! that agent's container alone. The socket names the agent; on every connection the
 //! daemon also checks, from the peer's pid, that the caller runs inside that agent's
 //! current container — a process anywhere else (another agent's container, the host) gets
-//! nothing, and the attempt is audited. Serves the `Gateway` service: credential delivery
-//! now, tool-call decisions later.
+//! nothing, and the attempt is audited. Serves the `Gateway` service: credential delivery,
+//! tool-call decisions (scopes + Cedar, escalations that wait for a person, each decision
+//! durable in the audit log before the agent hears it) and the agent's reports.
 
 use crate::runtime::Runtime;
 use crate::store::AgentKey;
 use agenfleet_protocol::gateway::{
     DeliveredCredential, Gateway, GatewayHello, GATEWAY_SOCKET_NAME,
 };
+use agenfleet_protocol::policy::{
+    AgentReport, Decision, EscalationState, EscalationView, ToolCall, Verdict,
+};
 use agenfleet_protocol::{ApiError, AuditEvent, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 
@@ -51,6 +56,147 @@ impl GatewayService {
         match &self.refused {
             Some(why) => Err(ApiError::denied(why.clone())),
             None => Ok(()),
+        }
+    }
+
+    fn event(&self, action: &str, outcome: &str, detail: String) -> AuditEvent {
+        AuditEvent {
+            actor: format!("agent {}", self.key),
+            action: action.into(),
+            tenant: Some(self.key.tenant.clone()),
+            agent: Some(self.key.name.clone()),
+            outcome: outcome.into(),
+            detail,
+        }
+    }
+
+    fn publish_pending(&self) {
+        let n = self.rt.policy.escalations.pending_for(&self.key);
+        self.rt.fleet.set_escalations(&self.key, n);
+    }
+
+    /// Opens an escalation and waits for a person, the policy's timeout, or the agent
+    /// going away. Answers (allowed, reviewer, reason).
+    async fn escalate(
+        &self,
+        call: &ToolCall,
+        ev: &crate::policy::Evaluation,
+    ) -> Result<(bool, Option<String>, String), ApiError> {
+        let project = self
+            .rt
+            .fleet
+            .get(&self.key)
+            .map(|v| v.project)
+            .unwrap_or_default();
+        let now = agenfleet_protocol::now_ms();
+        let detail = serde_json::json!({
+            "tool": call.tool,
+            "args_sha256": ev.args_digest,
+            "request_hash": ev.request_hash,
+            "policies": ev.policies,
+            "policy_version": ev.policy_version,
+            "reason": ev.reason,
+            "timeout_ms": ev.timeout_ms,
+        })
+        .to_string();
+        // The escalation's id is the sequence number of the record that opens it.
+        let id = self
+            .rt
+            .audit_event(self.event("tool.escalate", "pending", detail))
+            .await?;
+        let view = EscalationView {
+            id,
+            tenant: self.key.tenant.clone(),
+            project,
+            agent: self.key.name.clone(),
+            tool: call.tool.clone(),
+            args_json: call.args_json.clone(),
+            request_hash: ev.request_hash.clone(),
+            policies: ev.policies.clone(),
+            reason: ev.reason.clone(),
+            created_ms: now,
+            deadline_ms: now + ev.timeout_ms,
+            state: EscalationState::Pending,
+            reviewer: None,
+            review_reason: None,
+            decided_ms: None,
+            approval_expires_ms: None,
+        };
+        let rx = self.rt.policy.escalations.open(view);
+        let guard = Abandon {
+            svc: self.clone(),
+            id,
+            armed: true,
+        };
+        self.publish_pending();
+        tracing::info!(agent = %self.key, id, tool = %call.tool, "tool call escalated to a person");
+        let waited = tokio::time::timeout(Duration::from_millis(ev.timeout_ms), rx).await;
+        let mut guard = guard;
+        guard.armed = false;
+        let out = match waited {
+            Ok(Ok(res)) => (
+                res.approved,
+                Some(res.reviewer.clone()),
+                format!(
+                    "{} by {} in escalation {id}: {}",
+                    if res.approved { "approved" } else { "denied" },
+                    res.reviewer,
+                    res.reason
+                ),
+            ),
+            _ => {
+                self.rt
+                    .policy
+                    .escalations
+                    .finish(id, EscalationState::TimedOut);
+                (
+                    false,
+                    None,
+                    format!(
+                        "escalation {id} timed out after {} ms with nobody deciding: denied",
+                        ev.timeout_ms
+                    ),
+                )
+            }
+        };
+        self.publish_pending();
+        Ok(out)
+    }
+}
+
+/// Marks an escalation abandoned if its waiting call goes away (the agent's connection
+/// closed or its deadline passed) before anyone decided.
+struct Abandon {
+    svc: GatewayService,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let svc = self.svc.clone();
+        let id = self.id;
+        if svc
+            .rt
+            .policy
+            .escalations
+            .finish(id, EscalationState::Abandoned)
+            .is_some()
+        {
+            svc.publish_pending();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let ev = svc.event(
+                        "tool.decide",
+                        "deny",
+                        format!("{{\"escalation\":{id},\"reason\":\"the agent went away before anyone decided\"}}"),
+                    );
+                    let _ = svc.rt.audit_event(ev).await;
+                });
+            }
         }
     }
 }
@@ -105,6 +251,97 @@ impl Gateway for GatewayService {
                 _ => return Ok(None),
             }
         }
+    }
+
+    async fn authorize(self, _: Context, call: ToolCall) -> Result<Decision, ApiError> {
+        self.check()?;
+        let project = self
+            .rt
+            .fleet
+            .get(&self.key)
+            .map(|v| v.project)
+            .unwrap_or_default();
+        let ev = self.rt.policy.evaluate(&self.key, &project, &call, None);
+        let (allowed, reviewer, reason) = match ev.verdict {
+            Verdict::Allow => (true, None, ev.reason.clone()),
+            Verdict::Deny => (false, None, ev.reason.clone()),
+            Verdict::Escalate => match self
+                .rt
+                .policy
+                .escalations
+                .approval(&self.key, &ev.request_hash)
+            {
+                Some((reviewer, esc)) => (
+                    true,
+                    Some(reviewer.clone()),
+                    format!(
+                        "approved by {reviewer} in escalation {esc} (bound to this exact request)"
+                    ),
+                ),
+                None => self.escalate(&call, &ev).await?,
+            },
+        };
+        let detail = serde_json::json!({
+            "tool": call.tool,
+            "args_sha256": ev.args_digest,
+            "request_hash": ev.request_hash,
+            "decision": if allowed { "allow" } else { "deny" },
+            "verdict": ev.verdict.to_string(),
+            "policy_version": ev.policy_version,
+            "policies": ev.policies,
+            "reviewer": reviewer,
+            "latency_us": ev.latency_us,
+            "reason": reason,
+        })
+        .to_string();
+        // Audit before effect: the agent hears "allow" only once this record is durable.
+        let decision_id = self
+            .rt
+            .audit_event(self.event(
+                "tool.decide",
+                if allowed { "allow" } else { "deny" },
+                detail,
+            ))
+            .await?;
+        Ok(Decision {
+            decision_id,
+            allowed,
+            verdict: ev.verdict,
+            reason,
+            policies: ev.policies,
+            policy_version: ev.policy_version,
+            reviewer,
+            latency_us: ev.latency_us,
+            request_hash: ev.request_hash,
+        })
+    }
+
+    async fn report(self, _: Context, report: AgentReport) -> Result<u64, ApiError> {
+        self.check()?;
+        if report.provider.is_empty() || report.provider.len() > 256 {
+            return Err(ApiError::invalid("report: provider must be 1 to 256 bytes"));
+        }
+        if report.detail.len() > 2048 {
+            return Err(ApiError::invalid(
+                "report: detail must be at most 2048 bytes",
+            ));
+        }
+        let detail = serde_json::json!({
+            "kind": report.kind,
+            "provider": report.provider,
+            "status": report.status,
+            "latency_ms": report.latency_ms,
+            "fallback_used": report.fallback_used,
+            "detail": report.detail,
+        })
+        .to_string();
+        let outcome = serde_json::to_value(report.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.rt
+            .audit_event(self.event("agent.report", &outcome, detail))
+            .await
     }
 
     async fn credentials(self, _: Context) -> Result<Vec<DeliveredCredential>, ApiError> {

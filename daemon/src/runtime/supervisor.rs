@@ -76,6 +76,7 @@ pub struct Runtime {
     pub audit: AuditLog,
     pub vault: Arc<Vault>,
     pub authz: crate::authz::Authz,
+    pub policy: Arc<crate::policy::PolicyEngine>,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     /// Serialises image builds; holds the built-in tag once known to be present.
     image_ready: tokio::sync::Mutex<Option<String>>,
@@ -90,6 +91,7 @@ impl Runtime {
         instance: String,
         audit: AuditLog,
         vault: Arc<Vault>,
+        policy: Arc<crate::policy::PolicyEngine>,
     ) -> Arc<Runtime> {
         Arc::new(Runtime {
             cfg,
@@ -100,6 +102,7 @@ impl Runtime {
             audit,
             vault,
             authz: crate::authz::Authz::new(store.clone()),
+            policy,
             runners: Mutex::new(HashMap::new()),
             image_ready: tokio::sync::Mutex::new(None),
             cgroups: CgroupReader::default(),
@@ -156,6 +159,7 @@ impl Runtime {
         self.store
             .delete_agent(key)
             .map_err(|e| ApiError::internal(format!("cannot purge the agent's record: {e}")))?;
+        self.policy.forget_agent(key);
         tracing::info!(agent = %key, "agent data purged");
         let _ = self
             .system_event("agent.purge", Some(key), "ok", what)
@@ -675,6 +679,7 @@ impl Runner {
             memory_limit_bytes: self.rec.spec.memory_limit_bytes(),
             spec_hash: self.rec.spec.hash(),
             created_at_ms: self.rec.created_at_ms,
+            escalations: 0,
         }
     }
 

@@ -136,6 +136,28 @@ const MIGRATIONS: &[&str] = &[
         expires_ms INTEGER NOT NULL,
         revoked_ms INTEGER);",
     "ALTER TABLE agents ADD COLUMN purge_at_ms INTEGER;",
+    // 6: published versions of agents' scopes and tenants' Cedar policies (immutable; the
+    // latest version is in force, a rollback publishes a copy of an older one).
+    "CREATE TABLE scope_versions (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, agent, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);
+     CREATE TABLE policy_versions (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, version));",
 ];
 
 /// A handle on the database; cheap to clone.
@@ -156,6 +178,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "credential_meta",
     "role_bindings",
     "tokens",
+    "scope_versions",
+    "policy_versions",
 ];
 
 const TENANT_VIEWS: &str = "
@@ -167,7 +191,11 @@ const TENANT_VIEWS: &str = "
     CREATE TEMP VIEW IF NOT EXISTS t_credentials AS
         SELECT * FROM main.credentials WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
     CREATE TEMP VIEW IF NOT EXISTS t_credential_meta AS
-        SELECT * FROM main.credential_meta WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);";
+        SELECT * FROM main.credential_meta WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
+    CREATE TEMP VIEW IF NOT EXISTS t_scope_versions AS
+        SELECT * FROM main.scope_versions WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
+    CREATE TEMP VIEW IF NOT EXISTS t_policy_versions AS
+        SELECT * FROM main.policy_versions WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);";
 
 /// A handle bound to one tenant: its queries read tenant tables only through the `t_*`
 /// views, and the database refuses any other read of them (the guard is SQLite's

@@ -806,6 +806,7 @@ pub mod tests {
             memory_limit_bytes: 256 * 1024 * 1024,
             spec_hash: "abcdef0123456789".into(),
             created_at_ms: 0,
+            escalations: 0,
         }
     }
 
