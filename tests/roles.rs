@@ -221,11 +221,52 @@ fn the_role_matrix_holds_and_every_refusal_is_audited() {
             [DENIED, DENIED, DENIED, DENIED, DENIED, DENIED],
         ),
         (
+            "show an agent's scopes",
+            Box::new(move |_, _| (s(&["scopes", "show", "acme/a1"]), None)),
+            [OK, OK, OK, OK, DENIED, DENIED],
+        ),
+        (
+            "publish an agent's scopes",
+            Box::new(move |_, _| {
+                (
+                    s(&["scopes", "publish", "acme/a1", "/tmp/agf-roles-scopes.toml"]),
+                    None,
+                )
+            }),
+            [DENIED, DENIED, OK, OK, DENIED, DENIED],
+        ),
+        (
+            "publish my tenant's policy",
+            Box::new(move |_, _| {
+                (
+                    s(&["policy", "publish", "acme", "/tmp/agf-roles-policy.cedar"]),
+                    None,
+                )
+            }),
+            [DENIED, DENIED, DENIED, OK, DENIED, DENIED],
+        ),
+        (
+            "show another tenant's policy",
+            Box::new(move |_, _| (s(&["policy", "show", "beta"]), None)),
+            [UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, DENIED, DENIED],
+        ),
+        (
+            "list escalations",
+            Box::new(move |_, _| (s(&["escalations", "list"]), None)),
+            [OK, OK, OK, OK, DENIED, DENIED],
+        ),
+        (
             "add an operator",
             Box::new(move |_, _| (s(&["operators", "add", "62000", "sneaky"]), None)),
             [DENIED, DENIED, DENIED, DENIED, DENIED, DENIED],
         ),
     ];
+    std::fs::write("/tmp/agf-roles-scopes.toml", "tools = [\"search\"]\n").unwrap();
+    std::fs::write(
+        "/tmp/agf-roles-policy.cedar",
+        "forbid(principal, action, resource) when { context.method == \"DELETE\" };\n",
+    )
+    .unwrap();
     let mut denials = 0;
     let mut failures = Vec::new();
     for (i, (role, uid, _)) in roles.iter().enumerate() {

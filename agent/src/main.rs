@@ -8,32 +8,16 @@
 //! At start it fetches its agent's credentials over the gateway socket that the daemon
 //! bind-mounts into this container alone, and keeps them in memory only (never in the
 //! environment, never on disk, never in its output: it logs names, versions and sizes).
+//! Before each tool call of its workload it asks the gateway (`authorize`) and makes the
+//! call only if allowed. `agenfleet-agent call` and `agenfleet-agent bench`, run inside
+//! the container (`docker exec`), send tool calls given on stdin or measure decisions.
 
-use serde::Deserialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Deserialize)]
-#[serde(default)]
-struct Workload {
-    message: String,
-    log_interval_ms: u64,
-    exit_after_ms: u64,
-    exit_code: i32,
-    alloc_mb_per_sec: u64,
-}
+use agenfleet_protocol::Workload;
 
-impl Default for Workload {
-    fn default() -> Self {
-        Workload {
-            message: "working".into(),
-            log_interval_ms: 1000,
-            exit_after_ms: 0,
-            exit_code: 0,
-            alloc_mb_per_sec: 0,
-        }
-    }
-}
+mod tools;
 
 extern "C" fn on_term(_sig: libc::c_int) {
     // Only async-signal-safe calls here.
@@ -199,6 +183,11 @@ fn parse_args() -> Result<Args, String> {
 
 fn main() {
     install_signal_handlers();
+    match std::env::args().nth(1).as_deref() {
+        Some("call") => std::process::exit(tools::call_main()),
+        Some("bench") => std::process::exit(tools::bench_main()),
+        _ => {}
+    }
     let Args {
         workload,
         needs,
@@ -246,6 +235,10 @@ fn main() {
     if refresh {
         let (socket, h) = (gateway.clone(), held.clone());
         std::thread::spawn(move || refresh_forever(socket, h));
+    }
+    if !workload.tool_calls.is_empty() {
+        let (socket, w) = (gateway.clone(), workload.clone());
+        std::thread::spawn(move || tools::run_workload(socket, w));
     }
     let start = Instant::now();
     let mut out = std::io::stdout();

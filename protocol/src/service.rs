@@ -4,6 +4,9 @@
 
 use crate::audit::{AuditEntry, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
 use crate::error::ApiError;
+use crate::policy::{
+    EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
+};
 use crate::secret::SecretValue;
 use crate::spec::AgentSpec;
 use crate::types::CallerInfo;
@@ -112,4 +115,44 @@ pub trait Fleet {
     async fn tokens_list() -> Result<Vec<TokenInfo>, ApiError>;
     /// Revokes a token at once, also on connections already using it.
     async fn tokens_revoke(id: String) -> Result<TokenInfo, ApiError>;
+    /// Every published version of an agent's scopes; the latest is in force.
+    async fn scopes_show(agent: AgentRef) -> Result<VersionHistory, ApiError>;
+    /// Validates scopes (TOML) and publishes them as the agent's next version.
+    async fn scopes_publish(
+        agent: AgentRef,
+        text: String,
+        note: String,
+    ) -> Result<PolicyVersion, ApiError>;
+    /// Publishes a copy of an earlier version of an agent's scopes.
+    async fn scopes_rollback(agent: AgentRef, version: u32) -> Result<PolicyVersion, ApiError>;
+    /// Every published version of a tenant's Cedar policy; the latest is in force.
+    async fn policy_show(tenant: String) -> Result<VersionHistory, ApiError>;
+    /// Validates a Cedar policy against the schema and publishes it as the tenant's next
+    /// version.
+    async fn policy_publish(
+        tenant: String,
+        text: String,
+        note: String,
+    ) -> Result<PolicyVersion, ApiError>;
+    /// Publishes a copy of an earlier version of a tenant's policy.
+    async fn policy_rollback(tenant: String, version: u32) -> Result<PolicyVersion, ApiError>;
+    /// The problems of a policy text against the schema (empty: valid). Stores nothing.
+    async fn policy_validate(text: String) -> Result<Vec<PolicyProblem>, ApiError>;
+    /// Decides each case against the agents' scopes and the tenant's policy in force, or
+    /// `candidate` instead. Stores nothing.
+    async fn policy_test(
+        tenant: String,
+        candidate: Option<String>,
+        cases: Vec<PolicyCase>,
+    ) -> Result<Vec<PolicyCaseResult>, ApiError>;
+    /// Escalated tool calls waiting for a person (with `all`, the recently decided too).
+    async fn escalations_list(all: bool) -> Result<Vec<EscalationView>, ApiError>;
+    /// Approves or denies one escalated call. `request_hash` must be the escalated
+    /// request's: an approval is bound to that exact request.
+    async fn escalation_decide(
+        id: u64,
+        request_hash: String,
+        approve: bool,
+        reason: String,
+    ) -> Result<EscalationView, ApiError>;
 }

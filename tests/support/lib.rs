@@ -270,6 +270,23 @@ impl Daemon {
         );
     }
 
+    /// Writes `content` to a file in the test's directory; answers its path.
+    pub fn file(&self, name: &str, content: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, content).expect("write test file");
+        p.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// Sends tool calls through the agent's real gateway socket, from a process inside its
+    /// container (`docker exec … agenfleet-agent call`): one decision per call.
+    pub fn gateway_calls(&self, agent: &str, calls: &[Value]) -> Vec<Value> {
+        let cid = self.agent(agent)["container_id"]
+            .as_str()
+            .expect("a running agent has a container")
+            .to_string();
+        container_calls(&cid, &[], calls)
+    }
+
     /// Ids of every container labelled with this daemon's instance.
     pub fn containers(&self) -> Vec<String> {
         docker(&[
@@ -330,6 +347,34 @@ fn rand_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{:x}{:x}", t, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs `agenfleet-agent call` in container `cid` (`docker exec -i`, extra `exec_args`
+/// before the container id), feeding it `calls` as JSON lines; answers the decisions.
+pub fn container_calls(cid: &str, exec_args: &[&str], calls: &[Value]) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .arg("exec")
+        .arg("-i")
+        .args(exec_args)
+        .arg(cid)
+        .args(["/agenfleet-agent", "call"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    if let Some(mut stdin) = child.stdin.take() {
+        for c in calls {
+            writeln!(stdin, "{c}").expect("write a call");
+        }
+    }
+    let out = child.wait_with_output().expect("docker exec output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l:?}: {e}")))
+        .collect()
 }
 
 /// A healthy agent's spec.

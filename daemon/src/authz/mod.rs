@@ -35,6 +35,12 @@ pub enum Permission {
     CredsWrite,
     /// Grant and revoke roles.
     Grant,
+    /// Publish and roll back an agent's scopes.
+    ScopesWrite,
+    /// Publish and roll back a tenant's Cedar policy (held at tenant level only).
+    PolicyWrite,
+    /// Approve or deny an escalated tool call.
+    EscalationsDecide,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -42,7 +48,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 16] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -53,6 +59,9 @@ impl Permission {
         P::CredsRead,
         P::CredsWrite,
         P::Grant,
+        P::ScopesWrite,
+        P::PolicyWrite,
+        P::EscalationsDecide,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -74,6 +83,9 @@ impl Permission {
             Permission::CredsRead => "creds.read",
             Permission::CredsWrite => "creds.write",
             Permission::Grant => "roles.grant",
+            Permission::ScopesWrite => "scopes.write",
+            Permission::PolicyWrite => "policy.write",
+            Permission::EscalationsDecide => "escalations.decide",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -99,6 +111,7 @@ const CONTRIBUTOR: &[Permission] = &[
     P::LogsRead,
     P::AgentControl,
     P::AuditWrite,
+    P::EscalationsDecide,
 ];
 const ADMIN: &[Permission] = &[
     P::FleetRead,
@@ -111,6 +124,9 @@ const ADMIN: &[Permission] = &[
     P::AgentDelete,
     P::CredsWrite,
     P::Grant,
+    P::ScopesWrite,
+    P::PolicyWrite,
+    P::EscalationsDecide,
 ];
 
 impl ScopedRole {

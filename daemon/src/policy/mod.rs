@@ -68,7 +68,7 @@ pub struct PolicyEngine {
     pub escalations: escalations::Escalations,
 }
 
-fn sha256_hex(parts: &[&str]) -> String {
+pub fn sha256_hex(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());

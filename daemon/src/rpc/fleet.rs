@@ -5,6 +5,9 @@ use crate::authz::{Caller, Permission, Scope, ScopedRole};
 use crate::runtime::{Cmd, Runtime};
 use crate::store::AgentKey;
 use crate::vault::VaultError;
+use agenfleet_protocol::policy::{
+    EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
+};
 use agenfleet_protocol::{
     AgentAction, AgentRef, AgentSpec, AgentState, AgentView, ApiError, AuditEntry, AuditEvent,
     AuditQuery, AuditStatus, Checkpoint, Fleet, FleetStatus, Hello, ImageInfo, LogChunk,
@@ -17,6 +20,8 @@ use agenfleet_protocol::{
 use std::sync::Arc;
 use std::time::Duration;
 use tarpc::context::Context;
+
+mod policy;
 
 #[derive(Clone)]
 pub struct FleetService {
@@ -936,6 +941,91 @@ impl Fleet for FleetService {
         // Cached resolutions of it are dropped: the next call on any connection refuses.
         self.rt.authz.invalidate();
         Ok(revoked)
+    }
+
+    async fn scopes_show(self, _: Context, agent: AgentRef) -> Result<VersionHistory, ApiError> {
+        self.do_scopes_show(agent).await
+    }
+
+    async fn scopes_publish(
+        self,
+        _: Context,
+        agent: AgentRef,
+        text: String,
+        note: String,
+    ) -> Result<PolicyVersion, ApiError> {
+        self.do_scopes_publish(agent, text, note, "scopes_publish")
+            .await
+    }
+
+    async fn scopes_rollback(
+        self,
+        _: Context,
+        agent: AgentRef,
+        version: u32,
+    ) -> Result<PolicyVersion, ApiError> {
+        self.do_scopes_rollback(agent, version).await
+    }
+
+    async fn policy_show(self, _: Context, tenant: String) -> Result<VersionHistory, ApiError> {
+        self.do_policy_show(tenant).await
+    }
+
+    async fn policy_publish(
+        self,
+        _: Context,
+        tenant: String,
+        text: String,
+        note: String,
+    ) -> Result<PolicyVersion, ApiError> {
+        self.do_policy_publish(tenant, text, note).await
+    }
+
+    async fn policy_rollback(
+        self,
+        _: Context,
+        tenant: String,
+        version: u32,
+    ) -> Result<PolicyVersion, ApiError> {
+        self.do_policy_rollback(tenant, version).await
+    }
+
+    async fn policy_validate(
+        self,
+        _: Context,
+        text: String,
+    ) -> Result<Vec<PolicyProblem>, ApiError> {
+        self.do_policy_validate(text).await
+    }
+
+    async fn policy_test(
+        self,
+        _: Context,
+        tenant: String,
+        candidate: Option<String>,
+        cases: Vec<PolicyCase>,
+    ) -> Result<Vec<PolicyCaseResult>, ApiError> {
+        self.do_policy_test(tenant, candidate, cases).await
+    }
+
+    async fn escalations_list(
+        self,
+        _: Context,
+        all: bool,
+    ) -> Result<Vec<EscalationView>, ApiError> {
+        self.do_escalations_list(all).await
+    }
+
+    async fn escalation_decide(
+        self,
+        _: Context,
+        id: u64,
+        request_hash: String,
+        approve: bool,
+        reason: String,
+    ) -> Result<EscalationView, ApiError> {
+        self.do_escalation_decide(id, request_hash, approve, reason)
+            .await
     }
 
     async fn audit_note(self, _: Context, text: String) -> Result<u64, ApiError> {

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod demo;
 pub mod logs;
 pub mod operators;
+pub mod policy;
 pub mod secret_input;
 pub mod status;
 pub mod tokens;
@@ -97,6 +98,21 @@ pub enum Command {
     Roles {
         #[command(subcommand)]
         cmd: operators::RolesCmd,
+    },
+    /// What each agent may call: tools, hosts and methods, paths, MCP servers (versioned).
+    Scopes {
+        #[command(subcommand)]
+        cmd: policy::ScopesCmd,
+    },
+    /// A tenant's Cedar policies on top of the scopes: show, validate, test, publish, rollback.
+    Policy {
+        #[command(subcommand)]
+        cmd: policy::PolicyCmd,
+    },
+    /// Tool calls waiting for a person: list, approve, deny.
+    Escalations {
+        #[command(subcommand)]
+        cmd: policy::EscalationsCmd,
     },
     /// The built-in agent image.
     Image {
@@ -283,6 +299,9 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
         Command::Tokens { cmd } => tokens::run(conn, out, cmd).await,
         Command::Tenants { cmd } => operators::run_tenants(conn, out, cmd).await,
         Command::Creds { cmd } => vault::run_creds(conn, out, cmd).await,
+        Command::Scopes { cmd } => policy::run_scopes(conn, out, cmd).await,
+        Command::Policy { cmd } => policy::run_policy(conn, out, cmd).await,
+        Command::Escalations { cmd } => policy::run_escalations(conn, out, cmd).await,
         Command::Image {
             cmd: ImageCmd::Build { force },
         } => {
