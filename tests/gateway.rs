@@ -712,3 +712,90 @@ fn another_container_with_an_agents_socket_gets_nothing_and_bad_calls_are_denied
         3
     );
 }
+
+#[test]
+fn escalations_are_approved_and_scopes_edited_from_the_console() {
+    if !docker_available("escalations_are_approved_and_scopes_edited_from_the_console") {
+        return;
+    }
+    let d = Daemon::start("gw-console", "");
+    d.create(&agent_spec("payer"));
+    d.wait_agent("payer", "running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+    publish_scopes(&d, "payer", PAYER_SCOPES);
+    let f = d.file("policy.cedar", POLICY);
+    d.json(&["policy", "publish", "default", &f]);
+    let cmd = format!(
+        "{} --socket {}",
+        bin("agenfleet").display(),
+        d.socket.display()
+    );
+    let t = Tmux::start_sized(&cmd, 110, 30);
+    t.wait_screen("the fleet", |s| {
+        s.contains("payer") && s.contains("running")
+    });
+
+    // An escalated call appears in the header of the fleet view, then in the queue.
+    let waiting = call_in_background(&d, "payer", http("POST", "https://pay.example.com/charge"));
+    t.wait_screen("the escalation counter", |s| s.contains("1 ESCALATION"));
+    t.keys(&["3"]);
+    let s = t.wait_screen("the queue", |s| {
+        s.contains("payments are reviewed by a person")
+    });
+    assert!(
+        s.contains("default/payer") && s.contains("http_request"),
+        "{s}"
+    );
+    t.keys(&["a"]);
+    t.wait_screen("the reason dialog", |s| {
+        s.contains("Reason (recorded in the audit log)")
+    });
+    t.keys(&["-l", "ticket 7 ok"]);
+    t.keys(&["Enter"]);
+    let dec = waiting.join().expect("the call ends");
+    assert_eq!(dec["allowed"], true, "{dec}");
+    assert!(
+        dec["reason"].as_str().unwrap().contains("ticket 7 ok"),
+        "{dec}"
+    );
+    t.wait_screen("the queue empties", |s| {
+        s.contains("No tool call is waiting")
+    });
+    let rec = d
+        .json(&["audit", "search", "--action", "escalation.approve"])
+        .to_string();
+    assert!(rec.contains("ticket 7 ok"), "{rec}");
+
+    // Scopes edited in place: a bad line is pointed at; a good edit is diffed and published.
+    t.keys(&["1"]);
+    t.wait_screen("the fleet again", |s| s.contains("Fleet (1)"));
+    t.keys(&["p"]);
+    t.wait_screen("the scopes pane", |s| {
+        s.contains("Scopes of default/payer") && s.contains("v1 in force")
+    });
+    t.keys(&["e"]);
+    t.wait_screen("the editor", |s| s.contains("editing"));
+    t.keys(&["Down", "End"]);
+    t.keys(&["-l", " x"]);
+    t.wait_screen("the problem, with its line", |s| s.contains("✗ line 2"));
+    t.keys(&["BSpace", "BSpace"]);
+    t.keys(&["Down", "Down", "Down", "End", "Enter"]);
+    t.keys(&["-l", "path_prefix = \"/v1\""]);
+    t.wait_screen("valid again", |s| s.contains("✓ valid scopes"));
+    t.keys(&["C-s"]);
+    t.wait_screen("the diff", |s| {
+        s.contains("Diff before publish") && s.contains("+path_prefix = \"/v1\"")
+    });
+    t.keys(&["y"]);
+    t.wait_screen("published", |s| s.contains("v2 in force"));
+    let h = d.json(&["scopes", "show", "payer"]);
+    assert_eq!(h["current"], 2);
+    assert!(h["versions"][1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("path_prefix = \"/v1\""));
+    // In force at once: a GET outside /v1 is now denied.
+    let out = d.gateway_calls("payer", &[http("GET", "https://api.example.com/other")]);
+    assert_eq!(out[0]["allowed"], false, "{}", out[0]);
+}

@@ -417,12 +417,6 @@ impl Scopes {
                 ));
             }
         }
-        if !self.http.is_empty() && !self.tools.iter().any(|t| t == TOOL_HTTP) {
-            return Err((
-                None,
-                format!("http scopes are given but `{TOOL_HTTP}` is not in tools"),
-            ));
-        }
         for (i, h) in self.http.iter().enumerate() {
             if let Some(why) = host_pattern_problem(&h.host) {
                 return Err((
@@ -456,22 +450,10 @@ impl Scopes {
                 }
             }
         }
-        if !self.read_paths.is_empty() && !self.tools.iter().any(|t| t == TOOL_READ_FILE) {
-            return Err((
-                None,
-                format!("read_paths are given but `{TOOL_READ_FILE}` is not in tools"),
-            ));
-        }
         for (i, p) in self.read_paths.iter().enumerate() {
             if let Some(why) = path_problem(p) {
                 return Err((Some(p.clone()), format!("read_paths[{i}]: `{p}` {why}")));
             }
-        }
-        if !self.mcp_servers.is_empty() && !self.tools.iter().any(|t| t == TOOL_MCP) {
-            return Err((
-                None,
-                format!("mcp_servers are given but `{TOOL_MCP}` is not in tools"),
-            ));
         }
         for (i, s) in self.mcp_servers.iter().enumerate() {
             if !valid_name(s) {
@@ -480,6 +462,26 @@ impl Scopes {
                     format!("mcp_servers[{i}]: `{s}` is not a server name"),
                 ));
             }
+        }
+        // Entries that need their tool listed (after the entries themselves are checked,
+        // so that a bad value is reported where it is).
+        if !self.http.is_empty() && !self.tools.iter().any(|t| t == TOOL_HTTP) {
+            return Err((
+                None,
+                format!("http scopes are given but `{TOOL_HTTP}` is not in tools"),
+            ));
+        }
+        if !self.read_paths.is_empty() && !self.tools.iter().any(|t| t == TOOL_READ_FILE) {
+            return Err((
+                None,
+                format!("read_paths are given but `{TOOL_READ_FILE}` is not in tools"),
+            ));
+        }
+        if !self.mcp_servers.is_empty() && !self.tools.iter().any(|t| t == TOOL_MCP) {
+            return Err((
+                None,
+                format!("mcp_servers are given but `{TOOL_MCP}` is not in tools"),
+            ));
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use crate::app::{App, Effect};
 use crate::client::Conn;
+use agenfleet_protocol::policy::{EscalationView, VersionHistory};
 use agenfleet_protocol::{
     now_ms, AgentAction, AgentRef, AgentView, ApiError, AuditEntry, AuditQuery, AuditStatus,
     CallerInfo, CredentialInfo, LogChunk, WatchReply,
@@ -32,6 +33,16 @@ enum Msg {
     Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
     Rotated(String, Result<CredentialInfo, String>),
     ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
+    Escalations(Vec<EscalationView>),
+    Decided(u64, bool, Result<EscalationView, String>),
+    Scopes(String, Result<VersionHistory, String>),
+    ScopesPublished(String, Result<u32, String>),
+}
+
+/// An RPC's outcome as a message for a person.
+fn flat<T>(r: Result<Result<T, ApiError>, tarpc::client::RpcError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.message))
 }
 
 /// Restores the terminal however the console ends (return, error, panic).
@@ -236,10 +247,23 @@ pub async fn run(opts: Options) -> io::Result<()> {
                         app.on_disconnected(e);
                         vec![]
                     }
-                    Some(Msg::Watch(r)) => {
-                        app.apply_watch(r);
+                    Some(Msg::Watch(r)) => app.apply_watch(r),
+                    Some(Msg::Escalations(list)) => {
+                        app.apply_escalations(list);
                         vec![]
                     }
+                    Some(Msg::Decided(id, approve, res)) => {
+                        match res {
+                            Ok(e) => app.flash(format!("escalation {id} {}: {} may {}make the call", e.state, e.agent, if approve { "" } else { "not " }), false),
+                            Err(e) => app.flash(format!("escalation {id}: {e}"), true),
+                        }
+                        vec![Effect::LoadEscalations]
+                    }
+                    Some(Msg::Scopes(agent, res)) => {
+                        app.apply_scopes(&agent, res);
+                        vec![]
+                    }
+                    Some(Msg::ScopesPublished(agent, res)) => app.scopes_published(&agent, res),
                     Some(Msg::Logs(k, chunk)) => {
                         app.apply_logs(&k, chunk);
                         vec![]
@@ -318,6 +342,80 @@ pub async fn run(opts: Options) -> io::Result<()> {
                             .map_err(|e| e.to_string())
                             .and_then(|r| r.map_err(|e: ApiError| e.message));
                         let _ = tx.send(Msg::Rotated(who, r));
+                    });
+                }
+                Effect::LoadEscalations => {
+                    if let Some(c) = conn.clone() {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            if let Ok(list) = flat(c.client.escalations_list(c.ctx(), false).await)
+                            {
+                                let _ = tx.send(Msg::Escalations(list));
+                            }
+                        });
+                    }
+                }
+                Effect::Decide {
+                    id,
+                    request_hash,
+                    approve,
+                    reason,
+                } => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let r = flat(
+                            c.client
+                                .escalation_decide(c.ctx(), id, request_hash, approve, reason)
+                                .await,
+                        );
+                        let _ = tx.send(Msg::Decided(id, approve, r));
+                    });
+                }
+                Effect::LoadScopes(agent) => {
+                    if let Some(c) = conn.clone() {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let who = agent.to_string();
+                            let r = flat(c.client.scopes_show(c.ctx(), agent).await);
+                            let _ = tx.send(Msg::Scopes(who, r));
+                        });
+                    }
+                }
+                Effect::PublishScopes(agent, text) => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let who = agent.to_string();
+                        let r = flat(
+                            c.client
+                                .scopes_publish(
+                                    c.ctx(),
+                                    agent,
+                                    text,
+                                    "edited in the console".into(),
+                                )
+                                .await,
+                        );
+                        let _ = tx.send(Msg::ScopesPublished(who, r.map(|v| v.version)));
+                    });
+                }
+                Effect::RollbackScopes(agent, version) => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let who = agent.to_string();
+                        let r = flat(c.client.scopes_rollback(c.ctx(), agent, version).await);
+                        let _ = tx.send(Msg::ScopesPublished(who, r.map(|v| v.version)));
                     });
                 }
                 Effect::Act(action, agent) => {

@@ -8,6 +8,10 @@ use agenfleet_protocol::{
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::{BTreeMap, VecDeque};
 
+pub mod policy;
+use agenfleet_protocol::policy::EscalationView;
+pub use policy::ScopesPane;
+
 /// Log lines kept for the detail pane.
 pub const LOG_TAIL: usize = 500;
 /// Audit records kept for the audit view.
@@ -18,6 +22,7 @@ pub const AUDIT_TAIL: usize = 2000;
 pub enum View {
     Fleet,
     Audit,
+    Escalations,
 }
 
 type Key = (String, String);
@@ -49,6 +54,22 @@ pub enum Mode {
     RotateConfirm {
         name: String,
         input: MaskedInput,
+    },
+    /// Typing the reason to approve or deny an escalation.
+    Decide {
+        id: u64,
+        approve: bool,
+        reason: String,
+    },
+    /// The scopes pane of one agent.
+    Scopes,
+    /// Editing the scopes in place.
+    ScopesEdit,
+    /// The diff, before publishing.
+    ScopesConfirm,
+    /// Confirming a rollback to an earlier version.
+    ScopesRollback {
+        version: u32,
     },
 }
 
@@ -106,6 +127,21 @@ pub enum Effect {
     LoadCreds(AgentRef),
     /// Rotate a credential to the typed value.
     Rotate(AgentRef, String, SecretValue),
+    /// Load the escalations queue.
+    LoadEscalations,
+    /// Approve or deny an escalation (bound to its request hash).
+    Decide {
+        id: u64,
+        request_hash: String,
+        approve: bool,
+        reason: String,
+    },
+    /// Load an agent's scopes and their history.
+    LoadScopes(AgentRef),
+    /// Publish edited scopes.
+    PublishScopes(AgentRef, String),
+    /// Publish a copy of an earlier version.
+    RollbackScopes(AgentRef, u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +175,10 @@ pub struct App {
     pub creds: Option<CredsPane>,
     /// The tenant (and project) the fleet view is narrowed to; `t` cycles.
     pub context: Option<(String, Option<String>)>,
+    /// Escalated tool calls waiting for a person (loaded when the count changes).
+    pub escalations: Vec<EscalationView>,
+    pub esc_selected: usize,
+    pub scopes: Option<ScopesPane>,
     /// Something changed since the last frame.
     pub dirty: bool,
 }
@@ -171,6 +211,9 @@ impl App {
             audit_scroll: 0,
             creds: None,
             context: None,
+            escalations: Vec::new(),
+            esc_selected: 0,
+            scopes: None,
             dirty: true,
         }
     }
@@ -263,6 +306,7 @@ impl App {
                     "logs.read",
                     "agents.control",
                     "audit.write",
+                    "escalations.decide",
                 ],
                 "project_admin" | "tenant_admin" => &[
                     "fleet.read",
@@ -275,6 +319,8 @@ impl App {
                     "agents.delete",
                     "creds.write",
                     "roles.grant",
+                    "scopes.write",
+                    "escalations.decide",
                 ],
                 _ => &[],
             }
@@ -352,7 +398,10 @@ impl App {
         self.dirty |= changed;
     }
 
-    pub fn apply_watch(&mut self, r: WatchReply) {
+    /// Fleet changes from the daemon; answers what to reload (the escalations queue when
+    /// its count moved).
+    pub fn apply_watch(&mut self, r: WatchReply) -> Vec<Effect> {
+        let pending_before = self.pending_escalations();
         self.conn = ConnState::Connected;
         if r.reset {
             self.agents.clear();
@@ -370,6 +419,7 @@ impl App {
         }
         self.fix_selection();
         self.dirty = true;
+        self.escalations_changed(pending_before)
     }
 
     pub fn apply_logs(&mut self, agent: &Key, chunk: LogChunk) {
@@ -468,6 +518,15 @@ impl App {
                 vec![]
             }
             Mode::Creds => self.on_creds_key(k.code),
+            Mode::Decide {
+                id,
+                approve,
+                reason,
+            } => self.on_decide_key(k.code, id, approve, reason),
+            Mode::Scopes => self.on_scopes_key(k),
+            Mode::ScopesEdit => self.on_scopes_edit_key(k),
+            Mode::ScopesConfirm => self.on_scopes_confirm_key(k.code),
+            Mode::ScopesRollback { version } => self.on_rollback_key(k.code, version),
             Mode::RotateInput { name, mut input } => {
                 match k.code {
                     KeyCode::Esc => self.mode = Mode::Creds,
@@ -537,6 +596,13 @@ impl App {
                 code if self.view == View::Audit && Self::is_audit_key(code) => {
                     self.on_audit_key(code)
                 }
+                code @ (KeyCode::Char('j' | 'k' | 'a' | 'd' | 'r')
+                | KeyCode::Up
+                | KeyCode::Down)
+                    if self.view == View::Escalations =>
+                {
+                    self.on_escalations_key(code)
+                }
                 KeyCode::Char('j') | KeyCode::Down => {
                     self.move_selection(1);
                     self.refollow()
@@ -595,13 +661,23 @@ impl App {
                     self.view = View::Audit;
                     vec![]
                 }
+                KeyCode::Char('3') => {
+                    self.view = View::Escalations;
+                    vec![Effect::LoadEscalations]
+                }
                 KeyCode::Tab => {
                     self.view = match self.view {
                         View::Fleet => View::Audit,
-                        View::Audit => View::Fleet,
+                        View::Audit => View::Escalations,
+                        View::Escalations => View::Fleet,
                     };
-                    vec![]
+                    if self.view == View::Escalations {
+                        vec![Effect::LoadEscalations]
+                    } else {
+                        vec![]
+                    }
                 }
+                KeyCode::Char('p') => self.open_scopes(),
 
                 KeyCode::Char('r') => {
                     self.ask(AgentAction::Restart);

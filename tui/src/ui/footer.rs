@@ -30,7 +30,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         key("?", "help");
         key("q", "quit");
         let audit = app.view == crate::app::View::Audit;
-        if audit {
+        if app.view == crate::app::View::Escalations {
+            key("1", "fleet");
+            key("j/k", "select");
+            if !app.readonly {
+                key("a", "approve");
+                key("d", "deny");
+            }
+            key("2", "audit");
+        } else if audit {
             key("1", "fleet");
             key("j/k", "scroll");
             key("G", "newest");
@@ -45,8 +53,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 key("x", "reset");
             }
             key("c", "creds");
+            key("p", "scopes");
             key("t", "context");
             key("2", "audit");
+            key("3", "escalations");
         }
         Line::from(spans)
     };

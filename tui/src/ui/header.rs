@@ -19,6 +19,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         ConnState::Connected => {
             // Most important first: a narrow terminal cuts the end of the line.
             let count = |s: AgentState| app.agents.values().filter(|v| v.state == s).count();
+            // Escalations first: a person is needed, whatever the view.
+            let pending = app.pending_escalations();
+            if pending > 0 {
+                spans.push(Span::styled(
+                    format!(
+                        " ⚑ {pending} ESCALATION{} (3) ",
+                        if pending == 1 { "" } else { "S" }
+                    ),
+                    t.alert(),
+                ));
+            }
             spans.push(Span::raw(format!("│ {} agents: ", app.agents.len())));
             for s in [
                 AgentState::Failed,

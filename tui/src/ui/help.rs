@@ -17,8 +17,16 @@ pub const KEYS: &[(&str, &str)] = &[
     ("u", "start a stopped agent (asks first)"),
     ("x", "reset a failed agent's budget and run it (asks first)"),
     ("c", "credentials of the agent (R rotates, masked)"),
+    (
+        "p",
+        "scopes of the agent: e edits (checked as you type), R rolls back",
+    ),
     ("t", "switch context: all, each tenant, each project"),
-    ("1 / 2 / Tab", "fleet view / audit view / switch"),
+    ("1 / 2 / 3 / Tab", "fleet / audit / escalations view / next"),
+    (
+        "a / d",
+        "escalations view: approve / deny the selected call",
+    ),
     ("?", "this help"),
     ("q, Ctrl-C", "quit (agents keep running)"),
 ];
@@ -29,7 +37,7 @@ pub fn draw(f: &mut Frame, area: Rect, t: &Theme) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!("{k:<14}"), t.key()),
+                Span::styled(format!("{k:<16}"), t.key()),
                 Span::raw(*what),
             ])
         })

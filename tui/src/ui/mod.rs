@@ -6,10 +6,12 @@ pub mod audit;
 pub mod confirm;
 pub mod creds;
 pub mod detail;
+pub mod escalations;
 pub mod fleet;
 pub mod footer;
 pub mod header;
 pub mod help;
+pub mod scopes;
 pub mod theme;
 
 use crate::app::{App, Mode, View};
@@ -27,6 +29,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     header::draw(f, head, app, &theme);
     if app.view == View::Audit {
         audit::draw(f, body, app, &theme);
+    } else if app.view == View::Escalations {
+        escalations::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
@@ -41,6 +45,9 @@ pub fn draw(f: &mut Frame, app: &App) {
         Mode::Confirm { action, agent } => confirm::draw(f, f.area(), *action, agent, &theme),
         Mode::Creds | Mode::RotateInput { .. } | Mode::RotateConfirm { .. } => {
             creds::draw(f, f.area(), app, &theme)
+        }
+        Mode::Scopes | Mode::ScopesEdit | Mode::ScopesConfirm | Mode::ScopesRollback { .. } => {
+            scopes::draw(f, f.area(), app, &theme)
         }
         _ => {}
     }

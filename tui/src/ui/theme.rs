@@ -31,6 +31,16 @@ impl Theme {
         }
     }
 
+    /// A line a diff adds.
+    pub fn added(&self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    /// A line a diff removes.
+    pub fn removed(&self) -> Style {
+        self.fg(Color::Red)
+    }
+
     pub fn title(&self) -> Style {
         Style::default().add_modifier(Modifier::BOLD)
     }
