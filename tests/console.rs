@@ -160,6 +160,15 @@ fn demo_shows_its_fleet_and_leaves_nothing_behind() {
         .as_str()
         .expect("instance")
         .to_string();
+    // triage-bot's refund waits for a person: the counter, then the queue.
+    t.wait_screen_for(Duration::from_secs(30), "the escalation counter", |s| {
+        s.contains("1 ESCALATION")
+    });
+    t.keys(&["3"]);
+    t.wait_screen("the refund in the queue", |s| {
+        s.contains("acme/triage-bot") && s.contains("payments are reviewed by a person")
+    });
+    t.keys(&["1"]);
     // The OOM kill is visible in the memory hog's detail pane.
     t.keys(&["/", "h", "o", "g", "Enter", "Enter"]);
     t.wait_screen("memory-hog's detail", |s| s.contains("OOM-killed"));

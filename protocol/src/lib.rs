@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod error;
 pub mod gateway;
+pub mod incidents;
 pub mod policy;
 pub mod secret;
 pub mod service;

@@ -28,6 +28,17 @@ image = "agenfleet/agent"
 [workload]
 message = "triaged a ticket"
 log_interval_ms = 1500
+tool_call_interval_ms = 4000
+tool_call_rounds = 0
+[[workload.tool_calls]]
+tool = "read_file"
+args = { path = "/data/tickets/latest.json" }
+[[workload.tool_calls]]
+tool = "http_request"
+args = { method = "POST", url = "https://pay.example.com/refunds", amount = 40 }
+[[workload.tool_calls]]
+tool = "http_request"
+args = { method = "DELETE", url = "https://crm.example.com/tickets/17" }
 "#,
     r#"name = "summarizer"
 tenant = "acme"
@@ -84,6 +95,15 @@ log_interval_ms = 500
 alloc_mb_per_sec = 40
 "#,
 ];
+
+/// The demo's scopes (for triage-bot) and the tenant policy: refunds wait for a person.
+const DEMO_SCOPES: &str = r#"tools = ["http_request", "read_file"]
+read_paths = ["/data/tickets/"]
+[[http]]
+host = "*.example.com"
+methods = ["GET", "POST", "DELETE"]
+"#;
+const DEMO_POLICY: &str = include_str!("../../../assets/policy/example.cedar");
 
 /// The `agenfleetd` binary that sits next to this one.
 pub fn daemon_binary() -> Result<PathBuf, CliError> {
@@ -201,6 +221,17 @@ pub async fn run(args: &DemoArgs, cli: &super::Cli) -> Result<(), CliError> {
             .await??;
         eprintln!("  created {} ({})", v.qualified_name(), v.state);
     }
+    let triage = agenfleet_protocol::AgentRef {
+        tenant: Some("acme".into()),
+        name: "triage-bot".into(),
+    };
+    conn.client
+        .scopes_publish(conn.ctx(), triage, DEMO_SCOPES.into(), "demo".into())
+        .await??;
+    conn.client
+        .policy_publish(conn.ctx(), "acme".into(), DEMO_POLICY.into(), "demo".into())
+        .await??;
+    eprintln!("  published triage-bot's scopes and tenant acme's policy (refunds wait for a person: press 3)");
     if args.no_console {
         println!("{}", socket.display());
         eprintln!(

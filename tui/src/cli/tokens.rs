@@ -15,7 +15,8 @@ pub enum TokensCmd {
         #[arg(long)]
         scope: String,
         /// A permission (repeat): fleet.read, logs.read, agents.control, agents.create,
-        /// agents.delete, audit.read, audit.write, creds.read, creds.write.
+        /// agents.delete, audit.read, audit.write, creds.read, creds.write, scopes.write,
+        /// policy.write, escalations.decide.
         #[arg(long = "perm", required = true)]
         perms: Vec<String>,
         /// Lifetime: 90s, 15m, 12h, 30d.
