@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use agenfleet_protocol::Workload;
 
+mod http;
 mod tools;
 
 extern "C" fn on_term(_sig: libc::c_int) {
@@ -186,6 +187,7 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("call") => std::process::exit(tools::call_main()),
         Some("bench") => std::process::exit(tools::bench_main()),
+        Some("report") => std::process::exit(tools::report_main()),
         _ => {}
     }
     let Args {
@@ -235,6 +237,10 @@ fn main() {
     if refresh {
         let (socket, h) = (gateway.clone(), held.clone());
         std::thread::spawn(move || refresh_forever(socket, h));
+    }
+    if !workload.model_calls.is_empty() {
+        let (socket, w) = (gateway.clone(), workload.clone());
+        std::thread::spawn(move || tools::run_models(socket, w));
     }
     if !workload.tool_calls.is_empty() {
         let (socket, w) = (gateway.clone(), workload.clone());

@@ -4,7 +4,9 @@
 //! `docker exec`), and `agenfleet-agent bench` (decisions per second and latencies).
 
 use agenfleet_protocol::gateway::{GatewayClient, GATEWAY_DIR_IN_CONTAINER, GATEWAY_SOCKET_NAME};
-use agenfleet_protocol::policy::{ToolCall, TOOL_READ_FILE};
+use agenfleet_protocol::policy::{
+    AgentReport, ReportKind, ReportOutcome, ToolCall, TOOL_HTTP, TOOL_READ_FILE,
+};
 use agenfleet_protocol::transport::{connect_gateway, context_with_timeout};
 use agenfleet_protocol::Workload;
 use std::io::{BufRead, Write};
@@ -45,6 +47,175 @@ async fn decide(gw: &GatewayClient, call: ToolCall) -> serde_json::Value {
     }
 }
 
+/// Sends one report; answers its audit sequence number.
+async fn report(gw: &GatewayClient, r: AgentReport) -> Result<u64, String> {
+    match gw
+        .report(context_with_timeout(Duration::from_secs(10)), r)
+        .await
+    {
+        Ok(Ok(seq)) => Ok(seq),
+        Ok(Err(e)) => Err(e.message),
+        Err(e) => Err(format!("gateway: {e}")),
+    }
+}
+
+/// `{gateway}` in an http_request's URL stands for the host (the agent's bridge gateway).
+fn expand_call(call: ToolCall) -> ToolCall {
+    if call.tool != TOOL_HTTP || !call.args_json.contains("{gateway}") {
+        return call;
+    }
+    let mut v: serde_json::Value = serde_json::from_str(&call.args_json).unwrap_or_default();
+    if let Some(u) = v
+        .get("url")
+        .and_then(|u| u.as_str())
+        .map(crate::http::expand)
+    {
+        v["url"] = u.into();
+    }
+    ToolCall {
+        tool: call.tool,
+        args_json: v.to_string(),
+    }
+}
+
+/// An allowed http_request to an http:// URL is made for real; its outcome is reported.
+async fn perform_http(gw: Option<&GatewayClient>, call: &ToolCall) -> Option<String> {
+    if call.tool != TOOL_HTTP {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&call.args_json).ok()?;
+    let url = v["url"].as_str()?.to_string();
+    if !url.starts_with("http://") {
+        return None;
+    }
+    let method = v["method"].as_str().unwrap_or("GET").to_ascii_uppercase();
+    let body = v.get("body").map(|b| b.to_string()).unwrap_or_default();
+    let o = tokio::task::spawn_blocking(move || crate::http::call(&method, &url, &body))
+        .await
+        .ok()?;
+    let text = format!(
+        "{} {}{}",
+        o.endpoint,
+        o.outcome,
+        o.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+    );
+    if let Some(gw) = gw {
+        let r = AgentReport {
+            kind: ReportKind::ToolCall,
+            provider: o.endpoint,
+            outcome: o.outcome,
+            status: o.status,
+            latency_ms: o.latency_ms,
+            fallback_used: false,
+            detail: o.detail,
+        };
+        let _ = report(gw, r).await;
+    }
+    Some(text)
+}
+
+/// The workload's model calls, round after round: a real POST to the provider (and to the
+/// fallback when the provider fails), each outcome reported, one `model-call` line each.
+pub fn run_models(socket: PathBuf, w: Workload) {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agenfleet-agent: model calls: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut gw = None;
+        loop {
+            for step in &w.model_calls {
+                if gw.is_none() {
+                    gw = connect(&socket).await.ok();
+                }
+                let call = |url: String| {
+                    tokio::task::spawn_blocking(move || {
+                        crate::http::call("POST", &crate::http::expand(&url), r#"{"prompt":"triage the next ticket"}"#)
+                    })
+                };
+                let Ok(primary) = call(step.url.clone()).await else { continue };
+                let mut fallback = None;
+                if primary.outcome != ReportOutcome::Ok {
+                    if let Some(f) = &step.fallback {
+                        if let Ok(o) = call(f.url.clone()).await {
+                            fallback = Some((f.provider.clone(), o));
+                        }
+                    }
+                }
+                let used = fallback.as_ref().is_some_and(|(_, o)| o.outcome == ReportOutcome::Ok);
+                let mut reports = vec![(step.provider.clone(), primary, used)];
+                if let Some((p, o)) = fallback {
+                    reports.push((p, o, false));
+                }
+                for (provider, o, fallback_used) in reports {
+                    println!(
+                        "model-call {}",
+                        serde_json::json!({"provider": provider, "outcome": o.outcome.to_string(), "status": o.status, "fallback_used": fallback_used})
+                    );
+                    let r = AgentReport {
+                        kind: ReportKind::ModelCall,
+                        provider,
+                        outcome: o.outcome,
+                        status: o.status,
+                        latency_ms: o.latency_ms,
+                        fallback_used,
+                        detail: o.detail,
+                    };
+                    if let Some(g) = &gw {
+                        if report(g, r).await.is_err() {
+                            gw = None;
+                        }
+                    }
+                }
+                let _ = std::io::stdout().flush();
+                tokio::time::sleep(Duration::from_millis(w.model_call_interval_ms)).await;
+            }
+        }
+    });
+}
+
+/// `agenfleet-agent report`: one `AgentReport` as JSON per stdin line, sent to the
+/// gateway; answers one line per report (its audit sequence number, or the error).
+pub fn report_main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let socket = socket_arg(&args);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agenfleet-agent report: {e}");
+            return 70;
+        }
+    };
+    rt.block_on(async move {
+        let gw = match connect(&socket).await {
+            Ok(g) => g,
+            Err(e) => {
+                println!("{}", serde_json::json!({"error": e}));
+                return 69;
+            }
+        };
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let out = match serde_json::from_str::<AgentReport>(&line) {
+                Ok(r) => match report(&gw, r).await {
+                    Ok(seq) => serde_json::json!({"seq": seq}),
+                    Err(e) => serde_json::json!({"error": e}),
+                },
+                Err(e) => serde_json::json!({"error": format!("bad report line: {e}")}),
+            };
+            println!("{out}");
+            let _ = std::io::stdout().flush();
+        }
+        0
+    })
+}
+
 /// Makes an allowed call (what this shim can do itself: read a file); says what happened.
 fn perform(call: &ToolCall) -> String {
     if call.tool == TOOL_READ_FILE {
@@ -78,10 +249,10 @@ pub fn run_workload(socket: PathBuf, w: Workload) {
             round += 1;
             for step in &w.tool_calls {
                 n += 1;
-                let call = ToolCall {
+                let call = expand_call(ToolCall {
                     tool: step.tool.clone(),
                     args_json: step.args.clone(),
-                };
+                });
                 if gw.is_none() {
                     gw = connect(&socket).await.ok();
                 }
@@ -95,10 +266,12 @@ pub fn run_workload(socket: PathBuf, w: Workload) {
                 let allowed = d["allowed"].as_bool() == Some(true);
                 d["n"] = n.into();
                 d["tool"] = call.tool.clone().into();
-                d["outcome"] = if allowed {
-                    perform(&call).into()
-                } else {
+                d["outcome"] = if !allowed {
                     "not called".into()
+                } else if let Some(done) = perform_http(gw.as_ref(), &call).await {
+                    done.into()
+                } else {
+                    perform(&call).into()
                 };
                 println!("tool-call {d}");
                 let _ = std::io::stdout().flush();

@@ -59,6 +59,45 @@ pub struct Config {
     pub purge_after_secs: u64,
     /// An approved escalation also allows a retry of the very same request for this long.
     pub approval_ttl_secs: u64,
+    /// An operator's file of extra incident scenarios (same shape as
+    /// `assets/responsibility.toml`); empty: the built-in matrix only.
+    pub incident_matrix: PathBuf,
+    /// A crash loop: this many exits of one agent…
+    pub crash_loop_exits: u32,
+    /// …within this many seconds.
+    pub crash_loop_window_secs: u64,
+    /// A denial spike: this many denied tool calls of one agent…
+    pub denial_spike: u32,
+    /// …within this many seconds.
+    pub denial_window_secs: u64,
+    /// Where each party's incidents go.
+    pub incident_route: Vec<RouteConfig>,
+}
+
+/// One destination of a party's incidents: a signed webhook or a local command.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// platform | model_provider | tool_provider | client
+    pub party: String,
+    /// `http://host:port/path`: POSTed the incident as JSON, signed with HMAC-SHA256.
+    #[serde(default)]
+    pub webhook: String,
+    /// A file holding the webhook's HMAC secret (never in this config).
+    #[serde(default)]
+    pub secret_file: PathBuf,
+    /// `agenfleet` (default) or `pagerduty` (Events v2 shape).
+    #[serde(default)]
+    pub format: String,
+    /// PagerDuty routing key, for `format = "pagerduty"`.
+    #[serde(default)]
+    pub routing_key: String,
+    /// A command run with the incident as JSON on stdin (instead of a webhook).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Delivery attempts before giving up (default 8; backoff 1 s doubling to 60 s).
+    #[serde(default)]
+    pub max_attempts: u32,
 }
 
 impl Default for Config {
@@ -82,6 +121,12 @@ impl Default for Config {
             audit_checkpoint_secs: 10,
             purge_after_secs: 0,
             approval_ttl_secs: 600,
+            incident_matrix: PathBuf::new(),
+            crash_loop_exits: 3,
+            crash_loop_window_secs: 300,
+            denial_spike: 20,
+            denial_window_secs: 60,
+            incident_route: Vec::new(),
         }
     }
 }
@@ -127,6 +172,65 @@ pub fn default_config_path() -> PathBuf {
         .unwrap_or_else(|| home.join(".config"))
         .join("agenfleet")
         .join("agenfleetd.toml")
+}
+
+impl RouteConfig {
+    /// Checks the route; the reason names what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if agenfleet_protocol::incidents::Party::parse(&self.party).is_none() {
+            return Err(format!(
+                "unknown party `{}` (platform, model_provider, tool_provider, client)",
+                self.party
+            ));
+        }
+        match (self.webhook.is_empty(), self.command.is_empty()) {
+            (true, true) => return Err("give a `webhook` URL or a `command`".into()),
+            (false, false) => return Err("give a `webhook` or a `command`, not both".into()),
+            _ => {}
+        }
+        if !self.webhook.is_empty() {
+            let url = url::Url::parse(&self.webhook)
+                .map_err(|e| format!("webhook `{}` is not a URL: {e}", self.webhook))?;
+            match url.scheme() {
+                "http" => {}
+                "https" => {
+                    return Err(format!(
+                        "webhook `{}`: https is not built in yet — use a local TLS relay (http://127.0.0.1/…) or a `command` such as curl",
+                        self.webhook
+                    ))
+                }
+                other => return Err(format!("webhook `{}`: scheme `{other}` is not http", self.webhook)),
+            }
+            if url.host_str().is_none() {
+                return Err(format!("webhook `{}` has no host", self.webhook));
+            }
+            if self.secret_file.as_os_str().is_empty() {
+                return Err("a webhook needs `secret_file` (its HMAC secret)".into());
+            }
+            let secret = std::fs::read(&self.secret_file).map_err(|e| {
+                format!(
+                    "cannot read secret_file {}: {e}",
+                    self.secret_file.display()
+                )
+            })?;
+            if secret.iter().filter(|b| !b.is_ascii_whitespace()).count() < 16 {
+                return Err(format!(
+                    "secret_file {} holds less than 16 bytes",
+                    self.secret_file.display()
+                ));
+            }
+        }
+        if !matches!(self.format.as_str(), "" | "agenfleet" | "pagerduty") {
+            return Err(format!(
+                "format `{}` is not agenfleet or pagerduty",
+                self.format
+            ));
+        }
+        if self.max_attempts > 100 {
+            return Err("max_attempts must be at most 100".into());
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -186,6 +290,20 @@ impl Config {
         }
         crate::runtime::network::SubnetPool::new(&self.network_pool, self.network_prefix)
             .map_err(|e| ("network_pool", e))?;
+        if self.crash_loop_exits < 2 || self.denial_spike < 2 {
+            return Err((
+                "crash_loop_exits",
+                "crash_loop_exits and denial_spike must be at least 2".into(),
+            ));
+        }
+        for (i, r) in self.incident_route.iter().enumerate() {
+            r.check().map_err(|why| {
+                (
+                    "incident_route",
+                    format!("[{i}] (party {}): {why}", r.party),
+                )
+            })?;
+        }
         Ok(())
     }
 }

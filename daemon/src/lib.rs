@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod config;
+pub mod incidents;
 pub mod keys;
 pub mod policy;
 pub mod rpc;
@@ -123,16 +124,54 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let policy =
         policy::PolicyEngine::new(store.clone(), cfg.approval_ttl_secs.saturating_mul(1000))
             .map_err(|e| anyhow::anyhow!(e))?;
+    // The newest record before this start: a log that does not end with a clean stop
+    // means the previous run died (an incident for the platform, below).
+    let last = audit
+        .query(
+            &agenfleet_protocol::AuditQuery {
+                limit: 1,
+                newest: true,
+                ..Default::default()
+            },
+            &|_| true,
+        )
+        .ok()
+        .and_then(|v| v.into_iter().last());
+    let incidents = incidents::Incidents::open(&cfg, store.clone(), fleet.clone(), audit.clone())
+        .map_err(|e| anyhow::anyhow!("incidents: {e}"))?;
     let cfg = Arc::new(cfg);
-    let rt = runtime::Runtime::new(
-        cfg.clone(),
+    let rt = runtime::Runtime::new(runtime::supervisor::Parts {
+        cfg: cfg.clone(),
         store,
         fleet,
-        instance.clone(),
+        instance: instance.clone(),
         audit,
         vault,
-        Arc::new(policy),
-    );
+        policy: Arc::new(policy),
+        incidents: incidents.clone(),
+    });
+    if let Some(e) = last.filter(|e| e.event.action != "daemon.stop") {
+        incidents.signal(incidents::detect::Signal::DaemonUnclean {
+            last_seq: e.seq,
+            last_action: e.event.action.clone(),
+            last_ms: e.time_ms,
+        });
+    }
+    if let Some(d) = &opened.damage {
+        incidents.signal(incidents::detect::Signal::AuditInvalid { problem: d.clone() });
+    }
+    if rt.vault.state() == agenfleet_protocol::VaultState::Sealed {
+        let held_back = rt
+            .store
+            .load_agents()
+            .map(|a| a.iter().filter(|r| !r.spec.credentials.is_empty()).count())
+            .unwrap_or(0);
+        if held_back > 0 {
+            incidents.signal(incidents::detect::Signal::VaultSealed {
+                held_back: held_back as u32,
+            });
+        }
+    }
     if let Some(t) = &opened.truncated {
         let _ = rt
             .system_event("audit.truncated", None, "observed", t.clone())

@@ -4,6 +4,7 @@
 //! from an earlier daemon run). Watchers wait on a `tokio::sync::watch` of the revision:
 //! no polling.
 
+use agenfleet_protocol::incidents::{Incident, IncidentState};
 use agenfleet_protocol::{AgentView, Change, DaemonInfo, WatchReply};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,8 @@ struct Inner {
     /// Pending escalations per agent, kept apart so that the supervisor's views (which
     /// do not know them) never reset the count.
     escalations: std::collections::HashMap<AgentKey, u32>,
+    /// Open incidents, and resolved ones until they are dropped from this view.
+    incidents: BTreeMap<u64, Incident>,
 }
 
 #[derive(Clone)]
@@ -50,6 +53,7 @@ impl FleetState {
                 daemon,
                 history: VecDeque::new(),
                 escalations: std::collections::HashMap::new(),
+                incidents: BTreeMap::new(),
             })),
             rev_tx: Arc::new(rev_tx),
             epoch,
@@ -130,6 +134,41 @@ impl FleetState {
         self.rev_tx.send_replace(rev);
     }
 
+    /// Publishes an incident's new view (resolved ones stay until `forget_incident`).
+    pub fn upsert_incident(&self, inc: Incident) {
+        let rev = {
+            let mut inner = self.lock();
+            if inner.incidents.get(&inc.id) == Some(&inc) {
+                return;
+            }
+            inner.incidents.insert(inc.id, inc.clone());
+            // Keep the view bounded: drop the oldest resolved ones past 500.
+            let resolved: Vec<u64> = inner
+                .incidents
+                .values()
+                .filter(|i| i.state == IncidentState::Resolved)
+                .map(|i| i.id)
+                .collect();
+            if resolved.len() > 500 {
+                for id in &resolved[..resolved.len() - 500] {
+                    inner.incidents.remove(id);
+                }
+            }
+            Self::push(&mut inner, Change::Incident(Box::new(inc)))
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
+    /// Every incident in view for which `visible` holds.
+    pub fn incidents(&self, visible: impl Fn(&Incident) -> bool) -> Vec<Incident> {
+        self.lock()
+            .incidents
+            .values()
+            .filter(|i| visible(i))
+            .cloned()
+            .collect()
+    }
+
     /// Sets how many escalations of an agent wait for a person.
     pub fn set_escalations(&self, key: &AgentKey, pending: u32) {
         let rev = {
@@ -195,6 +234,7 @@ impl FleetState {
         epoch: u64,
         since: u64,
         visible: &impl Fn(&AgentView) -> bool,
+        visible_incident: &impl Fn(&Incident) -> bool,
     ) -> WatchReply {
         let inner = self.lock();
         let oldest_kept = inner
@@ -214,6 +254,14 @@ impl FleetState {
                     .filter(|v| visible(v))
                     .cloned()
                     .map(Change::Agent),
+            );
+            changes.extend(
+                inner
+                    .incidents
+                    .values()
+                    .filter(|i| visible_incident(i))
+                    .cloned()
+                    .map(|i| Change::Incident(Box::new(i))),
             );
             return WatchReply {
                 epoch: self.epoch,
@@ -236,6 +284,7 @@ impl FleetState {
                     })
                 }
                 Change::Daemon(_) => true,
+                Change::Incident(i) => visible_incident(i),
             })
             .map(|(_, c)| c.clone())
             .collect();
@@ -255,11 +304,12 @@ impl FleetState {
         since: u64,
         max_wait: Duration,
         visible: impl Fn(&AgentView) -> bool,
+        visible_incident: impl Fn(&Incident) -> bool,
     ) -> WatchReply {
         let mut rx = self.rev_tx.subscribe();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let reply = self.changes_after(epoch, since, &visible);
+            let reply = self.changes_after(epoch, since, &visible, &visible_incident);
             if reply.reset || !reply.changes.is_empty() {
                 return reply;
             }
@@ -277,7 +327,7 @@ impl FleetState {
             };
             match tokio::time::timeout_at(deadline, wait).await {
                 Ok(true) => continue,
-                _ => return self.changes_after(epoch, since, &visible),
+                _ => return self.changes_after(epoch, since, &visible, &visible_incident),
             }
         }
     }
@@ -339,13 +389,19 @@ mod tests {
         s.upsert(view("t", "a", AgentState::Pending)); // no change, no revision
         s.upsert(view("t", "a", AgentState::Running));
         let r = s
-            .watch(s.epoch(), 1, Duration::from_millis(10), |_| true)
+            .watch(s.epoch(), 1, Duration::from_millis(10), |_| true, |_| true)
             .await;
         assert!(!r.reset);
         assert_eq!(r.revision, 2);
         assert_eq!(r.changes.len(), 1);
         let r = s
-            .watch(s.epoch() + 1, 2, Duration::from_millis(10), |_| true)
+            .watch(
+                s.epoch() + 1,
+                2,
+                Duration::from_millis(10),
+                |_| true,
+                |_| true,
+            )
             .await;
         assert!(r.reset, "a different epoch must give a snapshot");
         assert_eq!(r.changes.len(), 2); // daemon + one agent
@@ -357,8 +413,14 @@ mod tests {
         let s2 = s.clone();
         let epoch = s.epoch();
         let waiter = tokio::spawn(async move {
-            s2.watch(epoch, 0, Duration::from_secs(5), |v| v.tenant == "mine")
-                .await
+            s2.watch(
+                epoch,
+                0,
+                Duration::from_secs(5),
+                |v| v.tenant == "mine",
+                |_| true,
+            )
+            .await
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         s.upsert(view("other", "x", AgentState::Running));
@@ -380,7 +442,7 @@ mod tests {
         let s = FleetState::new(daemon());
         s.upsert(view("t", "a", AgentState::Running));
         let r = s
-            .watch(s.epoch(), 1, Duration::from_millis(30), |_| true)
+            .watch(s.epoch(), 1, Duration::from_millis(30), |_| true, |_| true)
             .await;
         assert!(!r.reset);
         assert!(r.changes.is_empty());

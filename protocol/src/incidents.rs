@@ -170,6 +170,8 @@ pub struct Incident {
     pub evidence: Vec<Evidence>,
     pub escalation: Vec<EscalationStep>,
     pub deliveries: Vec<Delivery>,
+    /// Routes that gave up delivering it (every attempt failed), or `no route for <party>`.
+    pub undelivered: Vec<String>,
     /// Who opened it by hand (None: a detector did).
     pub opened_by: Option<String>,
 }

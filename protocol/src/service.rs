@@ -4,6 +4,7 @@
 
 use crate::audit::{AuditEntry, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
 use crate::error::ApiError;
+use crate::incidents::{Incident, Matrix, Party};
 use crate::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
@@ -155,4 +156,23 @@ pub trait Fleet {
         approve: bool,
         reason: String,
     ) -> Result<EscalationView, ApiError>;
+    /// Incidents the caller may see, newest first (with `all`, the resolved ones kept too).
+    async fn incidents_list(all: bool) -> Result<Vec<Incident>, ApiError>;
+    async fn incident_show(id: u64) -> Result<Incident, ApiError>;
+    /// triggered → acknowledged (stops its escalation steps).
+    async fn incident_ack(id: u64, note: String) -> Result<Incident, ApiError>;
+    async fn incident_resolve(id: u64, note: String) -> Result<Incident, ApiError>;
+    /// Hands the incident to another party (the reason is recorded).
+    async fn incident_reassign(id: u64, party: Party, reason: String)
+        -> Result<Incident, ApiError>;
+    /// New signals of this incident are counted but not delivered for `secs`.
+    async fn incident_silence(id: u64, secs: u64) -> Result<Incident, ApiError>;
+    /// Opens an incident by hand for a scenario of the matrix (e.g. `api-key-leaked`).
+    async fn incident_open(
+        scenario: String,
+        agent: Option<AgentRef>,
+        summary: String,
+    ) -> Result<Incident, ApiError>;
+    /// The responsibility matrix and the scenarios in force.
+    async fn incidents_matrix() -> Result<Matrix, ApiError>;
 }

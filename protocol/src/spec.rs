@@ -35,6 +35,10 @@ pub struct AgentSpec {
     /// (the shim is handed the new value in place, without a restart).
     #[serde(default)]
     pub credential_refresh: CredentialRefresh,
+    /// Model providers the agent falls back to when its primary one fails or rate-limits
+    /// (a rate limit without a fallback is the client's incident, with one the provider's).
+    #[serde(default)]
+    pub model_fallbacks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -151,6 +155,27 @@ pub struct Workload {
     pub tool_call_interval_ms: u64,
     /// Run the list of tool calls this many times (0: forever).
     pub tool_call_rounds: u32,
+    /// Model calls the shim makes in a loop (a real HTTP POST each, `{gateway}` in a URL
+    /// standing for the host), each outcome reported to the gateway.
+    pub model_calls: Vec<ModelStep>,
+    pub model_call_interval_ms: u64,
+}
+
+/// One scripted model call, with an optional fallback provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStep {
+    pub provider: String,
+    pub url: String,
+    #[serde(default)]
+    pub fallback: Option<ModelTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTarget {
+    pub provider: String,
+    pub url: String,
 }
 
 impl Default for Workload {
@@ -164,6 +189,8 @@ impl Default for Workload {
             tool_calls: Vec::new(),
             tool_call_interval_ms: 1000,
             tool_call_rounds: 1,
+            model_calls: Vec::new(),
+            model_call_interval_ms: 1000,
         }
     }
 }
@@ -354,13 +381,49 @@ impl AgentSpec {
         if w.alloc_mb_per_sec > 4096 {
             return Err(err("workload.alloc_mb_per_sec", "must be at most 4096"));
         }
+        for (i, m) in w.model_calls.iter().enumerate() {
+            let targets = std::iter::once((m.provider.as_str(), m.url.as_str())).chain(
+                m.fallback
+                    .iter()
+                    .map(|f| (f.provider.as_str(), f.url.as_str())),
+            );
+            for (p, u) in targets {
+                if p.is_empty() || p.len() > 64 {
+                    return Err(err(
+                        &format!("workload.model_calls[{i}].provider"),
+                        "must be 1 to 64 bytes",
+                    ));
+                }
+                if !u.starts_with("http://") {
+                    return Err(err(
+                        &format!("workload.model_calls[{i}].url"),
+                        format!("`{u}` must be an http:// URL"),
+                    ));
+                }
+            }
+        }
+        if w.model_call_interval_ms < 10 {
+            return Err(err(
+                "workload.model_call_interval_ms",
+                "must be at least 10",
+            ));
+        }
+        for (i, f) in self.model_fallbacks.iter().enumerate() {
+            if f.is_empty() || f.len() > 64 {
+                return Err(err(
+                    &format!("model_fallbacks[{i}]"),
+                    "must be 1 to 64 bytes",
+                ));
+            }
+        }
         if w.tool_calls.len() > 1000 {
             return Err(err("workload.tool_calls", "at most 1000 calls"));
         }
         for (i, step) in w.tool_calls.iter().enumerate() {
+            // `{gateway}` stands for the host; the shim puts its address in before asking.
             let call = crate::policy::ToolCall {
                 tool: step.tool.clone(),
-                args_json: step.args.clone(),
+                args_json: step.args.replace("{gateway}", "192.0.2.1"),
             };
             if let Err(why) = crate::policy::parse_call(&call) {
                 return Err(err(&format!("workload.tool_calls[{i}]"), why));

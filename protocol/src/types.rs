@@ -220,6 +220,8 @@ pub enum Change {
     Removed { tenant: String, name: String },
     /// Daemon-level facts changed.
     Daemon(DaemonInfo),
+    /// An incident was raised or changed; this is its whole new view.
+    Incident(Box<crate::incidents::Incident>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

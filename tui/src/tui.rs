@@ -37,6 +37,7 @@ enum Msg {
     Decided(u64, bool, Result<EscalationView, String>),
     Scopes(String, Result<VersionHistory, String>),
     ScopesPublished(String, Result<u32, String>),
+    IncidentDone(u64, Result<agenfleet_protocol::incidents::Incident, String>),
 }
 
 /// An RPC's outcome as a message for a person.
@@ -264,6 +265,13 @@ pub async fn run(opts: Options) -> io::Result<()> {
                         vec![]
                     }
                     Some(Msg::ScopesPublished(agent, res)) => app.scopes_published(&agent, res),
+                    Some(Msg::IncidentDone(id, res)) => {
+                        match res {
+                            Ok(i) => app.flash(format!("incident #{id}: {} (with {})", i.state, i.party), false),
+                            Err(e) => app.flash(format!("incident #{id}: {e}"), true),
+                        }
+                        vec![]
+                    }
                     Some(Msg::Logs(k, chunk)) => {
                         app.apply_logs(&k, chunk);
                         vec![]
@@ -416,6 +424,35 @@ pub async fn run(opts: Options) -> io::Result<()> {
                         let who = agent.to_string();
                         let r = flat(c.client.scopes_rollback(c.ctx(), agent, version).await);
                         let _ = tx.send(Msg::ScopesPublished(who, r.map(|v| v.version)));
+                    });
+                }
+                Effect::Incident(id, act) => {
+                    let Some(c) = conn.clone() else {
+                        app.flash("not connected to the daemon", true);
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        use crate::app::IncidentAction as A;
+                        let r = match act {
+                            A::Ack => flat(
+                                c.client
+                                    .incident_ack(c.ctx(), id, "from the console".into())
+                                    .await,
+                            ),
+                            A::Resolve => flat(
+                                c.client
+                                    .incident_resolve(c.ctx(), id, "from the console".into())
+                                    .await,
+                            ),
+                            A::Silence(secs) => {
+                                flat(c.client.incident_silence(c.ctx(), id, secs).await)
+                            }
+                            A::Reassign(p, reason) => {
+                                flat(c.client.incident_reassign(c.ctx(), id, p, reason).await)
+                            }
+                        };
+                        let _ = tx.send(Msg::IncidentDone(id, r));
                     });
                 }
                 Effect::Act(action, agent) => {

@@ -41,6 +41,8 @@ pub enum Permission {
     PolicyWrite,
     /// Approve or deny an escalated tool call.
     EscalationsDecide,
+    /// Acknowledge, resolve, reassign, silence and open incidents.
+    IncidentsManage,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -48,7 +50,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -62,6 +64,7 @@ impl Permission {
         P::ScopesWrite,
         P::PolicyWrite,
         P::EscalationsDecide,
+        P::IncidentsManage,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -86,6 +89,7 @@ impl Permission {
             Permission::ScopesWrite => "scopes.write",
             Permission::PolicyWrite => "policy.write",
             Permission::EscalationsDecide => "escalations.decide",
+            Permission::IncidentsManage => "incidents.manage",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -112,6 +116,7 @@ const CONTRIBUTOR: &[Permission] = &[
     P::AgentControl,
     P::AuditWrite,
     P::EscalationsDecide,
+    P::IncidentsManage,
 ];
 const ADMIN: &[Permission] = &[
     P::FleetRead,
@@ -127,6 +132,7 @@ const ADMIN: &[Permission] = &[
     P::ScopesWrite,
     P::PolicyWrite,
     P::EscalationsDecide,
+    P::IncidentsManage,
 ];
 
 impl ScopedRole {

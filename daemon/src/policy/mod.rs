@@ -328,6 +328,13 @@ impl PolicyEngine {
         Ok(rules)
     }
 
+    /// The tools an agent's scopes in force grant.
+    pub fn granted_tools(&self, key: &AgentKey, project: &str) -> Vec<String> {
+        self.agent_rules(key, project)
+            .map(|r| r.scopes.tools.clone())
+            .unwrap_or_default()
+    }
+
     /// Decides one call of agent `key` (in `project`) against its scopes and its tenant's
     /// policy in force — or, for `policy test`, against `candidate` instead.
     pub fn evaluate(

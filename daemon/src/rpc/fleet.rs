@@ -2,9 +2,11 @@
 //! resolves agent names inside what the caller may see, and calls the runtime.
 
 use crate::authz::{Caller, Permission, Scope, ScopedRole};
+use crate::incidents::Transition;
 use crate::runtime::{Cmd, Runtime};
 use crate::store::AgentKey;
 use crate::vault::VaultError;
+use agenfleet_protocol::incidents::{Incident, Matrix, Party};
 use agenfleet_protocol::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tarpc::context::Context;
 
+mod incidents;
 mod policy;
 
 #[derive(Clone)]
@@ -192,10 +195,47 @@ impl FleetService {
 
     /// `resolve`, with unknown (or invisible) names audited as refusals.
     async fn find(&self, r: &AgentRef, rpc: &str) -> Result<AgentKey, ApiError> {
-        match self.resolve(r) {
-            Ok(k) => Ok(k),
-            Err(e) => Err(self.refused(rpc, e).await),
+        let e = match self.resolve(r) {
+            Ok(k) => return Ok(k),
+            Err(e) => e,
+        };
+        // The same answer as for a name that does not exist; but when the name is another
+        // tenant's agent, the refusal is also a cross-tenant attempt (an incident).
+        let ev = self.event(
+            "rpc.refused",
+            None,
+            "refused",
+            format!("{rpc}: {}", e.message),
+        );
+        match self.rt.audit_event(ev).await {
+            Ok(seq) => {
+                if let Some(target) = self.foreign_target(r) {
+                    self.rt
+                        .incidents
+                        .signal(crate::incidents::detect::Signal::CrossTenant {
+                            actor: self.actor(),
+                            target,
+                            seq,
+                        });
+                }
+            }
+            Err(err) => tracing::error!(error = %err.message, "cannot record a refused call"),
         }
+        Err(e)
+    }
+
+    /// The agent `r` names in a tenant where the caller holds no role, if there is one.
+    fn foreign_target(&self, r: &AgentRef) -> Option<String> {
+        let c = self.caller();
+        if c.platform_admin {
+            return None;
+        }
+        let (_, _, m) = self.rt.fleet.snapshot(|v| {
+            v.name == r.name
+                && r.tenant.as_ref().is_none_or(|t| t == &v.tenant)
+                && !c.bindings.iter().any(|b| b.tenant == v.tenant)
+        });
+        m.first().map(|v| v.qualified_name())
     }
 
     /// Audit before effect: records the request durably (or refuses), runs `f`, then
@@ -458,10 +498,17 @@ impl Fleet for FleetService {
     ) -> Result<WatchReply, ApiError> {
         self.check_any(Permission::FleetRead, "watch").await?;
         let caller = self.caller();
+        let c2 = caller.clone();
         Ok(self
             .rt
             .fleet
-            .watch(epoch, since, capped(max_wait_ms), move |v| caller.sees(v))
+            .watch(
+                epoch,
+                since,
+                capped(max_wait_ms),
+                move |v| caller.sees(v),
+                move |i| incidents::sees_incident(&c2, i),
+            )
             .await)
     }
 
@@ -556,9 +603,20 @@ impl Fleet for FleetService {
         self.check_any(Permission::AuditRead, "audit_verify")
             .await?;
         let audit = self.rt.audit.clone();
-        tokio::task::spawn_blocking(move || audit.verify(checkpoint.as_ref()))
+        let report = tokio::task::spawn_blocking(move || audit.verify(checkpoint.as_ref()))
             .await
-            .map_err(|e| ApiError::internal(format!("audit verify: {e}")))
+            .map_err(|e| ApiError::internal(format!("audit verify: {e}")))?;
+        if !report.valid {
+            let problem = report
+                .first_bad
+                .clone()
+                .or_else(|| report.checkpoint_check.clone())
+                .unwrap_or_else(|| "verification failed".into());
+            self.rt
+                .incidents
+                .signal(crate::incidents::detect::Signal::AuditInvalid { problem });
+        }
+        Ok(report)
     }
 
     async fn vault_status(self, _: Context) -> Result<VaultStatus, ApiError> {
@@ -1026,6 +1084,58 @@ impl Fleet for FleetService {
     ) -> Result<EscalationView, ApiError> {
         self.do_escalation_decide(id, request_hash, approve, reason)
             .await
+    }
+
+    async fn incidents_list(self, _: Context, all: bool) -> Result<Vec<Incident>, ApiError> {
+        self.do_incidents_list(all).await
+    }
+
+    async fn incident_show(self, _: Context, id: u64) -> Result<Incident, ApiError> {
+        self.do_incident_show(id).await
+    }
+
+    async fn incident_ack(self, _: Context, id: u64, note: String) -> Result<Incident, ApiError> {
+        self.do_incident_transition(id, Transition::Ack(note)).await
+    }
+
+    async fn incident_resolve(
+        self,
+        _: Context,
+        id: u64,
+        note: String,
+    ) -> Result<Incident, ApiError> {
+        self.do_incident_transition(id, Transition::Resolve(note))
+            .await
+    }
+
+    async fn incident_reassign(
+        self,
+        _: Context,
+        id: u64,
+        party: Party,
+        reason: String,
+    ) -> Result<Incident, ApiError> {
+        self.do_incident_transition(id, Transition::Reassign(party, reason))
+            .await
+    }
+
+    async fn incident_silence(self, _: Context, id: u64, secs: u64) -> Result<Incident, ApiError> {
+        self.do_incident_transition(id, Transition::Silence(secs.saturating_mul(1000)))
+            .await
+    }
+
+    async fn incident_open(
+        self,
+        _: Context,
+        scenario: String,
+        agent: Option<AgentRef>,
+        summary: String,
+    ) -> Result<Incident, ApiError> {
+        self.do_incident_open(scenario, agent, summary).await
+    }
+
+    async fn incidents_matrix(self, _: Context) -> Result<Matrix, ApiError> {
+        self.do_incidents_matrix().await
     }
 
     async fn audit_note(self, _: Context, text: String) -> Result<u64, ApiError> {

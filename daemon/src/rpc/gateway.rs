@@ -303,6 +303,14 @@ impl Gateway for GatewayService {
                 detail,
             ))
             .await?;
+        if self
+            .rt
+            .incidents
+            .decision(&self.key, &project, &call.tool, allowed, decision_id)
+        {
+            let granted = self.rt.policy.granted_tools(&self.key, &project);
+            self.rt.incidents.check_usage(&self.key, &project, &granted);
+        }
         Ok(Decision {
             decision_id,
             allowed,
@@ -339,9 +347,25 @@ impl Gateway for GatewayService {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        self.rt
+        let seq = self
+            .rt
             .audit_event(self.event("agent.report", &outcome, detail))
-            .await
+            .await?;
+        let view = self.rt.fleet.get(&self.key);
+        let has_fallback = self
+            .rt
+            .agent_spec(&self.key)
+            .is_some_and(|s| !s.model_fallbacks.is_empty());
+        self.rt
+            .incidents
+            .signal(crate::incidents::detect::Signal::Report {
+                key: self.key.clone(),
+                project: view.map(|v| v.project).unwrap_or_default(),
+                report,
+                has_fallback,
+                seq,
+            });
+        Ok(seq)
     }
 
     async fn credentials(self, _: Context) -> Result<Vec<DeliveredCredential>, ApiError> {
@@ -402,7 +426,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             };
             if let Some(why) = &refused {
                 tracing::warn!(agent = %key, pid, "gateway connection from outside the agent's container refused");
-                let _ = rt
+                let seq = rt
                     .audit_event(AuditEvent {
                         actor: format!("pid {pid}"),
                         action: "gateway.refused".into(),
@@ -412,6 +436,16 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                         detail: why.clone(),
                     })
                     .await;
+                if let Ok(seq) = seq {
+                    let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
+                    rt.incidents
+                        .signal(crate::incidents::detect::Signal::CrossAgent {
+                            key: key.clone(),
+                            project,
+                            pid,
+                            seq,
+                        });
+                }
             }
             let service = GatewayService {
                 rt: rt.clone(),

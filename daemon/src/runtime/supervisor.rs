@@ -67,6 +67,9 @@ struct RunnerHandle {
 }
 
 /// The daemon's runtime: engine, supervisor, image, stats.
+/// How long the engine must stay unreachable before it is an incident.
+const ENGINE_DOWN_GRACE: Duration = Duration::from_secs(3);
+
 pub struct Runtime {
     pub cfg: Arc<Config>,
     pub store: Store,
@@ -77,32 +80,38 @@ pub struct Runtime {
     pub vault: Arc<Vault>,
     pub authz: crate::authz::Authz,
     pub policy: Arc<crate::policy::PolicyEngine>,
+    pub incidents: Arc<crate::incidents::Incidents>,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     /// Serialises image builds; holds the built-in tag once known to be present.
     image_ready: tokio::sync::Mutex<Option<String>>,
     cgroups: CgroupReader,
 }
 
+/// What the runtime is built from (the daemon's parts, opened in `run`).
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub fleet: FleetState,
+    pub instance: String,
+    pub audit: AuditLog,
+    pub vault: Arc<Vault>,
+    pub policy: Arc<crate::policy::PolicyEngine>,
+    pub incidents: Arc<crate::incidents::Incidents>,
+}
+
 impl Runtime {
-    pub fn new(
-        cfg: Arc<Config>,
-        store: Store,
-        fleet: FleetState,
-        instance: String,
-        audit: AuditLog,
-        vault: Arc<Vault>,
-        policy: Arc<crate::policy::PolicyEngine>,
-    ) -> Arc<Runtime> {
+    pub fn new(p: Parts) -> Arc<Runtime> {
         Arc::new(Runtime {
-            cfg,
-            store: store.clone(),
-            fleet,
+            cfg: p.cfg,
+            authz: crate::authz::Authz::new(p.store.clone()),
+            store: p.store,
+            fleet: p.fleet,
             engine: Engine::default(),
-            instance,
-            audit,
-            vault,
-            authz: crate::authz::Authz::new(store.clone()),
-            policy,
+            instance: p.instance,
+            audit: p.audit,
+            vault: p.vault,
+            policy: p.policy,
+            incidents: p.incidents,
             runners: Mutex::new(HashMap::new()),
             image_ready: tokio::sync::Mutex::new(None),
             cgroups: CgroupReader::default(),
@@ -147,11 +156,34 @@ impl Runtime {
     /// held-back agent try again.
     pub fn vault_changed(&self) {
         let state = self.vault.state();
+        if state == agenfleet_protocol::VaultState::Unsealed {
+            self.incidents
+                .signal(crate::incidents::detect::Signal::VaultOpen);
+        }
         self.fleet.update_daemon(|d| d.vault = state);
         let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
         for h in handles {
             let _ = h.tx.send(Msg::Resync);
         }
+    }
+
+    /// An agent's stored spec.
+    pub fn agent_spec(&self, key: &AgentKey) -> Option<AgentSpec> {
+        let json: Option<String> = self
+            .store
+            .tenant(&key.tenant)
+            .with(|c| {
+                use rusqlite::OptionalExtension;
+                c.query_row(
+                    "SELECT spec_json FROM t_agents WHERE name = ?1",
+                    rusqlite::params![key.name],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        json.and_then(|j| serde_json::from_str(&j).ok())
     }
 
     /// Purges a deleted agent's record and credentials (cascade) and records it.
@@ -277,12 +309,23 @@ impl Runtime {
             match sig {
                 EngineSignal::Connected(info) => {
                     self.fleet.update_daemon(|d| d.engine = info);
+                    self.incidents
+                        .signal(crate::incidents::detect::Signal::EngineUp);
                     self.reconcile().await;
                 }
                 EngineSignal::Disconnected(why) => {
                     self.fleet.update_daemon(|d| {
                         d.engine.connected = false;
-                        d.engine.error = Some(why);
+                        d.engine.error = Some(why.clone());
+                    });
+                    // A blip is not an incident: only an engine still gone after a grace.
+                    let rt = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(ENGINE_DOWN_GRACE).await;
+                        if rt.engine.client().is_err() {
+                            rt.incidents
+                                .signal(crate::incidents::detect::Signal::EngineDown { why });
+                        }
                     });
                 }
                 EngineSignal::Container(ev) => {
@@ -1192,10 +1235,23 @@ impl Runner {
         } else {
             let _ = self.commit();
         }
-        let _ = self
+        let seq = self
             .rt
             .system_event("agent.exited", Some(&self.rec.key), "observed", detail)
             .await;
+        if let (Ok(seq), Some(exit)) = (seq, self.rec.last_exit.as_ref()) {
+            if self.rec.desired != DesiredState::Stopped {
+                self.rt
+                    .incidents
+                    .signal(crate::incidents::detect::Signal::AgentExit {
+                        key: self.rec.key.clone(),
+                        project: self.rec.project.clone(),
+                        code: exit.code,
+                        oom: exit.oom_killed,
+                        seq,
+                    });
+            }
+        }
         if let Some(failed) = self.pending_failed.take() {
             let _ = self
                 .rt

@@ -158,6 +158,15 @@ const MIGRATIONS: &[&str] = &[
         author TEXT NOT NULL,
         note TEXT NOT NULL,
         PRIMARY KEY (tenant_id, version));",
+    // 7: incidents (one row each; the body is the whole incident as JSON).
+    "CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        tenant_id TEXT,
+        body_json TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL);
+     CREATE INDEX incidents_state ON incidents(state, id);",
 ];
 
 /// A handle on the database; cheap to clone.

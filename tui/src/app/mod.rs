@@ -8,8 +8,11 @@ use agenfleet_protocol::{
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::{BTreeMap, VecDeque};
 
+pub mod incidents;
 pub mod policy;
+use agenfleet_protocol::incidents::{Incident, Party};
 use agenfleet_protocol::policy::EscalationView;
+pub use incidents::IncidentAction;
 pub use policy::ScopesPane;
 
 /// Log lines kept for the detail pane.
@@ -23,6 +26,7 @@ pub enum View {
     Fleet,
     Audit,
     Escalations,
+    Incidents,
 }
 
 type Key = (String, String);
@@ -70,6 +74,16 @@ pub enum Mode {
     /// Confirming a rollback to an earlier version.
     ScopesRollback {
         version: u32,
+    },
+    /// Choosing the party (Tab) and typing the reason to reassign an incident.
+    Reassign {
+        id: u64,
+        party: Party,
+        reason: String,
+    },
+    /// Confirming that an incident is resolved.
+    ResolveIncident {
+        id: u64,
     },
 }
 
@@ -142,6 +156,8 @@ pub enum Effect {
     PublishScopes(AgentRef, String),
     /// Publish a copy of an earlier version.
     RollbackScopes(AgentRef, u32),
+    /// Acknowledge, resolve, silence or reassign an incident.
+    Incident(u64, IncidentAction),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +195,9 @@ pub struct App {
     pub escalations: Vec<EscalationView>,
     pub esc_selected: usize,
     pub scopes: Option<ScopesPane>,
+    /// Incidents from the live watch (open ones, and resolved ones the daemon still shows).
+    pub incidents: BTreeMap<u64, Incident>,
+    pub inc_selected: usize,
     /// Something changed since the last frame.
     pub dirty: bool,
 }
@@ -214,12 +233,27 @@ impl App {
             escalations: Vec::new(),
             esc_selected: 0,
             scopes: None,
+            incidents: BTreeMap::new(),
+            inc_selected: 0,
             dirty: true,
         }
     }
 
     /// Audit records that pass the filter, oldest first.
     pub fn audit_visible(&self) -> Vec<&AuditEntry> {
+        // `#12 #15`: exactly these records (an incident's evidence).
+        if self.filter.starts_with('#') {
+            let seqs: Vec<u64> = self
+                .filter
+                .split_whitespace()
+                .filter_map(|t| t.trim_start_matches('#').parse().ok())
+                .collect();
+            return self
+                .audit
+                .iter()
+                .filter(|e| seqs.contains(&e.seq))
+                .collect();
+        }
         let f = self.filter.to_lowercase();
         self.audit
             .iter()
@@ -405,6 +439,7 @@ impl App {
         self.conn = ConnState::Connected;
         if r.reset {
             self.agents.clear();
+            self.incidents.clear();
         }
         for c in r.changes {
             match c {
@@ -415,8 +450,12 @@ impl App {
                     self.agents.remove(&(tenant, name));
                 }
                 Change::Daemon(d) => self.daemon = Some(d),
+                Change::Incident(i) => {
+                    self.incidents.insert(i.id, *i);
+                }
             }
         }
+        self.fix_incident_selection();
         self.fix_selection();
         self.dirty = true;
         self.escalations_changed(pending_before)
@@ -527,6 +566,8 @@ impl App {
             Mode::ScopesEdit => self.on_scopes_edit_key(k),
             Mode::ScopesConfirm => self.on_scopes_confirm_key(k.code),
             Mode::ScopesRollback { version } => self.on_rollback_key(k.code, version),
+            Mode::Reassign { id, party, reason } => self.on_reassign_key(k.code, id, party, reason),
+            Mode::ResolveIncident { id } => self.on_resolve_key(k.code, id),
             Mode::RotateInput { name, mut input } => {
                 match k.code {
                     KeyCode::Esc => self.mode = Mode::Creds,
@@ -595,6 +636,14 @@ impl App {
                 KeyCode::Char('q') => vec![Effect::Quit],
                 code if self.view == View::Audit && Self::is_audit_key(code) => {
                     self.on_audit_key(code)
+                }
+                code @ (KeyCode::Char('j' | 'k' | 'a' | 'R' | 'S' | 'o' | 'e')
+                | KeyCode::Up
+                | KeyCode::Down
+                | KeyCode::Enter)
+                    if self.view == View::Incidents =>
+                {
+                    self.on_incidents_key(code)
                 }
                 code @ (KeyCode::Char('j' | 'k' | 'a' | 'd' | 'r')
                 | KeyCode::Up
@@ -665,11 +714,16 @@ impl App {
                     self.view = View::Escalations;
                     vec![Effect::LoadEscalations]
                 }
+                KeyCode::Char('4') => {
+                    self.view = View::Incidents;
+                    vec![]
+                }
                 KeyCode::Tab => {
                     self.view = match self.view {
                         View::Fleet => View::Audit,
                         View::Audit => View::Escalations,
-                        View::Escalations => View::Fleet,
+                        View::Escalations => View::Incidents,
+                        View::Incidents => View::Fleet,
                     };
                     if self.view == View::Escalations {
                         vec![Effect::LoadEscalations]

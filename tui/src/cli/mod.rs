@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod audit;
 pub mod demo;
+pub mod incidents;
 pub mod logs;
 pub mod operators;
 pub mod policy;
@@ -113,6 +114,11 @@ pub enum Command {
     Escalations {
         #[command(subcommand)]
         cmd: policy::EscalationsCmd,
+    },
+    /// Incidents by responsible party: list, show, ack, resolve, reassign, silence, open.
+    Incidents {
+        #[command(subcommand)]
+        cmd: incidents::IncidentsCmd,
     },
     /// The built-in agent image.
     Image {
@@ -302,6 +308,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
         Command::Scopes { cmd } => policy::run_scopes(conn, out, cmd).await,
         Command::Policy { cmd } => policy::run_policy(conn, out, cmd).await,
         Command::Escalations { cmd } => policy::run_escalations(conn, out, cmd).await,
+        Command::Incidents { cmd } => incidents::run(conn, out, cmd).await,
         Command::Image {
             cmd: ImageCmd::Build { force },
         } => {

@@ -56,6 +56,10 @@ pub async fn run(conn: &Conn, out: &Out, a: &WatchArgs) -> Result<(), CliError> 
                             "DISCONNECTED"
                         }
                     ),
+                    Change::Incident(i) => format!(
+                        "rev {:<6} incident #{} {} {} → {} ×{}: {}",
+                        r.revision, i.id, i.state, i.severity, i.party, i.count, i.title
+                    ),
                 },
             )?;
             printed += 1;

@@ -30,7 +30,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         key("?", "help");
         key("q", "quit");
         let audit = app.view == crate::app::View::Audit;
-        if app.view == crate::app::View::Escalations {
+        if app.view == crate::app::View::Incidents {
+            key("1", "fleet");
+            key("j/k", "select");
+            if !app.readonly {
+                key("a", "ack");
+                key("R", "resolve");
+                key("o", "reassign");
+                key("S", "silence");
+            }
+            key("⏎", "agent");
+            key("e", "evidence");
+        } else if app.view == crate::app::View::Escalations {
             key("1", "fleet");
             key("j/k", "select");
             if !app.readonly {
@@ -57,6 +68,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             key("t", "context");
             key("2", "audit");
             key("3", "escalations");
+            key("4", "incidents");
         }
         Line::from(spans)
     };

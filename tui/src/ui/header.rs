@@ -2,6 +2,7 @@
 
 use super::theme::Theme;
 use crate::app::{App, ConnState};
+use agenfleet_protocol::incidents::Party;
 use agenfleet_protocol::AgentState;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -27,6 +28,27 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                         " ⚑ {pending} ESCALATION{} (3) ",
                         if pending == 1 { "" } else { "S" }
                     ),
+                    t.alert(),
+                ));
+            }
+            // Open incidents by responsible party.
+            let by_party: Vec<String> = app
+                .incident_counts()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(p, n)| {
+                    let short = match p {
+                        Party::Platform => "plat",
+                        Party::ModelProvider => "model",
+                        Party::ToolProvider => "tool",
+                        Party::Client => "client",
+                    };
+                    format!("{short} {n}")
+                })
+                .collect();
+            if !by_party.is_empty() {
+                spans.push(Span::styled(
+                    format!(" INC {} (4) ", by_party.join(" · ")),
                     t.alert(),
                 ));
             }

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod footer;
 pub mod header;
 pub mod help;
+pub mod incidents;
 pub mod scopes;
 pub mod theme;
 
@@ -31,6 +32,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         audit::draw(f, body, app, &theme);
     } else if app.view == View::Escalations {
         escalations::draw(f, body, app, &theme);
+    } else if app.view == View::Incidents {
+        incidents::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);

@@ -104,11 +104,16 @@ impl FleetService {
         let rt = self.rt.clone();
         let k = key.clone();
         let audit_key = (kind == Kind::Scopes).then_some(key);
-        self.audited(action, audit_key, detail, async move {
-            rt.policy
-                .publish(kind, &k.tenant, &k.name, &text, &author, &note)
-        })
-        .await
+        let out = self
+            .audited(action, audit_key, detail, async move {
+                rt.policy
+                    .publish(kind, &k.tenant, &k.name, &text, &author, &note)
+            })
+            .await?;
+        if kind == Kind::Scopes {
+            self.rt.incidents.scopes_changed(key);
+        }
+        Ok(out)
     }
 
     pub(super) async fn do_scopes_rollback(

@@ -1,0 +1,673 @@
+//! Incidents: real signals in (see `detect`), incidents out — each one routed to the party
+//! the responsibility matrix names (`matrix`), with a dedup key (a crash loop is one
+//! incident with a count), a severity, evidence (audit sequence numbers), escalation steps
+//! fixed when it fires, and delivery to the party's routes (`deliver`). Lifecycle:
+//! triggered → acknowledged → resolved, and silenced (new signals counted, not delivered).
+//! Incidents live in SQLite (one row each, written at once for operator actions and within
+//! 250 ms for signal counts) and are published to the fleet state, so watchers see them.
+
+pub mod deliver;
+pub mod detect;
+pub mod matrix;
+
+use crate::audit::AuditLog;
+use crate::state::FleetState;
+use crate::store::{AgentKey, Store};
+use agenfleet_protocol::incidents::{
+    Delivery, EscalationStep, Evidence, Incident, IncidentState, Matrix, Party, Scenario, Severity,
+};
+use agenfleet_protocol::{now_ms, ApiError, AuditEvent};
+use deliver::Route;
+use detect::{Detector, Raise, Signal};
+use rusqlite::params;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Evidence and delivery records kept per incident (the newest).
+const KEEP_EVIDENCE: usize = 20;
+const KEEP_DELIVERIES: usize = 30;
+/// Resolved incidents loaded at start and kept in memory.
+const KEEP_RESOLVED: usize = 500;
+
+#[derive(Default)]
+struct Inner {
+    by_id: BTreeMap<u64, Incident>,
+    open_by_key: HashMap<String, u64>,
+    next_id: u64,
+    dirty: HashSet<u64>,
+}
+
+pub struct Incidents {
+    matrix: Matrix,
+    store: Store,
+    fleet: FleetState,
+    audit: AuditLog,
+    routes: Vec<Route>,
+    inner: Mutex<Inner>,
+    detector: Mutex<Detector>,
+}
+
+fn store_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("incident store: {e}"))
+}
+
+/// The escalation steps of a new incident, from its severity and owners.
+fn steps(severity: Severity, party: Party, co_owners: &[Party]) -> Vec<EscalationStep> {
+    let step = |after_min: u64, notify: Party| EscalationStep {
+        after_ms: after_min * 60_000,
+        notify,
+        done_ms: None,
+    };
+    let mut s = Vec::new();
+    if severity == Severity::Info {
+        return s;
+    }
+    s.push(step(0, party));
+    for c in co_owners {
+        s.push(step(0, *c));
+    }
+    match severity {
+        Severity::Critical => {
+            s.push(step(5, party));
+            if party != Party::Platform {
+                s.push(step(15, Party::Platform));
+            }
+        }
+        Severity::Error => s.push(step(30, party)),
+        _ => {}
+    }
+    s
+}
+
+impl Incidents {
+    /// Loads the matrix (built-in + `extra`), the routes and the stored incidents.
+    pub fn open(
+        cfg: &crate::config::Config,
+        store: Store,
+        fleet: FleetState,
+        audit: AuditLog,
+    ) -> Result<Arc<Incidents>, String> {
+        let extra =
+            (!cfg.incident_matrix.as_os_str().is_empty()).then_some(cfg.incident_matrix.as_path());
+        let matrix = matrix::load(extra)?;
+        let routes = cfg
+            .incident_route
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Route::from_config(r).map_err(|e| format!("incident_route[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows: Vec<String> = store
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT body_json FROM incidents WHERE state != 'resolved'
+                     UNION ALL
+                     SELECT body_json FROM (SELECT body_json FROM incidents WHERE state = 'resolved' ORDER BY id DESC LIMIT ?1)",
+                )?;
+                let rows = st.query_map(params![KEEP_RESOLVED as i64], |r| r.get(0))?;
+                rows.collect()
+            })
+            .map_err(|e| e.to_string())?;
+        let max_id: i64 = store
+            .with(|c| {
+                c.query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |r| {
+                    r.get(0)
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        let mut inner = Inner {
+            next_id: max_id as u64 + 1,
+            ..Default::default()
+        };
+        for body in rows {
+            let inc: Incident = serde_json::from_str(&body)
+                .map_err(|e| format!("a stored incident does not parse: {e}"))?;
+            if inc.state != IncidentState::Resolved {
+                inner.open_by_key.insert(inc.dedup_key.clone(), inc.id);
+            }
+            fleet.upsert_incident(inc.clone());
+            inner.by_id.insert(inc.id, inc);
+        }
+        let detector = Detector::new(
+            cfg.crash_loop_exits,
+            cfg.crash_loop_window_secs * 1000,
+            cfg.denial_spike,
+            cfg.denial_window_secs * 1000,
+        );
+        let me = Arc::new(Incidents {
+            matrix,
+            store,
+            fleet,
+            audit,
+            routes,
+            inner: Mutex::new(inner),
+            detector: Mutex::new(detector),
+        });
+        // Open incidents keep their escalation schedule across restarts.
+        let open: Vec<u64> = me.lock().open_by_key.values().copied().collect();
+        for id in open {
+            me.schedule_steps(id);
+        }
+        let flusher = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(me) = flusher.upgrade() else { return };
+                if let Err(e) = me.flush() {
+                    tracing::error!(error = %e.message, "cannot store incidents");
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn matrix(&self) -> &Matrix {
+        &self.matrix
+    }
+
+    fn scenario_for_signal(&self, signal: &str) -> Option<&Scenario> {
+        self.matrix.scenarios.iter().find(|s| s.signal == signal)
+    }
+
+    pub fn scenario(&self, id: &str) -> Option<&Scenario> {
+        self.matrix.scenarios.iter().find(|s| s.id == id)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Incident> {
+        self.lock().by_id.get(&id).cloned()
+    }
+
+    /// Every incident kept, newest first, for which `visible` holds.
+    pub fn list(&self, all: bool, visible: impl Fn(&Incident) -> bool) -> Vec<Incident> {
+        self.lock()
+            .by_id
+            .values()
+            .rev()
+            .filter(|i| all || i.state != IncidentState::Resolved)
+            .filter(|i| visible(i))
+            .cloned()
+            .collect()
+    }
+
+    /// Writes the incidents changed since the last flush, in one transaction.
+    pub fn flush(&self) -> Result<(), ApiError> {
+        let rows: Vec<(u64, String, String, Option<String>, String)> = {
+            let mut inner = self.lock();
+            let ids: Vec<u64> = inner.dirty.drain().collect();
+            ids.iter()
+                .filter_map(|id| inner.by_id.get(id))
+                .map(|i| {
+                    (
+                        i.id,
+                        i.dedup_key.clone(),
+                        i.state.to_string(),
+                        i.tenant.clone(),
+                        serde_json::to_string(i).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms() as i64;
+        self.store
+            .with(|c| {
+                let tx = c.transaction()?;
+                for (id, key, state, tenant, body) in &rows {
+                    tx.execute(
+                        "INSERT INTO incidents (id, dedup_key, state, tenant_id, body_json, updated_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT(id) DO UPDATE SET state = ?3, body_json = ?5, updated_ms = ?6",
+                        params![*id as i64, key, state, tenant, body, now],
+                    )?;
+                }
+                tx.commit()
+            })
+            .map_err(store_err)
+    }
+
+    /// Applies `f` to incident `id`, publishes it, marks it for storage.
+    fn update<T>(&self, id: u64, f: impl FnOnce(&mut Incident) -> T) -> Option<(T, Incident)> {
+        let mut inner = self.lock();
+        let inc = inner.by_id.get_mut(&id)?;
+        let t = f(inc);
+        let snapshot = inc.clone();
+        if snapshot.state == IncidentState::Resolved {
+            inner.open_by_key.remove(&snapshot.dedup_key);
+        }
+        inner.dirty.insert(id);
+        drop(inner);
+        self.fleet.upsert_incident(snapshot.clone());
+        Some((t, snapshot))
+    }
+
+    /// A signal: the detectors decide whether it raises (or adds to) an incident, and
+    /// some signals end the incidents they opened (the engine is back, the vault opened).
+    pub fn signal(self: &Arc<Self>, s: Signal) {
+        match &s {
+            Signal::EngineUp => {
+                self.auto_resolve("engine-down", "agenfleetd: the engine is reachable again")
+            }
+            Signal::VaultOpen => {
+                self.auto_resolve("vault-sealed", "agenfleetd: the vault was unsealed")
+            }
+            _ => {}
+        }
+        let raises = self
+            .detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(s, now_ms());
+        for r in raises {
+            self.raise(r);
+        }
+    }
+
+    /// A tool-call decision (hot path: counters only, unless a spike or a check is due).
+    /// Answers whether the agent's usage should be checked against its scopes.
+    pub fn decision(
+        self: &Arc<Self>,
+        key: &AgentKey,
+        project: &str,
+        tool: &str,
+        allowed: bool,
+        seq: u64,
+    ) -> bool {
+        let (raise, due) = self
+            .detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decision(key, project, tool, allowed, seq, now_ms());
+        if let Some(r) = raise {
+            self.raise(r);
+        }
+        due
+    }
+
+    /// Checks an agent's tool usage against the tools its scopes grant.
+    pub fn check_usage(self: &Arc<Self>, key: &AgentKey, project: &str, granted: &[String]) {
+        let r = self
+            .detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .usage(key, project, granted);
+        if let Some(r) = r {
+            self.raise(r);
+        }
+    }
+
+    pub fn scopes_changed(&self, key: &AgentKey) {
+        self.detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset_usage(key);
+    }
+
+    fn auto_resolve(self: &Arc<Self>, scenario: &str, by: &str) {
+        let ids: Vec<u64> = self
+            .lock()
+            .by_id
+            .values()
+            .filter(|i| i.scenario == scenario && i.state != IncidentState::Resolved)
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            let _ = self.transition(id, by, Transition::Resolve(String::new()));
+        }
+    }
+
+    /// Folds a raise into its open incident, or opens a new one.
+    fn raise(self: &Arc<Self>, r: Raise) {
+        let Some(sc) = self.scenario_for_signal(r.signal).cloned() else {
+            tracing::error!(
+                signal = r.signal,
+                "no scenario in the matrix for this signal"
+            );
+            return;
+        };
+        let dedup_key = format!("{}:{}", sc.id, r.dedup);
+        let now = now_ms();
+        let existing = self.lock().open_by_key.get(&dedup_key).copied();
+        if let Some(id) = existing {
+            self.update(id, |i| {
+                i.count += 1;
+                i.last_ms = now;
+                i.summary = r.summary.clone();
+                i.evidence.extend(r.evidence.iter().cloned());
+                let n = i.evidence.len();
+                if n > KEEP_EVIDENCE {
+                    i.evidence.drain(..n - KEEP_EVIDENCE);
+                }
+            });
+            return;
+        }
+        self.create(sc, dedup_key, r, None);
+    }
+
+    /// Opens an incident (from a detector, or by hand with `opened_by`).
+    fn create(
+        self: &Arc<Self>,
+        sc: Scenario,
+        dedup_key: String,
+        r: Raise,
+        opened_by: Option<String>,
+    ) -> Incident {
+        let now = now_ms();
+        let inc = {
+            let mut inner = self.lock();
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let inc = Incident {
+                id,
+                dedup_key: dedup_key.clone(),
+                scenario: sc.id.clone(),
+                title: sc.title.clone(),
+                summary: r.summary,
+                party: sc.primary,
+                co_owners: sc.co_owners.clone(),
+                severity: sc.severity,
+                state: IncidentState::Triggered,
+                next_step: sc.next_step.clone(),
+                tenant: r.tenant,
+                project: r.project,
+                agent: r.agent,
+                count: 1,
+                first_ms: now,
+                last_ms: now,
+                acked_ms: None,
+                acked_by: None,
+                resolved_ms: None,
+                resolved_by: None,
+                silenced_until_ms: None,
+                reassigned_from: None,
+                evidence: r.evidence,
+                escalation: steps(sc.severity, sc.primary, &sc.co_owners),
+                deliveries: Vec::new(),
+                undelivered: Vec::new(),
+                opened_by,
+            };
+            inner.open_by_key.insert(dedup_key, id);
+            inner.by_id.insert(id, inc.clone());
+            inner.dirty.insert(id);
+            inc
+        };
+        tracing::warn!(id = inc.id, scenario = %inc.scenario, party = %inc.party, severity = %inc.severity, "incident: {}", inc.summary);
+        self.fleet.upsert_incident(inc.clone());
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e.message, "cannot store a new incident");
+        }
+        let me = self.clone();
+        let snapshot = inc.clone();
+        tokio::spawn(async move {
+            let ev = AuditEvent {
+                actor: snapshot
+                    .opened_by
+                    .clone()
+                    .unwrap_or_else(|| "agenfleetd".into()),
+                action: "incident.trigger".into(),
+                tenant: snapshot.tenant.clone(),
+                agent: snapshot.agent.clone(),
+                outcome: snapshot.severity.as_str().into(),
+                detail: serde_json::json!({
+                    "incident": snapshot.id, "scenario": snapshot.scenario, "party": snapshot.party,
+                    "co_owners": snapshot.co_owners, "dedup_key": snapshot.dedup_key,
+                    "evidence": snapshot.evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                    "summary": snapshot.summary,
+                })
+                .to_string(),
+            };
+            if let Err(e) = me.audit.record(&ev).await {
+                tracing::error!(error = %e, "cannot record an incident");
+            }
+            me.schedule_steps(snapshot.id);
+        });
+        inc
+    }
+
+    /// Runs the incident's escalation steps at their times, while it is unacknowledged.
+    fn schedule_steps(self: &Arc<Self>, id: u64) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = me.upgrade() else { return };
+                let Some(inc) = this.get(id) else { return };
+                if inc.state != IncidentState::Triggered {
+                    return;
+                }
+                let Some((idx, step)) = inc
+                    .escalation
+                    .iter()
+                    .enumerate()
+                    .find(|(_, s)| s.done_ms.is_none())
+                    .map(|(i, s)| (i, s.clone()))
+                else {
+                    return;
+                };
+                let due = inc.first_ms + step.after_ms;
+                let wait = due.saturating_sub(now_ms());
+                drop(this);
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    continue;
+                }
+                let Some(this) = me.upgrade() else { return };
+                let silenced = inc.silenced_until_ms.is_some_and(|t| t > now_ms());
+                let done = this.update(id, |i| {
+                    if i.state != IncidentState::Triggered {
+                        return false;
+                    }
+                    if let Some(s) = i.escalation.get_mut(idx) {
+                        s.done_ms = Some(now_ms());
+                    }
+                    true
+                });
+                if matches!(done, Some((true, _))) && !silenced {
+                    let event = if idx == 0 || step.after_ms == 0 {
+                        "trigger"
+                    } else {
+                        "escalate"
+                    };
+                    this.deliver(id, step.notify, event);
+                }
+            }
+        });
+    }
+
+    /// Sends the incident's current view to every route of `party`.
+    fn deliver(self: &Arc<Self>, id: u64, party: Party, event: &'static str) {
+        let idxs: Vec<usize> = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.party == party)
+            .map(|(i, _)| i)
+            .collect();
+        if idxs.is_empty() {
+            let note = format!("no route for {party}");
+            self.update(id, |i| {
+                if !i.undelivered.contains(&note) {
+                    i.undelivered.push(note);
+                }
+            });
+            return;
+        }
+        for idx in idxs {
+            let me = self.clone();
+            tokio::spawn(async move { me.deliver_to(id, idx, event).await });
+        }
+    }
+
+    async fn deliver_to(self: Arc<Self>, id: u64, idx: usize, event: &'static str) {
+        let Some(route) = self.routes.get(idx) else {
+            return;
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            tokio::time::sleep(deliver::backoff(attempt)).await;
+            let Some(inc) = self.get(id) else { return };
+            let body = route.body(&inc, event);
+            let res = route.attempt(&inc, &body, event).await;
+            let ok = res.is_ok();
+            let detail = match &res {
+                Ok(d) => format!("{event}: {d}"),
+                Err(e) => format!("{event}: {e}"),
+            };
+            let gave_up = !ok && attempt >= route.max_attempts;
+            self.update(id, |i| {
+                i.deliveries.push(Delivery {
+                    route: route.name.clone(),
+                    attempt,
+                    time_ms: now_ms(),
+                    ok,
+                    detail: detail.clone(),
+                });
+                let n = i.deliveries.len();
+                if n > KEEP_DELIVERIES {
+                    i.deliveries.drain(..n - KEEP_DELIVERIES);
+                }
+                if ok {
+                    i.undelivered.retain(|r| r != &route.name);
+                } else if gave_up && !i.undelivered.contains(&route.name) {
+                    i.undelivered.push(route.name.clone());
+                }
+            });
+            if ok || gave_up {
+                let ev = AuditEvent {
+                    actor: "agenfleetd".into(),
+                    action: "incident.delivery".into(),
+                    tenant: inc.tenant.clone(),
+                    agent: inc.agent.clone(),
+                    outcome: if ok { "ok" } else { "failed" }.into(),
+                    detail: format!(
+                        "incident {id} to {} after {attempt} attempt(s): {detail}",
+                        route.name
+                    ),
+                };
+                if !ok {
+                    tracing::error!(incident = id, route = %route.name, "incident delivery failed: {detail}");
+                }
+                let _ = self.audit.record(&ev).await;
+                return;
+            }
+            tracing::warn!(incident = id, route = %route.name, attempt, "incident delivery failed, retrying: {detail}");
+        }
+    }
+
+    /// An operator's change of state; answers the new view. Stored before it answers.
+    pub fn transition(
+        self: &Arc<Self>,
+        id: u64,
+        who: &str,
+        t: Transition,
+    ) -> Result<Incident, ApiError> {
+        let now = now_ms();
+        let who = who.to_string();
+        let (res, inc) = self
+            .update(id, |i| -> Result<Option<(Party, &'static str)>, ApiError> {
+                match &t {
+                    Transition::Ack(_) => {
+                        if i.state != IncidentState::Triggered {
+                            return Err(ApiError::precondition(format!(
+                                "incident {id} is {} already",
+                                i.state
+                            )));
+                        }
+                        i.state = IncidentState::Acknowledged;
+                        i.acked_ms = Some(now);
+                        i.acked_by = Some(who.clone());
+                        Ok(Some((i.party, "acknowledge")))
+                    }
+                    Transition::Resolve(_) => {
+                        if i.state == IncidentState::Resolved {
+                            return Err(ApiError::precondition(format!(
+                                "incident {id} is resolved already"
+                            )));
+                        }
+                        i.state = IncidentState::Resolved;
+                        i.resolved_ms = Some(now);
+                        i.resolved_by = Some(who.clone());
+                        Ok(Some((i.party, "resolve")))
+                    }
+                    Transition::Reassign(p, _) => {
+                        if i.state == IncidentState::Resolved {
+                            return Err(ApiError::precondition(format!(
+                                "incident {id} is resolved"
+                            )));
+                        }
+                        if i.party == *p {
+                            return Err(ApiError::precondition(format!(
+                                "incident {id} is already with {p}"
+                            )));
+                        }
+                        i.reassigned_from = Some(i.party);
+                        i.party = *p;
+                        Ok(Some((*p, "reassign")))
+                    }
+                    Transition::Silence(ms) => {
+                        i.silenced_until_ms = Some(now + ms);
+                        Ok(None)
+                    }
+                }
+            })
+            .ok_or_else(|| ApiError::not_found(format!("no incident {id}")))?;
+        let notify = res?;
+        self.flush()?;
+        if let Some((party, event)) = notify {
+            let silenced = inc.silenced_until_ms.is_some_and(|t| t > now);
+            if !silenced {
+                self.deliver(id, party, event);
+            }
+        }
+        Ok(inc)
+    }
+
+    /// Opens an incident by hand (e.g. "API key leaked from our systems").
+    pub fn open_manual(
+        self: &Arc<Self>,
+        scenario: &str,
+        summary: String,
+        key: Option<(&AgentKey, &str)>,
+        who: &str,
+    ) -> Result<Incident, ApiError> {
+        let sc = self.scenario(scenario).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no scenario `{scenario}` in the matrix (`agenfleet incidents matrix` lists them)"
+            ))
+        })?;
+        let n = self.lock().next_id;
+        let r = Raise {
+            signal: "manual",
+            dedup: format!("manual-{n}"),
+            summary,
+            tenant: key.map(|k| k.0.tenant.clone()),
+            project: key.map(|k| k.1.to_string()),
+            agent: key.map(|k| k.0.name.clone()),
+            evidence: Vec::new(),
+        };
+        let dedup = format!("{}:{}", sc.id, r.dedup);
+        Ok(self.create(sc, dedup, r, Some(who.to_string())))
+    }
+}
+
+/// What an operator does to an incident.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    Ack(String),
+    Resolve(String),
+    Reassign(Party, String),
+    Silence(u64),
+}
+
+/// Evidence from a sequence number and what it is (for callers outside this module).
+pub fn evidence(seq: u64, what: &str) -> Evidence {
+    Evidence {
+        seq,
+        what: what.into(),
+    }
+}

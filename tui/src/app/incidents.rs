@@ -1,0 +1,212 @@
+//! Console state for incidents: the open incidents from the live watch, grouped by the
+//! responsible party (triggered first, then by severity, newest first), the keys that
+//! acknowledge, resolve, reassign and silence them, and the jumps from an incident to its
+//! agent and to its audit evidence.
+
+use super::{App, Effect, Mode, View};
+use agenfleet_protocol::incidents::{Incident, IncidentState, Party};
+use agenfleet_protocol::AgentRef;
+use crossterm::event::KeyCode;
+
+/// What an operator does to an incident from the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentAction {
+    Ack,
+    Resolve,
+    Silence(u64),
+    Reassign(Party, String),
+}
+
+impl App {
+    /// Open incidents in display order: by party, triggered before acknowledged, by
+    /// severity, newest first.
+    pub fn open_incidents(&self) -> Vec<&Incident> {
+        let mut v: Vec<&Incident> = self
+            .incidents
+            .values()
+            .filter(|i| i.state != IncidentState::Resolved)
+            .collect();
+        v.sort_by(|a, b| {
+            (a.party, a.state, a.severity, std::cmp::Reverse(a.last_ms)).cmp(&(
+                b.party,
+                b.state,
+                b.severity,
+                std::cmp::Reverse(b.last_ms),
+            ))
+        });
+        v
+    }
+
+    /// Open incidents per party, in the matrix's order.
+    pub fn incident_counts(&self) -> Vec<(Party, usize)> {
+        Party::ALL
+            .iter()
+            .map(|p| {
+                (
+                    *p,
+                    self.incidents
+                        .values()
+                        .filter(|i| i.party == *p && i.state != IncidentState::Resolved)
+                        .count(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn selected_incident(&self) -> Option<&Incident> {
+        self.open_incidents().get(self.inc_selected).copied()
+    }
+
+    fn incident_change_allowed(&mut self, what: &str) -> Option<u64> {
+        let Some(i) = self.selected_incident() else {
+            self.flash("no incident selected", true);
+            return None;
+        };
+        let id = i.id;
+        if self.readonly {
+            self.flash(
+                format!("read-only console: {what} is turned off (--readonly)"),
+                true,
+            );
+            return None;
+        }
+        Some(id)
+    }
+
+    pub(super) fn on_incidents_key(&mut self, code: KeyCode) -> Vec<Effect> {
+        let n = self.open_incidents().len();
+        match code {
+            KeyCode::Char('j') | KeyCode::Down => {
+                self.inc_selected = (self.inc_selected + 1).min(n.saturating_sub(1))
+            }
+            KeyCode::Char('k') | KeyCode::Up => {
+                self.inc_selected = self.inc_selected.saturating_sub(1)
+            }
+            KeyCode::Char('a') => {
+                if let Some(id) = self.incident_change_allowed("acknowledge") {
+                    return vec![Effect::Incident(id, IncidentAction::Ack)];
+                }
+            }
+            KeyCode::Char('R') => {
+                if let Some(id) = self.incident_change_allowed("resolve") {
+                    self.mode = Mode::ResolveIncident { id };
+                }
+            }
+            KeyCode::Char('S') => {
+                if let Some(id) = self.incident_change_allowed("silence") {
+                    return vec![Effect::Incident(id, IncidentAction::Silence(3600))];
+                }
+            }
+            KeyCode::Char('o') => {
+                if let Some(id) = self.incident_change_allowed("reassign") {
+                    let current = self
+                        .selected_incident()
+                        .map(|i| i.party)
+                        .unwrap_or(Party::Platform);
+                    let next = Party::ALL
+                        .iter()
+                        .position(|p| *p == current)
+                        .map(|i| Party::ALL[(i + 1) % Party::ALL.len()])
+                        .unwrap_or(Party::Client);
+                    self.mode = Mode::Reassign {
+                        id,
+                        party: next,
+                        reason: String::new(),
+                    };
+                }
+            }
+            KeyCode::Enter => {
+                let Some((t, a)) = self
+                    .selected_incident()
+                    .and_then(|i| i.tenant.clone().zip(i.agent.clone()))
+                else {
+                    self.flash("this incident is not about one agent", true);
+                    return vec![];
+                };
+                self.view = View::Fleet;
+                self.context = None;
+                self.filter.clear();
+                self.selected = Some((t.clone(), a.clone()));
+                self.detail_open = true;
+                self.logs.clear();
+                self.logs_for = self.selected.clone();
+                return vec![Effect::FollowLogs(Some(AgentRef {
+                    tenant: Some(t),
+                    name: a,
+                }))];
+            }
+            KeyCode::Char('e') => {
+                let Some(i) = self.selected_incident() else {
+                    return vec![];
+                };
+                if i.evidence.is_empty() {
+                    self.flash("no audit evidence recorded for this incident", true);
+                    return vec![];
+                }
+                let f: Vec<String> = i.evidence.iter().map(|e| format!("#{}", e.seq)).collect();
+                self.filter = f.join(" ");
+                self.audit_scroll = 0;
+                self.view = View::Audit;
+            }
+            _ => self.dirty = false,
+        }
+        vec![]
+    }
+
+    pub(super) fn on_reassign_key(
+        &mut self,
+        code: KeyCode,
+        id: u64,
+        party: Party,
+        mut reason: String,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Tab => {
+                let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
+                self.mode = Mode::Reassign {
+                    id,
+                    party: Party::ALL[(i + 1) % Party::ALL.len()],
+                    reason,
+                };
+            }
+            KeyCode::Enter if reason.trim().is_empty() => {
+                self.flash("a reason is required", true);
+                self.mode = Mode::Reassign { id, party, reason };
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                return vec![Effect::Incident(
+                    id,
+                    IncidentAction::Reassign(party, reason),
+                )];
+            }
+            KeyCode::Backspace => {
+                reason.pop();
+                self.mode = Mode::Reassign { id, party, reason };
+            }
+            KeyCode::Char(c) => {
+                reason.push(c);
+                self.mode = Mode::Reassign { id, party, reason };
+            }
+            _ => self.mode = Mode::Reassign { id, party, reason },
+        }
+        vec![]
+    }
+
+    pub(super) fn on_resolve_key(&mut self, code: KeyCode, id: u64) -> Vec<Effect> {
+        self.mode = Mode::Normal;
+        match code {
+            KeyCode::Char('y') | KeyCode::Enter => {
+                vec![Effect::Incident(id, IncidentAction::Resolve)]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Keeps the selection in range when incidents come and go.
+    pub(super) fn fix_incident_selection(&mut self) {
+        let n = self.open_incidents().len();
+        self.inc_selected = self.inc_selected.min(n.saturating_sub(1));
+    }
+}
