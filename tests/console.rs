@@ -169,6 +169,12 @@ fn demo_shows_its_fleet_and_leaves_nothing_behind() {
         s.contains("acme/triage-bot") && s.contains("payments are reviewed by a person")
     });
     t.keys(&["1"]);
+    // The crash-looper and the memory hog are the client's incidents.
+    t.keys(&["4"]);
+    t.wait_screen("the client's incidents", |s| {
+        s.contains("Client —") && s.contains("Agent crash-loops") && s.contains("acme/flaky-bot")
+    });
+    t.keys(&["1"]);
     // The OOM kill is visible in the memory hog's detail pane.
     t.keys(&["/", "h", "o", "g", "Enter", "Enter"]);
     t.wait_screen("memory-hog's detail", |s| s.contains("OOM-killed"));

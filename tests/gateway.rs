@@ -663,6 +663,22 @@ fn another_container_with_an_agents_socket_gets_nothing_and_bad_calls_are_denied
         !refused.as_array().unwrap().is_empty(),
         "the attempt is recorded"
     );
+    let inc = wait_for(Duration::from_secs(10), "a cross-agent incident", || {
+        d.json(&["incidents", "list"])
+            .as_array()?
+            .iter()
+            .find(|i| i["scenario"] == "cross-agent-attempt")
+            .cloned()
+    });
+    assert_eq!(
+        (inc["party"].as_str(), inc["severity"].as_str()),
+        (Some("platform"), Some("critical")),
+        "{inc}"
+    );
+    assert_eq!(
+        inc["evidence"][0]["seq"], refused[0]["seq"],
+        "its evidence is the refusal's record"
+    );
 
     // Malformed and oversized arguments from the agent itself: denied with the reason, audited.
     let out = d.gateway_calls(

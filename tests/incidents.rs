@@ -576,3 +576,54 @@ fn the_console_groups_incidents_by_party_and_acknowledges_one() {
     let rec = d.json(&["audit", "search", "--action", "incident.ack"]);
     assert!(!rec.as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_bad_matrix_file_or_route_stops_the_daemon_with_the_row_named() {
+    let dir = std::env::temp_dir().join(format!("agf-badmatrix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let matrix = dir.join("extra.toml");
+    let config = dir.join("agenfleetd.toml");
+    let run = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\nsocket = {:?}\n{extra}",
+                dir.join("state"),
+                dir.join("s.sock")
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(bin("agenfleetd"))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("agenfleetd");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let m = format!("incident_matrix = {:?}\n", matrix.display().to_string());
+    std::fs::write(&matrix, "[[scenario]]\nid = \"payroll\"\ntitle = \"Payroll down\"\nprimary = \"payroll-team\"\nseverity = \"error\"\nnext_step = \"Call them.\"\n").unwrap();
+    let (code, err) = run(&m);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("scenario `payroll`: unknown party `payroll-team`"),
+        "{err}"
+    );
+    std::fs::write(&matrix, "[[scenario]]\nid = \"crash-loop\"\ntitle = \"t\"\nprimary = \"client\"\nseverity = \"error\"\nnext_step = \"n\"\n").unwrap();
+    let (_, err) = run(&m);
+    assert!(
+        err.contains("scenario `crash-loop` is defined twice"),
+        "{err}"
+    );
+    let (code, err) = run("[[incident_route]]\nparty = \"client\"\nwebhook = \"not a url\"\nsecret_file = \"/nonexistent\"\n");
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("incident_route") && err.contains("is not a URL"),
+        "{err}"
+    );
+    let (_, err) = run("[[incident_route]]\nparty = \"vendors\"\ncommand = [\"true\"]\n");
+    assert!(err.contains("unknown party `vendors`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

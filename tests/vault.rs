@@ -290,6 +290,20 @@ fn sealed_start_holds_credentialed_agents_back_until_unsealed() {
                 .as_bool()
                 .unwrap_or(false)
     );
+    // The platform's incident: agents held back by a sealed vault.
+    let inc = d.json(&["incidents", "list"]);
+    let sealed = inc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["scenario"] == "vault-sealed")
+        .cloned()
+        .unwrap_or_else(|| panic!("a vault-sealed incident: {inc}"));
+    assert_eq!(sealed["party"], "platform");
+    assert!(
+        sealed["summary"].as_str().unwrap().contains("1 agent(s)"),
+        "{sealed}"
+    );
     // A wrong recovery key: a clear error, still sealed, and audited.
     let wrong = "00000000-11111111-22222222-33333333-44444444-55555555-66666666-77777777";
     let out = d.cli_stdin(&["vault", "unseal"], wrong);
@@ -330,6 +344,8 @@ fn sealed_start_holds_credentialed_agents_back_until_unsealed() {
         "credential api-key version 1 in memory",
         Duration::from_secs(10),
     );
+    let after = d.json(&["incidents", "show", &sealed["id"].to_string()]);
+    assert_eq!(after["state"], "resolved", "unsealing resolves it: {after}");
     // The master key is back in the keyring: a daemon restart comes up unsealed.
     d.restart();
     assert_eq!(d.json(&["status"])["daemon"]["vault"], "Unsealed");

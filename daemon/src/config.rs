@@ -296,6 +296,10 @@ impl Config {
                 "crash_loop_exits and denial_spike must be at least 2".into(),
             ));
         }
+        if !self.incident_matrix.as_os_str().is_empty() {
+            crate::incidents::matrix::load(Some(&self.incident_matrix))
+                .map_err(|e| ("incident_matrix", e))?;
+        }
         for (i, r) in self.incident_route.iter().enumerate() {
             r.check().map_err(|why| {
                 (
