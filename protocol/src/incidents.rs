@@ -197,7 +197,7 @@ impl Incident {
                 "summary": format!("{} — {}", self.title, self.summary),
                 "source": self.agent.as_ref().map(|a| format!("{}/{a}", self.tenant.as_deref().unwrap_or(""))).unwrap_or_else(|| "agenfleetd".into()),
                 "severity": self.severity.as_str(),
-                "timestamp": rfc3339(self.first_ms),
+                "timestamp": crate::time::rfc3339(self.first_ms),
                 "component": self.scenario,
                 "group": self.party.as_str(),
                 "class": self.scenario,
@@ -324,30 +324,6 @@ pub fn verify(
         .map_err(|_| SignatureError::Mismatch)
 }
 
-/// Unix ms as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,11 +373,5 @@ mod tests {
         ));
         let e = verify(secret, Some("1000000"), Some(&sig), body, 2_000_000).unwrap_err();
         assert!(e.to_string().contains("stale or replayed"), "{e}");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_316_212_609), "2026-11-22T02:56:52.609Z");
     }
 }

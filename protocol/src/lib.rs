@@ -12,6 +12,7 @@ pub mod policy;
 pub mod secret;
 pub mod service;
 pub mod spec;
+pub mod time;
 pub mod transport;
 pub mod types;
 pub mod vault;

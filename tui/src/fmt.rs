@@ -91,26 +91,7 @@ pub fn audit_target(ev: &agenfleet_protocol::AuditEvent) -> String {
 
 /// Unix ms → `2026-11-22 01:23:45.678Z` (UTC).
 pub fn timestamp(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
+    agenfleet_protocol::time::rfc3339(ms).replacen('T', " ", 1)
 }
 
 /// Parses a time for `--since`/`--until`: Unix ms, `YYYY-MM-DD[THH:MM[:SS]]` (UTC), or an

@@ -40,6 +40,26 @@ enum Msg {
     IncidentDone(u64, Result<agenfleet_protocol::incidents::Incident, String>),
 }
 
+/// Runs one call on the connection in the background; the message it makes comes back on
+/// `tx`. Answers false (and does nothing) without a connection.
+fn background<F, Fut>(conn: &Option<Conn>, tx: &mpsc::UnboundedSender<Msg>, f: F) -> bool
+where
+    F: FnOnce(Conn) -> Fut,
+    Fut: std::future::Future<Output = Option<Msg>> + Send + 'static,
+{
+    let Some(c) = conn.clone() else {
+        return false;
+    };
+    let tx = tx.clone();
+    let fut = f(c);
+    tokio::spawn(async move {
+        if let Some(m) = fut.await {
+            let _ = tx.send(m);
+        }
+    });
+    true
+}
+
 /// An RPC's outcome as a message for a person.
 fn flat<T>(r: Result<Result<T, ApiError>, tarpc::client::RpcError>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
@@ -313,6 +333,7 @@ pub async fn run(opts: Options) -> io::Result<()> {
             }
         };
         let mut quit = false;
+        let mut offline = false;
         for e in effects {
             match e {
                 Effect::Quit => quit = true,
@@ -330,38 +351,20 @@ pub async fn run(opts: Options) -> io::Result<()> {
                     }
                 }
                 Effect::Rotate(agent, name, value) => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let sent = background(&conn, &tx, move |c| async move {
                         let who = agent.to_string();
-                        let r = c
-                            .client
-                            .creds_rotate(
-                                c.ctx_wait(Duration::from_secs(120)),
-                                agent,
-                                name,
-                                value,
-                                0,
-                            )
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.map_err(|e: ApiError| e.message));
-                        let _ = tx.send(Msg::Rotated(who, r));
+                        let ctx = c.ctx_wait(Duration::from_secs(120));
+                        let r = flat(c.client.creds_rotate(ctx, agent, name, value, 0).await);
+                        Some(Msg::Rotated(who, r))
                     });
+                    offline |= !sent;
                 }
                 Effect::LoadEscalations => {
-                    if let Some(c) = conn.clone() {
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            if let Ok(list) = flat(c.client.escalations_list(c.ctx(), false).await)
-                            {
-                                let _ = tx.send(Msg::Escalations(list));
-                            }
-                        });
-                    }
+                    background(&conn, &tx, |c| async move {
+                        flat(c.client.escalations_list(c.ctx(), false).await)
+                            .ok()
+                            .map(Msg::Escalations)
+                    });
                 }
                 Effect::Decide {
                     id,
@@ -369,82 +372,48 @@ pub async fn run(opts: Options) -> io::Result<()> {
                     approve,
                     reason,
                 } => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let r = flat(
-                            c.client
-                                .escalation_decide(c.ctx(), id, request_hash, approve, reason)
-                                .await,
-                        );
-                        let _ = tx.send(Msg::Decided(id, approve, r));
+                    let sent = background(&conn, &tx, move |c| async move {
+                        let r = c
+                            .client
+                            .escalation_decide(c.ctx(), id, request_hash, approve, reason)
+                            .await;
+                        Some(Msg::Decided(id, approve, flat(r)))
                     });
+                    offline |= !sent;
                 }
                 Effect::LoadScopes(agent) => {
-                    if let Some(c) = conn.clone() {
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            let who = agent.to_string();
-                            let r = flat(c.client.scopes_show(c.ctx(), agent).await);
-                            let _ = tx.send(Msg::Scopes(who, r));
-                        });
-                    }
+                    background(&conn, &tx, |c| async move {
+                        let who = agent.to_string();
+                        let r = flat(c.client.scopes_show(c.ctx(), agent).await);
+                        Some(Msg::Scopes(who, r))
+                    });
                 }
                 Effect::PublishScopes(agent, text) => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let sent = background(&conn, &tx, |c| async move {
                         let who = agent.to_string();
-                        let r = flat(
-                            c.client
-                                .scopes_publish(
-                                    c.ctx(),
-                                    agent,
-                                    text,
-                                    "edited in the console".into(),
-                                )
-                                .await,
-                        );
-                        let _ = tx.send(Msg::ScopesPublished(who, r.map(|v| v.version)));
+                        let note = "edited in the console".to_string();
+                        let r = flat(c.client.scopes_publish(c.ctx(), agent, text, note).await);
+                        Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
                     });
+                    offline |= !sent;
                 }
                 Effect::RollbackScopes(agent, version) => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let sent = background(&conn, &tx, move |c| async move {
                         let who = agent.to_string();
                         let r = flat(c.client.scopes_rollback(c.ctx(), agent, version).await);
-                        let _ = tx.send(Msg::ScopesPublished(who, r.map(|v| v.version)));
+                        Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
                     });
+                    offline |= !sent;
                 }
                 Effect::Incident(id, act) => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let sent = background(&conn, &tx, move |c| async move {
                         use crate::app::IncidentAction as A;
+                        let note = || "from the console".to_string();
                         let r = match act {
-                            A::Ack => flat(
-                                c.client
-                                    .incident_ack(c.ctx(), id, "from the console".into())
-                                    .await,
-                            ),
-                            A::Resolve => flat(
-                                c.client
-                                    .incident_resolve(c.ctx(), id, "from the console".into())
-                                    .await,
-                            ),
+                            A::Ack => flat(c.client.incident_ack(c.ctx(), id, note()).await),
+                            A::Resolve => {
+                                flat(c.client.incident_resolve(c.ctx(), id, note()).await)
+                            }
                             A::Silence(secs) => {
                                 flat(c.client.incident_silence(c.ctx(), id, secs).await)
                             }
@@ -452,27 +421,23 @@ pub async fn run(opts: Options) -> io::Result<()> {
                                 flat(c.client.incident_reassign(c.ctx(), id, p, reason).await)
                             }
                         };
-                        let _ = tx.send(Msg::IncidentDone(id, r));
+                        Some(Msg::IncidentDone(id, r))
                     });
+                    offline |= !sent;
                 }
                 Effect::Act(action, agent) => {
-                    let Some(c) = conn.clone() else {
-                        app.flash("not connected to the daemon", true);
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
+                    let sent = background(&conn, &tx, move |c| async move {
                         let name = agent.to_string();
-                        let r = c
-                            .client
-                            .agent_action(c.ctx_wait(Duration::from_secs(120)), agent, action)
-                            .await
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r.map(Box::new).map_err(|e: ApiError| e.message));
-                        let _ = tx.send(Msg::ActionDone(action, name, r));
+                        let ctx = c.ctx_wait(Duration::from_secs(120));
+                        let r = flat(c.client.agent_action(ctx, agent, action).await);
+                        Some(Msg::ActionDone(action, name, r.map(Box::new)))
                     });
+                    offline |= !sent;
                 }
             }
+        }
+        if offline {
+            app.flash("not connected to the daemon", true);
         }
         if quit {
             break Ok(());

@@ -200,7 +200,7 @@ impl Detector {
                 &format!("down-after-{last_seq}"),
                 format!(
                     "agenfleetd stopped without a clean shutdown: its last record was #{last_seq} ({last_action}) at {}",
-                    agenfleet_protocol::incidents::rfc3339(last_ms)
+                    agenfleet_protocol::time::rfc3339(last_ms)
                 ),
                 vec![Evidence {
                     seq: last_seq,

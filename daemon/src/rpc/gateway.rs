@@ -70,6 +70,15 @@ impl GatewayService {
         }
     }
 
+    /// The agent's project (from the live fleet view).
+    fn project(&self) -> String {
+        self.rt
+            .fleet
+            .get(&self.key)
+            .map(|v| v.project)
+            .unwrap_or_default()
+    }
+
     fn publish_pending(&self) {
         let n = self.rt.policy.escalations.pending_for(&self.key);
         self.rt.fleet.set_escalations(&self.key, n);
@@ -82,12 +91,7 @@ impl GatewayService {
         call: &ToolCall,
         ev: &crate::policy::Evaluation,
     ) -> Result<(bool, Option<String>, String), ApiError> {
-        let project = self
-            .rt
-            .fleet
-            .get(&self.key)
-            .map(|v| v.project)
-            .unwrap_or_default();
+        let project = self.project();
         let now = agenfleet_protocol::now_ms();
         let detail = serde_json::json!({
             "tool": call.tool,
@@ -255,12 +259,7 @@ impl Gateway for GatewayService {
 
     async fn authorize(self, _: Context, call: ToolCall) -> Result<Decision, ApiError> {
         self.check()?;
-        let project = self
-            .rt
-            .fleet
-            .get(&self.key)
-            .map(|v| v.project)
-            .unwrap_or_default();
+        let project = self.project();
         let ev = self.rt.policy.evaluate(&self.key, &project, &call, None);
         let (allowed, reviewer, reason) = match ev.verdict {
             Verdict::Allow => (true, None, ev.reason.clone()),
@@ -351,7 +350,7 @@ impl Gateway for GatewayService {
             .rt
             .audit_event(self.event("agent.report", &outcome, detail))
             .await?;
-        let view = self.rt.fleet.get(&self.key);
+        let project = self.project();
         let has_fallback = self
             .rt
             .agent_spec(&self.key)
@@ -360,7 +359,7 @@ impl Gateway for GatewayService {
             .incidents
             .signal(crate::incidents::detect::Signal::Report {
                 key: self.key.clone(),
-                project: view.map(|v| v.project).unwrap_or_default(),
+                project,
                 report,
                 has_fallback,
                 seq,

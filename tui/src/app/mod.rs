@@ -385,6 +385,19 @@ impl App {
         self.visible().iter().position(|v| &key_of(v) == sel)
     }
 
+    /// The selected agent's name and reference, or a flash saying none is selected.
+    fn selected_ref(&mut self) -> Option<(String, AgentRef)> {
+        let Some(v) = self.selected_agent() else {
+            self.flash("no agent selected", true);
+            return None;
+        };
+        let r = AgentRef {
+            tenant: Some(v.tenant.clone()),
+            name: v.name.clone(),
+        };
+        Some((v.qualified_name(), r))
+    }
+
     pub fn selected_agent(&self) -> Option<&AgentView> {
         self.selected.as_ref().and_then(|k| self.agents.get(k))
     }
@@ -763,14 +776,8 @@ impl App {
                     vec![]
                 }
                 KeyCode::Char('c') => {
-                    let Some(v) = self.selected_agent() else {
-                        self.flash("no agent selected", true);
+                    let Some((agent, r)) = self.selected_ref() else {
                         return vec![];
-                    };
-                    let agent = v.qualified_name();
-                    let r = AgentRef {
-                        tenant: Some(v.tenant.clone()),
-                        name: v.name.clone(),
                     };
                     self.creds = Some(CredsPane {
                         agent,

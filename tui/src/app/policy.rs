@@ -330,14 +330,8 @@ impl App {
 
     /// Opens the scopes pane of the selected agent.
     pub(super) fn open_scopes(&mut self) -> Vec<Effect> {
-        let Some(v) = self.selected_agent() else {
-            self.flash("no agent selected", true);
+        let Some((agent, r)) = self.selected_ref() else {
             return vec![];
-        };
-        let agent = v.qualified_name();
-        let r = AgentRef {
-            tenant: Some(v.tenant.clone()),
-            name: v.name.clone(),
         };
         self.scopes = Some(ScopesPane {
             agent,

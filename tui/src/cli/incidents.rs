@@ -78,19 +78,6 @@ fn party(s: &str) -> Result<Party, CliError> {
     })
 }
 
-fn secs(s: &str) -> Result<u64, CliError> {
-    let bad = || invalid(format!("bad duration `{s}` (use 90s, 15m, 12h or 7d)"));
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    Ok(n * match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    })
-}
-
 fn line(i: &Incident) -> String {
     let who = match (&i.tenant, &i.agent) {
         (Some(t), Some(a)) => format!("{t}/{a}"),
@@ -223,7 +210,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &IncidentsCmd) -> Result<(), CliEr
         ),
         IncidentsCmd::Silence { id, duration } => show(
             conn.client
-                .incident_silence(conn.ctx(), *id, secs(duration)?)
+                .incident_silence(conn.ctx(), *id, super::duration_secs(duration)?)
                 .await??,
         ),
         IncidentsCmd::Open {

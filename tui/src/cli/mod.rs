@@ -219,6 +219,26 @@ impl Out {
     }
 }
 
+/// A duration written `90s`, `15m`, `12h` or `30d`, in seconds.
+pub fn duration_secs(s: &str) -> Result<u64, CliError> {
+    let bad = || {
+        CliError::new(
+            6,
+            "invalid_argument",
+            format!("bad duration `{s}` (use 90s, 15m, 12h or 30d)"),
+        )
+    };
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    Ok(n * match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    })
+}
+
 /// Prints an error for a person (stderr) and, with `--json`, for a script (stdout).
 pub fn report(err: &CliError, json: bool) {
     if json {

@@ -29,25 +29,6 @@ pub enum TokensCmd {
     Revoke { id: String },
 }
 
-fn ttl(s: &str) -> Result<u64, CliError> {
-    let bad = || {
-        CliError::new(
-            6,
-            "invalid_argument",
-            format!("bad lifetime `{s}` (use 90s, 15m, 12h or 30d)"),
-        )
-    };
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    Ok(n * match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    })
-}
-
 fn describe(t: &TokenInfo) -> String {
     format!(
         "{}  {:<16} {}{}  [{}]  expires {}{}",
@@ -86,7 +67,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &TokensCmd) -> Result<(), CliError
                     tenant,
                     project,
                     perms.clone(),
-                    ttl(expires)?,
+                    super::duration_secs(expires)?,
                 )
                 .await??;
             let secret = String::from_utf8_lossy(t.secret.expose()).to_string();
