@@ -25,6 +25,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
+    let cpus: f64 = std::env::var("CPUS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     println!(
         "# authorize over the gateway socket, durable audit record per decision — {agents} agents × {calls} calls, binaries from {}",
         bin("agenfleet").parent().map(|p| p.display().to_string()).unwrap_or_default()
@@ -40,7 +44,7 @@ fn main() {
             s.spawn(move || {
                 for name in chunk {
                     d.create(&format!(
-                        "name = \"{name}\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 64\ncpus = 1.0\n[workload]\nlog_interval_ms = 0\n"
+                        "name = \"{name}\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 64\ncpus = {cpus}\n[workload]\nlog_interval_ms = 0\n"
                     ));
                     let f = d.file(&format!("{name}.toml"), "tools = [\"search\", \"read_file\"]\nread_paths = [\"/data/\"]\n");
                     d.json(&["scopes", "publish", name, &f]);
