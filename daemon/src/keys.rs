@@ -38,6 +38,21 @@ pub fn init() -> Result<(), KeyError> {
     .map_err(KeyError::Unavailable)
 }
 
+/// For unit tests, which `cargo test` runs on many threads: gives the calling thread a
+/// session keyring of its own (the daemon does this once, before any thread exists).
+#[cfg(test)]
+pub fn join_for_this_thread() -> Result<(), KeyError> {
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointers we own.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) };
+    if rc < 0 {
+        return Err(KeyError::Unavailable(format!(
+            "cannot join a session keyring: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    init()
+}
+
 /// The `len`-byte secret stored under `name`, created with `make` when absent.
 pub fn load_or_create(
     name: &str,

@@ -14,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::state::FleetState;
 use crate::store::{AgentKey, Store};
 use agenfleet_protocol::incidents::{
-    Delivery, EscalationStep, Evidence, Incident, IncidentState, Matrix, Party, Scenario, Severity,
+    Delivery, EscalationStep, Incident, IncidentState, Matrix, Party, Scenario, Severity,
 };
 use agenfleet_protocol::{now_ms, ApiError, AuditEvent};
 use deliver::Route;
@@ -662,12 +662,4 @@ pub enum Transition {
     Resolve(String),
     Reassign(Party, String),
     Silence(u64),
-}
-
-/// Evidence from a sequence number and what it is (for callers outside this module).
-pub fn evidence(seq: u64, what: &str) -> Evidence {
-    Evidence {
-        seq,
-        what: what.into(),
-    }
 }

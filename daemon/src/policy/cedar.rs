@@ -56,8 +56,6 @@ pub struct Cedar {
     authorizer: Authorizer,
     action: EntityUid,
     tool_type: cedar_policy::EntityTypeName,
-    /// The schema's action entities, for requests with no tenant entities cached yet.
-    empty: Compiled,
 }
 
 fn line_of(text: &str, offset: usize) -> u32 {
@@ -94,25 +92,17 @@ impl Cedar {
         let action = uid("AgenFleet::Action", "call")?;
         let tool_type =
             cedar_policy::EntityTypeName::from_str("AgenFleet::Tool").map_err(|e| e.to_string())?;
-        let mut c = Cedar {
+        let c = Cedar {
             schema,
             validator,
             authorizer: Authorizer::new(),
             action,
             tool_type,
-            empty: Compiled {
-                set: PolicySet::new(),
-                meta: HashMap::new(),
-            },
         };
-        c.empty = c
-            .compile("")
+        // The built-in permit alone must compile against the schema.
+        c.compile("")
             .map_err(|p| format!("the built-in policy does not validate: {p:?}"))?;
         Ok(c)
-    }
-
-    pub fn empty(&self) -> &Compiled {
-        &self.empty
     }
 
     /// Parses, validates (strict mode, against the schema) and checks our annotations.

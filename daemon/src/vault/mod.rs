@@ -674,6 +674,7 @@ mod tests {
     use agenfleet_protocol::{AgentState, DesiredState};
 
     fn setup() -> (Vault, Store, AgentKey, AgentKey) {
+        crate::keys::join_for_this_thread().expect("a session keyring for this test thread");
         let store = Store::open_in_memory().unwrap();
         let mk = |n: &str| AgentKey {
             tenant: "t".into(),
