@@ -144,6 +144,32 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 ),
             ]),
         ];
+        let mut when = vec![
+            Span::styled("escalation: ", t.title()),
+            Span::raw(if inc.escalation.is_empty() {
+                "none (console only)".to_string()
+            } else {
+                inc.escalation
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "+{} {}{}",
+                            fmt::duration_ms(s.after_ms),
+                            s.notify,
+                            if s.done_ms.is_some() { " ✓" } else { "" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            }),
+        ];
+        if let (Some(by), Some(after)) = (&inc.acked_by, inc.time_to_ack_ms()) {
+            when.push(Span::raw(format!(
+                "  — acknowledged by {by} after {}",
+                fmt::duration_ms(after)
+            )));
+        }
+        d.push(Line::from(when));
         let mut delivery = vec![Span::styled("delivery: ", t.title())];
         if inc.deliveries.is_empty() && inc.undelivered.is_empty() {
             delivery.push(Span::styled("nothing sent yet", t.dim()));
