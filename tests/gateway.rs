@@ -492,6 +492,46 @@ fn scopes_publish_diff_rollback_and_bad_input_changes_nothing() {
     assert_eq!(h["current"], 3);
     assert_eq!(h["versions"].as_array().unwrap().len(), 3);
 
+    // `scopes edit` with $EDITOR: a bad edit is refused and kept; a good one is published.
+    let editor = |body: &str| {
+        let script = d.file(
+            &format!("editor-{}.sh", body.len()),
+            &format!("#!/bin/sh\nprintf '%s' '{body}' > \"$1\"\n"),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d.cli_cmd()
+            .env("EDITOR", &script)
+            .env_remove("VISUAL")
+            .args(["scopes", "edit", "ver", "--yes"])
+            .output()
+            .expect("scopes edit")
+    };
+    let out = editor("tools = [\"search\", 42]");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing published") && err.contains("your edit is kept"),
+        "{err}"
+    );
+    assert_eq!(d.json(&["scopes", "show", "ver"])["current"], 3);
+    let out = editor("tools = [\"search\", \"mcp\"]");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("+tools = [\"search\", \"mcp\"]"),
+        "the diff is shown"
+    );
+    assert_eq!(d.json(&["scopes", "show", "ver"])["current"], 4);
+
     // Bad scopes: refused with the line, nothing stored, the refusal audited.
     let bad = d.file(
         "bad.toml",
@@ -504,7 +544,7 @@ fn scopes_publish_diff_rollback_and_bad_input_changes_nothing() {
         err.contains("line 4") && err.contains("http[0].host"),
         "{err}"
     );
-    assert_eq!(d.json(&["scopes", "show", "ver"])["current"], 3);
+    assert_eq!(d.json(&["scopes", "show", "ver"])["current"], 4);
 
     // A policy that does not parse or does not validate.
     let unparsable = d.file("bad.cedar", "permit(principal, action resource);");
