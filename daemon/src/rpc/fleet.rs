@@ -173,16 +173,25 @@ impl FleetService {
 
     /// Records a refused call and hands the error back.
     async fn refused(&self, rpc: &str, err: ApiError) -> ApiError {
+        self.record_refusal(rpc, &err).await;
+        err
+    }
+
+    /// Writes the `rpc.refused` record; answers its sequence number.
+    async fn record_refusal(&self, rpc: &str, err: &ApiError) -> Option<u64> {
         let ev = self.event(
             "rpc.refused",
             None,
             "refused",
             format!("{rpc}: {}", err.message),
         );
-        if let Err(e) = self.rt.audit_event(ev).await {
-            tracing::error!(error = %e.message, "cannot record a refused call");
+        match self.rt.audit_event(ev).await {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::error!(error = %e.message, "cannot record a refused call");
+                None
+            }
         }
-        err
     }
 
     /// The permission check; a refusal is audited.
@@ -201,25 +210,16 @@ impl FleetService {
         };
         // The same answer as for a name that does not exist; but when the name is another
         // tenant's agent, the refusal is also a cross-tenant attempt (an incident).
-        let ev = self.event(
-            "rpc.refused",
-            None,
-            "refused",
-            format!("{rpc}: {}", e.message),
-        );
-        match self.rt.audit_event(ev).await {
-            Ok(seq) => {
-                if let Some(target) = self.foreign_target(r) {
-                    self.rt
-                        .incidents
-                        .signal(crate::incidents::detect::Signal::CrossTenant {
-                            actor: self.actor(),
-                            target,
-                            seq,
-                        });
-                }
+        if let Some(seq) = self.record_refusal(rpc, &e).await {
+            if let Some(target) = self.foreign_target(r) {
+                self.rt
+                    .incidents
+                    .signal(crate::incidents::detect::Signal::CrossTenant {
+                        actor: self.actor(),
+                        target,
+                        seq,
+                    });
             }
-            Err(err) => tracing::error!(error = %err.message, "cannot record a refused call"),
         }
         Err(e)
     }
