@@ -52,6 +52,18 @@ fn store_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("incident store: {e}"))
 }
 
+/// Folds another raise of the same dedup key into an open incident.
+fn fold(i: &mut Incident, r: Raise, now: u64) {
+    i.count += 1;
+    i.last_ms = now;
+    i.summary = r.summary;
+    i.evidence.extend(r.evidence);
+    let n = i.evidence.len();
+    if n > KEEP_EVIDENCE {
+        i.evidence.drain(..n - KEEP_EVIDENCE);
+    }
+}
+
 /// The escalation steps of a new incident, from its severity and owners.
 fn steps(severity: Severity, party: Party, co_owners: &[Party]) -> Vec<EscalationStep> {
     let step = |after_min: u64, notify: Party| EscalationStep {
@@ -331,25 +343,12 @@ impl Incidents {
             return;
         };
         let dedup_key = format!("{}:{}", sc.id, r.dedup);
-        let now = now_ms();
-        let existing = self.lock().open_by_key.get(&dedup_key).copied();
-        if let Some(id) = existing {
-            self.update(id, |i| {
-                i.count += 1;
-                i.last_ms = now;
-                i.summary = r.summary.clone();
-                i.evidence.extend(r.evidence.iter().cloned());
-                let n = i.evidence.len();
-                if n > KEEP_EVIDENCE {
-                    i.evidence.drain(..n - KEEP_EVIDENCE);
-                }
-            });
-            return;
-        }
         self.create(sc, dedup_key, r, None);
     }
 
-    /// Opens an incident (from a detector, or by hand with `opened_by`).
+    /// Opens an incident (from a detector, or by hand with `opened_by`) — or, when one is
+    /// open under the same dedup key, folds the raise into it. The check and the insert
+    /// happen under one lock, so concurrent raises of one key make one incident.
     fn create(
         self: &Arc<Self>,
         sc: Scenario,
@@ -360,6 +359,16 @@ impl Incidents {
         let now = now_ms();
         let inc = {
             let mut inner = self.lock();
+            if let Some(id) = inner.open_by_key.get(&dedup_key).copied() {
+                if let Some(i) = inner.by_id.get_mut(&id) {
+                    fold(i, r, now);
+                    let snapshot = i.clone();
+                    inner.dirty.insert(id);
+                    drop(inner);
+                    self.fleet.upsert_incident(snapshot.clone());
+                    return snapshot;
+                }
+            }
             let id = inner.next_id;
             inner.next_id += 1;
             let inc = Incident {
