@@ -25,11 +25,13 @@ pub fn draw(f: &mut Frame, area: Rect, action: AgentAction, agent: &str, t: &The
         AgentAction::Start => "Start",
         AgentAction::Reset => "Reset and run",
     };
-    let lines = vec![
-        Line::from(format!("{what} {agent}?")),
-        Line::from(""),
-        yes_no(t),
-    ];
+    let lines = vec![Line::from(format!("{what} {agent}?")), Line::from("")];
+    dialog(f, r, lines, t);
+}
+
+/// A confirmation box at `r`: the question's lines, then the yes/no line.
+pub fn dialog(f: &mut Frame, r: Rect, mut lines: Vec<Line<'_>>, t: &Theme) {
+    lines.push(yes_no(t));
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines)

@@ -7,7 +7,7 @@ use crate::app::{App, Mode};
 use crate::fmt;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table};
 use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
@@ -140,18 +140,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             );
         }
         Mode::RotateConfirm { name, .. } => {
-            let d = super::centered(area, 60, 6);
-            f.render_widget(Clear, d);
-            f.render_widget(
-                Paragraph::new(vec![
-                    Line::from(format!("Rotate {}/{name} to a new version?", pane.agent)),
-                    Line::from("The old version is revoked at once; the agent gets the new one."),
-                    super::confirm::yes_no(t),
-                ])
-                .wrap(Wrap { trim: true })
-                .block(Block::bordered().title(Span::styled(" Confirm ", t.title()))),
-                d,
-            );
+            let lines = vec![
+                Line::from(format!("Rotate {}/{name} to a new version?", pane.agent)),
+                Line::from("The old version is revoked at once; the agent gets the new one."),
+            ];
+            super::confirm::dialog(f, super::centered(area, 60, 6), lines, t);
         }
         _ => {}
     }

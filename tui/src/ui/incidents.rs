@@ -227,16 +227,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             );
         }
         Mode::ResolveIncident { id } => {
-            let r = super::centered(f.area(), 50, 5);
-            f.render_widget(Clear, r);
-            f.render_widget(
-                Paragraph::new(vec![
-                    Line::from(format!("Mark incident #{id} resolved?")),
-                    super::confirm::yes_no(t),
-                ])
-                .block(Block::bordered().title(Span::styled(" Confirm ", t.title()))),
-                r,
-            );
+            let lines = vec![Line::from(format!("Mark incident #{id} resolved?"))];
+            super::confirm::dialog(f, super::centered(f.area(), 50, 5), lines, t);
         }
         _ => {}
     }

@@ -193,21 +193,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             );
         }
         Mode::ScopesRollback { version } => {
-            let d = super::centered(area, 60, 6);
-            f.render_widget(Clear, d);
-            f.render_widget(
-                Paragraph::new(vec![
-                    Line::from(format!(
-                        "Roll the scopes of {} back to v{version}?",
-                        pane.agent
-                    )),
-                    Line::from("This publishes a copy of it as a new version."),
-                    super::confirm::yes_no(t),
-                ])
-                .wrap(Wrap { trim: true })
-                .block(Block::bordered().title(Span::styled(" Confirm ", t.title()))),
-                d,
-            );
+            let lines = vec![
+                Line::from(format!(
+                    "Roll the scopes of {} back to v{version}?",
+                    pane.agent
+                )),
+                Line::from("This publishes a copy of it as a new version."),
+            ];
+            super::confirm::dialog(f, super::centered(area, 60, 6), lines, t);
         }
         _ => {}
     }
