@@ -181,22 +181,8 @@ pub fn run_models(socket: PathBuf, w: Workload) {
 /// gateway; answers one line per report (its audit sequence number, or the error).
 pub fn report_main() -> i32 {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let socket = socket_arg(&args);
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agenfleet-agent report: {e}");
-            return 70;
-        }
-    };
-    rt.block_on(async move {
-        let gw = match connect(&socket).await {
-            Ok(g) => g,
-            Err(e) => {
-                println!("{}", serde_json::json!({"error": e}));
-                return 69;
-            }
-        };
+    let unreachable = |e: String| println!("{}", serde_json::json!({"error": e}));
+    with_gateway("report", &socket_arg(&args), unreachable, |gw| async move {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if line.trim().is_empty() {
@@ -284,6 +270,32 @@ pub fn run_workload(socket: PathBuf, w: Workload) {
     });
 }
 
+/// Runs `f` with a gateway connection on a runtime of its own: the common part of `call`,
+/// `report` and `bench`. Exit 70 without a runtime; 69 (after `unreachable`) without a
+/// gateway; else what `f` answers.
+fn with_gateway<F, Fut>(what: &str, socket: &Path, unreachable: impl FnOnce(String), f: F) -> i32
+where
+    F: FnOnce(GatewayClient) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agenfleet-agent {what}: {e}");
+            return 70;
+        }
+    };
+    rt.block_on(async move {
+        match connect(socket).await {
+            Ok(gw) => f(gw).await,
+            Err(e) => {
+                unreachable(e);
+                69
+            }
+        }
+    })
+}
+
 fn socket_arg(args: &[String]) -> PathBuf {
     args.windows(2)
         .find(|w| w[0] == "--gateway")
@@ -302,22 +314,8 @@ fn arg_value<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T
 /// or `{"tool": .., "args_json": "raw text"}` — answered by one decision per line.
 pub fn call_main() -> i32 {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let socket = socket_arg(&args);
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agenfleet-agent call: {e}");
-            return 70;
-        }
-    };
-    rt.block_on(async move {
-        let gw = match connect(&socket).await {
-            Ok(g) => g,
-            Err(e) => {
-                println!("{}", serde_json::json!({"allowed": false, "error": e}));
-                return 69;
-            }
-        };
+    let unreachable = |e: String| println!("{}", serde_json::json!({"allowed": false, "error": e}));
+    with_gateway("call", &socket_arg(&args), unreachable, |gw| async move {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let Ok(line) = line else { break };
@@ -327,7 +325,10 @@ pub fn call_main() -> i32 {
             let v: serde_json::Value = match serde_json::from_str(&line) {
                 Ok(v) => v,
                 Err(e) => {
-                    println!("{}", serde_json::json!({"allowed": false, "error": format!("bad input line: {e}")}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"allowed": false, "error": format!("bad input line: {e}")})
+                    );
                     continue;
                 }
             };
@@ -356,21 +357,8 @@ pub fn bench_main() -> i32 {
     let start_at: u64 = arg_value(&args, "--start-at", 0);
     let tool: String = arg_value(&args, "--tool", "search".to_string());
     let call_args: String = arg_value(&args, "--args", "{}".to_string());
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("agenfleet-agent bench: {e}");
-            return 70;
-        }
-    };
-    rt.block_on(async move {
-        let gw = match connect(&socket).await {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("agenfleet-agent bench: {e}");
-                return 69;
-            }
-        };
+    let unreachable = |e: String| eprintln!("agenfleet-agent bench: {e}");
+    with_gateway("bench", &socket, unreachable, |gw| async move {
         let now = agenfleet_protocol::now_ms();
         if start_at > now {
             tokio::time::sleep(Duration::from_millis(start_at - now)).await;
