@@ -12,7 +12,8 @@ use agenfleet_protocol::gateway::{
     DeliveredCredential, Gateway, GatewayHello, GATEWAY_SOCKET_NAME,
 };
 use agenfleet_protocol::policy::{
-    AgentReport, Decision, EscalationState, EscalationView, ToolCall, Verdict,
+    AgentReport, Decision, EscalationState, EscalationView, ReportKind, ReportOutcome, ToolCall,
+    Verdict,
 };
 use agenfleet_protocol::{ApiError, AuditEvent, PROTOCOL_VERSION};
 use futures::StreamExt;
@@ -47,6 +48,8 @@ fn pid_in_container(pid: i32, container_id: &str) -> bool {
 struct GatewayService {
     rt: Arc<Runtime>,
     key: AgentKey,
+    /// The agent's project, read once per connection (an agent never changes project).
+    project: String,
     /// Why this connection may not use the gateway (None: it may).
     refused: Option<String>,
 }
@@ -70,15 +73,6 @@ impl GatewayService {
         }
     }
 
-    /// The agent's project (from the live fleet view).
-    fn project(&self) -> String {
-        self.rt
-            .fleet
-            .get(&self.key)
-            .map(|v| v.project)
-            .unwrap_or_default()
-    }
-
     fn publish_pending(&self) {
         let n = self.rt.policy.escalations.pending_for(&self.key);
         self.rt.fleet.set_escalations(&self.key, n);
@@ -91,7 +85,7 @@ impl GatewayService {
         call: &ToolCall,
         ev: &crate::policy::Evaluation,
     ) -> Result<(bool, Option<String>, String), ApiError> {
-        let project = self.project();
+        let project = self.project.clone();
         let now = agenfleet_protocol::now_ms();
         let detail = serde_json::json!({
             "tool": call.tool,
@@ -259,7 +253,7 @@ impl Gateway for GatewayService {
 
     async fn authorize(self, _: Context, call: ToolCall) -> Result<Decision, ApiError> {
         self.check()?;
-        let project = self.project();
+        let project = self.project.clone();
         let ev = self.rt.policy.evaluate(&self.key, &project, &call, None);
         let (allowed, reviewer, reason) = match ev.verdict {
             Verdict::Allow => (true, None, ev.reason.clone()),
@@ -350,11 +344,14 @@ impl Gateway for GatewayService {
             .rt
             .audit_event(self.event("agent.report", &outcome, detail))
             .await?;
-        let project = self.project();
-        let has_fallback = self
-            .rt
-            .agent_spec(&self.key)
-            .is_some_and(|s| !s.model_fallbacks.is_empty());
+        let project = self.project.clone();
+        // Only a model's rate limit depends on the spec (its fallbacks): read it then only.
+        let has_fallback = report.kind == ReportKind::ModelCall
+            && report.outcome == ReportOutcome::RateLimited
+            && self
+                .rt
+                .agent_spec(&self.key)
+                .is_some_and(|s| !s.model_fallbacks.is_empty());
         self.rt
             .incidents
             .signal(crate::incidents::detect::Signal::Report {
@@ -423,6 +420,8 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                     "not permitted: this gateway belongs to agent {key} and the caller (pid {pid}) does not run in its container"
                 )),
             };
+            // Read once per connection: an agent never changes project.
+            let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
             if let Some(why) = &refused {
                 tracing::warn!(agent = %key, pid, "gateway connection from outside the agent's container refused");
                 let seq = rt
@@ -436,11 +435,10 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                     })
                     .await;
                 if let Ok(seq) = seq {
-                    let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
                     rt.incidents
                         .signal(crate::incidents::detect::Signal::CrossAgent {
                             key: key.clone(),
-                            project,
+                            project: project.clone(),
                             pid,
                             seq,
                         });
@@ -449,6 +447,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             let service = GatewayService {
                 rt: rt.clone(),
                 key: key.clone(),
+                project,
                 refused,
             };
             tokio::spawn(async move {
