@@ -109,20 +109,22 @@ impl PolicyEngine {
 
     /// Every problem of a policy text (empty: it compiles and validates).
     pub fn check_policy(&self, text: &str) -> Vec<PolicyProblem> {
+        self.compile(text).err().unwrap_or_default()
+    }
+
+    /// Compiles a policy text (e.g. a `policy test` candidate), or answers its problems.
+    pub fn compile(&self, text: &str) -> Result<Compiled, Vec<PolicyProblem>> {
         if text.len() > MAX_TEXT_BYTES {
-            return vec![PolicyProblem {
+            return Err(vec![PolicyProblem {
                 line: None,
                 policy: None,
                 message: format!(
                     "policy too large: {} bytes (at most {MAX_TEXT_BYTES})",
                     text.len()
                 ),
-            }];
+            }]);
         }
-        match self.cedar.compile(text) {
-            Ok(_) => Vec::new(),
-            Err(p) => p,
-        }
+        self.cedar.compile(text)
     }
 
     /// Every version of an agent's scopes or a tenant's policy. Reads go through the
@@ -336,13 +338,13 @@ impl PolicyEngine {
     }
 
     /// Decides one call of agent `key` (in `project`) against its scopes and its tenant's
-    /// policy in force — or, for `policy test`, against `candidate` instead.
+    /// policy in force — or, for `policy test`, against a compiled `candidate` instead.
     pub fn evaluate(
         &self,
         key: &AgentKey,
         project: &str,
         call: &ToolCall,
-        candidate: Option<&str>,
+        candidate: Option<&Compiled>,
     ) -> Evaluation {
         let t0 = std::time::Instant::now();
         let raw_hash = || sha256_hex(&[&key.tenant, &key.name, &call.tool, &call.args_json]);
@@ -379,26 +381,16 @@ impl PolicyEngine {
                 return finish(ev);
             }
         };
-        let compiled_candidate;
-        let (tenant_version, compiled) = match candidate {
-            Some(text) => match self.cedar.compile(text) {
-                Ok(c) => {
-                    compiled_candidate = c;
-                    ("candidate".to_string(), &compiled_candidate)
-                }
-                Err(p) => {
-                    ev.reason = format!(
-                        "the candidate policy is invalid: {}",
-                        p.first().map(|x| x.to_string()).unwrap_or_default()
-                    );
-                    return finish(ev);
-                }
-            },
+        let tenant;
+        let (label, compiled) = match candidate {
+            Some(c) => ("candidate".to_string(), c),
             None => match self.tenant_rules(&key.tenant) {
                 Ok(t) => {
-                    let label = format!("policy v{} {}", t.version, short(&t.hash));
-                    // Keep the Arc alive for the evaluation below.
-                    return finish(self.decide(ev, &agent, &t.compiled, label, &parsed));
+                    tenant = t;
+                    (
+                        format!("policy v{} {}", tenant.version, short(&tenant.hash)),
+                        &tenant.compiled,
+                    )
                 }
                 Err(e) => {
                     ev.reason = format!("cannot load the tenant's policy (denied): {e}");
@@ -406,7 +398,7 @@ impl PolicyEngine {
                 }
             },
         };
-        finish(self.decide(ev, &agent, compiled, tenant_version, &parsed))
+        finish(self.decide(ev, &agent, compiled, label, &parsed))
     }
 
     fn decide(

@@ -225,15 +225,18 @@ impl FleetService {
                 cases.len()
             )));
         }
-        if let Some(text) = &candidate {
-            let problems = self.rt.policy.check_policy(text);
-            if let Some(p) = problems.first() {
+        // Compiled once for every case.
+        let candidate = match candidate.as_deref().map(|t| self.rt.policy.compile(t)) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(problems)) => {
+                let first = problems.first().map(|p| p.to_string()).unwrap_or_default();
                 return Err(ApiError::invalid(format!(
-                    "the candidate policy is invalid ({} problem(s)): {p}",
+                    "the candidate policy is invalid ({} problem(s)): {first}",
                     problems.len()
                 )));
             }
-        }
+        };
         let mut out = Vec::with_capacity(cases.len());
         for case in cases {
             let r = AgentRef {
@@ -250,7 +253,7 @@ impl FleetService {
             let ev = self
                 .rt
                 .policy
-                .evaluate(&key, &project, &case.call, candidate.as_deref());
+                .evaluate(&key, &project, &case.call, candidate.as_ref());
             out.push(PolicyCaseResult {
                 name: case.name,
                 expect: case.expect,
