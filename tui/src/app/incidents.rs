@@ -63,14 +63,13 @@ impl App {
             return None;
         };
         let id = i.id;
-        if self.readonly {
-            self.flash(
-                format!("read-only console: {what} is turned off (--readonly)"),
-                true,
-            );
-            return None;
-        }
-        Some(id)
+        // An agent's incident is managed where the agent lives (others: the daemon decides).
+        let agent = match (&i.tenant, &i.agent) {
+            (Some(t), Some(a)) => format!("{t}/{a}"),
+            _ => String::new(),
+        };
+        self.may_change("incidents.manage", &agent, what)
+            .then_some(id)
     }
 
     pub(super) fn on_incidents_key(&mut self, code: KeyCode) -> Vec<Effect> {

@@ -341,6 +341,7 @@ impl App {
                     "agents.control",
                     "audit.write",
                     "escalations.decide",
+                    "incidents.manage",
                 ],
                 "project_admin" | "tenant_admin" => &[
                     "fleet.read",
@@ -355,6 +356,7 @@ impl App {
                     "roles.grant",
                     "scopes.write",
                     "escalations.decide",
+                    "incidents.manage",
                 ],
                 _ => &[],
             }

@@ -202,7 +202,7 @@ impl App {
     }
 
     /// Whether a mutation may go ahead: the role, --readonly, the connection.
-    fn may_change(&mut self, perm: &str, agent: &str, what: &str) -> bool {
+    pub(super) fn may_change(&mut self, perm: &str, agent: &str, what: &str) -> bool {
         if let Some(v) = self.agent_view(agent) {
             if let Err(why) = self.may(perm, &v) {
                 self.flash(why, true);
