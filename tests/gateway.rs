@@ -460,6 +460,66 @@ fn forbid_beats_permit_errors_deny_and_escalations_end_as_a_person_says() {
 }
 
 #[test]
+fn every_spelling_of_a_forbidden_target_is_denied_through_the_gateway() {
+    if !docker_available("every_spelling_of_a_forbidden_target_is_denied_through_the_gateway") {
+        return;
+    }
+    let d = Daemon::start("gw-spellings", "");
+    d.create(&agent_spec("reader"));
+    d.wait_agent("reader", "running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+    publish_scopes(&d, "reader", PAYER_SCOPES);
+    // The shipped example policy, with everything else permitted.
+    let text = format!(
+        "{}\npermit(principal, action, resource);\n",
+        include_str!("../assets/policy/example.cedar")
+    );
+    let f = d.file("example.cedar", &text);
+    d.json(&["policy", "publish", "default", &f]);
+    let read = |p: &str| json!({"tool": "read_file", "args": {"path": p}});
+    let out = d.gateway_calls(
+        "reader",
+        &[
+            read("//data/secrets/a"),
+            read("/data//secrets/a"),
+            read("///data/secrets/a/"),
+            read("/data/secrets/a"),
+            read("//data/reports/a"),
+            read("/data/secrets/../reports/a"),
+            http("GET", "https://api.example.com//admin"),
+        ],
+    );
+    for (i, o) in out.iter().take(4).enumerate() {
+        assert_eq!(o["allowed"], false, "spelling {i}: {o}");
+        assert_eq!(
+            o["policies"],
+            json!(["no-secrets-dir"]),
+            "spelling {i}: {o}"
+        );
+    }
+    assert_eq!(out[4]["allowed"], true, "{}", out[4]);
+    assert_eq!(out[5]["allowed"], false, "{}", out[5]);
+    assert!(
+        out[5]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("malformed"),
+        "{}",
+        out[5]
+    );
+    assert_eq!(out[6]["allowed"], false, "{}", out[6]);
+    assert!(
+        out[6]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("empty segment"),
+        "{}",
+        out[6]
+    );
+}
+
+#[test]
 fn scopes_publish_diff_rollback_and_bad_input_changes_nothing() {
     if !docker_available("scopes_publish_diff_rollback_and_bad_input_changes_nothing") {
         return;

@@ -338,7 +338,9 @@ pub fn host_pattern_problem(pattern: &str) -> Option<String> {
     None
 }
 
-/// Why `path` is not an absolute, normalised path, if it is not.
+/// Why `path` is not an absolute, canonical path (as a scope entry must be), if it is
+/// not: absolute, no NUL, no empty, `.` or `..` component; one trailing `/` may mark a
+/// directory prefix.
 pub fn path_problem(path: &str) -> Option<&'static str> {
     if !path.starts_with('/') {
         return Some("must be absolute");
@@ -346,28 +348,113 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
     if path.contains('\0') {
         return Some("contains a NUL byte");
     }
-    let inner = path.trim_start_matches('/');
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    if path.len() > 1 && inner.is_empty() && path != "/" {
-        return Some("has empty components");
+    if path == "/" {
+        return None;
     }
-    if !inner.is_empty() {
-        for c in inner.split('/') {
-            if c.is_empty() {
-                return Some("has empty components (`//`)");
-            }
-            if c == "." || c == ".." {
-                return Some("has `.` or `..` components");
-            }
+    let inner = &path[1..];
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    for c in inner.split('/') {
+        if c.is_empty() {
+            return Some("has empty components (`//`)");
+        }
+        if c == "." || c == ".." {
+            return Some("has `.` or `..` components");
         }
     }
     None
 }
 
+/// The one canonical spelling of the file a `read_file` path names, as the kernel
+/// resolves it: runs of `/` collapse to one (Linux treats a leading `//` as `/`), a
+/// trailing `/` goes (except for the root). `.` and `..` are refused, not resolved: what
+/// they lead to depends on symlinks the gateway cannot see.
+pub fn canonical_file_path(path: &str) -> Result<String, &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be absolute");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    let mut out = String::with_capacity(path.len());
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        if c == "." || c == ".." {
+            return Err("has `.` or `..` components");
+        }
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// The canonical form of a URL's host: what the `url` crate gives (lowercase, IDNA,
+/// IPv4 in dotted form, IPv6 in brackets) without a trailing root dot, since
+/// `api.example.com.` is the same host as `api.example.com`.
+fn canonical_host(host: &str) -> Result<String, &'static str> {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    if h.is_empty() || h.ends_with('.') || h.contains("..") {
+        return Err("has an empty host label");
+    }
+    Ok(h.to_string())
+}
+
+/// The canonical form of a URL path (after the `url` crate resolved `.`/`..` and
+/// `%2e` segments): percent-encoded unreserved characters are decoded, other escapes
+/// get uppercase hex. An empty segment (`//`), an encoded `/` or `\\`, or an encoded
+/// NUL is refused: servers differ on what they mean, so no one spelling is "the" target.
+pub fn canonical_url_path(path: &str) -> Result<String, &'static str> {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Err("must start with `/`");
+    }
+    if path.len() > 1 && path[1..].split('/').rev().skip(1).any(str::is_empty) {
+        return Err("has an empty segment (`//`)");
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err("has a `%` that starts no escape");
+            };
+            let v = hi * 16 + lo;
+            match v {
+                b'/' | b'\\' => return Err("has an encoded `/` or `\\`"),
+                0 => return Err("has an encoded NUL"),
+                _ if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                    out.push(v as char)
+                }
+                _ => {
+                    out.push('%');
+                    out.push_str(&format!("{v:02X}"));
+                }
+            }
+            i += 3;
+        } else {
+            out.push(c as char);
+            i += 1;
+        }
+    }
+    // A decoded `.` may have made a dot segment (`/%2E/` is one to the url crate too,
+    // so this only catches what it kept).
+    if out.split('/').any(|s| s == "." || s == "..") {
+        return Err("has a `.` or `..` segment");
+    }
+    Ok(out)
+}
+
 /// Whether `path` lies under `prefix` on component bounds.
 fn under_prefix(path: &str, prefix: &str) -> bool {
-    if prefix.ends_with('/') {
-        path.starts_with(prefix)
+    if let Some(dir) = prefix.strip_suffix('/') {
+        // `/data/reports/` admits the directory itself (canonically `/data/reports`).
+        path.starts_with(prefix) || path == dir || (dir.is_empty() && path == "/")
     } else {
         path == prefix
             || path
@@ -583,11 +670,14 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
             call.args_json.len()
         ));
     }
-    let value: serde_json::Value = serde_json::from_str(&call.args_json)
+    let mut value: serde_json::Value = serde_json::from_str(&call.args_json)
         .map_err(|e| format!("malformed arguments (not JSON): {e}"))?;
-    let serde_json::Value::Object(args) = &value else {
+    let serde_json::Value::Object(args) = &mut value else {
         return Err("malformed arguments: must be a JSON object".into());
     };
+    // The target in its one canonical spelling; the arguments are rewritten to it, so that
+    // scopes, policies, the request hash and an approval all see the same thing whatever
+    // spelling the agent used.
     let tool = call.tool.as_str();
     let target = match tool {
         TOOL_HTTP => {
@@ -596,7 +686,7 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
                 return Err(format!("{tool}: `{method}` is not an HTTP method"));
             }
             let raw = arg(args, tool, "url")?;
-            let url = url::Url::parse(raw).map_err(|e| format!("{tool}: bad url: {e}"))?;
+            let mut url = url::Url::parse(raw).map_err(|e| format!("{tool}: bad url: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!("{tool}: url scheme must be http or https"));
             }
@@ -605,25 +695,38 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
             }
             let host = url
                 .host_str()
-                .ok_or_else(|| format!("{tool}: url has no host"))?
-                .to_string();
-            Target::Http {
-                method,
-                host,
-                path: url.path().to_string(),
+                .ok_or_else(|| format!("{tool}: url has no host"))?;
+            let host = canonical_host(host).map_err(|why| format!("{tool}: url host {why}"))?;
+            let path =
+                canonical_url_path(url.path()).map_err(|why| format!("{tool}: url path {why}"))?;
+            if url.host_str() != Some(host.as_str()) {
+                url.set_host(Some(&host))
+                    .map_err(|e| format!("{tool}: url host: {e}"))?;
             }
+            url.set_path(&path);
+            url.set_fragment(None);
+            args.insert("method".into(), method.clone().into());
+            args.insert("url".into(), url.as_str().into());
+            Target::Http { method, host, path }
         }
         TOOL_READ_FILE => {
-            let path = arg(args, tool, "path")?;
-            if let Some(why) = path_problem(path) {
-                return Err(format!("{tool}: path {why}"));
-            }
-            Target::File { path: path.into() }
+            let path = canonical_file_path(arg(args, tool, "path")?)
+                .map_err(|why| format!("{tool}: path {why}"))?;
+            args.insert("path".into(), path.clone().into());
+            Target::File { path }
         }
-        TOOL_MCP => Target::Mcp {
-            server: arg(args, tool, "server")?.to_string(),
-            tool: arg(args, tool, "tool")?.to_string(),
-        },
+        TOOL_MCP => {
+            let server = arg(args, tool, "server")?.to_string();
+            let name = arg(args, tool, "tool")?.to_string();
+            for (what, v) in [("server", &server), ("tool", &name)] {
+                if !valid_name(v) {
+                    return Err(format!(
+                        "{tool}: `{what}` must be a name (letters, digits, `_-.`, at most {MAX_NAME})"
+                    ));
+                }
+            }
+            Target::Mcp { server, tool: name }
+        }
         _ => Target::Other,
     };
     let mut canonical_args = String::with_capacity(call.args_json.len());
@@ -825,5 +928,220 @@ path_prefix = "/v1"
             .contains("not a tool name"));
         let a = parse_call(&call("search", serde_json::json!({"b": 1, "a": 2}))).unwrap();
         assert_eq!(a.canonical_args, r#"{"a":2,"b":1}"#);
+    }
+
+    fn target_of(tool: &str, args: serde_json::Value) -> Result<ParsedCall, String> {
+        parse_call(&call(tool, args))
+    }
+
+    #[test]
+    fn every_spelling_of_a_file_path_is_seen_in_its_canonical_form() {
+        for spelled in [
+            "//data/secrets/a",
+            "///data/secrets/a",
+            "/data//secrets/a",
+            "/data/secrets//a/",
+            "/data/secrets/a/",
+        ] {
+            let p = target_of("read_file", serde_json::json!({ "path": spelled })).unwrap();
+            assert_eq!(
+                p.target,
+                Target::File {
+                    path: "/data/secrets/a".into()
+                },
+                "{spelled}"
+            );
+            assert_eq!(
+                p.canonical_args, r#"{"path":"/data/secrets/a"}"#,
+                "{spelled}"
+            );
+        }
+        for bad in ["data/x", "/data/./x", "/data/../x", "/a\0b"] {
+            assert!(
+                target_of("read_file", serde_json::json!({ "path": bad })).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(canonical_file_path("//").unwrap(), "/");
+        // Scope entries must already be canonical (a leading `//` would match nothing).
+        assert!(path_problem("//data/").is_some());
+        assert!(path_problem("/data/").is_none());
+        let s = Scopes::parse(SCOPES).unwrap();
+        // The directory a `dir/` prefix names is inside it, with or without the slash.
+        assert!(decide(
+            &s,
+            call("read_file", serde_json::json!({"path": "/data/reports/"}))
+        )
+        .is_ok());
+        assert!(decide(
+            &s,
+            call("read_file", serde_json::json!({"path": "//data/reports"}))
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn every_spelling_of_a_url_is_seen_in_its_canonical_form() {
+        let http = |url: &str| {
+            target_of(
+                "http_request",
+                serde_json::json!({"method": "get", "url": url}),
+            )
+        };
+        let want = Target::Http {
+            method: "GET".into(),
+            host: "api.example.com".into(),
+            path: "/v1/admin".into(),
+        };
+        for spelled in [
+            "https://api.example.com/v1/admin",
+            "https://API.Example.COM/v1/admin",
+            "https://api.example.com./v1/admin",
+            "https://api.example.com:443/v1/admin",
+            "https://api.example.com/v1/%61dmin",
+            "https://api.example.com/v1/%2e/admin",
+            "https://api.example.com/v1/x/%2E%2E/admin",
+            "https://api.example.com/v1/admin#frag",
+        ] {
+            let p = http(spelled).unwrap_or_else(|e| panic!("{spelled}: {e}"));
+            assert_eq!(p.target, want, "{spelled}");
+            assert_eq!(
+                p.canonical_args, r#"{"method":"GET","url":"https://api.example.com/v1/admin"}"#,
+                "{spelled}"
+            );
+        }
+        let p = http("https://api.example.com/a%7cb%c3%a9").unwrap();
+        assert_eq!(
+            p.target,
+            Target::Http {
+                method: "GET".into(),
+                host: "api.example.com".into(),
+                path: "/a%7Cb%C3%A9".into()
+            }
+        );
+        for bad in [
+            "https://api.example.com//v1/admin",
+            "https://api.example.com/v1//admin",
+            "https://api.example.com/v1%2fadmin",
+            "https://api.example.com/v1%5cadmin",
+            "https://api.example.com/v1/%00",
+            "https://api.example.com../x",
+            "https://user:pw@api.example.com/x",
+        ] {
+            assert!(http(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(target_of("mcp", serde_json::json!({"server": "git hub", "tool": "x"})).is_err());
+    }
+
+    mod spellings {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Respells a canonical file path: extra slashes anywhere between components, at
+        /// the start, and a trailing slash.
+        fn respell_path(canon: &str, extra: &[u8]) -> String {
+            let mut out = String::new();
+            for (i, c) in canon.split('/').skip(1).enumerate() {
+                let n = 1 + usize::from(extra.get(i).copied().unwrap_or(0) % 3);
+                out.push_str(&"/".repeat(n));
+                out.push_str(c);
+            }
+            if extra.last().is_some_and(|x| x % 2 == 1) {
+                out.push('/');
+            }
+            out
+        }
+
+        /// Respells a URL path: unreserved characters percent-encoded (upper or lower hex).
+        fn respell_url_path(canon: &str, enc: &[bool]) -> String {
+            canon
+                .chars()
+                .enumerate()
+                .map(|(i, c)| match enc.get(i % enc.len().max(1)) {
+                    Some(true) if c.is_ascii_alphanumeric() || "-._~".contains(c) => {
+                        if i % 2 == 0 {
+                            format!("%{:02X}", c as u8)
+                        } else {
+                            format!("%{:02x}", c as u8)
+                        }
+                    }
+                    _ => c.to_string(),
+                })
+                .collect()
+        }
+
+        fn segment() -> impl Strategy<Value = String> {
+            "[a-z0-9_~-]{1,8}".prop_filter("not a dot segment", |s| s != "." && s != "..")
+        }
+
+        const POLICY_SCOPES: &str = r#"
+tools = ["http_request", "read_file"]
+read_paths = ["/data/"]
+[[http]]
+host = "*.example.com"
+methods = ["GET", "POST"]
+path_prefix = "/v1"
+"#;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn file_paths(
+                segs in prop::collection::vec(segment(), 1..6),
+                extra in prop::collection::vec(any::<u8>(), 0..8),
+                secret in any::<bool>(),
+            ) {
+                let mut canon = String::from(if secret { "/data/secrets" } else { "/data" });
+                for s in &segs { canon.push('/'); canon.push_str(s); }
+                let spelled = respell_path(&canon, &extra);
+                let a = target_of("read_file", serde_json::json!({ "path": canon })).unwrap();
+                let b = target_of("read_file", serde_json::json!({ "path": spelled }))
+                    .unwrap();
+                // Every context field is its own canonical form.
+                let Target::File { path } = &b.target else { panic!("not a file target") };
+                prop_assert_eq!(&canonical_file_path(path).unwrap(), path);
+                prop_assert!(path_problem(path).is_none());
+                // Both spellings get one target, one hash input and one decision.
+                prop_assert_eq!(&a, &b);
+                let s = Scopes::parse(POLICY_SCOPES).unwrap();
+                prop_assert_eq!(s.permits(&a), s.permits(&b));
+                // And a `like "/data/secrets*"` rule sees the secret ones.
+                prop_assert_eq!(path.starts_with("/data/secrets/"), secret);
+            }
+
+            #[test]
+            fn urls(
+                sub in "[a-z]{1,6}",
+                segs in prop::collection::vec(segment(), 0..5),
+                enc in prop::collection::vec(any::<bool>(), 1..8),
+                upper_host in any::<bool>(),
+                dot in any::<bool>(),
+                port in any::<bool>(),
+                method in prop::sample::select(vec!["get", "GET", "Post", "delete"]),
+            ) {
+                let mut canon_path = String::from("/v1");
+                for s in &segs { canon_path.push('/'); canon_path.push_str(s); }
+                let host = format!("{sub}.example.com");
+                let canon = format!("https://{host}{canon_path}");
+                let mut h = if upper_host { host.to_uppercase() } else { host.clone() };
+                if dot { h.push('.'); }
+                if port { h.push_str(":443"); }
+                let spelled = format!("https://{h}{}", respell_url_path(&canon_path, &enc));
+                let a = target_of("http_request", serde_json::json!({"method": method, "url": canon})).unwrap();
+                let b = target_of("http_request", serde_json::json!({"method": method, "url": spelled}))
+                    .unwrap();
+                let Target::Http { method: m, host: hb, path: pb } = &b.target else {
+                    panic!("not an http target")
+                };
+                prop_assert_eq!(&canonical_url_path(pb).unwrap(), pb);
+                prop_assert_eq!(&canonical_host(hb).unwrap(), hb);
+                prop_assert_eq!(hb, &host);
+                prop_assert_eq!(m, &m.to_ascii_uppercase());
+                prop_assert_eq!(&a, &b);
+                let s = Scopes::parse(POLICY_SCOPES).unwrap();
+                prop_assert_eq!(s.permits(&a), s.permits(&b));
+            }
+        }
     }
 }

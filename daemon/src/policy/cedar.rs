@@ -432,6 +432,45 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_policy_sees_every_spelling_of_a_secret_path() {
+        let c = Cedar::new().expect("schema");
+        let text = format!(
+            "{}\npermit(principal, action, resource);",
+            include_str!("../../../assets/policy/example.cedar")
+        );
+        for path in [
+            "/data/secrets/a",
+            "//data/secrets/a",
+            "///data//secrets/a/",
+            "/data/secrets",
+        ] {
+            let o = eval(
+                &c,
+                &text,
+                &call("read_file", serde_json::json!({ "path": path })),
+            );
+            assert_eq!(o.verdict, Verdict::Deny, "{path}: {o:?}");
+            assert_eq!(o.policies, vec!["no-secrets-dir"], "{path}");
+        }
+        let o = eval(
+            &c,
+            &text,
+            &call("read_file", serde_json::json!({"path": "//data/reports/a"})),
+        );
+        assert_eq!(o.verdict, Verdict::Allow, "{o:?}");
+        // A trailing root dot on the host is the same host to the payments rule.
+        let o = eval(
+            &c,
+            &text,
+            &call(
+                "http_request",
+                serde_json::json!({"method": "post", "url": "https://PAY.x.com./charge"}),
+            ),
+        );
+        assert_eq!(o.verdict, Verdict::Escalate, "{o:?}");
+    }
+
+    #[test]
     fn an_evaluation_error_denies() {
         let c = Cedar::new().expect("schema");
         // Overflow at run time: the policy validates but fails to evaluate.
