@@ -250,10 +250,14 @@ fn crash_trials_keep_every_acknowledged_record() {
     for trial in 0..20 {
         let socket = d.socket.clone();
         // 64 clients write notes as fast as they can; each keeps what was acknowledged.
+        // The kill comes at a varied moment after the first acknowledgement (whenever that
+        // is on a busy machine), so every trial kills the daemon in the middle of writes.
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let acked = rt.block_on(async move {
             let mut tasks = Vec::new();
             for w in 0..64 {
                 let socket = socket.clone();
+                let count = count.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut acked = Vec::new();
                     let Ok(c) = transport::connect(&socket, DEFAULT_MAX_FRAME_BYTES).await else {
@@ -263,14 +267,27 @@ fn crash_trials_keep_every_acknowledged_record() {
                         let text = format!("t{trial}-w{w}-n{i}");
                         let ctx = transport::context_with_timeout(Duration::from_secs(5));
                         match c.audit_note(ctx, text.clone()).await {
-                            Ok(Ok(seq)) => acked.push((seq, text)),
+                            Ok(Ok(seq)) => {
+                                acked.push((seq, text));
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             _ => break,
                         }
                     }
                     acked
                 }));
             }
-            tokio::time::sleep(Duration::from_millis(150 + (trial as u64 % 5) * 40)).await;
+            let first = tokio::time::timeout(Duration::from_secs(60), async {
+                while count.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            assert!(
+                first.is_ok(),
+                "trial {trial}: no write acknowledged within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis((trial as u64 % 5) * 40)).await;
             tasks
         });
         d.kill9();

@@ -223,41 +223,33 @@ fn table_rows_produced_for_real_are_routed_to_their_party() {
 
     // Row "Agent data leaked to another tenant": an operator of one tenant reaches for
     // another's agent — refused like an unknown name, and a platform incident.
-    if unsafe { libc::geteuid() } == 0 {
-        d.open_to_other_uids();
-        d.create(&scoped_spec("acme", "web", "a1", false));
-        d.create(&scoped_spec("beta", "core", "b1", false));
-        d.json(&["operators", "add", "61101", "acme-dev"]);
-        d.json(&["roles", "grant", "61101", "project_admin", "acme/web"]);
-        let out = d.cli_as(61101, None, &["agents", "show", "beta/b1"], None);
-        assert_eq!(
-            out.status.code(),
-            Some(5),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let i = wait_incident(&d, "cross-tenant-leak", None, Duration::from_secs(10));
-        assert_eq!(
-            owner(&i),
-            ("platform".into(), vec![], "critical".into()),
-            "{i}"
-        );
-        assert!(i["summary"].as_str().unwrap().contains("beta/b1"), "{i}");
-        // The acme operator cannot see this platform incident.
-        let seen = d.cli_as(61101, None, &["--json", "incidents", "list"], None);
-        assert!(
-            !String::from_utf8_lossy(&seen.stdout).contains("cross-tenant"),
-            "platform incidents stay with the platform"
-        );
-    } else {
-        assert!(
-            std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-            "CI runs as root"
-        );
-        eprintln!(
-            "!!! SKIPPED the cross-tenant row: needs root to run a client as another uid !!!"
-        );
-    }
+    bin_for_other_uids("agenfleet");
+    d.open_to_other_uids();
+    d.create(&scoped_spec("acme", "web", "a1", false));
+    d.create(&scoped_spec("beta", "core", "b1", false));
+    d.json(&["operators", "add", "61101", "acme-dev"]);
+    d.json(&["roles", "grant", "61101", "project_admin", "acme/web"]);
+    let out = d.cli_as(61101, None, &["agents", "show", "beta/b1"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let i = wait_incident(&d, "cross-tenant-leak", None, Duration::from_secs(10));
+    assert_eq!(
+        owner(&i),
+        ("platform".into(), vec![], "critical".into()),
+        "{i}"
+    );
+    assert!(i["summary"].as_str().unwrap().contains("beta/b1"), "{i}");
+    // The acme operator cannot see this platform incident.
+    let seen = d.cli_as(61101, None, &["--json", "incidents", "list"], None);
+    assert!(
+        !String::from_utf8_lossy(&seen.stdout).contains("cross-tenant"),
+        "platform incidents stay with the platform"
+    );
+
     assert!(
         stub.hits.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "the agents really called the stub"

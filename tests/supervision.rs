@@ -298,7 +298,13 @@ fn a_crash_while_the_daemon_is_down_is_handled_on_restart() {
     let v = d.create(&healthy("victim"));
     d.kill9();
     kill_process(&v);
-    std::thread::sleep(Duration::from_millis(300));
+    let cid = v["container_id"]
+        .as_str()
+        .expect("container id")
+        .to_string();
+    wait_for(Duration::from_secs(20), "the container to stop", || {
+        (inspect(&cid)["State"]["Running"] == false).then_some(())
+    });
     d.restart();
     let v = d.wait_agent(
         "victim",
@@ -361,8 +367,11 @@ fn watch_sees_a_killed_container() {
     }
     let d = Daemon::start("watch", "");
     let v = d.create(&healthy("watched"));
-    let watcher = Watcher::start(&d);
-    std::thread::sleep(Duration::from_millis(700));
+    let watcher = Watcher::start_with_snapshot(&d);
+    // The snapshot shows the agent: the watch is connected before the kill.
+    watcher.wait_for(Duration::from_secs(20), "the snapshot", |l| {
+        l["change"]["Agent"]["name"] == "watched"
+    });
     kill_process(&v);
     // The kill shows as the agent leaving `running` (other changes may come first).
     let (_, line) = watcher.wait_for(Duration::from_secs(10), "the killed agent", |l| {

@@ -415,7 +415,8 @@ fn refresh_mode_hands_the_rotated_value_over_in_place() {
     let pid = inspect(v["container_id"].as_str().unwrap())["State"]["Pid"]
         .as_i64()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The shim holds version 1 (and listens for a refresh) before the rotation.
+    d.wait_log("fresh", "version 1 in memory (", Duration::from_secs(20));
     let canary = format!("REFRESHED-{:x}", std::process::id());
     let t = std::time::Instant::now();
     assert!(d

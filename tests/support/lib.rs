@@ -20,6 +20,71 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// `target/<profile>/<name>` copied where every uid can run it, for tests that run it as
+/// other uids: the clone may live in a directory only its owner can enter (a home
+/// directory, `mktemp -d`), so the binary goes, once per build of it, to a directory of
+/// ours under the temp dir. Fails with what to change when the machine does not allow it.
+pub fn bin_for_other_uids(name: &str) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let src = bin(name);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test runs `{name}` as other uids, which needs root: run the suite as root"
+    );
+    let tmp = std::env::temp_dir();
+    let mut dir = tmp.as_path();
+    loop {
+        let mode = std::fs::metadata(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not traversable by other users (mode {:o}), so they cannot reach the \
+             test's socket or binaries: set TMPDIR to a directory every user can enter, e.g. /tmp",
+            dir.display(),
+            mode & 0o7777
+        );
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => break,
+        }
+    }
+    let meta = std::fs::metadata(&src).expect("binary metadata");
+    let stamp = format!(
+        "{}-{}",
+        meta.len(),
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let dir = tmp.join(format!("agf-e2e-bin-{name}-{stamp}"));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+    let dm = std::fs::symlink_metadata(&dir).expect("bin dir metadata");
+    assert!(
+        dm.is_dir() && dm.uid() == euid,
+        "{} exists but is not a directory of ours: remove it",
+        dir.display()
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dst = dir.join(name);
+    if std::fs::metadata(&dst).map(|m| m.len()).ok() != Some(meta.len()) {
+        // Copy then rename: tests of other processes may be doing the same at once.
+        let part = dir.join(format!("{name}.{}.part", std::process::id()));
+        std::fs::copy(&src, &part).expect("copy the binary");
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::rename(&part, &dst).expect("rename the binary");
+    }
+    dst
+}
+
 /// True when the Docker engine answers. Outside CI a test may skip without it (and says
 /// so loudly); with `CI=true` a missing engine is a failure.
 pub fn docker_available(test: &str) -> bool {
@@ -538,7 +603,7 @@ impl Daemon {
     ) -> Output {
         use std::io::Write;
         use std::os::unix::process::CommandExt;
-        let mut c = Command::new(bin("agenfleet"));
+        let mut c = Command::new(bin_for_other_uids("agenfleet"));
         c.arg("--socket")
             .arg(&self.socket)
             .args(args)
@@ -569,10 +634,20 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(d: &Daemon) -> Watcher {
+        Self::spawn(d, &["--json", "watch", "--changes-only"])
+    }
+
+    /// A watch that prints the fleet first (one line per agent), then what changes: a
+    /// test that waits for the snapshot knows the watch is connected.
+    pub fn start_with_snapshot(d: &Daemon) -> Watcher {
+        Self::spawn(d, &["--json", "watch"])
+    }
+
+    fn spawn(d: &Daemon, args: &[&str]) -> Watcher {
         use std::io::BufRead;
         let mut child = d
             .cli_cmd()
-            .args(["--json", "watch", "--changes-only"])
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("agenfleet watch");

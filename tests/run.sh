@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command (README): sets up what the suite needs on a machine that has
+# only a Rust toolchain and a Docker engine, then builds the binaries and runs every test
+# (unit, console snapshots, end-to-end on the real engine) with cargo-nextest.
+# Extra arguments go to `cargo nextest run` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "tests/run.sh: $*" >&2; }
+
+if ! docker info >/dev/null 2>&1; then
+  say "the Docker engine does not answer (docker info failed): start it, or set DOCKER_HOST"
+  if [ "${CI:-}" = "true" ]; then exit 1; fi
+  say "outside CI the end-to-end tests will skip and say so"
+fi
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing tmux (the console tests drive the real console in it)"
+    (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null
+  else
+    say "tmux is missing: install it (the console tests drive the real console in it)"
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  say "installing cargo-nextest from crates.io (once; it runs each test in its own process)"
+  cargo install --locked cargo-nextest
+fi
+
+cargo build --workspace --bins --locked
+exec cargo nextest run --workspace --locked "$@"
