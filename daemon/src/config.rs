@@ -32,6 +32,16 @@ pub struct Config {
     pub socket_mode: u32,
     /// Largest frame accepted on the operator socket, in bytes.
     pub max_frame_bytes: usize,
+    /// Connections the operator socket holds open at once, in all…
+    pub max_connections: usize,
+    /// …and per uid (a console, a few scripts and watches fit easily).
+    pub max_connections_per_uid: usize,
+    /// An operator connection with nothing read or written for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A request frame must arrive whole within this long of its first byte, and a peer
+    /// must read its answers (a write that makes no progress this long closes); both
+    /// sockets, operator and gateway.
+    pub frame_timeout_secs: u64,
     /// Engine address; empty: `DOCKER_HOST` or the default socket.
     pub docker_host: String,
     /// Log lines kept per agent.
@@ -108,6 +118,10 @@ impl Default for Config {
             socket,
             socket_mode: 0o660,
             max_frame_bytes: agenfleet_protocol::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 1024,
+            max_connections_per_uid: 64,
+            idle_timeout_secs: 300,
+            frame_timeout_secs: 15,
             docker_host: String::new(),
             log_ring_lines: 2000,
             stats_interval_ms: 2000,
@@ -275,6 +289,28 @@ impl Config {
                 "max_frame_bytes",
                 "must be between 4096 and 268435456".into(),
             ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(("max_connections", "must be between 1 and 1000000".into()));
+        }
+        if self.max_connections_per_uid == 0 || self.max_connections_per_uid > self.max_connections
+        {
+            return Err((
+                "max_connections_per_uid",
+                format!(
+                    "must be between 1 and max_connections ({})",
+                    self.max_connections
+                ),
+            ));
+        }
+        if !(30..=86_400).contains(&self.idle_timeout_secs) {
+            return Err((
+                "idle_timeout_secs",
+                "must be between 30 and 86400 (a console's watch is silent up to 25 s)".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.frame_timeout_secs) {
+            return Err(("frame_timeout_secs", "must be between 1 and 3600".into()));
         }
         if self.log_ring_lines == 0 || self.log_ring_lines > 1_000_000 {
             return Err(("log_ring_lines", "must be between 1 and 1000000".into()));

@@ -62,8 +62,42 @@ async fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<tokio::net::UnixL
     Ok(listener)
 }
 
+/// Raises the soft limit of open descriptors to the hard limit: every connection, agent
+/// gateway, audit segment and engine stream is one, and the usual soft limit of 1024 is
+/// below `max_connections` alone. Answers the limit in force.
+fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit are given a valid rlimit struct of this process.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 0;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+    }
+    l.rlim_cur
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops.
 pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    let fds = raise_fd_limit();
+    if fds < cfg.max_connections as u64 + 256 {
+        tracing::warn!(
+            open_files = fds,
+            max_connections = cfg.max_connections,
+            "the descriptor limit is low for max_connections; raise `ulimit -n` or lower it"
+        );
+    }
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
     std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
@@ -192,7 +226,7 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     rt.start().context("cannot load the stored agents")?;
     let listener = bind_socket(&cfg.socket, cfg.socket_mode).await?;
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), %instance, version = SOFTWARE_VERSION, "agenfleetd ready");
-    let server = tokio::spawn(rpc::serve(rt.clone(), listener, cfg.max_frame_bytes));
+    let server = tokio::spawn(rpc::serve(rt.clone(), listener));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping; agents keep running"),

@@ -17,11 +17,12 @@ pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
 }
 
 /// Wraps a connected stream into a tarpc transport with bincode framing.
-pub fn transport<Item, SinkItem>(
-    stream: UnixStream,
+pub fn transport<S, Item, SinkItem>(
+    stream: S,
     max_frame: usize,
-) -> tarpc::serde_transport::Transport<UnixStream, Item, SinkItem, Bincode<Item, SinkItem>>
+) -> tarpc::serde_transport::Transport<S, Item, SinkItem, Bincode<Item, SinkItem>>
 where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     Item: for<'de> serde::Deserialize<'de>,
     SinkItem: serde::Serialize,
 {

@@ -2,6 +2,8 @@
 //! daemon per test with its own state dir and socket, the real Docker engine, and cleanup
 //! of everything a test's daemon created (found by the daemon's instance label).
 
+pub mod hostile;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

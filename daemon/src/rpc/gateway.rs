@@ -26,6 +26,8 @@ use tarpc::server::{BaseChannel, Channel};
 
 /// Frames from agents are small; keep the limit tight.
 const GATEWAY_MAX_FRAME: usize = 1024 * 1024;
+/// Connections one agent's gateway socket holds open at once.
+const GATEWAY_MAX_CONNECTIONS: usize = 32;
 
 /// The host directory holding an agent's gateway socket.
 pub fn gateway_dir(state_dir: &Path, key: &AgentKey) -> PathBuf {
@@ -406,10 +408,18 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let listener = tokio::net::UnixListener::bind(&path)?;
     // The agent runs as an unprivileged uid; only its own container can reach this path.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+    let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
+    // One agent's socket: its shim and its tools hold a few connections; a flood of them
+    // is closed at once instead of eating the daemon's descriptors.
+    let admission = super::conn::Admission::new(GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS);
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(permit) = admission.admit(0) else {
+                tracing::warn!(agent = %key, "gateway connection refused: {GATEWAY_MAX_CONNECTIONS} already open");
                 continue;
             };
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(-1);
@@ -451,8 +461,10 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 refused,
             };
             tokio::spawn(async move {
+                let stream = super::conn::Guarded::new(stream, timeouts, Some(permit));
                 let transport = agenfleet_protocol::transport::transport(stream, GATEWAY_MAX_FRAME);
                 BaseChannel::with_defaults(transport)
+                    .max_concurrent_requests(super::conn::MAX_IN_FLIGHT)
                     .execute(service.serve())
                     .for_each(|fut| async {
                         tokio::spawn(fut);

@@ -1,7 +1,9 @@
 //! The operator socket: accepts connections, binds each to the caller named by the peer's
-//! credentials, and serves the `Fleet` service on it with a frame-size limit. A malformed
-//! or oversized frame ends that one connection; the others carry on.
+//! credentials, and serves the `Fleet` service on it with a frame-size limit and the
+//! connection limits of `conn`. A malformed or oversized frame, a slow or silent client,
+//! ends that one connection; the others carry on.
 
+pub mod conn;
 pub mod fleet;
 pub mod gateway;
 
@@ -14,7 +16,11 @@ use tokio::net::UnixListener;
 pub use fleet::FleetService;
 
 /// Serves until the listener fails.
-pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, max_frame: usize) {
+pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
+    let max_frame = rt.cfg.max_frame_bytes;
+    let timeouts = conn::Timeouts::operator(&rt.cfg);
+    let admission = conn::Admission::new(rt.cfg.max_connections_per_uid, rt.cfg.max_connections);
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -31,11 +37,20 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, max_frame: usize) {
                 continue;
             }
         };
+        let permit = match admission.admit(uid) {
+            Ok(p) => p,
+            Err(why) => {
+                refusals.note(uid, &why);
+                continue;
+            }
+        };
         tracing::debug!(uid, "operator connected");
         let service = FleetService::new(rt.clone(), uid, max_frame);
         tokio::spawn(async move {
+            let stream = conn::Guarded::new(stream, timeouts, Some(permit));
             let transport = agenfleet_protocol::transport::transport(stream, max_frame);
             BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(conn::MAX_IN_FLIGHT)
                 .execute(agenfleet_protocol::Fleet::serve(service))
                 .for_each(|fut| async {
                     tokio::spawn(fut);
@@ -43,5 +58,31 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, max_frame: usize) {
                 .await;
             tracing::debug!(uid, "operator connection closed");
         });
+    }
+}
+
+/// Logs refused connections without letting a flood of them flood the log: the first of
+/// each uid at once, then a count at most every 10 s.
+#[derive(Default)]
+struct RefusalLog {
+    last: std::collections::HashMap<u32, (std::time::Instant, u64)>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, uid: u32, why: &conn::Refused) {
+        let now = std::time::Instant::now();
+        let e = self
+            .last
+            .entry(uid)
+            .or_insert((now - std::time::Duration::from_secs(60), 0));
+        e.1 += 1;
+        if now.duration_since(e.0) >= std::time::Duration::from_secs(10) {
+            tracing::warn!(uid, refused = e.1, "connection refused: {why}");
+            *e = (now, 0);
+        }
+        if self.last.len() > 4096 {
+            self.last
+                .retain(|_, (t, _)| now.duration_since(*t) < std::time::Duration::from_secs(60));
+        }
     }
 }
