@@ -452,9 +452,10 @@ pub fn canonical_url_path(path: &str) -> Result<String, &'static str> {
 
 /// Whether `path` lies under `prefix` on component bounds.
 fn under_prefix(path: &str, prefix: &str) -> bool {
-    if let Some(dir) = prefix.strip_suffix('/') {
-        // `/data/reports/` admits the directory itself (canonically `/data/reports`).
-        path.starts_with(prefix) || path == dir || (dir.is_empty() && path == "/")
+    if prefix.ends_with('/') {
+        // What is inside the directory, not the directory itself (which is canonically
+        // spelled without the slash, so `/data/reports/` is refused the same way).
+        path.starts_with(prefix)
     } else {
         path == prefix
             || path
@@ -967,15 +968,16 @@ path_prefix = "/v1"
         assert!(path_problem("//data/").is_some());
         assert!(path_problem("/data/").is_none());
         let s = Scopes::parse(SCOPES).unwrap();
-        // The directory a `dir/` prefix names is inside it, with or without the slash.
+        // A `dir/` prefix admits what is inside, not the directory, however it is spelled.
+        for p in ["/data/reports/", "//data/reports", "/data/reports"] {
+            assert!(decide(&s, call("read_file", serde_json::json!({ "path": p }))).is_err());
+        }
         assert!(decide(
             &s,
-            call("read_file", serde_json::json!({"path": "/data/reports/"}))
-        )
-        .is_ok());
-        assert!(decide(
-            &s,
-            call("read_file", serde_json::json!({"path": "//data/reports"}))
+            call(
+                "read_file",
+                serde_json::json!({"path": "//data/reports//a"})
+            )
         )
         .is_ok());
     }
