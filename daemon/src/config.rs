@@ -145,6 +145,32 @@ impl Default for Config {
     }
 }
 
+/// Largest config, matrix or secret file read: a path that names a device or a huge file
+/// (`/dev/zero`) is an error, not a hang.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a file of at most `MAX_FILE_BYTES`.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Reads a UTF-8 text file of at most `MAX_FILE_BYTES`.
+pub fn read_text_bounded(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -221,7 +247,7 @@ impl RouteConfig {
             if self.secret_file.as_os_str().is_empty() {
                 return Err("a webhook needs `secret_file` (its HMAC secret)".into());
             }
-            let secret = std::fs::read(&self.secret_file).map_err(|e| {
+            let secret = read_bounded(&self.secret_file).map_err(|e| {
                 format!(
                     "cannot read secret_file {}: {e}",
                     self.secret_file.display()
@@ -263,14 +289,19 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (default_config_path(), false),
         };
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_text_bounded(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 return Ok(Config::default())
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates a config's text (`path` names it in errors).
+    pub fn parse(text: &str, path: PathBuf) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod authz;
 pub mod config;
+pub mod fuzz;
 pub mod incidents;
 pub mod keys;
 pub mod policy;

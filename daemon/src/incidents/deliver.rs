@@ -40,7 +40,7 @@ impl Route {
             Target::Command(c.command.clone())
         } else {
             let url = url::Url::parse(&c.webhook).map_err(|e| e.to_string())?;
-            let raw = std::fs::read(&c.secret_file)
+            let raw = crate::config::read_bounded(&c.secret_file)
                 .map_err(|e| format!("cannot read {}: {e}", c.secret_file.display()))?;
             let secret: Vec<u8> = String::from_utf8_lossy(&raw).trim().as_bytes().to_vec();
             Target::Webhook {

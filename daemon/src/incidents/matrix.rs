@@ -153,7 +153,7 @@ pub fn load(extra: Option<&Path>) -> Result<Matrix, String> {
     };
     merge(&mut m, "assets/responsibility.toml", BUILTIN)?;
     if let Some(p) = extra {
-        let text = std::fs::read_to_string(p)
+        let text = crate::config::read_text_bounded(p)
             .map_err(|e| format!("cannot read the incident matrix {}: {e}", p.display()))?;
         merge(&mut m, &p.display().to_string(), &text)?;
     }

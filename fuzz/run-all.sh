@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 60), one after another, on the seeds
+# made from the tests (fuzz/seeds/, refreshed first) and the corpus kept so far
+# (fuzz/corpus/, not committed). Prints one line per target: executions, coverage,
+# corpus size, and whether it found anything. A crash, hang (> 10 s per input) or
+# out-of-memory (> 2 GiB) is written to fuzz/artifacts/<target>/: fix it, and copy the
+# input to fuzz/regressions/<target>/ so the normal suite replays it.
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-60}"
+jobs="${JOBS:-1}"
+cargo test -q -p agenfleet-daemon --test fuzz_regressions -- --ignored write_seed_corpus >/dev/null
+targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v agenfleet-fuzz)
+cargo +nightly fuzz build -O >/dev/null || exit 1
+found=0
+printf '%-18s %12s %8s %8s %8s  %s\n' target execs exec/s cov corpus finding
+for t in $targets; do
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  log="fuzz/artifacts/$t/last-run.log"
+  cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -jobs="$jobs" -workers="$jobs" -print_final_stats=1 >"$log" 2>&1
+  rc=$?
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s+=$2} END {print s+0}')
+  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | awk '{s+=$2} END {print s+0}')
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
+  corpus=$(ls "fuzz/corpus/$t" | wc -l)
+  finding="none"
+  if [ $rc -ne 0 ]; then
+    finding="FOUND (see $log and fuzz/artifacts/$t/)"
+    found=1
+  fi
+  printf '%-18s %12s %8s %8s %8s  %s\n' "$t" "$execs" "$rate" "${cov:-?}" "$corpus" "$finding"
+done
+exit $found
