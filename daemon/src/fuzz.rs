@@ -71,8 +71,8 @@ fn fleet_frames(data: &[u8]) -> usize {
 /// messages decoded.
 fn frames<In, Out>(data: &[u8], max_frame: usize) -> usize
 where
-    In: for<'de> serde::Deserialize<'de> + Send + 'static,
-    Out: serde::Serialize + Send + 'static,
+    In: for<'de> serde::Deserialize<'de> + Send + Unpin + 'static,
+    Out: serde::Serialize + Send + Unpin + 'static,
 {
     runtime().block_on(async {
         use tokio::io::AsyncWriteExt;
@@ -80,7 +80,7 @@ where
         // The pipe holds all of it: this write completes at once.
         let _ = a.write_all(data).await;
         drop(a);
-        let t = agenfleet_protocol::transport::transport::<_, In, Out>(b, max_frame);
+        let t = agenfleet_protocol::transport::server_transport::<_, In, Out>(b, max_frame);
         let mut t = std::pin::pin!(t);
         let mut n = 0;
         while let Some(item) = t.next().await {

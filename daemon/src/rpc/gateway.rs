@@ -462,7 +462,8 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             };
             tokio::spawn(async move {
                 let stream = super::conn::Guarded::new(stream, timeouts, Some(permit));
-                let transport = agenfleet_protocol::transport::transport(stream, GATEWAY_MAX_FRAME);
+                let transport =
+                    agenfleet_protocol::transport::server_transport(stream, GATEWAY_MAX_FRAME);
                 BaseChannel::with_defaults(transport)
                     .max_concurrent_requests(super::conn::MAX_IN_FLIGHT)
                     .execute(service.serve())

@@ -48,7 +48,7 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
         let service = FleetService::new(rt.clone(), uid, max_frame);
         tokio::spawn(async move {
             let stream = conn::Guarded::new(stream, timeouts, Some(permit));
-            let transport = agenfleet_protocol::transport::transport(stream, max_frame);
+            let transport = agenfleet_protocol::transport::server_transport(stream, max_frame);
             BaseChannel::with_defaults(transport)
                 .max_concurrent_requests(conn::MAX_IN_FLIGHT)
                 .execute(agenfleet_protocol::Fleet::serve(service))
