@@ -309,7 +309,12 @@ pub fn verify(
         .trim()
         .strip_prefix("v1=")
         .ok_or(SignatureError::Mismatch)?;
-    let given: Vec<u8> = (0..hex.len() / 2)
+    // Exactly 64 hex digits: anything else is not a signature (found by fuzzing: digits
+    // around junk used to be skipped, so junk inside a right signature passed).
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SignatureError::Mismatch);
+    }
+    let given: Vec<u8> = (0..32)
         .filter_map(|i| {
             hex.get(2 * i..2 * i + 2)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -333,6 +338,27 @@ mod tests {
         let secret = b"s3cret";
         let body = br#"{"incident":1}"#;
         let sig = sign(secret, 1_000_000, body);
+        // Junk inside or after a right signature is not a signature.
+        for bad in [
+            format!("{}\0\0{}", &sig[..20], &sig[20..]),
+            format!("{sig}zz"),
+            format!("{sig}00"),
+            sig[..sig.len() - 1].to_string(),
+        ] {
+            assert_eq!(
+                verify(secret, Some("1000000"), Some(&bad), body, 1_000_100),
+                Err(SignatureError::Mismatch),
+                "{bad:?}"
+            );
+        }
+        assert!(verify(
+            secret,
+            Some("1000000"),
+            Some(&sig.to_uppercase().replace("V1=", "v1=")),
+            body,
+            1_000_100
+        )
+        .is_ok());
         assert!(verify(secret, Some("1000000"), Some(&sig), body, 1_000_100).is_ok());
         assert_eq!(
             verify(
