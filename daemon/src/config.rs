@@ -178,25 +178,7 @@ fn is_root() -> bool {
 
 /// Default state dir and socket for this user.
 pub fn default_paths() -> (PathBuf, PathBuf) {
-    if is_root() {
-        return (
-            PathBuf::from("/var/lib/agenfleet"),
-            PathBuf::from("/run/agenfleet/agenfleet.sock"),
-        );
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".local/share"));
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data.join("agenfleet"));
-    (
-        data.join("agenfleet"),
-        runtime.join("agenfleet").join("agenfleet.sock"),
-    )
+    agenfleet_protocol::default_paths(is_root())
 }
 
 /// Default config file path for this user.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod incidents;
 pub mod policy;
+pub mod roles;
 pub mod secret;
 pub mod service;
 pub mod spec;
@@ -31,6 +32,33 @@ pub use vault::{CredentialInfo, CredentialVersion, VaultState, VaultStatus};
 /// Version of the wire protocol. A client and a daemon with different versions refuse to
 /// talk (`hello` answers `VersionMismatch`), rather than misread each other's frames.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default state directory and operator socket, for root (`/var/lib/agenfleet`,
+/// `/run/agenfleet/agenfleet.sock`) or another user (`$XDG_DATA_HOME/agenfleet` and
+/// `$XDG_RUNTIME_DIR/agenfleet/agenfleet.sock`, under the data dir when there is no
+/// runtime dir). The daemon and the client both ask here.
+pub fn default_paths(root: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::path::PathBuf;
+    if root {
+        return (
+            PathBuf::from("/var/lib/agenfleet"),
+            PathBuf::from("/run/agenfleet/agenfleet.sock"),
+        );
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".local/share"));
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data.join("agenfleet"));
+    (
+        data.join("agenfleet"),
+        runtime.join("agenfleet").join("agenfleet.sock"),
+    )
+}
 
 /// Default maximum size of one frame on the operator socket.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;

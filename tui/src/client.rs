@@ -61,20 +61,8 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
         return p.to_path_buf();
     }
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/run/agenfleet/agenfleet.sock");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".local/share"));
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data.join("agenfleet"))
-        .join("agenfleet")
-        .join("agenfleet.sock")
+    let root = unsafe { libc::geteuid() } == 0;
+    agenfleet_protocol::default_paths(root).1
 }
 
 /// A connected client (version-checked by `open`; by the caller after `open_pipelined`).

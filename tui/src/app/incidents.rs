@@ -5,6 +5,7 @@
 
 use super::{App, Effect, Mode, View};
 use agenfleet_protocol::incidents::{Incident, IncidentState, Party};
+use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::AgentRef;
 use crossterm::event::KeyCode;
 
@@ -68,7 +69,7 @@ impl App {
             (Some(t), Some(a)) => format!("{t}/{a}"),
             _ => String::new(),
         };
-        self.may_change("incidents.manage", &agent, what)
+        self.may_change(Permission::IncidentsManage, &agent, what)
             .then_some(id)
     }
 

@@ -1,6 +1,7 @@
 //! Console state and what keys and daemon news do to it. No drawing and no I/O here: keys
 //! become `Effect`s that the event loop carries out, and the loop feeds daemon news back in.
 
+use agenfleet_protocol::roles::{Permission, ScopedRole};
 use agenfleet_protocol::{
     AgentAction, AgentRef, AgentState, AgentView, AuditEntry, AuditStatus, CallerInfo, Change,
     CredentialInfo, DaemonInfo, LogChunk, LogLine, SecretValue, WatchReply,
@@ -325,52 +326,25 @@ impl App {
 
     /// Whether the operator's roles allow `perm` on the agent (the daemon decides; this
     /// only spares a refused round trip and says why up front).
-    pub fn may(&self, perm: &str, v: &AgentView) -> Result<(), String> {
+    pub fn may(&self, perm: Permission, v: &AgentView) -> Result<(), String> {
         let Some(c) = &self.caller else { return Ok(()) };
         if c.role == "platform_admin" {
             return Ok(());
         }
-        let grants = |role: &str| -> &'static [&'static str] {
-            match role {
-                "project_viewer" => &["fleet.read", "audit.read", "creds.read"],
-                "project_contributor" => &[
-                    "fleet.read",
-                    "audit.read",
-                    "creds.read",
-                    "logs.read",
-                    "agents.control",
-                    "audit.write",
-                    "escalations.decide",
-                    "incidents.manage",
-                ],
-                "project_admin" | "tenant_admin" => &[
-                    "fleet.read",
-                    "audit.read",
-                    "creds.read",
-                    "logs.read",
-                    "agents.control",
-                    "audit.write",
-                    "agents.create",
-                    "agents.delete",
-                    "creds.write",
-                    "roles.grant",
-                    "scopes.write",
-                    "escalations.decide",
-                    "incidents.manage",
-                ],
-                _ => &[],
-            }
-        };
+        // The daemon's own role table.
+        let grants =
+            |role: &str| ScopedRole::parse(role).is_some_and(|r| r.permissions().contains(&perm));
         let ok = c.bindings.iter().any(|b| {
             b.tenant == v.tenant
                 && b.project.as_ref().is_none_or(|p| p == &v.project)
-                && grants(&b.role).contains(&perm)
+                && grants(&b.role)
         });
         if ok {
             Ok(())
         } else {
             Err(format!(
-                "not permitted: needs {perm} on project {}/{} (your roles: {})",
+                "not permitted: needs {} on project {}/{} (your roles: {})",
+                perm.as_str(),
                 v.tenant,
                 v.project,
                 c.bindings
@@ -523,7 +497,7 @@ impl App {
             return;
         };
         let agent = v.qualified_name();
-        if let Err(why) = self.may("agents.control", v) {
+        if let Err(why) = self.may(Permission::AgentControl, v) {
             self.flash(why, true);
             return;
         }
@@ -824,7 +798,7 @@ impl App {
                     .and_then(|(t, n)| self.agents.get(&(t.to_string(), n.to_string())))
                     .cloned();
                 if let Some(v) = view {
-                    if let Err(why) = self.may("creds.write", &v) {
+                    if let Err(why) = self.may(Permission::CredsWrite, &v) {
                         self.flash(why, true);
                         return vec![];
                     }
@@ -1088,6 +1062,42 @@ pub mod tests {
         assert_eq!(app.visible().len(), 3);
         app.on_key(key(KeyCode::Char('t')));
         assert_eq!(app.visible().len(), 1);
+    }
+
+    #[test]
+    fn the_console_reads_the_daemons_role_table() {
+        // Every permission the daemon knows, for every role it can bind: the console's
+        // up-front answer is the daemon's table (one table, in the protocol crate).
+        let mut app = sample_app();
+        let v = app.agents.values().next().expect("an agent").clone();
+        for role in [
+            "tenant_admin",
+            "project_admin",
+            "project_contributor",
+            "project_viewer",
+        ] {
+            let r = ScopedRole::parse(role).expect("a role the daemon binds");
+            assert_eq!(r.as_str(), role);
+            app.caller = Some(CallerInfo {
+                uid: 5,
+                operator: "val".into(),
+                role: "member".into(),
+                bindings: vec![agenfleet_protocol::RoleBinding {
+                    role: role.into(),
+                    tenant: v.tenant.clone(),
+                    project: r.is_project_role().then(|| v.project.clone()),
+                }],
+            });
+            for p in Permission::ALL {
+                assert_eq!(Permission::parse(p.as_str()), Some(p));
+                assert_eq!(
+                    app.may(p, &v).is_ok(),
+                    r.permissions().contains(&p),
+                    "{role} / {}",
+                    p.as_str()
+                );
+            }
+        }
     }
 
     #[test]

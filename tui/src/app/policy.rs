@@ -5,6 +5,7 @@
 
 use super::{App, Effect, Mode, View};
 use agenfleet_protocol::policy::{EscalationView, ScopeError, Scopes, VersionHistory};
+use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::{AgentRef, AgentView};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -202,7 +203,7 @@ impl App {
     }
 
     /// Whether a mutation may go ahead: the role, --readonly, the connection.
-    pub(super) fn may_change(&mut self, perm: &str, agent: &str, what: &str) -> bool {
+    pub(super) fn may_change(&mut self, perm: Permission, agent: &str, what: &str) -> bool {
         if let Some(v) = self.agent_view(agent) {
             if let Err(why) = self.may(perm, &v) {
                 self.flash(why, true);
@@ -244,7 +245,7 @@ impl App {
                 };
                 let agent = format!("{}/{}", e.tenant, e.agent);
                 let what = if approve { "approve" } else { "deny" };
-                if !self.may_change("escalations.decide", &agent, what) {
+                if !self.may_change(Permission::EscalationsDecide, &agent, what) {
                     return vec![];
                 }
                 self.mode = Mode::Decide {
@@ -377,7 +378,7 @@ impl App {
             KeyCode::Char('k') | KeyCode::Up => pane.selected = pane.selected.saturating_sub(1),
             KeyCode::Char('e') => {
                 let agent = pane.agent.clone();
-                if !self.may_change("scopes.write", &agent, "editing scopes") {
+                if !self.may_change(Permission::ScopesWrite, &agent, "editing scopes") {
                     return vec![];
                 }
                 if let Some(pane) = self.scopes.as_mut() {
@@ -401,7 +402,7 @@ impl App {
                     self.flash(format!("v{version} is already in force"), true);
                     return vec![];
                 }
-                if !self.may_change("scopes.write", &agent, "rollback") {
+                if !self.may_change(Permission::ScopesWrite, &agent, "rollback") {
                     return vec![];
                 }
                 self.mode = Mode::ScopesRollback { version };
