@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 jobs="${JOBS:-1}"
-cargo test -q -p agenfleet-daemon --test fuzz_regressions -- --ignored write_seed_corpus >/dev/null
+cargo run -q -p agenfleet-daemon --example fuzz_seeds -- fuzz/seeds || exit 1
 targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v agenfleet-fuzz)
 cargo +nightly fuzz build -O >/dev/null || exit 1
 found=0
@@ -23,9 +23,12 @@ for t in $targets; do
   # that thread's exit bookkeeping as a leak when it checks before the thread is gone
   # (the reported input does not reproduce it), so leak checks are off for this one.
   if [ "$t" = audit_segment ]; then extra="-detect_leaks=0"; fi
+  # Parallel workers (JOBS > 1) write fuzz-N.log files of their own; one runs in place.
+  if [ "$jobs" -gt 1 ]; then extra="$extra -jobs=$jobs -workers=$jobs"; fi
   cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 $extra \
-    -jobs="$jobs" -workers="$jobs" -print_final_stats=1 >"$log" 2>&1
+    -print_final_stats=1 >"$log" 2>&1
+  if [ "$jobs" -gt 1 ]; then cat fuzz-*.log >>"$log" 2>/dev/null; rm -f fuzz-*.log; fi
   rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s+=$2} END {print s+0}')
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | awk '{s+=$2} END {print s+0}')

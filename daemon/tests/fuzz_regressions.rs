@@ -1,7 +1,7 @@
 //! Replays every input the fuzzers kept (`fuzz/regressions/<target>/`, crashes and hangs
 //! found and fixed) and every seed through the fuzz targets' own entry points: a finding
-//! stays fixed in the normal suite. `write_seed_corpus` (ignored; `fuzz/run-all.sh` runs
-//! it) writes the seeds to `fuzz/seeds/<target>/`.
+//! stays fixed in the normal suite. (`fuzz/run-all.sh` writes the seeds to
+//! `fuzz/seeds/<target>/` with the `fuzz_seeds` example.)
 
 use agenfleet_daemon::fuzz;
 use std::path::PathBuf;
@@ -36,15 +36,5 @@ fn every_target_has_seeds() {
     let seeds = fuzz::seeds();
     for t in fuzz::TARGETS {
         assert!(seeds.iter().any(|(s, _, _)| s == t), "no seed for {t}");
-    }
-}
-
-#[test]
-#[ignore = "writes fuzz/seeds/; run by fuzz/run-all.sh"]
-fn write_seed_corpus() {
-    for (target, name, data) in fuzz::seeds() {
-        let dir = fuzz_dir().join("seeds").join(target);
-        std::fs::create_dir_all(&dir).expect("seed dir");
-        std::fs::write(dir.join(name), data).expect("write a seed");
     }
 }
