@@ -8,6 +8,7 @@ pub mod audit;
 pub mod error;
 pub mod gateway;
 pub mod incidents;
+pub mod names;
 pub mod policy;
 pub mod roles;
 pub mod secret;

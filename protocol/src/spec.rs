@@ -50,10 +50,10 @@ pub enum CredentialRefresh {
 }
 
 fn default_tenant() -> String {
-    crate::types::DEFAULT_TENANT.to_string()
+    crate::names::DEFAULT_TENANT.to_string()
 }
 fn default_project() -> String {
-    crate::types::DEFAULT_PROJECT.to_string()
+    crate::names::DEFAULT_PROJECT.to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,29 +254,7 @@ fn err(field: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
-/// Names of agents, tenants and projects: 1–40 of `a-z 0-9 -`, starting with a letter or
-/// digit. They end up in container names, labels and file names, so they are strict.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("{what} name is empty"));
-    }
-    if name.len() > 40 {
-        return Err(format!("{what} name `{name}` is longer than 40 characters"));
-    }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let first_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !ok_chars || !first_ok {
-        return Err(format!(
-            "{what} name `{name}` may hold only a-z, 0-9 and '-', and must start with a letter or digit"
-        ));
-    }
-    Ok(())
-}
+pub use crate::names::check_name;
 
 impl AgentSpec {
     /// Parses a TOML spec. Unknown fields, wrong types and missing required fields are errors

@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The tenant and project an agent is created in when its spec names none.
-pub const DEFAULT_TENANT: &str = "default";
-pub const DEFAULT_PROJECT: &str = "default";
+pub use crate::names::{DEFAULT_PROJECT, DEFAULT_TENANT};
 
 /// How a caller names an agent: `name` or `tenant/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,9 +21,9 @@ impl AgentRef {
             Some((t, n)) => (Some(t.to_string()), n.to_string()),
             None => (None, s.to_string()),
         };
-        crate::spec::check_name("agent", &name)?;
+        crate::names::check_name("agent", &name)?;
         if let Some(t) = &tenant {
-            crate::spec::check_name("tenant", t)?;
+            crate::names::check_name("tenant", t)?;
         }
         Ok(AgentRef { tenant, name })
     }
