@@ -1,369 +1,32 @@
 //! The `Fleet` service for one connection: each method checks the caller's permission,
 //! resolves agent names inside what the caller may see, and calls the runtime.
 
-use crate::authz::{Caller, Permission, Scope, ScopedRole};
+use crate::authz::{Permission, Scope};
 use crate::incidents::Transition;
-use crate::runtime::{Cmd, Runtime};
+use crate::runtime::Cmd;
 use crate::store::AgentKey;
-use crate::vault::VaultError;
 use agenfleet_protocol::incidents::{Incident, Matrix, Party};
 use agenfleet_protocol::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
 use agenfleet_protocol::{
-    AgentAction, AgentRef, AgentSpec, AgentState, AgentView, ApiError, AuditEntry, AuditEvent,
-    AuditQuery, AuditStatus, Checkpoint, Fleet, FleetStatus, Hello, ImageInfo, LogChunk,
-    StateCount, VerifyReport, WatchReply, MAX_WAIT_MS, PROTOCOL_VERSION, SOFTWARE_VERSION,
+    AgentAction, AgentRef, AgentSpec, AgentState, AgentView, ApiError, AuditEntry, AuditQuery,
+    AuditStatus, Checkpoint, Fleet, FleetStatus, Hello, ImageInfo, LogChunk, StateCount,
+    VerifyReport, WatchReply, PROTOCOL_VERSION, SOFTWARE_VERSION,
 };
 use agenfleet_protocol::{
     CallerInfo, CredentialInfo, NewToken, OperatorInfo, RoleBinding, SecretValue, TokenInfo,
     VaultStatus,
 };
-use std::sync::Arc;
-use std::time::Duration;
 use tarpc::context::Context;
 
+mod access;
+mod guard;
 mod incidents;
 mod policy;
 
-#[derive(Clone)]
-pub struct FleetService {
-    rt: Arc<Runtime>,
-    /// A personal access token this connection authenticated with, if any.
-    token: Arc<std::sync::Mutex<Option<SecretValue>>>,
-    /// The connection's peer uid; the caller it names is resolved per request, so a role
-    /// change applies at once, also to connections opened before it.
-    uid: u32,
-    max_frame: usize,
-}
-
-impl FleetService {
-    pub fn new(rt: Arc<Runtime>, uid: u32, max_frame: usize) -> Self {
-        FleetService {
-            rt,
-            token: Arc::new(std::sync::Mutex::new(None)),
-            uid,
-            max_frame,
-        }
-    }
-
-    fn caller(&self) -> Arc<Caller> {
-        let token = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match token {
-            Some(t) => self.rt.authz.token_caller(&t),
-            None => self.rt.authz.caller(self.uid),
-        }
-    }
-
-    /// For calls that list or filter rather than name one thing: the caller must hold
-    /// `p` somewhere (what it sees is then filtered by scope).
-    async fn check_any(&self, p: Permission, rpc: &str) -> Result<(), ApiError> {
-        let c = self.caller();
-        if c.holds_anywhere(p) {
-            return Ok(());
-        }
-        if let Some(d) = &c.denial {
-            return Err(self.refused(rpc, ApiError::denied(d.clone())).await);
-        }
-        let scope = if c.known {
-            "any tenant or project"
-        } else {
-            "the platform"
-        };
-        let e = if c.known {
-            ApiError::denied(format!("not permitted: needs {} on {scope}", p.as_str()))
-        } else {
-            ApiError::denied(format!(
-                "not permitted: uid {} is not a registered operator (needs {} on {scope})",
-                c.uid,
-                p.as_str()
-            ))
-        };
-        Err(self.refused(rpc, e).await)
-    }
-
-    /// `roles grant|revoke`: the binding must name a real role, tenant and project, and the
-    /// caller must be allowed to grant it; audited either way.
-    async fn role_change(
-        &self,
-        uid: u32,
-        binding: RoleBinding,
-        grant: bool,
-    ) -> Result<OperatorInfo, ApiError> {
-        let rpc = if grant { "roles_grant" } else { "roles_revoke" };
-        let b = match crate::authz::parse_binding(&self.rt.store, &binding) {
-            Ok(b) => b,
-            Err(e) => return Err(self.refused(rpc, role_err(e)).await),
-        };
-        if let Err(e) = self
-            .caller()
-            .may_grant(b.role, &b.tenant, b.project.as_deref())
-        {
-            return Err(self.refused(rpc, e).await);
-        }
-        let store = self.rt.store.clone();
-        let action = if grant { "role.grant" } else { "role.revoke" };
-        let detail = format!("uid {uid}: {}", b.to_wire());
-        self.audited(action, None, detail, async move {
-            if grant {
-                crate::authz::grant(&store, uid, &b)
-            } else {
-                crate::authz::revoke(&store, uid, &b)
-            }
-            .map_err(role_err)
-        })
-        .await?;
-        self.rt.authz.invalidate();
-        Ok(operator_info(&self.rt.authz.caller(uid)))
-    }
-
-    /// For calls on one agent: the caller must hold `p` somewhere (else "not permitted"),
-    /// the agent must be one it can see (else "no agent named", exactly as for a name
-    /// that does not exist), and `p` must hold at the agent's project.
-    async fn find_for(
-        &self,
-        agent: &AgentRef,
-        p: Permission,
-        rpc: &str,
-    ) -> Result<AgentKey, ApiError> {
-        self.check_any(p, rpc).await?;
-        let key = self.find(agent, rpc).await?;
-        self.check_agent(p, &key, rpc).await?;
-        Ok(key)
-    }
-
-    /// The permission check for one agent, at its project.
-    async fn check_agent(&self, p: Permission, key: &AgentKey, rpc: &str) -> Result<(), ApiError> {
-        let (t, project) = self.agent_scope(key);
-        self.check(p, Scope::Project(&t, &project), rpc).await
-    }
-
-    /// The scope an agent lives in.
-    fn agent_scope(&self, key: &AgentKey) -> (String, String) {
-        let project = self
-            .rt
-            .fleet
-            .get(key)
-            .map(|v| v.project)
-            .unwrap_or_default();
-        (key.tenant.clone(), project)
-    }
-
-    fn actor(&self) -> String {
-        let c = self.caller();
-        format!("{} (uid {})", c.operator, c.uid)
-    }
-
-    fn event(
-        &self,
-        action: &str,
-        key: Option<&AgentKey>,
-        outcome: &str,
-        detail: String,
-    ) -> AuditEvent {
-        AuditEvent {
-            actor: self.actor(),
-            action: action.to_string(),
-            tenant: key.map(|k| k.tenant.clone()),
-            agent: key.map(|k| k.name.clone()),
-            outcome: outcome.to_string(),
-            detail,
-        }
-    }
-
-    /// Records a refused call and hands the error back.
-    async fn refused(&self, rpc: &str, err: ApiError) -> ApiError {
-        self.record_refusal(rpc, &err).await;
-        err
-    }
-
-    /// Writes the `rpc.refused` record; answers its sequence number.
-    async fn record_refusal(&self, rpc: &str, err: &ApiError) -> Option<u64> {
-        let ev = self.event(
-            "rpc.refused",
-            None,
-            "refused",
-            format!("{rpc}: {}", err.message),
-        );
-        match self.rt.audit_event(ev).await {
-            Ok(seq) => Some(seq),
-            Err(e) => {
-                tracing::error!(error = %e.message, "cannot record a refused call");
-                None
-            }
-        }
-    }
-
-    /// The permission check; a refusal is audited.
-    async fn check(&self, p: Permission, scope: Scope<'_>, rpc: &str) -> Result<(), ApiError> {
-        match self.caller().require(p, scope) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.refused(rpc, e).await),
-        }
-    }
-
-    /// `resolve`, with unknown (or invisible) names audited as refusals.
-    async fn find(&self, r: &AgentRef, rpc: &str) -> Result<AgentKey, ApiError> {
-        let e = match self.resolve(r) {
-            Ok(k) => return Ok(k),
-            Err(e) => e,
-        };
-        // The same answer as for a name that does not exist; but when the name is another
-        // tenant's agent, the refusal is also a cross-tenant attempt (an incident).
-        if let Some(seq) = self.record_refusal(rpc, &e).await {
-            if let Some(target) = self.foreign_target(r) {
-                self.rt
-                    .incidents
-                    .signal(crate::incidents::detect::Signal::CrossTenant {
-                        actor: self.actor(),
-                        target,
-                        seq,
-                    });
-            }
-        }
-        Err(e)
-    }
-
-    /// The agent `r` names in a tenant where the caller holds no role, if there is one.
-    fn foreign_target(&self, r: &AgentRef) -> Option<String> {
-        let c = self.caller();
-        if c.platform_admin {
-            return None;
-        }
-        let (_, _, m) = self.rt.fleet.snapshot(|v| {
-            v.name == r.name
-                && r.tenant.as_ref().is_none_or(|t| t == &v.tenant)
-                && !c.bindings.iter().any(|b| b.tenant == v.tenant)
-        });
-        m.first().map(|v| v.qualified_name())
-    }
-
-    /// Audit before effect: records the request durably (or refuses), runs `f`, then
-    /// records how it ended.
-    async fn audited<T>(
-        &self,
-        action: &str,
-        key: Option<&AgentKey>,
-        detail: String,
-        f: impl std::future::Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
-        self.rt
-            .audit_event(self.event(action, key, "requested", detail.clone()))
-            .await?;
-        let r = f.await;
-        let (outcome, detail) = match &r {
-            Ok(_) => ("ok", detail),
-            Err(e) => ("failed", e.message.clone()),
-        };
-        if let Err(e) = self
-            .rt
-            .audit_event(self.event(action, key, outcome, detail))
-            .await
-        {
-            tracing::error!(error = %e.message, "cannot record the outcome of {action}");
-        }
-        r
-    }
-
-    /// `creds set` (rotate = false) and `creds rotate`: audited with an HMAC of the
-    /// value, never the value.
-    async fn creds_put(
-        &self,
-        agent: AgentRef,
-        name: String,
-        value: SecretValue,
-        rotate: bool,
-        grace_secs: u64,
-    ) -> Result<CredentialInfo, ApiError> {
-        let rpc = if rotate { "creds_rotate" } else { "creds_set" };
-        let key = self.find_for(&agent, Permission::CredsWrite, rpc).await?;
-        let hmac = match self.rt.vault.hmac(&value) {
-            Ok(h) => h,
-            Err(e) => return Err(self.refused(rpc, vault_err(e)).await),
-        };
-        let detail = if rotate {
-            format!("{name}: new version (value hmac {hmac}, {} bytes); older versions revoked after {grace_secs}s", value.len())
-        } else {
-            format!(
-                "{name}: version 1 (value hmac {hmac}, {} bytes)",
-                value.len()
-            )
-        };
-        let vault = self.rt.vault.clone();
-        let k = key.clone();
-        let action = if rotate { "creds.rotate" } else { "creds.set" };
-        let info = self
-            .audited(action, Some(&key), detail, async move {
-                vault
-                    .put(&k, &name, &value, rotate, grace_secs)
-                    .map_err(vault_err)
-            })
-            .await?;
-        self.rt.credentials_changed(&key, rotate);
-        Ok(info)
-    }
-
-    /// Finds the agent `r` names among those the caller can see. Unknown and invisible
-    /// agents answer the same.
-    fn resolve(&self, r: &AgentRef) -> Result<AgentKey, ApiError> {
-        let caller = self.caller();
-        let (_, _, matches) = self.rt.fleet.snapshot(|v| {
-            v.name == r.name && r.tenant.as_ref().is_none_or(|t| t == &v.tenant) && caller.sees(v)
-        });
-        match matches.len() {
-            0 => Err(ApiError::not_found(format!("no agent named `{r}`"))),
-            1 => Ok(AgentKey {
-                tenant: matches[0].tenant.clone(),
-                name: matches[0].name.clone(),
-            }),
-            _ => {
-                let tenants: Vec<String> = matches.iter().map(|v| v.tenant.clone()).collect();
-                Err(ApiError::invalid(format!(
-                    "`{r}` is ambiguous: it exists in tenants {}; write TENANT/{}",
-                    tenants.join(", "),
-                    r.name
-                )))
-            }
-        }
-    }
-}
-
-/// A vault error for the caller: what is wrong and what to do.
-fn vault_err(e: VaultError) -> ApiError {
-    match e {
-        VaultError::NotInitialized | VaultError::Sealed => ApiError::precondition(e.to_string()),
-        VaultError::AlreadyInitialized | VaultError::Exists(_) => ApiError::exists(e.to_string()),
-        VaultError::WrongRecoveryKey
-        | VaultError::MalformedRecoveryKey
-        | VaultError::Invalid(_) => ApiError::invalid(e.to_string()),
-        VaultError::NotFound(_) => ApiError::not_found(e.to_string()),
-        VaultError::Keyring(_) => ApiError::unavailable(e.to_string()),
-        VaultError::Corrupt(_) | VaultError::Store(_) => ApiError::internal(e.to_string()),
-    }
-}
-
-fn role_err(e: crate::authz::RoleError) -> ApiError {
-    use crate::authz::RoleError as R;
-    match e {
-        R::Invalid(m) => ApiError::invalid(m),
-        R::NotFound(m) => ApiError::not_found(m),
-        R::Exists(m) => ApiError::exists(m),
-        R::Store(e) => ApiError::internal(e.to_string()),
-    }
-}
-
-fn operator_info(c: &Caller) -> OperatorInfo {
-    OperatorInfo {
-        uid: c.uid,
-        name: c.operator.clone(),
-        platform_admin: c.platform_admin,
-        bindings: c.bindings.iter().map(|b| b.to_wire()).collect(),
-    }
-}
-
-fn capped(ms: u64) -> Duration {
-    Duration::from_millis(ms.min(MAX_WAIT_MS))
-}
+pub use guard::FleetService;
+use guard::{capped, vault_err};
 
 impl Fleet for FleetService {
     async fn hello(self, _: Context, protocol_version: u32) -> Result<Hello, ApiError> {
@@ -756,26 +419,7 @@ impl Fleet for FleetService {
     }
 
     async fn operators_list(self, _: Context) -> Result<Vec<OperatorInfo>, ApiError> {
-        self.check_any(Permission::Grant, "operators_list").await?;
-        let me = self.caller();
-        let all = crate::authz::list_operators(&self.rt.store)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(all
-            .iter()
-            .map(|c| {
-                let mut info = operator_info(c);
-                // Show each operator's roles only where the caller may grant.
-                if !me.platform_admin {
-                    info.bindings.retain(|b| {
-                        ScopedRole::parse(&b.role).is_some_and(|r| {
-                            me.may_grant(r, &b.tenant, b.project.as_deref()).is_ok()
-                        })
-                    });
-                }
-                info
-            })
-            .filter(|i| me.platform_admin || !i.bindings.is_empty() || i.uid == me.uid)
-            .collect())
+        self.do_operators_list().await
     }
 
     async fn operators_add(
@@ -785,43 +429,11 @@ impl Fleet for FleetService {
         name: String,
         platform_admin: bool,
     ) -> Result<OperatorInfo, ApiError> {
-        self.check(Permission::OperatorsAdmin, Scope::Platform, "operators_add")
-            .await?;
-        let store = self.rt.store.clone();
-        let detail = format!(
-            "uid {uid} as `{name}`{}",
-            if platform_admin {
-                ", platform admin"
-            } else {
-                ""
-            }
-        );
-        let n = name.clone();
-        self.audited("operator.add", None, detail, async move {
-            crate::authz::add_operator(&store, uid, &n, platform_admin).map_err(role_err)
-        })
-        .await?;
-        self.rt.authz.invalidate();
-        Ok(operator_info(&self.rt.authz.caller(uid)))
+        self.do_operators_add(uid, name, platform_admin).await
     }
 
     async fn operators_remove(self, _: Context, uid: u32) -> Result<(), ApiError> {
-        self.check(
-            Permission::OperatorsAdmin,
-            Scope::Platform,
-            "operators_remove",
-        )
-        .await?;
-        let store = self.rt.store.clone();
-        self.audited(
-            "operator.remove",
-            None,
-            format!("uid {uid} and every role it held"),
-            async move { crate::authz::remove_operator(&store, uid).map_err(role_err) },
-        )
-        .await?;
-        self.rt.authz.invalidate();
-        Ok(())
+        self.do_operators_remove(uid).await
     }
 
     async fn roles_grant(
@@ -830,7 +442,7 @@ impl Fleet for FleetService {
         uid: u32,
         binding: RoleBinding,
     ) -> Result<OperatorInfo, ApiError> {
-        self.role_change(uid, binding, true).await
+        self.do_roles_grant(uid, binding).await
     }
 
     async fn roles_revoke(
@@ -839,88 +451,15 @@ impl Fleet for FleetService {
         uid: u32,
         binding: RoleBinding,
     ) -> Result<OperatorInfo, ApiError> {
-        self.role_change(uid, binding, false).await
+        self.do_roles_revoke(uid, binding).await
     }
 
     async fn tenants_delete(self, _: Context, tenant: String) -> Result<u32, ApiError> {
-        self.check(
-            Permission::OperatorsAdmin,
-            Scope::Platform,
-            "tenants_delete",
-        )
-        .await?;
-        if let Err(e) = agenfleet_protocol::spec::check_name("tenant", &tenant) {
-            return Err(ApiError::invalid(e));
-        }
-        let rt = self.rt.clone();
-        let t = tenant.clone();
-        let n = self
-            .audited(
-                "tenant.delete",
-                None,
-                format!("tenant {tenant}: every agent purged, then its projects, roles and tokens"),
-                async move {
-                    let (_, _, agents) = rt.fleet.snapshot(|v| v.tenant == t);
-                    let exists: bool = rt
-                        .store
-                        .with(|c| {
-                            c.query_row(
-                                "SELECT COUNT(*) FROM tenants WHERE id = ?1",
-                                rusqlite::params![t],
-                                |r| r.get::<_, i64>(0),
-                            )
-                        })
-                        .map(|n| n > 0)
-                        .map_err(|e| ApiError::internal(e.to_string()))?;
-                    if !exists {
-                        return Err(ApiError::not_found(format!("no tenant `{t}`")));
-                    }
-                    let mut purged = 0u32;
-                    for a in agents {
-                        let key = AgentKey {
-                            tenant: a.tenant,
-                            name: a.name,
-                        };
-                        rt.command(&key, Cmd::Delete).await?;
-                        purged += 1;
-                    }
-                    rt.store
-                        .with(|c| {
-                            let tx = c.transaction()?;
-                            tx.execute(
-                                "DELETE FROM role_bindings WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute(
-                                "DELETE FROM tokens WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute(
-                                "DELETE FROM projects WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute("DELETE FROM tenants WHERE id = ?1", rusqlite::params![t])?;
-                            tx.commit()
-                        })
-                        .map_err(|e| {
-                            ApiError::internal(format!("cannot delete the tenant's rows: {e}"))
-                        })?;
-                    Ok(purged)
-                },
-            )
-            .await?;
-        self.rt.authz.invalidate();
-        Ok(n)
+        self.do_tenants_delete(tenant).await
     }
 
     async fn authenticate(self, _: Context, token: SecretValue) -> Result<CallerInfo, ApiError> {
-        let c = self.rt.authz.token_caller(&token);
-        if let Some(d) = &c.denial {
-            let e = ApiError::denied(d.clone());
-            return Err(self.refused("authenticate", e).await);
-        }
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
-        Ok(c.info())
+        self.do_authenticate(token).await
     }
 
     async fn tokens_create(
@@ -932,73 +471,16 @@ impl Fleet for FleetService {
         permissions: Vec<String>,
         ttl_secs: u64,
     ) -> Result<NewToken, ApiError> {
-        let me = self.caller();
-        if !me.known || me.denial.is_some() {
-            let e = ApiError::denied("not permitted: only operators create tokens");
-            return Err(self.refused("tokens_create", e).await);
-        }
-        let store = self.rt.store.clone();
-        let detail = format!(
-            "`{name}` on {tenant}{} with {} for {ttl_secs}s",
-            project
-                .as_deref()
-                .map(|p| format!("/{p}"))
-                .unwrap_or_default(),
-            permissions.join(",")
-        );
-        let created = self
-            .audited("token.create", None, detail, async move {
-                crate::authz::tokens::create(
-                    &store,
-                    &me,
-                    &name,
-                    &tenant,
-                    project.as_deref(),
-                    &permissions,
-                    ttl_secs,
-                )
-                .map_err(role_err)
-            })
-            .await?;
-        Ok(NewToken {
-            info: created.0,
-            secret: created.1,
-        })
+        self.do_tokens_create(name, tenant, project, permissions, ttl_secs)
+            .await
     }
 
     async fn tokens_list(self, _: Context) -> Result<Vec<TokenInfo>, ApiError> {
-        let me = self.caller();
-        if !me.known || me.denial.is_some() {
-            return Err(self
-                .refused(
-                    "tokens_list",
-                    ApiError::denied("not permitted: only operators list tokens"),
-                )
-                .await);
-        }
-        crate::authz::tokens::list(&self.rt.store, &me).map_err(role_err)
+        self.do_tokens_list().await
     }
 
     async fn tokens_revoke(self, _: Context, id: String) -> Result<TokenInfo, ApiError> {
-        let me = self.caller();
-        if !me.known || me.denial.is_some() {
-            return Err(self
-                .refused(
-                    "tokens_revoke",
-                    ApiError::denied("not permitted: only operators revoke tokens"),
-                )
-                .await);
-        }
-        let store = self.rt.store.clone();
-        let i = id.clone();
-        let revoked = self
-            .audited("token.revoke", None, format!("token {id}"), async move {
-                crate::authz::tokens::revoke(&store, &me, &i).map_err(role_err)
-            })
-            .await?;
-        // Cached resolutions of it are dropped: the next call on any connection refuses.
-        self.rt.authz.invalidate();
-        Ok(revoked)
+        self.do_tokens_revoke(id).await
     }
 
     async fn scopes_show(self, _: Context, agent: AgentRef) -> Result<VersionHistory, ApiError> {
