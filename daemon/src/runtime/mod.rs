@@ -7,6 +7,7 @@ pub mod engine;
 pub mod image;
 pub mod logs;
 pub mod network;
+pub mod restart;
 pub mod stats;
 pub mod supervisor;
 

@@ -24,7 +24,7 @@ use crate::store::{AgentKey, AgentRecord, Store};
 use crate::vault::Vault;
 use agenfleet_protocol::{
     now_ms, AgentSpec, AgentState, AgentView, ApiError, AuditEvent, DesiredState, ExitInfo,
-    ImageInfo, LogStream, NetworkMode, RestartMode, VaultState, BUILTIN_IMAGE,
+    ImageInfo, LogStream, NetworkMode, VaultState, BUILTIN_IMAGE,
 };
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
@@ -32,7 +32,6 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::StreamExt;
-use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -686,7 +685,6 @@ impl Runner {
             .map(|v| (v.cpu_percent, v.memory_bytes))
             .unwrap_or((None, None));
         let now = now_ms();
-        let window = self.rec.spec.restart.interval_secs * 1000;
         AgentView {
             tenant: self.rec.key.tenant.clone(),
             project: self.rec.project.clone(),
@@ -705,12 +703,11 @@ impl Runner {
                 None
             },
             restarts: self.rec.restarts,
-            restarts_in_window: self
-                .rec
-                .restart_times
-                .iter()
-                .filter(|t| now.saturating_sub(**t) < window)
-                .count() as u32,
+            restarts_in_window: super::restart::in_window(
+                &self.rec.restart_times,
+                now,
+                &self.rec.spec.restart,
+            ),
             restart_budget: self.rec.spec.restart.attempts,
             next_restart_at_ms: self
                 .next_restart_at_ms
@@ -1262,62 +1259,51 @@ impl Runner {
 
     /// After an exit: schedule a restart with backoff, or fail past the budget.
     async fn apply_policy(&mut self) {
+        use super::restart::{after_exit, jitter, Next};
         let policy = self.rec.spec.restart.clone();
-        let now = now_ms();
-        let window = policy.interval_secs * 1000;
-        self.rec
-            .restart_times
-            .retain(|t| now.saturating_sub(*t) < window);
-        let n = self.rec.restart_times.len() as u32;
+        let next = after_exit(&policy, &mut self.rec.restart_times, now_ms(), jitter());
         let last = self
             .rec
             .last_exit
             .as_ref()
             .map(describe_exit)
             .unwrap_or_else(|| "unknown exit".into());
-        if n >= policy.attempts {
-            match policy.mode {
-                RestartMode::Fail => {
-                    self.gen += 1;
-                    self.next_restart_at_ms = None;
-                    self.set_state(
-                        AgentState::Failed,
-                        Some(format!(
-                            "restart budget exhausted: {n} restarts within {}s; last run ended with {last}; `agenfleet agents reset {}` runs it again",
-                            policy.interval_secs, self.rec.key
-                        )),
-                    );
-                    let _ = self.commit();
-                    self.pending_failed = Some(format!(
-                        "restart budget exhausted: {n} restarts within {}s; last run ended with {last}",
-                        policy.interval_secs
-                    ));
-                }
-                RestartMode::Delay => {
-                    let oldest = self.rec.restart_times.iter().min().copied().unwrap_or(now);
-                    let wait = (oldest + window).saturating_sub(now).max(policy.delay_ms);
-                    self.schedule_restart(
-                        wait,
-                        format!("restart budget used up ({n} in {}s); waiting for room in the window; last run ended with {last}", policy.interval_secs),
-                    );
-                }
+        match next {
+            Next::Fail { restarts: n } => {
+                self.gen += 1;
+                self.next_restart_at_ms = None;
+                self.set_state(
+                    AgentState::Failed,
+                    Some(format!(
+                        "restart budget exhausted: {n} restarts within {}s; last run ended with {last}; `agenfleet agents reset {}` runs it again",
+                        policy.interval_secs, self.rec.key
+                    )),
+                );
+                let _ = self.commit();
+                self.pending_failed = Some(format!(
+                    "restart budget exhausted: {n} restarts within {}s; last run ended with {last}",
+                    policy.interval_secs
+                ));
             }
-            return;
+            Next::WaitForRoom {
+                delay_ms,
+                restarts: n,
+            } => {
+                self.schedule_restart(
+                    delay_ms,
+                    format!("restart budget used up ({n} in {}s); waiting for room in the window; last run ended with {last}", policy.interval_secs),
+                );
+            }
+            Next::Restart { delay_ms, attempt } => {
+                self.schedule_restart(
+                    delay_ms,
+                    format!(
+                        "last run ended with {last}; restart {attempt} of {}",
+                        policy.attempts
+                    ),
+                );
+            }
         }
-        let base = policy
-            .delay_ms
-            .saturating_mul(1u64 << n.min(30))
-            .min(policy.max_delay_ms);
-        let jitter: f64 = rand::rng().random_range(0.8..1.2);
-        let delay = ((base as f64) * jitter) as u64;
-        self.schedule_restart(
-            delay,
-            format!(
-                "last run ended with {last}; restart {} of {}",
-                n + 1,
-                policy.attempts
-            ),
-        );
     }
 
     fn schedule_restart(&mut self, delay_ms: u64, message: String) {
