@@ -676,8 +676,8 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
     let serde_json::Value::Object(args) = &mut value else {
         return Err("malformed arguments: must be a JSON object".into());
     };
-    // The target in its one canonical spelling; the arguments are rewritten to it, so that
-    // scopes, policies, the request hash and an approval all see the same thing whatever
+    // The target in its one canonical spelling; the canonical arguments are rewritten to it,
+    // so scopes, policies, the request hash and an approval all see the same thing whatever
     // spelling the agent used.
     let tool = call.tool.as_str();
     let target = match tool {
