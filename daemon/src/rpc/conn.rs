@@ -127,6 +127,33 @@ impl Drop for Permit {
     }
 }
 
+/// Logs refused connections without letting a flood of them flood the log: the first of
+/// each uid at once, then a count at most every 10 s.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// Per uid: when it was last logged, and the refusals since.
+    last: HashMap<u32, (Option<std::time::Instant>, u64)>,
+}
+
+impl RefusalLog {
+    /// Notes one refusal of `uid` (for a gateway, the agent's socket: any fixed key).
+    pub fn note(&mut self, uid: u32, why: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let every = Duration::from_secs(10);
+        let e = self.last.entry(uid).or_insert((None, 0));
+        e.1 += 1;
+        if e.0.is_none_or(|t| now.duration_since(t) >= every) {
+            tracing::warn!(uid, refused = e.1, "connection refused: {why}");
+            *e = (Some(now), 0);
+        }
+        if self.last.len() > 4096 {
+            self.last.retain(|_, (t, _)| {
+                t.is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+            });
+        }
+    }
+}
+
 /// Follows the 4-byte big-endian length prefixes of the frames read, to know when a frame
 /// is partly received.
 #[derive(Debug, Default, Clone, Copy)]

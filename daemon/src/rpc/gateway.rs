@@ -412,15 +412,22 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     // One agent's socket: its shim and its tools hold a few connections; a flood of them
     // is closed at once instead of eating the daemon's descriptors.
     let admission = super::conn::Admission::new(GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS);
+    let mut refusals = super::conn::RefusalLog::default();
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(permit) = admission.admit(0) else {
-                tracing::warn!(agent = %key, "gateway connection refused: {GATEWAY_MAX_CONNECTIONS} already open");
-                continue;
+            let permit = match admission.admit(0) {
+                Ok(p) => p,
+                Err(_) => {
+                    refusals.note(
+                        0,
+                        &format!("gateway of agent {key}: {GATEWAY_MAX_CONNECTIONS} connections already open"),
+                    );
+                    continue;
+                }
             };
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(-1);
             let container = rt.container_of(&key);

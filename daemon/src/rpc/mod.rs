@@ -20,7 +20,7 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
     let max_frame = rt.cfg.max_frame_bytes;
     let timeouts = conn::Timeouts::operator(&rt.cfg);
     let admission = conn::Admission::new(rt.cfg.max_connections_per_uid, rt.cfg.max_connections);
-    let mut refusals = RefusalLog::default();
+    let mut refusals = conn::RefusalLog::default();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -58,31 +58,5 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
                 .await;
             tracing::debug!(uid, "operator connection closed");
         });
-    }
-}
-
-/// Logs refused connections without letting a flood of them flood the log: the first of
-/// each uid at once, then a count at most every 10 s.
-#[derive(Default)]
-struct RefusalLog {
-    last: std::collections::HashMap<u32, (std::time::Instant, u64)>,
-}
-
-impl RefusalLog {
-    fn note(&mut self, uid: u32, why: &conn::Refused) {
-        let now = std::time::Instant::now();
-        let e = self
-            .last
-            .entry(uid)
-            .or_insert((now - std::time::Duration::from_secs(60), 0));
-        e.1 += 1;
-        if now.duration_since(e.0) >= std::time::Duration::from_secs(10) {
-            tracing::warn!(uid, refused = e.1, "connection refused: {why}");
-            *e = (now, 0);
-        }
-        if self.last.len() > 4096 {
-            self.last
-                .retain(|_, (t, _)| now.duration_since(*t) < std::time::Duration::from_secs(60));
-        }
     }
 }
