@@ -468,6 +468,34 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the tenant exists (it does while it has an agent, project, role or token).
+    pub fn tenant_exists(&self, tenant: &str) -> Result<bool, StoreError> {
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM tenants WHERE id = ?1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes a tenant's own rows — role bindings, tokens, projects, then the tenant — in
+    /// one transaction. Its agents must be gone first (each has its own purge).
+    pub fn delete_tenant_rows(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        for sql in [
+            "DELETE FROM role_bindings WHERE tenant_id = ?1",
+            "DELETE FROM tokens WHERE tenant_id = ?1",
+            "DELETE FROM projects WHERE tenant_id = ?1",
+            "DELETE FROM tenants WHERE id = ?1",
+        ] {
+            tx.execute(sql, params![tenant])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn delete_agent(&self, key: &AgentKey) -> Result<bool, StoreError> {
         let conn = self.lock()?;
         let n = conn.execute(
@@ -688,6 +716,24 @@ mod tests {
             .with(|c| c.query_row("SELECT COUNT(*) FROM t_agents", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(beta, 1);
+    }
+
+    #[test]
+    fn a_tenants_rows_go_together_and_only_its_own() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_agent(&rec("acme", "a1")).unwrap();
+        s.insert_agent(&rec("beta", "b1")).unwrap();
+        assert!(s.tenant_exists("acme").unwrap());
+        assert!(!s.tenant_exists("nobody").unwrap());
+        s.delete_agent(&AgentKey {
+            tenant: "acme".into(),
+            name: "a1".into(),
+        })
+        .unwrap();
+        s.delete_tenant_rows("acme").unwrap();
+        assert!(!s.tenant_exists("acme").unwrap());
+        assert!(s.tenant_exists("beta").unwrap());
+        assert_eq!(s.load_agents().unwrap().len(), 1);
     }
 
     #[test]

@@ -116,16 +116,9 @@ impl FleetService {
                 format!("tenant {tenant}: every agent purged, then its projects, roles and tokens"),
                 async move {
                     let (_, _, agents) = rt.fleet.snapshot(|v| v.tenant == t);
-                    let exists: bool = rt
+                    let exists = rt
                         .store
-                        .with(|c| {
-                            c.query_row(
-                                "SELECT COUNT(*) FROM tenants WHERE id = ?1",
-                                rusqlite::params![t],
-                                |r| r.get::<_, i64>(0),
-                            )
-                        })
-                        .map(|n| n > 0)
+                        .tenant_exists(&t)
                         .map_err(|e| ApiError::internal(e.to_string()))?;
                     if !exists {
                         return Err(ApiError::not_found(format!("no tenant `{t}`")));
@@ -139,27 +132,9 @@ impl FleetService {
                         rt.command(&key, Cmd::Delete).await?;
                         purged += 1;
                     }
-                    rt.store
-                        .with(|c| {
-                            let tx = c.transaction()?;
-                            tx.execute(
-                                "DELETE FROM role_bindings WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute(
-                                "DELETE FROM tokens WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute(
-                                "DELETE FROM projects WHERE tenant_id = ?1",
-                                rusqlite::params![t],
-                            )?;
-                            tx.execute("DELETE FROM tenants WHERE id = ?1", rusqlite::params![t])?;
-                            tx.commit()
-                        })
-                        .map_err(|e| {
-                            ApiError::internal(format!("cannot delete the tenant's rows: {e}"))
-                        })?;
+                    rt.store.delete_tenant_rows(&t).map_err(|e| {
+                        ApiError::internal(format!("cannot delete the tenant's rows: {e}"))
+                    })?;
                     Ok(purged)
                 },
             )

@@ -34,15 +34,8 @@ impl FleetService {
         let known = self
             .rt
             .store
-            .with(|conn| {
-                conn.query_row(
-                    "SELECT COUNT(*) FROM tenants WHERE id = ?1",
-                    rusqlite::params![tenant],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            > 0;
+            .tenant_exists(tenant)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let sees = c.platform_admin || c.bindings.iter().any(|b| b.tenant == tenant);
         if known && sees {
             Ok(())
