@@ -15,14 +15,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn time_cmd(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -37,15 +29,6 @@ fn time_cmd(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     v
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn create_many(d: &Daemon, from: usize, to: usize) {
@@ -110,15 +93,15 @@ fn main() {
         },
         n,
     );
-    let (o50, d50) = (percentile(&ours, 0.5), percentile(&docker_ps, 0.5));
+    let (o50, d50) = (quantile(&ours, 0.5), quantile(&docker_ps, 0.5));
     println!("status of 50 running agents ({n} calls each, wall time incl. process start):");
     println!(
         "  agenfleet status --json   p50 {o50:7.2} ms  p99 {:7.2} ms",
-        percentile(&ours, 0.99)
+        quantile(&ours, 0.99)
     );
     println!(
         "  docker ps --format json   p50 {d50:7.2} ms  p99 {:7.2} ms",
-        percentile(&docker_ps, 0.99)
+        quantile(&docker_ps, 0.99)
     );
     println!(
         "  ratio (docker ps / ours, p50): {:.1}x  (target ≥ 20x)",
@@ -153,13 +136,13 @@ fn main() {
     });
     println!(
         "  status RPC alone (one connection, 50 agents): p50 {:.3} ms  p99 {:.3} ms",
-        percentile(&rpc, 0.5),
-        percentile(&rpc, 0.99)
+        quantile(&rpc, 0.5),
+        quantile(&rpc, 0.99)
     );
 
     // 3a. memory at 50.
-    let rss50 = rss_kb(d.pid());
-    println!("daemon RSS with 50 agents: {:.1} MB", rss50 as f64 / 1024.0);
+    let rss50 = rss_mb(d.pid());
+    println!("daemon RSS with 50 agents: {rss50:.1} MB");
 
     // 2. kill → watch latency.
     d.create(
@@ -209,8 +192,8 @@ fn main() {
     lat.sort_by(|a, b| a.total_cmp(b));
     println!(
         "kill → watch sees it (20 trials): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (target p50 ≤ 50 ms)",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
 
@@ -232,7 +215,7 @@ fn main() {
         println!(
             "daemon RSS with {} agents ({running} running): {:.1} MB  (target ≤ 40 MB at 200)",
             big + 1,
-            rss_kb(d.pid()) as f64 / 1024.0
+            rss_mb(d.pid())
         );
         let ours = time_cmd(
             || {
@@ -253,9 +236,9 @@ fn main() {
         println!(
             "status with {} agents: agenfleet p50 {:.2} ms, docker ps p50 {:.2} ms, ratio {:.1}x",
             big + 1,
-            percentile(&ours, 0.5),
-            percentile(&docker_ps, 0.5),
-            percentile(&docker_ps, 0.5) / percentile(&ours, 0.5)
+            quantile(&ours, 0.5),
+            quantile(&docker_ps, 0.5),
+            quantile(&docker_ps, 0.5) / quantile(&ours, 0.5)
         );
     }
 }

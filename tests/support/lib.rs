@@ -7,12 +7,14 @@ pub mod daemon;
 pub mod docker;
 pub mod engine_proxy;
 pub mod hostile;
+pub mod measure;
 pub mod stubs;
 pub mod tmux;
 
 pub use daemon::*;
 pub use docker::*;
 pub use engine_proxy::*;
+pub use measure::*;
 pub use stubs::*;
 pub use tmux::*;
 
