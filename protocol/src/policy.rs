@@ -342,26 +342,17 @@ pub fn host_pattern_problem(pattern: &str) -> Option<String> {
 /// not: absolute, no NUL, no empty, `.` or `..` component; one trailing `/` may mark a
 /// directory prefix.
 pub fn path_problem(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/') {
-        return Some("must be absolute");
-    }
-    if path.contains('\0') {
-        return Some("contains a NUL byte");
-    }
-    if path == "/" {
-        return None;
-    }
-    let inner = &path[1..];
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    for c in inner.split('/') {
-        if c.is_empty() {
-            return Some("has empty components (`//`)");
-        }
-        if c == "." || c == ".." {
-            return Some("has `.` or `..` components");
-        }
-    }
-    None
+    // Canonical, but for the one trailing `/` that marks a directory prefix.
+    let canon = match canonical_file_path(path) {
+        Ok(c) => c,
+        Err(why) => return Some(why),
+    };
+    let spelled = if path.ends_with('/') && canon != "/" {
+        format!("{canon}/")
+    } else {
+        canon
+    };
+    (spelled != path).then_some("has empty components (`//`)")
 }
 
 /// The one canonical spelling of the file a `read_file` path names, as the kernel
