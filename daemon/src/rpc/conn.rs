@@ -104,7 +104,8 @@ impl Admission {
     }
 
     /// Connections open now (all uids).
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 }
@@ -204,7 +205,10 @@ pub struct Guarded<S> {
     frames: FrameTracker,
     frame_deadline: Option<Pin<Box<Sleep>>>,
     write_deadline: Option<Pin<Box<Sleep>>>,
+    /// Fires at the earliest moment the connection could be idle too long; moved on only
+    /// when it fires (activity just records `last_active`, no timer work per read or write).
     idle_deadline: Option<Pin<Box<Sleep>>>,
+    last_active: Instant,
     _permit: Option<Permit>,
 }
 
@@ -217,13 +221,14 @@ impl<S> Guarded<S> {
             frame_deadline: None,
             write_deadline: None,
             idle_deadline: t.idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            last_active: Instant::now(),
             _permit: permit,
         }
     }
 
     fn active(&mut self) {
-        if let (Some(s), Some(d)) = (self.idle_deadline.as_mut(), self.t.idle) {
-            s.as_mut().reset(Instant::now() + d);
+        if self.t.idle.is_some() {
+            self.last_active = Instant::now();
         }
     }
 }
@@ -263,12 +268,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                         ))));
                     }
                 }
-                if let Some(s) = this.idle_deadline.as_mut() {
-                    if s.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(timed_out(format!(
-                            "idle for {:?}",
-                            this.t.idle.unwrap_or_default()
-                        ))));
+                if let (Some(s), Some(idle)) = (this.idle_deadline.as_mut(), this.t.idle) {
+                    while s.as_mut().poll(cx).is_ready() {
+                        let due = this.last_active + idle;
+                        if Instant::now() >= due {
+                            return Poll::Ready(Err(timed_out(format!("idle for {idle:?}"))));
+                        }
+                        s.as_mut().reset(due);
                     }
                 }
                 Poll::Pending
@@ -407,6 +413,32 @@ mod tests {
         let mut g = Guarded::new(a, timeouts(None), None);
         let r = tokio::time::timeout(Duration::from_secs(3600), g.read(&mut buf)).await;
         assert!(r.is_err(), "no idle limit: still waiting after an hour");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_keeps_a_connection_open_and_silence_after_it_closes_it() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut g = Guarded::new(a, timeouts(Some(30)), None);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let t0 = Instant::now();
+            loop {
+                if let Err(e) = g.read(&mut buf).await {
+                    return (e, t0.elapsed());
+                }
+            }
+        });
+        // A whole (empty) frame every 20 s for 100 s: never idle for 30 s.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            b.write_all(&[0, 0, 0, 0]).await.unwrap();
+        }
+        let (e, after) = reader.await.unwrap();
+        assert!(e.to_string().contains("idle"), "{e}");
+        assert!(
+            after >= Duration::from_secs(130) && after < Duration::from_secs(131),
+            "closed after {after:?}: 30 s after the last frame at 100 s"
+        );
     }
 
     #[tokio::test(start_paused = true)]
