@@ -1,5 +1,7 @@
 //! Daemon configuration: the TOML file (`--config`), its defaults, and the default paths
-//! (XDG directories for a user, `/etc/agenfleet` and `/var/lib/agenfleet` for root).
+//! (XDG directories for a user, `/etc/agenfleet` and `/var/lib/agenfleet` for root). A
+//! leaf: raw values and the checks that need nothing else; the values other modules own
+//! (the subnet pool, the incident matrix) are parsed by them in `agenfleet_daemon::prepare`.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,9 @@ pub struct Config {
     pub denial_window_secs: u64,
     /// Where each party's incidents go.
     pub incident_route: Vec<RouteConfig>,
+    /// The file this config was read from (named in errors); not a config key.
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 /// One destination of a party's incidents: a signed webhook or a local command.
@@ -141,6 +146,7 @@ impl Default for Config {
             denial_spike: 20,
             denial_window_secs: 60,
             incident_route: Vec::new(),
+            source: PathBuf::new(),
         }
     }
 }
@@ -274,7 +280,10 @@ impl Config {
         let text = match read_text_bounded(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Ok(Config::default())
+                return Ok(Config {
+                    source: path,
+                    ..Config::default()
+                })
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
@@ -283,19 +292,31 @@ impl Config {
 
     /// Parses and validates a config's text (`path` names it in errors).
     pub fn parse(text: &str, path: PathBuf) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
         cfg.validate()
             .map_err(|(field, reason)| ConfigError::Invalid {
-                path,
+                path: path.clone(),
                 field: field.into(),
                 reason,
             })?;
+        cfg.source = path;
         Ok(cfg)
     }
 
+    /// An error about `field` of this config.
+    pub fn invalid(&self, field: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            field: field.into(),
+            reason,
+        }
+    }
+
+    /// Checks the values this module can judge alone; the subnet pool and the incident
+    /// matrix are parsed (and judged) by their owners, once, in `agenfleet_daemon::prepare`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_frame_bytes < 4096 || self.max_frame_bytes > 256 * 1024 * 1024 {
             return Err((
@@ -337,17 +358,11 @@ impl Config {
         if self.stats_interval_ms < 200 {
             return Err(("stats_interval_ms", "must be at least 200".into()));
         }
-        crate::runtime::network::SubnetPool::new(&self.network_pool, self.network_prefix)
-            .map_err(|e| ("network_pool", e))?;
         if self.crash_loop_exits < 2 || self.denial_spike < 2 {
             return Err((
                 "crash_loop_exits",
                 "crash_loop_exits and denial_spike must be at least 2".into(),
             ));
-        }
-        if !self.incident_matrix.as_os_str().is_empty() {
-            crate::incidents::matrix::load(Some(&self.incident_matrix))
-                .map_err(|e| ("incident_matrix", e))?;
         }
         for (i, r) in self.incident_route.iter().enumerate() {
             r.check().map_err(|why| {
@@ -373,9 +388,9 @@ mod tests {
         std::fs::write(&p, "stat_dir = \"/x\"\n").unwrap();
         let e = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("stat_dir"), "{e}");
-        std::fs::write(&p, "network_pool = \"10.0.0.0/33\"\n").unwrap();
+        std::fs::write(&p, "idle_timeout_secs = 5\n").unwrap();
         let e = Config::load(Some(&p)).unwrap_err().to_string();
-        assert!(e.contains("network_pool"), "{e}");
+        assert!(e.contains("idle_timeout_secs"), "{e}");
         std::fs::write(&p, "log_ring_lines = 50\n").unwrap();
         assert_eq!(Config::load(Some(&p)).unwrap().log_ring_lines, 50);
         let missing = dir.join("missing.toml");

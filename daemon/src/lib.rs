@@ -1,6 +1,7 @@
 //! agenfleet-daemon: the library behind `agenfleetd`. It owns the daemon's parts — config,
-//! store, fleet state, runtime (engine, supervisor), authorization and the RPC servers — and
-//! `run`, which wires them together.
+//! store, fleet state, runtime (hub, engine, runners), authorization and the RPC servers —
+//! and `prepare` (the config's values parsed by their owners) and `run`, which wires them
+//! together: the hub gets the gateway server to start for each agent from here.
 
 pub mod audit;
 pub mod authz;
@@ -89,8 +90,27 @@ fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
+/// The config with the values its owners parse from it, each parsed once before anything
+/// starts: the subnet pool (runtime) and the incident matrix (incidents).
+pub struct Prepared {
+    pub cfg: config::Config,
+    pub pool: runtime::network::SubnetPool,
+    pub matrix: agenfleet_protocol::incidents::Matrix,
+}
+
+/// Parses what the config's owners judge; an error names the config file and the field.
+pub fn prepare(cfg: config::Config) -> Result<Prepared, config::ConfigError> {
+    let pool = runtime::network::SubnetPool::new(&cfg.network_pool, cfg.network_prefix)
+        .map_err(|e| cfg.invalid("network_pool", e))?;
+    let extra =
+        (!cfg.incident_matrix.as_os_str().is_empty()).then_some(cfg.incident_matrix.as_path());
+    let matrix = incidents::matrix::load(extra).map_err(|e| cfg.invalid("incident_matrix", e))?;
+    Ok(Prepared { cfg, pool, matrix })
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops.
-pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
+pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
+    let Prepared { cfg, pool, matrix } = prepared;
     let fds = raise_fd_limit();
     if fds < cfg.max_connections as u64 + 256 {
         tracing::warn!(
@@ -172,10 +192,11 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         )
         .ok()
         .and_then(|v| v.into_iter().last());
-    let incidents = incidents::Incidents::open(&cfg, store.clone(), fleet.clone(), audit.clone())
-        .map_err(|e| anyhow::anyhow!("incidents: {e}"))?;
+    let incidents =
+        incidents::Incidents::open(&cfg, matrix, store.clone(), fleet.clone(), audit.clone())
+            .map_err(|e| anyhow::anyhow!("incidents: {e}"))?;
     let cfg = Arc::new(cfg);
-    let rt = runtime::Runtime::new(runtime::supervisor::Parts {
+    let rt = runtime::Runtime::new(runtime::Parts {
         cfg: cfg.clone(),
         store,
         fleet,
@@ -184,6 +205,8 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         vault,
         policy: Arc::new(policy),
         incidents: incidents.clone(),
+        pool,
+        gateways: rpc::gateway::start,
     });
     if let Some(e) = last.filter(|e| e.event.action != "daemon.stop") {
         incidents.signal(incidents::detect::Signal::DaemonUnclean {
@@ -244,4 +267,44 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         .await;
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepare_names_the_file_and_field_of_what_the_owners_refuse() {
+        let dir = std::env::temp_dir().join(format!("agf-prep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(&p, "network_pool = \"10.0.0.0/33\"\n").unwrap();
+        let cfg = config::Config::load(Some(&p)).expect("config.rs does not judge the pool");
+        let e = prepare(cfg)
+            .err()
+            .expect("a /33 pool is refused")
+            .to_string();
+        assert!(e.contains("network_pool") && e.contains("c.toml"), "{e}");
+        let m = dir.join("matrix.toml");
+        std::fs::write(&m, "[[scenario]]\nid = 1\n").unwrap();
+        std::fs::write(
+            &p,
+            format!("incident_matrix = {:?}\n", m.display().to_string()),
+        )
+        .unwrap();
+        let cfg = config::Config::load(Some(&p)).unwrap();
+        let e = prepare(cfg)
+            .err()
+            .expect("a bad matrix is refused")
+            .to_string();
+        assert!(
+            e.contains("incident_matrix") && e.contains("matrix.toml"),
+            "{e}"
+        );
+        std::fs::write(&p, "network_pool = \"10.9.0.0/16\"\n").unwrap();
+        let ok = prepare(config::Config::load(Some(&p)).unwrap()).expect("a good config");
+        assert_eq!(ok.pool.cidr(), "10.9.0.0/16");
+        assert!(!ok.matrix.scenarios.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -118,7 +118,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(71);
         }
     };
-    match rt.block_on(agenfleet_daemon::run(cfg)) {
+    let prepared = match agenfleet_daemon::prepare(cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("agenfleetd: {e}");
+            return std::process::ExitCode::from(78);
+        }
+    };
+    match rt.block_on(agenfleet_daemon::run(prepared)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agenfleetd: {e:#}");

@@ -93,16 +93,15 @@ fn steps(severity: Severity, party: Party, co_owners: &[Party]) -> Vec<Escalatio
 }
 
 impl Incidents {
-    /// Loads the matrix (built-in + `extra`), the routes and the stored incidents.
+    /// Opens with the matrix (built-in + the operator's, loaded by `prepare`), the routes
+    /// and the stored incidents.
     pub fn open(
         cfg: &crate::config::Config,
+        matrix: Matrix,
         store: Store,
         fleet: FleetState,
         audit: AuditLog,
     ) -> Result<Arc<Incidents>, String> {
-        let extra =
-            (!cfg.incident_matrix.as_os_str().is_empty()).then_some(cfg.incident_matrix.as_path());
-        let matrix = matrix::load(extra)?;
         let routes = cfg
             .incident_route
             .iter()

@@ -18,7 +18,6 @@ use agenfleet_protocol::policy::{
 use agenfleet_protocol::{ApiError, AuditEvent, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tarpc::context::Context;
@@ -28,13 +27,6 @@ use tarpc::server::{BaseChannel, Channel};
 const GATEWAY_MAX_FRAME: usize = 1024 * 1024;
 /// Connections one agent's gateway socket holds open at once.
 const GATEWAY_MAX_CONNECTIONS: usize = 32;
-
-/// The host directory holding an agent's gateway socket.
-pub fn gateway_dir(state_dir: &Path, key: &AgentKey) -> PathBuf {
-    state_dir
-        .join("gateways")
-        .join(format!("{}.{}", key.tenant, key.name))
-}
 
 /// Whether process `pid` runs inside the container with id `container_id`.
 fn pid_in_container(pid: i32, container_id: &str) -> bool {
@@ -400,7 +392,7 @@ impl Gateway for GatewayService {
 /// Creates the agent's gateway socket (replacing a stale one) and serves it until the
 /// returned task is aborted.
 pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let dir = gateway_dir(&rt.cfg.state_dir, &key);
+    let dir = crate::runtime::container::gateway_dir(&rt.cfg.state_dir, &key);
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     let path = dir.join(GATEWAY_SOCKET_NAME);

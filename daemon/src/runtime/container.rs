@@ -28,6 +28,14 @@ pub fn network_name(instance: &str, key: &AgentKey) -> String {
     format!("agfnet.{instance}.{}.{}", key.tenant, key.name)
 }
 
+/// The host directory holding an agent's gateway socket; it is bind-mounted (read-only)
+/// into that agent's container alone.
+pub fn gateway_dir(state_dir: &std::path::Path, key: &AgentKey) -> std::path::PathBuf {
+    state_dir
+        .join("gateways")
+        .join(format!("{}.{}", key.tenant, key.name))
+}
+
 /// The agent key a container's labels name, if they are ours.
 pub fn key_from_labels(labels: &HashMap<String, String>) -> Option<AgentKey> {
     Some(AgentKey {

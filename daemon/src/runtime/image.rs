@@ -85,3 +85,41 @@ pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, A
     tracing::info!(%tag, id = %info.id, "agent image built");
     Ok(info)
 }
+
+/// The images agents run: a spec's image is checked on the engine (there is no registry);
+/// the built-in one is built once and its tag kept. Builds are serialised.
+#[derive(Default)]
+pub struct Images {
+    builtin: tokio::sync::Mutex<Option<String>>,
+}
+
+impl Images {
+    /// The image reference to run for `spec_image`; builds the built-in image if needed.
+    pub async fn resolve(&self, docker: &Docker, spec_image: &str) -> Result<String, ApiError> {
+        if spec_image == BUILTIN_IMAGE {
+            let mut ready = self.builtin.lock().await;
+            if let Some(tag) = ready.as_ref() {
+                return Ok(tag.clone());
+            }
+            let info = ensure_builtin(docker, false).await?;
+            *ready = Some(info.tag.clone());
+            return Ok(info.tag);
+        }
+        match docker.inspect_image(spec_image).await {
+            Ok(_) => Ok(spec_image.to_string()),
+            Err(e) if is_not_found(&e) => Err(ApiError::invalid(format!(
+                "spec field `image`: image `{spec_image}` is not present on the engine \
+                 (there is no registry to pull from; build or load it first, or use `{BUILTIN_IMAGE}`)"
+            ))),
+            Err(e) => Err(bollard_err("inspect image", e)),
+        }
+    }
+
+    /// Builds the built-in agent image (again, with `force`).
+    pub async fn build(&self, docker: &Docker, force: bool) -> Result<ImageInfo, ApiError> {
+        let mut ready = self.builtin.lock().await;
+        let info = ensure_builtin(docker, force).await?;
+        *ready = Some(info.tag.clone());
+        Ok(info)
+    }
+}

@@ -1,14 +1,17 @@
-//! The runtime: everything that touches the container engine — the connection and its
-//! event stream, spec → hardened container, the supervisor, the agent image, networks,
-//! per-agent log rings, and CPU/memory sampling.
+//! The runtime: the daemon's hub (`hub.rs`) and everything that touches the container
+//! engine — the connection and its event stream, spec → hardened container, the per-agent
+//! runners and their restart arithmetic, the agent image, networks, per-agent log rings,
+//! and CPU/memory sampling. Nothing here imports `rpc/`.
 
 pub mod container;
 pub mod engine;
+pub mod hub;
 pub mod image;
 pub mod logs;
 pub mod network;
 pub mod restart;
+pub mod runner;
 pub mod stats;
-pub mod supervisor;
 
-pub use supervisor::{Cmd, Runtime};
+pub use hub::{GatewayStarter, Parts, Runtime};
+pub use runner::Cmd;

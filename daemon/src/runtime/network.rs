@@ -3,6 +3,12 @@
 //! `network_pool` / `network_prefix`). Agents with network mode `none` (the default) get no
 //! network at all: their gateway is a Unix socket.
 
+use super::container::{LABEL_INSTANCE, LABEL_MANAGED};
+use super::engine::{bollard_err, is_conflict, is_not_found};
+use agenfleet_protocol::{ApiError, NetworkMode};
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::Docker;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// A pool of equal-sized IPv4 subnets carved out of one CIDR.
@@ -48,6 +54,11 @@ impl SubnetPool {
         })
     }
 
+    /// The pool as CIDR text.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.pool_prefix)
+    }
+
     /// How many subnets the pool holds.
     pub fn len(&self) -> u64 {
         1u64 << (self.prefix - self.pool_prefix)
@@ -68,6 +79,67 @@ impl SubnetPool {
     }
 }
 
+/// Makes sure the network `name` exists (an agent's own network; `internal` for mode
+/// `internal`), taking a free subnet of `pool`.
+pub async fn ensure(
+    docker: &Docker,
+    name: &str,
+    instance: &str,
+    pool: &SubnetPool,
+    mode: NetworkMode,
+) -> Result<(), ApiError> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => return Ok(()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(bollard_err("inspect network", e)),
+    }
+    // Start at a place derived from the name to spread agents over the pool; skip
+    // subnets the engine says overlap with a network that exists.
+    let start = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    for i in 0..pool.len().min(256) {
+        let Some(subnet) = pool.subnet((start + i) % pool.len()) else {
+            break;
+        };
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            internal: Some(mode == NetworkMode::Internal),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.clone()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            labels: Some(HashMap::from([
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+                (LABEL_INSTANCE.to_string(), instance.to_string()),
+            ])),
+            ..Default::default()
+        };
+        match docker.create_network(req).await {
+            Ok(_) => {
+                tracing::info!(network = %name, %subnet, "created an agent's network");
+                return Ok(());
+            }
+            Err(e) if is_conflict(&e) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("overlap") =>
+            {
+                continue
+            }
+            Err(e) => return Err(bollard_err("create the agent's network", e)),
+        }
+    }
+    Err(ApiError::unavailable(format!(
+        "no free subnet left in the network pool {}",
+        pool.cidr()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +147,7 @@ mod tests {
     #[test]
     fn carves_subnets() {
         let p = SubnetPool::new("10.213.0.0/16", 28).unwrap();
+        assert_eq!(p.cidr(), "10.213.0.0/16");
         assert_eq!(p.len(), 4096);
         assert_eq!(p.subnet(0).unwrap(), "10.213.0.0/28");
         assert_eq!(p.subnet(1).unwrap(), "10.213.0.16/28");

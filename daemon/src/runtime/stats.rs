@@ -1,7 +1,12 @@
 //! CPU and memory of running agents, read from their cgroups (v1 or v2) on the host: a
 //! few small file reads per agent per sample, no request to the engine per container.
 
+use crate::state::FleetState;
+use crate::store::AgentKey;
+use agenfleet_protocol::AgentState;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// One reading of a container's cgroup.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +100,59 @@ pub fn cpu_percent(prev: &Sample, now: &Sample, wall_ns: u64) -> f32 {
     }
     let used = now.cpu_ns.saturating_sub(prev.cpu_ns);
     (used as f64 * 100.0 / wall_ns as f64) as f32
+}
+
+/// Samples CPU and memory of the running agents from their cgroups every `interval` and
+/// publishes what changed to the fleet state (forever).
+pub async fn sample_loop(fleet: FleetState, cgroups: CgroupReader, interval: Duration) {
+    let mut prev: HashMap<String, (Sample, Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (_, _, agents) = fleet.snapshot(|v| v.state == AgentState::Running);
+        let mut results: HashMap<AgentKey, (f32, u64)> = HashMap::new();
+        let mut seen = HashSet::new();
+        for v in agents {
+            let Some(id) = v.container_id.clone() else {
+                continue;
+            };
+            let Some(s) = cgroups.read(&id) else {
+                continue;
+            };
+            let now = Instant::now();
+            let cpu = prev
+                .get(&id)
+                .map(|(p, t)| cpu_percent(p, &s, now.duration_since(*t).as_nanos() as u64))
+                .unwrap_or(0.0);
+            prev.insert(id.clone(), (s, now));
+            seen.insert(id);
+            results.insert(
+                AgentKey {
+                    tenant: v.tenant,
+                    name: v.name,
+                },
+                ((cpu * 10.0).round() / 10.0, s.memory_bytes),
+            );
+        }
+        prev.retain(|id, _| seen.contains(id));
+        fleet.update_many(|k, v| {
+            let new = if v.state == AgentState::Running {
+                results
+                    .get(k)
+                    .map(|(c, m)| (Some(*c), Some(*m)))
+                    .unwrap_or((None, None))
+            } else {
+                (None, None)
+            };
+            if (v.cpu_percent, v.memory_bytes) == new {
+                return false;
+            }
+            v.cpu_percent = new.0;
+            v.memory_bytes = new.1;
+            true
+        });
+    }
 }
 
 #[cfg(test)]

@@ -1,39 +1,26 @@
-//! The supervisor: one task per agent (its runner) that owns the agent's record and drives
-//! its container towards the desired state — create, start, restart with capped exponential
-//! backoff and jitter inside a budget (attempts per interval, mode fail|delay), stop, reset,
+//! One agent's supervisor task (its runner): it owns the agent's record and drives its
+//! container towards the desired state — create, start, restart with capped exponential
+//! backoff and jitter inside a budget (the arithmetic is `restart.rs`), stop, reset,
 //! delete. Runners are fed by operator commands, by the engine's container events (routed
-//! by label) and by their own timers; they never poll. Every state change is written to the
-//! store before it is published to the fleet state.
-//!
-//! On daemon start every agent's runner first publishes its stored state; when the engine
-//! connects (and after every reconnect) each runner re-inspects its container: a running one
-//! is adopted as it is (same container id and start time, no restart), a dead one is handled
-//! as an exit, a missing one is recreated. Labelled containers that no agent owns are
-//! reported and removed after a grace period.
+//! by the hub) and by their own timers; they never poll. Every state change is written to
+//! the store before it is published to the fleet state. After an engine (re)connect a
+//! running container is adopted as it is (same id and start time, no restart), a dead one
+//! is handled as an exit, a missing one is recreated.
 
-use super::container::{self, key_from_labels, LABEL_INSTANCE};
-use super::engine::{bollard_err, is_conflict, is_not_found, ContainerEvent, Engine, EngineSignal};
-use super::image;
+use super::container;
+use super::engine::{bollard_err, is_conflict, is_not_found, ContainerEvent};
+use super::hub::Runtime;
 use super::logs::{rfc3339_ms, split_timestamp, LogRing};
-use super::network::SubnetPool;
-use super::stats::{cpu_percent, CgroupReader, Sample};
-use crate::audit::AuditLog;
-use crate::config::Config;
-use crate::state::FleetState;
-use crate::store::{AgentKey, AgentRecord, Store};
-use crate::vault::Vault;
+use crate::store::AgentRecord;
 use agenfleet_protocol::{
-    now_ms, AgentSpec, AgentState, AgentView, ApiError, AuditEvent, DesiredState, ExitInfo,
-    ImageInfo, LogStream, NetworkMode, VaultState, BUILTIN_IMAGE,
+    now_ms, AgentState, AgentView, ApiError, DesiredState, ExitInfo, LogStream, NetworkMode,
+    VaultState,
 };
-use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
-use bollard::query_parameters::{
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StopContainerOptions,
-};
+use bollard::query_parameters::{LogsOptions, RemoveContainerOptions, StopContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -48,7 +35,7 @@ pub enum Cmd {
     Delete,
 }
 
-enum Msg {
+pub(super) enum Msg {
     Cmd(Cmd, oneshot::Sender<Result<AgentView, ApiError>>),
     Event(ContainerEvent),
     Resync,
@@ -56,602 +43,8 @@ enum Msg {
     CredentialsRotated,
 }
 
-#[derive(Clone)]
-struct RunnerHandle {
-    tx: mpsc::UnboundedSender<Msg>,
-    logs: LogRing,
-    gateway: Option<Arc<JoinHandle<()>>>,
-    /// Bumped whenever the agent's credentials change (wakes `wait_credentials`).
-    creds_gen: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-/// The daemon's runtime: engine, supervisor, image, stats.
-/// How long the engine must stay unreachable before it is an incident.
-const ENGINE_DOWN_GRACE: Duration = Duration::from_secs(3);
-
-pub struct Runtime {
-    pub cfg: Arc<Config>,
-    pub store: Store,
-    pub fleet: FleetState,
-    pub engine: Engine,
-    pub instance: String,
-    pub audit: AuditLog,
-    pub vault: Arc<Vault>,
-    pub authz: crate::authz::Authz,
-    pub policy: Arc<crate::policy::PolicyEngine>,
-    pub incidents: Arc<crate::incidents::Incidents>,
-    runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
-    /// Serialises image builds; holds the built-in tag once known to be present.
-    image_ready: tokio::sync::Mutex<Option<String>>,
-    cgroups: CgroupReader,
-}
-
-/// What the runtime is built from (the daemon's parts, opened in `run`).
-pub struct Parts {
-    pub cfg: Arc<Config>,
-    pub store: Store,
-    pub fleet: FleetState,
-    pub instance: String,
-    pub audit: AuditLog,
-    pub vault: Arc<Vault>,
-    pub policy: Arc<crate::policy::PolicyEngine>,
-    pub incidents: Arc<crate::incidents::Incidents>,
-}
-
-impl Runtime {
-    pub fn new(p: Parts) -> Arc<Runtime> {
-        Arc::new(Runtime {
-            cfg: p.cfg,
-            authz: crate::authz::Authz::new(p.store.clone()),
-            store: p.store,
-            fleet: p.fleet,
-            engine: Engine::default(),
-            instance: p.instance,
-            audit: p.audit,
-            vault: p.vault,
-            policy: p.policy,
-            incidents: p.incidents,
-            runners: Mutex::new(HashMap::new()),
-            image_ready: tokio::sync::Mutex::new(None),
-            cgroups: CgroupReader::default(),
-        })
-    }
-
-    /// Records an event durably; a failure is an `Unavailable` error that names the
-    /// audit problem (the caller must then not act).
-    pub async fn audit_event(&self, ev: AuditEvent) -> Result<u64, ApiError> {
-        self.audit.record(&ev).await.map_err(|e| {
-            let st = self.audit.status();
-            if !st.writable {
-                self.fleet.update_daemon(|d| {
-                    d.audit_writable = false;
-                    d.audit_problem = st.problem.clone();
-                });
-            }
-            ApiError::unavailable(format!("{e}; refusing to act without an audit record"))
-        })
-    }
-
-    /// Records something the daemon itself did or saw.
-    pub async fn system_event(
-        &self,
-        action: &str,
-        key: Option<&AgentKey>,
-        outcome: &str,
-        detail: String,
-    ) -> Result<u64, ApiError> {
-        self.audit_event(AuditEvent {
-            actor: "agenfleetd".into(),
-            action: action.into(),
-            tenant: key.map(|k| k.tenant.clone()),
-            agent: key.map(|k| k.name.clone()),
-            outcome: outcome.into(),
-            detail,
-        })
-        .await
-    }
-
-    /// After the vault changed (unsealed, initialised): publish its state and let every
-    /// held-back agent try again.
-    pub fn vault_changed(&self) {
-        let state = self.vault.state();
-        if state == agenfleet_protocol::VaultState::Unsealed {
-            self.incidents
-                .signal(crate::incidents::detect::Signal::VaultOpen);
-        }
-        self.fleet.update_daemon(|d| d.vault = state);
-        let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
-        for h in handles {
-            let _ = h.tx.send(Msg::Resync);
-        }
-    }
-
-    /// An agent's stored spec.
-    pub fn agent_spec(&self, key: &AgentKey) -> Option<AgentSpec> {
-        let json: Option<String> = self
-            .store
-            .tenant(&key.tenant)
-            .with(|c| {
-                use rusqlite::OptionalExtension;
-                c.query_row(
-                    "SELECT spec_json FROM t_agents WHERE name = ?1",
-                    rusqlite::params![key.name],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .ok()
-            .flatten();
-        json.and_then(|j| serde_json::from_str(&j).ok())
-    }
-
-    /// Purges a deleted agent's record and credentials (cascade) and records it.
-    pub async fn purge_now(&self, key: &AgentKey, what: String) -> Result<(), ApiError> {
-        self.store
-            .delete_agent(key)
-            .map_err(|e| ApiError::internal(format!("cannot purge the agent's record: {e}")))?;
-        self.policy.forget_agent(key);
-        tracing::info!(agent = %key, "agent data purged");
-        let _ = self
-            .system_event("agent.purge", Some(key), "ok", what)
-            .await;
-        Ok(())
-    }
-
-    /// Runs a purge when it is due (a timer, not a poll).
-    pub fn schedule_purge(self: &Arc<Self>, key: AgentKey, at_ms: u64, what: String) {
-        let rt = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(now_ms()))).await;
-            if let Err(e) = rt.purge_now(&key, what).await {
-                tracing::error!(agent = %key, error = %e.message, "scheduled purge failed");
-            }
-        });
-    }
-
-    /// A receiver that wakes when the agent's credentials change.
-    pub fn credential_changes(&self, key: &AgentKey) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.runners().get(key).map(|h| h.creds_gen.subscribe())
-    }
-
-    /// An agent's credentials changed: a held-back agent may start now; after a rotation
-    /// a running agent is restarted so that it fetches the new value at start.
-    pub fn credentials_changed(&self, key: &AgentKey, rotated: bool) {
-        let Some(h) = self.runners().get(key).cloned() else {
-            return;
-        };
-        h.creds_gen.send_modify(|g| *g += 1);
-        let _ = h.tx.send(if rotated {
-            Msg::CredentialsRotated
-        } else {
-            Msg::Resync
-        });
-    }
-
-    /// The id of the agent's current container, if it has one.
-    pub fn container_of(&self, key: &AgentKey) -> Option<String> {
-        self.fleet.get(key).and_then(|v| v.container_id)
-    }
-
-    /// Lets one agent re-check whether it may start (its credentials changed).
-    pub fn nudge(&self, key: &AgentKey) {
-        if let Some(h) = self.runners().get(key) {
-            let _ = h.tx.send(Msg::Resync);
-        }
-    }
-
-    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, RunnerHandle>> {
-        self.runners.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Loads every stored agent, starts a runner for each, and starts the engine pump, the
-    /// event dispatcher and the stats sampler.
-    pub fn start(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
-        for rec in self.store.load_agents()? {
-            self.spawn_runner(rec);
-        }
-        // Purges that were scheduled before a restart run when they are due.
-        for (key, at) in self.store.pending_purges()? {
-            self.schedule_purge(
-                key,
-                at,
-                "data of an agent deleted before the daemon restarted".into(),
-            );
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let engine = self.engine.clone();
-        let host = self.cfg.docker_host.clone();
-        let instance = self.instance.clone();
-        tokio::spawn(engine.run(host, instance, tx));
-        tokio::spawn(self.clone().dispatch(rx));
-        tokio::spawn(self.clone().sample_stats());
-        Ok(())
-    }
-
-    fn spawn_runner(self: &Arc<Self>, rec: AgentRecord) -> mpsc::UnboundedSender<Msg> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let logs = LogRing::new(self.cfg.log_ring_lines);
-        let gateway = match crate::rpc::gateway::start(self.clone(), rec.key.clone()) {
-            Ok(h) => Some(Arc::new(h)),
-            Err(e) => {
-                tracing::error!(agent = %rec.key, error = %e, "cannot create the agent's gateway socket");
-                None
-            }
-        };
-        self.runners().insert(
-            rec.key.clone(),
-            RunnerHandle {
-                tx: tx.clone(),
-                logs: logs.clone(),
-                gateway,
-                creds_gen: Arc::new(tokio::sync::watch::channel(0).0),
-            },
-        );
-        let runner = Runner {
-            rt: self.clone(),
-            rec,
-            tx: tx.clone(),
-            logs,
-            gen: 0,
-            started_at_ms: None,
-            next_restart_at_ms: None,
-            log_task: None,
-            pending_failed: None,
-            held_back: false,
-        };
-        tokio::spawn(runner.run(rx));
-        tx
-    }
-
-    async fn dispatch(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<EngineSignal>) {
-        while let Some(sig) = rx.recv().await {
-            match sig {
-                EngineSignal::Connected(info) => {
-                    self.fleet.update_daemon(|d| d.engine = info);
-                    self.incidents
-                        .signal(crate::incidents::detect::Signal::EngineUp);
-                    self.reconcile().await;
-                }
-                EngineSignal::Disconnected(why) => {
-                    self.fleet.update_daemon(|d| {
-                        d.engine.connected = false;
-                        d.engine.error = Some(why.clone());
-                    });
-                    // A blip is not an incident: only an engine still gone after a grace.
-                    let rt = self.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(ENGINE_DOWN_GRACE).await;
-                        if rt.engine.client().is_err() {
-                            rt.incidents
-                                .signal(crate::incidents::detect::Signal::EngineDown { why });
-                        }
-                    });
-                }
-                EngineSignal::Container(ev) => {
-                    let Some(key) = key_from_labels(&ev.labels) else {
-                        continue;
-                    };
-                    let handle = self.runners().get(&key).cloned();
-                    match handle {
-                        Some(h) => {
-                            let _ = h.tx.send(Msg::Event(ev));
-                        }
-                        None if ev.action == "start" || ev.action == "create" => {
-                            self.orphan_found(ev.container_id.clone(), key);
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// After (re)connecting: re-list our containers, report orphans, and have every runner
-    /// re-inspect its own container.
-    async fn reconcile(self: &Arc<Self>) {
-        if let Ok(docker) = self.engine.client() {
-            let mut filters = HashMap::new();
-            filters.insert(
-                "label".to_string(),
-                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
-            );
-            let opts = ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            };
-            match docker.list_containers(Some(opts)).await {
-                Ok(list) => {
-                    for c in list {
-                        let (Some(id), Some(labels)) = (c.id, c.labels) else {
-                            continue;
-                        };
-                        let Some(key) = key_from_labels(&labels) else {
-                            continue;
-                        };
-                        if !self.runners().contains_key(&key) {
-                            self.orphan_found(id, key);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot list containers"),
-            }
-        }
-        let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
-        for h in handles {
-            let _ = h.tx.send(Msg::Resync);
-        }
-    }
-
-    fn orphan_found(self: &Arc<Self>, id: String, key: AgentKey) {
-        let short: String = id.chars().take(12).collect();
-        let label = format!("{short} ({key})");
-        let mut is_new = false;
-        self.fleet.update_daemon(|d| {
-            if !d.orphans.contains(&label) {
-                d.orphans.push(label.clone());
-                is_new = true;
-            }
-        });
-        if !is_new {
-            return;
-        }
-        tracing::warn!(container = %short, agent = %key, grace_secs = self.cfg.orphan_grace_secs,
-            "found a labelled container that no agent owns; it will be removed after the grace period");
-        let rt = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(rt.cfg.orphan_grace_secs)).await;
-            let audited = if rt.runners().contains_key(&key) {
-                false
-            } else {
-                rt.system_event(
-                    "container.orphan_remove",
-                    Some(&key),
-                    "requested",
-                    format!(
-                        "labelled container {short} has no agent; removing it after {}s",
-                        rt.cfg.orphan_grace_secs
-                    ),
-                )
-                .await
-                .is_ok()
-            };
-            if audited {
-                if let Ok(docker) = rt.engine.client() {
-                    let opts = RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    match docker.remove_container(&id, Some(opts)).await {
-                        Ok(()) => tracing::info!(container = %short, "removed orphan container"),
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => {
-                            tracing::warn!(container = %short, error = %e, "cannot remove orphan")
-                        }
-                    }
-                }
-            }
-            rt.fleet
-                .update_daemon(|d| d.orphans.retain(|o| o != &label));
-        });
-    }
-
-    /// Samples CPU and memory of running agents from their cgroups, every interval.
-    async fn sample_stats(self: Arc<Self>) {
-        let mut prev: HashMap<String, (Sample, std::time::Instant)> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.stats_interval_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let (_, _, agents) = self.fleet.snapshot(|v| v.state == AgentState::Running);
-            let mut results: HashMap<AgentKey, (f32, u64)> = HashMap::new();
-            let mut seen = std::collections::HashSet::new();
-            for v in agents {
-                let Some(id) = v.container_id.clone() else {
-                    continue;
-                };
-                let Some(s) = self.cgroups.read(&id) else {
-                    continue;
-                };
-                let now = std::time::Instant::now();
-                let cpu = prev
-                    .get(&id)
-                    .map(|(p, t)| cpu_percent(p, &s, now.duration_since(*t).as_nanos() as u64))
-                    .unwrap_or(0.0);
-                prev.insert(id.clone(), (s, now));
-                seen.insert(id);
-                results.insert(
-                    AgentKey {
-                        tenant: v.tenant,
-                        name: v.name,
-                    },
-                    ((cpu * 10.0).round() / 10.0, s.memory_bytes),
-                );
-            }
-            prev.retain(|id, _| seen.contains(id));
-            self.fleet.update_many(|k, v| {
-                let new = if v.state == AgentState::Running {
-                    results
-                        .get(k)
-                        .map(|(c, m)| (Some(*c), Some(*m)))
-                        .unwrap_or((None, None))
-                } else {
-                    (None, None)
-                };
-                if (v.cpu_percent, v.memory_bytes) == new {
-                    return false;
-                }
-                v.cpu_percent = new.0;
-                v.memory_bytes = new.1;
-                true
-            });
-        }
-    }
-
-    /// The image reference to run for `spec_image`; builds the built-in image if needed.
-    pub async fn resolve_image(
-        &self,
-        docker: &Docker,
-        spec_image: &str,
-    ) -> Result<String, ApiError> {
-        if spec_image == BUILTIN_IMAGE {
-            let mut ready = self.image_ready.lock().await;
-            if let Some(tag) = ready.as_ref() {
-                return Ok(tag.clone());
-            }
-            let info = image::ensure_builtin(docker, false).await?;
-            *ready = Some(info.tag.clone());
-            return Ok(info.tag);
-        }
-        match docker.inspect_image(spec_image).await {
-            Ok(_) => Ok(spec_image.to_string()),
-            Err(e) if is_not_found(&e) => Err(ApiError::invalid(format!(
-                "spec field `image`: image `{spec_image}` is not present on the engine \
-                 (there is no registry to pull from; build or load it first, or use `{BUILTIN_IMAGE}`)"
-            ))),
-            Err(e) => Err(bollard_err("inspect image", e)),
-        }
-    }
-
-    /// Builds the agent image (again, with `force`).
-    pub async fn build_image(&self, force: bool) -> Result<ImageInfo, ApiError> {
-        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
-        let mut ready = self.image_ready.lock().await;
-        let info = image::ensure_builtin(&docker, force).await?;
-        *ready = Some(info.tag.clone());
-        Ok(info)
-    }
-
-    /// Stores a new agent and starts it; answers once it runs (or failed to).
-    pub async fn create(self: &Arc<Self>, spec: AgentSpec) -> Result<AgentView, ApiError> {
-        spec.validate()
-            .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
-        // Check the image before anything is stored: a spec naming a missing image
-        // creates nothing. Just after the daemon started, wait for its first connection.
-        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
-        self.resolve_image(&docker, &spec.image).await?;
-        let key = AgentKey {
-            tenant: spec.tenant.clone(),
-            name: spec.name.clone(),
-        };
-        let rec = AgentRecord {
-            key: key.clone(),
-            project: spec.project.clone(),
-            spec,
-            desired: DesiredState::Running,
-            state: AgentState::Pending,
-            message: None,
-            container_id: None,
-            image_ref: None,
-            restarts: 0,
-            restart_times: vec![],
-            last_exit: None,
-            created_at_ms: now_ms(),
-        };
-        // Hold the runners lock across the insert so two creates of one name cannot race.
-        {
-            let runners = self.runners();
-            if runners.contains_key(&key) {
-                return Err(ApiError::exists(format!("agent {key} already exists")));
-            }
-            self.store.insert_agent(&rec).map_err(|e| match e {
-                crate::store::StoreError::Exists(what) => {
-                    ApiError::exists(format!("{what} already exists"))
-                }
-                other => ApiError::internal(format!("cannot store the agent: {other}")),
-            })?;
-        }
-        tracing::info!(agent = %key, "agent created");
-        let tx = self.spawn_runner(rec);
-        Self::ask(&tx, Cmd::Start).await
-    }
-
-    async fn ask(tx: &mpsc::UnboundedSender<Msg>, cmd: Cmd) -> Result<AgentView, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        tx.send(Msg::Cmd(cmd, reply))
-            .map_err(|_| ApiError::not_found("the agent is gone"))?;
-        rx.await
-            .map_err(|_| ApiError::internal("the agent's supervisor stopped without answering"))?
-    }
-
-    /// Sends an operator command to an agent's runner and waits for the outcome.
-    pub async fn command(&self, key: &AgentKey, cmd: Cmd) -> Result<AgentView, ApiError> {
-        let tx = self
-            .runners()
-            .get(key)
-            .map(|h| h.tx.clone())
-            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))?;
-        Self::ask(&tx, cmd).await
-    }
-
-    pub fn logs(&self, key: &AgentKey) -> Option<LogRing> {
-        self.runners().get(key).map(|h| h.logs.clone())
-    }
-
-    async fn ensure_network(
-        &self,
-        docker: &Docker,
-        key: &AgentKey,
-        mode: NetworkMode,
-    ) -> Result<(), ApiError> {
-        let name = container::network_name(&self.instance, key);
-        match docker.inspect_network(&name, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(bollard_err("inspect network", e)),
-        }
-        let pool = SubnetPool::new(&self.cfg.network_pool, self.cfg.network_prefix)
-            .map_err(|e| ApiError::internal(format!("network pool: {e}")))?;
-        // Start at a place derived from the name to spread agents over the pool; skip
-        // subnets the engine says overlap with a network that exists.
-        let start = name
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        for i in 0..pool.len().min(256) {
-            let Some(subnet) = pool.subnet((start + i) % pool.len()) else {
-                break;
-            };
-            let req = NetworkCreateRequest {
-                name: name.clone(),
-                driver: Some("bridge".into()),
-                internal: Some(mode == NetworkMode::Internal),
-                ipam: Some(Ipam {
-                    driver: Some("default".into()),
-                    config: Some(vec![IpamConfig {
-                        subnet: Some(subnet.clone()),
-                        ..Default::default()
-                    }]),
-                    options: None,
-                }),
-                labels: Some(HashMap::from([
-                    (container::LABEL_MANAGED.to_string(), "true".to_string()),
-                    (LABEL_INSTANCE.to_string(), self.instance.clone()),
-                ])),
-                ..Default::default()
-            };
-            match docker.create_network(req).await {
-                Ok(_) => {
-                    tracing::info!(agent = %key, %subnet, "created the agent's network");
-                    return Ok(());
-                }
-                Err(e) if is_conflict(&e) => return Ok(()),
-                Err(bollard::errors::Error::DockerResponseServerError { message, .. })
-                    if message.contains("overlap") =>
-                {
-                    continue
-                }
-                Err(e) => return Err(bollard_err("create the agent's network", e)),
-            }
-        }
-        Err(ApiError::unavailable(format!(
-            "no free subnet left in the network pool {}",
-            self.cfg.network_pool
-        )))
-    }
-}
-
 /// One agent's supervisor task.
-struct Runner {
+pub(super) struct Runner {
     rt: Arc<Runtime>,
     rec: AgentRecord,
     tx: mpsc::UnboundedSender<Msg>,
@@ -676,6 +69,26 @@ fn describe_exit(e: &ExitInfo) -> String {
 }
 
 impl Runner {
+    pub(super) fn new(
+        rt: Arc<Runtime>,
+        rec: AgentRecord,
+        tx: mpsc::UnboundedSender<Msg>,
+        logs: LogRing,
+    ) -> Runner {
+        Runner {
+            rt,
+            rec,
+            tx,
+            logs,
+            gen: 0,
+            started_at_ms: None,
+            next_restart_at_ms: None,
+            log_task: None,
+            pending_failed: None,
+            held_back: false,
+        }
+    }
+
     fn view(&self) -> AgentView {
         let stats = self
             .rt
@@ -742,7 +155,7 @@ impl Runner {
         self.rec.message = message;
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         // Show what we knew before the engine answers.
         let _ = self.commit();
         while let Some(msg) = rx.recv().await {
@@ -860,10 +273,8 @@ impl Runner {
                         g.abort();
                     }
                 }
-                let _ = std::fs::remove_dir_all(crate::rpc::gateway::gateway_dir(
-                    &self.rt.cfg.state_dir,
-                    &key,
-                ));
+                let _ =
+                    std::fs::remove_dir_all(container::gateway_dir(&self.rt.cfg.state_dir, &key));
                 self.rt.fleet.remove(&key);
                 if self.rt.cfg.purge_after_secs == 0 {
                     self.rt.purge_now(&key, purge).await?;
@@ -903,8 +314,6 @@ impl Runner {
         }
     }
 
-    /// Starts the agent; on failure records why (Failed, or Pending while the engine is
-    /// away) and returns the error.
     /// Why the agent may not start yet (it needs credentials the vault cannot give now).
     fn hold_back_reason(&self) -> Option<String> {
         if self.rec.spec.credentials.is_empty() {
@@ -934,6 +343,8 @@ impl Runner {
         None
     }
 
+    /// Starts the agent; on failure records why (Failed, or Pending while the engine is
+    /// away) and returns the error.
     async fn start_or_fail(&mut self) -> Result<AgentView, ApiError> {
         if let Some(why) = self.hold_back_reason() {
             self.held_back = true;
@@ -982,11 +393,21 @@ impl Runner {
         self.set_state(AgentState::Pending, None);
         self.next_restart_at_ms = None;
         self.commit()?;
-        let image_ref = self.rt.resolve_image(&docker, &self.rec.spec.image).await?;
+        let image_ref = self
+            .rt
+            .images
+            .resolve(&docker, &self.rec.spec.image)
+            .await?;
         if self.rec.spec.network.mode != NetworkMode::None {
-            self.rt
-                .ensure_network(&docker, &self.rec.key, self.rec.spec.network.mode)
-                .await?;
+            let name = container::network_name(&self.rt.instance, &self.rec.key);
+            super::network::ensure(
+                &docker,
+                &name,
+                &self.rt.instance,
+                &self.rt.pool,
+                self.rec.spec.network.mode,
+            )
+            .await?;
         }
         let mut reuse = None;
         if let Some(id) = self.rec.container_id.clone() {
@@ -1052,7 +473,7 @@ impl Runner {
 
     async fn create(&mut self, docker: &Docker, image_ref: &str) -> Result<String, ApiError> {
         let name = container::container_name(&self.rt.instance, &self.rec.key);
-        let gateway_dir = crate::rpc::gateway::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
+        let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
         let body = container::create_body(
             &self.rt.cfg,
             &self.rt.instance,

@@ -1,0 +1,485 @@
+//! The daemon's hub: `Runtime` holds the parts every server and runner works with (config,
+//! store, fleet state, engine, audit log, vault, authorization, policy, incidents) and
+//! wires them: it loads the stored agents and starts a runner (`runner.rs`) and a gateway
+//! for each, routes the engine's container events to the runner of their agent, reports
+//! and removes orphans, and runs purges when they are due. It does not know any server:
+//! the gateway is started through the `GatewayStarter` that `lib.rs` hands in.
+//!
+//! On daemon start every agent's runner first publishes its stored state; when the engine
+//! connects (and after every reconnect) each runner re-inspects its container. Labelled
+//! containers that no agent owns are reported and removed after a grace period.
+
+use super::container::{key_from_labels, LABEL_INSTANCE};
+use super::engine::{is_not_found, Engine, EngineSignal};
+use super::image::Images;
+use super::logs::LogRing;
+use super::network::SubnetPool;
+use super::runner::{Cmd, Msg, Runner};
+use super::stats::CgroupReader;
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::incidents::detect::Signal;
+use crate::state::FleetState;
+use crate::store::{AgentKey, AgentRecord, Store};
+use crate::vault::Vault;
+use agenfleet_protocol::{
+    now_ms, AgentSpec, AgentState, AgentView, ApiError, AuditEvent, DesiredState, ImageInfo,
+};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Starts an agent's gateway server (its socket in `container::gateway_dir`) and answers
+/// the task serving it. `lib.rs` hands in the RPC layer's; supervision never names it.
+pub type GatewayStarter = fn(Arc<Runtime>, AgentKey) -> std::io::Result<JoinHandle<()>>;
+
+#[derive(Clone)]
+pub(super) struct RunnerHandle {
+    pub(super) tx: mpsc::UnboundedSender<Msg>,
+    logs: LogRing,
+    pub(super) gateway: Option<Arc<JoinHandle<()>>>,
+    /// Bumped whenever the agent's credentials change (wakes `wait_credentials`).
+    creds_gen: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// How long the engine must stay unreachable before it is an incident.
+const ENGINE_DOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// The daemon's hub (see the module's header).
+pub struct Runtime {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub fleet: FleetState,
+    pub engine: Engine,
+    pub instance: String,
+    pub audit: AuditLog,
+    pub vault: Arc<Vault>,
+    pub authz: crate::authz::Authz,
+    pub policy: Arc<crate::policy::PolicyEngine>,
+    pub incidents: Arc<crate::incidents::Incidents>,
+    /// The agents' images (the built-in one built once).
+    pub images: Images,
+    /// Where agents' own networks take their subnets from.
+    pub pool: SubnetPool,
+    runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
+    gateways: GatewayStarter,
+}
+
+/// What the runtime is built from (the daemon's parts, opened in `run`).
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub fleet: FleetState,
+    pub instance: String,
+    pub audit: AuditLog,
+    pub vault: Arc<Vault>,
+    pub policy: Arc<crate::policy::PolicyEngine>,
+    pub incidents: Arc<crate::incidents::Incidents>,
+    pub pool: SubnetPool,
+    pub gateways: GatewayStarter,
+}
+
+impl Runtime {
+    pub fn new(p: Parts) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            cfg: p.cfg,
+            authz: crate::authz::Authz::new(p.store.clone()),
+            store: p.store,
+            fleet: p.fleet,
+            engine: Engine::default(),
+            instance: p.instance,
+            audit: p.audit,
+            vault: p.vault,
+            policy: p.policy,
+            incidents: p.incidents,
+            images: Images::default(),
+            pool: p.pool,
+            runners: Mutex::new(HashMap::new()),
+            gateways: p.gateways,
+        })
+    }
+
+    /// Records an event durably; a failure is an `Unavailable` error that names the
+    /// audit problem (the caller must then not act).
+    pub async fn audit_event(&self, ev: AuditEvent) -> Result<u64, ApiError> {
+        self.audit.record(&ev).await.map_err(|e| {
+            let st = self.audit.status();
+            if !st.writable {
+                self.fleet.update_daemon(|d| {
+                    d.audit_writable = false;
+                    d.audit_problem = st.problem.clone();
+                });
+            }
+            ApiError::unavailable(format!("{e}; refusing to act without an audit record"))
+        })
+    }
+
+    /// Records something the daemon itself did or saw.
+    pub async fn system_event(
+        &self,
+        action: &str,
+        key: Option<&AgentKey>,
+        outcome: &str,
+        detail: String,
+    ) -> Result<u64, ApiError> {
+        self.audit_event(AuditEvent {
+            actor: "agenfleetd".into(),
+            action: action.into(),
+            tenant: key.map(|k| k.tenant.clone()),
+            agent: key.map(|k| k.name.clone()),
+            outcome: outcome.into(),
+            detail,
+        })
+        .await
+    }
+
+    /// After the vault changed (unsealed, initialised): publish its state and let every
+    /// held-back agent try again.
+    pub fn vault_changed(&self) {
+        let state = self.vault.state();
+        if state == agenfleet_protocol::VaultState::Unsealed {
+            self.incidents.signal(Signal::VaultOpen);
+        }
+        self.fleet.update_daemon(|d| d.vault = state);
+        let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
+        for h in handles {
+            let _ = h.tx.send(Msg::Resync);
+        }
+    }
+
+    /// An agent's stored spec.
+    pub fn agent_spec(&self, key: &AgentKey) -> Option<AgentSpec> {
+        let json: Option<String> = self
+            .store
+            .tenant(&key.tenant)
+            .with(|c| {
+                use rusqlite::OptionalExtension;
+                c.query_row(
+                    "SELECT spec_json FROM t_agents WHERE name = ?1",
+                    rusqlite::params![key.name],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .ok()
+            .flatten();
+        json.and_then(|j| serde_json::from_str(&j).ok())
+    }
+
+    /// Purges a deleted agent's record and credentials (cascade) and records it.
+    pub async fn purge_now(&self, key: &AgentKey, what: String) -> Result<(), ApiError> {
+        self.store
+            .delete_agent(key)
+            .map_err(|e| ApiError::internal(format!("cannot purge the agent's record: {e}")))?;
+        self.policy.forget_agent(key);
+        tracing::info!(agent = %key, "agent data purged");
+        let _ = self
+            .system_event("agent.purge", Some(key), "ok", what)
+            .await;
+        Ok(())
+    }
+
+    /// Runs a purge when it is due (a timer, not a poll).
+    pub fn schedule_purge(self: &Arc<Self>, key: AgentKey, at_ms: u64, what: String) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(now_ms()))).await;
+            if let Err(e) = rt.purge_now(&key, what).await {
+                tracing::error!(agent = %key, error = %e.message, "scheduled purge failed");
+            }
+        });
+    }
+
+    /// A receiver that wakes when the agent's credentials change.
+    pub fn credential_changes(&self, key: &AgentKey) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.runners().get(key).map(|h| h.creds_gen.subscribe())
+    }
+
+    /// An agent's credentials changed: a held-back agent may start now; after a rotation
+    /// a running agent is restarted so that it fetches the new value at start.
+    pub fn credentials_changed(&self, key: &AgentKey, rotated: bool) {
+        let Some(h) = self.runners().get(key).cloned() else {
+            return;
+        };
+        h.creds_gen.send_modify(|g| *g += 1);
+        let _ = h.tx.send(if rotated {
+            Msg::CredentialsRotated
+        } else {
+            Msg::Resync
+        });
+    }
+
+    /// The id of the agent's current container, if it has one.
+    pub fn container_of(&self, key: &AgentKey) -> Option<String> {
+        self.fleet.get(key).and_then(|v| v.container_id)
+    }
+
+    /// Lets one agent re-check whether it may start (its credentials changed).
+    pub fn nudge(&self, key: &AgentKey) {
+        if let Some(h) = self.runners().get(key) {
+            let _ = h.tx.send(Msg::Resync);
+        }
+    }
+
+    pub(super) fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, RunnerHandle>> {
+        self.runners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads every stored agent, starts a runner for each, and starts the engine pump, the
+    /// event dispatcher and the stats sampler.
+    pub fn start(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        for rec in self.store.load_agents()? {
+            self.spawn_runner(rec);
+        }
+        // Purges that were scheduled before a restart run when they are due.
+        for (key, at) in self.store.pending_purges()? {
+            self.schedule_purge(
+                key,
+                at,
+                "data of an agent deleted before the daemon restarted".into(),
+            );
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = self.engine.clone();
+        let host = self.cfg.docker_host.clone();
+        let instance = self.instance.clone();
+        tokio::spawn(engine.run(host, instance, tx));
+        tokio::spawn(self.clone().dispatch(rx));
+        tokio::spawn(super::stats::sample_loop(
+            self.fleet.clone(),
+            CgroupReader::default(),
+            Duration::from_millis(self.cfg.stats_interval_ms),
+        ));
+        Ok(())
+    }
+
+    fn spawn_runner(self: &Arc<Self>, rec: AgentRecord) -> mpsc::UnboundedSender<Msg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let logs = LogRing::new(self.cfg.log_ring_lines);
+        let gateway = match (self.gateways)(self.clone(), rec.key.clone()) {
+            Ok(h) => Some(Arc::new(h)),
+            Err(e) => {
+                tracing::error!(agent = %rec.key, error = %e, "cannot create the agent's gateway socket");
+                None
+            }
+        };
+        self.runners().insert(
+            rec.key.clone(),
+            RunnerHandle {
+                tx: tx.clone(),
+                logs: logs.clone(),
+                gateway,
+                creds_gen: Arc::new(tokio::sync::watch::channel(0).0),
+            },
+        );
+        let runner = Runner::new(self.clone(), rec, tx.clone(), logs);
+        tokio::spawn(runner.run(rx));
+        tx
+    }
+
+    async fn dispatch(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<EngineSignal>) {
+        while let Some(sig) = rx.recv().await {
+            match sig {
+                EngineSignal::Connected(info) => {
+                    self.fleet.update_daemon(|d| d.engine = info);
+                    self.incidents.signal(Signal::EngineUp);
+                    self.reconcile().await;
+                }
+                EngineSignal::Disconnected(why) => {
+                    self.fleet.update_daemon(|d| {
+                        d.engine.connected = false;
+                        d.engine.error = Some(why.clone());
+                    });
+                    // A blip is not an incident: only an engine still gone after a grace.
+                    let rt = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(ENGINE_DOWN_GRACE).await;
+                        if rt.engine.client().is_err() {
+                            rt.incidents.signal(Signal::EngineDown { why });
+                        }
+                    });
+                }
+                EngineSignal::Container(ev) => {
+                    let Some(key) = key_from_labels(&ev.labels) else {
+                        continue;
+                    };
+                    let handle = self.runners().get(&key).cloned();
+                    match handle {
+                        Some(h) => {
+                            let _ = h.tx.send(Msg::Event(ev));
+                        }
+                        None if ev.action == "start" || ev.action == "create" => {
+                            self.orphan_found(ev.container_id.clone(), key);
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// After (re)connecting: re-list our containers, report orphans, and have every runner
+    /// re-inspect its own container.
+    async fn reconcile(self: &Arc<Self>) {
+        if let Ok(docker) = self.engine.client() {
+            let mut filters = HashMap::new();
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            );
+            let opts = ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            };
+            match docker.list_containers(Some(opts)).await {
+                Ok(list) => {
+                    for c in list {
+                        let (Some(id), Some(labels)) = (c.id, c.labels) else {
+                            continue;
+                        };
+                        let Some(key) = key_from_labels(&labels) else {
+                            continue;
+                        };
+                        if !self.runners().contains_key(&key) {
+                            self.orphan_found(id, key);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list containers"),
+            }
+        }
+        let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
+        for h in handles {
+            let _ = h.tx.send(Msg::Resync);
+        }
+    }
+
+    fn orphan_found(self: &Arc<Self>, id: String, key: AgentKey) {
+        let short: String = id.chars().take(12).collect();
+        let label = format!("{short} ({key})");
+        let mut is_new = false;
+        self.fleet.update_daemon(|d| {
+            if !d.orphans.contains(&label) {
+                d.orphans.push(label.clone());
+                is_new = true;
+            }
+        });
+        if !is_new {
+            return;
+        }
+        tracing::warn!(container = %short, agent = %key, grace_secs = self.cfg.orphan_grace_secs,
+            "found a labelled container that no agent owns; it will be removed after the grace period");
+        let rt = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(rt.cfg.orphan_grace_secs)).await;
+            let audited = if rt.runners().contains_key(&key) {
+                false
+            } else {
+                rt.system_event(
+                    "container.orphan_remove",
+                    Some(&key),
+                    "requested",
+                    format!(
+                        "labelled container {short} has no agent; removing it after {}s",
+                        rt.cfg.orphan_grace_secs
+                    ),
+                )
+                .await
+                .is_ok()
+            };
+            if audited {
+                if let Ok(docker) = rt.engine.client() {
+                    let opts = RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    };
+                    match docker.remove_container(&id, Some(opts)).await {
+                        Ok(()) => tracing::info!(container = %short, "removed orphan container"),
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => {
+                            tracing::warn!(container = %short, error = %e, "cannot remove orphan")
+                        }
+                    }
+                }
+            }
+            rt.fleet
+                .update_daemon(|d| d.orphans.retain(|o| o != &label));
+        });
+    }
+
+    /// Builds the agent image (again, with `force`).
+    pub async fn build_image(&self, force: bool) -> Result<ImageInfo, ApiError> {
+        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
+        self.images.build(&docker, force).await
+    }
+
+    /// Stores a new agent and starts it; answers once it runs (or failed to).
+    pub async fn create(self: &Arc<Self>, spec: AgentSpec) -> Result<AgentView, ApiError> {
+        spec.validate()
+            .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
+        // Check the image before anything is stored: a spec naming a missing image
+        // creates nothing. Just after the daemon started, wait for its first connection.
+        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
+        self.images.resolve(&docker, &spec.image).await?;
+        let key = AgentKey {
+            tenant: spec.tenant.clone(),
+            name: spec.name.clone(),
+        };
+        let rec = AgentRecord {
+            key: key.clone(),
+            project: spec.project.clone(),
+            spec,
+            desired: DesiredState::Running,
+            state: AgentState::Pending,
+            message: None,
+            container_id: None,
+            image_ref: None,
+            restarts: 0,
+            restart_times: vec![],
+            last_exit: None,
+            created_at_ms: now_ms(),
+        };
+        // Hold the runners lock across the insert so two creates of one name cannot race.
+        {
+            let runners = self.runners();
+            if runners.contains_key(&key) {
+                return Err(ApiError::exists(format!("agent {key} already exists")));
+            }
+            self.store.insert_agent(&rec).map_err(|e| match e {
+                crate::store::StoreError::Exists(what) => {
+                    ApiError::exists(format!("{what} already exists"))
+                }
+                other => ApiError::internal(format!("cannot store the agent: {other}")),
+            })?;
+        }
+        tracing::info!(agent = %key, "agent created");
+        let tx = self.spawn_runner(rec);
+        Self::ask(&tx, Cmd::Start).await
+    }
+
+    async fn ask(tx: &mpsc::UnboundedSender<Msg>, cmd: Cmd) -> Result<AgentView, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Cmd(cmd, reply))
+            .map_err(|_| ApiError::not_found("the agent is gone"))?;
+        rx.await
+            .map_err(|_| ApiError::internal("the agent's supervisor stopped without answering"))?
+    }
+
+    /// Sends an operator command to an agent's runner and waits for the outcome.
+    pub async fn command(&self, key: &AgentKey, cmd: Cmd) -> Result<AgentView, ApiError> {
+        let tx = self
+            .runners()
+            .get(key)
+            .map(|h| h.tx.clone())
+            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))?;
+        Self::ask(&tx, cmd).await
+    }
+
+    pub fn logs(&self, key: &AgentKey) -> Option<LogRing> {
+        self.runners().get(key).map(|h| h.logs.clone())
+    }
+}
