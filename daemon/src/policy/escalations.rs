@@ -4,12 +4,16 @@
 //! remembered until it expires so that a retry of that same request passes, and never
 //! changes any policy. An escalation's id is the audit sequence number of the record that
 //! opened it, so ids are unique across daemon runs and point at their evidence.
+//! `wait` is the whole lifecycle of one escalation from its caller's side: queue, publish
+//! the agent's pending count, wait for a person or the timeout, and mark it abandoned if
+//! the waiting call goes away first.
 
 use crate::store::AgentKey;
 use agenfleet_protocol::policy::{EscalationState, EscalationView};
 use agenfleet_protocol::ApiError;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Decided escalations kept for `escalations list --all`.
@@ -36,6 +40,41 @@ struct Inner {
     approvals: HashMap<(AgentKey, String), Approval>,
 }
 
+/// How a wait for a person ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A person approved or denied it.
+    Decided(Resolution),
+    /// Nobody decided within the policy's timeout.
+    TimedOut,
+}
+
+/// Marks an escalation abandoned if its waiting call is dropped (the agent's connection
+/// closed or its deadline passed) before anyone decided.
+struct Abandon<'a, P: Fn(u32), A: FnOnce(u64)> {
+    queue: &'a Escalations,
+    id: u64,
+    key: AgentKey,
+    publish: &'a P,
+    abandoned: Option<A>,
+}
+
+impl<P: Fn(u32), A: FnOnce(u64)> Drop for Abandon<'_, P, A> {
+    fn drop(&mut self) {
+        let Some(abandoned) = self.abandoned.take() else {
+            return;
+        };
+        if self
+            .queue
+            .finish(self.id, EscalationState::Abandoned)
+            .is_some()
+        {
+            (self.publish)(self.queue.pending_for(&self.key));
+            abandoned(self.id);
+        }
+    }
+}
+
 pub struct Escalations {
     inner: Mutex<Inner>,
     approval_ttl_ms: u64,
@@ -60,8 +99,47 @@ impl Escalations {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Queues `view` and waits up to `timeout` for a person's decision. `publish` hears
+    /// the agent's pending count whenever it changes; `abandoned` runs (once, with the id)
+    /// if this future is dropped while the escalation still waits.
+    pub async fn wait<P, A>(
+        &self,
+        view: EscalationView,
+        timeout: Duration,
+        publish: P,
+        abandoned: A,
+    ) -> Outcome
+    where
+        P: Fn(u32),
+        A: FnOnce(u64),
+    {
+        let key = key_of(&view);
+        let id = view.id;
+        let rx = self.open(view);
+        let mut guard = Abandon {
+            queue: self,
+            id,
+            key: key.clone(),
+            publish: &publish,
+            abandoned: Some(abandoned),
+        };
+        publish(self.pending_for(&key));
+        let waited = tokio::time::timeout(timeout, rx).await;
+        guard.abandoned = None;
+        let out = match waited {
+            Ok(Ok(res)) => Outcome::Decided(res),
+            // Timed out, or ended elsewhere without a decision for this caller.
+            _ => {
+                self.finish(id, EscalationState::TimedOut);
+                Outcome::TimedOut
+            }
+        };
+        publish(self.pending_for(&key));
+        out
+    }
+
     /// Queues an escalation; the receiver hears the person's decision.
-    pub fn open(&self, view: EscalationView) -> oneshot::Receiver<Resolution> {
+    fn open(&self, view: EscalationView) -> oneshot::Receiver<Resolution> {
         let (tx, rx) = oneshot::channel();
         self.lock().pending.insert(view.id, (view, Some(tx)));
         rx
@@ -273,5 +351,74 @@ mod tests {
         assert!(q.finish(2, EscalationState::TimedOut).is_none());
         assert_eq!(q.list(true, |_| true).len(), 2);
         assert!(q.list(false, |_| true).is_empty());
+    }
+
+    /// Waits until `q` holds the escalation `id` in `state` (the waiter runs on the same
+    /// single-threaded runtime, so yielding lets it move).
+    async fn until_state(q: &Escalations, id: u64, state: EscalationState) {
+        while q.get(id).map(|v| v.state) != Some(state) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_hears_the_person_and_publishes_the_pending_count() {
+        let q = std::sync::Arc::new(Escalations::new(60_000));
+        let counts = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (q2, c2) = (q.clone(), counts.clone());
+        let waiter = tokio::spawn(async move {
+            q2.wait(
+                view(3, "hh"),
+                Duration::from_secs(3600),
+                |n| c2.lock().unwrap().push(n),
+                |_| panic!("a decided escalation is not abandoned"),
+            )
+            .await
+        });
+        until_state(&q, 3, EscalationState::Pending).await;
+        q.resolve(3, "hh", res(true)).expect("approved");
+        match waiter.await.expect("the waiter ends") {
+            Outcome::Decided(r) => assert!(r.approved && r.reviewer == "alice"),
+            Outcome::TimedOut => panic!("decided, not timed out"),
+        }
+        assert_eq!(*counts.lock().unwrap(), vec![1, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_times_out_to_a_denial_nobody_made() {
+        let q = Escalations::new(60_000);
+        let out = q
+            .wait(view(4, "h"), Duration::from_millis(1500), |_| {}, |_| {})
+            .await;
+        assert!(matches!(out, Outcome::TimedOut));
+        assert_eq!(q.get(4).unwrap().state, EscalationState::TimedOut);
+        assert_eq!(q.pending_for(&key_of(&view(4, ""))), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_abandons_its_escalation_once() {
+        let q = std::sync::Arc::new(Escalations::new(60_000));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let counts = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (q2, c2) = (q.clone(), counts.clone());
+        let waiter = tokio::spawn(async move {
+            q2.wait(
+                view(5, "h"),
+                Duration::from_secs(3600),
+                |n| c2.lock().unwrap().push(n),
+                move |id| tx.send(id).unwrap(),
+            )
+            .await
+        });
+        until_state(&q, 5, EscalationState::Pending).await;
+        waiter.abort();
+        assert_eq!(rx.recv().await, Some(5), "the abandon hook ran with the id");
+        assert_eq!(q.get(5).unwrap().state, EscalationState::Abandoned);
+        assert_eq!(*counts.lock().unwrap(), vec![1, 0]);
+        assert!(
+            q.resolve(5, "h", res(true)).is_err(),
+            "nobody can approve an abandoned call"
+        );
+        assert_eq!(rx.recv().await, None, "the hook ran once");
     }
 }

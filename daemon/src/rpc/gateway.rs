@@ -6,6 +6,7 @@
 //! tool-call decisions (scopes + Cedar, escalations that wait for a person, each decision
 //! durable in the audit log before the agent hears it) and the agent's reports.
 
+use crate::policy::escalations::Outcome;
 use crate::runtime::Runtime;
 use crate::store::AgentKey;
 use agenfleet_protocol::gateway::{
@@ -67,19 +68,81 @@ impl GatewayService {
         }
     }
 
-    fn publish_pending(&self) {
-        let n = self.rt.policy.escalations.pending_for(&self.key);
-        self.rt.fleet.set_escalations(&self.key, n);
+    /// The decision on an evaluated call: its verdict, or for an escalation a live
+    /// approval of this exact request or a person's answer. (allowed, reviewer, reason)
+    async fn decide(
+        &self,
+        call: &ToolCall,
+        ev: &crate::policy::Evaluation,
+    ) -> Result<(bool, Option<String>, String), ApiError> {
+        Ok(match ev.verdict {
+            Verdict::Allow => (true, None, ev.reason.clone()),
+            Verdict::Deny => (false, None, ev.reason.clone()),
+            Verdict::Escalate => match self
+                .rt
+                .policy
+                .escalations
+                .approval(&self.key, &ev.request_hash)
+            {
+                Some((reviewer, esc)) => {
+                    let why = format!(
+                        "approved by {reviewer} in escalation {esc} (bound to this exact request)"
+                    );
+                    (true, Some(reviewer), why)
+                }
+                None => self.escalate(call, ev).await?,
+            },
+        })
     }
 
-    /// Opens an escalation and waits for a person, the policy's timeout, or the agent
-    /// going away. Answers (allowed, reviewer, reason).
+    /// The durable `tool.decide` record; answers its sequence number (the decision id).
+    async fn record_decision(
+        &self,
+        call: &ToolCall,
+        ev: &crate::policy::Evaluation,
+        allowed: bool,
+        reviewer: &Option<String>,
+        reason: &str,
+    ) -> Result<u64, ApiError> {
+        let detail = serde_json::json!({
+            "tool": call.tool,
+            "args_sha256": ev.args_digest,
+            "request_hash": ev.request_hash,
+            "decision": if allowed { "allow" } else { "deny" },
+            "verdict": ev.verdict.to_string(),
+            "policy_version": ev.policy_version,
+            "policies": ev.policies,
+            "reviewer": reviewer,
+            "latency_us": ev.latency_us,
+            "reason": reason,
+        })
+        .to_string();
+        let outcome = if allowed { "allow" } else { "deny" };
+        self.rt
+            .audit_event(self.event("tool.decide", outcome, detail))
+            .await
+    }
+
+    /// Tells the incident detectors (denial spikes, permissions granted but never used).
+    fn signal_decision(&self, tool: &str, allowed: bool, decision_id: u64) {
+        let (key, project) = (&self.key, &self.project);
+        if self
+            .rt
+            .incidents
+            .decision(key, project, tool, allowed, decision_id)
+        {
+            let granted = self.rt.policy.granted_tools(key, project);
+            self.rt.incidents.check_usage(key, project, &granted);
+        }
+    }
+
+    /// Opens an escalation (its record first: the id is that record's sequence number)
+    /// and waits for a person or the policy's timeout. Answers (allowed, reviewer, reason).
     async fn escalate(
         &self,
         call: &ToolCall,
         ev: &crate::policy::Evaluation,
     ) -> Result<(bool, Option<String>, String), ApiError> {
-        let project = self.project.clone();
         let now = agenfleet_protocol::now_ms();
         let detail = serde_json::json!({
             "tool": call.tool,
@@ -91,7 +154,6 @@ impl GatewayService {
             "timeout_ms": ev.timeout_ms,
         })
         .to_string();
-        // The escalation's id is the sequence number of the record that opens it.
         let id = self
             .rt
             .audit_event(self.event("tool.escalate", "pending", detail))
@@ -99,7 +161,7 @@ impl GatewayService {
         let view = EscalationView {
             id,
             tenant: self.key.tenant.clone(),
-            project,
+            project: self.project.clone(),
             agent: self.key.name.clone(),
             tool: call.tool.clone(),
             args_json: call.args_json.clone(),
@@ -114,71 +176,11 @@ impl GatewayService {
             decided_ms: None,
             approval_expires_ms: None,
         };
-        let rx = self.rt.policy.escalations.open(view);
-        let guard = Abandon {
-            svc: self.clone(),
-            id,
-            armed: true,
-        };
-        self.publish_pending();
         tracing::info!(agent = %self.key, id, tool = %call.tool, "tool call escalated to a person");
-        let waited = tokio::time::timeout(Duration::from_millis(ev.timeout_ms), rx).await;
-        let mut guard = guard;
-        guard.armed = false;
-        let out = match waited {
-            Ok(Ok(res)) => (
-                res.approved,
-                Some(res.reviewer.clone()),
-                format!(
-                    "{} by {} in escalation {id}: {}",
-                    if res.approved { "approved" } else { "denied" },
-                    res.reviewer,
-                    res.reason
-                ),
-            ),
-            _ => {
-                self.rt
-                    .policy
-                    .escalations
-                    .finish(id, EscalationState::TimedOut);
-                (
-                    false,
-                    None,
-                    format!(
-                        "escalation {id} timed out after {} ms with nobody deciding: denied",
-                        ev.timeout_ms
-                    ),
-                )
-            }
-        };
-        self.publish_pending();
-        Ok(out)
-    }
-}
-
-/// Marks an escalation abandoned if its waiting call goes away (the agent's connection
-/// closed or its deadline passed) before anyone decided.
-struct Abandon {
-    svc: GatewayService,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for Abandon {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let svc = self.svc.clone();
-        let id = self.id;
-        if svc
-            .rt
-            .policy
-            .escalations
-            .finish(id, EscalationState::Abandoned)
-            .is_some()
-        {
-            svc.publish_pending();
+        let publish = |n| self.rt.fleet.set_escalations(&self.key, n);
+        let svc = self.clone();
+        let abandoned = move |id| {
+            // The agent's call is gone: its denial is still recorded.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let ev = svc.event(
@@ -189,7 +191,34 @@ impl Drop for Abandon {
                     let _ = svc.rt.audit_event(ev).await;
                 });
             }
-        }
+        };
+        let timeout = Duration::from_millis(ev.timeout_ms);
+        let outcome = self
+            .rt
+            .policy
+            .escalations
+            .wait(view, timeout, publish, abandoned)
+            .await;
+        Ok(match outcome {
+            Outcome::Decided(res) => (
+                res.approved,
+                Some(res.reviewer.clone()),
+                format!(
+                    "{} by {} in escalation {id}: {}",
+                    if res.approved { "approved" } else { "denied" },
+                    res.reviewer,
+                    res.reason
+                ),
+            ),
+            Outcome::TimedOut => (
+                false,
+                None,
+                format!(
+                    "escalation {id} timed out after {} ms with nobody deciding: denied",
+                    ev.timeout_ms
+                ),
+            ),
+        })
     }
 }
 
@@ -245,59 +274,19 @@ impl Gateway for GatewayService {
         }
     }
 
+    /// evaluate → decide (a person, for an escalation) → audit → signal → answer.
     async fn authorize(self, _: Context, call: ToolCall) -> Result<Decision, ApiError> {
         self.check()?;
-        let project = self.project.clone();
-        let ev = self.rt.policy.evaluate(&self.key, &project, &call, None);
-        let (allowed, reviewer, reason) = match ev.verdict {
-            Verdict::Allow => (true, None, ev.reason.clone()),
-            Verdict::Deny => (false, None, ev.reason.clone()),
-            Verdict::Escalate => match self
-                .rt
-                .policy
-                .escalations
-                .approval(&self.key, &ev.request_hash)
-            {
-                Some((reviewer, esc)) => (
-                    true,
-                    Some(reviewer.clone()),
-                    format!(
-                        "approved by {reviewer} in escalation {esc} (bound to this exact request)"
-                    ),
-                ),
-                None => self.escalate(&call, &ev).await?,
-            },
-        };
-        let detail = serde_json::json!({
-            "tool": call.tool,
-            "args_sha256": ev.args_digest,
-            "request_hash": ev.request_hash,
-            "decision": if allowed { "allow" } else { "deny" },
-            "verdict": ev.verdict.to_string(),
-            "policy_version": ev.policy_version,
-            "policies": ev.policies,
-            "reviewer": reviewer,
-            "latency_us": ev.latency_us,
-            "reason": reason,
-        })
-        .to_string();
+        let ev = self
+            .rt
+            .policy
+            .evaluate(&self.key, &self.project, &call, None);
+        let (allowed, reviewer, reason) = self.decide(&call, &ev).await?;
         // Audit before effect: the agent hears "allow" only once this record is durable.
         let decision_id = self
-            .rt
-            .audit_event(self.event(
-                "tool.decide",
-                if allowed { "allow" } else { "deny" },
-                detail,
-            ))
+            .record_decision(&call, &ev, allowed, &reviewer, &reason)
             .await?;
-        if self
-            .rt
-            .incidents
-            .decision(&self.key, &project, &call.tool, allowed, decision_id)
-        {
-            let granted = self.rt.policy.granted_tools(&self.key, &project);
-            self.rt.incidents.check_usage(&self.key, &project, &granted);
-        }
+        self.signal_decision(&call.tool, allowed, decision_id);
         Ok(Decision {
             decision_id,
             allowed,
