@@ -153,9 +153,20 @@ impl Caller {
         )))
     }
 
+    /// The one scope check of what a caller may see of a row — an agent, an audit
+    /// record, an incident, an escalation: a row of a tenant needs `p` on its project (on
+    /// the tenant when the project is not known); a row of no tenant is the platform's.
+    pub fn sees_row(&self, p: Permission, tenant: Option<&str>, project: Option<&str>) -> bool {
+        match (tenant, project) {
+            (None, _) => self.platform_admin,
+            (Some(t), Some(pr)) => self.can(p, Scope::Project(t, pr)),
+            (Some(t), None) => self.can(p, Scope::Tenant(t)),
+        }
+    }
+
     /// Whether the caller may see this agent at all (others answer as unknown).
     pub fn sees(&self, agent: &AgentView) -> bool {
-        self.can(P::FleetRead, Scope::Project(&agent.tenant, &agent.project))
+        self.sees_row(P::FleetRead, Some(&agent.tenant), Some(&agent.project))
     }
 
     /// Whether the caller holds `p` anywhere (what it sees is then filtered by scope).
@@ -405,6 +416,17 @@ pub fn add_operator(
 }
 
 pub fn remove_operator(store: &Store, uid: u32) -> Result<(), RoleError> {
+    // The operator's bindings first, tenant by tenant through each tenant's handle.
+    let tenants: Vec<String> = store.with(|c| {
+        let mut st = c.prepare("SELECT DISTINCT tenant_id FROM role_bindings WHERE uid = ?1")?;
+        let v = st.query_map(params![uid], |r| r.get(0))?.collect();
+        v
+    })?;
+    for t in tenants {
+        store
+            .tenant(&t)
+            .with(|c| c.execute("DELETE FROM t_role_bindings WHERE uid = ?1", params![uid]))?;
+    }
     let n = store.with(|c| c.execute("DELETE FROM operators WHERE uid = ?1", params![uid]))?;
     if n == 0 {
         return Err(RoleError::NotFound(format!("no operator with uid {uid}")));
@@ -476,11 +498,13 @@ pub fn grant(store: &Store, uid: u32, b: &Binding) -> Result<(), RoleError> {
             "no operator with uid {uid} (add it first)"
         )));
     }
-    let n = store.with(|c| {
-        c.execute(
-            "INSERT OR IGNORE INTO role_bindings (uid, role, tenant_id, project_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![uid, b.role.as_str(), b.tenant, b.project.clone().unwrap_or_default(), agenfleet_protocol::now_ms() as i64],
-        )
+    let n = store.tenant(&b.tenant).with(|c| {
+        crate::store::tenant::changes(c, |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO t_role_bindings (uid, role, project_id, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![uid, b.role.as_str(), b.project.clone().unwrap_or_default(), agenfleet_protocol::now_ms() as i64],
+            )
+        })
     })?;
     if n == 0 {
         return Err(RoleError::Exists(format!(
@@ -492,11 +516,13 @@ pub fn grant(store: &Store, uid: u32, b: &Binding) -> Result<(), RoleError> {
 }
 
 pub fn revoke(store: &Store, uid: u32, b: &Binding) -> Result<(), RoleError> {
-    let n = store.with(|c| {
-        c.execute(
-            "DELETE FROM role_bindings WHERE uid = ?1 AND role = ?2 AND tenant_id = ?3 AND project_id = ?4",
-            params![uid, b.role.as_str(), b.tenant, b.project.clone().unwrap_or_default()],
-        )
+    let n = store.tenant(&b.tenant).with(|c| {
+        crate::store::tenant::changes(c, |c| {
+            c.execute(
+                "DELETE FROM t_role_bindings WHERE uid = ?1 AND role = ?2 AND project_id = ?3",
+                params![uid, b.role.as_str(), b.project.clone().unwrap_or_default()],
+            )
+        })
     })?;
     if n == 0 {
         return Err(RoleError::NotFound(format!(
@@ -559,6 +585,36 @@ mod tests {
             token: None,
             denial: None,
         }
+    }
+
+    #[test]
+    fn one_scope_check_decides_what_each_caller_sees() {
+        let viewer = member(vec![(ScopedRole::ProjectViewer, "acme", Some("web"))]);
+        let admin = member(vec![(ScopedRole::TenantAdmin, "acme", None)]);
+        let mut platform = member(vec![]);
+        platform.platform_admin = true;
+        let rows: [(Option<&str>, Option<&str>); 5] = [
+            (Some("acme"), Some("web")),
+            (Some("acme"), Some("api")),
+            (Some("acme"), None),
+            (Some("beta"), Some("web")),
+            (None, None),
+        ];
+        let seen = |c: &Caller, p| -> Vec<bool> {
+            rows.iter().map(|(t, pr)| c.sees_row(p, *t, *pr)).collect()
+        };
+        assert_eq!(
+            seen(&viewer, P::FleetRead),
+            [true, false, false, false, false]
+        );
+        assert_eq!(seen(&admin, P::FleetRead), [true, true, true, false, false]);
+        assert_eq!(seen(&admin, P::AuditRead), [true, true, true, false, false]);
+        assert_eq!(seen(&platform, P::AuditRead), [true; 5]);
+        assert_eq!(
+            seen(&viewer, P::AuditRead),
+            [true, false, false, false, false],
+            "a viewer reads its own project's records only"
+        );
     }
 
     #[test]

@@ -88,11 +88,11 @@ pub fn create(
     let secret = format!("agf_{id}_{}", hex::encode(rand::random::<[u8; 24]>()));
     let now = now_ms();
     let expires = now + ttl_secs * 1000;
-    store.with(|c| {
+    store.tenant(tenant).with(|c| {
         c.execute(
-            "INSERT INTO tokens (id, secret_sha256, name, creator_uid, tenant_id, project_id, permissions, created_ms, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, sha(&secret), name, creator.uid, tenant, project.unwrap_or(""), perms.join(","), now as i64, expires as i64],
+            "INSERT INTO t_tokens (id, secret_sha256, name, creator_uid, project_id, permissions, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, sha(&secret), name, creator.uid, project.unwrap_or(""), perms.join(","), now as i64, expires as i64],
         )
     })?;
     let info =
@@ -150,9 +150,9 @@ pub fn revoke(store: &Store, caller: &Caller, id: &str) -> Result<TokenInfo, Rol
         // Someone else's token answers like an unknown one.
         return Err(RoleError::NotFound(format!("no token {id}")));
     }
-    store.with(|c| {
+    store.tenant(&t.tenant).with(|c| {
         c.execute(
-            "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+            "UPDATE t_tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
             params![id, now_ms() as i64],
         )
     })?;

@@ -200,28 +200,29 @@ impl PolicyEngine {
         let created_ms = agenfleet_protocol::now_ms();
         let version = self
             .store
+            .tenant(tenant)
             .with(|c| {
                 let tx = c.transaction()?;
                 let next: u32 = match kind {
                     Kind::Scopes => tx.query_row(
-                        "SELECT COALESCE(MAX(version), 0) + 1 FROM scope_versions WHERE tenant_id = ?1 AND agent = ?2",
-                        params![tenant, agent],
+                        "SELECT COALESCE(MAX(version), 0) + 1 FROM t_scope_versions WHERE agent = ?1",
+                        params![agent],
                         |r| r.get(0),
                     )?,
                     Kind::Policy => tx.query_row(
-                        "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = ?1",
-                        params![tenant],
+                        "SELECT COALESCE(MAX(version), 0) + 1 FROM t_policy_versions",
+                        [],
                         |r| r.get(0),
                     )?,
                 };
                 match kind {
                     Kind::Scopes => tx.execute(
-                        "INSERT INTO scope_versions (tenant_id, agent, version, text, hash, created_ms, author, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![tenant, agent, next, text, hash, created_ms as i64, author, note],
+                        "INSERT INTO t_scope_versions (agent, version, text, hash, created_ms, author, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![agent, next, text, hash, created_ms as i64, author, note],
                     )?,
                     Kind::Policy => tx.execute(
-                        "INSERT INTO policy_versions (tenant_id, version, text, hash, created_ms, author, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![tenant, next, text, hash, created_ms as i64, author, note],
+                        "INSERT INTO t_policy_versions (version, text, hash, created_ms, author, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![next, text, hash, created_ms as i64, author, note],
                     )?,
                 };
                 tx.commit()?;
@@ -437,12 +438,13 @@ mod tests {
     fn engine() -> (PolicyEngine, AgentKey) {
         let store = Store::open_in_memory().expect("store");
         store
+            .tenant("acme")
             .with(|c| {
                 c.execute_batch(
-                    "INSERT INTO tenants VALUES ('acme', 0);
-                     INSERT INTO projects VALUES ('acme', 'web', 0);
-                     INSERT INTO agents (tenant_id, name, project_id, spec_json, desired, state, created_at_ms)
-                        VALUES ('acme', 'bot', 'web', '{}', 'running', 'running', 0);",
+                    "INSERT INTO t_tenants (created_at_ms) VALUES (0);
+                     INSERT INTO t_projects (id, created_at_ms) VALUES ('web', 0);
+                     INSERT INTO t_agents (name, project_id, spec_json, desired, state, created_at_ms)
+                        VALUES ('bot', 'web', '{}', 'running', 'running', 0);",
                 )
             })
             .expect("seed");

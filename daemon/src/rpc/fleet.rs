@@ -221,26 +221,18 @@ impl Fleet for FleetService {
                     // Platform admins see everything; others see the records of the
                     // tenants and projects they hold a role in (audit.read).
                     let visible = |e: &AuditEntry| {
-                        if caller.platform_admin {
-                            return true;
-                        }
-                        let Some(t) = e.event.tenant.as_deref() else {
-                            return false;
-                        };
-                        match e.event.agent.as_deref() {
-                            Some(a) => {
-                                let key = AgentKey {
+                        let tenant = e.event.tenant.as_deref();
+                        // An agent's record belongs to its project while the agent exists.
+                        let project = match (tenant, e.event.agent.as_deref()) {
+                            (Some(t), Some(a)) => fleet
+                                .get(&AgentKey {
                                     tenant: t.into(),
                                     name: a.into(),
-                                };
-                                match fleet.get(&key) {
-                                    Some(v) => caller
-                                        .can(Permission::AuditRead, Scope::Project(t, &v.project)),
-                                    None => caller.can(Permission::AuditRead, Scope::Tenant(t)),
-                                }
-                            }
-                            None => caller.can(Permission::AuditRead, Scope::Tenant(t)),
-                        }
+                                })
+                                .map(|v| v.project),
+                            _ => None,
+                        };
+                        caller.sees_row(Permission::AuditRead, tenant, project.as_deref())
                     };
                     audit.query(&q, &visible)
                 })

@@ -10,6 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod schema;
+pub mod tenant;
+
+use schema::MIGRATIONS;
+pub use tenant::{TenantStore, TENANT_TABLES};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -53,189 +59,12 @@ pub struct AgentRecord {
     pub created_at_ms: u64,
 }
 
-const MIGRATIONS: &[&str] = &[
-    // 1: the spine.
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-     CREATE TABLE tenants (id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL);
-     CREATE TABLE projects (
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        id TEXT NOT NULL,
-        created_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (tenant_id, id));
-     CREATE TABLE agents (
-        tenant_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        project_id TEXT NOT NULL,
-        spec_json TEXT NOT NULL,
-        desired TEXT NOT NULL,
-        state TEXT NOT NULL,
-        message TEXT,
-        container_id TEXT,
-        image_ref TEXT,
-        restarts INTEGER NOT NULL DEFAULT 0,
-        restart_times_json TEXT NOT NULL DEFAULT '[]',
-        last_exit_json TEXT,
-        created_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (tenant_id, name),
-        FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id));
-     CREATE TABLE operators (
-        uid INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        role TEXT NOT NULL,
-        created_at_ms INTEGER NOT NULL);",
-    // 2: the vault. Keys are wrapped, values encrypted; nothing here opens without the
-    // master key, which lives in the OS keyring.
-    "CREATE TABLE vault_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-     CREATE TABLE vault_keys (
-        id INTEGER PRIMARY KEY,
-        wrapped BLOB NOT NULL,
-        created_ms INTEGER NOT NULL,
-        uses INTEGER NOT NULL DEFAULT 0,
-        active INTEGER NOT NULL DEFAULT 0);
-     CREATE TABLE credentials (
-        tenant_id TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        name TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        key_id INTEGER NOT NULL REFERENCES vault_keys(id),
-        sealed BLOB NOT NULL,
-        value_hmac TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        revoked_ms INTEGER,
-        revoke_at_ms INTEGER,
-        PRIMARY KEY (tenant_id, agent, name, version),
-        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);
-     CREATE TABLE credential_meta (
-        tenant_id TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        name TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        last_rotated_ms INTEGER,
-        last_delivered_ms INTEGER,
-        PRIMARY KEY (tenant_id, agent, name),
-        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);",
-    // 3: roles bound to a tenant (project_id '') or to one of its projects.
-    "CREATE TABLE role_bindings (
-        uid INTEGER NOT NULL REFERENCES operators(uid) ON DELETE CASCADE,
-        role TEXT NOT NULL,
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        project_id TEXT NOT NULL DEFAULT '',
-        created_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (uid, role, tenant_id, project_id));",
-    // 4 (below) tokens; 5: deleted agents wait for their scheduled purge.
-    // 4: personal access tokens, stored as SHA-256 of the secret only.
-    "CREATE TABLE tokens (
-        id TEXT PRIMARY KEY,
-        secret_sha256 TEXT NOT NULL,
-        name TEXT NOT NULL,
-        creator_uid INTEGER NOT NULL,
-        tenant_id TEXT NOT NULL,
-        project_id TEXT NOT NULL DEFAULT '',
-        permissions TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        revoked_ms INTEGER);",
-    "ALTER TABLE agents ADD COLUMN purge_at_ms INTEGER;",
-    // 6: published versions of agents' scopes and tenants' Cedar policies (immutable; the
-    // latest version is in force, a rollback publishes a copy of an older one).
-    "CREATE TABLE scope_versions (
-        tenant_id TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        author TEXT NOT NULL,
-        note TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, agent, version),
-        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);
-     CREATE TABLE policy_versions (
-        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        version INTEGER NOT NULL,
-        text TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        author TEXT NOT NULL,
-        note TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, version));",
-    // 7: incidents (one row each; the body is the whole incident as JSON).
-    "CREATE TABLE incidents (
-        id INTEGER PRIMARY KEY,
-        dedup_key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        tenant_id TEXT,
-        body_json TEXT NOT NULL,
-        updated_ms INTEGER NOT NULL);
-     CREATE INDEX incidents_state ON incidents(state, id);",
-];
-
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Set while a tenant-bound handle runs a query (see `tenant`).
     tenant_mode: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Tables that hold one tenant's data. Under a tenant-bound handle they may be read only
-/// through the `t_*` views, which show the bound tenant's rows and nothing else.
-pub const TENANT_TABLES: &[&str] = &[
-    "tenants",
-    "projects",
-    "agents",
-    "credentials",
-    "credential_meta",
-    "role_bindings",
-    "tokens",
-    "scope_versions",
-    "policy_versions",
-];
-
-const TENANT_VIEWS: &str = "
-    CREATE TEMP TABLE IF NOT EXISTS scope (tenant TEXT NOT NULL);
-    CREATE TEMP VIEW IF NOT EXISTS t_projects AS
-        SELECT * FROM main.projects WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
-    CREATE TEMP VIEW IF NOT EXISTS t_agents AS
-        SELECT * FROM main.agents WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
-    CREATE TEMP VIEW IF NOT EXISTS t_credentials AS
-        SELECT * FROM main.credentials WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
-    CREATE TEMP VIEW IF NOT EXISTS t_credential_meta AS
-        SELECT * FROM main.credential_meta WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
-    CREATE TEMP VIEW IF NOT EXISTS t_scope_versions AS
-        SELECT * FROM main.scope_versions WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);
-    CREATE TEMP VIEW IF NOT EXISTS t_policy_versions AS
-        SELECT * FROM main.policy_versions WHERE tenant_id = (SELECT tenant FROM temp.scope LIMIT 1);";
-
-/// A handle bound to one tenant: its queries read tenant tables only through the `t_*`
-/// views, and the database refuses any other read of them (the guard is SQLite's
-/// authorizer, so a query that forgets the tenant fails instead of leaking).
-pub struct TenantStore<'a> {
-    store: &'a Store,
-    tenant: String,
-}
-
-impl TenantStore<'_> {
-    pub fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        use std::sync::atomic::Ordering;
-        let mut conn = self.store.lock()?;
-        conn.execute("DELETE FROM temp.scope", [])?;
-        conn.execute(
-            "INSERT INTO temp.scope (tenant) VALUES (?1)",
-            params![self.tenant],
-        )?;
-        struct Reset<'m>(&'m std::sync::atomic::AtomicBool);
-        impl Drop for Reset<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
-            }
-        }
-        self.store.tenant_mode.store(true, Ordering::SeqCst);
-        let _reset = Reset(&self.store.tenant_mode);
-        Ok(f(&mut conn)?)
-    }
 }
 
 fn desired_str(d: DesiredState) -> &'static str {
@@ -293,8 +122,9 @@ impl Store {
     fn init(conn: Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Foreign keys are off while migrations rebuild tables, checked after, then on.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let tenant_mode = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (i, m) in MIGRATIONS.iter().enumerate() {
@@ -302,27 +132,23 @@ impl Store {
             if v > version {
                 let tx = conn.unchecked_transaction()?;
                 tx.execute_batch(m)?;
+                let broken: Option<String> = tx
+                    .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()?;
+                if let Some(table) = broken {
+                    return Err(StoreError::Corrupt(format!(
+                        "migration {v} leaves a row of `{table}` without its parent"
+                    )));
+                }
                 tx.pragma_update(None, "user_version", v)?;
                 tx.commit()?;
             }
         }
-        conn.execute_batch(TENANT_VIEWS)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(&tenant::views_sql(&conn)?)?;
         let mode = tenant_mode.clone();
         conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
-            use rusqlite::hooks::{AuthAction, Authorization};
-            if !mode.load(std::sync::atomic::Ordering::SeqCst) {
-                return Authorization::Allow;
-            }
-            match ctx.action {
-                AuthAction::Read { table_name, .. } if TENANT_TABLES.contains(&table_name) => {
-                    if ctx.accessor.is_some_and(|a| a.starts_with("t_")) {
-                        Authorization::Allow
-                    } else {
-                        Authorization::Deny
-                    }
-                }
-                _ => Authorization::Allow,
-            }
+            tenant::authorize(&mode, ctx)
         }));
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -377,64 +203,55 @@ impl Store {
     /// Inserts a new agent (and its tenant and project if new). Fails with `Exists` when
     /// the tenant already has an agent of that name.
     pub fn insert_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO tenants (id, created_at_ms) VALUES (?1, ?2)",
-            params![rec.key.tenant, rec.created_at_ms as i64],
-        )?;
-        tx.execute(
-            "INSERT OR IGNORE INTO projects (tenant_id, id, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![rec.key.tenant, rec.project, rec.created_at_ms as i64],
-        )?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT 1 FROM agents WHERE tenant_id = ?1 AND name = ?2",
-                params![rec.key.tenant, rec.key.name],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
-        if exists {
-            let purge: Option<i64> = tx
-                .query_row(
-                    "SELECT purge_at_ms FROM agents WHERE tenant_id = ?1 AND name = ?2",
-                    params![rec.key.tenant, rec.key.name],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            return Err(StoreError::Exists(match purge {
-                Some(_) => format!(
-                    "agent {} (deleted; its data is waiting for the scheduled purge)",
-                    rec.key
-                ),
-                None => format!("agent {}", rec.key),
-            }));
-        }
         let spec_json = serde_json::to_string(&rec.spec)
             .map_err(|e| StoreError::Corrupt(format!("spec does not serialize: {e}")))?;
-        tx.execute(
-            "INSERT INTO agents (tenant_id, name, project_id, spec_json, desired, state,
-                created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                rec.key.tenant,
-                rec.key.name,
-                rec.project,
-                spec_json,
-                desired_str(rec.desired),
-                rec.state.as_str(),
-                rec.created_at_ms as i64
-            ],
-        )?;
-        tx.commit()?;
-        drop(conn);
-        self.save_agent(rec)
+        let existing = self.tenant(&rec.key.tenant).with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR IGNORE INTO t_tenants (created_at_ms) VALUES (?1)",
+                params![rec.created_at_ms as i64],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO t_projects (id, created_at_ms) VALUES (?1, ?2)",
+                params![rec.project, rec.created_at_ms as i64],
+            )?;
+            // Some(purge time) when the name is taken.
+            let existing: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT purge_at_ms FROM t_agents WHERE name = ?1",
+                    params![rec.key.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if existing.is_none() {
+                tx.execute(
+                    "INSERT INTO t_agents (name, project_id, spec_json, desired, state,
+                        created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        rec.key.name,
+                        rec.project,
+                        spec_json,
+                        desired_str(rec.desired),
+                        rec.state.as_str(),
+                        rec.created_at_ms as i64
+                    ],
+                )?;
+                tx.commit()?;
+            }
+            Ok(existing)
+        })?;
+        match existing {
+            Some(Some(_)) => Err(StoreError::Exists(format!(
+                "agent {} (deleted; its data is waiting for the scheduled purge)",
+                rec.key
+            ))),
+            Some(None) => Err(StoreError::Exists(format!("agent {}", rec.key))),
+            None => self.save_agent(rec),
+        }
     }
 
     /// Saves the runtime fields of an agent (desired state, state, container, restarts).
     pub fn save_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        let conn = self.lock()?;
         let times = serde_json::to_string(&rec.restart_times)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let exit = match &rec.last_exit {
@@ -448,70 +265,71 @@ impl Store {
             ),
             None => None,
         };
-        conn.execute(
-            "UPDATE agents SET desired = ?3, state = ?4, message = ?5, container_id = ?6,
-                image_ref = ?7, restarts = ?8, restart_times_json = ?9, last_exit_json = ?10
-             WHERE tenant_id = ?1 AND name = ?2",
-            params![
-                rec.key.tenant,
-                rec.key.name,
-                desired_str(rec.desired),
-                rec.state.as_str(),
-                rec.message,
-                rec.container_id,
-                rec.image_ref,
-                rec.restarts,
-                times,
-                exit
-            ],
-        )?;
+        self.tenant(&rec.key.tenant).with(|c| {
+            c.execute(
+                "UPDATE t_agents SET desired = ?2, state = ?3, message = ?4, container_id = ?5,
+                    image_ref = ?6, restarts = ?7, restart_times_json = ?8, last_exit_json = ?9
+                 WHERE name = ?1",
+                params![
+                    rec.key.name,
+                    desired_str(rec.desired),
+                    rec.state.as_str(),
+                    rec.message,
+                    rec.container_id,
+                    rec.image_ref,
+                    rec.restarts,
+                    times,
+                    exit
+                ],
+            )
+        })?;
         Ok(())
     }
 
     /// Whether the tenant exists (it does while it has an agent, project, role or token).
     pub fn tenant_exists(&self, tenant: &str) -> Result<bool, StoreError> {
-        let conn = self.lock()?;
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM tenants WHERE id = ?1",
-            params![tenant],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .tenant(tenant)
+            .with(|c| c.query_row("SELECT COUNT(*) FROM t_tenants", [], |r| r.get(0)))?;
         Ok(n > 0)
     }
 
-    /// Deletes a tenant's own rows — role bindings, tokens, projects, then the tenant — in
-    /// one transaction. Its agents must be gone first (each has its own purge).
+    /// Deletes a tenant's own rows — role bindings, tokens, policies, projects, then the
+    /// tenant — in one transaction. Its agents must be gone first (each has its own purge).
     pub fn delete_tenant_rows(&self, tenant: &str) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        for sql in [
-            "DELETE FROM role_bindings WHERE tenant_id = ?1",
-            "DELETE FROM tokens WHERE tenant_id = ?1",
-            "DELETE FROM projects WHERE tenant_id = ?1",
-            "DELETE FROM tenants WHERE id = ?1",
-        ] {
-            tx.execute(sql, params![tenant])?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.tenant(tenant).with(|c| {
+            let tx = c.transaction()?;
+            for sql in [
+                "DELETE FROM t_role_bindings",
+                "DELETE FROM t_tokens",
+                "DELETE FROM t_policy_versions",
+                "DELETE FROM t_projects",
+                "DELETE FROM t_tenants",
+            ] {
+                tx.execute(sql, [])?;
+            }
+            tx.commit()
+        })
     }
 
+    /// Removes an agent's record with its credentials and scope versions.
     pub fn delete_agent(&self, key: &AgentKey) -> Result<bool, StoreError> {
-        let conn = self.lock()?;
-        let n = conn.execute(
-            "DELETE FROM agents WHERE tenant_id = ?1 AND name = ?2",
-            params![key.tenant, key.name],
-        )?;
+        let n = self.tenant(&key.tenant).with(|c| {
+            tenant::changes(c, |c| {
+                c.execute("DELETE FROM t_agents WHERE name = ?1", params![key.name])
+            })
+        })?;
         Ok(n > 0)
     }
 
     /// Marks a deleted agent's data for purging at `at_ms` (the agent is gone already).
     pub fn schedule_purge(&self, key: &AgentKey, at_ms: u64) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE agents SET purge_at_ms = ?3 WHERE tenant_id = ?1 AND name = ?2",
-            params![key.tenant, key.name, at_ms as i64],
-        )?;
+        self.tenant(&key.tenant).with(|c| {
+            c.execute(
+                "UPDATE t_agents SET purge_at_ms = ?2 WHERE name = ?1",
+                params![key.name, at_ms as i64],
+            )
+        })?;
         Ok(())
     }
 
@@ -742,5 +560,200 @@ mod tests {
         let a = s.instance_id().unwrap();
         assert_eq!(a, s.instance_id().unwrap());
         assert_eq!(a.len(), 8);
+    }
+
+    fn refused_at_prepare(r: Result<(), StoreError>) -> bool {
+        matches!(
+            r,
+            Err(StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::AuthorizationForStatementDenied
+        )
+    }
+
+    fn beta_state(s: &Store) -> String {
+        s.with(|c| {
+            c.query_row(
+                "SELECT state FROM agents WHERE tenant_id = 'beta' AND name = 'b1'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_write_aimed_at_another_tenants_row_is_refused_when_prepared() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_agent(&rec("acme", "a1")).unwrap();
+        s.insert_agent(&rec("beta", "b1")).unwrap();
+        let before = beta_state(&s);
+        // Direct writes to a tenant table are refused at prepare time, under a tenant
+        // handle and on the platform handle alike, whatever the WHERE says.
+        for sql in [
+            "UPDATE agents SET state = 'failed' WHERE tenant_id = 'beta'",
+            "DELETE FROM agents WHERE tenant_id = 'beta'",
+            "INSERT INTO agents (tenant_id, name, project_id, spec_json, desired, state, created_at_ms) VALUES ('beta', 'x', 'default', '{}', 'running', 'pending', 0)",
+            "DELETE FROM credentials",
+            "UPDATE tokens SET revoked_ms = 1",
+            "DELETE FROM role_bindings WHERE tenant_id = 'beta'",
+            "UPDATE policy_versions SET text = ''",
+            "DELETE FROM tenants WHERE id = 'beta'",
+        ] {
+            let r = s.tenant("acme").with(|c| c.prepare(sql).map(|_| ()));
+            assert!(refused_at_prepare(r), "`{sql}` was prepared under a tenant handle");
+            let r = s.with(|c| c.prepare(sql).map(|_| ()));
+            assert!(refused_at_prepare(r), "`{sql}` was prepared on the platform handle");
+        }
+        // Through the views a write reaches the bound tenant's rows only.
+        let n = s
+            .tenant("acme")
+            .with(|c| {
+                tenant::changes(c, |c| {
+                    c.execute(
+                        "UPDATE t_agents SET state = 'failed' WHERE tenant_id = 'beta'",
+                        [],
+                    )
+                })
+            })
+            .unwrap();
+        assert_eq!(n, 0, "beta's row is not in acme's view");
+        let e = s
+            .tenant("acme")
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO t_agents (tenant_id, name, project_id, spec_json, desired, state, created_at_ms) VALUES ('beta', 'x', 'default', '{}', 'running', 'pending', 0)",
+                    [],
+                )
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("another tenant"), "{e}");
+        let e = s
+            .tenant("acme")
+            .with(|c| c.execute("UPDATE t_agents SET tenant_id = 'beta'", []))
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot move"), "{e}");
+        // Outside a tenant handle the views are empty: nothing to write through.
+        let n = s
+            .with(|c| tenant::changes(c, |c| c.execute("DELETE FROM t_agents", [])))
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(s
+            .with(|c| c.execute(
+                "INSERT INTO t_projects (id, created_at_ms) VALUES ('p', 0)",
+                []
+            ))
+            .is_err());
+        assert_eq!(beta_state(&s), before);
+        assert_eq!(s.load_agents().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn deleting_an_agent_through_its_tenant_removes_its_children_only() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_agent(&rec("acme", "a1")).unwrap();
+        s.insert_agent(&rec("beta", "a1")).unwrap();
+        s.with(|c| {
+            c.execute(
+                "INSERT INTO vault_keys (id, wrapped, created_ms) VALUES (1, x'00', 0)",
+                [],
+            )
+        })
+        .unwrap();
+        for t in ["acme", "beta"] {
+            s.tenant(t)
+                .with(|c| {
+                    c.execute_batch(
+                        "INSERT INTO t_credentials (agent, name, version, key_id, sealed, value_hmac, created_ms)
+                            VALUES ('a1', 'k', 1, 1, x'00', 'h', 0);
+                         INSERT INTO t_credential_meta (agent, name, created_ms) VALUES ('a1', 'k', 0);
+                         INSERT INTO t_scope_versions (agent, version, text, hash, created_ms, author, note)
+                            VALUES ('a1', 1, '', 'h', 0, 'me', '');",
+                    )
+                })
+                .unwrap();
+        }
+        let key = AgentKey {
+            tenant: "acme".into(),
+            name: "a1".into(),
+        };
+        assert!(s.delete_agent(&key).unwrap());
+        let count = |t: &str| -> i64 {
+            s.tenant(t)
+                .with(|c| {
+                    c.query_row(
+                        "SELECT (SELECT COUNT(*) FROM t_credentials) + (SELECT COUNT(*) FROM t_credential_meta)
+                              + (SELECT COUNT(*) FROM t_scope_versions) + (SELECT COUNT(*) FROM t_agents)",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .unwrap()
+        };
+        assert_eq!(count("acme"), 0);
+        assert_eq!(
+            count("beta"),
+            4,
+            "the other tenant's agent of the same name keeps all"
+        );
+    }
+
+    #[test]
+    fn a_database_made_before_tenant_bound_writes_is_migrated_with_its_rows() {
+        let dir = std::env::temp_dir().join(format!("agf-store-mig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let c = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..7] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 7).unwrap();
+            c.execute_batch(
+                "INSERT INTO tenants VALUES ('acme', 0);
+                 INSERT INTO projects VALUES ('acme', 'default', 0);
+                 INSERT INTO agents (tenant_id, name, project_id, spec_json, desired, state, created_at_ms)
+                    VALUES ('acme', 'a1', 'default', '{}', 'running', 'running', 0);
+                 INSERT INTO vault_keys (id, wrapped, created_ms) VALUES (1, x'00', 0);
+                 INSERT INTO credentials (tenant_id, agent, name, version, key_id, sealed, value_hmac, created_ms)
+                    VALUES ('acme', 'a1', 'k', 1, 1, x'00', 'h', 0);
+                 INSERT INTO policy_versions VALUES ('acme', 1, 'permit', 'h', 0, 'me', '');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let (creds, policies, version): (i64, i64, i64) = s
+            .with(|c| {
+                c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM credentials), (SELECT COUNT(*) FROM policy_versions), (SELECT user_version FROM pragma_user_version)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!((creds, policies, version), (1, 1, MIGRATIONS.len() as i64));
+        // No cascade is left: the schema has no ON DELETE CASCADE, and the delete trigger
+        // takes the children.
+        let cascades: i64 = s
+            .with(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%CASCADE%'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(cascades, 0);
+        s.delete_agent(&AgentKey {
+            tenant: "acme".into(),
+            name: "a1".into(),
+        })
+        .unwrap();
+        let left: i64 = s
+            .with(|c| c.query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(left, 0);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -455,11 +455,11 @@ impl Vault {
         })?;
         let now = now_ms() as i64;
         let who = format!("{}/{name}", agent);
-        self.store.with(|c| -> rusqlite::Result<Result<(), VaultError>> {
+        self.store.tenant(&agent.tenant).with(|c| -> rusqlite::Result<Result<(), VaultError>> {
             let tx = c.transaction()?;
             let current: Option<i64> = tx.query_row(
-                "SELECT MAX(version) FROM credentials WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3",
-                params![agent.tenant, agent.name, name],
+                "SELECT MAX(version) FROM t_credentials WHERE agent = ?1 AND name = ?2",
+                params![agent.name, name],
                 |r| r.get(0),
             )?;
             let version = match (current, rotate) {
@@ -470,32 +470,32 @@ impl Vault {
             };
             let sealed = crypto::seal(&sealed_for, value.expose(), &aad_cred(agent, name, version));
             tx.execute(
-                "INSERT INTO credentials (tenant_id, agent, name, version, key_id, sealed, value_hmac, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![agent.tenant, agent.name, name, version, key_id as i64, sealed, hmac, now],
+                "INSERT INTO t_credentials (agent, name, version, key_id, sealed, value_hmac, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![agent.name, name, version, key_id as i64, sealed, hmac, now],
             )?;
             tx.execute("UPDATE vault_keys SET uses = uses + 1 WHERE id = ?1", params![key_id as i64])?;
             if rotate {
                 let at = now + (grace_secs as i64) * 1000;
                 if grace_secs == 0 {
                     tx.execute(
-                        "UPDATE credentials SET revoked_ms = ?5 WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3 AND version < ?4 AND revoked_ms IS NULL",
-                        params![agent.tenant, agent.name, name, version, now],
+                        "UPDATE t_credentials SET revoked_ms = ?4 WHERE agent = ?1 AND name = ?2 AND version < ?3 AND revoked_ms IS NULL",
+                        params![agent.name, name, version, now],
                     )?;
                 } else {
                     tx.execute(
-                        "UPDATE credentials SET revoke_at_ms = ?5 WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3 AND version < ?4 AND revoked_ms IS NULL",
-                        params![agent.tenant, agent.name, name, version, at],
+                        "UPDATE t_credentials SET revoke_at_ms = ?4 WHERE agent = ?1 AND name = ?2 AND version < ?3 AND revoked_ms IS NULL",
+                        params![agent.name, name, version, at],
                     )?;
                 }
                 tx.execute(
-                    "UPDATE credential_meta SET last_rotated_ms = ?4 WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3",
-                    params![agent.tenant, agent.name, name, now],
+                    "UPDATE t_credential_meta SET last_rotated_ms = ?3 WHERE agent = ?1 AND name = ?2",
+                    params![agent.name, name, now],
                 )?;
             } else {
                 tx.execute(
-                    "INSERT INTO credential_meta (tenant_id, agent, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![agent.tenant, agent.name, name, now],
+                    "INSERT INTO t_credential_meta (agent, name, created_ms) VALUES (?1, ?2, ?3)",
+                    params![agent.name, name, now],
                 )?;
             }
             tx.commit()?;
@@ -513,15 +513,17 @@ impl Vault {
     ) -> Result<CredentialInfo, VaultError> {
         check_cred_name(name)?;
         let now = now_ms() as i64;
-        let n = self.store.with(|c| match version {
-            Some(v) => c.execute(
-                "UPDATE credentials SET revoked_ms = ?5 WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3 AND version = ?4 AND revoked_ms IS NULL",
-                params![agent.tenant, agent.name, name, v, now],
-            ),
-            None => c.execute(
-                "UPDATE credentials SET revoked_ms = ?4 WHERE tenant_id = ?1 AND agent = ?2 AND name = ?3 AND revoked_ms IS NULL",
-                params![agent.tenant, agent.name, name, now],
-            ),
+        let n = self.store.tenant(&agent.tenant).with(|c| {
+            crate::store::tenant::changes(c, |c| match version {
+                Some(v) => c.execute(
+                    "UPDATE t_credentials SET revoked_ms = ?4 WHERE agent = ?1 AND name = ?2 AND version = ?3 AND revoked_ms IS NULL",
+                    params![agent.name, name, v, now],
+                ),
+                None => c.execute(
+                    "UPDATE t_credentials SET revoked_ms = ?3 WHERE agent = ?1 AND name = ?2 AND revoked_ms IS NULL",
+                    params![agent.name, name, now],
+                ),
+            })
         })?;
         let info = self.show(agent, name)?;
         if n == 0 {
@@ -642,10 +644,10 @@ impl Vault {
             })?;
             out.push((info.name.clone(), version, SecretValue::new(value.to_vec())));
         }
-        self.store.with(|c| {
+        self.store.tenant(&agent.tenant).with(|c| {
             c.execute(
-                "UPDATE credential_meta SET last_delivered_ms = ?3 WHERE tenant_id = ?1 AND agent = ?2",
-                params![agent.tenant, agent.name, now as i64],
+                "UPDATE t_credential_meta SET last_delivered_ms = ?2 WHERE agent = ?1",
+                params![agent.name, now as i64],
             )
         })?;
         Ok(out)
@@ -733,9 +735,10 @@ mod tests {
         assert!(!blobs[0].windows(10).any(|w| w == b"same-value"));
         // Copy a's ciphertext into b's row: b's value no longer opens.
         store
+            .tenant("t")
             .with(|c| {
                 c.execute(
-                    "UPDATE credentials SET sealed = ?1 WHERE agent = 'b'",
+                    "UPDATE t_credentials SET sealed = ?1 WHERE agent = 'b'",
                     params![blobs[0]],
                 )
             })
@@ -747,9 +750,10 @@ mod tests {
         let mut flipped = blobs[0].clone();
         flipped[20] ^= 1;
         store
+            .tenant("t")
             .with(|c| {
                 c.execute(
-                    "UPDATE credentials SET sealed = ?1 WHERE agent = 'a'",
+                    "UPDATE t_credentials SET sealed = ?1 WHERE agent = 'a'",
                     params![flipped],
                 )
             })

@@ -13,16 +13,15 @@ use agenfleet_protocol::{AgentRef, ApiError};
 const PUBLIC: &[&str] = &["engine-down", "vault-sealed", "portal-unavailable"];
 
 pub(crate) fn sees_incident(c: &Caller, i: &Incident) -> bool {
-    if c.platform_admin && c.token.is_none() {
-        return true;
-    }
-    match &i.tenant {
-        Some(t) => c.can(
+    let public = i.tenant.is_none()
+        && PUBLIC.contains(&i.scenario.as_str())
+        && c.holds_anywhere(Permission::FleetRead);
+    public
+        || c.sees_row(
             Permission::FleetRead,
-            Scope::Project(t, i.project.as_deref().unwrap_or("")),
-        ),
-        None => PUBLIC.contains(&i.scenario.as_str()) && c.holds_anywhere(Permission::FleetRead),
-    }
+            i.tenant.as_deref(),
+            i.project.as_deref(),
+        )
 }
 
 fn check_text(what: &str, s: &str, required: bool) -> Result<(), ApiError> {

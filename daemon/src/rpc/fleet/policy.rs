@@ -260,7 +260,7 @@ impl FleetService {
 
     fn sees_escalation(&self, v: &EscalationView) -> bool {
         self.caller()
-            .can(Permission::FleetRead, Scope::Project(&v.tenant, &v.project))
+            .sees_row(Permission::FleetRead, Some(&v.tenant), Some(&v.project))
     }
 
     pub(super) async fn do_escalations_list(

@@ -1,0 +1,185 @@
+//! The database's schema: the migrations, applied in order, each once (`user_version`
+//! counts them). A migration never changes after it shipped; a change is a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the spine.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE tenants (id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL);
+     CREATE TABLE projects (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        id TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id));
+     CREATE TABLE agents (
+        tenant_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        desired TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT,
+        container_id TEXT,
+        image_ref TEXT,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        restart_times_json TEXT NOT NULL DEFAULT '[]',
+        last_exit_json TEXT,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, name),
+        FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id));
+     CREATE TABLE operators (
+        uid INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL);",
+    // 2: the vault. Keys are wrapped, values encrypted; nothing here opens without the
+    // master key, which lives in the OS keyring.
+    "CREATE TABLE vault_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE vault_keys (
+        id INTEGER PRIMARY KEY,
+        wrapped BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        uses INTEGER NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 0);
+     CREATE TABLE credentials (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        key_id INTEGER NOT NULL REFERENCES vault_keys(id),
+        sealed BLOB NOT NULL,
+        value_hmac TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        revoke_at_ms INTEGER,
+        PRIMARY KEY (tenant_id, agent, name, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);
+     CREATE TABLE credential_meta (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_rotated_ms INTEGER,
+        last_delivered_ms INTEGER,
+        PRIMARY KEY (tenant_id, agent, name),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);",
+    // 3: roles bound to a tenant (project_id '') or to one of its projects.
+    "CREATE TABLE role_bindings (
+        uid INTEGER NOT NULL REFERENCES operators(uid) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        project_id TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (uid, role, tenant_id, project_id));",
+    // 4 (below) tokens; 5: deleted agents wait for their scheduled purge.
+    // 4: personal access tokens, stored as SHA-256 of the secret only.
+    "CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        secret_sha256 TEXT NOT NULL,
+        name TEXT NOT NULL,
+        creator_uid INTEGER NOT NULL,
+        tenant_id TEXT NOT NULL,
+        project_id TEXT NOT NULL DEFAULT '',
+        permissions TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked_ms INTEGER);",
+    "ALTER TABLE agents ADD COLUMN purge_at_ms INTEGER;",
+    // 6: published versions of agents' scopes and tenants' Cedar policies (immutable; the
+    // latest version is in force, a rollback publishes a copy of an older one).
+    "CREATE TABLE scope_versions (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, agent, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name) ON DELETE CASCADE);
+     CREATE TABLE policy_versions (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, version));",
+    // 7: incidents (one row each; the body is the whole incident as JSON).
+    "CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        tenant_id TEXT,
+        body_json TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL);
+     CREATE INDEX incidents_state ON incidents(state, id);",
+    // 8: tenant tables are written only through the tenant-bound views (see tenant.rs),
+    // whose delete triggers remove a row's children themselves: the foreign keys stay, but
+    // without ON DELETE CASCADE (a cascade would write a tenant table from outside them).
+    "CREATE TABLE credentials_new (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        key_id INTEGER NOT NULL REFERENCES vault_keys(id),
+        sealed BLOB NOT NULL,
+        value_hmac TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        revoke_at_ms INTEGER,
+        PRIMARY KEY (tenant_id, agent, name, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     INSERT INTO credentials_new SELECT * FROM credentials;
+     DROP TABLE credentials;
+     ALTER TABLE credentials_new RENAME TO credentials;
+     CREATE TABLE credential_meta_new (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_rotated_ms INTEGER,
+        last_delivered_ms INTEGER,
+        PRIMARY KEY (tenant_id, agent, name),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     INSERT INTO credential_meta_new SELECT * FROM credential_meta;
+     DROP TABLE credential_meta;
+     ALTER TABLE credential_meta_new RENAME TO credential_meta;
+     CREATE TABLE role_bindings_new (
+        uid INTEGER NOT NULL REFERENCES operators(uid),
+        role TEXT NOT NULL,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        project_id TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (uid, role, tenant_id, project_id));
+     INSERT INTO role_bindings_new SELECT * FROM role_bindings;
+     DROP TABLE role_bindings;
+     ALTER TABLE role_bindings_new RENAME TO role_bindings;
+     CREATE TABLE scope_versions_new (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, agent, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     INSERT INTO scope_versions_new SELECT * FROM scope_versions;
+     DROP TABLE scope_versions;
+     ALTER TABLE scope_versions_new RENAME TO scope_versions;
+     CREATE TABLE policy_versions_new (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, version));
+     INSERT INTO policy_versions_new SELECT * FROM policy_versions;
+     DROP TABLE policy_versions;
+     ALTER TABLE policy_versions_new RENAME TO policy_versions;",
+];
