@@ -1,14 +1,12 @@
-//! The console's event loop: terminal setup and restore, the daemon watcher (long-poll with
-//! reconnect), the log follower for the detail pane, operator actions, and drawing — only
-//! when something changed, each frame wrapped in a synchronized update (no flicker over SSH).
+//! The console's event loop, I/O only: terminal setup and restore, the daemon watcher
+//! (long-poll with reconnect), the followers of the audit log and of the detail pane's logs,
+//! the RPCs that `Effect`s ask for, and drawing — only when something changed, each frame
+//! wrapped in a synchronized update (no flicker over SSH). What any of it means is decided
+//! by `App::on_msg`.
 
-use crate::app::{App, Effect};
+use crate::app::{App, Effect, Msg};
 use crate::client::Conn;
-use agenfleet_protocol::policy::{EscalationView, VersionHistory};
-use agenfleet_protocol::{
-    now_ms, AgentAction, AgentRef, AgentView, ApiError, AuditEntry, AuditQuery, AuditStatus,
-    CallerInfo, CredentialInfo, LogChunk, WatchReply,
-};
+use agenfleet_protocol::{now_ms, AgentRef, ApiError, AuditQuery, CallerInfo};
 use crossterm::event::{Event, EventStream, KeyEventKind};
 use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
 use futures::StreamExt;
@@ -24,25 +22,22 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-enum Msg {
+/// What the background tasks send the loop: a new connection (kept here, where the I/O
+/// is), or news for the app.
+enum Inbox {
     Connected(Conn, CallerInfo),
-    Disconnected(String),
-    Watch(WatchReply),
-    Logs((String, String), LogChunk),
-    Audit(Vec<AuditEntry>, Option<AuditStatus>),
-    Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
-    Rotated(String, Result<CredentialInfo, String>),
-    ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
-    Escalations(Vec<EscalationView>),
-    Decided(u64, bool, Result<EscalationView, String>),
-    Scopes(String, Result<VersionHistory, String>),
-    ScopesPublished(String, Result<u32, String>),
-    IncidentDone(u64, Result<agenfleet_protocol::incidents::Incident, String>),
+    News(Box<Msg>),
+}
+
+impl From<Msg> for Inbox {
+    fn from(m: Msg) -> Inbox {
+        Inbox::News(Box::new(m))
+    }
 }
 
 /// Runs one call on the connection in the background; the message it makes comes back on
 /// `tx`. Answers false (and does nothing) without a connection.
-fn background<F, Fut>(conn: &Option<Conn>, tx: &mpsc::UnboundedSender<Msg>, f: F) -> bool
+fn background<F, Fut>(conn: &Option<Conn>, tx: &mpsc::UnboundedSender<Inbox>, f: F) -> bool
 where
     F: FnOnce(Conn) -> Fut,
     Fut: std::future::Future<Output = Option<Msg>> + Send + 'static,
@@ -54,7 +49,7 @@ where
     let fut = f(c);
     tokio::spawn(async move {
         if let Some(m) = fut.await {
-            let _ = tx.send(m);
+            let _ = tx.send(m.into());
         }
     });
     true
@@ -75,12 +70,12 @@ impl Drop for TerminalGuard {
     }
 }
 
-async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<Msg>) {
+async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<Inbox>) {
     loop {
         match Conn::open(&socket, timeout).await {
             Ok((conn, hello)) => {
                 let caller = hello.caller;
-                if tx.send(Msg::Connected(conn.clone(), caller)).is_err() {
+                if tx.send(Inbox::Connected(conn.clone(), caller)).is_err() {
                     return;
                 }
                 let (mut epoch, mut since) = (0u64, 0u64);
@@ -94,23 +89,24 @@ async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<M
                         Ok(Ok(r)) => {
                             epoch = r.epoch;
                             since = r.revision;
-                            if tx.send(Msg::Watch(r)).is_err() {
+                            if tx.send(Msg::Watch(r).into()).is_err() {
                                 return;
                             }
                         }
                         Ok(Err(e)) => {
-                            let _ = tx.send(Msg::Disconnected(e.message));
+                            let _ = tx.send(Msg::Disconnected(e.message).into());
                             break;
                         }
                         Err(e) => {
-                            let _ = tx.send(Msg::Disconnected(format!("lost the daemon: {e}")));
+                            let _ =
+                                tx.send(Msg::Disconnected(format!("lost the daemon: {e}")).into());
                             break;
                         }
                     }
                 }
             }
             Err(e) => {
-                if tx.send(Msg::Disconnected(e.message)).is_err() {
+                if tx.send(Msg::Disconnected(e.message).into()).is_err() {
                     return;
                 }
             }
@@ -121,7 +117,7 @@ async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<M
 
 /// Keeps the audit view current: the newest records, then each new one as it is written
 /// (long-poll), with the log's status after each batch.
-async fn follow_audit(conn: Conn, tx: mpsc::UnboundedSender<Msg>) {
+async fn follow_audit(conn: Conn, tx: mpsc::UnboundedSender<Inbox>) {
     let mut after = 0u64;
     let mut first = true;
     loop {
@@ -153,7 +149,7 @@ async fn follow_audit(conn: Conn, tx: mpsc::UnboundedSender<Msg>) {
             .await
             .ok()
             .and_then(Result::ok);
-        if tx.send(Msg::Audit(entries, status)).is_err() {
+        if tx.send(Msg::Audit(entries, status).into()).is_err() {
             return;
         }
     }
@@ -161,10 +157,10 @@ async fn follow_audit(conn: Conn, tx: mpsc::UnboundedSender<Msg>) {
 
 /// Credential metadata of an agent and its runs since the last rotation, from the audit
 /// log ("audit recent runs").
-async fn load_creds(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>) {
+async fn load_creds(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Inbox>) {
     let who = agent.to_string();
     let Ok(Ok(list)) = conn.client.creds_list(conn.ctx(), agent.clone()).await else {
-        let _ = tx.send(Msg::Creds(who, vec![], vec![]));
+        let _ = tx.send(Msg::Creds(who, vec![], vec![]).into());
         return;
     };
     let since = list.iter().filter_map(|c| c.last_rotated_ms).max();
@@ -183,10 +179,10 @@ async fn load_creds(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>)
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let _ = tx.send(Msg::Creds(who, list, runs));
+    let _ = tx.send(Msg::Creds(who, list, runs).into());
 }
 
-async fn follow_logs(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>) {
+async fn follow_logs(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Inbox>) {
     let key = (agent.tenant.clone().unwrap_or_default(), agent.name.clone());
     let mut since = 0;
     loop {
@@ -203,7 +199,7 @@ async fn follow_logs(conn: Conn, agent: AgentRef, tx: mpsc::UnboundedSender<Msg>
         {
             Ok(Ok(chunk)) => {
                 since = chunk.next_seq;
-                if tx.send(Msg::Logs(key.clone(), chunk)).is_err() {
+                if tx.send(Msg::Logs(key.clone(), chunk).into()).is_err() {
                     return;
                 }
             }
@@ -237,106 +233,43 @@ pub async fn run(opts: Options) -> io::Result<()> {
             crossterm::queue!(out, EndSynchronizedUpdate)?;
             out.flush()?;
         }
-        let effects = tokio::select! {
+        let msg = tokio::select! {
             ev = events.next() => match ev {
-                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => app.on_key(k),
-                Some(Ok(Event::Resize(_, _))) => {
-                    app.dirty = true;
-                    vec![]
-                }
-                Some(Ok(_)) => vec![],
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                Some(Ok(Event::Resize(_, _))) => Msg::Resize,
+                Some(Ok(_)) => continue,
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
             },
-            msg = rx.recv() => {
-                match msg {
-                    Some(Msg::Connected(c, caller)) => {
-                        app.on_connected(caller);
-                        if let Some(t) = audit_task.take() {
-                            t.abort();
-                        }
-                        audit_task = Some(tokio::spawn(follow_audit(c.clone(), tx.clone())));
-                        conn = Some(c);
-                        // A new connection: follow the open agent's logs again.
-                        match (&app.logs_for, app.detail_open) {
-                            (Some((t, n)), true) => vec![Effect::FollowLogs(Some(AgentRef { tenant: Some(t.clone()), name: n.clone() }))],
-                            _ => vec![],
-                        }
-                    }
-                    Some(Msg::Disconnected(e)) => {
-                        conn = None;
-                        app.on_disconnected(e);
-                        vec![]
-                    }
-                    Some(Msg::Watch(r)) => app.apply_watch(r),
-                    Some(Msg::Escalations(list)) => {
-                        app.apply_escalations(list);
-                        vec![]
-                    }
-                    Some(Msg::Decided(id, approve, res)) => {
-                        match res {
-                            Ok(e) => app.flash(format!("escalation {id} {}: {} may {}make the call", e.state, e.agent, if approve { "" } else { "not " }), false),
-                            Err(e) => app.flash(format!("escalation {id}: {e}"), true),
-                        }
-                        vec![Effect::LoadEscalations]
-                    }
-                    Some(Msg::Scopes(agent, res)) => {
-                        app.apply_scopes(&agent, res);
-                        vec![]
-                    }
-                    Some(Msg::ScopesPublished(agent, res)) => app.scopes_published(&agent, res),
-                    Some(Msg::IncidentDone(id, res)) => {
-                        match res {
-                            Ok(i) => app.flash(format!("incident #{id}: {} (with {})", i.state, i.party), false),
-                            Err(e) => app.flash(format!("incident #{id}: {e}"), true),
-                        }
-                        vec![]
-                    }
-                    Some(Msg::Logs(k, chunk)) => {
-                        app.apply_logs(&k, chunk);
-                        vec![]
-                    }
-                    Some(Msg::Audit(entries, status)) => {
-                        app.apply_audit(entries, status);
-                        vec![]
-                    }
-                    Some(Msg::Creds(agent, list, runs)) => {
-                        app.apply_creds(&agent, list, runs);
-                        vec![]
-                    }
-                    Some(Msg::Rotated(agent, res)) => {
-                        match res {
-                            Ok(c) => app.flash(
-                                format!("rotated {agent}/{} to version {}", c.name, c.current_version.unwrap_or(0)),
-                                false,
-                            ),
-                            Err(e) => app.flash(format!("rotation failed: {e}"), true),
-                        }
-                        match AgentRef::parse(&agent) {
-                            Ok(r) => vec![Effect::LoadCreds(r)],
-                            Err(_) => vec![],
-                        }
-                    }
-                    Some(Msg::ActionDone(action, agent, res)) => {
-                        match res {
-                            Ok(v) => app.flash(format!("{} {agent}: now {}", action.as_str(), v.state), false),
-                            Err(e) => app.flash(format!("{} {agent} failed: {e}", action.as_str()), true),
-                        }
-                        vec![]
-                    }
-                    None => break Ok(()),
+            inbox = rx.recv() => match inbox {
+                Some(Inbox::Connected(c, caller)) => {
+                    conn = Some(c);
+                    Msg::Connected(caller)
                 }
-            }
-            _ = tick.tick() => {
-                app.tick(now_ms());
-                vec![]
-            }
+                Some(Inbox::News(m)) => {
+                    if matches!(*m, Msg::Disconnected(_)) {
+                        conn = None;
+                    }
+                    *m
+                }
+                None => break Ok(()),
+            },
+            _ = tick.tick() => Msg::Tick(now_ms()),
         };
+        let effects = app.on_msg(msg);
         let mut quit = false;
         let mut offline = false;
         for e in effects {
             match e {
                 Effect::Quit => quit = true,
+                Effect::FollowAudit => {
+                    if let Some(t) = audit_task.take() {
+                        t.abort();
+                    }
+                    if let Some(c) = conn.clone() {
+                        audit_task = Some(tokio::spawn(follow_audit(c, tx.clone())));
+                    }
+                }
                 Effect::FollowLogs(agent) => {
                     if let Some(t) = log_task.take() {
                         t.abort();
@@ -437,7 +370,7 @@ pub async fn run(opts: Options) -> io::Result<()> {
             }
         }
         if offline {
-            app.flash("not connected to the daemon", true);
+            app.on_msg(Msg::NotConnected);
         }
         if quit {
             break Ok(());

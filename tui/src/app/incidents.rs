@@ -73,7 +73,19 @@ impl App {
             .then_some(id)
     }
 
-    pub(super) fn on_incidents_key(&mut self, code: KeyCode) -> Vec<Effect> {
+    /// The incidents view's own keys (None: not one of them).
+    pub(super) fn on_incidents_key(&mut self, code: KeyCode) -> Option<Vec<Effect>> {
+        let own = matches!(
+            code,
+            KeyCode::Char('j' | 'k' | 'a' | 'R' | 'S' | 'o' | 'e')
+                | KeyCode::Up
+                | KeyCode::Down
+                | KeyCode::Enter
+        );
+        own.then(|| self.incidents_key(code))
+    }
+
+    fn incidents_key(&mut self, code: KeyCode) -> Vec<Effect> {
         let n = self.open_incidents().len();
         match code {
             KeyCode::Char('j') | KeyCode::Down => {
@@ -208,5 +220,16 @@ impl App {
     pub(super) fn fix_incident_selection(&mut self) {
         let n = self.open_incidents().len();
         self.inc_selected = self.inc_selected.min(n.saturating_sub(1));
+    }
+
+    /// The daemon answered an incident action.
+    pub(super) fn incident_done(&mut self, id: u64, r: Result<Incident, String>) {
+        match r {
+            Ok(i) => self.flash(
+                format!("incident #{id}: {} (with {})", i.state, i.party),
+                false,
+            ),
+            Err(e) => self.flash(format!("incident #{id}: {e}"), true),
+        }
     }
 }

@@ -74,3 +74,34 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     };
     f.render_widget(Paragraph::new(line), area);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::app::tests::sample_app;
+    use crate::app::{Mode, View};
+    use crate::ui::testing::render_part;
+
+    #[test]
+    fn footer_of_each_view_100x1() {
+        let mut app = sample_app();
+        let mut shots = Vec::new();
+        for v in [View::Fleet, View::Audit, View::Escalations, View::Incidents] {
+            app.view = v;
+            let t = render_part(&app, 100, 1, super::draw);
+            shots.push(format!("{v:?}: {}", crate::ui::testing::screen_text(&t)));
+        }
+        insta::assert_snapshot!(shots.join("\n"));
+    }
+
+    #[test]
+    fn footer_while_filtering_and_with_a_flash_80x1() {
+        let mut app = sample_app();
+        app.mode = Mode::Filter;
+        app.filter = "acme".into();
+        let filtering = crate::ui::testing::screen_text(&render_part(&app, 80, 1, super::draw));
+        app.mode = Mode::Normal;
+        app.flash("not connected to the daemon", true);
+        let flash = crate::ui::testing::screen_text(&render_part(&app, 80, 1, super::draw));
+        insta::assert_snapshot!(format!("{filtering}\n{flash}"));
+    }
+}

@@ -114,3 +114,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         area,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::app::tests::sample_app;
+    use crate::ui::testing::render_part;
+
+    #[test]
+    fn header_100x2() {
+        let app = sample_app();
+        insta::assert_snapshot!(render_part(&app, 100, 2, super::draw).backend());
+    }
+
+    #[test]
+    fn header_narrow_readonly_80x2() {
+        let mut app = sample_app();
+        app.readonly = true;
+        insta::assert_snapshot!(render_part(&app, 80, 2, super::draw).backend());
+    }
+}

@@ -12,32 +12,44 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Enter", "open the detail pane and follow the log"),
     ("Esc", "close the detail pane, or clear the filter"),
     ("/", "filter by tenant, project, name or state"),
-    ("r", "restart the agent (asks first)"),
-    ("s", "stop the agent (asks first)"),
-    ("u", "start a stopped agent (asks first)"),
+    ("r / s / u", "restart / stop / start the agent (asks first)"),
     ("x", "reset a failed agent's budget and run it (asks first)"),
     ("c", "credentials of the agent (R rotates, masked)"),
-    (
-        "p",
-        "scopes of the agent: e edits (checked as you type), R rolls back",
-    ),
+    ("p", "scopes: e edits (checked as you type), R rolls back"),
     ("t", "switch context: all, each tenant, each project"),
-    ("1 / 2 / 3 / Tab", "fleet / audit / escalations view / next"),
     (
-        "a / d",
-        "escalations view: approve / deny the selected call",
+        "1 2 3 4 / Tab",
+        "fleet / audit / escalations / incidents / next",
+    ),
+    ("a / d", "escalations: approve / deny the selected call"),
+    (
+        "a R o S",
+        "incidents: ack / resolve / reassign / silence 1 h",
+    ),
+    (
+        "⏎ / e",
+        "incidents: go to the agent / to the audit evidence",
     ),
     ("?", "this help"),
     ("q, Ctrl-C", "quit (agents keep running)"),
 ];
 
+/// Width of the key column.
+const KEY_WIDTH: usize = 16;
+
 pub fn draw(f: &mut Frame, area: Rect, t: &Theme) {
-    let r = super::centered(area, 70, KEYS.len() as u16 + 4);
+    // Wide enough for the longest line (and its borders), as far as the terminal allows.
+    let widest = KEYS
+        .iter()
+        .map(|(_, what)| KEY_WIDTH + what.chars().count())
+        .max()
+        .unwrap_or(0);
+    let r = super::centered(area, widest as u16 + 2, KEYS.len() as u16 + 2);
     let lines: Vec<Line> = KEYS
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!("{k:<16}"), t.key()),
+                Span::styled(format!("{k:<KEY_WIDTH$}"), t.key()),
                 Span::raw(*what),
             ])
         })
@@ -48,4 +60,27 @@ pub fn draw(f: &mut Frame, area: Rect, t: &Theme) {
             .block(Block::bordered().title(Span::styled(" Keys — any key closes ", t.title()))),
         r,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::tests::sample_app;
+    use crate::ui::testing::render_part;
+
+    #[test]
+    fn help_overlay_80x24() {
+        let app = sample_app();
+        let t = render_part(&app, 80, 24, |f, area, _, theme| {
+            super::draw(f, area, theme)
+        });
+        insta::assert_snapshot!(t.backend());
+    }
+
+    #[test]
+    fn every_line_of_help_fits_an_80_column_terminal() {
+        for (k, what) in super::KEYS {
+            let w = super::KEY_WIDTH + what.chars().count() + 2;
+            assert!(w <= 80, "`{k}` needs {w} columns");
+        }
+    }
 }

@@ -84,6 +84,19 @@ pub mod testing {
             .collect()
     }
 
+    /// Renders one part (header, footer, help) with `part` into a `w`×`h` terminal.
+    pub fn render_part(
+        app: &App,
+        w: u16,
+        h: u16,
+        part: impl Fn(&mut Frame, Rect, &App, &super::theme::Theme),
+    ) -> Terminal<TestBackend> {
+        let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+        let theme = super::theme::Theme::new(app.color);
+        t.draw(|f| part(f, f.area(), app, &theme)).expect("draw");
+        t
+    }
+
     /// Renders the whole console at `w`×`h` and returns the terminal for inspection.
     pub fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
         let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");

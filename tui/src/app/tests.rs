@@ -1,0 +1,284 @@
+//! Unit tests of the console state, and the sample fleet the view snapshots draw.
+
+use super::*;
+use agenfleet_protocol::{Change, DesiredState, EngineInfo, ExitInfo};
+
+pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> AgentView {
+    AgentView {
+        tenant: tenant.into(),
+        project: project.into(),
+        name: name.into(),
+        image: "agenfleet/agent:0123456789ab".into(),
+        state,
+        desired: DesiredState::Running,
+        container_id: Some("c0ffee0123456789".into()),
+        started_at_ms: (state == AgentState::Running).then_some(1_000_000),
+        restarts: if state == AgentState::Failed { 3 } else { 0 },
+        restarts_in_window: if state == AgentState::Failed { 3 } else { 0 },
+        restart_budget: 3,
+        next_restart_at_ms: None,
+        last_exit: (state == AgentState::Failed).then_some(ExitInfo {
+            code: 137,
+            oom_killed: true,
+            at_ms: 1_000_000,
+        }),
+        message: (state == AgentState::Failed)
+            .then(|| "restart budget exhausted: 3 restarts within 120s".to_string()),
+        cpu_percent: (state == AgentState::Running).then_some(1.5),
+        memory_bytes: (state == AgentState::Running).then_some(3 * 1024 * 1024),
+        memory_limit_bytes: 256 * 1024 * 1024,
+        spec_hash: "abcdef0123456789".into(),
+        created_at_ms: 0,
+        escalations: 0,
+    }
+}
+
+pub fn daemon() -> DaemonInfo {
+    DaemonInfo {
+        version: "0.1.0".into(),
+        pid: 42,
+        started_at_ms: 0,
+        instance_id: "cafe1234".into(),
+        engine: EngineInfo {
+            connected: true,
+            version: Some("20.10.24".into()),
+            api_version: Some("1.41".into()),
+            error: None,
+        },
+        orphans: vec![],
+        audit_writable: true,
+        audit_problem: None,
+        vault: agenfleet_protocol::VaultState::Uninitialized,
+    }
+}
+
+/// A console with a fixed small fleet and a fixed clock.
+pub fn sample_app() -> App {
+    let mut app = App::new(false, true, 1_192_000);
+    app.on_connected(CallerInfo {
+        uid: 0,
+        operator: "root".into(),
+        role: "platform_admin".into(),
+        bindings: vec![],
+    });
+    let mut changes = vec![Change::Daemon(daemon())];
+    changes.push(Change::Agent(agent(
+        "acme",
+        "support",
+        "triage-bot",
+        AgentState::Running,
+    )));
+    changes.push(Change::Agent(agent(
+        "acme",
+        "ops",
+        "flaky-bot",
+        AgentState::Failed,
+    )));
+    changes.push(Change::Agent(agent(
+        "acme",
+        "research",
+        "crawler",
+        AgentState::BackingOff,
+    )));
+    changes.push(Change::Agent(agent(
+        "beta",
+        "default",
+        "idle",
+        AgentState::Stopped,
+    )));
+    app.apply_watch(WatchReply {
+        epoch: 1,
+        revision: 4,
+        reset: true,
+        changes,
+    });
+    app
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+#[test]
+fn navigation_filter_and_detail() {
+    let mut app = sample_app();
+    assert_eq!(app.selected_agent().unwrap().name, "crawler");
+    app.on_key(key(KeyCode::Char('j')));
+    assert_eq!(app.selected_agent().unwrap().name, "flaky-bot");
+    let fx = app.on_key(key(KeyCode::Enter));
+    assert!(app.detail_open);
+    assert!(matches!(&fx[..], [Effect::FollowLogs(Some(r))] if r.name == "flaky-bot"));
+    app.on_key(key(KeyCode::Esc));
+    assert!(!app.detail_open);
+    app.on_key(key(KeyCode::Char('/')));
+    for c in "beta".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.visible().len(), 1);
+    assert_eq!(app.selected_agent().unwrap().name, "idle");
+}
+
+#[test]
+fn actions_need_confirmation_and_readonly_blocks_them() {
+    let mut app = sample_app();
+    assert!(app.on_key(key(KeyCode::Char('r'))).is_empty());
+    assert!(matches!(
+        app.mode,
+        Mode::Confirm {
+            action: AgentAction::Restart,
+            ..
+        }
+    ));
+    assert!(app.on_key(key(KeyCode::Char('n'))).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    app.on_key(key(KeyCode::Char('s')));
+    let fx = app.on_key(key(KeyCode::Char('y')));
+    assert!(matches!(&fx[..], [Effect::Act(AgentAction::Stop, r)] if r.name == "crawler"));
+
+    let mut ro = sample_app();
+    ro.readonly = true;
+    ro.on_key(key(KeyCode::Char('r')));
+    assert_eq!(ro.mode, Mode::Normal);
+    assert!(ro.flash.as_ref().unwrap().text.contains("read-only"));
+}
+
+#[test]
+fn a_viewer_is_told_why_before_any_round_trip_and_contexts_narrow_the_fleet() {
+    let mut app = sample_app();
+    app.caller = Some(CallerInfo {
+        uid: 5,
+        operator: "val".into(),
+        role: "member".into(),
+        bindings: vec![agenfleet_protocol::RoleBinding {
+            role: "project_viewer".into(),
+            tenant: "acme".into(),
+            project: Some("research".into()),
+        }],
+    });
+    app.on_key(key(KeyCode::Char('r')));
+    assert_eq!(app.mode, Mode::Normal);
+    let f = app.flash.clone().unwrap();
+    assert!(
+        f.error
+            && f.text
+                .contains("needs agents.control on project acme/research"),
+        "{}",
+        f.text
+    );
+    // t cycles: all → tenant acme → project acme/ops → …
+    app.on_key(key(KeyCode::Char('t')));
+    assert_eq!(app.context, Some(("acme".into(), None)));
+    assert_eq!(app.visible().len(), 3);
+    app.on_key(key(KeyCode::Char('t')));
+    assert_eq!(app.visible().len(), 1);
+}
+
+#[test]
+fn the_console_reads_the_daemons_role_table() {
+    // Every permission the daemon knows, for every role it can bind: the console's
+    // up-front answer is the daemon's table (one table, in the protocol crate).
+    let mut app = sample_app();
+    let v = app.agents.values().next().expect("an agent").clone();
+    for role in [
+        "tenant_admin",
+        "project_admin",
+        "project_contributor",
+        "project_viewer",
+    ] {
+        let r = ScopedRole::parse(role).expect("a role the daemon binds");
+        assert_eq!(r.as_str(), role);
+        app.caller = Some(CallerInfo {
+            uid: 5,
+            operator: "val".into(),
+            role: "member".into(),
+            bindings: vec![agenfleet_protocol::RoleBinding {
+                role: role.into(),
+                tenant: v.tenant.clone(),
+                project: r.is_project_role().then(|| v.project.clone()),
+            }],
+        });
+        for p in Permission::ALL {
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+            assert_eq!(
+                app.may(p, &v).is_ok(),
+                r.permissions().contains(&p),
+                "{role} / {}",
+                p.as_str()
+            );
+        }
+    }
+}
+
+#[test]
+fn removal_moves_selection() {
+    let mut app = sample_app();
+    app.apply_watch(WatchReply {
+        epoch: 1,
+        revision: 5,
+        reset: false,
+        changes: vec![Change::Removed {
+            tenant: "acme".into(),
+            name: "crawler".into(),
+        }],
+    });
+    assert_eq!(app.selected_agent().unwrap().name, "flaky-bot");
+}
+
+#[test]
+fn news_from_the_daemon_decides_what_the_loop_does_next() {
+    let mut app = sample_app();
+    // A new connection follows the audit log, and the open agent's logs again.
+    app.on_key(key(KeyCode::Enter));
+    let caller = app.caller.clone().expect("sample caller");
+    let fx = app.on_msg(Msg::Connected(caller));
+    assert!(
+        matches!(&fx[..], [Effect::FollowAudit, Effect::FollowLogs(Some(r))] if r.name == "crawler")
+    );
+    // A rotation's answer is said and the pane reloaded.
+    let fx = app.on_msg(Msg::Rotated(
+        "acme/crawler".into(),
+        Err("vault sealed".into()),
+    ));
+    assert!(matches!(&fx[..], [Effect::LoadCreds(r)] if r.name == "crawler"));
+    assert!(app
+        .flash
+        .as_ref()
+        .is_some_and(|f| f.error && f.text.contains("vault sealed")));
+    // A decision reloads the queue; an effect without a connection is said.
+    let fx = app.on_msg(Msg::Decided(7, true, Err("gone".into())));
+    assert_eq!(fx, vec![Effect::LoadEscalations]);
+    assert!(app.on_msg(Msg::NotConnected).is_empty());
+    assert_eq!(
+        app.flash.as_ref().map(|f| f.text.as_str()),
+        Some("not connected to the daemon")
+    );
+    app.dirty = false;
+    app.on_msg(Msg::Resize);
+    assert!(app.dirty, "a resize redraws");
+}
+
+#[test]
+fn a_views_own_keys_come_first_then_the_fleets_from_any_view() {
+    let mut app = sample_app();
+    app.on_key(key(KeyCode::Char('2')));
+    assert_eq!(app.view, View::Audit);
+    let selected = app.selected_agent().map(|v| v.name.clone());
+    // j scrolls the audit view, it does not move the fleet's selection…
+    app.on_key(key(KeyCode::Char('j')));
+    assert_eq!(app.selected_agent().map(|v| v.name.clone()), selected);
+    // …r is refused there (agent actions live in the fleet view)…
+    app.on_key(key(KeyCode::Char('r')));
+    assert_eq!(app.mode, Mode::Normal);
+    // …and c, which the audit view does not use, opens the selected agent's credentials.
+    let fx = app.on_key(key(KeyCode::Char('c')));
+    assert!(matches!(&fx[..], [Effect::LoadCreds(r)] if Some(r.name.clone()) == selected));
+    assert_eq!(app.mode, Mode::Creds);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(
+        app.on_key(key(KeyCode::Char('3'))),
+        vec![Effect::LoadEscalations]
+    );
+    assert_eq!(app.on_key(key(KeyCode::Tab)), vec![]);
+    assert_eq!(app.view, View::Incidents);
+}
