@@ -152,21 +152,7 @@ impl Runtime {
 
     /// An agent's stored spec.
     pub fn agent_spec(&self, key: &AgentKey) -> Option<AgentSpec> {
-        let json: Option<String> = self
-            .store
-            .tenant(&key.tenant)
-            .with(|c| {
-                use rusqlite::OptionalExtension;
-                c.query_row(
-                    "SELECT spec_json FROM t_agents WHERE name = ?1",
-                    rusqlite::params![key.name],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .ok()
-            .flatten();
-        json.and_then(|j| serde_json::from_str(&j).ok())
+        self.store.agent_spec(key).ok().flatten()
     }
 
     /// Purges a deleted agent's record and credentials (cascade) and records it.

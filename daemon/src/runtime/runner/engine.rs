@@ -1,0 +1,363 @@
+//! The runner's side that talks to the engine: making its container exist and run (reusing
+//! one whose spec and image still match), stopping and removing it, following its logs
+//! into the ring, inspecting it after a `die`, and reconciling with what the engine shows
+//! after a (re)connect — adopting a running container without a restart.
+
+use super::Runner;
+use crate::runtime::container;
+use crate::runtime::engine::{bollard_err, is_conflict, is_not_found};
+use crate::runtime::logs::{rfc3339_ms, split_timestamp};
+use agenfleet_protocol::{
+    now_ms, AgentState, ApiError, DesiredState, ExitInfo, LogStream, NetworkMode,
+};
+use bollard::query_parameters::{LogsOptions, RemoveContainerOptions, StopContainerOptions};
+use bollard::Docker;
+use futures::StreamExt;
+use std::collections::HashMap;
+
+impl Runner {
+    pub(super) async fn stop_container(&mut self) -> Result<(), ApiError> {
+        let Some(id) = self.rec.container_id.clone() else {
+            return Ok(());
+        };
+        let docker = self.rt.engine.client()?;
+        let opts = StopContainerOptions {
+            t: Some(self.rt.cfg.stop_timeout_secs as i32),
+            signal: None,
+        };
+        match docker.stop_container(&id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => {
+                self.rec.container_id = None;
+                Ok(())
+            }
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(bollard_err("stop the agent's container", e)),
+        }
+    }
+
+    pub(super) async fn ensure_running(&mut self) -> Result<(), ApiError> {
+        let docker = self.rt.engine.client()?;
+        self.set_state(AgentState::Pending, None);
+        self.next_restart_at_ms = None;
+        self.commit()?;
+        let image_ref = self
+            .rt
+            .images
+            .resolve(&docker, &self.rec.spec.image)
+            .await?;
+        if self.rec.spec.network.mode != NetworkMode::None {
+            let name = container::network_name(&self.rt.instance, &self.rec.key);
+            crate::runtime::network::ensure(
+                &docker,
+                &name,
+                &self.rt.instance,
+                &self.rt.pool,
+                self.rec.spec.network.mode,
+            )
+            .await?;
+        }
+        let mut reuse = None;
+        if let Some(id) = self.rec.container_id.clone() {
+            match docker.inspect_container(&id, None).await {
+                Ok(c) => {
+                    let labels = c
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.labels.clone())
+                        .unwrap_or_default();
+                    let image = c
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default();
+                    let same = labels.get(container::LABEL_SPEC_HASH)
+                        == Some(&self.rec.spec.hash())
+                        && image == image_ref;
+                    let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                    if same && running {
+                        return self.mark_running(&docker, &id).await;
+                    }
+                    if same {
+                        reuse = Some(id);
+                    } else {
+                        self.remove(&docker, &id).await?;
+                    }
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(bollard_err("inspect the agent's container", e)),
+            }
+        }
+        let id = match reuse {
+            Some(id) => id,
+            None => self.create(&docker, &image_ref).await?,
+        };
+        // Record the container before starting it: after a crash of the daemon the next
+        // one finds it by this id (and by its labels).
+        self.rec.container_id = Some(id.clone());
+        self.rec.image_ref = Some(image_ref);
+        self.commit()?;
+        match docker.start_container(&id, None).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(bollard_err("start the agent's container", e)),
+        }
+        self.mark_running(&docker, &id).await
+    }
+
+    pub(super) async fn remove(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(bollard_err("remove the old container", e)),
+        }
+    }
+
+    pub(super) async fn create(
+        &mut self,
+        docker: &Docker,
+        image_ref: &str,
+    ) -> Result<String, ApiError> {
+        let name = container::container_name(&self.rt.instance, &self.rec.key);
+        let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
+        let body = container::create_body(
+            &self.rt.cfg,
+            &self.rt.instance,
+            &self.rec.key,
+            &self.rec.spec,
+            image_ref,
+            &gateway_dir,
+        );
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(&name)
+            .build();
+        for attempt in 0..2 {
+            match docker
+                .create_container(Some(opts.clone()), body.clone())
+                .await
+            {
+                Ok(r) => return Ok(r.id),
+                Err(e) if is_conflict(&e) && attempt == 0 => {
+                    // A container with our deterministic name is left over: replace it.
+                    tracing::info!(agent = %self.rec.key, %name, "replacing a left-over container");
+                    self.remove(docker, &name).await?;
+                }
+                Err(e) => return Err(bollard_err("create the agent's container", e)),
+            }
+        }
+        Err(ApiError::internal("cannot create the agent's container"))
+    }
+
+    pub(super) async fn mark_running(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
+        let c = docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| bollard_err("inspect the agent's container", e))?;
+        let state = c.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            // It died already; the die event will tell the rest.
+            self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
+            self.set_state(AgentState::Running, None);
+            return Ok(());
+        }
+        self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
+        self.set_state(AgentState::Running, None);
+        self.follow_logs(docker.clone(), id.to_string());
+        Ok(())
+    }
+
+    pub(super) fn follow_logs(&mut self, docker: Docker, id: String) {
+        if let Some(t) = self.log_task.take() {
+            t.abort();
+        }
+        let ring = self.logs.clone();
+        let tail = self.rt.cfg.log_ring_lines.to_string();
+        self.log_task = Some(tokio::spawn(async move {
+            let opts = LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                tail,
+                ..Default::default()
+            };
+            let mut stream = docker.logs(&id, Some(opts));
+            let mut partial: HashMap<bool, String> = HashMap::new();
+            while let Some(item) = stream.next().await {
+                let Ok(out) = item else { break };
+                let (is_err, bytes) = match out {
+                    bollard::container::LogOutput::StdErr { message } => (true, message),
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => (false, message),
+                    bollard::container::LogOutput::StdIn { .. } => continue,
+                };
+                let buf = partial.entry(is_err).or_default();
+                buf.push_str(&String::from_utf8_lossy(&bytes));
+                while let Some(pos) = buf.find('\n') {
+                    let line: String = buf.drain(..=pos).collect();
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if let Some((ts, text)) = split_timestamp(line) {
+                        let stream = if is_err {
+                            LogStream::Stderr
+                        } else {
+                            LogStream::Stdout
+                        };
+                        ring.push(ts, stream, text.to_string());
+                    }
+                }
+            }
+        }));
+    }
+
+    /// Inspects the container after a `die` event: a stale event (the container runs again)
+    /// is ignored; a real exit goes to the restart policy.
+    pub(super) async fn check_exit(&mut self) {
+        let Some(id) = self.rec.container_id.clone() else {
+            return;
+        };
+        let Ok(docker) = self.rt.engine.client() else {
+            return;
+        };
+        match docker.inspect_container(&id, None).await {
+            Ok(c) => {
+                let s = c.state.unwrap_or_default();
+                if s.running.unwrap_or(false) {
+                    return;
+                }
+                let exit = ExitInfo {
+                    code: s.exit_code.unwrap_or(-1),
+                    oom_killed: s.oom_killed.unwrap_or(false),
+                    at_ms: s
+                        .finished_at
+                        .as_deref()
+                        .and_then(rfc3339_ms)
+                        .unwrap_or_else(now_ms),
+                };
+                self.on_exit(exit).await;
+            }
+            Err(e) if is_not_found(&e) => {
+                self.rec.container_id = None;
+                self.on_exit(ExitInfo {
+                    code: -1,
+                    oom_killed: false,
+                    at_ms: now_ms(),
+                })
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(agent = %self.rec.key, error = %e, "cannot inspect after exit")
+            }
+        }
+    }
+
+    /// After the engine (re)connected: find our container and reconcile with it.
+    pub(super) async fn resync(&mut self) {
+        if self.held_back && self.rec.desired == DesiredState::Running {
+            let _ = self.start_or_fail().await;
+            return;
+        }
+        let Ok(docker) = self.rt.engine.client() else {
+            return;
+        };
+        let inspected = match self.rec.container_id.clone() {
+            Some(id) => match docker.inspect_container(&id, None).await {
+                Ok(c) => Some((id, c)),
+                Err(e) if is_not_found(&e) => None,
+                Err(e) => {
+                    tracing::warn!(agent = %self.rec.key, error = %e, "cannot inspect during resync");
+                    return;
+                }
+            },
+            None => None,
+        };
+        match inspected {
+            Some((id, c)) => {
+                let s = c.state.unwrap_or_default();
+                let running = s.running.unwrap_or(false);
+                match (self.rec.desired, running) {
+                    (DesiredState::Running, true) => {
+                        if self.rec.state != AgentState::Running || self.log_task.is_none() {
+                            let was = self.rec.state;
+                            if self.mark_running(&docker, &id).await.is_ok() {
+                                tracing::info!(agent = %self.rec.key, container = %&id[..12.min(id.len())], previous = %was, "adopted running container");
+                                let _ = self.commit();
+                                let _ = self
+                                    .rt
+                                    .system_event(
+                                        "agent.adopted",
+                                        Some(&self.rec.key),
+                                        "observed",
+                                        format!(
+                                            "running container {} adopted without a restart",
+                                            &id[..12.min(id.len())]
+                                        ),
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                    (DesiredState::Stopped, true) => {
+                        if self.stop_container().await.is_ok() {
+                            self.set_state(AgentState::Stopped, None);
+                            let _ = self.commit();
+                        }
+                    }
+                    (DesiredState::Stopped, false) => {
+                        if self.rec.state != AgentState::Stopped {
+                            self.set_state(AgentState::Stopped, None);
+                            let _ = self.commit();
+                        }
+                    }
+                    (DesiredState::Running, false) => match self.rec.state {
+                        AgentState::Running | AgentState::Pending | AgentState::Unknown => {
+                            self.on_exit(ExitInfo {
+                                code: s.exit_code.unwrap_or(-1),
+                                oom_killed: s.oom_killed.unwrap_or(false),
+                                at_ms: s
+                                    .finished_at
+                                    .as_deref()
+                                    .and_then(rfc3339_ms)
+                                    .unwrap_or_else(now_ms),
+                            })
+                            .await;
+                        }
+                        AgentState::BackingOff if self.next_restart_at_ms.is_none() => {
+                            self.apply_policy().await
+                        }
+                        AgentState::Stopped => {
+                            let _ = self.start_or_fail().await;
+                        }
+                        _ => {}
+                    },
+                }
+            }
+            None => {
+                self.rec.container_id = None;
+                match (self.rec.desired, self.rec.state) {
+                    (DesiredState::Stopped, _) => {
+                        self.set_state(AgentState::Stopped, None);
+                        let _ = self.commit();
+                    }
+                    (DesiredState::Running, AgentState::Failed) => {
+                        let _ = self.commit();
+                    }
+                    (DesiredState::Running, AgentState::BackingOff)
+                        if self.next_restart_at_ms.is_some() => {}
+                    (DesiredState::Running, AgentState::BackingOff) => self.apply_policy().await,
+                    (DesiredState::Running, _) => {
+                        let _ = self.start_or_fail().await;
+                    }
+                }
+            }
+        }
+    }
+}
