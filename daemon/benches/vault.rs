@@ -12,7 +12,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if let Err(e) = agenfleet_daemon::keys::init() {
+    if let Err(e) = agenfleet_daemon::keyring::init() {
         eprintln!("!!! SKIPPED vault bench: {e}");
         return;
     }
@@ -95,6 +95,6 @@ fn main() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
-    let _ = agenfleet_daemon::keys::delete(&format!("vault-master-{instance}"));
+    let _ = agenfleet_daemon::keyring::delete(&format!("vault-master-{instance}"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,13 +6,13 @@
 pub mod audit;
 pub mod authz;
 pub mod config;
+pub mod fleet_state;
 pub mod fuzz;
 pub mod incidents;
-pub mod keys;
+pub mod keyring;
 pub mod policy;
 pub mod rpc;
 pub mod runtime;
-pub mod state;
 pub mod store;
 pub mod vault;
 
@@ -127,7 +127,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let db = cfg.state_dir.join("agenfleet.db");
     let store = store::Store::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
     let instance = store.instance_id()?;
-    let fleet = state::FleetState::new(DaemonInfo {
+    let fleet = fleet_state::FleetState::new(DaemonInfo {
         version: SOFTWARE_VERSION.to_string(),
         pid: std::process::id(),
         started_at_ms: agenfleet_protocol::now_ms(),

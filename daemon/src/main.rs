@@ -105,7 +105,7 @@ fn main() -> std::process::ExitCode {
     }
     // Join a session keyring of our own before any thread exists: each thread has its own
     // credentials, and threads made later inherit this one's.
-    if let Err(e) = agenfleet_daemon::keys::init() {
+    if let Err(e) = agenfleet_daemon::keyring::init() {
         tracing::error!(error = %e, "the OS keyring is not usable: the vault stays sealed and checkpoints unsigned");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -24,8 +24,9 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     /// Loads the key named `name` from the OS keyring, creating it on first use.
-    pub fn from_keyring(name: &str) -> Result<Signer, crate::keys::KeyError> {
-        let seed = crate::keys::load_or_create(name, 32, || rand::random::<[u8; 32]>().to_vec())?;
+    pub fn from_keyring(name: &str) -> Result<Signer, crate::keyring::KeyError> {
+        let seed =
+            crate::keyring::load_or_create(name, 32, || rand::random::<[u8; 32]>().to_vec())?;
         let mut b = [0u8; 32];
         b.copy_from_slice(&seed);
         Ok(Signer {

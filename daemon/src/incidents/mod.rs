@@ -11,7 +11,7 @@ pub mod detect;
 pub mod matrix;
 
 use crate::audit::AuditLog;
-use crate::state::FleetState;
+use crate::fleet_state::FleetState;
 use crate::store::{AgentKey, Store};
 use agenfleet_protocol::incidents::{
     Delivery, EscalationStep, Incident, IncidentState, Matrix, Party, Scenario, Severity,

@@ -18,8 +18,8 @@ use super::runner::{Cmd, Msg, Runner};
 use super::stats::CgroupReader;
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::fleet_state::FleetState;
 use crate::incidents::detect::Signal;
-use crate::state::FleetState;
 use crate::store::{AgentKey, AgentRecord, Store};
 use crate::vault::Vault;
 use agenfleet_protocol::{

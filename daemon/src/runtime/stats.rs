@@ -1,7 +1,7 @@
 //! CPU and memory of running agents, read from their cgroups (v1 or v2) on the host: a
 //! few small file reads per agent per sample, no request to the engine per container.
 
-use crate::state::FleetState;
+use crate::fleet_state::FleetState;
 use crate::store::AgentKey;
 use agenfleet_protocol::AgentState;
 use std::collections::{HashMap, HashSet};

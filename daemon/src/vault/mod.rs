@@ -159,7 +159,7 @@ impl Vault {
             keyring: "kernel keyring (keyutils)".into(),
         };
         match v.meta("mk_check") {
-            Ok(Some(_)) => match crate::keys::get(&v.keyring_name()) {
+            Ok(Some(_)) => match crate::keyring::get(&v.keyring_name()) {
                 Ok(Some(mk)) if mk.len() == 32 => {
                     let mut arr = [0u8; 32];
                     arr.copy_from_slice(&mk);
@@ -270,7 +270,7 @@ impl Vault {
         let hmac = crypto::random_key();
         let dk = crypto::random_key();
         // Into the keyring first: a vault whose key cannot be kept must not be created.
-        crate::keys::set(&self.keyring_name(), mk.as_slice())
+        crate::keyring::set(&self.keyring_name(), mk.as_slice())
             .map_err(|e| VaultError::Keyring(e.to_string()))?;
         let now = now_ms() as i64;
         let check = crypto::seal(
@@ -302,7 +302,7 @@ impl Vault {
         let mk = crypto::open_key(&rk, &by_rk, &self.instance_aad("mk-recovery"))
             .ok_or(VaultError::WrongRecoveryKey)?;
         self.load_keys(mk.clone())?;
-        crate::keys::set(&self.keyring_name(), mk.as_slice())
+        crate::keyring::set(&self.keyring_name(), mk.as_slice())
             .map_err(|e| VaultError::Keyring(e.to_string()))?;
         Ok(())
     }
@@ -350,7 +350,7 @@ impl Vault {
         let old_mk = self.with_keys(|k| Ok(k.mk.clone()))?;
         // Keyring first, then the database in one transaction; on a failure put the old
         // key back so the keyring and the data never disagree.
-        crate::keys::set(&self.keyring_name(), new_mk.as_slice())
+        crate::keyring::set(&self.keyring_name(), new_mk.as_slice())
             .map_err(|e| VaultError::Keyring(e.to_string()))?;
         let r = self.store.with(|c| {
             let tx = c.transaction()?;
@@ -375,7 +375,7 @@ impl Vault {
             tx.commit()
         });
         if let Err(e) = r {
-            let _ = crate::keys::set(&self.keyring_name(), old_mk.as_slice());
+            let _ = crate::keyring::set(&self.keyring_name(), old_mk.as_slice());
             return Err(e.into());
         }
         if let Some(k) = self
@@ -666,7 +666,7 @@ impl Vault {
             return Err(VaultError::NotInitialized);
         }
         self.seal();
-        crate::keys::delete(&self.keyring_name()).map_err(|e| VaultError::Keyring(e.to_string()))
+        crate::keyring::delete(&self.keyring_name()).map_err(|e| VaultError::Keyring(e.to_string()))
     }
 }
 

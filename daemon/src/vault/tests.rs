@@ -4,7 +4,7 @@ use super::*;
 use agenfleet_protocol::{AgentState, DesiredState};
 
 fn setup() -> (Vault, Store, AgentKey, AgentKey) {
-    crate::keys::join_for_this_thread().expect("a session keyring for this test thread");
+    crate::keyring::join_for_this_thread().expect("a session keyring for this test thread");
     let store = Store::open_in_memory().unwrap();
     let mk = |n: &str| AgentKey {
         tenant: "t".into(),
@@ -88,7 +88,7 @@ fn values_are_bound_to_their_row_and_fresh_each_time() {
         .unwrap();
     assert!(matches!(v.current_values(&a), Err(VaultError::Corrupt(_))));
     drop(rk);
-    let _ = crate::keys::delete(&v.keyring_name());
+    let _ = crate::keyring::delete(&v.keyring_name());
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn rotate_revoke_versions_and_metadata_never_hold_the_value() {
         v.put(&a, "bad name", &val("x"), false, 0),
         Err(VaultError::Invalid(_))
     ));
-    let _ = crate::keys::delete(&v.keyring_name());
+    let _ = crate::keyring::delete(&v.keyring_name());
 }
 
 #[test]
@@ -164,5 +164,5 @@ fn sealed_until_unsealed_with_the_right_recovery_key() {
     let info = v.put(&a, "k2", &val("new"), false, 0).unwrap();
     assert_eq!(info.versions[0].data_key, 2);
     assert_eq!(v.current_values(&a).unwrap().len(), 2);
-    let _ = crate::keys::delete(&v.keyring_name());
+    let _ = crate::keyring::delete(&v.keyring_name());
 }
