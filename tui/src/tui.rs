@@ -217,9 +217,12 @@ pub async fn run(opts: Options) -> io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watch_task = tokio::spawn(watcher(opts.socket.clone(), opts.timeout, tx.clone()));
     let mut app = App::new(opts.readonly, color, now_ms());
-    let mut conn: Option<Conn> = None;
-    let mut log_task: Option<JoinHandle<()>> = None;
-    let mut audit_task: Option<JoinHandle<()>> = None;
+    let mut io = Io {
+        conn: None,
+        tx: tx.clone(),
+        log_task: None,
+        audit_task: None,
+    };
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,12 +246,12 @@ pub async fn run(opts: Options) -> io::Result<()> {
             },
             inbox = rx.recv() => match inbox {
                 Some(Inbox::Connected(c, caller)) => {
-                    conn = Some(c);
+                    io.conn = Some(c);
                     Msg::Connected(caller)
                 }
                 Some(Inbox::News(m)) => {
                     if matches!(*m, Msg::Disconnected(_)) {
-                        conn = None;
+                        io.conn = None;
                     }
                     *m
                 }
@@ -260,113 +263,10 @@ pub async fn run(opts: Options) -> io::Result<()> {
         let mut quit = false;
         let mut offline = false;
         for e in effects {
-            match e {
-                Effect::Quit => quit = true,
-                Effect::FollowAudit => {
-                    if let Some(t) = audit_task.take() {
-                        t.abort();
-                    }
-                    if let Some(c) = conn.clone() {
-                        audit_task = Some(tokio::spawn(follow_audit(c, tx.clone())));
-                    }
-                }
-                Effect::FollowLogs(agent) => {
-                    if let Some(t) = log_task.take() {
-                        t.abort();
-                    }
-                    if let (Some(a), Some(c)) = (agent, conn.clone()) {
-                        log_task = Some(tokio::spawn(follow_logs(c, a, tx.clone())));
-                    }
-                }
-                Effect::LoadCreds(agent) => {
-                    if let Some(c) = conn.clone() {
-                        tokio::spawn(load_creds(c, agent, tx.clone()));
-                    }
-                }
-                Effect::Rotate(agent, name, value) => {
-                    let sent = background(&conn, &tx, move |c| async move {
-                        let who = agent.to_string();
-                        let ctx = c.ctx_wait(Duration::from_secs(120));
-                        let r = flat(c.client.creds_rotate(ctx, agent, name, value, 0).await);
-                        Some(Msg::Rotated(who, r))
-                    });
-                    offline |= !sent;
-                }
-                Effect::LoadEscalations => {
-                    background(&conn, &tx, |c| async move {
-                        flat(c.client.escalations_list(c.ctx(), false).await)
-                            .ok()
-                            .map(Msg::Escalations)
-                    });
-                }
-                Effect::Decide {
-                    id,
-                    request_hash,
-                    approve,
-                    reason,
-                } => {
-                    let sent = background(&conn, &tx, move |c| async move {
-                        let r = c
-                            .client
-                            .escalation_decide(c.ctx(), id, request_hash, approve, reason)
-                            .await;
-                        Some(Msg::Decided(id, approve, flat(r)))
-                    });
-                    offline |= !sent;
-                }
-                Effect::LoadScopes(agent) => {
-                    background(&conn, &tx, |c| async move {
-                        let who = agent.to_string();
-                        let r = flat(c.client.scopes_show(c.ctx(), agent).await);
-                        Some(Msg::Scopes(who, r))
-                    });
-                }
-                Effect::PublishScopes(agent, text) => {
-                    let sent = background(&conn, &tx, |c| async move {
-                        let who = agent.to_string();
-                        let note = "edited in the console".to_string();
-                        let r = flat(c.client.scopes_publish(c.ctx(), agent, text, note).await);
-                        Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
-                    });
-                    offline |= !sent;
-                }
-                Effect::RollbackScopes(agent, version) => {
-                    let sent = background(&conn, &tx, move |c| async move {
-                        let who = agent.to_string();
-                        let r = flat(c.client.scopes_rollback(c.ctx(), agent, version).await);
-                        Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
-                    });
-                    offline |= !sent;
-                }
-                Effect::Incident(id, act) => {
-                    let sent = background(&conn, &tx, move |c| async move {
-                        use crate::app::IncidentAction as A;
-                        let note = || "from the console".to_string();
-                        let r = match act {
-                            A::Ack => flat(c.client.incident_ack(c.ctx(), id, note()).await),
-                            A::Resolve => {
-                                flat(c.client.incident_resolve(c.ctx(), id, note()).await)
-                            }
-                            A::Silence(secs) => {
-                                flat(c.client.incident_silence(c.ctx(), id, secs).await)
-                            }
-                            A::Reassign(p, reason) => {
-                                flat(c.client.incident_reassign(c.ctx(), id, p, reason).await)
-                            }
-                        };
-                        Some(Msg::IncidentDone(id, r))
-                    });
-                    offline |= !sent;
-                }
-                Effect::Act(action, agent) => {
-                    let sent = background(&conn, &tx, move |c| async move {
-                        let name = agent.to_string();
-                        let ctx = c.ctx_wait(Duration::from_secs(120));
-                        let r = flat(c.client.agent_action(ctx, agent, action).await);
-                        Some(Msg::ActionDone(action, name, r.map(Box::new)))
-                    });
-                    offline |= !sent;
-                }
+            match io.perform(e) {
+                Done::Quit => quit = true,
+                Done::Offline => offline = true,
+                Done::Ok => {}
             }
         }
         if offline {
@@ -377,8 +277,148 @@ pub async fn run(opts: Options) -> io::Result<()> {
         }
     };
     watch_task.abort();
-    for t in [log_task, audit_task].into_iter().flatten() {
+    for t in [io.log_task, io.audit_task].into_iter().flatten() {
         t.abort();
     }
     result
+}
+
+/// How carrying out one effect went.
+enum Done {
+    Ok,
+    Quit,
+    /// It needed the daemon and there is no connection.
+    Offline,
+}
+
+impl Done {
+    fn sent(sent: bool) -> Done {
+        if sent {
+            Done::Ok
+        } else {
+            Done::Offline
+        }
+    }
+}
+
+/// The loop's connection and the tasks it runs for the app.
+struct Io {
+    conn: Option<Conn>,
+    tx: mpsc::UnboundedSender<Inbox>,
+    log_task: Option<JoinHandle<()>>,
+    audit_task: Option<JoinHandle<()>>,
+}
+
+impl Io {
+    /// Carries out one effect: a follower (re)started, or one RPC in the background whose
+    /// answer comes back as a message.
+    fn perform(&mut self, e: Effect) -> Done {
+        match e {
+            Effect::Quit => return Done::Quit,
+            Effect::FollowAudit => {
+                if let Some(t) = self.audit_task.take() {
+                    t.abort();
+                }
+                if let Some(c) = self.conn.clone() {
+                    self.audit_task = Some(tokio::spawn(follow_audit(c, self.tx.clone())));
+                }
+            }
+            Effect::FollowLogs(agent) => {
+                if let Some(t) = self.log_task.take() {
+                    t.abort();
+                }
+                if let (Some(a), Some(c)) = (agent, self.conn.clone()) {
+                    self.log_task = Some(tokio::spawn(follow_logs(c, a, self.tx.clone())));
+                }
+            }
+            Effect::LoadCreds(agent) => {
+                if let Some(c) = self.conn.clone() {
+                    tokio::spawn(load_creds(c, agent, self.tx.clone()));
+                }
+            }
+            Effect::Rotate(agent, name, value) => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    let who = agent.to_string();
+                    let ctx = c.ctx_wait(Duration::from_secs(120));
+                    let r = flat(c.client.creds_rotate(ctx, agent, name, value, 0).await);
+                    Some(Msg::Rotated(who, r))
+                });
+                return Done::sent(sent);
+            }
+            Effect::LoadEscalations => {
+                background(&self.conn, &self.tx, |c| async move {
+                    flat(c.client.escalations_list(c.ctx(), false).await)
+                        .ok()
+                        .map(Msg::Escalations)
+                });
+            }
+            Effect::Decide {
+                id,
+                request_hash,
+                approve,
+                reason,
+            } => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    let r = c
+                        .client
+                        .escalation_decide(c.ctx(), id, request_hash, approve, reason)
+                        .await;
+                    Some(Msg::Decided(id, approve, flat(r)))
+                });
+                return Done::sent(sent);
+            }
+            Effect::LoadScopes(agent) => {
+                background(&self.conn, &self.tx, |c| async move {
+                    let who = agent.to_string();
+                    let r = flat(c.client.scopes_show(c.ctx(), agent).await);
+                    Some(Msg::Scopes(who, r))
+                });
+            }
+            Effect::PublishScopes(agent, text) => {
+                let sent = background(&self.conn, &self.tx, |c| async move {
+                    let who = agent.to_string();
+                    let note = "edited in the console".to_string();
+                    let r = flat(c.client.scopes_publish(c.ctx(), agent, text, note).await);
+                    Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
+                });
+                return Done::sent(sent);
+            }
+            Effect::RollbackScopes(agent, version) => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    let who = agent.to_string();
+                    let r = flat(c.client.scopes_rollback(c.ctx(), agent, version).await);
+                    Some(Msg::ScopesPublished(who, r.map(|v| v.version)))
+                });
+                return Done::sent(sent);
+            }
+            Effect::Incident(id, act) => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    use crate::app::IncidentAction as A;
+                    let note = || "from the console".to_string();
+                    let r = match act {
+                        A::Ack => flat(c.client.incident_ack(c.ctx(), id, note()).await),
+                        A::Resolve => flat(c.client.incident_resolve(c.ctx(), id, note()).await),
+                        A::Silence(secs) => {
+                            flat(c.client.incident_silence(c.ctx(), id, secs).await)
+                        }
+                        A::Reassign(p, reason) => {
+                            flat(c.client.incident_reassign(c.ctx(), id, p, reason).await)
+                        }
+                    };
+                    Some(Msg::IncidentDone(id, r))
+                });
+                return Done::sent(sent);
+            }
+            Effect::Act(action, agent) => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    let name = agent.to_string();
+                    let ctx = c.ctx_wait(Duration::from_secs(120));
+                    let r = flat(c.client.agent_action(ctx, agent, action).await);
+                    Some(Msg::ActionDone(action, name, r.map(Box::new)))
+                });
+                return Done::sent(sent);
+            }
+        }
+        Done::Ok
+    }
 }
