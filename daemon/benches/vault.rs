@@ -28,21 +28,9 @@ fn main() {
             AgentSpec::from_toml(&format!("name = \"{name}\"\nimage = \"x\"\n")).expect("spec");
         store
             .insert_agent(&AgentRecord {
-                key: AgentKey {
-                    tenant: "default".into(),
-                    name,
-                },
-                project: "default".into(),
-                spec,
                 desired: DesiredState::Stopped,
                 state: AgentState::Stopped,
-                message: None,
-                container_id: None,
-                image_ref: None,
-                restarts: 0,
-                restart_times: vec![],
-                last_exit: None,
-                created_at_ms: 0,
+                ..AgentRecord::new(spec, 0)
             })
             .expect("agent");
     }

@@ -22,9 +22,7 @@ use crate::fleet_state::FleetState;
 use crate::incidents::detect::Signal;
 use crate::store::{AgentKey, AgentRecord, Store};
 use crate::vault::Vault;
-use agenfleet_protocol::{
-    now_ms, AgentSpec, AgentState, AgentView, ApiError, AuditEvent, DesiredState, ImageInfo,
-};
+use agenfleet_protocol::{now_ms, AgentSpec, AgentView, ApiError, AuditEvent, ImageInfo};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -411,24 +409,8 @@ impl Runtime {
         // creates nothing. Just after the daemon started, wait for its first connection.
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
         self.images.resolve(&docker, &spec.image).await?;
-        let key = AgentKey {
-            tenant: spec.tenant.clone(),
-            name: spec.name.clone(),
-        };
-        let rec = AgentRecord {
-            key: key.clone(),
-            project: spec.project.clone(),
-            spec,
-            desired: DesiredState::Running,
-            state: AgentState::Pending,
-            message: None,
-            container_id: None,
-            image_ref: None,
-            restarts: 0,
-            restart_times: vec![],
-            last_exit: None,
-            created_at_ms: now_ms(),
-        };
+        let rec = AgentRecord::new(spec, now_ms());
+        let key = rec.key.clone();
         // Hold the runners lock across the insert so two creates of one name cannot race.
         {
             let runners = self.runners();

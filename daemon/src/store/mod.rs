@@ -67,6 +67,29 @@ pub struct Store {
     tenant_mode: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl AgentRecord {
+    /// A new agent as its spec describes it: wanted running, not started yet.
+    pub fn new(spec: AgentSpec, created_at_ms: u64) -> AgentRecord {
+        AgentRecord {
+            key: AgentKey {
+                tenant: spec.tenant.clone(),
+                name: spec.name.clone(),
+            },
+            project: spec.project.clone(),
+            spec,
+            desired: DesiredState::Running,
+            state: AgentState::Pending,
+            message: None,
+            container_id: None,
+            image_ref: None,
+            restarts: 0,
+            restart_times: vec![],
+            last_exit: None,
+            created_at_ms,
+        }
+    }
+}
+
 fn desired_str(d: DesiredState) -> &'static str {
     match d {
         DesiredState::Running => "running",

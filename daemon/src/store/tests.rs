@@ -7,23 +7,7 @@ fn rec(tenant: &str, name: &str) -> AgentRecord {
         "name = \"{name}\"\ntenant = \"{tenant}\"\nimage = \"agenfleet/agent\"\n"
     ))
     .unwrap();
-    AgentRecord {
-        key: AgentKey {
-            tenant: tenant.into(),
-            name: name.into(),
-        },
-        project: "default".into(),
-        spec,
-        desired: DesiredState::Running,
-        state: AgentState::Pending,
-        message: None,
-        container_id: None,
-        image_ref: None,
-        restarts: 0,
-        restart_times: vec![],
-        last_exit: None,
-        created_at_ms: 1,
-    }
+    AgentRecord::new(spec, 1)
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Tests of the vault: values bound to their row, rotation and revocation, sealing and the recovery key.
 
 use super::*;
-use agenfleet_protocol::{AgentState, DesiredState};
 
 fn setup() -> (Vault, Store, AgentKey, AgentKey) {
     crate::keyring::join_for_this_thread().expect("a session keyring for this test thread");
@@ -16,20 +15,7 @@ fn setup() -> (Vault, Store, AgentKey, AgentKey) {
         ))
         .unwrap();
         store
-            .insert_agent(&crate::store::AgentRecord {
-                key: mk(n),
-                project: "default".into(),
-                spec,
-                desired: DesiredState::Running,
-                state: AgentState::Pending,
-                message: None,
-                container_id: None,
-                image_ref: None,
-                restarts: 0,
-                restart_times: vec![],
-                last_exit: None,
-                created_at_ms: 0,
-            })
+            .insert_agent(&crate::store::AgentRecord::new(spec, 0))
             .unwrap();
     }
     let instance = format!("test{:08x}", rand::random::<u32>());

@@ -15,6 +15,19 @@ use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
 
+/// How a stopped container ended, from the engine's view of its state.
+fn exit_of(s: &bollard::models::ContainerState) -> ExitInfo {
+    ExitInfo {
+        code: s.exit_code.unwrap_or(-1),
+        oom_killed: s.oom_killed.unwrap_or(false),
+        at_ms: s
+            .finished_at
+            .as_deref()
+            .and_then(rfc3339_ms)
+            .unwrap_or_else(now_ms),
+    }
+}
+
 impl Runner {
     pub(super) async fn stop_container(&mut self) -> Result<(), ApiError> {
         let Some(id) = self.rec.container_id.clone() else {
@@ -233,16 +246,7 @@ impl Runner {
                 if s.running.unwrap_or(false) {
                     return;
                 }
-                let exit = ExitInfo {
-                    code: s.exit_code.unwrap_or(-1),
-                    oom_killed: s.oom_killed.unwrap_or(false),
-                    at_ms: s
-                        .finished_at
-                        .as_deref()
-                        .and_then(rfc3339_ms)
-                        .unwrap_or_else(now_ms),
-                };
-                self.on_exit(exit).await;
+                self.on_exit(exit_of(&s)).await;
             }
             Err(e) if is_not_found(&e) => {
                 self.rec.container_id = None;
@@ -319,16 +323,7 @@ impl Runner {
                     }
                     (DesiredState::Running, false) => match self.rec.state {
                         AgentState::Running | AgentState::Pending | AgentState::Unknown => {
-                            self.on_exit(ExitInfo {
-                                code: s.exit_code.unwrap_or(-1),
-                                oom_killed: s.oom_killed.unwrap_or(false),
-                                at_ms: s
-                                    .finished_at
-                                    .as_deref()
-                                    .and_then(rfc3339_ms)
-                                    .unwrap_or_else(now_ms),
-                            })
-                            .await;
+                            self.on_exit(exit_of(&s)).await;
                         }
                         AgentState::BackingOff if self.next_restart_at_ms.is_none() => {
                             self.apply_policy().await
