@@ -14,13 +14,15 @@ fn main() {
         return;
     }
     let store = Store::open_in_memory().expect("store");
+    // Rows of a tenant are written through its tenant-bound handle (the views' triggers).
     store
+        .tenant("acme")
         .with(|c| {
             c.execute_batch(
-                "INSERT INTO tenants VALUES ('acme', 0);
-                 INSERT INTO projects VALUES ('acme', 'web', 0);
-                 INSERT INTO agents (tenant_id, name, project_id, spec_json, desired, state, created_at_ms)
-                    VALUES ('acme', 'bot', 'web', '{}', 'running', 'running', 0);",
+                "INSERT INTO t_tenants (created_at_ms) VALUES (0);
+                 INSERT INTO t_projects (id, created_at_ms) VALUES ('web', 0);
+                 INSERT INTO t_agents (name, project_id, spec_json, desired, state, created_at_ms)
+                    VALUES ('bot', 'web', '{}', 'running', 'running', 0);",
             )
         })
         .expect("seed");
