@@ -63,8 +63,8 @@ pub struct AgentRecord {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-    /// Set while a tenant-bound handle runs a query (see `tenant`).
-    tenant_mode: Arc<std::sync::atomic::AtomicBool>,
+    /// The tenant bound while a tenant-bound handle runs (see `tenant`).
+    bound: Arc<tenant::Bound>,
 }
 
 impl AgentRecord {
@@ -149,7 +149,6 @@ impl Store {
         // Foreign keys are off while migrations rebuild tables, checked after, then on.
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tenant_mode = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (i, m) in MIGRATIONS.iter().enumerate() {
             let v = i as i64 + 1;
             if v > version {
@@ -168,14 +167,16 @@ impl Store {
             }
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let bound = Arc::new(tenant::Bound::default());
+        tenant::register(&conn, bound.clone())?;
         conn.execute_batch(&tenant::views_sql(&conn)?)?;
-        let mode = tenant_mode.clone();
+        let b = bound.clone();
         conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
-            tenant::authorize(&mode, ctx)
+            tenant::authorize(&b, ctx)
         }));
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
-            tenant_mode,
+            bound,
         })
     }
 

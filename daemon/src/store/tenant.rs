@@ -1,7 +1,7 @@
 //! Row-level tenant isolation, enforced by the database for reads and writes alike.
 //!
 //! Every table that holds a tenant's rows has a view `t_<table>` showing the rows of the
-//! tenant bound in `temp.scope` and nothing else, with INSTEAD OF triggers that write the
+//! tenant bound to the connection (the SQL function `agf_tenant()`) and nothing else, with INSTEAD OF triggers that write the
 //! table underneath: an INSERT takes the bound tenant (a row naming another is refused),
 //! an UPDATE cannot move a row to another tenant, a DELETE removes the row's children
 //! first. SQLite's authorizer then holds two rules at *prepare* time:
@@ -13,16 +13,43 @@
 //!
 //! So a write can only reach the bound tenant's rows, and the bound tenant is set in one
 //! place (`TenantStore::with`) and cleared after it: outside a tenant handle the views are
-//! empty and every write through them fails. Platform-wide reads (loading all agents at
+//! empty and every write through them fails. Binding costs no statement: the tenant is
+//! held in memory beside the connection and read by the function. Platform-wide reads (loading all agents at
 //! start, the tenant list) use `Store::with`.
 //!
 //! Why views and triggers rather than a check per statement: the authorizer sees tables
 //! and columns, never the values a statement binds, so it cannot tell a write to the own
 //! tenant from one to another; a view can, because it only ever yields the own rows.
 
+use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::{params, Connection};
-use std::sync::atomic::{AtomicBool, Ordering};
+use rusqlite::Connection;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The tenant bound to the connection while a `TenantStore` runs (None: platform-wide).
+#[derive(Default)]
+pub struct Bound(Mutex<Option<Arc<str>>>);
+
+impl Bound {
+    fn get(&self) -> MutexGuard<'_, Option<Arc<str>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_bound(&self) -> bool {
+        self.get().is_some()
+    }
+}
+
+/// Registers `agf_tenant()`: the bound tenant, or NULL outside a tenant handle.
+pub fn register(conn: &Connection, bound: Arc<Bound>) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "agf_tenant",
+        0,
+        // Deterministic within a statement: the binding never changes while one runs.
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |_| Ok(bound.get().as_deref().map(str::to_string)),
+    )
+}
 
 /// A table holding one tenant's rows: its tenant column, and for deletions the children
 /// (table, [(child column, parent column)]) removed with a row.
@@ -91,11 +118,11 @@ fn is_tenant_table(name: &str) -> bool {
     TENANT_TABLES.iter().any(|t| t.name == name)
 }
 
-const BOUND: &str = "(SELECT tenant FROM temp.scope LIMIT 1)";
+const BOUND: &str = "agf_tenant()";
 
 /// The views and triggers, made from each table's columns as the schema has them now.
 pub fn views_sql(conn: &Connection) -> rusqlite::Result<String> {
-    let mut sql = String::from("CREATE TEMP TABLE IF NOT EXISTS scope (tenant TEXT NOT NULL);\n");
+    let mut sql = String::new();
     for t in TENANT_TABLES {
         // (name, default, primary-key position)
         let cols: Vec<(String, Option<String>, i64)> = {
@@ -154,9 +181,8 @@ END;
     Ok(sql)
 }
 
-/// The authorizer's rules (see the module's header). `tenant_mode` is set while a
-/// tenant-bound handle runs.
-pub fn authorize(tenant_mode: &AtomicBool, ctx: AuthContext<'_>) -> Authorization {
+/// The authorizer's rules (see the module's header).
+pub fn authorize(bound: &Bound, ctx: AuthContext<'_>) -> Authorization {
     let ours = ctx.accessor.is_some_and(|a| a.starts_with("t_"));
     match ctx.action {
         AuthAction::Insert { table_name }
@@ -167,7 +193,7 @@ pub fn authorize(tenant_mode: &AtomicBool, ctx: AuthContext<'_>) -> Authorizatio
             Authorization::Deny
         }
         AuthAction::Read { table_name, .. }
-            if is_tenant_table(table_name) && !ours && tenant_mode.load(Ordering::SeqCst) =>
+            if is_tenant_table(table_name) && !ours && bound.is_bound() =>
         {
             Authorization::Deny
         }
@@ -189,23 +215,17 @@ impl TenantStore<'_> {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, super::StoreError> {
         let mut conn = self.store.lock()?;
-        conn.execute("DELETE FROM temp.scope", [])?;
-        conn.execute(
-            "INSERT INTO temp.scope (tenant) VALUES (?1)",
-            params![self.tenant],
-        )?;
-        struct Reset<'m>(&'m AtomicBool);
-        impl Drop for Reset<'_> {
+        // Cleared however `f` ends (an error, a panic).
+        struct Unbind<'m>(&'m Bound);
+        impl Drop for Unbind<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
+                *self.0.get() = None;
             }
         }
-        self.store.tenant_mode.store(true, Ordering::SeqCst);
-        let reset = Reset(&self.store.tenant_mode);
+        *self.store.bound.get() = Some(Arc::from(self.tenant.as_str()));
+        let unbind = Unbind(&self.store.bound);
         let out = f(&mut conn);
-        drop(reset);
-        // Outside a tenant handle the views are empty and writes through them fail.
-        conn.execute("DELETE FROM temp.scope", [])?;
+        drop(unbind);
         Ok(out?)
     }
 }
