@@ -156,20 +156,23 @@ impl Runner {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         // Show what we knew before the engine answers.
         let _ = self.commit();
+        // Each message's work is boxed: awaited inline, the engine calls it may make would
+        // make this (idle, per-agent) future as large as the largest of them — 20 KB an
+        // agent — where boxed they take memory only while a message is handled.
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Cmd(cmd, reply) => {
-                    let result = self.on_command(cmd).await;
+                    let result = Box::pin(self.on_command(cmd)).await;
                     let done = cmd == Cmd::Delete && result.is_ok();
                     let _ = reply.send(result);
                     if done {
                         return;
                     }
                 }
-                Msg::Event(ev) => self.on_event(ev).await,
-                Msg::Resync => self.resync().await,
-                Msg::RestartDue(gen) => self.on_restart_due(gen).await,
-                Msg::CredentialsRotated => self.on_credentials_rotated().await,
+                Msg::Event(ev) => Box::pin(self.on_event(ev)).await,
+                Msg::Resync => Box::pin(self.resync()).await,
+                Msg::RestartDue(gen) => Box::pin(self.on_restart_due(gen)).await,
+                Msg::CredentialsRotated => Box::pin(self.on_credentials_rotated()).await,
             }
         }
     }
