@@ -90,7 +90,8 @@ impl GatewayService {
                     );
                     (true, Some(reviewer), why)
                 }
-                None => self.escalate(call, ev).await?,
+                // Boxed: the rare wait for a person would otherwise size every call's future.
+                None => Box::pin(self.escalate(call, ev)).await?,
             },
         })
     }
