@@ -175,3 +175,49 @@ fn socket_and_daemon_refuse_unknown_uids() {
         "{err}"
     );
 }
+
+/// The `agenfleet` CLI is linked as a static PIE where the C toolchain has the static
+/// libraries (tools/agenfleet-cc): no program interpreter (`ld.so`) to run before it, and
+/// still position-independent, so the kernel places it at a random address.
+#[test]
+fn the_cli_is_a_static_position_independent_executable() {
+    let cc = std::process::Command::new("cc")
+        .arg("-print-file-name=libc.a")
+        .output();
+    let has_static_libc = matches!(&cc, Ok(o) if o.stdout.starts_with(b"/"));
+    if !has_static_libc || std::env::var_os("AGENFLEET_DYNAMIC_CLI").is_some() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI machines have libc.a (libc6-dev): the CLI must be linked statically there"
+        );
+        eprintln!("SKIP: no static libc here (or AGENFLEET_DYNAMIC_CLI): the CLI is dynamic");
+        return;
+    }
+    let elf = std::fs::read(bin("agenfleet")).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[4], 2, "not a 64-bit ELF file");
+    // e_type 3 (ET_DYN): position-independent; 2 (ET_EXEC) would be loaded at a fixed address.
+    assert_eq!(u16_at(16), 3, "the CLI is not position-independent");
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let types: Vec<u32> = (0..phnum)
+        .map(|i| {
+            let o = phoff + i * phentsize;
+            u32::from_le_bytes(elf[o..o + 4].try_into().unwrap())
+        })
+        .collect();
+    const PT_INTERP: u32 = 3;
+    assert!(
+        !types.contains(&PT_INTERP),
+        "the CLI asks for a program interpreter (dynamically linked): {types:?}"
+    );
+    // And it runs.
+    let out = std::process::Command::new(bin("agenfleet"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("agenfleet "));
+}

@@ -141,32 +141,82 @@ pub enum ImageCmd {
 }
 
 /// Output settings of one invocation. A one-shot command's output is held back until
-/// the protocol handshake (sent alongside the command) has been checked, then printed.
+/// the protocol handshake (sent alongside the command) has been checked; once it has,
+/// output goes straight to stdout through a buffer, without a copy of the whole of it.
 #[derive(Debug, Clone)]
 pub struct Out {
     pub json: bool,
-    held: Option<Arc<Mutex<String>>>,
+    held: Option<Arc<Mutex<Held>>>,
+}
+
+/// Output written before the handshake was checked, and whether it has been.
+#[derive(Debug, Default)]
+struct Held {
+    checked: bool,
+    buf: Vec<u8>,
 }
 
 impl Out {
-    fn emit(&self, text: &str) {
-        match &self.held {
-            Some(buf) => {
-                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
-                b.push_str(text);
-                b.push('\n');
-            }
-            None => {
-                // A closed pipe (`| head`) ends the command quietly, as other tools do.
-                let mut stdout = std::io::stdout().lock();
-                if writeln!(stdout, "{text}")
-                    .and_then(|_| stdout.flush())
-                    .is_err()
-                {
-                    std::process::exit(0);
-                }
+    /// Output printed as it comes.
+    pub fn direct(json: bool) -> Out {
+        Out { json, held: None }
+    }
+
+    /// Output held back until `release`.
+    fn held(json: bool) -> Out {
+        Out {
+            json,
+            held: Some(Arc::new(Mutex::new(Held::default()))),
+        }
+    }
+
+    /// Writes one item (and a newline) with `write`. `many_lines`: the item is written in
+    /// many small pieces with newlines (pretty JSON), so it goes through a buffer rather
+    /// than stdout's line buffer (a system call per line).
+    fn emit<E>(
+        &self,
+        many_lines: bool,
+        write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some(held) = &self.held {
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            if !h.checked {
+                write(&mut h.buf)?;
+                h.buf.push(b'\n');
+                return Ok(());
             }
         }
+        let cap = if many_lines { 16 * 1024 } else { 0 };
+        let mut w = std::io::BufWriter::with_capacity(cap, std::io::stdout().lock());
+        write(&mut w)?;
+        // A closed pipe (`| head`) ends the command quietly, as other tools do.
+        if w.write_all(b"\n").and_then(|_| w.flush()).is_err() {
+            std::process::exit(0);
+        }
+        Ok(())
+    }
+
+    fn emit_text(&self, text: &str) {
+        if self.emit(false, |w| w.write_all(text.as_bytes())).is_err() {
+            std::process::exit(0);
+        }
+    }
+
+    /// Prints `value` as JSON (`pretty` or one line), mapping an encoding failure.
+    fn json_value<T: Serialize>(&self, value: &T, pretty: bool) -> Result<(), CliError> {
+        self.emit(pretty, |w| {
+            let r = if pretty {
+                serde_json::to_writer_pretty(w, value)
+            } else {
+                serde_json::to_writer(w, value)
+            };
+            match r {
+                Err(e) if e.is_io() => std::process::exit(0),
+                r => {
+                    r.map_err(|e| CliError::new(70, "internal", format!("cannot encode JSON: {e}")))
+                }
+            }
+        })
     }
 
     /// Prints `value` as JSON, or `human` for people.
@@ -176,16 +226,14 @@ impl Out {
         human: impl FnOnce() -> String,
     ) -> Result<(), CliError> {
         if self.json {
-            let s = serde_json::to_string_pretty(value)
-                .map_err(|e| CliError::new(70, "internal", format!("cannot encode JSON: {e}")))?;
-            self.emit(&s);
+            self.json_value(value, true)
         } else {
             let h = human();
             if !h.is_empty() {
-                self.emit(&h);
+                self.emit_text(&h);
             }
+            Ok(())
         }
-        Ok(())
     }
 
     /// One JSON object per line (streams), or `human`.
@@ -195,27 +243,30 @@ impl Out {
         human: impl FnOnce() -> String,
     ) -> Result<(), CliError> {
         if self.json {
-            let s = serde_json::to_string(value)
-                .map_err(|e| CliError::new(70, "internal", format!("cannot encode JSON: {e}")))?;
-            self.emit(&s);
+            self.json_value(value, false)
         } else {
-            self.emit(&human());
+            self.emit_text(&human());
+            Ok(())
         }
-        Ok(())
     }
 
     /// One line as it is, whatever the format (already encoded).
     pub fn raw(&self, text: &str) {
-        self.emit(text);
+        self.emit_text(text);
     }
 
-    /// Writes what was held back.
-    fn flush(&self) {
-        if let Some(buf) = &self.held {
-            let b = buf.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(b.as_bytes());
-            let _ = stdout.flush();
+    /// The handshake was checked: writes what was held back; later output goes straight out.
+    fn release(&self) {
+        if let Some(held) = &self.held {
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            h.checked = true;
+            let buf = std::mem::take(&mut h.buf);
+            if !buf.is_empty() {
+                let mut stdout = std::io::stdout().lock();
+                if stdout.write_all(&buf).and_then(|_| stdout.flush()).is_err() {
+                    std::process::exit(0);
+                }
+            }
         }
     }
 }
@@ -271,11 +322,8 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
         if let Some(t) = token {
             conn.authenticate(t).await?;
         }
+        let out = Out::direct(cli.json);
         if !streaming {
-            let out = Out {
-                json: cli.json,
-                held: None,
-            };
             if let Command::Whoami = cmd {
                 let h = conn
                     .client
@@ -285,10 +333,6 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
             }
             return one_shot(&conn, &out, cmd).await;
         }
-        let out = Out {
-            json: cli.json,
-            held: None,
-        };
         return match cmd {
             Command::Logs(a) => logs::run(&conn, &out, a).await,
             Command::Watch(a) => watch::run(&conn, &out, a).await,
@@ -299,19 +343,23 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
     // One-shot: send the handshake and the command together (one round trip, not two);
     // print only once the handshake says the versions match.
     let (conn, hello) = Conn::open_pipelined(&socket, timeout).await?;
-    let out = Out {
-        json: cli.json,
-        held: Some(Arc::new(Mutex::new(String::new()))),
-    };
+    let out = Out::held(cli.json);
     if let Command::Whoami = cmd {
         let h = hello.await?;
-        operators::whoami(&conn, &out, &h.caller).await?;
-        out.flush();
-        return Ok(());
+        out.release();
+        return operators::whoami(&conn, &out, &h.caller).await;
     }
-    let (hello, result) = tokio::join!(hello, one_shot(&conn, &out, cmd));
+    // The handshake's answer comes first and is polled first (`join` polls in order), so
+    // the command's output normally goes straight out; a mismatch prints nothing.
+    let hello = async {
+        let h = hello.await;
+        if h.is_ok() {
+            out.release();
+        }
+        h
+    };
+    let (hello, result) = futures::future::join(hello, one_shot(&conn, &out, cmd)).await;
     hello?;
-    out.flush();
     result
 }
 
