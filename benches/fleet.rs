@@ -1,8 +1,11 @@
 //! Fleet benchmarks on the real engine (run with `cargo bench --bench fleet`; needs the
 //! binaries: `cargo build --release --workspace --bins` — or debug ones, see below).
 //!
-//! 1. `agenfleet status --json` vs `docker ps --format json` with 50 running agents, same
-//!    engine, same run: wall time per call (process start included for both) and the ratio.
+//! 1. `agenfleet --json status` vs `docker ps --format json` with 50 (and, after 3b, 200)
+//!    running agents, same engine, same run, and `agenfleet --version` vs `/bin/true`:
+//!    paired runs, the two commands alternating (which goes first alternates too), wall
+//!    time per call with process start; each command's median and the median of the
+//!    per-pair ratios, so a noisy moment weighs on both sides of a pair alike.
 //! 2. A container is killed → a client waiting in `watch` sees it: p50/p99 over 20 trials.
 //! 3. Daemon resident memory with 50 and with 200 agents.
 //!
@@ -15,20 +18,77 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn time_cmd(mut make: impl FnMut() -> Command, n: usize) -> Vec<f64> {
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let out = make()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run");
-        assert!(out.success());
-        v.push(t.elapsed().as_secs_f64() * 1000.0);
+/// Wall time of one run of `c` in ms (output discarded; it must succeed).
+fn time_one(mut c: Command) -> f64 {
+    let t = Instant::now();
+    let out = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(out.success(), "{c:?} failed");
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `n` pairs of runs of `a` and `b`, alternating which goes first; prints each one's
+/// median and p99 and the median of the per-pair ratios b/a, and returns that ratio.
+fn paired(
+    what: &str,
+    (a_name, mut a): (&str, impl FnMut() -> Command),
+    (b_name, mut b): (&str, impl FnMut() -> Command),
+    n: usize,
+) -> f64 {
+    // A few unmeasured runs of each: page cache, the daemon's first connections.
+    for _ in 0..3 {
+        time_one(a());
+        time_one(b());
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
+    let (mut ta, mut tb, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let (x, y) = if i % 2 == 0 {
+            let x = time_one(a());
+            (x, time_one(b()))
+        } else {
+            let y = time_one(b());
+            (time_one(a()), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratio.push(y / x);
+    }
+    for v in [&mut ta, &mut tb, &mut ratio] {
+        v.sort_by(|p, q| p.total_cmp(q));
+    }
+    println!("{what} ({n} pairs, alternating; wall time incl. process start):");
+    for (name, v) in [(a_name, &ta), (b_name, &tb)] {
+        println!(
+            "  {name:<28} p50 {:7.2} ms  p99 {:7.2} ms",
+            quantile(v, 0.5),
+            quantile(v, 0.99)
+        );
+    }
+    let r = quantile(&ratio, 0.5);
+    println!(
+        "  median of per-pair ratios {b_name} / {a_name}: {r:.2}x  (pairs p10 {:.2}x, p90 {:.2}x)",
+        quantile(&ratio, 0.1),
+        quantile(&ratio, 0.9)
+    );
+    r
+}
+
+/// `agenfleet --json status` against `d`.
+fn status_cmd(d: &Daemon) -> impl FnMut() -> Command + '_ {
+    move || {
+        let mut c = d.cli_cmd();
+        c.args(["--json", "status"]);
+        c
+    }
+}
+
+fn docker_ps() -> Command {
+    let mut c = Command::new("docker");
+    c.args(["ps", "--format", "json"]);
+    c
 }
 
 fn create_many(d: &Daemon, from: usize, to: usize) {
@@ -75,38 +135,26 @@ fn main() {
     println!("created 50 agents in {:.1} s", t.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(3));
 
-    // 1. status vs docker ps.
+    // 1. status vs docker ps; the CLI's start vs a process's.
     let n = 30;
-    let ours = time_cmd(
-        || {
-            let mut c = d.cli_cmd();
-            c.args(["--json", "status"]);
-            c
-        },
+    let r = paired(
+        "status of 50 running agents",
+        ("agenfleet --json status", status_cmd(&d)),
+        ("docker ps --format json", docker_ps),
         n,
     );
-    let docker_ps = time_cmd(
-        || {
-            let mut c = Command::new("docker");
-            c.args(["ps", "--format", "json"]);
+    println!("  → docker ps / agenfleet status: {r:.1}x  (target ≥ 20x)");
+    let r = paired(
+        "starting the CLI",
+        ("/bin/true", || Command::new("true")),
+        ("agenfleet --version", || {
+            let mut c = Command::new(bin("agenfleet"));
+            c.arg("--version");
             c
-        },
+        }),
         n,
     );
-    let (o50, d50) = (quantile(&ours, 0.5), quantile(&docker_ps, 0.5));
-    println!("status of 50 running agents ({n} calls each, wall time incl. process start):");
-    println!(
-        "  agenfleet status --json   p50 {o50:7.2} ms  p99 {:7.2} ms",
-        quantile(&ours, 0.99)
-    );
-    println!(
-        "  docker ps --format json   p50 {d50:7.2} ms  p99 {:7.2} ms",
-        quantile(&docker_ps, 0.99)
-    );
-    println!(
-        "  ratio (docker ps / ours, p50): {:.1}x  (target ≥ 20x)",
-        d50 / o50
-    );
+    println!("  → agenfleet --version / true: {r:.2}x  (target ≤ 1.5x)");
 
     // In-process figure: the RPC alone, on one connection.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -217,28 +265,11 @@ fn main() {
             big + 1,
             rss_mb(d.pid())
         );
-        let ours = time_cmd(
-            || {
-                let mut c = d.cli_cmd();
-                c.args(["--json", "status"]);
-                c
-            },
-            10,
-        );
-        let docker_ps = time_cmd(
-            || {
-                let mut c = Command::new("docker");
-                c.args(["ps", "--format", "json"]);
-                c
-            },
-            10,
-        );
-        println!(
-            "status with {} agents: agenfleet p50 {:.2} ms, docker ps p50 {:.2} ms, ratio {:.1}x",
-            big + 1,
-            quantile(&ours, 0.5),
-            quantile(&docker_ps, 0.5),
-            quantile(&docker_ps, 0.5) / quantile(&ours, 0.5)
+        paired(
+            &format!("status of {} agents", big + 1),
+            ("agenfleet --json status", status_cmd(&d)),
+            ("docker ps --format json", docker_ps),
+            n,
         );
     }
 }
