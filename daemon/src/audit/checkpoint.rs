@@ -60,6 +60,16 @@ impl Signer {
 /// Checks a checkpoint's signature against the key it names (and, if given, the key
 /// the caller trusts).
 pub fn verify_signature(cp: &Checkpoint, trusted_key: Option<&str>) -> Result<(), String> {
+    verify_signature_cached(cp, trusted_key, &mut None)
+}
+
+/// `verify_signature` for many checkpoints: the last public key parsed is kept in `cache`
+/// (parsing one is a point decompression, about a third of a verification's cost).
+pub fn verify_signature_cached(
+    cp: &Checkpoint,
+    trusted_key: Option<&str>,
+    cache: &mut Option<(String, VerifyingKey)>,
+) -> Result<(), String> {
     if let Some(k) = trusted_key {
         if k != cp.public_key {
             return Err(format!(
@@ -70,12 +80,19 @@ pub fn verify_signature(cp: &Checkpoint, trusted_key: Option<&str>) -> Result<()
             ));
         }
     }
-    let key_bytes: [u8; 32] = hex::decode(&cp.public_key)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("checkpoint {}: malformed public key", cp.seq))?;
-    let key = VerifyingKey::from_bytes(&key_bytes)
-        .map_err(|e| format!("checkpoint {}: bad public key: {e}", cp.seq))?;
+    let key = match cache {
+        Some((hex, key)) if *hex == cp.public_key => *key,
+        _ => {
+            let key_bytes: [u8; 32] = hex::decode(&cp.public_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("checkpoint {}: malformed public key", cp.seq))?;
+            let key = VerifyingKey::from_bytes(&key_bytes)
+                .map_err(|e| format!("checkpoint {}: bad public key: {e}", cp.seq))?;
+            *cache = Some((cp.public_key.clone(), key));
+            key
+        }
+    };
     let sig_bytes: [u8; 64] = hex::decode(&cp.signature)
         .ok()
         .and_then(|b| b.try_into().ok())

@@ -297,7 +297,7 @@ impl AuditLog {
     ) -> Result<(AuditLog, OpenReport), AuditError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| AuditError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let scan = format::scan(dir, |_| {})
+        let scan = format::scan(dir, |_, _| {})
             .map_err(|e| AuditError::Io(format!("cannot read {}: {e}", dir.display())))?;
         let mut report = OpenReport {
             records: scan.records,
@@ -522,8 +522,9 @@ pub fn verify_dir(dir: &Path, trusted: Option<&Checkpoint>) -> VerifyReport {
             let key = cps.first().map(|c| c.public_key.clone());
             let mut ok = 0u64;
             let mut problems = Vec::new();
+            let mut parsed = None;
             for c in &cps {
-                match checkpoint::verify_signature(c, key.as_deref()) {
+                match checkpoint::verify_signature_cached(c, key.as_deref(), &mut parsed) {
                     Ok(()) => ok += 1,
                     Err(e) => problems.push(e),
                 }
@@ -543,17 +544,17 @@ pub fn verify_dir(dir: &Path, trusted: Option<&Checkpoint>) -> VerifyReport {
     wanted.sort();
     let mut cursor = 0;
     let mut mismatch: Option<String> = None;
-    let scan = format::scan(dir, |r| {
-        while cursor < wanted.len() && wanted[cursor].0 < r.seq {
+    let scan = format::scan(dir, |seq, hash| {
+        while cursor < wanted.len() && wanted[cursor].0 < seq {
             cursor += 1;
         }
-        while cursor < wanted.len() && wanted[cursor].0 == r.seq {
-            let h = hex32(&r.hash);
+        while cursor < wanted.len() && wanted[cursor].0 == seq {
+            let h = hex32(hash);
             let w = &wanted[cursor].1;
             if *w != h && mismatch.is_none() {
                 mismatch = Some(format!(
                     "record {} has hash {}… but a checkpoint says {}… (the log was rewritten)",
-                    r.seq,
+                    seq,
                     &h[..12],
                     &w[..w.len().min(12)]
                 ));
