@@ -27,5 +27,31 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# An image that is not ours, for the "any agent" tests: Debian's static busybox (its
+# package, from Debian's archive; no container registry is involved).
+assets=target/test-assets
+if [ ! -x "$assets/busybox" ]; then
+  if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+    say "fetching Debian's busybox-static (the end-to-end tests build an image from it)"
+    tmp=$(mktemp -d)
+    fetch() { (cd "$tmp" && apt-get download -qq busybox-static >/dev/null 2>&1); }
+    if ! fetch && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null 2>&1 || true
+      fetch || true
+    fi
+    if ls "$tmp"/busybox-static_*.deb >/dev/null 2>&1; then
+      dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/x"
+      mkdir -p "$assets"
+      install -m 0755 "$tmp/x/bin/busybox" "$assets/busybox"
+    fi
+    rm -rf "$tmp"
+  fi
+  if [ ! -x "$assets/busybox" ]; then
+    say "no static busybox (apt-get download busybox-static failed)"
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+    say "outside CI the tests that need it will skip and say so"
+  fi
+fi
+
 cargo build --workspace --bins --locked
 exec cargo nextest run --workspace --locked "$@"

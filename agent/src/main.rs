@@ -11,6 +11,8 @@
 //! Before each tool call of its workload it asks the gateway (`authorize`) and makes the
 //! call only if allowed. `agenfleet-agent call` and `agenfleet-agent bench`, run inside
 //! the container (`docker exec`), send tool calls given on stdin or measure decisions.
+//! `agenfleet-agent run -- PROGRAM…` is the init of an agent whose image is not ours
+//! (`init.rs`): the daemon bind-mounts this binary into such containers.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use agenfleet_protocol::Workload;
 
 mod http;
+mod init;
 mod tools;
 
 extern "C" fn on_term(_sig: libc::c_int) {
@@ -183,6 +186,16 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("run") {
+        // The init of an agent whose image is not ours (before any handler is installed:
+        // it takes its signals with sigwait).
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        let argv = match rest.first().map(String::as_str) {
+            Some("--") => &rest[1..],
+            _ => &rest[..],
+        };
+        init::run(argv);
+    }
     install_signal_handlers();
     match std::env::args().nth(1).as_deref() {
         Some("call") => std::process::exit(tools::call_main()),

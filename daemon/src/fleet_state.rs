@@ -379,6 +379,9 @@ mod tests {
             spec_hash: "h".into(),
             created_at_ms: 0,
             escalations: 0,
+            command: Vec::new(),
+            workdir: String::new(),
+            env: Default::default(),
         }
     }
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Where the gateway socket appears inside an agent's container.
 pub const GATEWAY_DIR_IN_CONTAINER: &str = "/run/agenfleet";
 pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
+/// Where the daemon mounts the static shim (read-only) in the container of an agent whose
+/// image is not ours; it is that container's init: `agenfleet-agent run -- PROGRAM…`.
+pub const SHIM_IN_CONTAINER: &str = "/run/agenfleet/bin/agenfleet-agent";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayHello {

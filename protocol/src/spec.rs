@@ -19,6 +19,18 @@ pub struct AgentSpec {
     pub project: String,
     /// `agenfleet/agent` for the built-in image, or an image present on the engine.
     pub image: String,
+    /// The program to run and its arguments (argv, no shell), in place of the image's own
+    /// entrypoint and command; empty: the image's own. Not for the built-in image, which
+    /// runs its `[workload]`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// The working directory of the program (absolute); empty: the image's own.
+    #[serde(default)]
+    pub workdir: String,
+    /// Environment variables for the program: values that are not secret (secrets go in
+    /// `credentials`). Shown by `agents show` and visible in the engine's container config.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -281,6 +293,7 @@ impl AgentSpec {
                 format!("`{image}` is not a valid image reference"),
             ));
         }
+        self.validate_program()?;
         let l = &self.limits;
         if !(16..=65_536).contains(&l.memory_mb) {
             return Err(err(
@@ -410,6 +423,71 @@ impl AgentSpec {
         Ok(())
     }
 
+    /// `command`, `workdir` and `env`.
+    fn validate_program(&self) -> Result<(), SpecError> {
+        if !self.command.is_empty() && self.image.trim() == BUILTIN_IMAGE {
+            return Err(err(
+                "command",
+                format!("the built-in image `{BUILTIN_IMAGE}` runs its `[workload]`; `command` is for an image of your own"),
+            ));
+        }
+        if self.command.len() > 256 {
+            return Err(err("command", "has more than 256 arguments"));
+        }
+        for (i, a) in self.command.iter().enumerate() {
+            if i == 0 && a.trim().is_empty() {
+                return Err(err("command[0]", "the program to run is empty"));
+            }
+            if a.len() > 4096 || a.contains('\0') {
+                return Err(err(
+                    &format!("command[{i}]"),
+                    "must be at most 4096 bytes, without NUL",
+                ));
+            }
+        }
+        let w = &self.workdir;
+        if !w.is_empty() && (!w.starts_with('/') || w.len() > 4096 || w.contains('\0')) {
+            return Err(err(
+                "workdir",
+                format!("`{w}` is not an absolute path (at most 4096 bytes)"),
+            ));
+        }
+        if self.env.len() > 256 {
+            return Err(err("env", "has more than 256 variables"));
+        }
+        for (k, v) in &self.env {
+            let field = format!("env.{k}");
+            let name_ok = k.len() <= 128
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && k.chars().next().is_some_and(|c| !c.is_ascii_digit());
+            if !name_ok {
+                return Err(err(
+                    &field,
+                    "is not a variable name (1–128 of A-Z a-z 0-9 _, not starting with a digit)",
+                ));
+            }
+            if k.to_ascii_uppercase().starts_with("AGENFLEET_") {
+                return Err(err(
+                    &field,
+                    "names starting with AGENFLEET_ are set by the agent's init, not by a spec",
+                ));
+            }
+            if looks_secret(k) {
+                return Err(err(
+                    &field,
+                    format!(
+                        "`{k}` looks like a secret: `env` is visible in the engine's container config and in `agents show`. \
+                         Store the value in the vault (`agenfleet creds set`) and list it under `credentials`"
+                    ),
+                ));
+            }
+            if v.len() > 32 * 1024 || v.contains('\0') {
+                return Err(err(&field, "the value must be at most 32 KiB, without NUL"));
+            }
+        }
+        Ok(())
+    }
+
     /// The memory limit in bytes.
     pub fn memory_limit_bytes(&self) -> u64 {
         self.limits.memory_mb * 1024 * 1024
@@ -417,10 +495,54 @@ impl AgentSpec {
 
     /// A stable digest of the spec (hex), recorded on the container's labels.
     pub fn hash(&self) -> String {
-        // JSON of a struct has a fixed field order, so this is stable for one version.
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        fnv1a_hex(&json)
+        // JSON of a struct has a fixed field order, so this is stable for one version. A
+        // spec that leaves the fields added since the first version at their defaults is
+        // hashed as the first version did, so it keeps its hash — and its running
+        // container — across an upgrade of the daemon.
+        #[derive(Serialize)]
+        struct First<'a> {
+            name: &'a str,
+            tenant: &'a str,
+            project: &'a str,
+            image: &'a str,
+            limits: &'a Limits,
+            restart: &'a RestartSpec,
+            network: &'a NetworkSpec,
+            workload: &'a Workload,
+            credentials: &'a [String],
+            credential_refresh: CredentialRefresh,
+            model_fallbacks: &'a [String],
+        }
+        let json = if self.command.is_empty() && self.workdir.is_empty() && self.env.is_empty() {
+            serde_json::to_vec(&First {
+                name: &self.name,
+                tenant: &self.tenant,
+                project: &self.project,
+                image: &self.image,
+                limits: &self.limits,
+                restart: &self.restart,
+                network: &self.network,
+                workload: &self.workload,
+                credentials: &self.credentials,
+                credential_refresh: self.credential_refresh,
+                model_fallbacks: &self.model_fallbacks,
+            })
+        } else {
+            serde_json::to_vec(self)
+        };
+        fnv1a_hex(&json.unwrap_or_default())
     }
+}
+
+/// Whether an environment variable's name says it holds a secret: `*_KEY`, `*_TOKEN`,
+/// `*_SECRET`, anything with `PASSWORD`/`PASSWD` (any case), and the bare words.
+pub fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "APIKEY", "CREDENTIALS"]
+        .iter()
+        .any(|w| n == *w || n.ends_with(&format!("_{w}")))
+        || n.contains("PASSWORD")
+        || n.contains("PASSWD")
 }
 
 /// 64-bit FNV-1a, hex. Only for change detection, not for security.
@@ -487,6 +609,66 @@ mod tests {
         assert_eq!(s.validate().unwrap_err().field, "name");
         let s = AgentSpec::from_toml("name = \"ok\"\nimage = \" \"\n").unwrap();
         assert_eq!(s.validate().unwrap_err().field, "image");
+    }
+
+    #[test]
+    fn program_fields_are_checked_and_named() {
+        let own = "name = \"a\"\nimage = \"mine/app:1\"\n";
+        let s = AgentSpec::from_toml(&format!(
+            "{own}command = [\"python3\", \"/app/agent.py\"]\nworkdir = \"/app\"\n[env]\nLOG_LEVEL = \"info\"\n"
+        ))
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.command, ["python3", "/app/agent.py"]);
+        let field = |extra: &str| {
+            AgentSpec::from_toml(&format!("{own}{extra}"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        };
+        for (extra, want) in [
+            ("command = [\"\"]\n", "command[0]"),
+            ("workdir = \"app\"\n", "workdir"),
+            ("[env]\nOPENAI_API_KEY = \"sk-1\"\n", "env.OPENAI_API_KEY"),
+            ("[env]\ndb_password = \"x\"\n", "env.db_password"),
+            ("[env]\nGITHUB_TOKEN = \"x\"\n", "env.GITHUB_TOKEN"),
+            ("[env]\nAGENFLEET_API = \"x\"\n", "env.AGENFLEET_API"),
+            ("[env]\n\"1X\" = \"x\"\n", "env.1X"),
+            ("[env]\n\"A-B\" = \"x\"\n", "env.A-B"),
+        ] {
+            assert_eq!(field(extra).field, want, "{extra}");
+        }
+        assert!(field("[env]\nAWS_SECRET = \"x\"\n")
+            .reason
+            .contains("credentials"));
+        // Names that only look alike are fine.
+        let s = AgentSpec::from_toml(&format!(
+            "{own}[env]\nKEYBOARD = \"us\"\nTOKENIZER = \"bpe\"\n"
+        ))
+        .unwrap();
+        s.validate().unwrap();
+        // The built-in image runs its workload, not a command.
+        let s = AgentSpec::from_toml(&format!("{}command = [\"sh\"]\n", base())).unwrap();
+        assert_eq!(s.validate().unwrap_err().field, "command");
+    }
+
+    #[test]
+    fn a_spec_without_the_program_fields_keeps_its_hash() {
+        // The hash the daemon before `command`, `workdir` and `env` put on this spec's
+        // container (read from its label): after an upgrade it is adopted, not replaced.
+        let s = AgentSpec::from_toml(base()).unwrap();
+        assert_eq!(s.hash(), "31f6ef097bc0d9b5");
+        for change in [
+            |t: &mut AgentSpec| t.command = vec!["x".into()],
+            |t: &mut AgentSpec| t.workdir = "/w".into(),
+            |t: &mut AgentSpec| {
+                t.env.insert("A".into(), "1".into());
+            },
+        ] {
+            let mut t = s.clone();
+            change(&mut t);
+            assert_ne!(s.hash(), t.hash());
+        }
     }
 
     #[test]

@@ -121,6 +121,13 @@ pub struct AgentView {
     /// Tool calls of this agent waiting for a person (escalations).
     #[serde(default)]
     pub escalations: u32,
+    /// The spec's `command` (empty: the image's own program), `workdir` and `env`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub workdir: String,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentView {

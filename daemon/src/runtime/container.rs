@@ -55,7 +55,21 @@ pub fn labels(instance: &str, key: &AgentKey, spec: &AgentSpec) -> HashMap<Strin
     ])
 }
 
-/// The engine's create request for an agent.
+/// How an agent whose image is not ours is started: the shim on the host (bind-mounted
+/// read-only as the container's init) and the program it runs (the spec's `command`, or
+/// the image's own entrypoint and command).
+pub struct InitProgram {
+    pub shim: std::path::PathBuf,
+    pub argv: Vec<String>,
+}
+
+/// The mount point of the shim inside the gateway directory (it is mounted over an empty
+/// file the daemon creates there, since that directory is mounted read-only first).
+pub fn shim_mount_point(gateway_dir: &std::path::Path) -> std::path::PathBuf {
+    gateway_dir.join("bin").join("agenfleet-agent")
+}
+
+/// The engine's create request for an agent (`init` for an image that is not ours).
 pub fn create_body(
     cfg: &Config,
     instance: &str,
@@ -63,6 +77,7 @@ pub fn create_body(
     spec: &AgentSpec,
     image_ref: &str,
     gateway_dir: &std::path::Path,
+    init: Option<&InitProgram>,
 ) -> ContainerCreateBody {
     let mem = spec.memory_limit_bytes() as i64;
     let network_mode = match spec.network.mode {
@@ -82,14 +97,37 @@ pub fn create_body(
         }
         Some(c)
     } else {
-        None
+        init.map(|i| i.argv.clone())
     };
+    // The agent's own gateway socket, and nothing else of the host — but the shim, for an
+    // image that is not ours.
+    let mut binds = vec![format!(
+        "{}:{}:ro",
+        gateway_dir.display(),
+        agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER
+    )];
+    let mut entrypoint = None;
+    if let Some(i) = init {
+        binds.push(format!(
+            "{}:{}:ro",
+            i.shim.display(),
+            agenfleet_protocol::gateway::SHIM_IN_CONTAINER
+        ));
+        entrypoint = Some(vec![
+            agenfleet_protocol::gateway::SHIM_IN_CONTAINER.to_string(),
+            "run".to_string(),
+            "--".to_string(),
+        ]);
+    }
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     ContainerCreateBody {
         image: Some(image_ref.to_string()),
+        entrypoint,
         cmd,
+        working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
         user: Some(cfg.agent_user.clone()),
         labels: Some(labels(instance, key, spec)),
-        env: Some(vec![]),
+        env: Some(env),
         stop_timeout: Some(i64::from(cfg.stop_timeout_secs)),
         host_config: Some(HostConfig {
             cap_drop: Some(vec!["ALL".to_string()]),
@@ -104,12 +142,7 @@ pub fn create_body(
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
             pids_limit: Some(i64::from(spec.limits.pids)),
             network_mode: Some(network_mode),
-            // The agent's own gateway socket, and nothing else of the host.
-            binds: Some(vec![format!(
-                "{}:{}:ro",
-                gateway_dir.display(),
-                agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER
-            )]),
+            binds: Some(binds),
             restart_policy: Some(RestartPolicy {
                 // The daemon is the supervisor: backoff, budget and audit are ours.
                 name: Some(RestartPolicyNameEnum::NO),
@@ -149,6 +182,7 @@ mod tests {
             &spec,
             "agenfleet/agent:x",
             std::path::Path::new("/s/gateways/t.a"),
+            None,
         );
         let h = b.host_config.unwrap();
         assert_eq!(h.cap_drop.unwrap(), vec!["ALL"]);
@@ -166,5 +200,48 @@ mod tests {
         let labels = b.labels.unwrap();
         assert_eq!(key_from_labels(&labels), Some(key.clone()));
         assert_eq!(container_name("inst", &key), "agf.inst.t.a");
+    }
+
+    #[test]
+    fn an_image_of_our_own_runs_under_the_shim_with_the_same_hardening() {
+        let spec = AgentSpec::from_toml(
+            "name = \"a\"\nimage = \"mine/app:1\"\nworkdir = \"/app\"\n[env]\nLOG_LEVEL = \"info\"\n",
+        )
+        .unwrap();
+        let key = AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        };
+        let init = InitProgram {
+            shim: "/s/bin/agenfleet-agent-abc".into(),
+            argv: vec!["python3".into(), "/app/agent.py".into()],
+        };
+        let b = create_body(
+            &Config::default(),
+            "inst",
+            &key,
+            &spec,
+            "mine/app:1",
+            std::path::Path::new("/s/gateways/t.a"),
+            Some(&init),
+        );
+        assert_eq!(
+            b.entrypoint.unwrap(),
+            ["/run/agenfleet/bin/agenfleet-agent", "run", "--"]
+        );
+        assert_eq!(b.cmd.unwrap(), ["python3", "/app/agent.py"]);
+        assert_eq!(b.working_dir.as_deref(), Some("/app"));
+        assert_eq!(b.env.unwrap(), ["LOG_LEVEL=info"]);
+        let h = b.host_config.unwrap();
+        assert_eq!(
+            h.binds.unwrap(),
+            [
+                "/s/gateways/t.a:/run/agenfleet:ro",
+                "/s/bin/agenfleet-agent-abc:/run/agenfleet/bin/agenfleet-agent:ro"
+            ]
+        );
+        assert_eq!(h.cap_drop.unwrap(), vec!["ALL"]);
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(b.user.as_deref(), Some("65534:65534"));
     }
 }

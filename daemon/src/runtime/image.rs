@@ -86,6 +86,39 @@ pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, A
     Ok(info)
 }
 
+/// The shim as a file on the host, `<state_dir>/bin/agenfleet-agent-<12 hex>`, written
+/// once (atomically) per shim: the daemon bind-mounts it read-only into the containers of
+/// agents whose image is not ours.
+pub fn shim_on_host(state_dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let tag = builtin_tag();
+    let digest = tag.rsplit(':').next().unwrap_or("shim");
+    let dir = state_dir.join("bin");
+    let path = dir.join(format!("agenfleet-agent-{digest}"));
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == AGENT_BINARY.len() as u64) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let tmp = dir.join(format!(".agenfleet-agent-{digest}.{}", std::process::id()));
+    std::fs::write(&tmp, AGENT_BINARY)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// An image's own program: its entrypoint followed by its command.
+pub async fn image_program(docker: &Docker, image_ref: &str) -> Result<Vec<String>, ApiError> {
+    let i = docker
+        .inspect_image(image_ref)
+        .await
+        .map_err(|e| bollard_err("inspect the agent's image", e))?;
+    let config = i.config.unwrap_or_default();
+    let mut argv = config.entrypoint.unwrap_or_default();
+    argv.extend(config.cmd.unwrap_or_default());
+    Ok(argv)
+}
+
 /// The images agents run: a spec's image is checked on the engine (there is no registry);
 /// the built-in one is built once and its tag kept. Builds are serialised.
 #[derive(Default)]

@@ -30,6 +30,9 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         spec_hash: "abcdef0123456789".into(),
         created_at_ms: 0,
         escalations: 0,
+        command: Vec::new(),
+        workdir: String::new(),
+        env: Default::default(),
     }
 }
 

@@ -101,6 +101,15 @@ pub fn detail(a: &AgentView) -> String {
         kv("message", m.clone());
     }
     kv("image", a.image.clone());
+    if !a.command.is_empty() {
+        kv("command", shell_words(&a.command));
+    }
+    if !a.workdir.is_empty() {
+        kv("workdir", a.workdir.clone());
+    }
+    for (k, v) in &a.env {
+        kv("env", format!("{k}={v}"));
+    }
     kv(
         "container",
         a.container_id
@@ -130,6 +139,23 @@ pub fn detail(a: &AgentView) -> String {
     );
     kv("spec hash", a.spec_hash.clone());
     s.trim_end().to_string()
+}
+
+/// An argv as one line a shell would split back the same way.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Reads and checks a spec file; errors name the file, the field and the reason.

@@ -142,6 +142,11 @@ impl Runner {
     ) -> Result<String, ApiError> {
         let name = container::container_name(&self.rt.instance, &self.rec.key);
         let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
+        let init = if self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
+            None
+        } else {
+            Some(self.init_program(docker, image_ref, &gateway_dir).await?)
+        };
         let body = container::create_body(
             &self.rt.cfg,
             &self.rt.instance,
@@ -149,6 +154,7 @@ impl Runner {
             &self.rec.spec,
             image_ref,
             &gateway_dir,
+            init.as_ref(),
         );
         let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
             .name(&name)
@@ -170,6 +176,39 @@ impl Runner {
         Err(ApiError::internal("cannot create the agent's container"))
     }
 
+    /// The shim and the program for an image that is not ours; prepares the mount point.
+    async fn init_program(
+        &self,
+        docker: &Docker,
+        image_ref: &str,
+        gateway_dir: &std::path::Path,
+    ) -> Result<container::InitProgram, ApiError> {
+        let io = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
+        let shim = crate::runtime::image::shim_on_host(&self.rt.cfg.state_dir)
+            .map_err(|e| io("cannot write the agent shim into the state directory", e))?;
+        let point = container::shim_mount_point(gateway_dir);
+        if let Some(dir) = point.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io("cannot prepare the shim's mount point", e))?;
+        }
+        if !point.exists() {
+            std::fs::write(&point, b"")
+                .map_err(|e| io("cannot prepare the shim's mount point", e))?;
+        }
+        let argv = if self.rec.spec.command.is_empty() {
+            crate::runtime::image::image_program(docker, image_ref).await?
+        } else {
+            self.rec.spec.command.clone()
+        };
+        if argv.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "spec field `command`: image `{}` names no program (no entrypoint or command); set `command`",
+                self.rec.spec.image
+            )));
+        }
+        Ok(container::InitProgram { shim, argv })
+    }
+
     pub(super) async fn mark_running(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
         let c = docker
             .inspect_container(id, None)
@@ -177,9 +216,11 @@ impl Runner {
             .map_err(|e| bollard_err("inspect the agent's container", e))?;
         let state = c.state.unwrap_or_default();
         if !state.running.unwrap_or(false) {
-            // It died already; the die event will tell the rest.
+            // It died already; the die event will tell the rest. Its last words — often
+            // why it could not start — still go to the ring.
             self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
             self.set_state(AgentState::Running, None);
+            self.follow_logs(docker.clone(), id.to_string());
             return Ok(());
         }
         self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);

@@ -131,6 +131,9 @@ impl Runner {
             spec_hash: self.rec.spec.hash(),
             created_at_ms: self.rec.created_at_ms,
             escalations: 0,
+            command: self.rec.spec.command.clone(),
+            workdir: self.rec.spec.workdir.clone(),
+            env: self.rec.spec.env.clone(),
         }
     }
 
