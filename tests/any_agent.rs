@@ -179,3 +179,184 @@ fn exit_codes_and_the_images_own_program() {
         "a refused spec created an agent: {list}"
     );
 }
+
+/// Sends `request` (raw HTTP) to the local API from inside container `cid`, through the
+/// shim's relay on 127.0.0.1:4180 (busybox nc); answers what came back.
+fn raw_api(cid: &str, request: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-i", cid, "nc", "127.0.0.1", "4180"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(request.as_bytes())?;
+            }
+            c.wait_with_output()
+        })
+        .expect("docker exec nc");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_shell_agent_uses_nothing_but_the_local_api() {
+    let test = "a_shell_agent_uses_nothing_but_the_local_api";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let d = Daemon::start("anyapi", "");
+    d.json(&["vault", "init"]);
+    let canary = format!("CANARY-{:x}-LOCALAPI", std::process::id());
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/shell/agent.sh"),
+    )
+    .expect("the shell example");
+    d.create(&format!(
+        "name = \"sh\"\nimage = \"{image}\"\ncredentials = [\"api-key\"]\ncommand = [\"sh\", \"-c\", {}]\n\
+         [env]\nCREDENTIAL = \"api-key\"\nAGENT_FILES = \"/data/report.txt /etc/shadow\"\n",
+        serde_json::to_string(&script).unwrap()
+    ));
+    let f = d.file(
+        "scopes.toml",
+        "tools = [\"read_file\"]\nread_paths = [\"/data/\"]\n",
+    );
+    d.json(&["scopes", "publish", "sh", &f]);
+    let out = d.cli_stdin(&["creds", "set", "sh", "api-key"], &canary);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_log("sh", "agent: done", WAIT);
+    let logs = String::from_utf8_lossy(&d.cli(&["logs", "sh"]).stdout).to_string();
+    assert!(logs.contains("local API up for sh"), "{logs}");
+    assert!(
+        logs.contains(&format!(
+            "credential api-key version 1 in memory ({} bytes)",
+            canary.len()
+        )),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("read_file /data/report.txt: allowed (audit record "),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("read_file /etc/shadow: denied (audit record "),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(&canary),
+        "the credential's value reached the log"
+    );
+
+    // Each decision, the delivery and the report are in the audit log.
+    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
+    let outcomes: Vec<String> = decided
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["agent"] == "sh")
+        .map(|r| r["event"]["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(outcomes, ["allow", "deny"], "{decided}");
+    let delivered = d
+        .json(&["audit", "search", "--action", "creds.deliver"])
+        .to_string();
+    assert!(delivered.contains("api-key v1 (local API)"), "{delivered}");
+    assert!(!delivered.contains(&canary));
+    let reports = d
+        .json(&["audit", "search", "--action", "agent.report"])
+        .to_string();
+    assert!(reports.contains("/data/report.txt"), "{reports}");
+
+    // Bad input through the relay: a clear 4xx naming the problem, nothing crashes.
+    let cid = d.agent("sh")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    let r = raw_api(&cid, &post("/v1/authorize", "{bad"));
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("bad_json"),
+        "{r}"
+    );
+    let r = raw_api(
+        &cid,
+        &post(
+            "/v1/authorize",
+            r#"{"tool":"read_file","args":{},"sudo":true}"#,
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("sudo"), "{r}");
+    let r = raw_api(
+        &cid,
+        &post("/v1/authorize", r#"{"tool":"read_file","args":[1]}"#),
+    );
+    assert!(r.starts_with("HTTP/1.1 400") && r.contains("args"), "{r}");
+    let r = raw_api(&cid, &post("/v1/report", r#"{"kind":"tool_call"}"#));
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("provider"),
+        "{r}"
+    );
+    let r = raw_api(
+        &cid,
+        "GET /v1/nothing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let r = raw_api(
+        &cid,
+        "GET /v1/credentials/other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 404") && r.contains("other"), "{r}");
+    let r = raw_api(
+        &cid,
+        "DELETE /v1/authorize HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    // A body announced larger than 1 MiB is refused before it is read.
+    let big = "POST /v1/authorize HTTP/1.1\r\nHost: a\r\nContent-Length: 1100000\r\nConnection: close\r\n\r\n{\"tool\":";
+    let r = raw_api(&cid, big);
+    assert!(r.starts_with("HTTP/1.1 413"), "{}", &r[..r.len().min(300)]);
+    let r = raw_api(&cid, "\x16\x03\x01 not http at all\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400") || r.is_empty(), "{r}");
+    // Still serving after all that.
+    let r = raw_api(
+        &cid,
+        "GET /v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("\"agent\":\"sh\""),
+        "{r}"
+    );
+
+    // The API socket answers nobody outside the agent's container (this test runs on the
+    // host): refused, and audited.
+    let sock = d.dir.join("state/gateways/default.sh/api.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect api.sock");
+    {
+        use std::io::{Read, Write};
+        s.write_all(
+            b"GET /v1/credentials/api-key HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+        assert!(!r.contains(&canary));
+    }
+    let refused = d
+        .json(&["audit", "search", "--action", "gateway.refused"])
+        .to_string();
+    assert!(refused.contains("\"agent\":\"sh\""), "{refused}");
+}

@@ -5,8 +5,15 @@
 //! program's exit code — 128 + n when a signal n ended it, as a shell reports it — once the
 //! program itself has ended. A program that cannot be started exits 127 (not found) or 126
 //! (not executable), with the reason on stderr.
+//!
+//! Before the program starts it listens on `127.0.0.1:4180` in the container's network
+//! namespace and relays each connection to the local API socket that the daemon serves in
+//! the gateway directory (`/run/agenfleet/api.sock`); the program is told both addresses
+//! (`AGENFLEET_API`, `AGENFLEET_API_SOCKET`). The relay is bytes only: every decision is
+//! the daemon's.
 
 use std::os::unix::process::CommandExt;
+use tokio::io::AsyncWriteExt;
 
 /// Signals handed on to the program.
 const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
@@ -50,8 +57,26 @@ pub fn run(argv: &[String]) -> ! {
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    let api_socket = std::path::Path::new(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
+        .join(agenfleet_protocol::gateway::API_SOCKET_NAME);
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    cmd.env("AGENFLEET_API_SOCKET", &api_socket);
+    match std::net::TcpListener::bind(agenfleet_protocol::gateway::LOCAL_API_ADDR) {
+        Ok(listener) => {
+            cmd.env(
+                "AGENFLEET_API",
+                format!("http://{}", agenfleet_protocol::gateway::LOCAL_API_ADDR),
+            );
+            // Spawned after the signal mask is set, so this thread never takes them.
+            std::thread::spawn(move || relay(listener, api_socket));
+        }
+        Err(e) => eprintln!(
+            "agenfleet-agent run: cannot listen on {} for the local API ({e}); it stays reachable at {}",
+            agenfleet_protocol::gateway::LOCAL_API_ADDR,
+            api_socket.display()
+        ),
+    }
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // async-signal-safe functions (sigprocmask, signal).
     unsafe {
@@ -104,6 +129,52 @@ pub fn run(argv: &[String]) -> ! {
             }
         }
     }
+}
+
+/// Relays each TCP connection on `listener` to the Unix socket `to`, both ways, on one
+/// thread.
+fn relay(listener: std::net::TcpListener, to: std::path::PathBuf) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("agenfleet-agent run: cannot start the local API relay");
+        return;
+    };
+    rt.block_on(async move {
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let to = to.clone();
+            tokio::spawn(async move {
+                let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {
+                    return;
+                };
+                // Each direction on its own, so an answer the API sends before it stops
+                // reading (a 413, say) still reaches the program.
+                let (mut tr, mut tw) = tcp.split();
+                let (mut ur, mut uw) = unix.into_split();
+                let up = async {
+                    let _ = tokio::io::copy(&mut tr, &mut uw).await;
+                    let _ = uw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut ur, &mut tw).await;
+                    let _ = tw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
 }
 
 #[cfg(test)]

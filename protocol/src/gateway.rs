@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Where the gateway socket appears inside an agent's container.
 pub const GATEWAY_DIR_IN_CONTAINER: &str = "/run/agenfleet";
 pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
+/// The agent's local API (HTTP/1.1 + JSON), beside the gateway socket; the shim relays
+/// `LOCAL_API_ADDR` inside the container to it.
+pub const API_SOCKET_NAME: &str = "api.sock";
+pub const LOCAL_API_ADDR: &str = "127.0.0.1:4180";
 /// Where the daemon mounts the static shim (read-only) in the container of an agent whose
 /// image is not ours; it is that container's init: `agenfleet-agent run -- PROGRAM…`.
 pub const SHIM_IN_CONTAINER: &str = "/run/agenfleet/bin/agenfleet-agent";

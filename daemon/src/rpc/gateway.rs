@@ -40,7 +40,7 @@ fn pid_in_container(pid: i32, container_id: &str) -> bool {
 }
 
 #[derive(Clone)]
-struct GatewayService {
+pub(super) struct GatewayService {
     rt: Arc<Runtime>,
     key: AgentKey,
     /// The agent's project, read once per connection (an agent never changes project).
@@ -50,11 +50,42 @@ struct GatewayService {
 }
 
 impl GatewayService {
-    fn check(&self) -> Result<(), ApiError> {
+    pub(super) fn check(&self) -> Result<(), ApiError> {
         match &self.refused {
             Some(why) => Err(ApiError::denied(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// (tenant, agent name).
+    pub(super) fn agent(&self) -> (&str, &str) {
+        (&self.key.tenant, &self.key.name)
+    }
+
+    /// One credential's current version and value, its delivery audited first (None: the
+    /// agent has no credential of that name).
+    pub(super) async fn credential(
+        &self,
+        name: &str,
+    ) -> Result<Option<(u32, agenfleet_protocol::SecretValue)>, ApiError> {
+        self.check()?;
+        let values =
+            self.rt.vault.current_values(&self.key).map_err(|e| {
+                ApiError::precondition(format!("credentials cannot be delivered: {e}"))
+            })?;
+        let Some((n, version, value)) = values.into_iter().find(|(n, _, _)| n == name) else {
+            return Ok(None);
+        };
+        // Audit before effect: the delivery is recorded before the value leaves.
+        self.rt
+            .system_event(
+                "creds.deliver",
+                Some(&self.key),
+                "ok",
+                format!("{n} v{version} (local API)"),
+            )
+            .await?;
+        Ok(Some((version, value)))
     }
 
     fn event(&self, action: &str, outcome: &str, detail: String) -> AuditEvent {
@@ -390,6 +421,11 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let listener = tokio::net::UnixListener::bind(&path)?;
     // The agent runs as an unprivileged uid; only its own container can reach this path.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+    // The local API (HTTP + JSON) beside it, for agents in any language.
+    let api_path = dir.join(agenfleet_protocol::gateway::API_SOCKET_NAME);
+    let _ = std::fs::remove_file(&api_path);
+    let api_listener = tokio::net::UnixListener::bind(&api_path)?;
+    std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(0o666))?;
     let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
     // One agent's socket: its shim and its tools hold a few connections; a flood of them
     // is closed at once instead of eating the daemon's descriptors.
@@ -397,7 +433,11 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let mut refusals = super::conn::RefusalLog::default();
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let (accepted, api) = tokio::select! {
+                r = listener.accept() => (r, false),
+                r = api_listener.accept() => (r, true),
+            };
+            let Ok((stream, _)) = accepted else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
@@ -449,6 +489,14 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 project,
                 refused,
             };
+            if api {
+                let header_timeout = timeouts.frame;
+                tokio::spawn(async move {
+                    super::local_api::serve(stream, service, header_timeout).await;
+                    drop(permit);
+                });
+                continue;
+            }
             tokio::spawn(async move {
                 let stream = super::conn::Guarded::new(stream, timeouts, Some(permit));
                 let transport =

@@ -1,12 +1,13 @@
 //! The daemon's servers, the only modules that speak tarpc to the outside: the operator
 //! socket (`operator.rs`, serving the `Fleet` service of `fleet/`), one gateway socket per
-//! agent (`gateway.rs`, serving the `Gateway` service), and the connection limits both
-//! share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
+//! agent (`gateway.rs`, serving the `Gateway` service, and beside it the same agent's
+//! local HTTP API, `local_api.rs`), and the connection limits they share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
 //! but `lib.rs`.
 
 pub mod conn;
 pub mod fleet;
 pub mod gateway;
+pub mod local_api;
 pub mod operator;
 
 pub use fleet::FleetService;
