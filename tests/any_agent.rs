@@ -360,3 +360,197 @@ fn a_shell_agent_uses_nothing_but_the_local_api() {
         .to_string();
     assert!(refused.contains("\"agent\":\"sh\""), "{refused}");
 }
+
+/// Hits of the stub so far.
+fn hits(stub: &StubServer) -> u64 {
+    stub.hits.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[test]
+fn egress_leaves_only_through_the_gateway_and_only_as_decided() {
+    let test = "egress_leaves_only_through_the_gateway_and_only_as_decided";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let stub = StubServer::start();
+    stub.set("/ok/data", 200, "{\"data\":\"from the stub\"}");
+    let other = StubServer::start();
+    let (p, q) = (stub.port, other.port);
+    let d = Daemon::start("anyegress", "");
+    // No [network]: the default, `gateway`. The program shows the proxy it was given.
+    d.create(&format!(
+        "name = \"net\"\nimage = \"{image}\"\n\
+         command = [\"sh\", \"-c\", \"env | grep -i proxy | sort; echo env-shown; exec sleep 100000\"]\n"
+    ));
+    d.wait_log("net", "env-shown", WAIT);
+    let logs = String::from_utf8_lossy(&d.cli(&["logs", "net"]).stdout).to_string();
+    for want in [
+        "HTTP_PROXY=http://127.0.0.1:3128",
+        "https_proxy=http://127.0.0.1:3128",
+        "NO_PROXY=localhost,127.0.0.1",
+    ] {
+        assert!(
+            logs.contains(want),
+            "{want} not in the program's env: {logs}"
+        );
+    }
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"http_request\"]\n\
+             [[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{p}]\npath_prefix = \"/ok\"\nprivate = true\n\
+             [[http]]\nhost = \"127.0.0.1\"\nmethods = [\"CONNECT\"]\nports = [{p}]\nprivate = true\n\
+             [[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{q}]\n"
+        ),
+    );
+    d.json(&["scopes", "publish", "net", &f]);
+    let cid = d.agent("net")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    let proxy = |req: String| {
+        let out = std::process::Command::new("docker")
+            .args(["exec", "-i", &cid, "nc", "127.0.0.1", "3128"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                if let Some(mut i) = c.stdin.take() {
+                    i.write_all(req.as_bytes())?;
+                }
+                c.wait_with_output()
+            })
+            .expect("docker exec nc");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let get = |port: u16, path: &str| {
+        proxy(format!(
+            "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        ))
+    };
+
+    // Allowed: decided, recorded, relayed.
+    let r = get(p, "/ok/data");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("from the stub"),
+        "{r}"
+    );
+    assert_eq!(hits(&stub), 1);
+    // The same through busybox wget, as a program uses it (the proxy from the env).
+    let out = docker(&[
+        "exec",
+        "-e",
+        "http_proxy=http://127.0.0.1:3128",
+        &cid,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://127.0.0.1:{p}/ok/data"),
+    ]);
+    assert!(out.contains("from the stub"), "{out}");
+    assert_eq!(hits(&stub), 2);
+
+    // Outside the path prefix: 403 with the decision and its record; nothing went out.
+    let r = get(p, "/admin");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(
+        r.contains("X-AgenFleet-Decision: deny") && r.contains("audit_seq"),
+        "{r}"
+    );
+    assert!(r.contains("outside the agent's http scopes"), "{r}");
+    // Allowed by the scopes, but a loopback address without `private = true`.
+    let r = get(q, "/x");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("loopback"),
+        "{r}"
+    );
+    assert_eq!(hits(&other), 0, "a request to a private address went out");
+    // A Host header that disagrees with the URL; https in absolute form; not HTTP at all.
+    let r = proxy(format!(
+        "GET http://127.0.0.1:{p}/ok/data HTTP/1.1\r\nHost: evil.example.com\r\n\r\n"
+    ));
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("disagrees"),
+        "{r}"
+    );
+    let r = proxy(format!(
+        "GET https://127.0.0.1:{p}/ok/data HTTP/1.1\r\n\r\n"
+    ));
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("CONNECT"),
+        "{r}"
+    );
+    let r = proxy("\u{16}\u{3}\u{1} definitely not http\r\n\r\n".to_string());
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // CONNECT where a rule names it: a tunnel, through which the stub answers.
+    let r = proxy(format!(
+        "CONNECT 127.0.0.1:{p} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\nGET /ok/data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(r.starts_with("HTTP/1.1 200 Connection established"), "{r}");
+    assert!(r.contains("from the stub"), "{r}");
+    assert_eq!(hits(&stub), 3);
+    // CONNECT to a port no rule names for it.
+    let r = proxy(format!("CONNECT 127.0.0.1:{q} HTTP/1.1\r\n\r\n"));
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("CONNECT"),
+        "{r}"
+    );
+    assert_eq!(hits(&other), 0);
+    assert_eq!(hits(&stub), 3, "a refused request reached the stub");
+
+    // No way around the gateway: loopback is the only interface, there is no route, and a
+    // request without the proxy fails.
+    let ifaces = docker(&["exec", &cid, "ls", "/sys/class/net"]);
+    assert_eq!(
+        ifaces.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "{ifaces}"
+    );
+    let gw = inspect(&cid)["NetworkSettings"]["Gateway"].to_string();
+    assert!(
+        gw == "\"\"" || gw == "null",
+        "the container has a gateway: {gw}"
+    );
+    for url in [
+        format!("http://172.17.0.1:{p}/ok/data"),
+        format!("http://127.0.0.1:{p}/ok/data"),
+    ] {
+        let out = std::process::Command::new("docker")
+            .args(["exec", &cid, "wget", "-q", "-T", "3", "-O", "-", &url])
+            .output()
+            .expect("docker exec wget");
+        assert!(!out.status.success(), "{url} reached without the proxy");
+    }
+    assert_eq!(hits(&stub), 3);
+
+    // Every decision and refusal is on record.
+    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
+    let outcomes: Vec<&str> = decided
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["agent"] == "net")
+        .filter_map(|r| r["event"]["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["allow", "allow", "deny", "allow", "allow", "deny"],
+        "{decided}"
+    );
+    let refused = d
+        .json(&["audit", "search", "--action", "egress.refused"])
+        .to_string();
+    for want in [
+        "loopback",
+        "disagrees",
+        "CONNECT tunnel",
+        "not an HTTP proxy request",
+    ] {
+        assert!(refused.contains(want), "{want} not recorded: {refused}");
+    }
+}

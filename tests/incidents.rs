@@ -68,7 +68,7 @@ fn table_rows_produced_for_real_are_routed_to_their_party() {
     );
     let closed = free_port();
     let p = stub.port;
-    let d = Daemon::start("inc-table", "");
+    let d = Daemon::start("inc-table", "allow_direct_egress = true");
     let egress = "[network]\nmode = \"egress\"\n";
 
     // Row "Anthropic / OpenAI API is down" → model provider; then the same agent is
@@ -130,7 +130,7 @@ fn table_rows_produced_for_real_are_routed_to_their_party() {
     let gw = gateway_of(&d, "tooler");
     let f = d.file(
         "tooler.toml",
-        &format!("tools = [\"http_request\"]\n[[http]]\nhost = \"{gw}\"\nmethods = [\"GET\", \"POST\"]\n"),
+        &format!("tools = [\"http_request\"]\n[[http]]\nhost = \"{gw}\"\nmethods = [\"GET\", \"POST\"]\nports = [{p}, {closed}]\n"),
     );
     d.json(&["scopes", "publish", "tooler", &f]);
     let i = wait_incident(

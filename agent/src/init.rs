@@ -9,8 +9,10 @@
 //! Before the program starts it listens on `127.0.0.1:4180` in the container's network
 //! namespace and relays each connection to the local API socket that the daemon serves in
 //! the gateway directory (`/run/agenfleet/api.sock`); the program is told both addresses
-//! (`AGENFLEET_API`, `AGENFLEET_API_SOCKET`). The relay is bytes only: every decision is
-//! the daemon's.
+//! (`AGENFLEET_API`, `AGENFLEET_API_SOCKET`). For an agent whose only way out is the
+//! gateway (the daemon then serves `proxy.sock` there) it also relays `127.0.0.1:3128` to
+//! that egress proxy and sets `HTTP_PROXY`/`HTTPS_PROXY` (both spellings) and `NO_PROXY`.
+//! The relays are bytes only: every decision is the daemon's.
 
 use std::os::unix::process::CommandExt;
 use tokio::io::AsyncWriteExt;
@@ -62,20 +64,43 @@ pub fn run(argv: &[String]) -> ! {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     cmd.env("AGENFLEET_API_SOCKET", &api_socket);
+    let mut relays = Vec::new();
     match std::net::TcpListener::bind(agenfleet_protocol::gateway::LOCAL_API_ADDR) {
         Ok(listener) => {
             cmd.env(
                 "AGENFLEET_API",
                 format!("http://{}", agenfleet_protocol::gateway::LOCAL_API_ADDR),
             );
-            // Spawned after the signal mask is set, so this thread never takes them.
-            std::thread::spawn(move || relay(listener, api_socket));
+            relays.push((listener, api_socket));
         }
         Err(e) => eprintln!(
             "agenfleet-agent run: cannot listen on {} for the local API ({e}); it stays reachable at {}",
             agenfleet_protocol::gateway::LOCAL_API_ADDR,
             api_socket.display()
         ),
+    }
+    let proxy_socket = std::path::Path::new(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
+        .join(agenfleet_protocol::gateway::PROXY_SOCKET_NAME);
+    if proxy_socket.exists() {
+        match std::net::TcpListener::bind(agenfleet_protocol::gateway::EGRESS_PROXY_ADDR) {
+            Ok(listener) => {
+                let url = format!("http://{}", agenfleet_protocol::gateway::EGRESS_PROXY_ADDR);
+                for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                    cmd.env(var, &url);
+                }
+                cmd.env("NO_PROXY", "localhost,127.0.0.1");
+                cmd.env("no_proxy", "localhost,127.0.0.1");
+                relays.push((listener, proxy_socket));
+            }
+            Err(e) => eprintln!(
+                "agenfleet-agent run: cannot listen on {} for the egress proxy ({e}); the program has no way out",
+                agenfleet_protocol::gateway::EGRESS_PROXY_ADDR
+            ),
+        }
+    }
+    if !relays.is_empty() {
+        // Spawned after the signal mask is set, so this thread never takes them.
+        std::thread::spawn(move || relay(relays));
     }
     // SAFETY: the closure runs in the child between fork and exec and only calls
     // async-signal-safe functions (sigprocmask, signal).
@@ -131,9 +156,9 @@ pub fn run(argv: &[String]) -> ! {
     }
 }
 
-/// Relays each TCP connection on `listener` to the Unix socket `to`, both ways, on one
+/// Relays each TCP connection on each listener to its Unix socket, both ways, all on one
 /// thread.
-fn relay(listener: std::net::TcpListener, to: std::path::PathBuf) {
+fn relay(pairs: Vec<(std::net::TcpListener, std::path::PathBuf)>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -142,39 +167,49 @@ fn relay(listener: std::net::TcpListener, to: std::path::PathBuf) {
         return;
     };
     rt.block_on(async move {
-        if listener.set_nonblocking(true).is_err() {
-            return;
-        }
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-            return;
-        };
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                // Out of descriptors, say: wait instead of spinning.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut tasks = Vec::new();
+        for (listener, to) in pairs {
+            if listener.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 continue;
             };
-            let to = to.clone();
-            tokio::spawn(async move {
-                let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {
-                    return;
-                };
-                // Each direction on its own, so an answer the API sends before it stops
-                // reading (a 413, say) still reaches the program.
-                let (mut tr, mut tw) = tcp.split();
-                let (mut ur, mut uw) = unix.into_split();
-                let up = async {
-                    let _ = tokio::io::copy(&mut tr, &mut uw).await;
-                    let _ = uw.shutdown().await;
-                };
-                let down = async {
-                    let _ = tokio::io::copy(&mut ur, &mut tw).await;
-                    let _ = tw.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
+            tasks.push(tokio::spawn(accept_loop(listener, to)));
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     });
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            // Out of descriptors, say: wait instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {
+                return;
+            };
+            // Each direction on its own, so an answer sent before the other side stops
+            // reading (a 413, a 403) still reaches the program.
+            let (mut tr, mut tw) = tcp.split();
+            let (mut ur, mut uw) = unix.into_split();
+            let up = async {
+                let _ = tokio::io::copy(&mut tr, &mut uw).await;
+                let _ = uw.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut ur, &mut tw).await;
+                let _ = tw.shutdown().await;
+            };
+            tokio::join!(up, down);
+        });
+    }
 }
 
 #[cfg(test)]

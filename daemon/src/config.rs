@@ -58,6 +58,9 @@ pub struct Config {
     pub network_pool: String,
     /// Prefix length of each agent's subnet.
     pub network_prefix: u8,
+    /// Whether specs may ask for `network.mode = "egress"` (a network around the gateway:
+    /// its traffic is neither decided nor audited).
+    pub allow_direct_egress: bool,
     /// The uid and gid agents run as inside their containers.
     pub agent_user: String,
     /// Where the audit log lives; empty: `<state_dir>/audit`.
@@ -134,6 +137,7 @@ impl Default for Config {
             stop_timeout_secs: 5,
             network_pool: "10.213.0.0/16".into(),
             network_prefix: 28,
+            allow_direct_egress: false,
             agent_user: "65534:65534".into(),
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,

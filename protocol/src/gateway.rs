@@ -14,6 +14,10 @@ pub const GATEWAY_SOCKET_NAME: &str = "gateway.sock";
 /// `LOCAL_API_ADDR` inside the container to it.
 pub const API_SOCKET_NAME: &str = "api.sock";
 pub const LOCAL_API_ADDR: &str = "127.0.0.1:4180";
+/// The egress proxy of an agent in `gateway` network mode; the shim relays
+/// `EGRESS_PROXY_ADDR` to it and points the program's `HTTP(S)_PROXY` there.
+pub const PROXY_SOCKET_NAME: &str = "proxy.sock";
+pub const EGRESS_PROXY_ADDR: &str = "127.0.0.1:3128";
 /// Where the daemon mounts the static shim (read-only) in the container of an agent whose
 /// image is not ours; it is that container's init: `agenfleet-agent run -- PROGRAM…`.
 pub const SHIM_IN_CONTAINER: &str = "/run/agenfleet/bin/agenfleet-agent";

@@ -125,12 +125,23 @@ impl Default for RestartSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// No network at all (the gateway is a Unix socket). The default.
+    /// No network at all (the gateway is a Unix socket).
     None,
     /// Its own bridge network, no route out.
     Internal,
-    /// Its own bridge network with egress.
+    /// Its own bridge network with egress, around the gateway: only where the daemon's
+    /// config allows it (`allow_direct_egress`), and shown as ungoverned.
     Egress,
+    /// Loopback only; HTTP(S) leaves through the egress proxy in the gateway, each request
+    /// decided and audited. The default.
+    Gateway,
+}
+
+impl NetworkMode {
+    /// Whether the agent gets a bridge network of its own (else loopback only).
+    pub fn has_own_network(self) -> bool {
+        matches!(self, NetworkMode::Internal | NetworkMode::Egress)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +153,7 @@ pub struct NetworkSpec {
 impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec {
-            mode: NetworkMode::None,
+            mode: NetworkMode::Gateway,
         }
     }
 }
@@ -569,7 +580,7 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.tenant, "default");
         assert_eq!(s.limits.memory_mb, 256);
-        assert_eq!(s.network.mode, NetworkMode::None);
+        assert_eq!(s.network.mode, NetworkMode::Gateway);
         assert_eq!(s.restart.mode, RestartMode::Fail);
     }
 
@@ -656,7 +667,8 @@ mod tests {
     fn a_spec_without_the_program_fields_keeps_its_hash() {
         // The hash the daemon before `command`, `workdir` and `env` put on this spec's
         // container (read from its label): after an upgrade it is adopted, not replaced.
-        let s = AgentSpec::from_toml(base()).unwrap();
+        // (Such a spec is stored with the network mode of its day, `none`.)
+        let s = AgentSpec::from_toml(&format!("{}[network]\nmode = \"none\"\n", base())).unwrap();
         assert_eq!(s.hash(), "31f6ef097bc0d9b5");
         for change in [
             |t: &mut AgentSpec| t.command = vec!["x".into()],

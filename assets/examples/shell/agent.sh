@@ -10,8 +10,10 @@
 set -u
 api="${AGENFLEET_API:-http://127.0.0.1:4180}"
 
-get() { wget -q -O - "$api$1"; }
-post() { wget -q -O - --header 'Content-Type: application/json' --post-data "$2" "$api$1"; }
+# The local API is reached directly, never through the egress proxy (busybox's wget does
+# not read NO_PROXY).
+get() { http_proxy='' wget -q -O - "$api$1"; }
+post() { http_proxy='' wget -q -O - --header 'Content-Type: application/json' --post-data "$2" "$api$1"; }
 # The value of a string field of a flat JSON object (enough for these answers).
 str() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
 num() { sed -n "s/.*\"$1\":\([0-9][0-9]*\).*/\1/p"; }

@@ -274,9 +274,9 @@ impl Cedar {
             timeout_ms: 0,
         };
         let (method, host, url_path, path, server, mcp_tool) = match &call.target {
-            Target::Http { method, host, path } => {
-                (method.as_str(), host.as_str(), path.as_str(), "", "", "")
-            }
+            Target::Http {
+                method, host, path, ..
+            } => (method.as_str(), host.as_str(), path.as_str(), "", "", ""),
             Target::File { path } => ("", "", "", path.as_str(), "", ""),
             Target::Mcp { server, tool } => ("", "", "", "", server.as_str(), tool.as_str()),
             Target::Other => ("", "", "", "", "", ""),

@@ -344,6 +344,12 @@ impl PolicyEngine {
     }
 
     /// The tools an agent's scopes in force grant.
+    /// Whether agent `key`'s scopes let `host`:`port` resolve to a private address.
+    pub fn allows_private(&self, key: &AgentKey, project: &str, host: &str, port: u16) -> bool {
+        self.agent_rules(key, project)
+            .is_ok_and(|r| r.scopes.allows_private(host, port))
+    }
+
     pub fn granted_tools(&self, key: &AgentKey, project: &str) -> Vec<String> {
         self.agent_rules(key, project)
             .map(|r| r.scopes.tools.clone())

@@ -62,6 +62,18 @@ impl GatewayService {
         (&self.key.tenant, &self.key.name)
     }
 
+    /// Records `ev`; answers its sequence number (None: it could not be recorded).
+    pub(super) async fn audit(&self, ev: AuditEvent) -> Option<u64> {
+        self.rt.audit_event(ev).await.ok()
+    }
+
+    /// Whether the agent's scopes let `host`:`port` resolve to a private address.
+    pub(super) fn allows_private(&self, host: &str, port: u16) -> bool {
+        self.rt
+            .policy
+            .allows_private(&self.key, &self.project, host, port)
+    }
+
     /// One credential's current version and value, its delivery audited first (None: the
     /// agent has no credential of that name).
     pub(super) async fn credential(
@@ -410,7 +422,15 @@ impl Gateway for GatewayService {
     }
 }
 
-/// Creates the agent's gateway socket (replacing a stale one) and serves it until the
+/// Which of an agent's sockets a connection came in on.
+enum Conn {
+    Gateway,
+    Api,
+    Proxy,
+}
+
+/// Creates the agent's gateway socket, its local API socket and (in `gateway` network
+/// mode) its egress proxy socket, replacing stale ones, and serves them until the
 /// returned task is aborted.
 pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let dir = crate::runtime::container::gateway_dir(&rt.cfg.state_dir, &key);
@@ -426,6 +446,19 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let _ = std::fs::remove_file(&api_path);
     let api_listener = tokio::net::UnixListener::bind(&api_path)?;
     std::fs::set_permissions(&api_path, std::fs::Permissions::from_mode(0o666))?;
+    // The egress proxy, for an agent whose only way out is the gateway.
+    let proxy_path = dir.join(agenfleet_protocol::gateway::PROXY_SOCKET_NAME);
+    let _ = std::fs::remove_file(&proxy_path);
+    let gateway_mode = rt
+        .agent_spec(&key)
+        .is_some_and(|s| s.network.mode == agenfleet_protocol::NetworkMode::Gateway);
+    let proxy_listener = if gateway_mode {
+        let l = tokio::net::UnixListener::bind(&proxy_path)?;
+        std::fs::set_permissions(&proxy_path, std::fs::Permissions::from_mode(0o666))?;
+        Some(l)
+    } else {
+        None
+    };
     let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
     // One agent's socket: its shim and its tools hold a few connections; a flood of them
     // is closed at once instead of eating the daemon's descriptors.
@@ -433,9 +466,16 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let mut refusals = super::conn::RefusalLog::default();
     Ok(tokio::spawn(async move {
         loop {
-            let (accepted, api) = tokio::select! {
-                r = listener.accept() => (r, false),
-                r = api_listener.accept() => (r, true),
+            let proxy_accept = async {
+                match &proxy_listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, kind) = tokio::select! {
+                r = listener.accept() => (r, Conn::Gateway),
+                r = api_listener.accept() => (r, Conn::Api),
+                r = proxy_accept => (r, Conn::Proxy),
             };
             let Ok((stream, _)) = accepted else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -489,13 +529,24 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 project,
                 refused,
             };
-            if api {
-                let header_timeout = timeouts.frame;
-                tokio::spawn(async move {
-                    super::local_api::serve(stream, service, header_timeout).await;
-                    drop(permit);
-                });
-                continue;
+            match kind {
+                Conn::Gateway => {}
+                Conn::Api => {
+                    let header_timeout = timeouts.frame;
+                    tokio::spawn(async move {
+                        super::local_api::serve(stream, service, header_timeout).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Conn::Proxy => {
+                    let head_timeout = timeouts.frame;
+                    tokio::spawn(async move {
+                        super::egress::serve(stream, service, head_timeout).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
             }
             tokio::spawn(async move {
                 let stream = super::conn::Guarded::new(stream, timeouts, Some(permit));

@@ -5,6 +5,7 @@
 //! but `lib.rs`.
 
 pub mod conn;
+pub mod egress;
 pub mod fleet;
 pub mod gateway;
 pub mod local_api;

@@ -81,7 +81,8 @@ pub fn create_body(
 ) -> ContainerCreateBody {
     let mem = spec.memory_limit_bytes() as i64;
     let network_mode = match spec.network.mode {
-        NetworkMode::None => "none".to_string(),
+        // Loopback only: the gateway's sockets are the way out.
+        NetworkMode::None | NetworkMode::Gateway => "none".to_string(),
         NetworkMode::Internal | NetworkMode::Egress => network_name(instance, key),
     };
     let cmd = if spec.image == BUILTIN_IMAGE {

@@ -405,6 +405,13 @@ impl Runtime {
     pub async fn create(self: &Arc<Self>, spec: AgentSpec) -> Result<AgentView, ApiError> {
         spec.validate()
             .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
+        if spec.network.mode == agenfleet_protocol::NetworkMode::Egress
+            && !self.cfg.allow_direct_egress
+        {
+            return Err(ApiError::invalid(
+                "invalid spec: field `network.mode`: \"egress\" lets the agent reach any host around the gateway (nothing it sends is decided or audited), and this daemon's config does not allow it (allow_direct_egress = false); use \"gateway\" (the default): HTTP(S) through the egress proxy, every request decided",
+            ));
+        }
         // Check the image before anything is stored: a spec naming a missing image
         // creates nothing. Just after the daemon started, wait for its first connection.
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;

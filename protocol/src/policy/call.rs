@@ -22,6 +22,8 @@ pub enum Target {
     Http {
         method: String,
         host: String,
+        /// The URL's port, or its scheme's (80, 443).
+        port: u16,
         path: String,
     },
     File {
@@ -97,9 +99,15 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
             }
             url.set_path(&path);
             url.set_fragment(None);
+            let port = url.port_or_known_default().unwrap_or(443);
             args.insert("method".into(), method.clone().into());
             args.insert("url".into(), url.as_str().into());
-            Target::Http { method, host, path }
+            Target::Http {
+                method,
+                host,
+                port,
+                path,
+            }
         }
         TOOL_READ_FILE => {
             let path = canonical_file_path(arg(args, tool, "path")?)

@@ -33,7 +33,11 @@ pub const TOOL_HTTP: &str = "http_request";
 pub const TOOL_READ_FILE: &str = "read_file";
 pub const TOOL_MCP: &str = "mcp";
 
-const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/// `CONNECT` is what the egress proxy asks for an https tunnel (`url` `https://host:port`):
+/// a scope admits it only by naming it, and only without a `path_prefix`.
+const HTTP_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
+];
 
 /// One tool call, as the agent asks for it: the tool's name and its arguments (a JSON
 /// object, as text, so that it crosses bincode unchanged).

@@ -35,10 +35,21 @@ pub struct HttpScope {
     /// Only URLs whose path starts with this (on component bounds).
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// Ports the rule admits (the URL's, or its scheme's 80/443).
+    #[serde(default = "default_ports")]
+    pub ports: Vec<u16>,
+    /// Whether the host may resolve to a loopback, link-local, private or the daemon host's
+    /// own address (the egress proxy refuses those otherwise).
+    #[serde(default)]
+    pub private: bool,
 }
 
 fn default_methods() -> Vec<String> {
     vec!["GET".into()]
+}
+
+fn default_ports() -> Vec<u16> {
+    vec![80, 443]
 }
 
 /// A scope problem, located in the text where possible.
@@ -128,6 +139,13 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
 }
 
 impl Scopes {
+    /// Whether a rule for `host` and `port` lets it resolve to a private address.
+    pub fn allows_private(&self, host: &str, port: u16) -> bool {
+        self.http
+            .iter()
+            .any(|h| h.private && h.ports.contains(&port) && host_matches(&h.host, host))
+    }
+
     /// Parses and validates scopes written in TOML; errors point at the line.
     pub fn parse(text: &str) -> Result<Scopes, ScopeError> {
         let scopes: Scopes = toml::from_str(text).map_err(|e| ScopeError {
@@ -183,6 +201,12 @@ impl Scopes {
                     ));
                 }
             }
+            if h.ports.is_empty() || h.ports.contains(&0) {
+                return Err((
+                    Some(h.host.clone()),
+                    format!("http[{i}].ports: must list ports from 1 to 65535"),
+                ));
+            }
             if let Some(p) = &h.path_prefix {
                 if let Some(why) = path_problem(p) {
                     return Err((
@@ -234,16 +258,36 @@ impl Scopes {
             return Err(format!("tool `{}` is not in the agent's scopes", call.tool));
         }
         match &call.target {
-            Target::Http { method, host, path } => {
-                let fits = self.http.iter().any(|h| {
+            Target::Http {
+                method,
+                host,
+                port,
+                path,
+            } => {
+                let connect = method == "CONNECT";
+                let near = |h: &&HttpScope| {
                     host_matches(&h.host, host)
                         && h.methods.iter().any(|m| m == method)
-                        && h.path_prefix
-                            .as_deref()
-                            .is_none_or(|p| under_prefix(path, p))
+                        && h.ports.contains(port)
+                };
+                let fits = self.http.iter().filter(near).any(|h| match &h.path_prefix {
+                    None => true,
+                    Some(p) => !connect && under_prefix(path, p),
                 });
                 if fits {
                     Ok(())
+                } else if connect && self.http.iter().any(|h| near(&h)) {
+                    Err(format!(
+                        "CONNECT {host}:{port}: the rules for this host have a path_prefix, and the paths inside a tunnel cannot be seen — a CONNECT needs a rule without one"
+                    ))
+                } else if connect {
+                    Err(format!(
+                        "CONNECT {host}:{port} is outside the agent's http scopes (a tunnel needs a rule for the host and port with \"CONNECT\" in its methods)"
+                    ))
+                } else if *port != 80 && *port != 443 {
+                    Err(format!(
+                        "{method} {host}:{port}{path} is outside the agent's http scopes"
+                    ))
                 } else {
                     Err(format!(
                         "{method} {host}{path} is outside the agent's http scopes"

@@ -220,6 +220,7 @@ fn every_spelling_of_a_url_is_seen_in_its_canonical_form() {
     let want = Target::Http {
         method: "GET".into(),
         host: "api.example.com".into(),
+        port: 443,
         path: "/v1/admin".into(),
     };
     for spelled in [
@@ -245,6 +246,7 @@ fn every_spelling_of_a_url_is_seen_in_its_canonical_form() {
         Target::Http {
             method: "GET".into(),
             host: "api.example.com".into(),
+            port: 443,
             path: "/a%7Cb%C3%A9".into()
         }
     );
@@ -360,7 +362,7 @@ path_prefix = "/v1"
             let a = target_of("http_request", serde_json::json!({"method": method, "url": canon})).unwrap();
             let b = target_of("http_request", serde_json::json!({"method": method, "url": spelled}))
                 .unwrap();
-            let Target::Http { method: m, host: hb, path: pb } = &b.target else {
+            let Target::Http { method: m, host: hb, path: pb, .. } = &b.target else {
                 panic!("not an http target")
             };
             prop_assert_eq!(&canonical_url_path(pb).unwrap(), pb);
@@ -372,4 +374,55 @@ path_prefix = "/v1"
             prop_assert_eq!(s.permits(&a), s.permits(&b));
         }
     }
+}
+
+#[test]
+fn ports_connect_and_private_addresses_are_ruled_per_http_scope() {
+    let s = Scopes::parse(
+        r#"tools = ["http_request"]
+
+[[http]]
+host = "api.example.com"
+methods = ["GET", "CONNECT"]
+
+[[http]]
+host = "docs.example.com"
+methods = ["GET", "CONNECT"]
+path_prefix = "/v1"
+
+[[http]]
+host = "10.0.0.7"
+methods = ["GET"]
+ports = [8080]
+private = true
+"#,
+    )
+    .expect("valid");
+    let req = |m: &str, url: &str| {
+        decide(
+            &s,
+            call("http_request", serde_json::json!({"method": m, "url": url})),
+        )
+    };
+    // Ports: the scheme's by default, others only when listed.
+    assert!(req("GET", "https://api.example.com/x").is_ok());
+    assert!(req("GET", "http://api.example.com/x").is_ok());
+    let e = req("GET", "https://api.example.com:8443/x").unwrap_err();
+    assert!(e.contains(":8443"), "{e}");
+    assert!(req("GET", "http://10.0.0.7:8080/x").is_ok());
+    assert!(req("GET", "http://10.0.0.7/x").is_err());
+    // CONNECT: only where named, and never through a rule with a path prefix.
+    assert!(req("CONNECT", "https://api.example.com:443").is_ok());
+    let e = req("CONNECT", "https://docs.example.com:443").unwrap_err();
+    assert!(e.contains("path_prefix"), "{e}");
+    let e = req("CONNECT", "https://10.0.0.7:8080").unwrap_err();
+    assert!(e.contains("CONNECT"), "{e}");
+    // Private addresses: only the rule that says so.
+    assert!(s.allows_private("10.0.0.7", 8080));
+    assert!(!s.allows_private("10.0.0.7", 80));
+    assert!(!s.allows_private("api.example.com", 443));
+    // A rule without ports is refused.
+    let e =
+        Scopes::parse("tools = []\n[[http]]\nhost = \"a.example.com\"\nports = []\n").unwrap_err();
+    assert!(e.message.contains("ports"), "{e}");
 }

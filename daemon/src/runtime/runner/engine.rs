@@ -7,9 +7,7 @@ use super::Runner;
 use crate::runtime::container;
 use crate::runtime::engine::{bollard_err, is_conflict, is_not_found};
 use crate::runtime::logs::{rfc3339_ms, split_timestamp};
-use agenfleet_protocol::{
-    now_ms, AgentState, ApiError, DesiredState, ExitInfo, LogStream, NetworkMode,
-};
+use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo, LogStream};
 use bollard::query_parameters::{LogsOptions, RemoveContainerOptions, StopContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
@@ -62,7 +60,7 @@ impl Runner {
             .images
             .resolve(&docker, &self.rec.spec.image)
             .await?;
-        if self.rec.spec.network.mode != NetworkMode::None {
+        if self.rec.spec.network.mode.has_own_network() {
             let name = container::network_name(&self.rt.instance, &self.rec.key);
             crate::runtime::network::ensure(
                 &docker,

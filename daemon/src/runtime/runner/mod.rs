@@ -15,7 +15,7 @@ use super::hub::Runtime;
 use super::logs::LogRing;
 use crate::store::AgentRecord;
 use agenfleet_protocol::{
-    now_ms, AgentState, AgentView, ApiError, DesiredState, ExitInfo, NetworkMode, VaultState,
+    now_ms, AgentState, AgentView, ApiError, DesiredState, ExitInfo, VaultState,
 };
 use bollard::query_parameters::RemoveContainerOptions;
 use std::sync::Arc;
@@ -242,7 +242,7 @@ impl Runner {
                 let purge = format!(
                     "container {}, {}gateway socket, {} credential(s) with {} version(s), log ring, agent record",
                     self.rec.container_id.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("none"),
-                    if self.rec.spec.network.mode != NetworkMode::None { "network, " } else { "" },
+                    if self.rec.spec.network.mode.has_own_network() { "network, " } else { "" },
                     creds.len(),
                     versions
                 );
@@ -260,7 +260,7 @@ impl Runner {
                         Err(e) => return Err(bollard_err("remove the agent's container", e)),
                     }
                 }
-                if self.rec.spec.network.mode != NetworkMode::None {
+                if self.rec.spec.network.mode.has_own_network() {
                     let name = container::network_name(&self.rt.instance, &key);
                     if let Err(e) = docker.remove_network(&name).await {
                         if !is_not_found(&e) {
