@@ -160,6 +160,20 @@ fn exit_codes_and_the_images_own_program() {
     assert_eq!(v["last_exit"]["code"], 127, "{v}");
     d.wait_log("nope", "cannot start `/no/such/program`", WAIT);
 
+    // Direct egress around the gateway is refused where the config does not allow it.
+    let f = d.file(
+        "direct.toml",
+        &format!("name = \"direct\"\nimage = \"{image}\"\n[network]\nmode = \"egress\"\n"),
+    );
+    let out = d.cli(&["agents", "create", "-f", &f]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("network.mode") && err.contains("allow_direct_egress"),
+        "{err}"
+    );
+    assert!(!d.json(&["agents", "list"]).to_string().contains("direct"));
+
     // A secret in `env` is refused, naming the field, and nothing is created.
     let f = d.file(
         "secret.toml",

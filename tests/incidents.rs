@@ -70,6 +70,7 @@ fn table_rows_produced_for_real_are_routed_to_their_party() {
     let p = stub.port;
     let d = Daemon::start("inc-table", "allow_direct_egress = true");
     let egress = "[network]\nmode = \"egress\"\n";
+    // (Agents on direct egress are marked as such wherever they are shown.)
 
     // Row "Anthropic / OpenAI API is down" → model provider; then the same agent is
     // rate-limited with no fallback → client.
@@ -77,6 +78,11 @@ fn table_rows_produced_for_real_are_routed_to_their_party() {
         "name = \"modeler\"\nimage = \"agenfleet/agent\"\n{egress}[workload]\nlog_interval_ms = 0\nmodel_call_interval_ms = 200\n\
          [[workload.model_calls]]\nprovider = \"anthropic\"\nurl = \"http://{{gateway}}:{p}/primary\"\n"
     ));
+    for args in [vec!["status"], vec!["agents", "show", "modeler"]] {
+        let out = String::from_utf8_lossy(&d.cli(&args).stdout).to_string();
+        assert!(out.contains("UNGOVERNED EGRESS"), "{args:?}: {out}");
+    }
+    assert_eq!(d.agent("modeler")["ungoverned_egress"], true);
     let i = wait_incident(
         &d,
         "model-provider-down",

@@ -382,6 +382,7 @@ mod tests {
             command: Vec::new(),
             workdir: String::new(),
             env: Default::default(),
+            ungoverned_egress: false,
         }
     }
 

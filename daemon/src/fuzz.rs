@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "audit_segment",
     "tool_call",
     "webhook_signature",
+    "proxy_head",
 ];
 
 /// Runs target `name` on `data`. Unknown names panic (a typo in a fuzz target).
@@ -41,6 +42,7 @@ pub fn run(name: &str, data: &[u8]) {
         "audit_segment" => audit_segment(data),
         "tool_call" => tool_call(data),
         "webhook_signature" => webhook_signature(data),
+        "proxy_head" => proxy_head(data),
         other => panic!("no fuzz target `{other}`"),
     }
 }
@@ -200,6 +202,40 @@ fn tool_call(data: &[u8]) {
     }
 }
 
+/// An egress proxy request head: what is parsed is what is decided and what is connected
+/// to — the decision's host and port are the connection's.
+fn proxy_head(data: &[u8]) {
+    let Ok(r) = crate::rpc::egress::parse_head(data) else {
+        return;
+    };
+    assert!(!r.host.is_empty() && r.port > 0, "{r:?}");
+    if r.method != "CONNECT" {
+        let mut headers = [httparse::EMPTY_HEADER; 80];
+        let mut up = httparse::Request::new(&mut headers);
+        assert!(
+            matches!(up.parse(&r.upstream_head), Ok(httparse::Status::Complete(n)) if n == r.upstream_head.len()),
+            "the upstream head is not one whole request: {:?}",
+            String::from_utf8_lossy(&r.upstream_head)
+        );
+        assert_eq!(up.method, Some(r.method.as_str()));
+    }
+    let call = ToolCall {
+        tool: "http_request".into(),
+        args_json: serde_json::json!({"method": r.method, "url": r.url}).to_string(),
+    };
+    if let Ok(p) = parse_call(&call) {
+        let Target::Http { host, port, .. } = &p.target else {
+            panic!("an http_request that is not an http target")
+        };
+        assert_eq!(*port, r.port, "{r:?}");
+        assert_eq!(
+            host.trim_end_matches('.'),
+            r.host.trim_end_matches('.').to_ascii_lowercase(),
+            "decided on one host, connecting to another: {r:?}"
+        );
+    }
+}
+
 /// Bytes split at the first two newlines: timestamp header, signature header, body.
 fn webhook_signature(data: &[u8]) {
     let mut parts = data.splitn(3, |b| *b == b'\n');
@@ -262,6 +298,16 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("gateway_frames", &format!("request-{i}"), encode_frame(m));
     }
 
+    for (i, head) in [
+        "GET http://api.example.com/v1/x?q=1 HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\n\r\n",
+        "CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n",
+        "POST http://10.0.0.7:8080/hook HTTP/1.1\r\nHost: 10.0.0.7:8080\r\nContent-Length: 2\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        add("proxy_head", &format!("head-{i}"), head.as_bytes().to_vec());
+    }
     add(
         "config_toml",
         "all-keys",

@@ -128,6 +128,10 @@ pub struct AgentView {
     pub workdir: String,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// `network.mode = "egress"`: it reaches hosts around the gateway, undecided and
+    /// unaudited (shown as UNGOVERNED EGRESS).
+    #[serde(default)]
+    pub ungoverned_egress: bool,
 }
 
 impl AgentView {

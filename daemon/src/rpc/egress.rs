@@ -152,12 +152,21 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
         }
         let url = url::Url::parse(&format!("https://{host}:{port}"))
             .map_err(|e| format!("CONNECT `{target}`: {e}"))?;
-        let host = url.host_str().unwrap_or(host).to_string();
+        if !url.username().is_empty() || url.password().is_some() || url.path() != "/" {
+            return Err(format!("CONNECT `{target}`: expected host:port"));
+        }
+        let Some(name) = url.host_str() else {
+            return Err(format!("CONNECT `{target}`: no host"));
+        };
+        // The decision and the connection are about this one spelling of the host.
         return Ok(ProxyRequest {
             method,
-            host,
+            url: format!("https://{name}:{port}"),
+            host: name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
-            url: format!("https://{target}"),
             upstream_head: Vec::new(),
         });
     }
@@ -177,18 +186,24 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
             ))
         }
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{target}` carries credentials"));
+    }
     let host = url
         .host_str()
         .ok_or_else(|| format!("`{target}` has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
         .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
     if let Some(h) = header("host") {
+        let authority = url.host_str().unwrap_or_default();
         let want = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
+            Some(p) => format!("{authority}:{p}"),
+            None => authority.to_string(),
         };
         let same =
-            h.eq_ignore_ascii_case(&want) || h.eq_ignore_ascii_case(&format!("{host}:{port}"));
+            h.eq_ignore_ascii_case(&want) || h.eq_ignore_ascii_case(&format!("{authority}:{port}"));
         if !same {
             return Err(format!(
                 "the Host header `{h}` disagrees with the URL's host `{want}`"
@@ -539,6 +554,41 @@ mod tests {
         }
         // This host's own interface addresses are found (loopback at least).
         assert!(host_addresses().iter().any(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn mutated_heads_never_decide_on_one_host_and_connect_to_another() {
+        // The fuzz target's checks (fuzz/: proxy_head) on 30,000 mutations of its seeds:
+        // byte flips, insertions of the characters that matter in a URL or a head.
+        let seeds: Vec<Vec<u8>> = crate::fuzz::seeds()
+            .into_iter()
+            .filter(|(t, _, _)| *t == "proxy_head")
+            .map(|(_, _, b)| b)
+            .collect();
+        assert!(!seeds.is_empty());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let special = b"@:/[]%.\\#?\r\n \t\0AZaz09";
+        for i in 0..30_000 {
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (b.len() + 1);
+                match next() % 3 {
+                    0 if at < b.len() => b[at] ^= 1 << (next() % 8),
+                    1 => b.insert(at, special[(next() as usize) % special.len()]),
+                    _ if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            crate::fuzz::run("proxy_head", &b);
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         command: Vec::new(),
         workdir: String::new(),
         env: Default::default(),
+        ungoverned_egress: false,
     }
 }
 

@@ -45,7 +45,11 @@ pub fn table(agents: &[AgentView]) -> String {
             [
                 a.qualified_name(),
                 a.project.clone(),
-                a.state.to_string(),
+                if a.ungoverned_egress {
+                    format!("{} UNGOVERNED EGRESS", a.state)
+                } else {
+                    a.state.to_string()
+                },
                 fmt::uptime(a, now),
                 fmt::restarts(a),
                 fmt::cpu(a),
@@ -101,6 +105,12 @@ pub fn detail(a: &AgentView) -> String {
         kv("message", m.clone());
     }
     kv("image", a.image.clone());
+    if a.ungoverned_egress {
+        kv(
+            "network",
+            "egress — UNGOVERNED EGRESS: it reaches hosts around the gateway; nothing it sends is decided or audited".into(),
+        );
+    }
     if !a.command.is_empty() {
         kv("command", shell_words(&a.command));
     }

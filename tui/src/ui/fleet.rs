@@ -16,7 +16,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Row::new(vec![
                 Cell::from(format!("{}/{}", v.tenant, v.project)),
                 Cell::from(v.name.clone()),
-                Cell::from(Span::styled(v.state.as_str(), t.state(v.state))),
+                Cell::from(if v.ungoverned_egress {
+                    ratatui::text::Line::from(vec![
+                        Span::styled(v.state.as_str(), t.state(v.state)),
+                        Span::styled(
+                            " UNGOVERNED EGRESS",
+                            t.state(agenfleet_protocol::AgentState::Failed),
+                        ),
+                    ])
+                } else {
+                    ratatui::text::Line::from(Span::styled(v.state.as_str(), t.state(v.state)))
+                }),
                 Cell::from(fmt::uptime(v, app.now_ms)),
                 Cell::from(format!("{}", v.restarts)),
                 Cell::from(fmt::cpu(v)),
@@ -40,7 +50,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         [
             Constraint::Fill(3),
             Constraint::Fill(3),
-            Constraint::Length(11),
+            // Room for the UNGOVERNED EGRESS mark when an agent carries it.
+            Constraint::Length(if vis.iter().any(|v| v.ungoverned_egress) {
+                30
+            } else {
+                11
+            }),
             Constraint::Length(7),
             Constraint::Length(4),
             Constraint::Length(6),
@@ -108,6 +123,44 @@ mod tests {
             }
         }
         assert!(found, "flaky-bot row not drawn");
+    }
+
+    #[test]
+    fn an_agent_around_the_gateway_is_marked_ungoverned_in_red() {
+        let mut app = sample_app();
+        let name = {
+            let v = app.agents.values_mut().next().expect("an agent");
+            v.ungoverned_egress = true;
+            v.name.clone()
+        };
+        let t = render(&app, 100, 24);
+        let buf = t.backend().buffer();
+        let row = (0..24)
+            .map(|y| {
+                (
+                    y,
+                    (0..100)
+                        .map(|x| buf[(x, y)].symbol().to_string())
+                        .collect::<String>(),
+                )
+            })
+            .find(|(_, l)| l.contains(&name))
+            .expect("the agent's row");
+        let x = row
+            .1
+            .find("UNGOVERNED EGRESS")
+            .unwrap_or_else(|| panic!("no mark in {:?}", row.1)) as u16;
+        assert_eq!(buf[(x, row.0)].fg, ratatui::style::Color::Red);
+        // The other rows carry no mark.
+        let marks = (0..24)
+            .filter(|y| {
+                (0..100)
+                    .map(|x| buf[(x, *y)].symbol().to_string())
+                    .collect::<String>()
+                    .contains("UNGOVERNED")
+            })
+            .count();
+        assert_eq!(marks, 1);
     }
 
     #[test]

@@ -134,6 +134,8 @@ impl Runner {
             command: self.rec.spec.command.clone(),
             workdir: self.rec.spec.workdir.clone(),
             env: self.rec.spec.env.clone(),
+            ungoverned_egress: self.rec.spec.network.mode
+                == agenfleet_protocol::NetworkMode::Egress,
         }
     }
 
