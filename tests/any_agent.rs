@@ -295,6 +295,28 @@ fn a_shell_agent_uses_nothing_but_the_local_api() {
         .to_string();
     assert!(reports.contains("/data/report.txt"), "{reports}");
 
+    // An agent that prints its own secret: the log ring holds a label, never the value.
+    let canary2 = format!("CANARY-{:x}-PRINTED", std::process::id());
+    d.create(&format!(
+        "name = \"leaky\"\nimage = \"{image}\"\ncredentials = [\"api-key\"]\n\
+         command = [\"sh\", \"-c\", \"http_proxy= wget -q -O - $AGENFLEET_API/v1/credentials/api-key; echo; echo printed; exec sleep 100000\"]\n"
+    ));
+    let out = d.cli_stdin(&["creds", "set", "leaky", "api-key"], &canary2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_log("leaky", "printed", WAIT);
+    for args in [vec!["logs", "leaky"], vec!["--json", "logs", "leaky"]] {
+        let out = String::from_utf8_lossy(&d.cli(&args).stdout).to_string();
+        assert!(out.contains("[redacted:api-key v1]"), "{out}");
+        assert!(
+            !out.contains(&canary2),
+            "the printed secret reached the log ring: {out}"
+        );
+    }
+
     // Bad input through the relay: a clear 4xx naming the problem, nothing crashes.
     let cid = d.agent("sh")["container_id"]
         .as_str()

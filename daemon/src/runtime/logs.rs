@@ -1,5 +1,8 @@
 //! Per-agent log ring: the last N lines of an agent's output with sequence numbers, a drop
 //! counter, and a notification for followers (`logs -f`, the console's detail pane).
+//! A credential value of the agent that shows up in its output is replaced by
+//! `[redacted:NAME vN]` before the line is taken in: it never reaches the ring, nor
+//! anything that reads it.
 
 use agenfleet_protocol::{LogChunk, LogLine, LogStream};
 use std::collections::VecDeque;
@@ -21,7 +24,12 @@ struct Ring {
 pub struct LogRing {
     ring: Arc<Mutex<Ring>>,
     notify: Arc<tokio::sync::watch::Sender<u64>>,
+    /// (value, label) of every credential value of the agent seen so far, longest first.
+    secrets: Arc<std::sync::RwLock<Vec<(String, String)>>>,
 }
+
+/// Values shorter than this are not looked for (they would blank out ordinary words).
+pub const MIN_REDACTED_LEN: usize = 4;
 
 impl LogRing {
     pub fn new(cap: usize) -> LogRing {
@@ -35,7 +43,35 @@ impl LogRing {
                 last_ts_ns: i128::MIN,
             })),
             notify: Arc::new(tx),
+            secrets: Arc::default(),
         }
+    }
+
+    /// Adds credential values to redact: (name, version, value). Values seen before stay
+    /// (an old version may still be printed after a rotation).
+    pub fn learn_secrets(&self, values: impl IntoIterator<Item = (String, u32, String)>) {
+        let mut s = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        for (name, version, value) in values {
+            if value.len() >= MIN_REDACTED_LEN && !s.iter().any(|(v, _)| *v == value) {
+                s.push((value, format!("[redacted:{name} v{version}]")));
+            }
+        }
+        // Longest first, so a value that contains another is replaced whole.
+        s.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    fn redact(&self, text: String) -> String {
+        let s = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        if s.iter().all(|(v, _)| !text.contains(v.as_str())) {
+            return text;
+        }
+        let mut out = text;
+        for (v, label) in s.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), label);
+            }
+        }
+        out
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -45,6 +81,7 @@ impl LogRing {
     /// Takes in one line. `ts_ns` is the engine's timestamp; lines not newer than the last
     /// one taken in are skipped (they were seen already).
     pub fn push(&self, ts_ns: i128, stream: LogStream, text: String) {
+        let text = self.redact(text);
         let seq = {
             let mut r = self.lock();
             if ts_ns <= r.last_ts_ns {
@@ -167,6 +204,32 @@ pub fn rfc3339_ms(ts: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn credential_values_are_redacted_before_they_are_kept() {
+        let ring = LogRing::new(10);
+        ring.learn_secrets([("api-key".to_string(), 1, "sk-live-0123456789".to_string())]);
+        ring.push(1, LogStream::Stdout, "using sk-live-0123456789 now".into());
+        // After a rotation both the new and the old value are caught; short values are not.
+        ring.learn_secrets([
+            ("api-key".to_string(), 2, "sk-live-ABCDEFGHIJ".to_string()),
+            ("pin".to_string(), 1, "42".to_string()),
+        ]);
+        ring.push(
+            2,
+            LogStream::Stderr,
+            "old sk-live-0123456789 new sk-live-ABCDEFGHIJ 42".into(),
+        );
+        let c = ring.chunk(0, 10);
+        let texts: Vec<&str> = c.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "using [redacted:api-key v1] now",
+                "old [redacted:api-key v1] new [redacted:api-key v2] 42"
+            ]
+        );
+    }
     use super::*;
 
     #[test]

@@ -13,6 +13,23 @@ use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
 
+/// The agent's current credential values that are text: (name, version, value).
+fn secrets_of(
+    rt: &crate::runtime::Runtime,
+    key: &crate::store::AgentKey,
+) -> Vec<(String, u32, String)> {
+    rt.vault
+        .current_values(key)
+        .map(|v| {
+            v.into_iter()
+                .filter_map(|(n, ver, val)| {
+                    Some((n, ver, String::from_utf8(val.expose().to_vec()).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How a stopped container ended, from the engine's view of its state.
 fn exit_of(s: &bollard::models::ContainerState) -> ExitInfo {
     ExitInfo {
@@ -233,6 +250,11 @@ impl Runner {
         }
         let ring = self.logs.clone();
         let tail = self.rt.cfg.log_ring_lines.to_string();
+        // The agent's credential values, redacted from its output: known before the first
+        // line is read, and learnt again whenever they change.
+        let (rt, key) = (self.rt.clone(), self.rec.key.clone());
+        ring.learn_secrets(secrets_of(&rt, &key));
+        let mut changes = rt.credential_changes(&key);
         self.log_task = Some(tokio::spawn(async move {
             let opts = LogsOptions {
                 follow: true,
@@ -244,7 +266,25 @@ impl Runner {
             };
             let mut stream = docker.logs(&id, Some(opts));
             let mut partial: HashMap<bool, String> = HashMap::new();
-            while let Some(item) = stream.next().await {
+            loop {
+                let changed = async {
+                    match changes.as_mut() {
+                        Some(c) => c.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    alive = changed => {
+                        if alive {
+                            ring.learn_secrets(secrets_of(&rt, &key));
+                        } else {
+                            changes = None;
+                        }
+                        continue;
+                    }
+                };
+                let Some(item) = item else { break };
                 let Ok(out) = item else { break };
                 let (is_err, bytes) = match out {
                     bollard::container::LogOutput::StdErr { message } => (true, message),
