@@ -57,7 +57,7 @@ impl LogRing {
             }
         }
         // Longest first, so a value that contains another is replaced whole.
-        s.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        s.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
     }
 
     fn redact(&self, text: String) -> String {
