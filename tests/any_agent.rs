@@ -316,6 +316,36 @@ fn a_shell_agent_uses_nothing_but_the_local_api() {
             "the printed secret reached the log ring: {out}"
         );
     }
+    // …and the engine kept no copy of the output: no log driver, nothing in its files.
+    let leaky = d.agent("leaky")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    let c = inspect(&leaky);
+    assert_eq!(
+        c["HostConfig"]["LogConfig"]["Type"], "none",
+        "{}",
+        c["HostConfig"]["LogConfig"]
+    );
+    let root = docker(&["info", "--format", "{{.DockerRootDir}}"]);
+    let dir = std::path::Path::new(&root).join("containers").join(&leaky);
+    let mut looked = 0;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        looked += 1;
+        assert!(
+            !bytes
+                .windows(canary2.len())
+                .any(|w| w == canary2.as_bytes()),
+            "the printed secret is in the engine's file {}",
+            e.path().display()
+        );
+    }
+    assert!(
+        looked > 0,
+        "nothing found in the engine's directory {}",
+        dir.display()
+    );
 
     // Bad input through the relay: a clear 4xx naming the problem, nothing crashes.
     let cid = d.agent("sh")["container_id"]

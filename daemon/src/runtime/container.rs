@@ -149,12 +149,12 @@ pub fn create_body(
                 name: Some(RestartPolicyNameEnum::NO),
                 maximum_retry_count: None,
             }),
+            // The engine keeps no copy of what the agent prints (a secret it prints would
+            // sit in a file on the host): the daemon, attached to its output, is the only
+            // collector, and redacts before it keeps anything.
             log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".to_string()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "10m".to_string()),
-                    ("max-file".to_string(), "2".to_string()),
-                ])),
+                typ: Some("none".to_string()),
+                config: None,
             }),
             ..Default::default()
         }),

@@ -78,6 +78,16 @@ impl LogRing {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes in one line stamped now (later than every line before it).
+    pub fn push_now(&self, stream: LogStream, text: String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let ts = now.max(self.lock().last_ts_ns.saturating_add(1));
+        self.push(ts, stream, text);
+    }
+
     /// Takes in one line. `ts_ns` is the engine's timestamp; lines not newer than the last
     /// one taken in are skipped (they were seen already).
     pub fn push(&self, ts_ns: i128, stream: LogStream, text: String) {

@@ -6,9 +6,9 @@
 use super::Runner;
 use crate::runtime::container;
 use crate::runtime::engine::{bollard_err, is_conflict, is_not_found};
-use crate::runtime::logs::{rfc3339_ms, split_timestamp};
+use crate::runtime::logs::rfc3339_ms;
 use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo, LogStream};
-use bollard::query_parameters::{LogsOptions, RemoveContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{RemoveContainerOptions, StopContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -128,6 +128,7 @@ impl Runner {
         self.rec.container_id = Some(id.clone());
         self.rec.image_ref = Some(image_ref);
         self.commit()?;
+        self.attach_logs(&docker, &id).await;
         match docker.start_container(&id, None).await {
             Ok(()) => {}
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -235,36 +236,45 @@ impl Runner {
             // why it could not start — still go to the ring.
             self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
             self.set_state(AgentState::Running, None);
-            self.follow_logs(docker.clone(), id.to_string());
             return Ok(());
         }
         self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
         self.set_state(AgentState::Running, None);
-        self.follow_logs(docker.clone(), id.to_string());
+        // Attached before the start, unless this is an adoption (or the engine came back).
+        if self.log_task.as_ref().is_none_or(|t| t.is_finished()) {
+            self.attach_logs(docker, id).await;
+        }
         Ok(())
     }
 
-    pub(super) fn follow_logs(&mut self, docker: Docker, id: String) {
+    /// Attaches to the container's output and follows it into the ring. Called before the
+    /// container starts (so its first words are not missed) and when a running container
+    /// is adopted. The engine keeps no copy (its log driver is `none`): what the agent
+    /// prints exists only here, after redaction.
+    pub(super) async fn attach_logs(&mut self, docker: &Docker, id: &str) {
         if let Some(t) = self.log_task.take() {
             t.abort();
         }
         let ring = self.logs.clone();
-        let tail = self.rt.cfg.log_ring_lines.to_string();
         // The agent's credential values, redacted from its output: known before the first
         // line is read, and learnt again whenever they change.
         let (rt, key) = (self.rt.clone(), self.rec.key.clone());
         ring.learn_secrets(secrets_of(&rt, &key));
         let mut changes = rt.credential_changes(&key);
+        let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let mut stream = match docker.attach_container(id, Some(opts)).await {
+            Ok(a) => a.output,
+            Err(e) => {
+                tracing::warn!(agent = %key, error = %e, "cannot attach to the agent's output");
+                return;
+            }
+        };
         self.log_task = Some(tokio::spawn(async move {
-            let opts = LogsOptions {
-                follow: true,
-                stdout: true,
-                stderr: true,
-                timestamps: true,
-                tail,
-                ..Default::default()
-            };
-            let mut stream = docker.logs(&id, Some(opts));
             let mut partial: HashMap<bool, String> = HashMap::new();
             loop {
                 let changed = async {
@@ -284,27 +294,34 @@ impl Runner {
                         continue;
                     }
                 };
-                let Some(item) = item else { break };
-                let Ok(out) = item else { break };
+                let Some(Ok(out)) = item else { break };
                 let (is_err, bytes) = match out {
                     bollard::container::LogOutput::StdErr { message } => (true, message),
                     bollard::container::LogOutput::StdOut { message }
                     | bollard::container::LogOutput::Console { message } => (false, message),
                     bollard::container::LogOutput::StdIn { .. } => continue,
                 };
+                let stream = if is_err {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                };
                 let buf = partial.entry(is_err).or_default();
                 buf.push_str(&String::from_utf8_lossy(&bytes));
                 while let Some(pos) = buf.find('\n') {
                     let line: String = buf.drain(..=pos).collect();
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if let Some((ts, text)) = split_timestamp(line) {
-                        let stream = if is_err {
-                            LogStream::Stderr
-                        } else {
-                            LogStream::Stdout
-                        };
-                        ring.push(ts, stream, text.to_string());
-                    }
+                    ring.push_now(stream, line.trim_end_matches(['\n', '\r']).to_string());
+                }
+            }
+            // A last line without its newline.
+            for (is_err, rest) in partial {
+                if !rest.is_empty() {
+                    let stream = if is_err {
+                        LogStream::Stderr
+                    } else {
+                        LogStream::Stdout
+                    };
+                    ring.push_now(stream, rest);
                 }
             }
         }));
@@ -368,7 +385,9 @@ impl Runner {
                 let running = s.running.unwrap_or(false);
                 match (self.rec.desired, running) {
                     (DesiredState::Running, true) => {
-                        if self.rec.state != AgentState::Running || self.log_task.is_none() {
+                        if self.rec.state != AgentState::Running
+                            || self.log_task.as_ref().is_none_or(|t| t.is_finished())
+                        {
                             let was = self.rec.state;
                             if self.mark_running(&docker, &id).await.is_ok() {
                                 tracing::info!(agent = %self.rec.key, container = %&id[..12.min(id.len())], previous = %was, "adopted running container");
