@@ -620,3 +620,102 @@ fn egress_leaves_only_through_the_gateway_and_only_as_decided() {
         assert!(refused.contains(want), "{want} not recorded: {refused}");
     }
 }
+
+#[test]
+fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
+    let test = "a_python_agent_works_through_the_local_api_and_the_egress_proxy";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = python_image(test) else {
+        return;
+    };
+    let stub = StubServer::start();
+    stub.set("/ok/data", 200, "{\"data\":\"for python\"}");
+    let p = stub.port;
+    // The host as the daemon reaches it (the stub listens on every address): the address
+    // of its outward interface (a UDP "connect" sends nothing) — the host's own, so its
+    // rule must say private = true.
+    let host = {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+        s.connect("192.0.2.1:9").expect("a route out");
+        s.local_addr().expect("local address").ip().to_string()
+    };
+    let d = Daemon::start("anypython", "");
+    d.json(&["vault", "init"]);
+    let canary = format!("CANARY-{:x}-PY", std::process::id());
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/python/agent.py"),
+    )
+    .expect("the Python example");
+    d.create(&format!(
+        "name = \"py\"\nimage = \"{image}\"\ncredentials = [\"api-key\"]\n\
+         command = [\"python3\", \"-c\", {}]\n\
+         [env]\nCREDENTIAL = \"api-key\"\nREAD_PATHS = \"/data/a.txt /etc/shadow\"\n\
+         FETCH_URLS = \"http://{host}:{p}/ok/data http://{host}:{p}/admin\"\n",
+        serde_json::to_string(&source).unwrap()
+    ));
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"read_file\", \"http_request\"]\nread_paths = [\"/data/\"]\n\
+             [[http]]\nhost = \"{host}\"\nmethods = [\"GET\"]\nports = [{p}]\npath_prefix = \"/ok\"\nprivate = true\n"
+        ),
+    );
+    d.json(&["scopes", "publish", "py", &f]);
+    let out = d.cli_stdin(&["creds", "set", "py", "api-key"], &canary);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_log("py", "agent: done", WAIT);
+    let logs = String::from_utf8_lossy(&d.cli(&["logs", "py"]).stdout).to_string();
+    for want in [
+        "local API up for default/py".to_string(),
+        format!(
+            "credential api-key version 1 in memory ({} bytes)",
+            canary.len()
+        ),
+        "read_file /data/a.txt: allow".to_string(),
+        "read_file /etc/shadow: deny".to_string(),
+        format!("GET http://{host}:{p}/ok/data: 200 {{\"data\":\"for python\"}}"),
+        format!("GET http://{host}:{p}/admin: 403 deny:"),
+    ] {
+        assert!(
+            logs.contains(&want),
+            "`{want}` not in the agent's log: {logs}"
+        );
+    }
+    assert!(!logs.contains(&canary));
+    assert_eq!(
+        stub.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a denied request went out"
+    );
+    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
+    let calls: Vec<(String, String)> = decided
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["agent"] == "py")
+        .map(|r| {
+            let detail: Value = serde_json::from_str(r["event"]["detail"].as_str().unwrap_or("{}"))
+                .unwrap_or_default();
+            (
+                detail["tool"].as_str().unwrap_or("").to_string(),
+                r["event"]["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("read_file", "allow"),
+        ("read_file", "deny"),
+        ("http_request", "allow"),
+        ("http_request", "deny"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(calls, want, "{decided}");
+}

@@ -63,3 +63,140 @@ pub fn busybox_image(test: &str) -> Option<String> {
     }
     Some(tag)
 }
+
+/// Files of the host's own Python 3 (Debian's `python3.11`, its standard library and the
+/// shared libraries it and its extension modules load), for an image with a real
+/// interpreter. None when this host has no such Python.
+fn python_files() -> Option<Vec<PathBuf>> {
+    let bin = [
+        "/usr/bin/python3.11",
+        "/usr/bin/python3.12",
+        "/usr/bin/python3.13",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())?;
+    let version = bin
+        .file_name()?
+        .to_str()?
+        .strip_prefix("python")?
+        .to_string();
+    let stdlib = PathBuf::from(format!("/usr/lib/python{version}"));
+    if !stdlib.is_dir() {
+        return None;
+    }
+    let mut files = vec![bin.clone()];
+    let mut objects = vec![bin];
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if matches!(
+                name.as_str(),
+                "test"
+                    | "idlelib"
+                    | "tkinter"
+                    | "ensurepip"
+                    | "lib2to3"
+                    | "turtledemo"
+                    | "site-packages"
+                    | "dist-packages"
+            ) {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&p, out),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    let mut lib = Vec::new();
+    walk(&stdlib, &mut lib);
+    objects.extend(
+        lib.iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "so"))
+            .cloned(),
+    );
+    files.extend(lib);
+    // The loader and every shared library the interpreter and its modules need.
+    let mut libs = std::collections::BTreeSet::new();
+    for o in &objects {
+        let out = std::process::Command::new("ldd").arg(o).output().ok()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                libs.insert(PathBuf::from(p));
+            }
+        }
+    }
+    files.extend(libs);
+    Some(files)
+}
+
+/// An image with the host's Python 3 in it (no registry, no package from outside: the
+/// interpreter, its standard library and its libraries copied from this host), tagged by a
+/// digest of the file list and sizes. None, after saying so, where the host has no Python
+/// (CI machines have it).
+pub fn python_image(test: &str) -> Option<String> {
+    let Some(files) = python_files() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: no /usr/bin/python3.x with its standard library on this CI machine");
+        }
+        eprintln!("\n!!! SKIPPED {test}: no system Python 3 to build an image from !!!\n");
+        return None;
+    };
+    let dockerfile = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/bin\nCMD [\"python3\", \"-c\", \"print('python image')\"]\n";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(dockerfile.as_bytes());
+    for f in &files {
+        eat(f.to_string_lossy().as_bytes());
+        eat(&std::fs::metadata(f)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .to_le_bytes());
+    }
+    let tag = format!("agf-test/python:{h:016x}");
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Some(tag);
+    }
+    let ctx = std::env::temp_dir().join(format!(
+        "agf-python-ctx-{}-{}",
+        std::process::id(),
+        super::daemon::rand_suffix()
+    ));
+    let root = ctx.join("rootfs");
+    for f in &files {
+        let rel = f.strip_prefix("/").expect("absolute");
+        let to = root.join(rel);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        // Copy the bytes (a symlink is followed: the image gets the file itself).
+        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    let bin = files[0].clone();
+    let usr_bin = root.join("usr/bin");
+    std::os::unix::fs::symlink(bin.file_name().expect("name"), usr_bin.join("python3"))
+        .expect("python3 link");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    super::docker(&["build", "-q", "-t", &tag, ctx.to_str().expect("path")]);
+    let _ = std::fs::remove_dir_all(&ctx);
+    Some(tag)
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""An AgenFleet agent in Python with nothing but the standard library.
+
+It uses its local API ($AGENFLEET_API, HTTP + JSON, assets/api/openapi.yaml) to read a
+credential and to ask before each tool call, and reaches the outside only through the
+egress proxy its environment names (HTTP_PROXY/HTTPS_PROXY): every request it sends out is
+decided and recorded by the daemon, and a denied one comes back as 403 with the reason.
+
+Settings (environment, from the spec's `env`):
+  CREDENTIAL   name of an `api` credential to read (default: none)
+  FETCH_URLS   URLs to GET through the proxy, separated by spaces
+  READ_PATHS   file paths to ask about (read_file), separated by spaces
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+API = os.environ.get("AGENFLEET_API", "http://127.0.0.1:4180")
+# The local API is reached directly; everything else goes through the proxy from the env.
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+proxied = urllib.request.build_opener()
+
+
+def api(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(API + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with direct.open(req, timeout=120) as r:
+        return json.load(r)
+
+
+def say(*words):
+    print("agent:", *words, flush=True)
+
+
+def main():
+    health = api("GET", "/v1/health")
+    say("local API up for", health["tenant"] + "/" + health["agent"])
+
+    name = os.environ.get("CREDENTIAL")
+    if name:
+        cred = api("GET", "/v1/credentials/" + name)
+        secret = cred.get("value", "")
+        # The value stays in memory; only its name, version and size are printed.
+        say(f"credential {name} version {cred['version']} in memory ({len(secret)} bytes)")
+
+    for path in os.environ.get("READ_PATHS", "").split():
+        d = api("POST", "/v1/authorize", {"tool": "read_file", "args": {"path": path}})
+        say(f"read_file {path}: {d['decision']} (audit record {d['audit_seq']})")
+
+    for url in os.environ.get("FETCH_URLS", "").split():
+        start = time.monotonic()
+        try:
+            with proxied.open(url, timeout=30) as r:
+                body = r.read().decode(errors="replace")
+                say(f"GET {url}: {r.status} {body.strip()}")
+                outcome = "ok"
+        except urllib.error.HTTPError as e:
+            decision = e.headers.get("X-AgenFleet-Decision", "")
+            reason = json.loads(e.read() or b"{}").get("reason", "")
+            say(f"GET {url}: {e.code} {decision}: {reason}")
+            outcome = "ok" if decision == "deny" else "server_error"
+        except OSError as e:
+            say(f"GET {url}: failed: {e}")
+            outcome = "unreachable"
+        if outcome != "ok":
+            api("POST", "/v1/report", {
+                "kind": "tool_call", "provider": url.split("/")[2], "outcome": outcome,
+                "latency_ms": int((time.monotonic() - start) * 1000), "detail": url,
+            })
+    say("done")
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
