@@ -156,6 +156,9 @@ pub fn run(argv: &[String]) -> ! {
     }
 }
 
+/// Bytes moved per read and write when relaying (tokio's default is 8 KiB).
+const RELAY_BUF: usize = 256 * 1024;
+
 /// Relays each TCP connection on each listener to its Unix socket, both ways, all on one
 /// thread.
 fn relay(pairs: Vec<(std::net::TcpListener, std::path::PathBuf)>) {
@@ -200,11 +203,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) 
             let (mut tr, mut tw) = tcp.split();
             let (mut ur, mut uw) = unix.into_split();
             let up = async {
-                let _ = tokio::io::copy(&mut tr, &mut uw).await;
+                let _ = tokio::io::copy_buf(
+                    &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut tr),
+                    &mut uw,
+                )
+                .await;
                 let _ = uw.shutdown().await;
             };
             let down = async {
-                let _ = tokio::io::copy(&mut ur, &mut tw).await;
+                let _ = tokio::io::copy_buf(
+                    &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut ur),
+                    &mut tw,
+                )
+                .await;
                 let _ = tw.shutdown().await;
             };
             tokio::join!(up, down);

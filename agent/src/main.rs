@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use agenfleet_protocol::Workload;
 
 mod http;
+mod httpbench;
 mod init;
 mod tools;
 
@@ -201,6 +202,7 @@ fn main() {
         Some("call") => std::process::exit(tools::call_main()),
         Some("bench") => std::process::exit(tools::bench_main()),
         Some("report") => std::process::exit(tools::report_main()),
+        Some("http-bench") => std::process::exit(httpbench::main()),
         _ => {}
     }
     let Args {

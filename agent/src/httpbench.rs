@@ -1,0 +1,162 @@
+//! `agenfleet-agent http-bench`: a load generator for the egress benchmarks, run the same
+//! way inside an agent's container (through its egress proxy) and on the host (directly),
+//! so the two sides differ only by the path the bytes take.
+//!
+//! `http-bench get URL N [--proxy HOST:PORT] [--conns C]`: N GETs, each on a new connection
+//! (the proxy serves one request per connection), C connections at a time; prints one
+//! JSON line: {"n", "ok", "secs", "p50_us", "p99_us"}.
+//! `http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]`: opens a tunnel (or a direct
+//! connection), reads BYTES and prints {"bytes", "secs"}.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+fn one_get(url: &str, proxy: Option<&str>) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = proxy.unwrap_or(authority);
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let target = if proxy.is_some() {
+        url.to_string()
+    } else {
+        format!("/{path}")
+    };
+    // One write: a server that reads the request once must get all of it.
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(4096);
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    if buf.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&buf[..buf.len().min(200)]).to_string())
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let proxy = flag(&args, "--proxy");
+    match args.first().map(String::as_str) {
+        Some("get") => {
+            let (Some(url), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok()))
+            else {
+                eprintln!("usage: http-bench get URL N [--proxy HOST:PORT] [--conns C]");
+                return 64;
+            };
+            let n: usize = n;
+            let conns: usize = flag(&args, "--conns")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1)
+                .max(1);
+            let start = Instant::now();
+            let per = n.div_ceil(conns);
+            let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..conns)
+                    .map(|_| {
+                        let (url, proxy) = (url.clone(), proxy.clone());
+                        sc.spawn(move || {
+                            let mut lat = Vec::with_capacity(per);
+                            let mut ok = 0;
+                            for _ in 0..per {
+                                let t = Instant::now();
+                                match one_get(&url, proxy.as_deref()) {
+                                    Ok(()) => ok += 1,
+                                    Err(e) => eprintln!("http-bench: {e}"),
+                                }
+                                lat.push(t.elapsed().as_secs_f64() * 1e6);
+                            }
+                            (lat, ok)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            });
+            let secs = start.elapsed().as_secs_f64();
+            let mut lat: Vec<f64> = results.iter().flat_map(|r| r.0.clone()).collect();
+            let ok: usize = results.iter().map(|r| r.1).sum();
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let q = |p: f64| {
+                lat.get(((lat.len().max(1) - 1) as f64 * p) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "{{\"n\":{},\"ok\":{ok},\"secs\":{secs:.4},\"p50_us\":{:.0},\"p99_us\":{:.0}}}",
+                lat.len(),
+                q(0.5),
+                q(0.99)
+            );
+            if ok == lat.len() {
+                0
+            } else {
+                1
+            }
+        }
+        Some("connect") => {
+            let (Some(target), Some(bytes)) =
+                (args.get(1), args.get(2).and_then(|b| b.parse::<u64>().ok()))
+            else {
+                eprintln!("usage: http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]");
+                return 64;
+            };
+            let start = Instant::now();
+            let addr = proxy.as_deref().unwrap_or(target);
+            let mut s = match TcpStream::connect(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("http-bench: connect {addr}: {e}");
+                    return 1;
+                }
+            };
+            if proxy.is_some() {
+                let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+                let _ = s.write_all(req.as_bytes());
+                // The proxy's answer head, byte by byte up to the blank line.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        eprintln!(
+                            "http-bench: the proxy closed: {}",
+                            String::from_utf8_lossy(&head)
+                        );
+                        return 1;
+                    }
+                    head.push(b[0]);
+                }
+                if !head.starts_with(b"HTTP/1.1 200") {
+                    eprintln!("http-bench: {}", String::from_utf8_lossy(&head));
+                    return 1;
+                }
+            }
+            let mut got: u64 = 0;
+            let mut buf = vec![0u8; 256 * 1024];
+            while got < bytes {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
+                }
+            }
+            println!(
+                "{{\"bytes\":{got},\"secs\":{:.4}}}",
+                start.elapsed().as_secs_f64()
+            );
+            if got >= bytes {
+                0
+            } else {
+                1
+            }
+        }
+        _ => {
+            eprintln!("usage: http-bench get|connect …");
+            64
+        }
+    }
+}
