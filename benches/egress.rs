@@ -172,7 +172,7 @@ fn main() {
             .iter()
             .map(|c| {
                 s.spawn(move || {
-                    run_json(agent_bench(c, &["get", &url, each]))["ok"]
+                    run_json(agent_bench(c, &["get", url, each]))["ok"]
                         .as_u64()
                         .unwrap_or(0)
                 })
