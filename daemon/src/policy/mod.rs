@@ -344,10 +344,17 @@ impl PolicyEngine {
     }
 
     /// The tools an agent's scopes in force grant.
-    /// Whether agent `key`'s scopes let `host`:`port` resolve to a private address.
-    pub fn allows_private(&self, key: &AgentKey, project: &str, host: &str, port: u16) -> bool {
+    /// Whether the rule of agent `key`'s scopes that admits this request lets the host
+    /// resolve to a private address.
+    pub fn allows_private(
+        &self,
+        key: &AgentKey,
+        project: &str,
+        request: (&str, &str, u16, &str),
+    ) -> bool {
+        let (method, host, port, path) = request;
         self.agent_rules(key, project)
-            .is_ok_and(|r| r.scopes.allows_private(host, port))
+            .is_ok_and(|r| r.scopes.allows_private(host, port, method, path))
     }
 
     pub fn granted_tools(&self, key: &AgentKey, project: &str) -> Vec<String> {

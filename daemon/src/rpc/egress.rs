@@ -401,7 +401,10 @@ where
             return;
         }
     };
-    let private_ok = svc.allows_private(&req.host, req.port);
+    let path = url::Url::parse(&req.url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|_| "/".into());
+    let private_ok = svc.allows_private((&req.method, &req.host, req.port, &path));
     let own = host_addresses();
     let mut refused = None;
     let target = addrs

@@ -67,11 +67,12 @@ impl GatewayService {
         self.rt.audit_event(ev).await.ok()
     }
 
-    /// Whether the agent's scopes let `host`:`port` resolve to a private address.
-    pub(super) fn allows_private(&self, host: &str, port: u16) -> bool {
+    /// Whether the rule admitting (method, host, port, path) lets the host resolve to a
+    /// private address.
+    pub(super) fn allows_private(&self, request: (&str, &str, u16, &str)) -> bool {
         self.rt
             .policy
-            .allows_private(&self.key, &self.project, host, port)
+            .allows_private(&self.key, &self.project, request)
     }
 
     /// One credential's current version and value, its delivery audited first (None: the

@@ -139,11 +139,18 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
 }
 
 impl Scopes {
-    /// Whether a rule for `host` and `port` lets it resolve to a private address.
-    pub fn allows_private(&self, host: &str, port: u16) -> bool {
-        self.http
-            .iter()
-            .any(|h| h.private && h.ports.contains(&port) && host_matches(&h.host, host))
+    /// Whether a rule that admits this very request (`method` on `host`:`port`, `path`)
+    /// also lets the host resolve to a private address.
+    pub fn allows_private(&self, host: &str, port: u16, method: &str, path: &str) -> bool {
+        self.http.iter().any(|h| {
+            h.private
+                && h.ports.contains(&port)
+                && host_matches(&h.host, host)
+                && h.methods.iter().any(|m| m == method)
+                && h.path_prefix
+                    .as_deref()
+                    .is_none_or(|p| method != "CONNECT" && under_prefix(path, p))
+        })
     }
 
     /// Parses and validates scopes written in TOML; errors point at the line.

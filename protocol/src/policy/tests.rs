@@ -418,9 +418,11 @@ private = true
     let e = req("CONNECT", "https://10.0.0.7:8080").unwrap_err();
     assert!(e.contains("CONNECT"), "{e}");
     // Private addresses: only the rule that says so.
-    assert!(s.allows_private("10.0.0.7", 8080));
-    assert!(!s.allows_private("10.0.0.7", 80));
-    assert!(!s.allows_private("api.example.com", 443));
+    assert!(s.allows_private("10.0.0.7", 8080, "GET", "/x"));
+    assert!(!s.allows_private("10.0.0.7", 80, "GET", "/x"));
+    // Only the rule that admits the request counts: not another method's.
+    assert!(!s.allows_private("10.0.0.7", 8080, "POST", "/x"));
+    assert!(!s.allows_private("api.example.com", 443, "GET", "/x"));
     // A rule without ports is refused.
     let e =
         Scopes::parse("tools = []\n[[http]]\nhost = \"a.example.com\"\nports = []\n").unwrap_err();
