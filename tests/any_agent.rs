@@ -194,23 +194,37 @@ fn exit_codes_and_the_images_own_program() {
     );
 }
 
-/// Sends `request` (raw HTTP) to the local API from inside container `cid`, through the
-/// shim's relay on 127.0.0.1:4180 (busybox nc); answers what came back.
-fn raw_api(cid: &str, request: &str) -> String {
-    let out = std::process::Command::new("docker")
-        .args(["exec", "-i", cid, "nc", "127.0.0.1", "4180"])
+/// Sends `request` (raw bytes) to `127.0.0.1:port` from inside container `cid` with
+/// busybox nc, and answers all that came back. nc's input stays open until the other side
+/// has answered and closed (nc may stop reading once its input ends).
+fn nc(cid: &str, port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("docker")
+        .args(["exec", "-i", cid, "nc", "127.0.0.1", &port.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            if let Some(mut i) = c.stdin.take() {
-                i.write_all(request.as_bytes())?;
-            }
-            c.wait_with_output()
-        })
         .expect("docker exec nc");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read the answer");
+    drop(input);
+    let _ = child.wait();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// `request` (raw HTTP) to the local API from inside container `cid`, through the shim's
+/// relay on 127.0.0.1:4180.
+fn raw_api(cid: &str, request: &str) -> String {
+    nc(cid, 4180, request)
 }
 
 fn post(path: &str, body: &str) -> String {
@@ -477,22 +491,7 @@ fn egress_leaves_only_through_the_gateway_and_only_as_decided() {
         .as_str()
         .expect("cid")
         .to_string();
-    let proxy = |req: String| {
-        let out = std::process::Command::new("docker")
-            .args(["exec", "-i", &cid, "nc", "127.0.0.1", "3128"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                if let Some(mut i) = c.stdin.take() {
-                    i.write_all(req.as_bytes())?;
-                }
-                c.wait_with_output()
-            })
-            .expect("docker exec nc");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let proxy = |req: String| nc(&cid, 3128, &req);
     let get = |port: u16, path: &str| {
         proxy(format!(
             "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
@@ -718,4 +717,70 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(calls, want, "{decided}");
+}
+
+#[test]
+fn an_agent_that_fails_its_health_check_is_restarted_and_shown_unhealthy() {
+    let test = "an_agent_that_fails_its_health_check_is_restarted_and_shown_unhealthy";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let d = Daemon::start("anyhealth", "");
+    // The program serves /healthz while the file exists (busybox httpd).
+    let script = "mkdir -p /tmp/www && echo ok > /tmp/www/healthz && \
+                  httpd -p 127.0.0.1:8080 -h /tmp/www && echo serving && exec sleep 100000";
+    d.create(&format!(
+        "name = \"hc\"\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", {}]\n\
+         [health]\nhttp = \"/healthz\"\nport = 8080\ninterval_secs = 1\ntimeout_secs = 2\nretries = 2\n\
+         [restart]\nattempts = 3\ndelay_ms = 100\n",
+        serde_json::to_string(script).unwrap()
+    ));
+    let v = d.wait_agent("hc", "healthy", WAIT, |v| v["health"] == "healthy");
+    let cid = v["container_id"].as_str().expect("cid").to_string();
+    let c = inspect(&cid);
+    assert_eq!(
+        c["Config"]["Healthcheck"]["Test"],
+        serde_json::json!([
+            "CMD",
+            "/run/agenfleet/bin/agenfleet-agent",
+            "health-http",
+            "8080",
+            "/healthz"
+        ])
+    );
+    let text = String::from_utf8_lossy(&d.cli(&["agents", "show", "hc"]).stdout).to_string();
+    assert!(
+        text.contains("health") && text.contains("healthy"),
+        "{text}"
+    );
+
+    // The endpoint starts failing: after 2 failed checks the agent is killed and
+    // restarted by its policy, and its last exit says why.
+    docker(&["exec", &cid, "rm", "/tmp/www/healthz"]);
+    let v = d.wait_agent(
+        "hc",
+        "restarted after failing its health check",
+        WAIT,
+        |v| v["restarts"].as_u64().unwrap_or(0) >= 1 && v["last_exit"]["unhealthy"] == true,
+    );
+    assert_eq!(v["last_exit"]["unhealthy"], true, "{v}");
+    let status = String::from_utf8_lossy(&d.cli(&["agents", "list"]).stdout).to_string();
+    assert!(
+        status.contains("unhealthy ("),
+        "the last exit column: {status}"
+    );
+    let unhealthy = d
+        .json(&["audit", "search", "--action", "agent.unhealthy"])
+        .to_string();
+    assert!(
+        unhealthy.contains("failed its health check 2 times"),
+        "{unhealthy}"
+    );
+    // The new run serves again and is healthy.
+    d.wait_agent("hc", "healthy again", WAIT, |v| {
+        v["state"] == "Running" && v["health"] == "healthy"
+    });
 }

@@ -160,3 +160,41 @@ pub fn main() -> i32 {
         }
     }
 }
+
+/// `agenfleet-agent health-http PORT PATH`: the engine's health probe for a `[health] http`
+/// check — GET http://127.0.0.1:PORT/PATH; healthy (exit 0) on 2xx or 3xx.
+pub fn health_main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (Some(port), Some(path)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: health-http PORT PATH");
+        return 64;
+    };
+    let probe = || -> Result<String, String> {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", port.parse::<u16>().map_err(|e| e.to_string())?))
+                .map_err(|e| format!("connect: {e}"))?;
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 64];
+        let n = s.read(&mut head).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&head[..n]).to_string())
+    };
+    match probe() {
+        Ok(h)
+            if h.starts_with("HTTP/1.1 2")
+                || h.starts_with("HTTP/1.1 3")
+                || h.starts_with("HTTP/1.0 2") =>
+        {
+            0
+        }
+        Ok(h) => {
+            eprintln!("unhealthy: {}", h.lines().next().unwrap_or(""));
+            1
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            1
+        }
+    }
+}

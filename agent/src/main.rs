@@ -203,6 +203,7 @@ fn main() {
         Some("bench") => std::process::exit(tools::bench_main()),
         Some("report") => std::process::exit(tools::report_main()),
         Some("http-bench") => std::process::exit(httpbench::main()),
+        Some("health-http") => std::process::exit(httpbench::health_main()),
         _ => {}
     }
     let Args {

@@ -383,6 +383,7 @@ mod tests {
             workdir: String::new(),
             env: Default::default(),
             ungoverned_egress: false,
+            health: None,
         }
     }
 

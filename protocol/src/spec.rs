@@ -31,6 +31,10 @@ pub struct AgentSpec {
     /// `credentials`). Shown by `agents show` and visible in the engine's container config.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// A health check the engine runs in the container; failing `retries` times in a row
+    /// counts as an exit (restart policy, budget).
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -135,6 +139,38 @@ pub enum NetworkMode {
     /// Loopback only; HTTP(S) leaves through the egress proxy in the gateway, each request
     /// decided and audited. The default.
     Gateway,
+}
+
+/// `[health]`: a command run in the container (exit 0: healthy), or an HTTP GET of `http`
+/// (a path) on `127.0.0.1:port` in the container (2xx/3xx: healthy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub http: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default = "default_health_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_health_retries")]
+    pub retries: u32,
+    /// Failures in the first seconds after a start do not count.
+    #[serde(default)]
+    pub start_period_secs: u64,
+}
+
+fn default_health_interval() -> u64 {
+    30
+}
+fn default_health_timeout() -> u64 {
+    5
+}
+fn default_health_retries() -> u32 {
+    3
 }
 
 impl NetworkMode {
@@ -463,6 +499,52 @@ impl AgentSpec {
                 format!("`{w}` is not an absolute path (at most 4096 bytes)"),
             ));
         }
+        if let Some(h) = &self.health {
+            match (h.command.is_empty(), h.http.is_empty()) {
+                (true, true) | (false, false) => return Err(err(
+                    "health",
+                    "give either `command` (run in the container) or `http` (a path, with `port`)",
+                )),
+                (false, true) => {
+                    if h.command[0].trim().is_empty()
+                        || h.command.len() > 64
+                        || h.command.iter().any(|a| a.len() > 4096 || a.contains('\0'))
+                    {
+                        return Err(err(
+                            "health.command",
+                            "must name a program, with at most 64 arguments of 4096 bytes, without NUL",
+                        ));
+                    }
+                }
+                (true, false) => {
+                    if !h.http.starts_with('/')
+                        || h.http.len() > 1024
+                        || h.http.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(err(
+                            "health.http",
+                            format!("`{}` is not a path such as /healthz", h.http),
+                        ));
+                    }
+                    if h.port == 0 {
+                        return Err(err(
+                            "health.port",
+                            "the port the program serves `http` on (1 to 65535)",
+                        ));
+                    }
+                }
+            }
+            for (field, v, lo, hi) in [
+                ("health.interval_secs", h.interval_secs, 1, 3600),
+                ("health.timeout_secs", h.timeout_secs, 1, 600),
+                ("health.retries", u64::from(h.retries), 1, 100),
+                ("health.start_period_secs", h.start_period_secs, 0, 3600),
+            ] {
+                if !(lo..=hi).contains(&v) {
+                    return Err(err(field, format!("{v} is out of range ({lo} to {hi})")));
+                }
+            }
+        }
         if self.env.len() > 256 {
             return Err(err("env", "has more than 256 variables"));
         }
@@ -524,7 +606,11 @@ impl AgentSpec {
             credential_refresh: CredentialRefresh,
             model_fallbacks: &'a [String],
         }
-        let json = if self.command.is_empty() && self.workdir.is_empty() && self.env.is_empty() {
+        let json = if self.command.is_empty()
+            && self.workdir.is_empty()
+            && self.env.is_empty()
+            && self.health.is_none()
+        {
             serde_json::to_vec(&First {
                 name: &self.name,
                 tenant: &self.tenant,
@@ -646,6 +732,18 @@ mod tests {
             ("[env]\nAGENFLEET_API = \"x\"\n", "env.AGENFLEET_API"),
             ("[env]\n\"1X\" = \"x\"\n", "env.1X"),
             ("[env]\n\"A-B\" = \"x\"\n", "env.A-B"),
+            ("[health]\n", "health"),
+            ("[health]\nhttp = \"/h\"\ncommand = [\"x\"]\n", "health"),
+            ("[health]\nhttp = \"healthz\"\nport = 80\n", "health.http"),
+            ("[health]\nhttp = \"/healthz\"\n", "health.port"),
+            (
+                "[health]\ncommand = [\"true\"]\nretries = 0\n",
+                "health.retries",
+            ),
+            (
+                "[health]\ncommand = [\"true\"]\ninterval_secs = 0\n",
+                "health.interval_secs",
+            ),
         ] {
             assert_eq!(field(extra).field, want, "{extra}");
         }

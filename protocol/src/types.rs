@@ -86,6 +86,9 @@ impl fmt::Display for AgentState {
 pub struct ExitInfo {
     pub code: i64,
     pub oom_killed: bool,
+    /// Killed by the supervisor after failing its health check.
+    #[serde(default)]
+    pub unhealthy: bool,
     /// Unix time in milliseconds.
     pub at_ms: u64,
 }
@@ -132,6 +135,10 @@ pub struct AgentView {
     /// unaudited (shown as UNGOVERNED EGRESS).
     #[serde(default)]
     pub ungoverned_egress: bool,
+    /// The engine's verdict on a running agent with a `[health]` check: "healthy" or
+    /// "unhealthy" (None: no check, or no verdict yet).
+    #[serde(default)]
+    pub health: Option<String>,
 }
 
 impl AgentView {

@@ -59,6 +59,7 @@ pub fn restarts(v: &AgentView) -> String {
 
 pub fn exit(v: &AgentView) -> String {
     match &v.last_exit {
+        Some(e) if e.unhealthy => format!("unhealthy ({})", e.code),
         Some(e) if e.oom_killed => format!("OOM-killed ({})", e.code),
         Some(e) => format!("code {}", e.code),
         None => "-".into(),

@@ -18,6 +18,9 @@ pub const LABEL_PROJECT: &str = "agenfleet.project";
 pub const LABEL_AGENT: &str = "agenfleet.agent";
 pub const LABEL_SPEC_HASH: &str = "agenfleet.spec-hash";
 
+/// Where the shim sits in the built-in image.
+pub const BUILTIN_SHIM: &str = "/agenfleet-agent";
+
 /// `agf.<instance>.<tenant>.<name>`: '.' cannot occur in names, so this is unambiguous.
 pub fn container_name(instance: &str, key: &AgentKey) -> String {
     format!("agf.{instance}.{}.{}", key.tenant, key.name)
@@ -121,11 +124,42 @@ pub fn create_body(
         ]);
     }
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let healthcheck = spec.health.as_ref().map(|h| {
+        let test = if h.command.is_empty() {
+            // The shim probes the program's HTTP endpoint from inside the container.
+            let shim = if init.is_some() {
+                agenfleet_protocol::gateway::SHIM_IN_CONTAINER
+            } else {
+                BUILTIN_SHIM
+            };
+            vec![
+                "CMD".to_string(),
+                shim.to_string(),
+                "health-http".to_string(),
+                h.port.to_string(),
+                h.http.clone(),
+            ]
+        } else {
+            std::iter::once("CMD".to_string())
+                .chain(h.command.iter().cloned())
+                .collect()
+        };
+        let ns = |secs: u64| (secs as i64).saturating_mul(1_000_000_000);
+        bollard::models::HealthConfig {
+            test: Some(test),
+            interval: Some(ns(h.interval_secs)),
+            timeout: Some(ns(h.timeout_secs)),
+            retries: Some(i64::from(h.retries)),
+            start_period: (h.start_period_secs > 0).then(|| ns(h.start_period_secs)),
+            ..Default::default()
+        }
+    });
     ContainerCreateBody {
         image: Some(image_ref.to_string()),
         entrypoint,
         cmd,
         working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
+        healthcheck,
         user: Some(cfg.agent_user.clone()),
         labels: Some(labels(instance, key, spec)),
         env: Some(env),
@@ -134,9 +168,11 @@ pub fn create_body(
             cap_drop: Some(vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
             readonly_rootfs: Some(true),
+            // mode=1777: a restarted container gets a fresh /tmp that its (non-root) user
+            // can still write to (without it, the engine's re-created mount is root's 0755).
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_string(),
-                "rw,noexec,nosuid,nodev,size=16m".to_string(),
+                "rw,noexec,nosuid,nodev,size=16m,mode=1777".to_string(),
             )])),
             memory: Some(mem),
             memory_swap: Some(mem),

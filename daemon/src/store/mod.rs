@@ -450,6 +450,7 @@ impl Store {
                     Some(ExitInfo {
                         code: e.code,
                         oom_killed: e.oom_killed,
+                        unhealthy: false,
                         at_ms: e.at_ms,
                     })
                 }

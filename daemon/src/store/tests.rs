@@ -24,6 +24,7 @@ fn insert_save_load_delete_round_trip() {
     a.last_exit = Some(ExitInfo {
         code: 137,
         oom_killed: true,
+        unhealthy: false,
         at_ms: 9,
     });
     s.save_agent(&a).unwrap();

@@ -20,6 +20,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         last_exit: (state == AgentState::Failed).then_some(ExitInfo {
             code: 137,
             oom_killed: true,
+            unhealthy: false,
             at_ms: 1_000_000,
         }),
         message: (state == AgentState::Failed)
@@ -34,6 +35,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         workdir: String::new(),
         env: Default::default(),
         ungoverned_egress: false,
+        health: None,
     }
 }
 

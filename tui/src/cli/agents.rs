@@ -45,10 +45,13 @@ pub fn table(agents: &[AgentView]) -> String {
             [
                 a.qualified_name(),
                 a.project.clone(),
-                if a.ungoverned_egress {
-                    format!("{} UNGOVERNED EGRESS", a.state)
-                } else {
-                    a.state.to_string()
+                match (a.health.as_deref(), a.ungoverned_egress) {
+                    (Some("unhealthy"), false) => format!("{} unhealthy", a.state),
+                    (Some("unhealthy"), true) => {
+                        format!("{} unhealthy UNGOVERNED EGRESS", a.state)
+                    }
+                    (_, true) => format!("{} UNGOVERNED EGRESS", a.state),
+                    _ => a.state.to_string(),
                 },
                 fmt::uptime(a, now),
                 fmt::restarts(a),
@@ -127,6 +130,9 @@ pub fn detail(a: &AgentView) -> String {
             .map(|c| c.chars().take(12).collect())
             .unwrap_or_else(|| "-".into()),
     );
+    if let Some(h) = &a.health {
+        kv("health", h.clone());
+    }
     kv("uptime", fmt::uptime(a, now));
     kv(
         "restarts",

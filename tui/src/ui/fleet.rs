@@ -8,6 +8,20 @@ use ratatui::text::Span;
 use ratatui::widgets::{Block, Cell, Row, Table, TableState};
 use ratatui::Frame;
 
+/// The state, and in red what an operator must not miss: a failing health check, egress
+/// around the gateway.
+fn state_cell<'a>(v: &'a agenfleet_protocol::AgentView, t: &Theme) -> ratatui::text::Line<'a> {
+    let alarm = t.state(agenfleet_protocol::AgentState::Failed);
+    let mut spans = vec![Span::styled(v.state.as_str(), t.state(v.state))];
+    if v.health.as_deref() == Some("unhealthy") {
+        spans.push(Span::styled(" unhealthy", alarm));
+    }
+    if v.ungoverned_egress {
+        spans.push(Span::styled(" UNGOVERNED EGRESS", alarm));
+    }
+    ratatui::text::Line::from(spans)
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let vis = app.visible();
     let rows: Vec<Row> = vis
@@ -16,17 +30,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Row::new(vec![
                 Cell::from(format!("{}/{}", v.tenant, v.project)),
                 Cell::from(v.name.clone()),
-                Cell::from(if v.ungoverned_egress {
-                    ratatui::text::Line::from(vec![
-                        Span::styled(v.state.as_str(), t.state(v.state)),
-                        Span::styled(
-                            " UNGOVERNED EGRESS",
-                            t.state(agenfleet_protocol::AgentState::Failed),
-                        ),
-                    ])
-                } else {
-                    ratatui::text::Line::from(Span::styled(v.state.as_str(), t.state(v.state)))
-                }),
+                Cell::from(state_cell(v, t)),
                 Cell::from(fmt::uptime(v, app.now_ms)),
                 Cell::from(format!("{}", v.restarts)),
                 Cell::from(fmt::cpu(v)),
@@ -51,11 +55,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Constraint::Fill(3),
             Constraint::Fill(3),
             // Room for the UNGOVERNED EGRESS mark when an agent carries it.
-            Constraint::Length(if vis.iter().any(|v| v.ungoverned_egress) {
-                30
-            } else {
-                11
-            }),
+            Constraint::Length(
+                11 + if vis.iter().any(|v| v.health.as_deref() == Some("unhealthy")) {
+                    10
+                } else {
+                    0
+                } + if vis.iter().any(|v| v.ungoverned_egress) {
+                    19
+                } else {
+                    0
+                },
+            ),
             Constraint::Length(7),
             Constraint::Length(4),
             Constraint::Length(6),

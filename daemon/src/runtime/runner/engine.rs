@@ -35,6 +35,7 @@ fn exit_of(s: &bollard::models::ContainerState) -> ExitInfo {
     ExitInfo {
         code: s.exit_code.unwrap_or(-1),
         oom_killed: s.oom_killed.unwrap_or(false),
+        unhealthy: false,
         at_ms: s
             .finished_at
             .as_deref()
@@ -109,7 +110,11 @@ impl Runner {
                     if same && running {
                         return self.mark_running(&docker, &id).await;
                     }
-                    if same {
+                    // A stopped container is started again only for the built-in image. The
+                    // engine (20.10) re-creates a restarted container's tmpfs without its
+                    // mode, so a program of an image of its own, running as a non-root
+                    // user, could no longer write to /tmp: it gets a new container.
+                    if same && self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
                         reuse = Some(id);
                     } else {
                         self.remove(&docker, &id).await?;
@@ -239,6 +244,16 @@ impl Runner {
             return Ok(());
         }
         self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
+        // A new run: no health verdict yet (the engine's "starting").
+        self.health = state
+            .health
+            .as_ref()
+            .and_then(|h| h.status)
+            .and_then(|s| match s {
+                bollard::models::HealthStatusEnum::HEALTHY => Some("healthy"),
+                bollard::models::HealthStatusEnum::UNHEALTHY => Some("unhealthy"),
+                _ => None,
+            });
         self.set_state(AgentState::Running, None);
         // Attached before the start, unless this is an adoption (or the engine came back).
         if self.log_task.as_ref().is_none_or(|t| t.is_finished()) {
@@ -342,13 +357,16 @@ impl Runner {
                 if s.running.unwrap_or(false) {
                     return;
                 }
-                self.on_exit(exit_of(&s)).await;
+                let mut exit = exit_of(&s);
+                exit.unhealthy = std::mem::take(&mut self.killed_unhealthy);
+                self.on_exit(exit).await;
             }
             Err(e) if is_not_found(&e) => {
                 self.rec.container_id = None;
                 self.on_exit(ExitInfo {
                     code: -1,
                     oom_killed: false,
+                    unhealthy: false,
                     at_ms: now_ms(),
                 })
                 .await;

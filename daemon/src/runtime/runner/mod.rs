@@ -52,6 +52,11 @@ pub(super) struct Runner {
     started_at_ms: Option<u64>,
     next_restart_at_ms: Option<u64>,
     log_task: Option<JoinHandle<()>>,
+    /// The engine's last health verdict for the current container ("healthy",
+    /// "unhealthy"); None before the first one.
+    health: Option<&'static str>,
+    /// The container was killed for failing its health check (its exit says so).
+    killed_unhealthy: bool,
     /// An `agent.failed` record to write after the exit that caused it.
     pending_failed: Option<String>,
     /// Waiting for the vault (or a credential) before it may start.
@@ -59,7 +64,12 @@ pub(super) struct Runner {
 }
 
 fn describe_exit(e: &ExitInfo) -> String {
-    if e.oom_killed {
+    if e.unhealthy {
+        format!(
+            "killed after failing its health check (exit code {})",
+            e.code
+        )
+    } else if e.oom_killed {
         format!("OOM-killed (exit code {})", e.code)
     } else {
         format!("exit code {}", e.code)
@@ -82,6 +92,8 @@ impl Runner {
             started_at_ms: None,
             next_restart_at_ms: None,
             log_task: None,
+            health: None,
+            killed_unhealthy: false,
             pending_failed: None,
             held_back: false,
         }
@@ -136,6 +148,10 @@ impl Runner {
             env: self.rec.spec.env.clone(),
             ungoverned_egress: self.rec.spec.network.mode
                 == agenfleet_protocol::NetworkMode::Egress,
+            health: self
+                .health
+                .filter(|_| self.rec.state == AgentState::Running)
+                .map(str::to_string),
         }
     }
 
@@ -148,6 +164,53 @@ impl Runner {
         let v = self.view();
         self.rt.fleet.upsert(v.clone());
         Ok(v)
+    }
+
+    /// A health verdict from the engine: shown, not stored.
+    fn set_health(&mut self, h: Option<&'static str>) {
+        if self.health != h {
+            self.health = h;
+            self.rt.fleet.upsert(self.view());
+        }
+    }
+
+    /// The engine says the container failed its health check `retries` times in a row:
+    /// that counts as an exit. It is recorded, shown, and the container is killed; its
+    /// `die` goes to the restart policy like any exit.
+    async fn on_unhealthy(&mut self) {
+        if self.rec.state != AgentState::Running {
+            return;
+        }
+        self.set_health(Some("unhealthy"));
+        let Some(id) = self.rec.container_id.clone() else {
+            return;
+        };
+        let retries = self
+            .rec
+            .spec
+            .health
+            .as_ref()
+            .map(|h| h.retries)
+            .unwrap_or(0);
+        tracing::warn!(agent = %self.rec.key, retries, "agent unhealthy: restarting it");
+        let _ = self
+            .rt
+            .system_event(
+                "agent.unhealthy",
+                Some(&self.rec.key),
+                "observed",
+                format!("failed its health check {retries} times in a row; killed, the restart policy decides what follows"),
+            )
+            .await;
+        self.killed_unhealthy = true;
+        if let Ok(docker) = self.rt.engine.client() {
+            let opts = bollard::query_parameters::KillContainerOptions {
+                signal: "SIGKILL".to_string(),
+            };
+            if let Err(e) = docker.kill_container(&id, Some(opts)).await {
+                tracing::warn!(agent = %self.rec.key, error = %e, "cannot kill the unhealthy container");
+            }
+        }
     }
 
     fn set_state(&mut self, state: AgentState, message: Option<String>) {
@@ -377,6 +440,8 @@ impl Runner {
         }
         match ev.action.as_str() {
             "die" => self.check_exit().await,
+            "health_status: healthy" => self.set_health(Some("healthy")),
+            "health_status: unhealthy" => self.on_unhealthy().await,
             "destroy" => {
                 self.rec.container_id = None;
                 if self.rec.state == AgentState::Running {
@@ -384,6 +449,7 @@ impl Runner {
                     self.on_exit(ExitInfo {
                         code: -1,
                         oom_killed: false,
+                        unhealthy: false,
                         at_ms: now_ms(),
                     })
                     .await;
