@@ -7,6 +7,9 @@
 //! JSON line: {"n", "ok", "secs", "p50_us", "p99_us"}.
 //! `http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]`: opens a tunnel (or a direct
 //! connection), reads BYTES and prints {"bytes", "secs"}.
+//!
+//! Also here, the other small HTTP client of the shim: `health-http PORT PATH`, the probe
+//! the engine runs for a `[health] http` check.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

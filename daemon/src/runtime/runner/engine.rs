@@ -244,7 +244,9 @@ impl Runner {
             return Ok(());
         }
         self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
-        // A new run: no health verdict yet (the engine's "starting").
+        // A new run: no health verdict yet (the engine's "starting"), and no kill of ours
+        // pending for it.
+        self.killed_unhealthy = false;
         self.health = state
             .health
             .as_ref()
