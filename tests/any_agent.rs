@@ -784,3 +784,141 @@ fn an_agent_that_fails_its_health_check_is_restarted_and_shown_unhealthy() {
         v["state"] == "Running" && v["health"] == "healthy"
     });
 }
+
+/// `openssl s_server -www` on a free port with a fresh self-signed certificate; killed on
+/// drop.
+struct TlsStub {
+    child: std::process::Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl TlsStub {
+    fn start() -> Option<TlsStub> {
+        let dir =
+            std::env::temp_dir().join(format!("agf-tls-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=stub",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        wait_for(WAIT, "the TLS stub to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        Some(TlsStub {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for TlsStub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[test]
+fn https_goes_through_a_decided_connect_tunnel() {
+    let test = "https_goes_through_a_decided_connect_tunnel";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = python_image(test) else {
+        return;
+    };
+    let Some(tls) = TlsStub::start() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: openssl cannot make a self-signed stub on this CI machine");
+        }
+        eprintln!("\n!!! SKIPPED {test}: no openssl for a TLS stub !!!\n");
+        return;
+    };
+    let host = {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+        s.connect("192.0.2.1:9").expect("a route out");
+        s.local_addr().expect("local address").ip().to_string()
+    };
+    let d = Daemon::start("anytls", "");
+    d.create(&format!(
+        "name = \"tls\"\nimage = \"{image}\"\ncommand = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
+    ));
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"http_request\"]\n[[http]]\nhost = \"{host}\"\nmethods = [\"CONNECT\"]\nports = [{}]\nprivate = true\n",
+            tls.port
+        ),
+    );
+    d.json(&["scopes", "publish", "tls", &f]);
+    let cid = d.agent("tls")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    // Python's urllib, with the proxy from the environment as the shim sets it, speaks
+    // TLS to the stub through the tunnel (the stub's certificate is self-signed).
+    let fetch = |port: u16| {
+        let code = format!(
+            "import ssl, urllib.request, urllib.error\n\
+             ctx = ssl._create_unverified_context()\n\
+             try:\n    r = urllib.request.urlopen('https://{host}:{port}/', context=ctx, timeout=20)\n    print('status', r.status, r.read(60))\n\
+             except Exception as e:\n    print('failed', repr(e))\n"
+        );
+        std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-e",
+                "HTTPS_PROXY=http://127.0.0.1:3128",
+                &cid,
+                "python3",
+                "-c",
+                &code,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .expect("docker exec python3")
+    };
+    let out = fetch(tls.port);
+    assert!(out.starts_with("status 200"), "through the tunnel: {out}");
+    // A port no rule names: the tunnel is refused (Python reports the proxy's 403).
+    let out = fetch(free_port());
+    assert!(out.contains("failed") && out.contains("403"), "{out}");
+    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
+    let outcomes: Vec<&str> = decided
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["agent"] == "tls")
+        .filter_map(|r| r["event"]["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["allow", "deny"], "{decided}");
+}
