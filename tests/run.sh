@@ -22,6 +22,19 @@ if ! command -v tmux >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The "any agent" tests build an image from the host's own Python and run a TLS stub with
+# openssl: Debian's python3 and openssl, if they are missing.
+missing=()
+ls /usr/bin/python3.[0-9]* >/dev/null 2>&1 || missing+=(python3)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (the any-agent tests use them)"
+    (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null
+  else
+    say "missing ${missing[*]}: the tests that need them skip outside CI and fail in it"
+  fi
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest from crates.io (once; it runs each test in its own process)"
   cargo install --locked cargo-nextest
