@@ -76,11 +76,7 @@ fn main() {
             });
         }
     });
-    let host = {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("192.0.2.1:9").expect("a route out");
-        s.local_addr().expect("local address").ip().to_string()
-    };
+    let host = host_address();
     let p = stub.port;
     let url = format!("http://{host}:{p}/k");
     let tunnel = format!("{host}:{bulk_port}");

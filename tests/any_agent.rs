@@ -290,14 +290,7 @@ fn a_shell_agent_uses_nothing_but_the_local_api() {
     );
 
     // Each decision, the delivery and the report are in the audit log.
-    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
-    let outcomes: Vec<String> = decided
-        .as_array()
-        .expect("records")
-        .iter()
-        .filter(|r| r["event"]["agent"] == "sh")
-        .map(|r| r["event"]["outcome"].as_str().unwrap_or("").to_string())
-        .collect();
+    let (outcomes, decided) = decisions(&d, "sh");
     assert_eq!(outcomes, ["allow", "deny"], "{decided}");
     let delivered = d
         .json(&["audit", "search", "--action", "creds.deliver"])
@@ -439,6 +432,20 @@ fn a_shell_agent_uses_nothing_but_the_local_api() {
         .json(&["audit", "search", "--action", "gateway.refused"])
         .to_string();
     assert!(refused.contains("\"agent\":\"sh\""), "{refused}");
+}
+
+/// The outcomes of `agent`'s `tool.decide` records, oldest first, and the records (for
+/// failure messages).
+fn decisions(d: &Daemon, agent: &str) -> (Vec<String>, Value) {
+    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
+    let outcomes = decided
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["event"]["agent"] == agent)
+        .filter_map(|r| r["event"]["outcome"].as_str().map(str::to_string))
+        .collect();
+    (outcomes, decided)
 }
 
 /// Hits of the stub so far.
@@ -594,14 +601,7 @@ fn egress_leaves_only_through_the_gateway_and_only_as_decided() {
     assert_eq!(hits(&stub), 3);
 
     // Every decision and refusal is on record.
-    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
-    let outcomes: Vec<&str> = decided
-        .as_array()
-        .expect("records")
-        .iter()
-        .filter(|r| r["event"]["agent"] == "net")
-        .filter_map(|r| r["event"]["outcome"].as_str())
-        .collect();
+    let (outcomes, decided) = decisions(&d, "net");
     assert_eq!(
         outcomes,
         ["allow", "allow", "deny", "allow", "allow", "deny"],
@@ -632,14 +632,9 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
     let stub = StubServer::start();
     stub.set("/ok/data", 200, "{\"data\":\"for python\"}");
     let p = stub.port;
-    // The host as the daemon reaches it (the stub listens on every address): the address
-    // of its outward interface (a UDP "connect" sends nothing) — the host's own, so its
-    // rule must say private = true.
-    let host = {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("192.0.2.1:9").expect("a route out");
-        s.local_addr().expect("local address").ip().to_string()
-    };
+    // The host as the daemon reaches it (the stub listens on every address): the host's
+    // own address, so its rule must say private = true.
+    let host = host_address();
     let d = Daemon::start("anypython", "");
     d.json(&["vault", "init"]);
     let canary = format!("CANARY-{:x}-PY", std::process::id());
@@ -863,11 +858,7 @@ fn https_goes_through_a_decided_connect_tunnel() {
         eprintln!("\n!!! SKIPPED {test}: no openssl for a TLS stub !!!\n");
         return;
     };
-    let host = {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
-        s.connect("192.0.2.1:9").expect("a route out");
-        s.local_addr().expect("local address").ip().to_string()
-    };
+    let host = host_address();
     let d = Daemon::start("anytls", "");
     d.create(&format!(
         "name = \"tls\"\nimage = \"{image}\"\ncommand = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
@@ -912,13 +903,6 @@ fn https_goes_through_a_decided_connect_tunnel() {
     // A port no rule names: the tunnel is refused (Python reports the proxy's 403).
     let out = fetch(free_port());
     assert!(out.contains("failed") && out.contains("403"), "{out}");
-    let decided = d.json(&["audit", "search", "--action", "tool.decide"]);
-    let outcomes: Vec<&str> = decided
-        .as_array()
-        .expect("records")
-        .iter()
-        .filter(|r| r["event"]["agent"] == "tls")
-        .filter_map(|r| r["event"]["outcome"].as_str())
-        .collect();
+    let (outcomes, decided) = decisions(&d, "tls");
     assert_eq!(outcomes, ["allow", "deny"], "{decided}");
 }

@@ -15,7 +15,6 @@
 //! The relays are bytes only: every decision is the daemon's.
 
 use std::os::unix::process::CommandExt;
-use tokio::io::AsyncWriteExt;
 
 /// Signals handed on to the program.
 const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
@@ -156,9 +155,6 @@ pub fn run(argv: &[String]) -> ! {
     }
 }
 
-/// Bytes moved per read and write when relaying (tokio's default is 8 KiB).
-const RELAY_BUF: usize = 256 * 1024;
-
 /// Relays each TCP connection on each listener to its Unix socket, both ways, all on one
 /// thread.
 fn relay(pairs: Vec<(std::net::TcpListener, std::path::PathBuf)>) {
@@ -188,7 +184,7 @@ fn relay(pairs: Vec<(std::net::TcpListener, std::path::PathBuf)>) {
 
 async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) {
     loop {
-        let Ok((mut tcp, _)) = listener.accept().await else {
+        let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors, say: wait instead of spinning.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
@@ -198,27 +194,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) 
             let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {
                 return;
             };
-            // Each direction on its own, so an answer sent before the other side stops
-            // reading (a 413, a 403) still reaches the program.
-            let (mut tr, mut tw) = tcp.split();
-            let (mut ur, mut uw) = unix.into_split();
-            let up = async {
-                let _ = tokio::io::copy_buf(
-                    &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut tr),
-                    &mut uw,
-                )
-                .await;
-                let _ = uw.shutdown().await;
-            };
-            let down = async {
-                let _ = tokio::io::copy_buf(
-                    &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut ur),
-                    &mut tw,
-                )
-                .await;
-                let _ = tw.shutdown().await;
-            };
-            tokio::join!(up, down);
+            agenfleet_protocol::transport::relay(tcp, unix).await;
         });
     }
 }

@@ -3,7 +3,7 @@
 //! its applets installed by busybox itself. Tagged by a digest of what goes in, so each
 //! machine builds it once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const BUSYBOX_DOCKERFILE: &str = "FROM scratch\n\
 COPY busybox /bin/busybox\n\
@@ -21,23 +21,26 @@ pub fn busybox_binary() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// The busybox image's tag, built if missing; None (after saying so) when there is no
-/// busybox binary here — which CI does not allow.
-pub fn busybox_image(test: &str) -> Option<String> {
-    let Some(bin) = busybox_binary() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: target/test-assets/busybox is missing in CI (tests/run.sh fetches it)");
-        }
-        eprintln!("\n!!! SKIPPED {test}: no static busybox (run tests/run.sh to fetch it) !!!\n");
-        return None;
-    };
-    let bytes = std::fs::read(&bin).expect("read busybox");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes.iter().chain(BUSYBOX_DOCKERFILE.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// 64-bit FNV-1a over what goes into an image: its tag, so each machine builds it once.
+struct Digest(u64);
+
+impl Digest {
+    fn new() -> Digest {
+        Digest(0xcbf2_9ce4_8422_2325)
     }
-    let tag = format!("agf-test/busybox:{h:016x}");
+
+    fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// `repo:<digest>`, built from `dockerfile` and what `fill` puts beside it in a fresh
+/// context directory, unless the engine has it already.
+fn image_once(repo: &str, digest: Digest, dockerfile: &str, fill: impl FnOnce(&Path)) -> String {
+    let tag = format!("{repo}:{:016x}", digest.0);
     let present = std::process::Command::new("docker")
         .args(["image", "inspect", &tag])
         .stdout(std::process::Stdio::null())
@@ -46,22 +49,52 @@ pub fn busybox_image(test: &str) -> Option<String> {
         .is_ok_and(|s| s.success());
     if !present {
         let ctx = std::env::temp_dir().join(format!(
-            "agf-busybox-ctx-{}-{}",
+            "agf-image-ctx-{}-{}",
             std::process::id(),
             super::daemon::rand_suffix()
         ));
         std::fs::create_dir_all(&ctx).expect("build context");
-        std::fs::write(ctx.join("Dockerfile"), BUSYBOX_DOCKERFILE).expect("Dockerfile");
-        std::fs::write(ctx.join("busybox"), &bytes).expect("busybox");
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(ctx.join("busybox"), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-        }
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        fill(&ctx);
         super::docker(&["build", "-q", "-t", &tag, ctx.to_str().expect("path")]);
         let _ = std::fs::remove_dir_all(&ctx);
     }
-    Some(tag)
+    tag
+}
+
+/// None, after saying the test skips — which CI does not allow.
+fn unavailable(test: &str, what: &str) -> Option<String> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {what} (CI machines must have it; tests/run.sh sets it up)");
+    }
+    eprintln!("\n!!! SKIPPED {test}: {what} !!!\n");
+    None
+}
+
+/// The busybox image's tag, built if missing; None (after saying so) when there is no
+/// busybox binary here — which CI does not allow.
+pub fn busybox_image(test: &str) -> Option<String> {
+    let Some(bin) = busybox_binary() else {
+        return unavailable(
+            test,
+            "no static busybox in target/test-assets (tests/run.sh fetches it)",
+        );
+    };
+    let bytes = std::fs::read(&bin).expect("read busybox");
+    let mut digest = Digest::new();
+    digest.eat(&bytes);
+    digest.eat(BUSYBOX_DOCKERFILE.as_bytes());
+    Some(image_once(
+        "agf-test/busybox",
+        digest,
+        BUSYBOX_DOCKERFILE,
+        |ctx| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(ctx.join("busybox"), &bytes).expect("busybox");
+            std::fs::set_permissions(ctx.join("busybox"), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        },
+    ))
 }
 
 /// Files of the host's own Python 3 (Debian's `python3.11`, its standard library and the
@@ -146,57 +179,36 @@ fn python_files() -> Option<Vec<PathBuf>> {
 /// (CI machines have it).
 pub fn python_image(test: &str) -> Option<String> {
     let Some(files) = python_files() else {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: no /usr/bin/python3.x with its standard library on this CI machine");
-        }
-        eprintln!("\n!!! SKIPPED {test}: no system Python 3 to build an image from !!!\n");
-        return None;
+        return unavailable(
+            test,
+            "no /usr/bin/python3.x with its standard library to build an image from",
+        );
     };
     let dockerfile = "FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/bin\nCMD [\"python3\", \"-c\", \"print('python image')\"]\n";
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for x in b {
-            h ^= u64::from(*x);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut digest = Digest::new();
+    digest.eat(dockerfile.as_bytes());
+    for f in &files {
+        digest.eat(f.to_string_lossy().as_bytes());
+        digest.eat(
+            &std::fs::metadata(f)
+                .map(|m| m.len())
+                .unwrap_or(0)
+                .to_le_bytes(),
+        );
+    }
+    Some(image_once("agf-test/python", digest, dockerfile, |ctx| {
+        let root = ctx.join("rootfs");
+        for f in &files {
+            let rel = f.strip_prefix("/").expect("absolute");
+            let to = root.join(rel);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            // Copy the bytes (a symlink is followed: the image gets the file itself).
+            std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
         }
-    };
-    eat(dockerfile.as_bytes());
-    for f in &files {
-        eat(f.to_string_lossy().as_bytes());
-        eat(&std::fs::metadata(f)
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .to_le_bytes());
-    }
-    let tag = format!("agf-test/python:{h:016x}");
-    let present = std::process::Command::new("docker")
-        .args(["image", "inspect", &tag])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if present {
-        return Some(tag);
-    }
-    let ctx = std::env::temp_dir().join(format!(
-        "agf-python-ctx-{}-{}",
-        std::process::id(),
-        super::daemon::rand_suffix()
-    ));
-    let root = ctx.join("rootfs");
-    for f in &files {
-        let rel = f.strip_prefix("/").expect("absolute");
-        let to = root.join(rel);
-        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
-        // Copy the bytes (a symlink is followed: the image gets the file itself).
-        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
-    }
-    let bin = files[0].clone();
-    let usr_bin = root.join("usr/bin");
-    std::os::unix::fs::symlink(bin.file_name().expect("name"), usr_bin.join("python3"))
+        std::os::unix::fs::symlink(
+            files[0].file_name().expect("name"),
+            root.join("usr/bin/python3"),
+        )
         .expect("python3 link");
-    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
-    super::docker(&["build", "-q", "-t", &tag, ctx.to_str().expect("path")]);
-    let _ = std::fs::remove_dir_all(&ctx);
-    Some(tag)
+    }))
 }

@@ -153,6 +153,14 @@ impl WebhookReceiver {
     }
 }
 
+/// The address of this host's outward interface (a UDP "connect" sends nothing): where
+/// the daemon reaches a stub that listens on every address — not loopback.
+pub fn host_address() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+    s.connect("192.0.2.1:9").expect("a route out");
+    s.local_addr().expect("local address").ip().to_string()
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -21,9 +21,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// Bytes moved per read and write when relaying (tokio's default is 8 KiB: a 100 MB
-/// download then costs 4 syscalls per 8 KiB on each of the two hops).
-const RELAY_BUF: usize = 256 * 1024;
 /// How long connecting upstream may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,6 +115,8 @@ pub struct ProxyRequest {
     pub port: u16,
     /// The URL the decision is about (`https://host:port` for a CONNECT).
     pub url: String,
+    /// Its path (`/` for a CONNECT).
+    pub path: String,
     /// For http: the request head rewritten to origin form for the upstream server.
     pub upstream_head: Vec<u8>,
 }
@@ -165,6 +164,7 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
         return Ok(ProxyRequest {
             method,
             url: format!("https://{name}:{port}"),
+            path: "/".into(),
             host: name
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -251,6 +251,7 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
         method,
         host,
         port,
+        path: url.path().to_string(),
         url: canon.to_string(),
         upstream_head: up,
     })
@@ -270,6 +271,47 @@ async fn answer<W: AsyncWrite + Unpin>(
     let _ = w.write_all(head.as_bytes()).await;
     let _ = w.write_all(body.as_bytes()).await;
     let _ = w.shutdown().await;
+}
+
+/// A request refused before any decision (malformed, too slow) or by the address check:
+/// recorded as `egress.refused`, answered with `status`.
+async fn refused<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    svc: &GatewayService,
+    status: &str,
+    why: String,
+) {
+    let seq = svc.egress_refused(&why).await;
+    let decision = if status.starts_with("403") {
+        "deny"
+    } else {
+        "refused"
+    };
+    answer(
+        w,
+        status,
+        decision,
+        &serde_json::json!({"reason": why, "audit_seq": seq}),
+    )
+    .await;
+}
+
+/// An allowed request whose upstream cannot be reached: reported as the tool provider's
+/// problem, answered 502.
+async fn unreachable<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    svc: &GatewayService,
+    host: &str,
+    why: String,
+) {
+    svc.report_unreachable(host, &why).await;
+    answer(
+        w,
+        "502 Bad Gateway",
+        "allow",
+        &serde_json::json!({"reason": why}),
+    )
+    .await;
 }
 
 /// Reads up to the end of the request head; answers (head, bytes read after it).
@@ -312,49 +354,17 @@ where
         .await;
         return;
     }
-    let refuse = |svc: &GatewayService, why: String| {
-        let svc = svc.clone();
-        async move { svc.egress_refused(&why).await }
-    };
     let (head, rest) = match tokio::time::timeout(head_timeout, read_head(&mut stream)).await {
         Ok(Ok(h)) => h,
-        Ok(Err(why)) => {
-            let seq = refuse(&svc, why.clone()).await;
-            answer(
-                &mut stream,
-                "400 Bad Request",
-                "refused",
-                &serde_json::json!({"reason": why, "audit_seq": seq}),
-            )
-            .await;
-            return;
-        }
+        Ok(Err(why)) => return refused(&mut stream, &svc, "400 Bad Request", why).await,
         Err(_) => {
             let why = format!("no whole request head within {head_timeout:?}");
-            let seq = refuse(&svc, why.clone()).await;
-            answer(
-                &mut stream,
-                "408 Request Timeout",
-                "refused",
-                &serde_json::json!({"reason": why, "audit_seq": seq}),
-            )
-            .await;
-            return;
+            return refused(&mut stream, &svc, "408 Request Timeout", why).await;
         }
     };
     let req = match parse_head(&head) {
         Ok(r) => r,
-        Err(why) => {
-            let seq = refuse(&svc, why.clone()).await;
-            answer(
-                &mut stream,
-                "400 Bad Request",
-                "refused",
-                &serde_json::json!({"reason": why, "audit_seq": seq}),
-            )
-            .await;
-            return;
-        }
+        Err(why) => return refused(&mut stream, &svc, "400 Bad Request", why).await,
     };
     // 1. The decision, durable before anything leaves (no DNS lookup for a denied name).
     let call = ToolCall {
@@ -389,78 +399,43 @@ where
     {
         Ok(a) => a.collect(),
         Err(e) => {
-            svc.report_unreachable(&req.host, &format!("cannot resolve {}: {e}", req.host))
-                .await;
-            answer(
-                &mut stream,
-                "502 Bad Gateway",
-                "allow",
-                &serde_json::json!({"reason": format!("cannot resolve {}: {e}", req.host)}),
-            )
-            .await;
-            return;
+            let why = format!("cannot resolve {}: {e}", req.host);
+            return unreachable(&mut stream, &svc, &req.host, why).await;
         }
     };
-    let path = url::Url::parse(&req.url)
-        .map(|u| u.path().to_string())
-        .unwrap_or_else(|_| "/".into());
-    let private_ok = svc.allows_private((&req.method, &req.host, req.port, &path));
+    let private_ok = svc.allows_private((&req.method, &req.host, req.port, &req.path));
     let own = host_addresses();
-    let mut refused = None;
+    let mut blocked = None;
     let target = addrs
         .iter()
         .copied()
         .find(|a| match forbidden_address(a.ip(), &own) {
             Some(why) if !private_ok => {
-                refused.get_or_insert((a.ip(), why));
+                blocked.get_or_insert((a.ip(), why));
                 false
             }
             _ => true,
         });
     let Some(target) = target else {
-        let why = match refused {
+        let why = match blocked {
             Some((ip, what)) => format!(
                 "{} resolves to {ip}, {what}: refused unless the agent's [[http]] rule for it says private = true",
                 req.host
             ),
             None => format!("{} resolves to no address", req.host),
         };
-        let seq = refuse(&svc, why.clone()).await;
-        answer(
-            &mut stream,
-            "403 Forbidden",
-            "deny",
-            &serde_json::json!({"reason": why, "audit_seq": seq}),
-        )
-        .await;
-        return;
+        return refused(&mut stream, &svc, "403 Forbidden", why).await;
     };
     let mut upstream =
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let why = format!("cannot connect to {} ({target}): {e}", req.host);
-                svc.report_unreachable(&req.host, &why).await;
-                answer(
-                    &mut stream,
-                    "502 Bad Gateway",
-                    "allow",
-                    &serde_json::json!({"reason": why}),
-                )
-                .await;
-                return;
+                return unreachable(&mut stream, &svc, &req.host, why).await;
             }
             Err(_) => {
                 let why = format!("connecting to {} ({target}) timed out", req.host);
-                svc.report_unreachable(&req.host, &why).await;
-                answer(
-                    &mut stream,
-                    "502 Bad Gateway",
-                    "allow",
-                    &serde_json::json!({"reason": why}),
-                )
-                .await;
-                return;
+                return unreachable(&mut stream, &svc, &req.host, why).await;
             }
         };
     // 3. Relay.
@@ -477,25 +452,7 @@ where
     if !ok || (!rest.is_empty() && upstream.write_all(&rest).await.is_err()) {
         return;
     }
-    let (mut ur, mut uw) = upstream.split();
-    let (mut cr, mut cw) = tokio::io::split(stream);
-    let up = async {
-        let _ = tokio::io::copy_buf(
-            &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut cr),
-            &mut uw,
-        )
-        .await;
-        let _ = uw.shutdown().await;
-    };
-    let down = async {
-        let _ = tokio::io::copy_buf(
-            &mut tokio::io::BufReader::with_capacity(RELAY_BUF, &mut ur),
-            &mut cw,
-        )
-        .await;
-        let _ = cw.shutdown().await;
-    };
-    tokio::join!(up, down);
+    agenfleet_protocol::transport::relay(stream, upstream).await;
 }
 
 impl GatewayService {
