@@ -54,24 +54,6 @@ fn in_memory(pid: i64, needle: &[u8]) -> usize {
     n
 }
 
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return hits;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle));
-        } else if let Ok(b) = std::fs::read(&p) {
-            if b.windows(needle.len()).any(|w| w == needle) {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 #[test]
 fn canary_appears_nowhere_but_in_the_agents_memory() {
     if !docker_available("canary_appears_nowhere_but_in_the_agents_memory") {

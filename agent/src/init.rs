@@ -28,6 +28,7 @@ fn signal_set() -> libc::sigset_t {
             libc::sigaddset(&mut set, s);
         }
         libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
@@ -43,33 +44,228 @@ fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
-/// Runs `argv` as the child and never returns.
-pub fn run(argv: &[String]) -> ! {
-    let Some((program, args)) = argv.split_first() else {
+/// What `run` was asked to do: the program, and the credentials it hands the program
+/// other than through the API.
+struct RunArgs {
+    argv: Vec<String>,
+    /// Credentials written to `/run/agenfleet/secrets/NAME`.
+    files: Vec<String>,
+    /// (variable, credential) pairs put in the program's environment.
+    envs: Vec<(String, String)>,
+}
+
+fn parse(args: &[String]) -> Result<RunArgs, String> {
+    let mut r = RunArgs {
+        argv: Vec::new(),
+        files: Vec::new(),
+        envs: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--" => break,
+            "--secret-file" => r.files.push(
+                it.next()
+                    .ok_or("--secret-file needs a credential name")?
+                    .clone(),
+            ),
+            "--secret-env" => {
+                let pair = it.next().ok_or("--secret-env needs VAR=NAME")?;
+                let (var, name) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--secret-env `{pair}` is not VAR=NAME"))?;
+                r.envs.push((var.to_string(), name.to_string()));
+            }
+            other => {
+                // No `--`: the program starts here.
+                r.argv.push(other.to_string());
+                break;
+            }
+        }
+    }
+    r.argv.extend(it.cloned());
+    Ok(r)
+}
+
+/// The credentials the program gets as files and variables, as last fetched.
+struct Secrets {
+    held: Vec<crate::Held>,
+    /// The program is to be started again once it has exited.
+    restart_pending: bool,
+}
+
+impl Secrets {
+    fn version(&self, name: &str) -> Option<u32> {
+        self.held.iter().find(|h| h.name == name).map(|h| h.version)
+    }
+
+    /// Writes each `file` credential whose version differs from `before` (all of them at
+    /// start): a new file of mode 0400 renamed over the old one, so a reader sees the old
+    /// value or the new one, never half of either.
+    fn write_files(&self, files: &[String], before: Option<&Secrets>) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::path::Path::new(agenfleet_protocol::spec::SECRETS_DIR_IN_CONTAINER);
+        for name in files {
+            let Some(h) = self.held.iter().find(|h| &h.name == name) else {
+                return Err(format!("credential `{name}` was not delivered"));
+            };
+            if before.is_some_and(|b| b.version(name) == Some(h.version)) {
+                continue;
+            }
+            let tmp = dir.join(format!(".{name}.new"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&tmp)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            f.write_all(h.value.expose())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, dir.join(name))
+                .map_err(|e| format!("cannot put {name} in {}: {e}", dir.display()))?;
+            eprintln!(
+                "agenfleet-agent run: credential {name} version {} in {}/{name}",
+                h.version,
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether an `env` credential's version differs between the two sets.
+    fn env_changed(&self, envs: &[(String, String)], before: &Secrets) -> Vec<String> {
+        envs.iter()
+            .filter(|(_, n)| self.version(n) != before.version(n))
+            .map(|(_, n)| format!("{n} v{}", self.version(n).unwrap_or(0)))
+            .collect()
+    }
+}
+
+/// Builds the program's command: its environment gets the API and proxy addresses and the
+/// `env` credentials; it starts with an empty signal mask and default dispositions.
+fn command(
+    argv: &[String],
+    base_env: &[(String, String)],
+    envs: &[(String, String)],
+    secrets: &Secrets,
+) -> std::process::Command {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.envs(base_env.iter().map(|(k, v)| (k, v)));
+    for (var, name) in envs {
+        if let Some(h) = secrets.held.iter().find(|h| &h.name == name) {
+            cmd.env(var, std::ffi::OsStr::from_bytes(h.value.expose()));
+        }
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // async-signal-safe functions (sigprocmask, signal).
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            for s in FORWARDED {
+                libc::signal(s, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn spawn_or_exit(mut cmd: std::process::Command, program: &str) -> libc::pid_t {
+    match cmd.spawn() {
+        // The child is waited for with waitpid; the handle is not needed.
+        Ok(c) => c.id() as libc::pid_t,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            eprintln!("agenfleet-agent run: cannot start `{program}`: {e}");
+            std::process::exit(code);
+        }
+    }
+}
+
+/// How long a program asked to stop for a rotation has before it is killed.
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the program as the child and never returns.
+pub fn run(args: &[String]) -> ! {
+    let RunArgs { argv, files, envs } = match parse(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agenfleet-agent run: {e}");
+            std::process::exit(64);
+        }
+    };
+    let Some(program) = argv.first().cloned() else {
         eprintln!(
-            "agenfleet-agent run: no program given (usage: agenfleet-agent run -- PROGRAM ARGS…)"
+            "agenfleet-agent run: no program given (usage: agenfleet-agent run [--secret-file NAME] [--secret-env VAR=NAME] -- PROGRAM ARGS…)"
         );
         std::process::exit(64);
     };
-    // Block the signals we handle before the child exists, so none is lost in between;
-    // the child starts with an empty mask and default dispositions (std resets both).
+    // Block the signals we handle before any thread or child exists, so none is lost in
+    // between and only the sigwait below takes them (SIGUSR1: the credential watcher
+    // asks for the program to be restarted).
     let set = signal_set();
     // SAFETY: changes this thread's signal mask only; `set` is initialised.
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    let gateway = std::path::Path::new(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
+        .join(agenfleet_protocol::gateway::GATEWAY_SOCKET_NAME);
+    let wanted: Vec<String> = files
+        .iter()
+        .cloned()
+        .chain(envs.iter().map(|(_, n)| n.clone()))
+        .collect();
+    let secrets = if wanted.is_empty() {
+        Secrets {
+            held: Vec::new(),
+            restart_pending: false,
+        }
+    } else {
+        let held = match crate::fetch_credentials(&gateway) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("agenfleet-agent run: cannot start without credentials: {e}");
+                std::process::exit(70);
+            }
+        };
+        if let Some(missing) = wanted.iter().find(|n| !held.iter().any(|h| &h.name == *n)) {
+            eprintln!(
+                "agenfleet-agent run: credential `{missing}` was not delivered; cannot start"
+            );
+            std::process::exit(70);
+        }
+        Secrets {
+            held,
+            restart_pending: false,
+        }
+    };
+    if let Err(e) = secrets.write_files(&files, None) {
+        eprintln!("agenfleet-agent run: {e}; cannot start");
+        std::process::exit(70);
+    }
     let api_socket = std::path::Path::new(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
         .join(agenfleet_protocol::gateway::API_SOCKET_NAME);
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
-    cmd.env("AGENFLEET_API_SOCKET", &api_socket);
+    let mut base_env = vec![(
+        "AGENFLEET_API_SOCKET".to_string(),
+        api_socket.display().to_string(),
+    )];
     let mut relays = Vec::new();
     match std::net::TcpListener::bind(agenfleet_protocol::gateway::LOCAL_API_ADDR) {
         Ok(listener) => {
-            cmd.env(
-                "AGENFLEET_API",
+            base_env.push((
+                "AGENFLEET_API".into(),
                 format!("http://{}", agenfleet_protocol::gateway::LOCAL_API_ADDR),
-            );
+            ));
             relays.push((listener, api_socket));
         }
         Err(e) => eprintln!(
@@ -85,10 +281,11 @@ pub fn run(argv: &[String]) -> ! {
             Ok(listener) => {
                 let url = format!("http://{}", agenfleet_protocol::gateway::EGRESS_PROXY_ADDR);
                 for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-                    cmd.env(var, &url);
+                    base_env.push((var.into(), url.clone()));
                 }
-                cmd.env("NO_PROXY", "localhost,127.0.0.1");
-                cmd.env("no_proxy", "localhost,127.0.0.1");
+                for var in ["NO_PROXY", "no_proxy"] {
+                    base_env.push((var.into(), "localhost,127.0.0.1".into()));
+                }
                 relays.push((listener, proxy_socket));
             }
             Err(e) => eprintln!(
@@ -101,37 +298,31 @@ pub fn run(argv: &[String]) -> ! {
         // Spawned after the signal mask is set, so this thread never takes them.
         std::thread::spawn(move || relay(relays));
     }
-    // SAFETY: the closure runs in the child between fork and exec and only calls
-    // async-signal-safe functions (sigprocmask, signal).
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut empty = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut empty);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            for s in FORWARDED {
-                libc::signal(s, libc::SIG_DFL);
-            }
-            Ok(())
-        });
+    let secrets = std::sync::Arc::new(std::sync::Mutex::new(secrets));
+    if !wanted.is_empty() {
+        let (s, f, e) = (secrets.clone(), files.clone(), envs.clone());
+        std::thread::spawn(move || watch_credentials(gateway, s, f, e));
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
-            };
-            eprintln!("agenfleet-agent run: cannot start `{program}`: {e}");
-            std::process::exit(code);
-        }
-    };
-    let pid = child.id() as libc::pid_t;
-    // The child is waited for below with waitpid; the handle is not needed any more.
-    drop(child);
+    let spawn = |s: &Secrets| spawn_or_exit(command(&argv, &base_env, &envs, s), &program);
+    let mut pid = spawn(&lock(&secrets));
+    // Set while the program is being stopped to be started again with rotated values.
+    let mut restart_deadline: Option<std::time::Instant> = None;
     loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is initialised; `sig` is written by sigwait.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        // SAFETY: `set` is initialised; a null siginfo is allowed.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+        if sig < 0 {
+            if restart_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                eprintln!("agenfleet-agent run: the program did not stop for the rotation in time; killing it");
+                // SAFETY: sends a signal to our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                restart_deadline = None;
+            }
             continue;
         }
         if sig == libc::SIGCHLD {
@@ -142,8 +333,26 @@ pub fn run(argv: &[String]) -> ! {
                 if done <= 0 {
                     break;
                 }
-                if done == pid {
+                if done != pid {
+                    continue;
+                }
+                let again = std::mem::take(&mut lock(&secrets).restart_pending);
+                if again {
+                    restart_deadline = None;
+                    pid = spawn(&lock(&secrets));
+                    eprintln!(
+                        "agenfleet-agent run: program restarted with the rotated credential(s)"
+                    );
+                } else {
                     std::process::exit(exit_code(status));
+                }
+            }
+        } else if sig == libc::SIGUSR1 {
+            if restart_deadline.is_none() {
+                restart_deadline = Some(std::time::Instant::now() + RESTART_GRACE);
+                // SAFETY: sends a signal to our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
                 }
             }
         } else {
@@ -153,6 +362,55 @@ pub fn run(argv: &[String]) -> ! {
             }
         }
     }
+}
+
+fn lock(s: &std::sync::Mutex<Secrets>) -> std::sync::MutexGuard<'_, Secrets> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on the gateway for rotated credentials: replaces the files in place, and for a
+/// rotated `env` credential asks the main thread (SIGUSR1) to restart the program.
+fn watch_credentials(
+    gateway: std::path::PathBuf,
+    secrets: std::sync::Arc<std::sync::Mutex<Secrets>>,
+    files: Vec<String>,
+    envs: Vec<(String, String)>,
+) {
+    crate::watch_gateway_credentials(
+        gateway,
+        || {
+            lock(&secrets)
+                .held
+                .iter()
+                .map(|c| (c.name.clone(), c.version))
+                .collect()
+        },
+        |fresh| {
+            let fresh = Secrets {
+                held: fresh,
+                restart_pending: false,
+            };
+            let mut cur = lock(&secrets);
+            if let Err(e) = fresh.write_files(&files, Some(&cur)) {
+                eprintln!("agenfleet-agent run: rotated credential not written: {e}");
+                return;
+            }
+            let rotated = fresh.env_changed(&envs, &cur);
+            cur.held = fresh.held;
+            if !rotated.is_empty() {
+                eprintln!(
+                    "agenfleet-agent run: restarting the program to hand it {}",
+                    rotated.join(", ")
+                );
+                cur.restart_pending = true;
+                // SAFETY: raises a blocked signal at our own process; the main thread's
+                // sigwait takes it.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGUSR1);
+                }
+            }
+        },
+    );
 }
 
 /// Relays each TCP connection on each listener to its Unix socket, both ways, all on one

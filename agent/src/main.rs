@@ -42,14 +42,14 @@ fn install_signal_handlers() {
 }
 
 /// A credential held in memory; zeroed when dropped, never printed.
-struct Held {
-    name: String,
-    version: u32,
-    value: agenfleet_protocol::SecretValue,
+pub(crate) struct Held {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    pub(crate) value: agenfleet_protocol::SecretValue,
 }
 
 /// Fetches this agent's credentials from its gateway.
-fn fetch_credentials(socket: &std::path::Path) -> Result<Vec<Held>, String> {
+pub(crate) fn fetch_credentials(socket: &std::path::Path) -> Result<Vec<Held>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,6 +96,34 @@ struct Args {
 /// Keeps `held` current: waits on the gateway for rotated credentials and swaps them in
 /// place (the `refresh` mode; the default mode restarts the agent instead).
 fn refresh_forever(socket: std::path::PathBuf, held: std::sync::Arc<std::sync::Mutex<Vec<Held>>>) {
+    let known = || {
+        held.lock()
+            .map(|h| h.iter().map(|c| (c.name.clone(), c.version)).collect())
+            .unwrap_or_default()
+    };
+    watch_gateway_credentials(socket.clone(), known, |fresh| {
+        for h in &fresh {
+            println!(
+                "agenfleet-agent: credential {} version {} in memory ({} bytes), refreshed in place",
+                h.name,
+                h.version,
+                h.value.len()
+            );
+        }
+        if let Ok(mut g) = held.lock() {
+            *g = fresh;
+        }
+    });
+}
+
+/// Waits on the gateway, for ever, for this agent's credentials to differ from `known()`
+/// (name, version pairs), and hands each new set to `on_fresh`. Reconnects when the
+/// gateway goes away (a daemon restart).
+pub(crate) fn watch_gateway_credentials(
+    socket: std::path::PathBuf,
+    known: impl Fn() -> Vec<(String, u32)>,
+    mut on_fresh: impl FnMut(Vec<Held>),
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,38 +132,25 @@ fn refresh_forever(socket: std::path::PathBuf, held: std::sync::Arc<std::sync::M
     };
     rt.block_on(async move {
         loop {
-            let Ok(gw) = agenfleet_protocol::transport::connect_gateway(&socket, 1024 * 1024).await else {
+            let Ok(gw) = agenfleet_protocol::transport::connect_gateway(&socket, 1024 * 1024).await
+            else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
             loop {
-                let known: Vec<(String, u32)> = held
-                    .lock()
-                    .map(|h| h.iter().map(|c| (c.name.clone(), c.version)).collect())
-                    .unwrap_or_default();
-                let ctx = agenfleet_protocol::transport::context_with_timeout(Duration::from_secs(40));
-                match gw.wait_credentials(ctx, known, 25_000).await {
-                    Ok(Ok(Some(creds))) => {
-                        let fresh: Vec<Held> = creds
+                let ctx =
+                    agenfleet_protocol::transport::context_with_timeout(Duration::from_secs(40));
+                match gw.wait_credentials(ctx, known(), 25_000).await {
+                    Ok(Ok(Some(creds))) => on_fresh(
+                        creds
                             .into_iter()
                             .map(|c| Held {
                                 name: c.name,
                                 version: c.version,
                                 value: c.value,
                             })
-                            .collect();
-                        for h in &fresh {
-                            println!(
-                                "agenfleet-agent: credential {} version {} in memory ({} bytes), refreshed in place",
-                                h.name,
-                                h.version,
-                                h.value.len()
-                            );
-                        }
-                        if let Ok(mut g) = held.lock() {
-                            *g = fresh;
-                        }
-                    }
+                            .collect(),
+                    ),
                     Ok(Ok(None)) => {}
                     _ => break,
                 }
@@ -191,11 +206,7 @@ fn main() {
         // The init of an agent whose image is not ours (before any handler is installed:
         // it takes its signals with sigwait).
         let rest: Vec<String> = std::env::args().skip(2).collect();
-        let argv = match rest.first().map(String::as_str) {
-            Some("--") => &rest[1..],
-            _ => &rest[..],
-        };
-        init::run(argv);
+        init::run(&rest);
     }
     install_signal_handlers();
     match std::env::args().nth(1).as_deref() {

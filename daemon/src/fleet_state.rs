@@ -90,7 +90,7 @@ impl FleetState {
                 return;
             }
             inner.agents.insert(key, view.clone());
-            Self::push(&mut inner, Change::Agent(view))
+            Self::push(&mut inner, Change::Agent(Box::new(view)))
         };
         self.rev_tx.send_replace(rev);
     }
@@ -110,7 +110,7 @@ impl FleetState {
             }
             let mut rev = 0;
             for v in changed {
-                rev = Self::push(&mut inner, Change::Agent(v));
+                rev = Self::push(&mut inner, Change::Agent(Box::new(v)));
             }
             rev
         };
@@ -186,7 +186,7 @@ impl FleetState {
             }
             v.escalations = pending;
             let v = v.clone();
-            Self::push(&mut inner, Change::Agent(v))
+            Self::push(&mut inner, Change::Agent(Box::new(v)))
         };
         self.rev_tx.send_replace(rev);
     }
@@ -253,7 +253,7 @@ impl FleetState {
                     .values()
                     .filter(|v| visible(v))
                     .cloned()
-                    .map(Change::Agent),
+                    .map(|v| Change::Agent(Box::new(v))),
             );
             changes.extend(
                 inner
@@ -384,6 +384,9 @@ mod tests {
             env: Default::default(),
             ungoverned_egress: false,
             health: None,
+            credentials: Vec::new(),
+            files: Vec::new(),
+            workspace_mb: None,
         }
     }
 

@@ -24,8 +24,8 @@ pub use error::{ApiError, ErrorCode};
 pub use secret::SecretValue;
 pub use service::{Fleet, FleetClient};
 pub use spec::{
-    AgentSpec, CredentialRefresh, Limits, NetworkMode, NetworkSpec, RestartMode, RestartSpec,
-    SpecError, Workload, BUILTIN_IMAGE,
+    AgentSpec, CredentialRefresh, CredentialUse, Delivery, FileSpec, Limits, NetworkMode,
+    NetworkSpec, RestartMode, RestartSpec, SpecError, Workload, WorkspaceSpec, BUILTIN_IMAGE,
 };
 pub use types::*;
 pub use vault::{CredentialInfo, CredentialVersion, VaultState, VaultStatus};
@@ -63,6 +63,9 @@ pub fn default_paths(root: bool) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// Default maximum size of one frame on the operator socket.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// The largest build context (a tar) that travels to the daemon in one request: a frame,
+/// less room for the rest of it.
+pub const MAX_BUILD_CONTEXT_BYTES: usize = DEFAULT_MAX_FRAME_BYTES - 64 * 1024;
 
 /// Longest a `watch` or `logs` call may wait for news before answering empty.
 pub const MAX_WAIT_MS: u64 = 60_000;

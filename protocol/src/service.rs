@@ -39,6 +39,9 @@ pub trait Fleet {
     async fn watch(epoch: u64, since: u64, max_wait_ms: u64) -> Result<WatchReply, ApiError>;
     /// Builds (or with `force`, rebuilds) the agent image from the embedded shim.
     async fn build_image(force: bool) -> Result<ImageInfo, ApiError>;
+    /// Builds image `tag` from a Dockerfile directory (`context`: a tar of it, at most
+    /// `MAX_BUILD_CONTEXT_BYTES`) through the engine's build API; no registry is involved.
+    async fn build_context_image(tag: String, context: Vec<u8>) -> Result<ImageInfo, ApiError>;
     /// The audit log's health: writable, head, last checkpoint, signing key.
     async fn audit_status() -> Result<AuditStatus, ApiError>;
     /// Audit records matching `query`; with `max_wait_ms`, waits for the first new one.

@@ -35,6 +35,13 @@ pub struct AgentSpec {
     /// counts as an exit (restart policy, budget).
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// Read-only files copied from the operator's spec directory into the container.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    /// A writable volume of the agent's own at `/workspace`, kept across restarts and
+    /// removed when the agent is purged.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceSpec>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -43,10 +50,13 @@ pub struct AgentSpec {
     pub network: NetworkSpec,
     #[serde(default)]
     pub workload: Workload,
-    /// Names of the credentials the agent needs: it is held back while the vault is
-    /// sealed, and gets them over its gateway socket at start.
+    /// The credentials the agent needs, and how each reaches its program: it is held back
+    /// while the vault is sealed. A plain name (`"api-key"`) is delivered through the local
+    /// API only; `{ name = "db", as = "file" }` as `/run/agenfleet/secrets/db`;
+    /// `{ name = "openai", as = "env", var = "OPENAI_API_KEY" }` in the program's
+    /// environment, set by the shim at exec (never in the container's config).
     #[serde(default)]
-    pub credentials: Vec<String>,
+    pub credentials: Vec<CredentialUse>,
     /// How a running agent gets a rotated credential: `restart` (default) or `refresh`
     /// (the shim is handed the new value in place, without a restart).
     #[serde(default)]
@@ -55,6 +65,209 @@ pub struct AgentSpec {
     /// (a rate limit without a fallback is the client's incident, with one the provider's).
     #[serde(default)]
     pub model_fallbacks: Vec<String>,
+}
+
+/// Where an agent's workspace is mounted in its container.
+pub const WORKSPACE_IN_CONTAINER: &str = "/workspace";
+/// At most this many `[[files]]`, each at most `MAX_FILE_BYTES`, all together at most
+/// `MAX_FILES_BYTES` (a spec travels in one frame).
+pub const MAX_FILES: usize = 64;
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+pub const MAX_FILES_BYTES: usize = 2 * 1024 * 1024;
+
+/// One read-only file for the container: `source` is read by the CLI, relative to the
+/// spec file's directory, and travels in `content`; `target` is where the program sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub source: String,
+    pub target: String,
+    /// The file's bytes (base64 in JSON and TOML); filled by the CLI from `source`.
+    #[serde(default, with = "base64_bytes")]
+    pub content: Vec<u8>,
+}
+
+/// `[workspace]`: the size of the agent's writable volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    /// Its size in MiB: a write beyond it fails with "no space left on device".
+    pub size_mb: u64,
+}
+
+/// Bytes as base64 text in human-readable formats, as bytes in bincode.
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map_err(serde::de::Error::custom)
+        } else {
+            Vec::<u8>::deserialize(d)
+        }
+    }
+}
+
+/// Where the tmpfs of `file` credentials is mounted in the container of an agent whose
+/// image is not ours.
+pub const SECRETS_DIR_IN_CONTAINER: &str = "/run/agenfleet/secrets";
+
+/// One credential an agent needs, and how its program gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialUse {
+    pub name: String,
+    pub delivery: Delivery,
+    /// For `env`: the variable's name; None: derived from the credential's name
+    /// (`db-password` → `DB_PASSWORD`).
+    pub var: Option<String>,
+}
+
+/// How a credential reaches the agent's program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Through the local API (`GET /v1/credentials/NAME`) and the gateway; rotated in place.
+    #[default]
+    Api,
+    /// A file of its own on a tmpfs (mode 0400); replaced atomically on rotation.
+    File,
+    /// A variable in the program's environment; on rotation the shim restarts the program
+    /// (not the container).
+    Env,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Api => "api",
+            Delivery::File => "file",
+            Delivery::Env => "env",
+        }
+    }
+}
+
+impl CredentialUse {
+    /// A credential delivered through the API.
+    pub fn api(name: &str) -> Self {
+        CredentialUse {
+            name: name.to_string(),
+            delivery: Delivery::Api,
+            var: None,
+        }
+    }
+
+    /// The variable an `env` credential is put in.
+    pub fn env_var(&self) -> String {
+        self.var.clone().unwrap_or_else(|| {
+            self.name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Where a `file` credential appears in the container.
+    pub fn file_path(&self) -> String {
+        format!("{SECRETS_DIR_IN_CONTAINER}/{}", self.name)
+    }
+
+    /// How it is delivered, for people: `api`, `file /run/agenfleet/secrets/x`, `env X`.
+    pub fn describe(&self) -> String {
+        match self.delivery {
+            Delivery::Api => "api".into(),
+            Delivery::File => format!("file {}", self.file_path()),
+            Delivery::Env => format!("env {}", self.env_var()),
+        }
+    }
+}
+
+/// A spec file writes a credential as a plain name (delivered through the API) or as a
+/// table `{ name, as, var }`; bincode carries all three fields.
+mod credential_use_serde {
+    use super::{CredentialUse, Delivery};
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        name: String,
+        #[serde(rename = "as", default)]
+        delivery: Delivery,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        var: Option<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire(String, Delivery, Option<String>);
+
+    impl Serialize for CredentialUse {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if !s.is_human_readable() {
+                return Wire(self.name.clone(), self.delivery, self.var.clone()).serialize(s);
+            }
+            if self.delivery == Delivery::Api && self.var.is_none() {
+                // As the first version wrote it: the spec's hash stays the same.
+                return s.serialize_str(&self.name);
+            }
+            Table {
+                name: self.name.clone(),
+                delivery: self.delivery,
+                var: self.var.clone(),
+            }
+            .serialize(s)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for CredentialUse {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            if !d.is_human_readable() {
+                let Wire(name, delivery, var) = Wire::deserialize(d)?;
+                return Ok(CredentialUse {
+                    name,
+                    delivery,
+                    var,
+                });
+            }
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = CredentialUse;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a credential name, or a table { name, as = \"api\"|\"file\"|\"env\", var }")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<CredentialUse, E> {
+                    Ok(CredentialUse::api(v))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<CredentialUse, A::Error> {
+                    let t = Table::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                    Ok(CredentialUse {
+                        name: t.name,
+                        delivery: t.delivery,
+                        var: t.var,
+                    })
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -388,7 +601,8 @@ impl AgentSpec {
                 ),
             ));
         }
-        for (i, c) in self.credentials.iter().enumerate() {
+        for (i, cu) in self.credentials.iter().enumerate() {
+            let c = &cu.name;
             let ok = !c.is_empty()
                 && c.len() <= 64
                 && c.chars()
@@ -402,6 +616,7 @@ impl AgentSpec {
                     format!("`{c}` is not a credential name (1–64 of A-Z a-z 0-9 - _ ., starting with a letter or digit)"),
                 ));
             }
+            self.validate_delivery(i, cu)?;
         }
         let w = &self.workload;
         if w.message.len() > 1024 {
@@ -466,6 +681,155 @@ impl AgentSpec {
             if let Err(why) = crate::policy::parse_call(&call) {
                 return Err(err(&format!("workload.tool_calls[{i}]"), why));
             }
+        }
+        Ok(())
+    }
+
+    /// How credential `i` reaches the program: one entry per name; `file` and `env` only
+    /// where the shim is the init; a variable that names nothing else.
+    fn validate_delivery(&self, i: usize, cu: &CredentialUse) -> Result<(), SpecError> {
+        let field = format!("credentials[{i}]");
+        if self.credentials[..i].iter().any(|o| o.name == cu.name) {
+            return Err(err(&field, format!("`{}` is listed twice", cu.name)));
+        }
+        if cu.var.is_some() && cu.delivery != Delivery::Env {
+            return Err(err(
+                &format!("{field}.var"),
+                "is for a credential delivered `as = \"env\"`",
+            ));
+        }
+        if cu.delivery != Delivery::Api && self.image.trim() == BUILTIN_IMAGE {
+            return Err(err(
+                &format!("{field}.as"),
+                format!(
+                    "the built-in image `{BUILTIN_IMAGE}` takes its credentials over the gateway; \
+                     `as = \"{}\"` is for an image of your own",
+                    cu.delivery.as_str()
+                ),
+            ));
+        }
+        if cu.delivery == Delivery::Env {
+            let var = cu.env_var();
+            let name_ok = !var.is_empty()
+                && var.len() <= 128
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && var.chars().next().is_some_and(|c| !c.is_ascii_digit());
+            if !name_ok {
+                return Err(err(
+                    &format!("{field}.var"),
+                    format!("`{var}` is not a variable name (1–128 of A-Z a-z 0-9 _, not starting with a digit)"),
+                ));
+            }
+            let upper = var.to_ascii_uppercase();
+            if upper.starts_with("AGENFLEET_")
+                || ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].contains(&upper.as_str())
+            {
+                return Err(err(
+                    &format!("{field}.var"),
+                    format!("`{var}` is set by the agent's init"),
+                ));
+            }
+            if self.env.contains_key(&var) {
+                return Err(err(
+                    &format!("{field}.var"),
+                    format!("`{var}` is also set in `env`; a variable holds one value"),
+                ));
+            }
+            if self.credentials[..i]
+                .iter()
+                .any(|o| o.delivery == Delivery::Env && o.env_var() == var)
+            {
+                return Err(err(
+                    &format!("{field}.var"),
+                    format!("`{var}` already holds another credential"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[files]]`: a source that stays in the spec's directory, a target that is an
+    /// absolute path the agent's own mounts do not claim, limits on count and size.
+    fn validate_files(&self) -> Result<(), SpecError> {
+        if self.files.len() > MAX_FILES {
+            return Err(err("files", format!("has more than {MAX_FILES} files")));
+        }
+        if !self.files.is_empty() && self.image.trim() == BUILTIN_IMAGE {
+            return Err(err(
+                "files",
+                format!("the built-in image `{BUILTIN_IMAGE}` runs its `[workload]`; `files` are for an image of your own"),
+            ));
+        }
+        let mut total = 0usize;
+        for (i, f) in self.files.iter().enumerate() {
+            let s = &f.source;
+            if s.is_empty()
+                || s.starts_with('/')
+                || s.contains('\0')
+                || s.split('/').any(|c| c == "..")
+            {
+                return Err(err(
+                    &format!("files[{i}].source"),
+                    format!(
+                        "`{s}` must be a path inside the spec file's directory (relative, no `..`)"
+                    ),
+                ));
+            }
+            let t = &f.target;
+            let parts: Vec<&str> = t.split('/').skip(1).collect();
+            if !t.starts_with('/')
+                || t.len() > 4096
+                || t.contains('\0')
+                || parts
+                    .iter()
+                    .any(|c| c.is_empty() || *c == "." || *c == "..")
+            {
+                return Err(err(
+                    &format!("files[{i}].target"),
+                    format!(
+                        "`{t}` is not an absolute path to a file (no `.`, `..` or empty parts)"
+                    ),
+                ));
+            }
+            let reserved = [
+                "/run/agenfleet",
+                "/proc",
+                "/sys",
+                "/dev",
+                "/tmp",
+                WORKSPACE_IN_CONTAINER,
+            ];
+            if let Some(r) = reserved
+                .iter()
+                .find(|r| t == *r || t.starts_with(&format!("{r}/")))
+            {
+                return Err(err(
+                    &format!("files[{i}].target"),
+                    format!("`{t}` is under {r}, which the container's own mounts hold"),
+                ));
+            }
+            if self.files[..i].iter().any(|o| &o.target == t) {
+                return Err(err(
+                    &format!("files[{i}].target"),
+                    format!("`{t}` is the target of another file"),
+                ));
+            }
+            if f.content.len() > MAX_FILE_BYTES {
+                return Err(err(
+                    &format!("files[{i}].source"),
+                    format!("`{s}` is larger than {} KiB", MAX_FILE_BYTES / 1024),
+                ));
+            }
+            total += f.content.len();
+        }
+        if total > MAX_FILES_BYTES {
+            return Err(err(
+                "files",
+                format!(
+                    "{total} bytes in all, more than {} KiB",
+                    MAX_FILES_BYTES / 1024
+                ),
+            ));
         }
         Ok(())
     }
@@ -545,6 +909,21 @@ impl AgentSpec {
                 }
             }
         }
+        self.validate_files()?;
+        if let Some(w) = &self.workspace {
+            if self.image.trim() == BUILTIN_IMAGE {
+                return Err(err(
+                    "workspace",
+                    format!("the built-in image `{BUILTIN_IMAGE}` runs its `[workload]`; a workspace is for an image of your own"),
+                ));
+            }
+            if !(1..=1_048_576).contains(&w.size_mb) {
+                return Err(err(
+                    "workspace.size_mb",
+                    format!("{} is out of range (1 to 1048576 MiB)", w.size_mb),
+                ));
+            }
+        }
         if self.env.len() > 256 {
             return Err(err("env", "has more than 256 variables"));
         }
@@ -602,7 +981,7 @@ impl AgentSpec {
             restart: &'a RestartSpec,
             network: &'a NetworkSpec,
             workload: &'a Workload,
-            credentials: &'a [String],
+            credentials: &'a [CredentialUse],
             credential_refresh: CredentialRefresh,
             model_fallbacks: &'a [String],
         }
@@ -610,6 +989,8 @@ impl AgentSpec {
             && self.workdir.is_empty()
             && self.env.is_empty()
             && self.health.is_none()
+            && self.files.is_empty()
+            && self.workspace.is_none()
         {
             serde_json::to_vec(&First {
                 name: &self.name,

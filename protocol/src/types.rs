@@ -139,6 +139,38 @@ pub struct AgentView {
     /// "unhealthy" (None: no check, or no verdict yet).
     #[serde(default)]
     pub health: Option<String>,
+    /// Each credential and how it reaches the program (never a value).
+    #[serde(default)]
+    pub credentials: Vec<crate::spec::CredentialUse>,
+    /// The spec's `[[files]]`: where each comes from and where the program sees it.
+    #[serde(default)]
+    pub files: Vec<FileView>,
+    /// The size of the agent's `/workspace` in MiB (None: no workspace).
+    #[serde(default)]
+    pub workspace_mb: Option<u64>,
+}
+
+/// One of an agent's read-only files, as `agents show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    pub source: String,
+    pub target: String,
+    pub bytes: u64,
+    /// The first 16 hex digits of the content's SHA-256.
+    pub sha256: String,
+}
+
+impl FileView {
+    pub fn of(f: &crate::spec::FileSpec) -> FileView {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&f.content);
+        FileView {
+            source: f.source.clone(),
+            target: f.target.clone(),
+            bytes: f.content.len() as u64,
+            sha256: d[..8].iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 impl AgentView {
@@ -231,7 +263,7 @@ pub struct FleetStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// The agent was created or changed; this is its whole new view.
-    Agent(AgentView),
+    Agent(Box<AgentView>),
     /// The agent was deleted.
     Removed { tenant: String, name: String },
     /// Daemon-level facts changed.
@@ -282,6 +314,9 @@ pub struct ImageInfo {
     pub id: String,
     pub built: bool,
     pub size_bytes: u64,
+    /// The last lines the engine printed while building (empty when nothing was built).
+    #[serde(default)]
+    pub log: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -187,6 +187,33 @@ impl Fleet for FleetService {
             .await
     }
 
+    async fn build_context_image(
+        self,
+        _: Context,
+        tag: String,
+        context: Vec<u8>,
+    ) -> Result<ImageInfo, ApiError> {
+        self.check(
+            Permission::ImageBuild,
+            Scope::Platform,
+            "build_context_image",
+        )
+        .await?;
+        let digest = {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(&context)[..8])
+        };
+        let detail = format!(
+            "{tag} from a context of {} bytes (sha256 {digest})",
+            context.len()
+        );
+        let rt = self.rt.clone();
+        self.audited("image.build", None, detail, async move {
+            rt.build_context_image(&tag, context).await
+        })
+        .await
+    }
+
     async fn audit_status(self, _: Context) -> Result<AuditStatus, ApiError> {
         self.check_any(Permission::AuditRead, "audit_status")
             .await?;
@@ -395,7 +422,7 @@ impl Fleet for FleetService {
                 vault.revoke(&k, &name, version).map_err(vault_err)
             })
             .await?;
-        self.rt.credentials_changed(&key, false);
+        self.rt.credentials_changed(&key, None);
         Ok(info)
     }
 

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::store::AgentKey;
-use agenfleet_protocol::{AgentSpec, NetworkMode, BUILTIN_IMAGE};
+use agenfleet_protocol::{AgentSpec, Delivery, NetworkMode, BUILTIN_IMAGE};
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
 };
@@ -64,12 +64,69 @@ pub fn labels(instance: &str, key: &AgentKey, spec: &AgentSpec) -> HashMap<Strin
 pub struct InitProgram {
     pub shim: std::path::PathBuf,
     pub argv: Vec<String>,
+    /// The agent's `[[files]]` (read-only) and its workspace, as engine binds.
+    pub binds: Vec<String>,
 }
 
 /// The mount point of the shim inside the gateway directory (it is mounted over an empty
 /// file the daemon creates there, since that directory is mounted read-only first).
 pub fn shim_mount_point(gateway_dir: &std::path::Path) -> std::path::PathBuf {
     gateway_dir.join("bin").join("agenfleet-agent")
+}
+
+/// The init's command line: `run`, the credentials it hands the program other than
+/// through the API (names and variables only; the values come over the gateway at start),
+/// then `--` and the program.
+fn init_entrypoint(spec: &AgentSpec) -> Vec<String> {
+    let mut e = vec![
+        agenfleet_protocol::gateway::SHIM_IN_CONTAINER.to_string(),
+        "run".to_string(),
+    ];
+    for c in &spec.credentials {
+        match c.delivery {
+            Delivery::Api => {}
+            Delivery::File => e.extend(["--secret-file".to_string(), c.name.clone()]),
+            Delivery::Env => e.extend([
+                "--secret-env".to_string(),
+                format!("{}={}", c.env_var(), c.name),
+            ]),
+        }
+    }
+    e.push("--".to_string());
+    e
+}
+
+/// The container's tmpfs mounts: `/tmp`, and for `file` credentials a small one of the
+/// agent's user alone (no other user, no exec) where the init writes them.
+fn tmpfs(cfg: &Config, spec: &AgentSpec, init: bool) -> HashMap<String, String> {
+    // mode=1777: a restarted container gets a fresh /tmp that its (non-root) user can
+    // still write to (without it, the engine's re-created mount is root's 0755).
+    let mut t = HashMap::from([(
+        "/tmp".to_string(),
+        "rw,noexec,nosuid,nodev,size=16m,mode=1777".to_string(),
+    )]);
+    if init
+        && spec
+            .credentials
+            .iter()
+            .any(|c| c.delivery == Delivery::File)
+    {
+        let (uid, gid) = cfg
+            .agent_user
+            .split_once(':')
+            .unwrap_or((cfg.agent_user.as_str(), cfg.agent_user.as_str()));
+        t.insert(
+            agenfleet_protocol::spec::SECRETS_DIR_IN_CONTAINER.to_string(),
+            format!("rw,noexec,nosuid,nodev,size=1m,mode=0700,uid={uid},gid={gid}"),
+        );
+    }
+    t
+}
+
+/// The mount point of the secrets tmpfs inside the gateway directory (which is mounted
+/// read-only first, so the engine cannot create it there).
+pub fn secrets_mount_point(gateway_dir: &std::path::Path) -> std::path::PathBuf {
+    gateway_dir.join("secrets")
 }
 
 /// The engine's create request for an agent (`init` for an image that is not ours).
@@ -94,7 +151,8 @@ pub fn create_body(
         if !spec.credentials.is_empty() {
             // Names only: the values come over the gateway socket at start.
             c.push("--credentials".into());
-            c.push(spec.credentials.join(","));
+            let names: Vec<&str> = spec.credentials.iter().map(|c| c.name.as_str()).collect();
+            c.push(names.join(","));
             if spec.credential_refresh == agenfleet_protocol::CredentialRefresh::Refresh {
                 c.push("--refresh".into());
             }
@@ -117,11 +175,8 @@ pub fn create_body(
             i.shim.display(),
             agenfleet_protocol::gateway::SHIM_IN_CONTAINER
         ));
-        entrypoint = Some(vec![
-            agenfleet_protocol::gateway::SHIM_IN_CONTAINER.to_string(),
-            "run".to_string(),
-            "--".to_string(),
-        ]);
+        binds.extend(i.binds.iter().cloned());
+        entrypoint = Some(init_entrypoint(spec));
     }
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let healthcheck = spec.health.as_ref().map(|h| {
@@ -170,10 +225,7 @@ pub fn create_body(
             readonly_rootfs: Some(true),
             // mode=1777: a restarted container gets a fresh /tmp that its (non-root) user
             // can still write to (without it, the engine's re-created mount is root's 0755).
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                "rw,noexec,nosuid,nodev,size=16m,mode=1777".to_string(),
-            )])),
+            tmpfs: Some(tmpfs(cfg, spec, init.is_some())),
             memory: Some(mem),
             memory_swap: Some(mem),
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
@@ -252,6 +304,7 @@ mod tests {
         let init = InitProgram {
             shim: "/s/bin/agenfleet-agent-abc".into(),
             argv: vec!["python3".into(), "/app/agent.py".into()],
+            binds: Vec::new(),
         };
         let b = create_body(
             &Config::default(),

@@ -155,6 +155,20 @@ impl Runtime {
 
     /// Purges a deleted agent's record and credentials (cascade) and records it.
     pub async fn purge_now(&self, key: &AgentKey, what: String) -> Result<(), ApiError> {
+        // The workspace first: a purge that cannot remove it keeps the record, to be tried
+        // again, rather than leave data no record points at.
+        let (state, k) = (self.cfg.state_dir.clone(), key.clone());
+        let workspace = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(super::volumes::files_dir(&state, &k));
+            super::volumes::remove_workspace(&state, &k)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot purge the workspace: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot purge the workspace: {e}")))?;
+        let what = match workspace {
+            Some(mb) => format!("{what}; workspace removed ({mb} MiB)"),
+            None => what,
+        };
         self.store
             .delete_agent(key)
             .map_err(|e| ApiError::internal(format!("cannot purge the agent's record: {e}")))?;
@@ -184,15 +198,14 @@ impl Runtime {
 
     /// An agent's credentials changed: a held-back agent may start now; after a rotation
     /// a running agent is restarted so that it fetches the new value at start.
-    pub fn credentials_changed(&self, key: &AgentKey, rotated: bool) {
+    pub fn credentials_changed(&self, key: &AgentKey, rotated: Option<String>) {
         let Some(h) = self.runners().get(key).cloned() else {
             return;
         };
         h.creds_gen.send_modify(|g| *g += 1);
-        let _ = h.tx.send(if rotated {
-            Msg::CredentialsRotated
-        } else {
-            Msg::Resync
+        let _ = h.tx.send(match rotated {
+            Some(name) => Msg::CredentialsRotated(name),
+            None => Msg::Resync,
         });
     }
 
@@ -399,6 +412,16 @@ impl Runtime {
     pub async fn build_image(&self, force: bool) -> Result<ImageInfo, ApiError> {
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
         self.images.build(&docker, force).await
+    }
+
+    /// Builds an operator's image from the tar of a Dockerfile directory.
+    pub async fn build_context_image(
+        &self,
+        tag: &str,
+        context: Vec<u8>,
+    ) -> Result<ImageInfo, ApiError> {
+        let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
+        super::image::build_context(&docker, tag, context).await
     }
 
     /// Stores a new agent and starts it; answers once it runs (or failed to).

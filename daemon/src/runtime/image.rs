@@ -46,6 +46,7 @@ async fn inspect(docker: &Docker, tag: &str) -> Result<Option<ImageInfo>, ApiErr
             id: i.id.unwrap_or_default(),
             built: false,
             size_bytes: i.size.unwrap_or(0).max(0) as u64,
+            log: Vec::new(),
         })),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(bollard_err("inspect the agent image", e)),
@@ -62,28 +63,198 @@ pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, A
     }
     tracing::info!(%tag, bytes = AGENT_BINARY.len(), "building the agent image");
     let tar = context_tar().map_err(|e| ApiError::internal(format!("agent image context: {e}")))?;
+    let info = build_from_tar(docker, &tag, tar, "the agent image")
+        .await
+        .map_err(|(e, _)| e)?;
+    tracing::info!(%tag, id = %info.id, "agent image built");
+    Ok(info)
+}
+
+/// How many of the engine's last build lines are kept for the caller.
+const BUILD_LOG_LINES: usize = 40;
+
+/// Builds `tag` from a tar of a Dockerfile directory through the engine's build API.
+/// On failure the error carries the engine's reason and the build's last lines.
+async fn build_from_tar(
+    docker: &Docker,
+    tag: &str,
+    tar: Vec<u8>,
+    what: &str,
+) -> Result<ImageInfo, (ApiError, Vec<String>)> {
     let opts = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(&tag)
+        .t(tag)
         .rm(true)
         .forcerm(true)
         .build();
+    let mut log: std::collections::VecDeque<String> = Default::default();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(tar.into())));
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| bollard_err("build the agent image", e))?;
+        let info = match item {
+            Ok(i) => i,
+            Err(e) => return Err((bollard_err(&format!("build {what}"), e), log.into())),
+        };
+        for line in info.stream.iter().flat_map(|s| s.lines()) {
+            if !line.trim().is_empty() {
+                if log.len() == BUILD_LOG_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line.trim_end().to_string());
+            }
+        }
         if let Some(detail) = info.error_detail {
-            return Err(ApiError::internal(format!(
-                "building the agent image failed: {}",
-                detail.message.unwrap_or_default()
-            )));
+            let log: Vec<String> = log.into();
+            return Err((
+                ApiError::invalid(format!(
+                    "building {what} failed: {}{}",
+                    detail.message.unwrap_or_default(),
+                    if log.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n{}", log.join("\n"))
+                    }
+                )),
+                log,
+            ));
         }
     }
-    let mut info = inspect(docker, &tag)
-        .await?
-        .ok_or_else(|| ApiError::internal("the engine built the agent image but cannot find it"))?;
+    let mut info = match inspect(docker, tag).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return Err((
+                ApiError::internal(format!("the engine built {what} but cannot find it")),
+                log.into(),
+            ))
+        }
+        Err(e) => return Err((e, log.into())),
+    };
     info.built = true;
-    tracing::info!(%tag, id = %info.id, "agent image built");
+    info.log = log.into();
     Ok(info)
+}
+
+/// Whether `tag` is an image reference the engine accepts for a local build:
+/// `name[:tag]`, name in lowercase path components, never the built-in image's.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let (name, t) = match tag.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t)),
+        _ => (tag, None),
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.len() <= 128
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if tag.len() > 255 || !name.split('/').all(component_ok) {
+        return Err(format!(
+            "`{tag}` is not an image name (lowercase components a-z 0-9 . _ - separated by /, then an optional :tag)"
+        ));
+    }
+    if let Some(t) = t {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            return Err(format!(
+                "`{t}` is not an image tag (1–128 of A-Z a-z 0-9 . _ -)"
+            ));
+        }
+    }
+    if name == BUILTIN_IMAGE {
+        return Err(format!(
+            "`{BUILTIN_IMAGE}` is the built-in image (`agenfleet image build` without a directory builds it)"
+        ));
+    }
+    Ok(())
+}
+
+/// Builds an operator's image from the tar of a Dockerfile directory.
+pub async fn build_context(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+) -> Result<ImageInfo, ApiError> {
+    check_tag(tag).map_err(|e| ApiError::invalid(format!("image tag: {e}")))?;
+    if context.len() > agenfleet_protocol::MAX_BUILD_CONTEXT_BYTES {
+        return Err(ApiError::invalid(format!(
+            "the build context is {} bytes; at most {} travel to the daemon",
+            context.len(),
+            agenfleet_protocol::MAX_BUILD_CONTEXT_BYTES
+        )));
+    }
+    if !tar_has_dockerfile(&context) {
+        return Err(ApiError::invalid(
+            "the build context has no Dockerfile at its top (or is not a tar)",
+        ));
+    }
+    tracing::info!(%tag, bytes = context.len(), "building an image from a context");
+    build_from_tar(docker, tag, context, &format!("image `{tag}`"))
+        .await
+        .map_err(|(e, _)| e)
+}
+
+fn tar_has_dockerfile(context: &[u8]) -> bool {
+    let mut a = tar::Archive::new(context);
+    let Ok(entries) = a.entries() else {
+        return false;
+    };
+    for e in entries {
+        let Ok(e) = e else { return false };
+        if e.path().is_ok_and(|p| {
+            p == std::path::Path::new("Dockerfile") || p == std::path::Path::new("./Dockerfile")
+        }) {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_tags_are_checked_before_the_engine_sees_them() {
+        for ok in [
+            "myagent",
+            "team/agent:1.2",
+            "a.b-c_d/e:latest",
+            "localhost/x",
+        ] {
+            assert!(check_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Upper/case",
+            "a:",
+            "a:-x",
+            "a//b",
+            "agenfleet/agent",
+            "agenfleet/agent:v9",
+            "a b",
+            "-a",
+        ] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_context_without_a_dockerfile_is_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "README", &b"hi"[..]).unwrap();
+        let no = b.into_inner().unwrap();
+        assert!(!tar_has_dockerfile(&no));
+        assert!(!tar_has_dockerfile(b"not a tar at all"));
+        assert!(tar_has_dockerfile(&context_tar().unwrap()));
+    }
 }
 
 /// The shim as a file on the host, `<state_dir>/bin/agenfleet-agent-<12 hex>`, written

@@ -1,7 +1,7 @@
 //! The runtime: the daemon's hub (`hub.rs`) and everything that touches the container
 //! engine — the connection and its event stream, spec → hardened container, the per-agent
 //! runners and their restart arithmetic, the agent image, networks, per-agent log rings,
-//! and CPU/memory sampling. Nothing here imports `rpc/`.
+//! CPU/memory sampling, and an agent's files and workspace on the host. Nothing here imports `rpc/`.
 
 pub mod container;
 pub mod engine;
@@ -12,6 +12,7 @@ pub mod network;
 pub mod restart;
 pub mod runner;
 pub mod stats;
+pub mod volumes;
 
 pub use hub::{GatewayStarter, Parts, Runtime};
 pub use runner::Cmd;

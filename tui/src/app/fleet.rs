@@ -90,7 +90,7 @@ impl App {
         for c in r.changes {
             match c {
                 Change::Agent(v) => {
-                    self.agents.insert(key_of(&v), v);
+                    self.agents.insert(key_of(&v), *v);
                 }
                 Change::Removed { tenant, name } => {
                     self.agents.remove(&(tenant, name));

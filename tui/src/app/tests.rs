@@ -36,6 +36,9 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         env: Default::default(),
         ungoverned_egress: false,
         health: None,
+        credentials: Vec::new(),
+        files: Vec::new(),
+        workspace_mb: None,
     }
 }
 
@@ -68,30 +71,30 @@ pub fn sample_app() -> App {
         bindings: vec![],
     });
     let mut changes = vec![Change::Daemon(daemon())];
-    changes.push(Change::Agent(agent(
+    changes.push(Change::Agent(Box::new(agent(
         "acme",
         "support",
         "triage-bot",
         AgentState::Running,
-    )));
-    changes.push(Change::Agent(agent(
+    ))));
+    changes.push(Change::Agent(Box::new(agent(
         "acme",
         "ops",
         "flaky-bot",
         AgentState::Failed,
-    )));
-    changes.push(Change::Agent(agent(
+    ))));
+    changes.push(Change::Agent(Box::new(agent(
         "acme",
         "research",
         "crawler",
         AgentState::BackingOff,
-    )));
-    changes.push(Change::Agent(agent(
+    ))));
+    changes.push(Change::Agent(Box::new(agent(
         "beta",
         "default",
         "idle",
         AgentState::Stopped,
-    )));
+    ))));
     app.apply_watch(WatchReply {
         epoch: 1,
         revision: 4,

@@ -123,6 +123,27 @@ pub fn detail(a: &AgentView) -> String {
     for (k, v) in &a.env {
         kv("env", format!("{k}={v}"));
     }
+    for c in &a.credentials {
+        kv("credential", format!("{} ({})", c.name, c.describe()));
+    }
+    for f in &a.files {
+        kv(
+            "file",
+            format!(
+                "{} ← {} ({} bytes, sha256 {}, read-only)",
+                f.target, f.source, f.bytes, f.sha256
+            ),
+        );
+    }
+    if let Some(mb) = a.workspace_mb {
+        kv(
+            "workspace",
+            format!(
+                "{} ({mb} MiB, kept across restarts, removed on purge)",
+                agenfleet_protocol::spec::WORKSPACE_IN_CONTAINER
+            ),
+        );
+    }
     kv(
         "container",
         a.container_id
@@ -190,6 +211,50 @@ pub fn read_spec(path: &std::path::Path) -> Result<AgentSpec, CliError> {
             format!("{}: invalid spec: {e}", path.display()),
         )
     })?;
+    let mut spec = spec;
+    // `[[files]]` travel with the spec: read here, relative to the spec's directory.
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for (i, f) in spec.files.iter_mut().enumerate() {
+        if f.source.starts_with('/') || f.source.split('/').any(|c| c == "..") {
+            // Validation below says why.
+            continue;
+        }
+        let p = base.join(&f.source);
+        let meta = std::fs::metadata(&p).map_err(|e| {
+            CliError::new(
+                6,
+                "invalid_argument",
+                format!(
+                    "{}: invalid spec: files[{i}].source: {}: {e}",
+                    path.display(),
+                    p.display()
+                ),
+            )
+        })?;
+        if !meta.is_file() || meta.len() > agenfleet_protocol::spec::MAX_FILE_BYTES as u64 {
+            return Err(CliError::new(
+                6,
+                "invalid_argument",
+                format!(
+                    "{}: invalid spec: files[{i}].source: {} is not a file of at most {} KiB",
+                    path.display(),
+                    p.display(),
+                    agenfleet_protocol::spec::MAX_FILE_BYTES / 1024
+                ),
+            ));
+        }
+        f.content = std::fs::read(&p).map_err(|e| {
+            CliError::new(
+                6,
+                "invalid_argument",
+                format!(
+                    "{}: invalid spec: files[{i}].source: {}: {e}",
+                    path.display(),
+                    p.display()
+                ),
+            )
+        })?;
+    }
     spec.validate().map_err(|e| {
         CliError::new(
             6,

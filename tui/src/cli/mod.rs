@@ -121,7 +121,7 @@ pub enum Command {
         #[command(subcommand)]
         cmd: incidents::IncidentsCmd,
     },
-    /// The built-in agent image.
+    /// Agent images: the built-in one, or one of yours from a Dockerfile directory.
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
@@ -132,9 +132,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
-    /// Build the agent image from the shim embedded in the daemon.
+    /// Build an image: from DIR (a directory with a Dockerfile) as --tag, through the
+    /// engine's build API (no registry is used); without DIR, the built-in agent image
+    /// from the shim embedded in the daemon.
     Build {
-        /// Rebuild even if it exists.
+        /// A directory with a Dockerfile at its top (sent as a tar, at most ~4 MiB).
+        dir: Option<std::path::PathBuf>,
+        /// The image's name[:tag] (with DIR).
+        #[arg(long, short = 't')]
+        tag: Option<String>,
+        /// Rebuild the built-in image even if it exists.
         #[arg(long)]
         force: bool,
     },
@@ -379,24 +386,84 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
         Command::Escalations { cmd } => policy::run_escalations(conn, out, cmd).await,
         Command::Incidents { cmd } => incidents::run(conn, out, cmd).await,
         Command::Image {
-            cmd: ImageCmd::Build { force },
+            cmd: ImageCmd::Build { dir, tag, force },
         } => {
-            let info = conn
-                .client
-                .build_image(conn.ctx_wait(Duration::from_secs(300)), *force)
-                .await??;
+            let info = match (dir, tag) {
+                (None, None) => {
+                    conn.client
+                        .build_image(conn.ctx_wait(Duration::from_secs(300)), *force)
+                        .await??
+                }
+                (Some(dir), Some(tag)) => {
+                    let context = build_context(dir)?;
+                    conn.client
+                        .build_context_image(
+                            conn.ctx_wait(Duration::from_secs(600)),
+                            tag.clone(),
+                            context,
+                        )
+                        .await??
+                }
+                (Some(_), None) => {
+                    return Err(CliError::new(
+                        2,
+                        "invalid_argument",
+                        "image build DIR needs --tag NAME[:TAG]",
+                    ))
+                }
+                (None, Some(_)) => return Err(CliError::new(
+                    2,
+                    "invalid_argument",
+                    "--tag names an image built from a directory: image build DIR --tag NAME[:TAG]",
+                )),
+            };
             out.print(&info, || {
-                format!(
+                let mut s = String::new();
+                for l in &info.log {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+                s.push_str(&format!(
                     "{} {} ({}, {})",
                     if info.built { "built" } else { "present" },
                     info.tag,
                     info.id,
                     crate::fmt::bytes(info.size_bytes)
-                )
+                ));
+                s
             })
         }
         Command::Logs(_) | Command::Watch(_) | Command::Demo(_) | Command::Whoami => Ok(()),
     }
+}
+
+/// The tar of a Dockerfile directory, as the engine's build API takes it (symlinks kept
+/// as links, not followed); refused, naming the reason, when it has no Dockerfile or is
+/// too large to travel.
+fn build_context(dir: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let bad = |m: String| CliError::new(6, "invalid_argument", m);
+    if !dir.join("Dockerfile").is_file() {
+        return Err(bad(format!(
+            "{}: no Dockerfile in this directory",
+            dir.display()
+        )));
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", dir)
+        .map_err(|e| bad(format!("{}: cannot pack the directory: {e}", dir.display())))?;
+    let tar = b
+        .into_inner()
+        .map_err(|e| bad(format!("{}: cannot pack the directory: {e}", dir.display())))?;
+    if tar.len() > agenfleet_protocol::MAX_BUILD_CONTEXT_BYTES {
+        return Err(bad(format!(
+            "{}: the build context is {} bytes packed; at most {} travel to the daemon (leave large files out of the directory)",
+            dir.display(),
+            tar.len(),
+            agenfleet_protocol::MAX_BUILD_CONTEXT_BYTES
+        )));
+    }
+    Ok(tar)
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ mod tests {
             epoch: 1,
             revision: 5,
             reset: false,
-            changes: vec![agenfleet_protocol::Change::Agent(v)],
+            changes: vec![agenfleet_protocol::Change::Agent(Box::new(v))],
         });
         for view in ['1', '2', '3'] {
             app.on_key(key(KeyCode::Char(view)));

@@ -288,6 +288,7 @@ impl FleetService {
         };
         let vault = self.rt.vault.clone();
         let k = key.clone();
+        let rotated = rotate.then(|| name.clone());
         let action = if rotate { "creds.rotate" } else { "creds.set" };
         let info = self
             .audited(action, Some(&key), detail, async move {
@@ -296,7 +297,7 @@ impl FleetService {
                     .map_err(vault_err)
             })
             .await?;
-        self.rt.credentials_changed(&key, rotate);
+        self.rt.credentials_changed(&key, rotated);
         Ok(info)
     }
 

@@ -216,6 +216,8 @@ impl Runner {
             std::fs::write(&point, b"")
                 .map_err(|e| io("cannot prepare the shim's mount point", e))?;
         }
+        std::fs::create_dir_all(container::secrets_mount_point(gateway_dir))
+            .map_err(|e| io("cannot prepare the secrets' mount point", e))?;
         let argv = if self.rec.spec.command.is_empty() {
             crate::runtime::image::image_program(docker, image_ref).await?
         } else {
@@ -227,7 +229,33 @@ impl Runner {
                 self.rec.spec.image
             )));
         }
-        Ok(container::InitProgram { shim, argv })
+        // The spec's files and the workspace, ready before the container exists.
+        let (state, key, spec) = (
+            self.rt.cfg.state_dir.clone(),
+            self.rec.key.clone(),
+            self.rec.spec.clone(),
+        );
+        let owner = self.rt.cfg.agent_user.clone();
+        let binds = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
+            let mut binds = crate::runtime::volumes::write_files(&state, &key, &spec.files)
+                .map_err(|e| io("cannot write the agent's files", e))?;
+            if let Some(w) = spec.workspace {
+                let dir =
+                    crate::runtime::volumes::ensure_workspace(&state, &key, w.size_mb, &owner)
+                        .map_err(|e| {
+                            ApiError::internal(format!("cannot prepare the workspace: {e}"))
+                        })?;
+                binds.push(format!(
+                    "{}:{}",
+                    dir.display(),
+                    agenfleet_protocol::spec::WORKSPACE_IN_CONTAINER
+                ));
+            }
+            Ok(binds)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot prepare the agent's mounts: {e}")))??;
+        Ok(container::InitProgram { shim, argv, binds })
     }
 
     pub(super) async fn mark_running(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {

@@ -38,7 +38,8 @@ pub(super) enum Msg {
     Event(ContainerEvent),
     Resync,
     RestartDue(u64),
-    CredentialsRotated,
+    /// A new version of the named credential.
+    CredentialsRotated(String),
 }
 
 /// One agent's supervisor task.
@@ -152,6 +153,15 @@ impl Runner {
                 .health
                 .filter(|_| self.rec.state == AgentState::Running)
                 .map(str::to_string),
+            credentials: self.rec.spec.credentials.clone(),
+            files: self
+                .rec
+                .spec
+                .files
+                .iter()
+                .map(agenfleet_protocol::FileView::of)
+                .collect(),
+            workspace_mb: self.rec.spec.workspace.map(|w| w.size_mb),
         }
     }
 
@@ -240,7 +250,7 @@ impl Runner {
                 Msg::Event(ev) => Box::pin(self.on_event(ev)).await,
                 Msg::Resync => Box::pin(self.resync()).await,
                 Msg::RestartDue(gen) => Box::pin(self.on_restart_due(gen)).await,
-                Msg::CredentialsRotated => Box::pin(self.on_credentials_rotated()).await,
+                Msg::CredentialsRotated(name) => Box::pin(self.on_credentials_rotated(&name)).await,
             }
         }
     }
@@ -375,7 +385,7 @@ impl Runner {
             }
         }
         let have = self.rt.vault.list(&self.rec.key).unwrap_or_default();
-        for name in &self.rec.spec.credentials {
+        for name in self.rec.spec.credentials.iter().map(|c| &c.name) {
             if !have
                 .iter()
                 .any(|c| &c.name == name && c.current_version.is_some())
@@ -606,12 +616,43 @@ impl Runner {
 
     /// A credential was rotated: a running agent restarts to fetch the new value at start
     /// (audited before the restart); a held-back one re-checks.
-    async fn on_credentials_rotated(&mut self) {
+    async fn on_credentials_rotated(&mut self, name: &str) {
         if self.rec.state != AgentState::Running || self.rec.desired != DesiredState::Running {
             return self.resync().await;
         }
         if self.rec.spec.credential_refresh == agenfleet_protocol::CredentialRefresh::Refresh {
             // The shim is waiting on its gateway and takes the new value in place.
+            return;
+        }
+        if self.rec.spec.image != agenfleet_protocol::BUILTIN_IMAGE {
+            // The shim as init keeps the credentials current itself: the API answers the
+            // new version, a file is replaced; a variable needs the program restarted —
+            // the init does that, not the container: recorded here before it happens.
+            let Some(c) = self
+                .rec
+                .spec
+                .credentials
+                .iter()
+                .find(|c| c.name == name && c.delivery == agenfleet_protocol::Delivery::Env)
+            else {
+                return;
+            };
+            let detail = format!(
+                "the init restarts the program (not the container) to hand it rotated credential {name} in {}",
+                c.env_var()
+            );
+            if let Err(e) = self
+                .rt
+                .system_event(
+                    "agent.restart_program",
+                    Some(&self.rec.key),
+                    "requested",
+                    detail,
+                )
+                .await
+            {
+                tracing::error!(agent = %self.rec.key, error = %e.message, "a rotated credential could not be recorded");
+            }
             return;
         }
         if let Err(e) = self
