@@ -179,8 +179,5 @@ fn a_credential_delivery_that_cannot_work_is_refused_by_field() {
         assert!(!out.status.success(), "{spec} was accepted");
         assert!(err.contains(field), "`{field}` not named: {err}");
     }
-    assert_eq!(
-        d.json(&["status"])["agents"],
-        serde_json::json!([])
-    );
+    assert_eq!(d.json(&["status"])["agents"], serde_json::json!([]));
 }

@@ -643,9 +643,10 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
     )
     .expect("the Python example");
     d.create(&format!(
-        "name = \"py\"\nimage = \"{image}\"\ncredentials = [\"api-key\"]\n\
+        "name = \"py\"\nimage = \"{image}\"\n\
+         credentials = [\"api-key\", {{ name = \"db\", as = \"file\" }}, {{ name = \"openai\", as = \"env\", var = \"OPENAI_API_KEY\" }}]\n\
          command = [\"python3\", \"-c\", {}]\n\
-         [env]\nCREDENTIAL = \"api-key\"\nREAD_PATHS = \"/data/a.txt /etc/shadow\"\n\
+         [env]\nCREDENTIAL = \"api-key\"\nCREDENTIAL_FILE = \"db\"\nCREDENTIAL_ENV = \"OPENAI_API_KEY\"\nREAD_PATHS = \"/data/a.txt /etc/shadow\"\n\
          FETCH_URLS = \"http://{host}:{p}/ok/data http://{host}:{p}/admin\"\n",
         serde_json::to_string(&source).unwrap()
     ));
@@ -657,12 +658,18 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
         ),
     );
     d.json(&["scopes", "publish", "py", &f]);
-    let out = d.cli_stdin(&["creds", "set", "py", "api-key"], &canary);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (name, value) in [
+        ("api-key", canary.clone()),
+        ("db", format!("{canary}-DB")),
+        ("openai", format!("{canary}-OPENAI")),
+    ] {
+        let out = d.cli_stdin(&["creds", "set", "py", name], &value);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     d.wait_log("py", "agent: done", WAIT);
     let logs = String::from_utf8_lossy(&d.cli(&["logs", "py"]).stdout).to_string();
     for want in [
@@ -671,6 +678,8 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
             "credential api-key version 1 in memory ({} bytes)",
             canary.len()
         ),
+        format!("credential db from its file ({} bytes)", canary.len() + 3),
+        format!("credential in $OPENAI_API_KEY ({} bytes)", canary.len() + 7),
         "read_file /data/a.txt: allow".to_string(),
         "read_file /etc/shadow: deny".to_string(),
         format!("GET http://{host}:{p}/ok/data: 200 {{\"data\":\"for python\"}}"),

@@ -337,6 +337,14 @@ impl Drop for Daemon {
                 }
             }
         }
+        // Workspaces the daemon loop-mounted and did not purge (a failed test).
+        let prefix = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for point in table.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if std::path::Path::new(point).starts_with(&prefix) {
+                let _ = Command::new("umount").arg(point).output();
+            }
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- daemon log ({}) ---\n{}",

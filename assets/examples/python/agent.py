@@ -2,12 +2,15 @@
 """An AgenFleet agent in Python with nothing but the standard library.
 
 It uses its local API ($AGENFLEET_API, HTTP + JSON, assets/api/openapi.yaml) to read a
-credential and to ask before each tool call, and reaches the outside only through the
+credential and to ask before each tool call, reads credentials the daemon delivers as a
+file or in its environment (`as = "file"` / `as = "env"` in the spec), and reaches the outside only through the
 egress proxy its environment names (HTTP_PROXY/HTTPS_PROXY): every request it sends out is
 decided and recorded by the daemon, and a denied one comes back as 403 with the reason.
 
 Settings (environment, from the spec's `env`):
-  CREDENTIAL   name of an `api` credential to read (default: none)
+  CREDENTIAL       name of an `api` credential to read (default: none)
+  CREDENTIAL_FILE  name of a `file` credential (read from /run/agenfleet/secrets/NAME)
+  CREDENTIAL_ENV   the variable that holds an `env` credential
   FETCH_URLS   URLs to GET through the proxy, separated by spaces
   READ_PATHS   file paths to ask about (read_file), separated by spaces
 """
@@ -47,6 +50,15 @@ def main():
         secret = cred.get("value", "")
         # The value stays in memory; only its name, version and size are printed.
         say(f"credential {name} version {cred['version']} in memory ({len(secret)} bytes)")
+
+    name = os.environ.get("CREDENTIAL_FILE")
+    if name:
+        with open("/run/agenfleet/secrets/" + name, "rb") as f:
+            say(f"credential {name} from its file ({len(f.read())} bytes)")
+
+    var = os.environ.get("CREDENTIAL_ENV")
+    if var:
+        say(f"credential in ${var} ({len(os.environ.get(var, ''))} bytes)")
 
     for path in os.environ.get("READ_PATHS", "").split():
         d = api("POST", "/v1/authorize", {"tool": "read_file", "args": {"path": path}})

@@ -92,6 +92,13 @@ async fn build_from_tar(
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(i) => i,
+            // The engine refused the build itself (a base image it cannot pull, say).
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                return Err((
+                    ApiError::invalid(format!("building {what} failed: {error}")),
+                    log.into(),
+                ))
+            }
             Err(e) => return Err((bollard_err(&format!("build {what}"), e), log.into())),
         };
         for line in info.stream.iter().flat_map(|s| s.lines()) {
