@@ -113,3 +113,69 @@ fn hostile_clients_are_cut_off_and_the_others_keep_being_served() {
         || d.cli(&["status"]).status.success().then_some(()),
     );
 }
+
+/// A program that floods one of its sockets (here its local API, with connections that
+/// send nothing) uses up that socket's budget only: its egress proxy keeps working.
+#[test]
+fn an_agent_flooding_its_local_api_still_gets_out_through_its_proxy() {
+    let test = "an_agent_flooding_its_local_api_still_gets_out_through_its_proxy";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let stub = StubServer::start();
+    stub.set("/ok", 200, "still out");
+    let p = stub.port;
+    let d = Daemon::start("apiflood", "");
+    d.create(&format!(
+        "name = \"flood\"\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"echo up; exec sleep 100000\"]\n"
+    ));
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{p}]\nprivate = true\n"
+        ),
+    );
+    d.json(&["scopes", "publish", "flood", &f]);
+    d.wait_log("flood", "up", Duration::from_secs(60));
+    let cid = d.agent("flood")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    // 48 idle connections to the local API from inside the container (its budget is 32).
+    docker(&[
+        "exec",
+        "-d",
+        &cid,
+        "sh",
+        "-c",
+        "for i in $(seq 48); do sleep 1000 | nc 127.0.0.1 4180 & done; wait",
+    ]);
+    wait_for(
+        Duration::from_secs(60),
+        "the local API's budget to run out",
+        || {
+            d.log()
+                .contains("local API of agent default/flood: 32 connections already open")
+                .then_some(())
+        },
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &cid,
+            "sh",
+            "-c",
+            &format!("http_proxy=http://127.0.0.1:3128 wget -q -O - http://127.0.0.1:{p}/ok"),
+        ])
+        .output()
+        .expect("docker exec");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "still out",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

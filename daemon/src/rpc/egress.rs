@@ -73,8 +73,24 @@ fn address_class(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// The addresses of this host's interfaces.
-fn host_addresses() -> Vec<IpAddr> {
+/// The addresses of this host's interfaces, read again when the last reading is a second
+/// old (a request costs no `getifaddrs` walk; an address added since is private or
+/// link-local in practice — a bridge the engine made — and refused by its class anyway).
+fn host_addresses() -> std::sync::Arc<Vec<IpAddr>> {
+    type Cached = Option<(std::time::Instant, std::sync::Arc<Vec<IpAddr>>)>;
+    static CACHE: std::sync::Mutex<Cached> = std::sync::Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    match c.as_ref() {
+        Some((at, a)) if at.elapsed() < Duration::from_secs(1) => a.clone(),
+        _ => {
+            let a = std::sync::Arc::new(read_host_addresses());
+            *c = Some((std::time::Instant::now(), a.clone()));
+            a
+        }
+    }
+}
+
+fn read_host_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a linked list we walk read-only and free once.

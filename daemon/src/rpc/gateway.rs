@@ -26,8 +26,12 @@ use tarpc::server::{BaseChannel, Channel};
 
 /// Frames from agents are small; keep the limit tight.
 const GATEWAY_MAX_FRAME: usize = 1024 * 1024;
-/// Connections one agent's gateway socket holds open at once.
+/// Connections one agent holds open at once, per socket: its gateway (the shim and its
+/// tools), its local API, its egress proxy (a program fetching in parallel). Each socket
+/// has its own budget, so a program that floods one cannot starve the others.
 const GATEWAY_MAX_CONNECTIONS: usize = 32;
+const API_MAX_CONNECTIONS: usize = 32;
+const PROXY_MAX_CONNECTIONS: usize = 64;
 
 /// Whether process `pid` runs inside the container with id `container_id`.
 fn pid_in_container(pid: i32, container_id: &str) -> bool {
@@ -463,7 +467,12 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
     // One agent's socket: its shim and its tools hold a few connections; a flood of them
     // is closed at once instead of eating the daemon's descriptors.
-    let admission = super::conn::Admission::new(GATEWAY_MAX_CONNECTIONS, GATEWAY_MAX_CONNECTIONS);
+    let budget = |n| super::conn::Admission::new(n, n);
+    let admissions = [
+        budget(GATEWAY_MAX_CONNECTIONS),
+        budget(API_MAX_CONNECTIONS),
+        budget(PROXY_MAX_CONNECTIONS),
+    ];
     let mut refusals = super::conn::RefusalLog::default();
     Ok(tokio::spawn(async move {
         loop {
@@ -482,12 +491,17 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let permit = match admission.admit(0) {
+            let (i, what, limit) = match kind {
+                Conn::Gateway => (0, "gateway", GATEWAY_MAX_CONNECTIONS),
+                Conn::Api => (1, "local API", API_MAX_CONNECTIONS),
+                Conn::Proxy => (2, "egress proxy", PROXY_MAX_CONNECTIONS),
+            };
+            let permit = match admissions[i].admit(0) {
                 Ok(p) => p,
                 Err(_) => {
                     refusals.note(
                         0,
-                        &format!("gateway of agent {key}: {GATEWAY_MAX_CONNECTIONS} connections already open"),
+                        &format!("{what} of agent {key}: {limit} connections already open"),
                     );
                     continue;
                 }
