@@ -452,7 +452,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) 
             let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {
                 return;
             };
-            agenfleet_protocol::transport::relay(tcp, unix).await;
+            agenfleet_protocol::relay::relay(tcp, unix).await;
         });
     }
 }

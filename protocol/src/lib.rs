@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod incidents;
 pub mod names;
 pub mod policy;
+pub mod relay;
 pub mod roles;
 pub mod secret;
 pub mod service;

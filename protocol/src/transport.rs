@@ -12,33 +12,6 @@ use tokio::net::UnixStream;
 use tokio_serde::formats::Bincode;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// Bytes moved per read and write by `relay` (tokio's default, 8 KiB, costs a bulk
-/// transfer four system calls per 8 KiB on each hop).
-pub const RELAY_BUF: usize = 256 * 1024;
-
-/// Copies bytes between `a` and `b` both ways until both directions have ended; each
-/// direction on its own, half-closing its writer at its end, so an answer sent before the
-/// other side stops reading (a 403, a 413) still gets through. The relays of the agent's
-/// shim and of the daemon's egress proxy.
-pub async fn relay<A, B>(a: A, b: B)
-where
-    A: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-    B: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-{
-    use tokio::io::{AsyncWriteExt, BufReader};
-    let (ar, mut aw) = tokio::io::split(a);
-    let (br, mut bw) = tokio::io::split(b);
-    let forth = async {
-        let _ = tokio::io::copy_buf(&mut BufReader::with_capacity(RELAY_BUF, ar), &mut bw).await;
-        let _ = bw.shutdown().await;
-    };
-    let back = async {
-        let _ = tokio::io::copy_buf(&mut BufReader::with_capacity(RELAY_BUF, br), &mut aw).await;
-        let _ = aw.shutdown().await;
-    };
-    tokio::join!(forth, back);
-}
-
 /// A length-delimited codec that refuses frames larger than `max_frame`.
 pub fn codec(max_frame: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

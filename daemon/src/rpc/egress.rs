@@ -358,7 +358,7 @@ async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Vec<u8>, Vec<u8>)
 /// Serves one proxied request on `stream`, then closes it.
 pub(super) async fn serve<S>(mut stream: S, svc: GatewayService, head_timeout: Duration)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + agenfleet_protocol::relay::Spliceable + Unpin + Send + 'static,
 {
     if let Err(e) = svc.check() {
         answer(
@@ -468,7 +468,7 @@ where
     if !ok || (!rest.is_empty() && upstream.write_all(&rest).await.is_err()) {
         return;
     }
-    agenfleet_protocol::transport::relay(stream, upstream).await;
+    agenfleet_protocol::relay::relay(stream, upstream).await;
 }
 
 impl GatewayService {
