@@ -2,9 +2,11 @@
 //! way inside an agent's container (through its egress proxy) and on the host (directly),
 //! so the two sides differ only by the path the bytes take.
 //!
-//! `http-bench get URL N [--proxy HOST:PORT] [--conns C]`: N GETs, each on a new connection
-//! (the proxy serves one request per connection), C connections at a time; prints one
-//! JSON line: {"n", "ok", "secs", "p50_us", "p99_us"}.
+//! `http-bench get URL N [--proxy HOST:PORT] [--conns C] [--start-at UNIX_MS]`: N GETs,
+//! each on a new connection (the proxy serves one request per connection), C connections
+//! at a time; with `--start-at`, the first one at that wall-clock time (so generators
+//! started one by one — `docker exec` takes a while — run at once); prints one JSON line:
+//! {"n", "ok", "secs", "p50_us", "p99_us", "start_ms", "end_ms", "late"}.
 //! `http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]`: opens a tunnel (or a direct
 //! connection), reads BYTES and prints {"bytes", "secs"}.
 //!
@@ -58,6 +60,18 @@ pub fn main() -> i32 {
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1)
                 .max(1);
+            let now_ms = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            };
+            let start_at: Option<u64> = flag(&args, "--start-at").and_then(|s| s.parse().ok());
+            let late = start_at.is_some_and(|at| now_ms() > at);
+            if let Some(at) = start_at {
+                std::thread::sleep(std::time::Duration::from_millis(at.saturating_sub(now_ms())));
+            }
+            let start_ms = now_ms();
             let start = Instant::now();
             let per = n.div_ceil(conns);
             let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|sc| {
@@ -91,10 +105,11 @@ pub fn main() -> i32 {
                     .unwrap_or(0.0)
             };
             println!(
-                "{{\"n\":{},\"ok\":{ok},\"secs\":{secs:.4},\"p50_us\":{:.0},\"p99_us\":{:.0}}}",
+                "{{\"n\":{},\"ok\":{ok},\"secs\":{secs:.4},\"p50_us\":{:.0},\"p99_us\":{:.0},\"start_ms\":{start_ms},\"end_ms\":{},\"late\":{late}}}",
                 lat.len(),
                 q(0.5),
-                q(0.99)
+                q(0.99),
+                now_ms()
             );
             if ok == lat.len() {
                 0
