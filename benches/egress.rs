@@ -182,7 +182,11 @@ fn main() {
     };
     let direct_rate = together((0..16).map(|_| host_bench(&["get", &url, each])).collect());
     let url = url.as_str();
-    let proxied_rate = together(cids.iter().map(|c| agent_bench(c, &["get", url, each])).collect());
+    let proxied_rate = together(
+        cids.iter()
+            .map(|c| agent_bench(c, &["get", url, each]))
+            .collect(),
+    );
     println!("16 at once ({each} GETs each):");
     println!("  direct: {direct_rate:.0} requests/s; through the gateway: {proxied_rate:.0} requests/s = {:.0}%  (target ≥ 50%)", 100.0 * proxied_rate / direct_rate);
 

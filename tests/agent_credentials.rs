@@ -84,6 +84,17 @@ fn credentials_reach_the_program_as_api_file_and_env_and_rotate_in_place() {
         "{mounts}"
     );
     assert_eq!(exec(&cid, "cat /run/agenfleet/secrets/db"), db1);
+    // A credential delivered as a file is not served by the local API as well.
+    let answer = exec(
+        &cid,
+        "printf 'GET /v1/credentials/db HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | nc 127.0.0.1 4180",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 404")
+            && answer.contains("delivered as file /run/agenfleet/secrets/db")
+            && !answer.contains(&db1),
+        "{answer}"
+    );
     // The variable is the program's, not the container's: `docker exec` does not see it.
     assert_eq!(exec(&cid, "echo \"[$OPENAI_API_KEY]\""), "[]");
 

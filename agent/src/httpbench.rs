@@ -69,7 +69,9 @@ pub fn main() -> i32 {
             let start_at: Option<u64> = flag(&args, "--start-at").and_then(|s| s.parse().ok());
             let late = start_at.is_some_and(|at| now_ms() > at);
             if let Some(at) = start_at {
-                std::thread::sleep(std::time::Duration::from_millis(at.saturating_sub(now_ms())));
+                std::thread::sleep(std::time::Duration::from_millis(
+                    at.saturating_sub(now_ms()),
+                ));
             }
             let start_ms = now_ms();
             let start = Instant::now();

@@ -86,6 +86,18 @@ impl GatewayService {
         name: &str,
     ) -> Result<Option<(u32, agenfleet_protocol::SecretValue)>, ApiError> {
         self.check()?;
+        // One the spec hands over as a file or a variable is not served here too.
+        let elsewhere = self.rt.fleet.get(&self.key).and_then(|v| {
+            v.credentials
+                .into_iter()
+                .find(|c| c.name == name && c.delivery != agenfleet_protocol::Delivery::Api)
+        });
+        if let Some(c) = elsewhere {
+            return Err(ApiError::not_found(format!(
+                "credential `{name}` is delivered as {} (the spec's `as`), not through the local API",
+                c.describe()
+            )));
+        }
         let values =
             self.rt.vault.current_values(&self.key).map_err(|e| {
                 ApiError::precondition(format!("credentials cannot be delivered: {e}"))
