@@ -129,6 +129,12 @@ fn credentials_reach_the_program_as_api_file_and_env_and_rotate_in_place() {
         "{restarted}"
     );
 
+    // The restarted program is the one a stop reaches: it handles SIGTERM and exits 0.
+    d.json(&["agents", "stop", "holder"]);
+    let v = d.wait_agent("holder", "stopped", WAIT, |v| v["state"] == "Stopped");
+    assert_eq!(v["last_exit"]["code"], 0, "{v}");
+    assert_eq!(logs(&d, "holder").matches("program got TERM").count(), 2);
+
     // `agents show` says how each credential is delivered.
     let show = d.json(&["agents", "show", "holder"]);
     let text = show.to_string();

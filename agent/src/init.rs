@@ -308,12 +308,27 @@ pub fn run(args: &[String]) -> ! {
     // Set while the program is being stopped to be started again with rotated values.
     let mut restart_deadline: Option<std::time::Instant> = None;
     loop {
-        let timeout = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
+        // Waits for a signal; with a deadline only while a stopped program is awaited (no
+        // wake-up otherwise).
+        let sig = match restart_deadline {
+            None => {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised; `sig` is written by sigwait.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                sig
+            }
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                let timeout = libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+                };
+                // SAFETY: `set` is initialised; a null siginfo is allowed.
+                unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) }
+            }
         };
-        // SAFETY: `set` is initialised; a null siginfo is allowed.
-        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
         if sig < 0 {
             if restart_deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 eprintln!("agenfleet-agent run: the program did not stop for the rotation in time; killing it");
@@ -356,6 +371,10 @@ pub fn run(args: &[String]) -> ! {
                 }
             }
         } else {
+            if sig == libc::SIGTERM || sig == libc::SIGINT {
+                // A stop: the program is not started again once it ends.
+                lock(&secrets).restart_pending = false;
+            }
             // SAFETY: sends a signal to our own child.
             unsafe {
                 libc::kill(pid, sig);
