@@ -23,10 +23,13 @@ if ! command -v tmux >/dev/null 2>&1; then
   fi
 fi
 # The "any agent" tests build an image from the host's own Python and run a TLS stub with
-# openssl: Debian's python3 and openssl, if they are missing.
+# openssl, and the daemon makes agents' workspaces with mkfs.ext4 and loop mounts: Debian's
+# python3, openssl, e2fsprogs and mount, if they are missing.
 missing=()
 ls /usr/bin/python3.[0-9]* >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (the any-agent tests use them)"
