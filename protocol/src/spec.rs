@@ -779,7 +779,7 @@ impl AgentSpec {
             let parts: Vec<&str> = t.split('/').skip(1).collect();
             if !t.starts_with('/')
                 || t.len() > 4096
-                || t.contains('\0')
+                || t.contains(['\0', ':', ','])
                 || parts
                     .iter()
                     .any(|c| c.is_empty() || *c == "." || *c == "..")
@@ -787,7 +787,7 @@ impl AgentSpec {
                 return Err(err(
                     &format!("files[{i}].target"),
                     format!(
-                        "`{t}` is not an absolute path to a file (no `.`, `..` or empty parts)"
+                        "`{t}` is not an absolute path to a file (no `.`, `..` or empty parts, no `:` or `,`)"
                     ),
                 ));
             }
@@ -1049,6 +1049,84 @@ mod tests {
         assert_eq!(s.limits.memory_mb, 256);
         assert_eq!(s.network.mode, NetworkMode::Gateway);
         assert_eq!(s.restart.mode, RestartMode::Fail);
+    }
+
+    #[test]
+    fn credentials_are_names_or_tables_and_travel_whole_in_bincode() {
+        let s = AgentSpec::from_toml(
+            "name = \"a\"\nimage = \"x/y\"\ncredentials = [\"k\", { name = \"db\", as = \"file\" }, { name = \"open-ai\", as = \"env\" }]\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.credentials[0], CredentialUse::api("k"));
+        assert_eq!(s.credentials[1].delivery, Delivery::File);
+        assert_eq!(s.credentials[1].file_path(), "/run/agenfleet/secrets/db");
+        assert_eq!(s.credentials[2].env_var(), "OPEN_AI");
+        // JSON (the store) writes a plain name as before; bincode (the wire) keeps all.
+        let json = serde_json::to_string(&s.credentials).unwrap();
+        assert!(
+            json.starts_with("[\"k\",{\"name\":\"db\",\"as\":\"file\"}"),
+            "{json}"
+        );
+        let back: Vec<CredentialUse> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s.credentials);
+        let mut codec: tokio_serde::formats::Bincode<AgentSpec, AgentSpec> = Default::default();
+        let bytes = tokio_serde::Serializer::serialize(std::pin::Pin::new(&mut codec), &s).unwrap();
+        let mut codec: tokio_serde::formats::Bincode<AgentSpec, AgentSpec> = Default::default();
+        let again: AgentSpec = tokio_serde::Deserializer::deserialize(
+            std::pin::Pin::new(&mut codec),
+            &bytes::BytesMut::from(&bytes[..]),
+        )
+        .unwrap();
+        assert_eq!(again, s);
+        // Plain names hash as they did before deliveries existed.
+        let old = AgentSpec::from_toml(&format!("{}credentials = [\"k\"]\n", base())).unwrap();
+        assert_eq!(old.hash(), {
+            let mut o = old.clone();
+            o.credentials = vec![CredentialUse::api("k")];
+            o.hash()
+        });
+    }
+
+    #[test]
+    fn deliveries_and_files_that_cannot_work_are_named() {
+        for (extra, field) in [
+            (
+                "credentials = [{ name = \"k\", as = \"file\" }]",
+                "credentials[0].as",
+            ),
+            (
+                "credentials = [{ name = \"k\", var = \"K\" }]",
+                "credentials[0].var",
+            ),
+            ("credentials = [\"k\", \"k\"]", "credentials[1]"),
+            ("[[files]]\nsource = \"a\"\ntarget = \"/etc/x\"", "files"),
+            ("[workspace]\nsize_mb = 8", "workspace"),
+        ] {
+            let e = AgentSpec::from_toml(&format!("{}{extra}\n", base()))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+        let own = "name = \"a\"\nimage = \"x/y\"\n";
+        for (extra, field) in [
+            ("env = { K2 = \"v\" }\ncredentials = [{ name = \"k\", as = \"env\", var = \"K2\" }]", "credentials[0].var"),
+            ("credentials = [{ name = \"k\", as = \"env\", var = \"HTTP_PROXY\" }]", "credentials[0].var"),
+            ("credentials = [{ name = \"k\", as = \"env\", var = \"1X\" }]", "credentials[0].var"),
+            ("[[files]]\nsource = \"../a\"\ntarget = \"/x\"", "files[0].source"),
+            ("[[files]]\nsource = \"a\"\ntarget = \"/x:/y\"", "files[0].target"),
+            ("[[files]]\nsource = \"a\"\ntarget = \"/workspace/x\"", "files[0].target"),
+            ("[[files]]\nsource = \"a\"\ntarget = \"/x/../y\"", "files[0].target"),
+            ("[[files]]\nsource = \"a\"\ntarget = \"/x\"\n[[files]]\nsource = \"b\"\ntarget = \"/x\"", "files[1].target"),
+            ("[workspace]\nsize_mb = 0", "workspace.size_mb"),
+        ] {
+            let e = AgentSpec::from_toml(&format!("{own}{extra}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -197,7 +197,8 @@ impl Runtime {
     }
 
     /// An agent's credentials changed: a held-back agent may start now; after a rotation
-    /// a running agent is restarted so that it fetches the new value at start.
+    /// its runner decides how the new value reaches it (a restart of the built-in shim, or
+    /// in place / a restart of the program for an image under the init).
     pub fn credentials_changed(&self, key: &AgentKey, rotated: Option<String>) {
         let Some(h) = self.runners().get(key).cloned() else {
             return;
