@@ -137,8 +137,16 @@ fn credentials_reach_the_program_as_api_file_and_env_and_rotate_in_place() {
 
     // `agents show` says how each credential is delivered.
     let show = d.json(&["agents", "show", "holder"]);
+    assert_eq!(
+        show["credentials"],
+        serde_json::json!([
+            {"name": "api-key", "as": "api", "to": null},
+            {"name": "db", "as": "file", "to": "/run/agenfleet/secrets/db"},
+            {"name": "openai", "as": "env", "to": "OPENAI_API_KEY"},
+        ]),
+        "{show}"
+    );
     let text = show.to_string();
-    assert!(text.contains("OPENAI_API_KEY"), "{text}");
 
     // The canary hunt: no value anywhere but in the program.
     let mut everywhere = text;

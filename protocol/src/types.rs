@@ -141,13 +141,46 @@ pub struct AgentView {
     pub health: Option<String>,
     /// Each credential and how it reaches the program (never a value).
     #[serde(default)]
-    pub credentials: Vec<crate::spec::CredentialUse>,
+    pub credentials: Vec<CredentialView>,
     /// The spec's `[[files]]`: where each comes from and where the program sees it.
     #[serde(default)]
     pub files: Vec<FileView>,
     /// The size of the agent's `/workspace` in MiB (None: no workspace).
     #[serde(default)]
     pub workspace_mb: Option<u64>,
+}
+
+/// One of an agent's credentials, as `agents show` lists it: its name, how it is
+/// delivered (`api`, `file`, `env`) and where (the file's path or the variable's name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    pub name: String,
+    #[serde(rename = "as")]
+    pub delivery: crate::spec::Delivery,
+    pub to: Option<String>,
+}
+
+impl CredentialView {
+    pub fn of(c: &crate::spec::CredentialUse) -> CredentialView {
+        use crate::spec::Delivery;
+        CredentialView {
+            name: c.name.clone(),
+            delivery: c.delivery,
+            to: match c.delivery {
+                Delivery::Api => None,
+                Delivery::File => Some(c.file_path()),
+                Delivery::Env => Some(c.env_var()),
+            },
+        }
+    }
+
+    /// For people: `api`, `file /run/agenfleet/secrets/x`, `env X`.
+    pub fn describe(&self) -> String {
+        match &self.to {
+            Some(to) => format!("{} {to}", self.delivery.as_str()),
+            None => self.delivery.as_str().to_string(),
+        }
+    }
 }
 
 /// One of an agent's read-only files, as `agents show` lists it.

@@ -215,6 +215,10 @@ pub fn parse_head(head: &[u8]) -> Result<ProxyRequest, String> {
         .trim_end_matches(']')
         .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
+    if port == 0 {
+        // `http://h:0/` or `:00`: no server listens there; refused before any decision.
+        return Err(format!("`{target}`: bad port"));
+    }
     if let Some(h) = header("host") {
         let authority = url.host_str().unwrap_or_default();
         let want = match url.port() {

@@ -153,7 +153,13 @@ impl Runner {
                 .health
                 .filter(|_| self.rec.state == AgentState::Running)
                 .map(str::to_string),
-            credentials: self.rec.spec.credentials.clone(),
+            credentials: self
+                .rec
+                .spec
+                .credentials
+                .iter()
+                .map(agenfleet_protocol::CredentialView::of)
+                .collect(),
             files: self
                 .rec
                 .spec
