@@ -114,7 +114,23 @@ impl GatewayService {
                 format!("{n} v{version} (local API)"),
             )
             .await?;
+        self.teach_log_ring(std::slice::from_ref(&(n, version, value.clone())));
         Ok(Some((version, value)))
+    }
+
+    /// Tells the agent's log ring the values about to be delivered, so that the agent
+    /// cannot print a value before the ring redacts it (the ring also learns on every
+    /// change in the vault, but that races with a delivery).
+    fn teach_log_ring(&self, values: &[(String, u32, agenfleet_protocol::SecretValue)]) {
+        if let Some(ring) = self.rt.logs(&self.key) {
+            ring.learn_secrets(values.iter().filter_map(|(n, v, val)| {
+                Some((
+                    n.clone(),
+                    *v,
+                    String::from_utf8(val.expose().to_vec()).ok()?,
+                ))
+            }));
+        }
     }
 
     fn event(&self, action: &str, outcome: &str, detail: String) -> AuditEvent {
@@ -428,6 +444,7 @@ impl Gateway for GatewayService {
                 },
             )
             .await?;
+        self.teach_log_ring(&values);
         Ok(values
             .into_iter()
             .map(|(name, version, value)| DeliveredCredential {

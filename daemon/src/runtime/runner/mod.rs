@@ -62,7 +62,12 @@ pub(super) struct Runner {
     pending_failed: Option<String>,
     /// Waiting for the vault (or a credential) before it may start.
     held_back: bool,
+    /// When the engine last reported an OOM kill in the current container (Unix ms).
+    oom_at_ms: Option<u64>,
 }
+
+/// How far apart an OOM report and an exit may be and still be the same event.
+const OOM_EXIT_SLACK_MS: u64 = 5_000;
 
 fn describe_exit(e: &ExitInfo) -> String {
     if e.unhealthy {
@@ -97,6 +102,7 @@ impl Runner {
             killed_unhealthy: false,
             pending_failed: None,
             held_back: false,
+            oom_at_ms: None,
         }
     }
 
@@ -456,6 +462,13 @@ impl Runner {
         }
         match ev.action.as_str() {
             "die" => self.check_exit().await,
+            "oom" => {
+                let at = u64::try_from(ev.time_ns / 1_000_000)
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .unwrap_or_else(now_ms);
+                self.on_oom(at).await
+            }
             "health_status: healthy" => self.set_health(Some("healthy")),
             "health_status: unhealthy" => self.on_unhealthy().await,
             "destroy" => {
@@ -477,7 +490,48 @@ impl Runner {
         }
     }
 
-    async fn on_exit(&mut self, exit: ExitInfo) {
+    /// The engine's OOM report. It can reach us before the exit (the exit then says so, see
+    /// `on_exit`) or after it — the engine sets its own flag from the same report, and
+    /// under load records the exit first, as not OOM-killed: then the recorded exit is
+    /// corrected, and the correction recorded.
+    async fn on_oom(&mut self, at_ms: u64) {
+        self.oom_at_ms = Some(at_ms);
+        let Some(exit) = self.rec.last_exit.as_mut() else {
+            return;
+        };
+        if exit.oom_killed || exit.at_ms.abs_diff(at_ms) > OOM_EXIT_SLACK_MS {
+            return;
+        }
+        let before = describe_exit(exit);
+        exit.oom_killed = true;
+        let after = describe_exit(exit);
+        if let Some(m) = self.rec.message.as_mut() {
+            *m = m.replace(&before, &after);
+        }
+        if let Some(m) = self.pending_failed.as_mut() {
+            *m = m.replace(&before, &after);
+        }
+        let _ = self.commit();
+        let _ = self
+            .rt
+            .system_event(
+                "agent.exited",
+                Some(&self.rec.key),
+                "observed",
+                format!("{after} (the engine's OOM report came after its exit)"),
+            )
+            .await;
+    }
+
+    async fn on_exit(&mut self, mut exit: ExitInfo) {
+        // An OOM report that came first, for this run.
+        if self
+            .oom_at_ms
+            .take()
+            .is_some_and(|at| at.abs_diff(exit.at_ms) <= OOM_EXIT_SLACK_MS)
+        {
+            exit.oom_killed = true;
+        }
         let newer = self
             .rec
             .last_exit
