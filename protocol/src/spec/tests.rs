@@ -1,0 +1,215 @@
+//! Unit tests of spec parsing, validation and hashing.
+
+use super::*;
+
+fn base() -> &'static str {
+    "name = \"web-1\"\nimage = \"agenfleet/agent\"\n"
+}
+
+#[test]
+fn minimal_spec_gets_defaults() {
+    let s = AgentSpec::from_toml(base()).unwrap();
+    s.validate().unwrap();
+    assert_eq!(s.tenant, "default");
+    assert_eq!(s.limits.memory_mb, 256);
+    assert_eq!(s.network.mode, NetworkMode::Gateway);
+    assert_eq!(s.restart.mode, RestartMode::Fail);
+}
+
+#[test]
+fn credentials_are_names_or_tables_and_travel_whole_in_bincode() {
+    let s = AgentSpec::from_toml(
+        "name = \"a\"\nimage = \"x/y\"\ncredentials = [\"k\", { name = \"db\", as = \"file\" }, { name = \"open-ai\", as = \"env\" }]\n",
+    )
+    .unwrap();
+    s.validate().unwrap();
+    assert_eq!(s.credentials[0], CredentialUse::api("k"));
+    assert_eq!(s.credentials[1].delivery, Delivery::File);
+    assert_eq!(s.credentials[1].file_path(), "/run/agenfleet/secrets/db");
+    assert_eq!(s.credentials[2].env_var(), "OPEN_AI");
+    // JSON (the store) writes a plain name as before; bincode (the wire) keeps all.
+    let json = serde_json::to_string(&s.credentials).unwrap();
+    assert!(
+        json.starts_with("[\"k\",{\"name\":\"db\",\"as\":\"file\"}"),
+        "{json}"
+    );
+    let back: Vec<CredentialUse> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s.credentials);
+    let mut codec: tokio_serde::formats::Bincode<AgentSpec, AgentSpec> = Default::default();
+    let bytes = tokio_serde::Serializer::serialize(std::pin::Pin::new(&mut codec), &s).unwrap();
+    let mut codec: tokio_serde::formats::Bincode<AgentSpec, AgentSpec> = Default::default();
+    let again: AgentSpec = tokio_serde::Deserializer::deserialize(
+        std::pin::Pin::new(&mut codec),
+        &bytes::BytesMut::from(&bytes[..]),
+    )
+    .unwrap();
+    assert_eq!(again, s);
+    // Plain names hash as they did before deliveries existed.
+    let old = AgentSpec::from_toml(&format!("{}credentials = [\"k\"]\n", base())).unwrap();
+    assert_eq!(old.hash(), {
+        let mut o = old.clone();
+        o.credentials = vec![CredentialUse::api("k")];
+        o.hash()
+    });
+}
+
+#[test]
+fn deliveries_and_files_that_cannot_work_are_named() {
+    for (extra, field) in [
+        (
+            "credentials = [{ name = \"k\", as = \"file\" }]",
+            "credentials[0].as",
+        ),
+        (
+            "credentials = [{ name = \"k\", var = \"K\" }]",
+            "credentials[0].var",
+        ),
+        ("credentials = [\"k\", \"k\"]", "credentials[1]"),
+        ("[[files]]\nsource = \"a\"\ntarget = \"/etc/x\"", "files"),
+        ("[workspace]\nsize_mb = 8", "workspace"),
+    ] {
+        let e = AgentSpec::from_toml(&format!("{}{extra}\n", base()))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, field, "{extra}: {e}");
+    }
+    let own = "name = \"a\"\nimage = \"x/y\"\n";
+    for (extra, field) in [
+        ("env = { K2 = \"v\" }\ncredentials = [{ name = \"k\", as = \"env\", var = \"K2\" }]", "credentials[0].var"),
+        ("credentials = [{ name = \"k\", as = \"env\", var = \"HTTP_PROXY\" }]", "credentials[0].var"),
+        ("credentials = [{ name = \"k\", as = \"env\", var = \"1X\" }]", "credentials[0].var"),
+        ("[[files]]\nsource = \"../a\"\ntarget = \"/x\"", "files[0].source"),
+        ("[[files]]\nsource = \"a\"\ntarget = \"/x:/y\"", "files[0].target"),
+        ("[[files]]\nsource = \"a\"\ntarget = \"/workspace/x\"", "files[0].target"),
+        ("[[files]]\nsource = \"a\"\ntarget = \"/x/../y\"", "files[0].target"),
+        ("[[files]]\nsource = \"a\"\ntarget = \"/x\"\n[[files]]\nsource = \"b\"\ntarget = \"/x\"", "files[1].target"),
+        ("[workspace]\nsize_mb = 0", "workspace.size_mb"),
+    ] {
+        let e = AgentSpec::from_toml(&format!("{own}{extra}\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field, field, "{extra}: {e}");
+    }
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let e = AgentSpec::from_toml(&format!("{}colour = \"red\"\n", base())).unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+    let e = AgentSpec::from_toml(&format!("{}[limits]\nmemroy_mb = 3\n", base())).unwrap_err();
+    assert!(e.contains("memroy_mb"), "{e}");
+}
+
+#[test]
+fn missing_image_is_named() {
+    let e = AgentSpec::from_toml("name = \"x\"\n").unwrap_err();
+    assert!(e.contains("image"), "{e}");
+}
+
+#[test]
+fn bad_limit_names_field_and_reason() {
+    let s = AgentSpec::from_toml(&format!("{}[limits]\nmemory_mb = 1\n", base())).unwrap();
+    let e = s.validate().unwrap_err();
+    assert_eq!(e.field, "limits.memory_mb");
+    assert!(e.reason.contains("out of range"));
+    let s = AgentSpec::from_toml(&format!("{}[limits]\ncpus = 0.0\n", base())).unwrap();
+    assert_eq!(s.validate().unwrap_err().field, "limits.cpus");
+    let s = AgentSpec::from_toml(&format!(
+        "{}[restart]\ndelay_ms = 5000\nmax_delay_ms = 100\n",
+        base()
+    ))
+    .unwrap();
+    assert_eq!(s.validate().unwrap_err().field, "restart.max_delay_ms");
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let s = AgentSpec::from_toml("name = \"Bad_Name\"\nimage = \"x\"\n").unwrap();
+    assert_eq!(s.validate().unwrap_err().field, "name");
+    let s = AgentSpec::from_toml("name = \"ok\"\nimage = \" \"\n").unwrap();
+    assert_eq!(s.validate().unwrap_err().field, "image");
+}
+
+#[test]
+fn program_fields_are_checked_and_named() {
+    let own = "name = \"a\"\nimage = \"mine/app:1\"\n";
+    let s = AgentSpec::from_toml(&format!(
+        "{own}command = [\"python3\", \"/app/agent.py\"]\nworkdir = \"/app\"\n[env]\nLOG_LEVEL = \"info\"\n"
+    ))
+    .unwrap();
+    s.validate().unwrap();
+    assert_eq!(s.command, ["python3", "/app/agent.py"]);
+    let field = |extra: &str| {
+        AgentSpec::from_toml(&format!("{own}{extra}"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+    };
+    for (extra, want) in [
+        ("command = [\"\"]\n", "command[0]"),
+        ("workdir = \"app\"\n", "workdir"),
+        ("[env]\nOPENAI_API_KEY = \"sk-1\"\n", "env.OPENAI_API_KEY"),
+        ("[env]\ndb_password = \"x\"\n", "env.db_password"),
+        ("[env]\nGITHUB_TOKEN = \"x\"\n", "env.GITHUB_TOKEN"),
+        ("[env]\nAGENFLEET_API = \"x\"\n", "env.AGENFLEET_API"),
+        ("[env]\n\"1X\" = \"x\"\n", "env.1X"),
+        ("[env]\n\"A-B\" = \"x\"\n", "env.A-B"),
+        ("[health]\n", "health"),
+        ("[health]\nhttp = \"/h\"\ncommand = [\"x\"]\n", "health"),
+        ("[health]\nhttp = \"healthz\"\nport = 80\n", "health.http"),
+        ("[health]\nhttp = \"/healthz\"\n", "health.port"),
+        (
+            "[health]\ncommand = [\"true\"]\nretries = 0\n",
+            "health.retries",
+        ),
+        (
+            "[health]\ncommand = [\"true\"]\ninterval_secs = 0\n",
+            "health.interval_secs",
+        ),
+    ] {
+        assert_eq!(field(extra).field, want, "{extra}");
+    }
+    assert!(field("[env]\nAWS_SECRET = \"x\"\n")
+        .reason
+        .contains("credentials"));
+    // Names that only look alike are fine.
+    let s = AgentSpec::from_toml(&format!(
+        "{own}[env]\nKEYBOARD = \"us\"\nTOKENIZER = \"bpe\"\n"
+    ))
+    .unwrap();
+    s.validate().unwrap();
+    // The built-in image runs its workload, not a command.
+    let s = AgentSpec::from_toml(&format!("{}command = [\"sh\"]\n", base())).unwrap();
+    assert_eq!(s.validate().unwrap_err().field, "command");
+}
+
+#[test]
+fn a_spec_without_the_program_fields_keeps_its_hash() {
+    // The hash the daemon before `command`, `workdir` and `env` put on this spec's
+    // container (read from its label): after an upgrade it is adopted, not replaced.
+    // (Such a spec is stored with the network mode of its day, `none`.)
+    let s = AgentSpec::from_toml(&format!("{}[network]\nmode = \"none\"\n", base())).unwrap();
+    assert_eq!(s.hash(), "31f6ef097bc0d9b5");
+    for change in [
+        |t: &mut AgentSpec| t.command = vec!["x".into()],
+        |t: &mut AgentSpec| t.workdir = "/w".into(),
+        |t: &mut AgentSpec| {
+            t.env.insert("A".into(), "1".into());
+        },
+    ] {
+        let mut t = s.clone();
+        change(&mut t);
+        assert_ne!(s.hash(), t.hash());
+    }
+}
+
+#[test]
+fn hash_changes_with_content() {
+    let a = AgentSpec::from_toml(base()).unwrap();
+    let mut b = a.clone();
+    assert_eq!(a.hash(), b.hash());
+    b.limits.pids = 64;
+    assert_ne!(a.hash(), b.hash());
+}
