@@ -1,6 +1,7 @@
-//! The credentials pane of one agent: each credential's versions and dates (never a
-//! value), the agent's runs since the last rotation from the audit log ("audit recent
-//! runs"), and the rotate dialog with masked input and a confirmation.
+//! The credentials pane of one agent: each credential's delivery (api, file, env), its
+//! versions and dates (never a value), the agent's runs since the last rotation from the
+//! audit log ("audit recent runs"), and the rotate dialog with masked input and a
+//! confirmation.
 
 use super::theme::Theme;
 use crate::app::{App, Mode};
@@ -30,6 +31,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         v.map(|ms| fmt::timestamp(ms)[..19].to_string())
             .unwrap_or_else(|| "never".into())
     };
+    // How each credential reaches the agent's program, from its spec (api, file, env).
+    let view = app
+        .agents
+        .values()
+        .find(|v| v.qualified_name() == pane.agent);
+    let delivery = |name: &str| {
+        view.and_then(|v| v.credentials.iter().find(|c| c.name == name))
+            .map(|c| c.delivery.as_str())
+            .unwrap_or("-")
+    };
     let rows: Vec<Row> = pane
         .list
         .iter()
@@ -42,6 +53,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             };
             Row::new(vec![
                 Cell::from(c.name.clone()),
+                Cell::from(delivery(&c.name)),
                 Cell::from(
                     c.current_version
                         .map(|v| format!("v{v}"))
@@ -60,6 +72,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             rows,
             [
                 Constraint::Fill(1),
+                Constraint::Length(4),
                 Constraint::Length(8),
                 Constraint::Length(4),
                 Constraint::Length(20),
@@ -69,6 +82,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .header(
             Row::new(vec![
                 "NAME",
+                "AS",
                 "CURRENT",
                 "VERS",
                 "LAST ROTATED",
@@ -163,6 +177,20 @@ mod tests {
 
     fn with_creds() -> crate::app::App {
         let mut app = sample_app();
+        // The spec hands `api-key` to the program as a file.
+        if let Some(a) = app
+            .agents
+            .values_mut()
+            .find(|a| a.qualified_name() == "acme/crawler")
+        {
+            a.credentials = vec![agenfleet_protocol::CredentialView::of(
+                &agenfleet_protocol::CredentialUse {
+                    name: "api-key".into(),
+                    delivery: agenfleet_protocol::Delivery::File,
+                    var: None,
+                },
+            )];
+        }
         app.on_key(key(KeyCode::Char('c')));
         let v = |n: u32, revoked: bool| CredentialVersion {
             version: n,
