@@ -131,7 +131,9 @@ fn credentials_reach_the_program_as_api_file_and_env_and_rotate_in_place() {
 
     // The restarted program is the one a stop reaches: it handles SIGTERM and exits 0.
     d.json(&["agents", "stop", "holder"]);
-    let v = d.wait_agent("holder", "stopped", WAIT, |v| v["state"] == "Stopped");
+    let v = d.wait_agent("holder", "stopped, its exit recorded", WAIT, |v| {
+        v["state"] == "Stopped" && !v["last_exit"].is_null()
+    });
     assert_eq!(v["last_exit"]["code"], 0, "{v}");
     assert_eq!(logs(&d, "holder").matches("program got TERM").count(), 2);
 

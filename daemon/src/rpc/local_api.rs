@@ -249,6 +249,10 @@ where
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024)
+        // A client that half-closes after its request (`nc`, a shell's `printf | nc`) still
+        // gets its answer: without this the server drops the connection, answer unsent,
+        // when the end of file arrives before the answer is written.
+        .half_close(true)
         .serve_connection(io, service)
         .await;
 }
