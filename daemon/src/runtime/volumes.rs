@@ -95,8 +95,7 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 
 /// Makes sure the agent's workspace exists and is mounted; answers its mount point. The
 /// first time it creates a sparse image of `size_mb` and an ext4 filesystem in it whose
-/// root belongs to `owner` ("uid:gid", the agent's user); a larger `size_mb` later grows
-/// it (a smaller one is refused: shrinking could lose the agent's data).
+/// root belongs to `owner` ("uid:gid", the agent's user).
 pub fn ensure_workspace(
     state_dir: &Path,
     key: &AgentKey,
@@ -114,7 +113,6 @@ pub fn ensure_workspace(
     // As the kernel's mount table spells it (no symlink, no relative part).
     let dir = std::fs::canonicalize(&dir)
         .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    let mounted = is_mounted(&dir);
     match std::fs::metadata(&img) {
         Err(_) => {
             let f =
@@ -141,24 +139,11 @@ pub fn ensure_workspace(
                 return Err(e);
             }
         }
-        Ok(m) if m.len() < bytes => {
-            // Grown: the file, then the filesystem (online when mounted).
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&img)
-                .and_then(|f| f.set_len(bytes))
-                .map_err(|e| format!("cannot grow {img_s}: {e}"))?;
-            if mounted {
-                let dev = loop_device_of(&img)?;
-                run("resize2fs", &[&dev])?;
-            } else {
-                run("e2fsck", &["-f", "-p", &img_s])?;
-                run("resize2fs", &[&img_s])?;
-            }
-        }
-        Ok(m) if m.len() > bytes => {
+        Ok(m) if m.len() != bytes => {
+            // A spec cannot change in place (a new size means a new agent, whose purge
+            // removed the old image): an image of another size is not this spec's.
             return Err(format!(
-                "the workspace is {} MiB and cannot shrink to {size_mb} MiB without losing data; delete the agent to start over",
+                "{img_s} is {} MiB, the spec says {size_mb} MiB; it is not this agent's workspace (remove it, or delete the agent to start over)",
                 m.len() / (1024 * 1024)
             ));
         }
@@ -176,20 +161,6 @@ pub fn ensure_workspace(
         )?;
     }
     Ok(dir)
-}
-
-/// The loop device that backs `img`.
-fn loop_device_of(img: &Path) -> Result<String, String> {
-    let out = std::process::Command::new("losetup")
-        .args(["-j", &img.display().to_string()])
-        .output()
-        .map_err(|e| format!("cannot run losetup: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split(':')
-        .next()
-        .filter(|d| d.starts_with("/dev/"))
-        .map(str::to_string)
-        .ok_or_else(|| format!("no loop device backs {}", img.display()))
 }
 
 /// Unmounts and removes the agent's workspace; answers its size in MiB if it had one.
