@@ -466,6 +466,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) 
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        // Bytes are handed on as they come: no waiting to fill a segment.
+        let _ = tcp.set_nodelay(true);
         let to = to.clone();
         tokio::spawn(async move {
             let Ok(unix) = tokio::net::UnixStream::connect(&to).await else {

@@ -448,7 +448,11 @@ where
     };
     let mut upstream =
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                // Bytes are handed on as they come: no waiting to fill a segment.
+                let _ = s.set_nodelay(true);
+                s
+            }
             Ok(Err(e)) => {
                 let why = format!("cannot connect to {} ({target}): {e}", req.host);
                 return unreachable(&mut stream, &svc, &req.host, why).await;
