@@ -1,4 +1,5 @@
-//! `agenfleet-agent run -- PROGRAM ARGS…`: the shim as the init (PID 1) of an agent whose
+//! `agenfleet-agent run [--secret-file NAME] [--secret-env VAR=NAME] -- PROGRAM ARGS…`:
+//! the shim as the init (PID 1) of an agent whose
 //! image is not ours. It starts the agent's program as its only child, forwards SIGTERM,
 //! SIGINT, SIGHUP and SIGQUIT to it, reaps every process that ends up re-parented to it
 //! (orphans the program leaves behind included, so none stays a zombie), and exits with the
@@ -13,6 +14,14 @@
 //! gateway (the daemon then serves `proxy.sock` there) it also relays `127.0.0.1:3128` to
 //! that egress proxy and sets `HTTP_PROXY`/`HTTPS_PROXY` (both spellings) and `NO_PROXY`.
 //! The relays are bytes only: every decision is the daemon's.
+//!
+//! Credentials the spec delivers other than through the API are named on its command line
+//! (`--secret-file NAME`, `--secret-env VAR=NAME`; never a value): it fetches them over the
+//! gateway before the program starts, writes each `file` one to `/run/agenfleet/secrets/`
+//! (0400, on the tmpfs the daemon mounts there) and puts each `env` one into the program's
+//! environment only. Then it waits on the gateway for rotations: a file is replaced
+//! atomically; a rotated variable makes it stop the program (SIGTERM, SIGKILL after a
+//! grace) and start it again with the new value, in the same container.
 
 use std::os::unix::process::CommandExt;
 
