@@ -103,8 +103,7 @@ impl Runner {
                         .as_ref()
                         .and_then(|c| c.image.clone())
                         .unwrap_or_default();
-                    let same = labels.get(container::LABEL_SPEC_HASH)
-                        == Some(&self.rec.spec.hash())
+                    let same = labels.get(container::LABEL_SPEC_HASH) == Some(&self.spec_hash)
                         && image == image_ref;
                     let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
                     if same && running {

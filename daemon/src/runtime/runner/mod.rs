@@ -63,6 +63,11 @@ pub(super) struct Runner {
     held_back: bool,
     /// When the engine last reported an OOM kill in the current container (Unix ms).
     oom_at_ms: Option<u64>,
+    /// The spec's hash and its files as `agents show` lists them: the spec never changes
+    /// under a runner, and both read every byte of the files (up to 2 MiB), so they are
+    /// worked out once rather than on every published view.
+    spec_hash: String,
+    file_views: Vec<agenfleet_protocol::FileView>,
 }
 
 /// How far apart an OOM report and an exit may be and still be the same event.
@@ -88,6 +93,13 @@ impl Runner {
         tx: mpsc::UnboundedSender<Msg>,
         logs: LogRing,
     ) -> Runner {
+        let spec_hash = rec.spec.hash();
+        let file_views = rec
+            .spec
+            .files
+            .iter()
+            .map(agenfleet_protocol::FileView::of)
+            .collect();
         Runner {
             rt,
             rec,
@@ -102,6 +114,8 @@ impl Runner {
             pending_failed: None,
             held_back: false,
             oom_at_ms: None,
+            spec_hash,
+            file_views,
         }
     }
 
@@ -146,7 +160,7 @@ impl Runner {
             cpu_percent: stats.0,
             memory_bytes: stats.1,
             memory_limit_bytes: self.rec.spec.memory_limit_bytes(),
-            spec_hash: self.rec.spec.hash(),
+            spec_hash: self.spec_hash.clone(),
             created_at_ms: self.rec.created_at_ms,
             escalations: 0,
             command: self.rec.spec.command.clone(),
@@ -165,13 +179,7 @@ impl Runner {
                 .iter()
                 .map(agenfleet_protocol::CredentialView::of)
                 .collect(),
-            files: self
-                .rec
-                .spec
-                .files
-                .iter()
-                .map(agenfleet_protocol::FileView::of)
-                .collect(),
+            files: self.file_views.clone(),
             workspace_mb: self.rec.spec.workspace.map(|w| w.size_mb),
         }
     }
