@@ -42,6 +42,19 @@ pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
+/// Asserts that no file of the engine's for container `cid` (its config, its logs) and no
+/// file under the daemon's directory (its log, audit segments, SQLite files, state) holds
+/// `canary`.
+pub fn assert_on_no_disk(d: &Daemon, cid: &str, canary: &str) {
+    let hits = files_containing(
+        Path::new(&format!("/var/lib/docker/containers/{cid}")),
+        canary.as_bytes(),
+    );
+    assert!(hits.is_empty(), "{canary} in the engine's files: {hits:?}");
+    let hits = files_containing(&d.dir, canary.as_bytes());
+    assert!(hits.is_empty(), "{canary} in the daemon's files: {hits:?}");
+}
+
 /// The files under `dir` (recursively) whose bytes contain `needle`.
 pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();

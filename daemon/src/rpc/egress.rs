@@ -293,6 +293,17 @@ async fn answer<W: AsyncWrite + Unpin>(
     let _ = w.shutdown().await;
 }
 
+/// The gateway refused the caller, or could not decide: 403 with its reason.
+async fn not_permitted<W: AsyncWrite + Unpin>(w: &mut W, reason: &str) {
+    answer(
+        w,
+        "403 Forbidden",
+        "deny",
+        &serde_json::json!({ "reason": reason }),
+    )
+    .await;
+}
+
 /// A request refused before any decision (malformed, too slow) or by the address check:
 /// recorded as `egress.refused`, answered with `status`.
 async fn refused<W: AsyncWrite + Unpin>(
@@ -365,13 +376,7 @@ where
     S: AsyncRead + AsyncWrite + agenfleet_protocol::relay::Spliceable + Unpin + Send + 'static,
 {
     if let Err(e) = svc.check() {
-        answer(
-            &mut stream,
-            "403 Forbidden",
-            "deny",
-            &serde_json::json!({"reason": e.message}),
-        )
-        .await;
+        not_permitted(&mut stream, &e.message).await;
         return;
     }
     let (head, rest) = match tokio::time::timeout(head_timeout, read_head(&mut stream)).await {
@@ -394,13 +399,7 @@ where
     let decision = match svc.clone().authorize(tarpc::context::current(), call).await {
         Ok(d) => d,
         Err(e) => {
-            answer(
-                &mut stream,
-                "403 Forbidden",
-                "deny",
-                &serde_json::json!({"reason": e.message}),
-            )
-            .await;
+            not_permitted(&mut stream, &e.message).await;
             return;
         }
     };

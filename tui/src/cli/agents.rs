@@ -220,40 +220,25 @@ pub fn read_spec(path: &std::path::Path) -> Result<AgentSpec, CliError> {
             continue;
         }
         let p = base.join(&f.source);
-        let meta = std::fs::metadata(&p).map_err(|e| {
+        let bad = |why: String| {
             CliError::new(
                 6,
                 "invalid_argument",
                 format!(
-                    "{}: invalid spec: files[{i}].source: {}: {e}",
+                    "{}: invalid spec: files[{i}].source: {}{why}",
                     path.display(),
                     p.display()
                 ),
             )
-        })?;
+        };
+        let meta = std::fs::metadata(&p).map_err(|e| bad(format!(": {e}")))?;
         if !meta.is_file() || meta.len() > agenfleet_protocol::spec::MAX_FILE_BYTES as u64 {
-            return Err(CliError::new(
-                6,
-                "invalid_argument",
-                format!(
-                    "{}: invalid spec: files[{i}].source: {} is not a file of at most {} KiB",
-                    path.display(),
-                    p.display(),
-                    agenfleet_protocol::spec::MAX_FILE_BYTES / 1024
-                ),
-            ));
+            return Err(bad(format!(
+                " is not a file of at most {} KiB",
+                agenfleet_protocol::spec::MAX_FILE_BYTES / 1024
+            )));
         }
-        f.content = std::fs::read(&p).map_err(|e| {
-            CliError::new(
-                6,
-                "invalid_argument",
-                format!(
-                    "{}: invalid spec: files[{i}].source: {}: {e}",
-                    path.display(),
-                    p.display()
-                ),
-            )
-        })?;
+        f.content = std::fs::read(&p).map_err(|e| bad(format!(": {e}")))?;
     }
     spec.validate().map_err(|e| {
         CliError::new(
