@@ -14,6 +14,7 @@ pub mod policy;
 pub mod rpc;
 pub mod runtime;
 pub mod store;
+pub mod upstreams;
 pub mod vault;
 
 use agenfleet_protocol::{DaemonInfo, EngineInfo, SOFTWARE_VERSION};

@@ -18,6 +18,7 @@ pub mod spec;
 pub mod time;
 pub mod transport;
 pub mod types;
+pub mod upstream;
 pub mod vault;
 
 pub use audit::{AuditEntry, AuditEvent, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
@@ -29,6 +30,7 @@ pub use spec::{
     NetworkSpec, RestartMode, RestartSpec, SpecError, Workload, WorkspaceSpec, BUILTIN_IMAGE,
 };
 pub use types::*;
+pub use upstream::{Injection, UpstreamClass, UpstreamKind, UpstreamSpec, UpstreamView};
 pub use vault::{CredentialInfo, CredentialVersion, VaultState, VaultStatus};
 
 /// Version of the wire protocol. A client and a daemon with different versions refuse to

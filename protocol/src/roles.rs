@@ -30,6 +30,9 @@ pub enum Permission {
     EscalationsDecide,
     /// Acknowledge, resolve, reassign, silence and open incidents.
     IncidentsManage,
+    /// Add, change and remove the tenant's providers and connections (held at tenant
+    /// level only, like the tenant's policy).
+    UpstreamsWrite,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -37,7 +40,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 18] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -52,6 +55,7 @@ impl Permission {
         P::PolicyWrite,
         P::EscalationsDecide,
         P::IncidentsManage,
+        P::UpstreamsWrite,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -77,6 +81,7 @@ impl Permission {
             Permission::PolicyWrite => "policy.write",
             Permission::EscalationsDecide => "escalations.decide",
             Permission::IncidentsManage => "incidents.manage",
+            Permission::UpstreamsWrite => "upstreams.write",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -120,6 +125,7 @@ const ADMIN: &[Permission] = &[
     P::PolicyWrite,
     P::EscalationsDecide,
     P::IncidentsManage,
+    P::UpstreamsWrite,
 ];
 
 impl ScopedRole {

@@ -15,6 +15,7 @@ use crate::types::{
     AgentAction, AgentRef, AgentView, FleetStatus, Hello, ImageInfo, LogChunk, NewToken,
     OperatorInfo, RoleBinding, TokenInfo, WatchReply,
 };
+use crate::upstream::{UpstreamClass, UpstreamSpec, UpstreamView, UsageRow};
 use crate::vault::{CredentialInfo, VaultStatus};
 
 #[tarpc::service]
@@ -178,4 +179,31 @@ pub trait Fleet {
     ) -> Result<Incident, ApiError>;
     /// The responsibility matrix and the scenarios in force.
     async fn incidents_matrix() -> Result<Matrix, ApiError>;
+    /// Adds (`create`: the name must be new, `key` is required) or changes a provider or
+    /// connection of a tenant (`key`: a new key; None keeps the one it has). A new version
+    /// each time, audited with the key's HMAC, never the key.
+    async fn upstreams_put(
+        spec: UpstreamSpec,
+        key: Option<SecretValue>,
+        create: bool,
+        note: String,
+    ) -> Result<UpstreamView, ApiError>;
+    /// The providers and connections in force in the tenants the caller sees (`tenant`:
+    /// only that one).
+    async fn upstreams_list(tenant: Option<String>) -> Result<Vec<UpstreamView>, ApiError>;
+    /// Every version of one, oldest first (the last one in force unless removed).
+    async fn upstreams_history(
+        class: UpstreamClass,
+        tenant: String,
+        name: String,
+    ) -> Result<Vec<UpstreamView>, ApiError>;
+    /// Removes one: agents that name it can no longer reach it (recorded as a version).
+    async fn upstreams_remove(
+        class: UpstreamClass,
+        tenant: String,
+        name: String,
+    ) -> Result<UpstreamView, ApiError>;
+    /// Model usage of the agents the caller sees and of their tenants (`tenant`: only
+    /// that one), for the last hour, day and 30 days.
+    async fn usage(tenant: Option<String>) -> Result<Vec<UsageRow>, ApiError>;
 }

@@ -9,6 +9,7 @@ use agenfleet_protocol::incidents::{Incident, Matrix, Party};
 use agenfleet_protocol::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
+use agenfleet_protocol::upstream::UsageRow;
 use agenfleet_protocol::{
     AgentAction, AgentRef, AgentSpec, AgentState, AgentView, ApiError, AuditEntry, AuditQuery,
     AuditStatus, Checkpoint, Fleet, FleetStatus, Hello, ImageInfo, LogChunk, StateCount,
@@ -18,12 +19,14 @@ use agenfleet_protocol::{
     CallerInfo, CredentialInfo, NewToken, OperatorInfo, RoleBinding, SecretValue, TokenInfo,
     VaultStatus,
 };
+use agenfleet_protocol::{UpstreamClass, UpstreamSpec, UpstreamView};
 use tarpc::context::Context;
 
 mod access;
 mod guard;
 mod incidents;
 mod policy;
+mod upstreams;
 
 pub use guard::FleetService;
 use guard::{capped, vault_err};
@@ -650,5 +653,48 @@ impl Fleet for FleetService {
         self.rt
             .audit_event(self.event("operator.note", None, "ok", text))
             .await
+    }
+
+    async fn upstreams_put(
+        self,
+        _: Context,
+        spec: UpstreamSpec,
+        key: Option<SecretValue>,
+        create: bool,
+        note: String,
+    ) -> Result<UpstreamView, ApiError> {
+        self.do_upstreams_put(spec, key, create, note).await
+    }
+
+    async fn upstreams_list(
+        self,
+        _: Context,
+        tenant: Option<String>,
+    ) -> Result<Vec<UpstreamView>, ApiError> {
+        self.do_upstreams_list(tenant).await
+    }
+
+    async fn upstreams_history(
+        self,
+        _: Context,
+        class: UpstreamClass,
+        tenant: String,
+        name: String,
+    ) -> Result<Vec<UpstreamView>, ApiError> {
+        self.do_upstreams_history(class, tenant, name).await
+    }
+
+    async fn upstreams_remove(
+        self,
+        _: Context,
+        class: UpstreamClass,
+        tenant: String,
+        name: String,
+    ) -> Result<UpstreamView, ApiError> {
+        self.do_upstreams_remove(class, tenant, name).await
+    }
+
+    async fn usage(self, _: Context, tenant: Option<String>) -> Result<Vec<UsageRow>, ApiError> {
+        self.do_usage(tenant).await
     }
 }

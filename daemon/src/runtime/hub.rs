@@ -58,6 +58,8 @@ pub struct Runtime {
     pub authz: crate::authz::Authz,
     pub policy: Arc<crate::policy::PolicyEngine>,
     pub incidents: Arc<crate::incidents::Incidents>,
+    /// The tenants' providers and connections, their keys, and model usage.
+    pub upstreams: crate::upstreams::Upstreams,
     /// The agents' images (the built-in one built once).
     pub images: Images,
     /// Where agents' own networks take their subnets from.
@@ -82,6 +84,7 @@ pub struct Parts {
 
 impl Runtime {
     pub fn new(p: Parts) -> Arc<Runtime> {
+        let upstreams = crate::upstreams::Upstreams::new(p.store.clone(), p.vault.clone());
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -93,6 +96,7 @@ impl Runtime {
             vault: p.vault,
             policy: p.policy,
             incidents: p.incidents,
+            upstreams,
             images: Images::default(),
             pool: p.pool,
             runners: Mutex::new(HashMap::new()),

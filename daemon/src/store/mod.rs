@@ -327,6 +327,15 @@ impl Store {
         .transpose()
     }
 
+    /// Every tenant's id, sorted (platform-wide).
+    pub fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM tenants ORDER BY id")?;
+            let ids = st.query_map([], |r| r.get(0))?.collect();
+            ids
+        })
+    }
+
     /// Whether the tenant exists (it does while it has an agent, project, role or token).
     pub fn tenant_exists(&self, tenant: &str) -> Result<bool, StoreError> {
         let n: i64 = self
@@ -335,7 +344,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Deletes a tenant's own rows — role bindings, tokens, policies, projects, then the
+    /// Deletes a tenant's own rows — role bindings, tokens, policies, providers and
+    /// connections, projects, then the
     /// tenant — in one transaction. Its agents must be gone first (each has its own purge).
     pub fn delete_tenant_rows(&self, tenant: &str) -> Result<(), StoreError> {
         self.tenant(tenant).with(|c| {
@@ -344,6 +354,7 @@ impl Store {
                 "DELETE FROM t_role_bindings",
                 "DELETE FROM t_tokens",
                 "DELETE FROM t_policy_versions",
+                "DELETE FROM t_upstreams",
                 "DELETE FROM t_projects",
                 "DELETE FROM t_tenants",
             ] {

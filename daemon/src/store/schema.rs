@@ -182,4 +182,22 @@ pub const MIGRATIONS: &[&str] = &[
      INSERT INTO policy_versions_new SELECT * FROM policy_versions;
      DROP TABLE policy_versions;
      ALTER TABLE policy_versions_new RENAME TO policy_versions;",
+    // 9: providers and connections of a tenant, one row per version (the latest is in
+    // force unless it is a removal). The key is sealed by the vault with associated data
+    // binding it to tenant, name and key version; a change that keeps the key copies it.
+    "CREATE TABLE upstreams (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        class TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        key_id INTEGER NOT NULL REFERENCES vault_keys(id),
+        sealed BLOB NOT NULL,
+        value_hmac TEXT NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, name, version));",
 ];

@@ -653,6 +653,55 @@ impl Vault {
         Ok(out)
     }
 
+    /// Seals a tenant-level key (a provider's or a connection's) under the active data key,
+    /// bound by `aad`: (data key id, sealed bytes, HMAC of the value). The caller stores
+    /// them with its own row.
+    pub fn seal_value(
+        &self,
+        value: &SecretValue,
+        aad: &[u8],
+    ) -> Result<(u64, Vec<u8>, String), VaultError> {
+        if value.is_empty() || value.len() > MAX_VALUE {
+            return Err(VaultError::Invalid(format!(
+                "a key must hold 1 to {MAX_VALUE} bytes"
+            )));
+        }
+        let hmac = self.hmac(value)?;
+        let (key_id, dk) = self.with_keys(|k| {
+            let dk = k
+                .data
+                .get(&k.active)
+                .ok_or_else(|| VaultError::Store("no active data key".into()))?;
+            Ok((k.active, dk.clone()))
+        })?;
+        let sealed = crypto::seal(&dk, value.expose(), aad);
+        self.store.with(|c| {
+            c.execute(
+                "UPDATE vault_keys SET uses = uses + 1 WHERE id = ?1",
+                params![key_id as i64],
+            )
+        })?;
+        Ok((key_id, sealed, hmac))
+    }
+
+    /// Opens what `seal_value` sealed with the same `aad`; `what` names it in errors.
+    pub fn open_value(
+        &self,
+        key_id: u64,
+        sealed: &[u8],
+        aad: &[u8],
+        what: &str,
+    ) -> Result<SecretValue, VaultError> {
+        self.with_keys(|k| {
+            let dk = k.data.get(&key_id).ok_or_else(|| {
+                VaultError::Corrupt(format!("{what} (unknown data key {key_id})"))
+            })?;
+            crypto::open(dk, sealed, aad)
+                .map(|v| SecretValue::new(v.to_vec()))
+                .ok_or_else(|| VaultError::Corrupt(what.to_string()))
+        })
+    }
+
     /// Forgets the keys in memory (the keyring keeps the master key).
     pub fn seal(&self) {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = None;

@@ -69,6 +69,33 @@ pub struct AgentSpec {
     /// (a rate limit without a fallback is the client's incident, with one the provider's).
     #[serde(default)]
     pub model_fallbacks: Vec<String>,
+    /// The tenant's providers (model APIs) the agent may call through the gateway, which
+    /// holds their keys: nothing named, nothing reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<String>,
+    /// The tenant's connections (tool APIs) the agent may call the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<String>,
+    /// Limits on the agent's model calls, enforced by the gateway.
+    #[serde(default, skip_serializing_if = "Budget::is_unlimited")]
+    pub budget: Budget,
+}
+
+/// Limits on an agent's model calls; 0 is no limit. Over one, the gateway answers 429
+/// with the reason, records it, and raises a client incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Tokens (in + out) per UTC day.
+    pub tokens_per_day: u64,
+    /// Model calls per minute.
+    pub calls_per_minute: u32,
+}
+
+impl Budget {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Budget::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -367,6 +394,9 @@ impl AgentSpec {
             && self.health.is_none()
             && self.files.is_empty()
             && self.workspace.is_none()
+            && self.providers.is_empty()
+            && self.connections.is_empty()
+            && self.budget.is_unlimited()
         {
             serde_json::to_vec(&First {
                 name: &self.name,

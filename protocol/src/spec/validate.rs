@@ -138,6 +138,21 @@ impl AgentSpec {
                 ));
             }
         }
+        for (field, names) in [
+            ("providers", &self.providers),
+            ("connections", &self.connections),
+        ] {
+            if names.len() > 16 {
+                return Err(err(field, "at most 16"));
+            }
+            for (i, n) in names.iter().enumerate() {
+                let f = format!("{field}[{i}]");
+                crate::upstream::check_upstream_name(n).map_err(|e| err(&f, e))?;
+                if names[..i].contains(n) {
+                    return Err(err(&f, format!("`{n}` is listed twice")));
+                }
+            }
+        }
         if w.tool_calls.len() > 1000 {
             return Err(err("workload.tool_calls", "at most 1000 calls"));
         }

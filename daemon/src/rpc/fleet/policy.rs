@@ -28,7 +28,7 @@ fn check_note(note: &str) -> Result<(), ApiError> {
 
 impl FleetService {
     /// A tenant the caller may see something of; others answer like unknown tenants.
-    async fn visible_tenant(&self, tenant: &str, rpc: &str) -> Result<(), ApiError> {
+    pub(super) async fn visible_tenant(&self, tenant: &str, rpc: &str) -> Result<(), ApiError> {
         self.check_any(Permission::FleetRead, rpc).await?;
         let c = self.caller();
         let known = self

@@ -1,0 +1,249 @@
+//! Model usage totals per agent and per tenant, in fixed memory: 60 minute buckets and 720
+//! hour buckets each (a ring indexed by the minute or hour number, a stale bucket reset
+//! when it comes round again), so a million calls cost no more than one. The budgets of an
+//! agent's spec are held against them: calls in the current minute, tokens since 00:00
+//! UTC. The per-call truth is the `model.call` audit record; these are what `usage`,
+//! `status` and the console read.
+
+use agenfleet_protocol::upstream::{UsageRow, UsageTotals};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const MINUTES: usize = 60;
+const HOURS: usize = 720;
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    /// The minute (or hour) number since the epoch this bucket counts; a bucket whose
+    /// number is not the one asked for is empty.
+    at: u64,
+    t: UsageTotals,
+}
+
+struct Series {
+    minutes: Box<[Bucket; MINUTES]>,
+    hours: Box<[Bucket; HOURS]>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            minutes: Box::new([Bucket::default(); MINUTES]),
+            hours: Box::new([Bucket::default(); HOURS]),
+        }
+    }
+}
+
+fn bump(b: &mut Bucket, at: u64, add: &UsageTotals) {
+    if b.at > at {
+        return; // older than what the ring holds in this place: out of every window
+    }
+    if b.at != at {
+        *b = Bucket {
+            at,
+            t: UsageTotals::default(),
+        };
+    }
+    b.t.add(add);
+}
+
+impl Series {
+    fn record(&mut self, now_ms: u64, add: &UsageTotals) {
+        let m = now_ms / 60_000;
+        let h = now_ms / 3_600_000;
+        bump(&mut self.minutes[m as usize % MINUTES], m, add);
+        bump(&mut self.hours[h as usize % HOURS], h, add);
+    }
+
+    /// Totals of minute buckets in [from, to] (minute numbers).
+    fn minutes_between(&self, from: u64, to: u64) -> UsageTotals {
+        let mut t = UsageTotals::default();
+        for b in self.minutes.iter().filter(|b| b.at >= from && b.at <= to) {
+            t.add(&b.t);
+        }
+        t
+    }
+
+    fn hours_between(&self, from: u64, to: u64) -> UsageTotals {
+        let mut t = UsageTotals::default();
+        for b in self.hours.iter().filter(|b| b.at >= from && b.at <= to) {
+            t.add(&b.t);
+        }
+        t
+    }
+
+    fn row(&self, tenant: &str, agent: &str, now_ms: u64) -> UsageRow {
+        let m = now_ms / 60_000;
+        let h = now_ms / 3_600_000;
+        let day_start = now_ms / 86_400_000 * 24;
+        UsageRow {
+            tenant: tenant.into(),
+            agent: agent.into(),
+            last_hour: self.minutes_between(m.saturating_sub(MINUTES as u64 - 1), m),
+            last_day: self.hours_between(h.saturating_sub(23), h),
+            last_30_days: self.hours_between(h.saturating_sub(HOURS as u64 - 1), h),
+            today: self.hours_between(day_start, h),
+        }
+    }
+}
+
+/// (tenant, agent); agent "" is the tenant's total.
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct Meter {
+    series: Mutex<HashMap<Key, Series>>,
+}
+
+/// Why a call may not go out now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverBudget(pub String);
+
+impl Meter {
+    /// Counts one finished call for the agent and its tenant.
+    pub fn record(&self, tenant: &str, agent: &str, now_ms: u64, add: &UsageTotals) {
+        let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for k in [(tenant, agent), (tenant, "")] {
+            let key = (k.0.to_string(), k.1.to_string());
+            s.entry(key).or_default().record(now_ms, add);
+        }
+    }
+
+    /// Holds the agent's budget against what it used: calls in this minute (this one
+    /// included), tokens since 00:00 UTC.
+    pub fn check(
+        &self,
+        tenant: &str,
+        agent: &str,
+        budget: &agenfleet_protocol::spec::Budget,
+        now_ms: u64,
+    ) -> Result<(), OverBudget> {
+        if budget.is_unlimited() {
+            return Ok(());
+        }
+        let s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(series) = s.get(&(tenant.to_string(), agent.to_string())) else {
+            return Ok(());
+        };
+        let row = series.row(tenant, agent, now_ms);
+        let m = now_ms / 60_000;
+        let this_minute = series.minutes_between(m, m).calls;
+        if budget.calls_per_minute > 0 && this_minute >= u64::from(budget.calls_per_minute) {
+            return Err(OverBudget(format!(
+                "budget: {this_minute} model calls this minute, the spec allows {} (calls_per_minute)",
+                budget.calls_per_minute
+            )));
+        }
+        if budget.tokens_per_day > 0 && row.today.tokens() >= budget.tokens_per_day {
+            return Err(OverBudget(format!(
+                "budget: {} tokens used today (UTC), the spec allows {} (tokens_per_day)",
+                row.today.tokens(),
+                budget.tokens_per_day
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rows of the keys `keep` admits, tenants' totals included.
+    pub fn rows(&self, now_ms: u64, keep: impl Fn(&str, &str) -> bool) -> Vec<UsageRow> {
+        let s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<UsageRow> = s
+            .iter()
+            .filter(|((t, a), _)| keep(t, a))
+            .map(|((t, a), series)| series.row(t, a, now_ms))
+            .collect();
+        out.sort_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
+        out
+    }
+
+    /// One agent's row (zeros when it made no call).
+    pub fn row(&self, tenant: &str, agent: &str, now_ms: u64) -> UsageRow {
+        let s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        match s.get(&(tenant.to_string(), agent.to_string())) {
+            Some(series) => series.row(tenant, agent, now_ms),
+            None => UsageRow {
+                tenant: tenant.into(),
+                agent: agent.into(),
+                ..UsageRow::default()
+            },
+        }
+    }
+
+    /// Drops an agent's series (it was purged).
+    pub fn forget(&self, tenant: &str, agent: &str) {
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(tenant.to_string(), agent.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agenfleet_protocol::spec::Budget;
+
+    fn call(tokens: u64, error: bool) -> UsageTotals {
+        UsageTotals {
+            calls: 1,
+            errors: u64::from(error),
+            tokens_in: tokens,
+            tokens_out: tokens,
+        }
+    }
+
+    #[test]
+    fn windows_count_what_falls_in_them() {
+        let m = Meter::default();
+        let day = 86_400_000u64;
+        let now = 100 * day + 12 * 3_600_000; // noon
+        m.record("t", "a", now - 2 * 3_600_000, &call(5, false)); // 10:00 today
+        m.record("t", "a", now - 13 * 3_600_000, &call(7, true)); // 23:00 yesterday
+        m.record("t", "a", now - 10 * day, &call(11, false));
+        m.record("t", "a", now - 40 * day, &call(13, false)); // out of every window
+        m.record("t", "a", now - 60_000, &call(1, false));
+        let r = m.row("t", "a", now);
+        assert_eq!(r.last_hour.calls, 1);
+        assert_eq!(r.today.tokens(), 12);
+        assert_eq!(r.last_day.calls, 3);
+        assert_eq!(r.last_day.errors, 1);
+        assert_eq!(r.last_30_days.tokens(), 2 * (5 + 7 + 11 + 1));
+        let tenant = m.row("t", "", now);
+        assert_eq!(tenant.last_30_days, r.last_30_days);
+    }
+
+    #[test]
+    fn a_bucket_coming_round_again_starts_empty() {
+        let m = Meter::default();
+        let now = 1_000 * 3_600_000u64;
+        m.record("t", "a", now - 720 * 3_600_000, &call(100, false));
+        m.record("t", "a", now, &call(1, false));
+        assert_eq!(m.row("t", "a", now).last_30_days.tokens(), 2);
+    }
+
+    #[test]
+    fn budgets_hold() {
+        let m = Meter::default();
+        let now = 50 * 86_400_000u64 + 30_000;
+        let b = Budget {
+            tokens_per_day: 0,
+            calls_per_minute: 2,
+        };
+        assert!(m.check("t", "a", &b, now).is_ok());
+        m.record("t", "a", now, &call(1, false));
+        m.record("t", "a", now, &call(1, false));
+        let e = m
+            .check("t", "a", &b, now)
+            .expect_err("third call in a minute");
+        assert!(e.0.contains("calls_per_minute"), "{}", e.0);
+        assert!(m.check("t", "a", &b, now + 60_000).is_ok());
+        let b = Budget {
+            tokens_per_day: 10,
+            calls_per_minute: 0,
+        };
+        m.record("t", "a", now, &call(3, false));
+        let e = m.check("t", "a", &b, now).expect_err("10 tokens used");
+        assert!(e.0.contains("tokens_per_day"), "{}", e.0);
+        assert!(m.check("t", "a", &b, now + 86_400_000).is_ok());
+    }
+}
