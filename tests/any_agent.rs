@@ -638,17 +638,13 @@ fn a_python_agent_works_through_the_local_api_and_the_egress_proxy() {
     let d = Daemon::start("anypython", "");
     d.json(&["vault", "init"]);
     let canary = format!("CANARY-{:x}-PY", std::process::id());
-    let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/python/agent.py"),
-    )
-    .expect("the Python example");
+    let (command, files) = python_example(&d);
     d.create(&format!(
         "name = \"py\"\nimage = \"{image}\"\n\
          credentials = [\"api-key\", {{ name = \"db\", as = \"file\" }}, {{ name = \"openai\", as = \"env\", var = \"OPENAI_API_KEY\" }}]\n\
-         command = [\"python3\", \"-c\", {}]\n\
+         {command}\
          [env]\nCREDENTIAL = \"api-key\"\nCREDENTIAL_FILE = \"db\"\nCREDENTIAL_ENV = \"OPENAI_API_KEY\"\nREAD_PATHS = \"/data/a.txt /etc/shadow\"\n\
-         FETCH_URLS = \"http://{host}:{p}/ok/data http://{host}:{p}/admin\"\n",
-        serde_json::to_string(&source).unwrap()
+         FETCH_URLS = \"http://{host}:{p}/ok/data http://{host}:{p}/admin\"\n{files}"
     ));
     let f = d.file(
         "scopes.toml",

@@ -391,7 +391,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(fn(&mut UpstreamSpec), &str)> = vec![
+        type Change = fn(&mut UpstreamSpec);
+        let cases: Vec<(Change, &str)> = vec![
             (
                 |s| s.base_url = "http://api.openai.com".into(),
                 "must be https",

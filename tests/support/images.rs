@@ -212,3 +212,19 @@ pub fn python_image(test: &str) -> Option<String> {
         .expect("python3 link");
     }))
 }
+
+/// The Python example agent (assets/examples/python/agent.py) for a spec: written beside
+/// the daemon's specs and handed in as a read-only file (it is larger than a command-line
+/// argument may be). Answers (the `command = …` line, the `[[files]]` table to end the spec
+/// with).
+pub fn python_example(d: &crate::Daemon) -> (String, String) {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/examples/python/agent.py"),
+    )
+    .expect("the Python example");
+    d.file("agent.py", &source);
+    (
+        "command = [\"python3\", \"/app/agent.py\"]\n".to_string(),
+        "[[files]]\nsource = \"agent.py\"\ntarget = \"/app/agent.py\"\n".to_string(),
+    )
+}

@@ -9,6 +9,7 @@ pub mod engine_proxy;
 pub mod hostile;
 pub mod images;
 pub mod measure;
+pub mod provider_stub;
 pub mod stubs;
 pub mod tmux;
 
@@ -17,6 +18,7 @@ pub use docker::*;
 pub use engine_proxy::*;
 pub use images::*;
 pub use measure::*;
+pub use provider_stub::*;
 pub use stubs::*;
 pub use tmux::*;
 
@@ -72,4 +74,37 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
         }
     }
     hits
+}
+
+/// Occurrences of `needle` in a process's readable memory.
+pub fn in_memory(pid: i64, needle: &[u8]) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return 0;
+    };
+    let Ok(mut mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for l in maps.lines() {
+        let mut parts = l.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        n += buf.windows(needle.len()).filter(|w| *w == needle).count();
+    }
+    n
 }

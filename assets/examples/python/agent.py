@@ -13,6 +13,14 @@ Settings (environment, from the spec's `env`):
   CREDENTIAL_ENV   the variable that holds an `env` credential
   FETCH_URLS   URLs to GET through the proxy, separated by spaces
   READ_PATHS   file paths to ask about (read_file), separated by spaces
+  ASK_MODELS   non-empty: ask each bound model provider one question through the base URL
+               the daemon set for its SDK (OPENAI_BASE_URL, ANTHROPIC_BASE_URL) with the
+               placeholder key it set beside it — the real key is added by the gateway
+  STREAM       non-empty: stream the OpenAI-shaped answer and print when each event came
+
+Model providers (`providers = [...]` in the spec) are called exactly as their SDKs would
+call them; the daemon holds their keys, decides and records each call, and falls back to
+another provider on a rate limit without this program knowing.
 """
 
 import json
@@ -84,10 +92,43 @@ def main():
                 "kind": "tool_call", "provider": url.split("/")[2], "outcome": outcome,
                 "latency_ms": int((time.monotonic() - start) * 1000), "detail": url,
             })
+    if os.environ.get("ASK_MODELS"):
+        ask_models(bool(os.environ.get("STREAM")))
     say("done")
     sys.stdout.flush()
     while True:
         time.sleep(3600)
+
+
+def ask_models(stream):
+    """One question to each provider its SDK variables point at."""
+    calls = []
+    if os.environ.get("OPENAI_BASE_URL"):
+        calls.append(("openai", os.environ["OPENAI_BASE_URL"] + "/chat/completions",
+                      {"Authorization": "Bearer " + os.environ.get("OPENAI_API_KEY", "")},
+                      {"model": "gpt-test", "stream": stream,
+                       "messages": [{"role": "user", "content": "hello"}]}))
+    if os.environ.get("ANTHROPIC_BASE_URL") and not stream:
+        calls.append(("anthropic", os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages",
+                      {"x-api-key": os.environ.get("ANTHROPIC_API_KEY", ""),
+                       "anthropic-version": "2023-06-01"},
+                      {"model": "claude-test", "max_tokens": 64,
+                       "messages": [{"role": "user", "content": "hello"}]}))
+    for vendor, url, headers, body in calls:
+        headers = dict(headers, **{"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+        try:
+            with direct.open(req, timeout=120) as r:
+                if stream:
+                    for line in r:
+                        if line.startswith(b"data:"):
+                            say(f"event at {time.monotonic_ns()}")
+                    say(f"model {vendor}: {r.status} streamed")
+                else:
+                    answer = json.load(r)
+                    say(f"model {vendor}: {r.status} usage {json.dumps(answer.get('usage'))}")
+        except urllib.error.HTTPError as e:
+            say(f"model {vendor}: {e.code} {e.read().decode(errors='replace')}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,34 @@ pub enum Signal {
         has_fallback: bool,
         seq: u64,
     },
+    /// What the gateway itself saw of a provider or connection call (no self-report).
+    Observed {
+        key: AgentKey,
+        project: String,
+        /// `model.call` or `connection.call`: the record that shows it.
+        action: &'static str,
+        /// Whether the upstreams are providers (else connections).
+        provider: bool,
+        seen: Vec<(String, Seen)>,
+        seq: u64,
+    },
+}
+
+/// One thing the gateway saw an upstream do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// 401 or 403: the key is wrong, revoked or lacks the right (the client's).
+    KeyRejected(u16),
+    /// 429; `absorbed`: a fallback answered instead.
+    RateLimited { absorbed: bool },
+    /// 5xx, a timeout, no connection; `absorbed` as above.
+    Failed {
+        what: String,
+        timeout: bool,
+        absorbed: bool,
+    },
+    /// The agent's own budget stopped the call.
+    OverBudget(String),
 }
 
 /// What a detector raises: the signal name of a scenario and the incident's details.
@@ -236,7 +264,10 @@ impl Detector {
             } => {
                 let ev = vec![Evidence {
                     seq,
-                    what: format!("agent.report ({} {})", report.provider, report.outcome),
+                    what: format!(
+                        "agent.report (self-reported by the agent: {} {})",
+                        report.provider, report.outcome
+                    ),
                 }];
                 let status = report.status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
                 let p = &report.provider;
@@ -280,6 +311,59 @@ impl Detector {
                         "tool_down",
                         format!("tool endpoint {p} is down for {key}: {o}{status}"),
                     )),
+                }
+            }
+            Signal::Observed {
+                key,
+                project,
+                action,
+                provider,
+                seen,
+                seq,
+            } => {
+                for (up, s) in seen {
+                    let what = if provider { "model provider" } else { "connection" };
+                    let ev = vec![Evidence {
+                        seq,
+                        what: format!("{action} (observed by the gateway: {up})"),
+                    }];
+                    let r = |signal: &'static str, summary: String| {
+                        for_agent(signal, &key, &project, up.clone(), summary, ev.clone())
+                    };
+                    out.push(match s {
+                        Seen::KeyRejected(status) => r(
+                            "key_rejected",
+                            format!("{what} {up} rejected the key of tenant {} (HTTP {status}) for {key}: rotate or re-issue it (`agenfleet {} set {up} --key-stdin`)", key.tenant, if provider { "providers" } else { "connections" }),
+                        ),
+                        Seen::RateLimited { absorbed: true } => r(
+                            "rate_limit_with_fallback",
+                            format!("model provider {up} rate-limits {key} (HTTP 429); its fallback took over"),
+                        ),
+                        Seen::RateLimited { absorbed: false } if provider => r(
+                            "rate_limit_no_fallback",
+                            format!("model provider {up} rate-limits {key} (HTTP 429) and no fallback took over"),
+                        ),
+                        Seen::RateLimited { absorbed: false } => r(
+                            "tool_down",
+                            format!("connection {up} rate-limits {key} (HTTP 429)"),
+                        ),
+                        Seen::Failed { what: w, absorbed, .. } if provider => r(
+                            "model_outage",
+                            format!("model provider {up} fails for {key}: {w}{}", if absorbed { " (a fallback answered)" } else { "" }),
+                        ),
+                        Seen::Failed { what: w, timeout: true, .. } => r(
+                            "tool_timeout",
+                            format!("connection {up} timed out for {key}: {w}"),
+                        ),
+                        Seen::Failed { what: w, .. } => r(
+                            "tool_down",
+                            format!("connection {up} is down for {key}: {w}"),
+                        ),
+                        Seen::OverBudget(why) => r(
+                            "budget_exceeded",
+                            format!("{key} is over its budget and its model calls are refused: {why}"),
+                        ),
+                    });
                 }
             }
             Signal::EngineUp | Signal::VaultOpen => {}

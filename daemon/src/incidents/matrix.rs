@@ -29,6 +29,8 @@ pub const SIGNALS: &[&str] = &[
     "vault_sealed",
     "audit_invalid",
     "denial_spike",
+    "key_rejected",
+    "budget_exceeded",
 ];
 
 #[derive(Deserialize)]

@@ -279,7 +279,14 @@ impl Cedar {
             } => (method.as_str(), host.as_str(), path.as_str(), "", "", ""),
             Target::File { path } => ("", "", "", path.as_str(), "", ""),
             Target::Mcp { server, tool } => ("", "", "", "", server.as_str(), tool.as_str()),
+            Target::Model { path, .. } => ("", "", path.as_str(), "", "", ""),
             Target::Other => ("", "", "", "", "", ""),
+        };
+        let (provider, model) = match &call.target {
+            Target::Model {
+                provider, model, ..
+            } => (provider.as_str(), model.as_str()),
+            _ => ("", ""),
         };
         let hour = (agenfleet_protocol::now_ms() / 3_600_000 % 24) as i64;
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
@@ -290,6 +297,8 @@ impl Cedar {
             ("path".to_string(), s(path)),
             ("server".to_string(), s(server)),
             ("mcp_tool".to_string(), s(mcp_tool)),
+            ("provider".to_string(), s(provider)),
+            ("model".to_string(), s(model)),
             ("args_json".to_string(), s(&call.canonical_args)),
             (
                 "arg_bytes".to_string(),

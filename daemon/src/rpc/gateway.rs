@@ -54,6 +54,18 @@ pub(super) struct GatewayService {
 }
 
 impl GatewayService {
+    pub(super) fn runtime(&self) -> &Arc<Runtime> {
+        &self.rt
+    }
+
+    pub(super) fn key(&self) -> &AgentKey {
+        &self.key
+    }
+
+    pub(super) fn project(&self) -> &str {
+        &self.project
+    }
+
     pub(super) fn check(&self) -> Result<(), ApiError> {
         match &self.refused {
             Some(why) => Err(ApiError::denied(why.clone())),
@@ -297,6 +309,31 @@ impl GatewayService {
             ),
         })
     }
+
+    /// The decision on one call, durable before it is answered (see `authorize`).
+    pub(super) async fn decide_call(&self, call: &ToolCall) -> Result<Decision, ApiError> {
+        let ev = self
+            .rt
+            .policy
+            .evaluate(&self.key, &self.project, call, None);
+        let (allowed, reviewer, reason) = self.decide(call, &ev).await?;
+        // Audit before effect: the agent hears "allow" only once this record is durable.
+        let decision_id = self
+            .record_decision(call, &ev, allowed, &reviewer, &reason)
+            .await?;
+        self.signal_decision(&call.tool, allowed, decision_id);
+        Ok(Decision {
+            decision_id,
+            allowed,
+            verdict: ev.verdict,
+            reason,
+            policies: ev.policies,
+            policy_version: ev.policy_version,
+            reviewer,
+            latency_us: ev.latency_us,
+            request_hash: ev.request_hash,
+        })
+    }
 }
 
 impl Gateway for GatewayService {
@@ -354,27 +391,14 @@ impl Gateway for GatewayService {
     /// evaluate → decide (a person, for an escalation) → audit → signal → answer.
     async fn authorize(self, _: Context, call: ToolCall) -> Result<Decision, ApiError> {
         self.check()?;
-        let ev = self
-            .rt
-            .policy
-            .evaluate(&self.key, &self.project, &call, None);
-        let (allowed, reviewer, reason) = self.decide(&call, &ev).await?;
-        // Audit before effect: the agent hears "allow" only once this record is durable.
-        let decision_id = self
-            .record_decision(&call, &ev, allowed, &reviewer, &reason)
-            .await?;
-        self.signal_decision(&call.tool, allowed, decision_id);
-        Ok(Decision {
-            decision_id,
-            allowed,
-            verdict: ev.verdict,
-            reason,
-            policies: ev.policies,
-            policy_version: ev.policy_version,
-            reviewer,
-            latency_us: ev.latency_us,
-            request_hash: ev.request_hash,
-        })
+        if call.tool == agenfleet_protocol::policy::TOOL_MODEL {
+            return Err(ApiError::invalid(format!(
+                "`{}` is decided by the gateway itself when the agent calls a provider at {}/providers/NAME/…; it cannot be asked for",
+                call.tool,
+                agenfleet_protocol::upstream::LOCAL_API_BASE
+            )));
+        }
+        self.decide_call(&call).await
     }
 
     async fn report(self, _: Context, report: AgentReport) -> Result<u64, ApiError> {

@@ -6,7 +6,8 @@
 //! answer), a credential is delivered and audited as the gateway delivers it.
 //!
 //! `GET /v1/health`, `POST /v1/authorize`, `GET /v1/credentials/{name}`, `POST /v1/report`
-//! (assets/api/openapi.yaml). Bodies are JSON objects of at most 1 MiB with no unknown
+//! (assets/api/openapi.yaml), and the calls to the agent's providers and connections
+//! (`/providers/{name}/…`, `/connections/{name}/…`: `upstream_api.rs`). Bodies are JSON objects of at most 1 MiB with no unknown
 //! fields; anything else gets a 4xx with a JSON `{"error": {"code", "message"}}` naming the
 //! problem, and the connection stays usable.
 
@@ -15,7 +16,7 @@ use agenfleet_protocol::gateway::Gateway;
 use agenfleet_protocol::policy::{AgentReport, ReportKind, ReportOutcome, ToolCall, Verdict};
 use agenfleet_protocol::{ApiError, ErrorCode};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -23,10 +24,10 @@ use serde::Deserialize;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<super::upstream_api::ApiBody>;
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(super::upstream_api::full(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -221,6 +222,21 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
                 Err(e) => api_error(&e),
             }
         }
+        (_, p) if p.starts_with("/providers/") => {
+            let rest = p["/providers/".len()..].to_string();
+            super::upstream_api::handle(svc, req, agenfleet_protocol::UpstreamClass::Provider, &rest)
+                .await
+        }
+        (_, p) if p.starts_with("/connections/") => {
+            let rest = p["/connections/".len()..].to_string();
+            super::upstream_api::handle(
+                svc,
+                req,
+                agenfleet_protocol::UpstreamClass::Connection,
+                &rest,
+            )
+            .await
+        }
         (_, "/v1/health" | "/v1/authorize" | "/v1/report") => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -229,7 +245,7 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME and POST /v1/report"),
+            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME, POST /v1/report, and the agent's providers and connections at /providers/NAME/… and /connections/NAME/…"),
         ),
     }
 }

@@ -1,7 +1,8 @@
 //! The daemon's servers, the only modules that speak tarpc to the outside: the operator
 //! socket (`operator.rs`, serving the `Fleet` service of `fleet/`), one gateway socket per
 //! agent (`gateway.rs`, serving the `Gateway` service, and beside it the same agent's
-//! local HTTP API, `local_api.rs`), and the connection limits they share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
+//! local HTTP API, `local_api.rs`, with its provider and connection calls,
+//! `upstream_api.rs`), and the connection limits they share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
 //! but `lib.rs`.
 
 pub mod conn;
@@ -10,6 +11,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod local_api;
 pub mod operator;
+pub mod upstream_api;
 
 pub use fleet::FleetService;
 pub use operator::serve;

@@ -66,6 +66,9 @@ pub struct InitProgram {
     pub argv: Vec<String>,
     /// The agent's `[[files]]` (read-only) and its workspace, as engine binds.
     pub binds: Vec<String>,
+    /// Variables for the program beyond the spec's `env`: where its providers and
+    /// connections are (`upstreams::Upstreams::env_for`). Nothing secret.
+    pub env: Vec<(String, String)>,
 }
 
 /// The mount point of the shim inside the gateway directory (it is mounted over an empty
@@ -178,7 +181,10 @@ pub fn create_body(
         binds.extend(i.binds.iter().cloned());
         entrypoint = Some(init_entrypoint(spec));
     }
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(i) = init {
+        env.extend(i.env.iter().map(|(k, v)| format!("{k}={v}")));
+    }
     let healthcheck = spec.health.as_ref().map(|h| {
         let test = if h.command.is_empty() {
             // The shim probes the program's HTTP endpoint from inside the container.
@@ -305,6 +311,10 @@ mod tests {
             shim: "/s/bin/agenfleet-agent-abc".into(),
             argv: vec!["python3".into(), "/app/agent.py".into()],
             binds: Vec::new(),
+            env: vec![(
+                "OPENAI_BASE_URL".into(),
+                "http://127.0.0.1:4180/providers/openai/v1".into(),
+            )],
         };
         let b = create_body(
             &Config::default(),
@@ -321,7 +331,13 @@ mod tests {
         );
         assert_eq!(b.cmd.unwrap(), ["python3", "/app/agent.py"]);
         assert_eq!(b.working_dir.as_deref(), Some("/app"));
-        assert_eq!(b.env.unwrap(), ["LOG_LEVEL=info"]);
+        assert_eq!(
+            b.env.unwrap(),
+            [
+                "LOG_LEVEL=info",
+                "OPENAI_BASE_URL=http://127.0.0.1:4180/providers/openai/v1"
+            ]
+        );
         let h = b.host_config.unwrap();
         assert_eq!(
             h.binds.unwrap(),

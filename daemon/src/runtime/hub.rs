@@ -440,6 +440,32 @@ impl Runtime {
                 "invalid spec: field `network.mode`: \"egress\" lets the agent reach any host around the gateway (nothing it sends is decided or audited), and this daemon's config does not allow it (allow_direct_egress = false); use \"gateway\" (the default): HTTP(S) through the egress proxy, every request decided",
             ));
         }
+        // Providers and connections must be the tenant's, of the class the spec says.
+        for (field, class, names) in [
+            (
+                "providers",
+                agenfleet_protocol::UpstreamClass::Provider,
+                &spec.providers,
+            ),
+            (
+                "connections",
+                agenfleet_protocol::UpstreamClass::Connection,
+                &spec.connections,
+            ),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                let found = self
+                    .upstreams
+                    .exists(&spec.tenant, n)
+                    .map_err(ApiError::from)?;
+                if found.is_none_or(|v| v.spec.class != class) {
+                    return Err(ApiError::invalid(format!(
+                        "invalid spec: field `{field}[{i}]`: tenant {} has no {class} named `{n}` (`agenfleet {field} list`)",
+                        spec.tenant
+                    )));
+                }
+            }
+        }
         // Check the image before anything is stored: a spec naming a missing image
         // creates nothing. Just after the daemon started, wait for its first connection.
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;

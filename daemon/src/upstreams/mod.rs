@@ -136,6 +136,9 @@ pub fn client_for(spec: &UpstreamSpec) -> Result<HttpsClient, String> {
     )
 }
 
+/// What the cache knows of one (tenant, name): the upstream in force, or that there is none.
+type Cached = Option<Arc<Live>>;
+
 /// A stored row: its view and the sealed key.
 struct Row {
     view: UpstreamView,
@@ -148,7 +151,7 @@ pub struct Upstreams {
     store: Store,
     vault: Arc<Vault>,
     /// (tenant, name) → the one in force; filled on first use, replaced on every change.
-    live: RwLock<HashMap<(String, String), Option<Arc<Live>>>>,
+    live: RwLock<HashMap<(String, String), Cached>>,
     pub meter: meter::Meter,
 }
 
@@ -468,6 +471,55 @@ impl Upstreams {
             .pop()
             .filter(|r| !r.removed)
             .map(|r| r.view))
+    }
+
+    /// The variables that tell the agent's program where its providers and connections
+    /// are: `AGENFLEET_PROVIDER_<NAME>_BASE_URL` (and `…CONNECTION…`) for each, and where
+    /// exactly one bound provider is of a vendor's kind, the variables that vendor's SDK
+    /// reads (`OPENAI_BASE_URL` + `OPENAI_API_KEY`, `ANTHROPIC_BASE_URL` +
+    /// `ANTHROPIC_API_KEY`) with the placeholder key. An upstream the tenant does not
+    /// have (yet) gets its URL — a call then answers 404 naming the problem — but no SDK
+    /// variables, since its kind is unknown.
+    pub fn env_for(
+        &self,
+        tenant: &str,
+        spec: &agenfleet_protocol::AgentSpec,
+    ) -> Result<Vec<(String, String)>, UpstreamError> {
+        use agenfleet_protocol::upstream::{base_url_var, LOCAL_API_BASE, PLACEHOLDER_KEY};
+        let mut env = Vec::new();
+        let mut kinds: HashMap<agenfleet_protocol::UpstreamKind, Vec<String>> = HashMap::new();
+        for (class, names) in [
+            (UpstreamClass::Provider, &spec.providers),
+            (UpstreamClass::Connection, &spec.connections),
+        ] {
+            for name in names {
+                let base = format!("{LOCAL_API_BASE}/{}/{name}", class.route());
+                let suffix = if class == UpstreamClass::Provider {
+                    "/v1"
+                } else {
+                    ""
+                };
+                env.push((base_url_var(class, name), format!("{base}{suffix}")));
+                if class == UpstreamClass::Provider {
+                    if let Some(v) = self.exists(tenant, name)? {
+                        kinds.entry(v.spec.kind).or_default().push(base);
+                    }
+                }
+            }
+        }
+        let mut sdk: Vec<(String, String)> = Vec::new();
+        for (kind, bases) in kinds {
+            if let ([base], Some((url_var, key_var, suffix))) = (bases.as_slice(), kind.sdk_vars())
+            {
+                sdk.push((url_var.to_string(), format!("{base}{suffix}")));
+                sdk.push((key_var.to_string(), PLACEHOLDER_KEY.to_string()));
+            }
+        }
+        // The spec's own `env` wins: an operator who set one of these meant it.
+        sdk.retain(|(k, _)| !spec.env.contains_key(k));
+        sdk.sort();
+        env.extend(sdk);
+        Ok(env)
     }
 
     /// Forgets every cached upstream whose key is in `tenant` (e.g. the tenant was deleted).

@@ -5,7 +5,8 @@
 use super::canonical::{canonical_file_path, canonical_host, canonical_json, canonical_url_path};
 use super::scopes::valid_name;
 use super::{
-    ToolCall, HTTP_METHODS, MAX_NAME, MAX_TOOL_ARGS_BYTES, TOOL_HTTP, TOOL_MCP, TOOL_READ_FILE,
+    ToolCall, HTTP_METHODS, MAX_NAME, MAX_TOOL_ARGS_BYTES, TOOL_HTTP, TOOL_MCP, TOOL_MODEL,
+    TOOL_READ_FILE,
 };
 
 /// A tool call whose arguments were checked: what scopes and policies look at.
@@ -32,6 +33,13 @@ pub enum Target {
     Mcp {
         server: String,
         tool: String,
+    },
+    /// `model.call`: one of the tenant's providers, the model the request names ("" when
+    /// it names none) and the path below the provider's base URL.
+    Model {
+        provider: String,
+        model: String,
+        path: String,
     },
     Other,
 }
@@ -126,6 +134,25 @@ pub fn parse_call(call: &ToolCall) -> Result<ParsedCall, String> {
                 }
             }
             Target::Mcp { server, tool: name }
+        }
+        TOOL_MODEL => {
+            let provider = arg(args, tool, "provider")?.to_string();
+            crate::upstream::check_upstream_name(&provider)
+                .map_err(|why| format!("{tool}: provider {why}"))?;
+            let model = arg(args, tool, "model")?.to_string();
+            if model.len() > 256 || model.chars().any(char::is_control) {
+                return Err(format!(
+                    "{tool}: `model` must be at most 256 printable characters"
+                ));
+            }
+            let path = canonical_url_path(arg(args, tool, "path")?)
+                .map_err(|why| format!("{tool}: path {why}"))?;
+            args.insert("path".into(), path.clone().into());
+            Target::Model {
+                provider,
+                model,
+                path,
+            }
         }
         _ => Target::Other,
     };

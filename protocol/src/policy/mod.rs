@@ -32,6 +32,10 @@ const MAX_HOST: usize = 253;
 pub const TOOL_HTTP: &str = "http_request";
 pub const TOOL_READ_FILE: &str = "read_file";
 pub const TOOL_MCP: &str = "mcp";
+/// A call to one of the tenant's model providers, made by the gateway for the agent: the
+/// spec's `providers` binding is its outer bound (in place of scopes); Cedar sees the
+/// provider, the model and the path. An agent cannot ask for it through `authorize`.
+pub const TOOL_MODEL: &str = crate::upstream::TOOL_MODEL;
 
 /// `CONNECT` is what the egress proxy asks for an https tunnel (`url` `https://host:port`):
 /// a scope admits it only by naming it, and only without a `path_prefix`.

@@ -71,13 +71,13 @@ pub struct AgentSpec {
     pub model_fallbacks: Vec<String>,
     /// The tenant's providers (model APIs) the agent may call through the gateway, which
     /// holds their keys: nothing named, nothing reachable.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub providers: Vec<String>,
     /// The tenant's connections (tool APIs) the agent may call the same way.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub connections: Vec<String>,
     /// Limits on the agent's model calls, enforced by the gateway.
-    #[serde(default, skip_serializing_if = "Budget::is_unlimited")]
+    #[serde(default)]
     pub budget: Budget,
 }
 
@@ -412,9 +412,51 @@ impl AgentSpec {
                 model_fallbacks: &self.model_fallbacks,
             })
         } else {
-            serde_json::to_vec(self)
+            serde_json::to_vec(&Hashed(self))
         };
         fnv1a_hex(&json.unwrap_or_default())
+    }
+}
+
+/// A spec as its hash sees it: every field in declaration order, as the derived
+/// `Serialize` writes them, except that the fields added after `model_fallbacks` are left
+/// out while they hold their defaults — so a spec that does not use them keeps the hash it
+/// had before they existed. (The wire and the store carry every field: bincode cannot skip
+/// one.)
+struct Hashed<'a>(&'a AgentSpec);
+
+impl Serialize for Hashed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let a = self.0;
+        let mut st = s.serialize_struct("AgentSpec", 20)?;
+        st.serialize_field("name", &a.name)?;
+        st.serialize_field("tenant", &a.tenant)?;
+        st.serialize_field("project", &a.project)?;
+        st.serialize_field("image", &a.image)?;
+        st.serialize_field("command", &a.command)?;
+        st.serialize_field("workdir", &a.workdir)?;
+        st.serialize_field("env", &a.env)?;
+        st.serialize_field("health", &a.health)?;
+        st.serialize_field("files", &a.files)?;
+        st.serialize_field("workspace", &a.workspace)?;
+        st.serialize_field("limits", &a.limits)?;
+        st.serialize_field("restart", &a.restart)?;
+        st.serialize_field("network", &a.network)?;
+        st.serialize_field("workload", &a.workload)?;
+        st.serialize_field("credentials", &a.credentials)?;
+        st.serialize_field("credential_refresh", &a.credential_refresh)?;
+        st.serialize_field("model_fallbacks", &a.model_fallbacks)?;
+        if !a.providers.is_empty() {
+            st.serialize_field("providers", &a.providers)?;
+        }
+        if !a.connections.is_empty() {
+            st.serialize_field("connections", &a.connections)?;
+        }
+        if !a.budget.is_unlimited() {
+            st.serialize_field("budget", &a.budget)?;
+        }
+        st.end()
     }
 }
 

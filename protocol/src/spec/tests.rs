@@ -213,3 +213,22 @@ fn hash_changes_with_content() {
     b.limits.pids = 64;
     assert_ne!(a.hash(), b.hash());
 }
+
+#[test]
+fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
+    // Its derived JSON, minus the three fields added with providers, is what was hashed.
+    let spec = AgentSpec::from_toml(
+        "name = \"a\"\nimage = \"x/y\"\ncommand = [\"run\"]\n[env]\nA = \"1\"\n",
+    )
+    .unwrap();
+    let full = serde_json::to_string(&spec).unwrap();
+    let old = full.replace(
+        ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
+        "",
+    );
+    assert_ne!(old, full);
+    assert_eq!(spec.hash(), fnv1a_hex(old.as_bytes()));
+    let mut with = spec.clone();
+    with.providers = vec!["openai".into()];
+    assert_ne!(with.hash(), spec.hash());
+}

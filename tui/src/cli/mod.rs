@@ -12,6 +12,7 @@ pub mod policy;
 pub mod secret_input;
 pub mod status;
 pub mod tokens;
+pub mod upstreams;
 pub mod vault;
 pub mod watch;
 
@@ -121,6 +122,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: incidents::IncidentsCmd,
     },
+    /// A tenant's model providers: the gateway calls them for agents, which never hold the key.
+    Providers {
+        #[command(subcommand)]
+        cmd: upstreams::UpstreamsCmd,
+    },
+    /// A tenant's tool APIs, called by the gateway the same way.
+    Connections {
+        #[command(subcommand)]
+        cmd: upstreams::UpstreamsCmd,
+    },
+    /// Model calls, errors and tokens per agent and tenant: last hour, day, 30 days.
+    Usage(upstreams::UsageArgs),
     /// Agent images: the built-in one, or one of yours from a Dockerfile directory.
     Image {
         #[command(subcommand)]
@@ -385,6 +398,19 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
         Command::Policy { cmd } => policy::run_policy(conn, out, cmd).await,
         Command::Escalations { cmd } => policy::run_escalations(conn, out, cmd).await,
         Command::Incidents { cmd } => incidents::run(conn, out, cmd).await,
+        Command::Providers { cmd } => {
+            upstreams::run(conn, out, agenfleet_protocol::UpstreamClass::Provider, cmd).await
+        }
+        Command::Connections { cmd } => {
+            upstreams::run(
+                conn,
+                out,
+                agenfleet_protocol::UpstreamClass::Connection,
+                cmd,
+            )
+            .await
+        }
+        Command::Usage(a) => upstreams::usage(conn, out, a).await,
         Command::Image {
             cmd: ImageCmd::Build { dir, tag, force },
         } => {

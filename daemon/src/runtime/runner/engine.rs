@@ -254,7 +254,17 @@ impl Runner {
         })
         .await
         .map_err(|e| ApiError::internal(format!("cannot prepare the agent's mounts: {e}")))??;
-        Ok(container::InitProgram { shim, argv, binds })
+        let env = self
+            .rt
+            .upstreams
+            .env_for(&self.rec.key.tenant, &self.rec.spec)
+            .map_err(ApiError::from)?;
+        Ok(container::InitProgram {
+            shim,
+            argv,
+            binds,
+            env,
+        })
     }
 
     pub(super) async fn mark_running(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
