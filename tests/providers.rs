@@ -278,3 +278,229 @@ fn streamed_events_reach_the_agent_as_the_provider_sends_them() {
         (5.into(), 19.into())
     );
 }
+
+/// One model call from inside container `cid` to provider `name` (OpenAI-shaped, with the
+/// placeholder key, straight to the local API): (status, body).
+fn model_call(cid: &str, name: &str) -> (u16, String) {
+    let code = format!(
+        "import json, urllib.request, urllib.error\n\
+         o = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))\n\
+         r = urllib.request.Request('http://127.0.0.1:4180/providers/{name}/v1/chat/completions', \
+         data=json.dumps({{'model': 'gpt-test', 'messages': []}}).encode(), \
+         headers={{'Content-Type': 'application/json', 'Authorization': 'Bearer agf-placeholder'}})\n\
+         try:\n    a = o.open(r, timeout=60)\n    print(a.status)\n    print(a.read().decode())\n\
+         except urllib.error.HTTPError as e:\n    print(e.code)\n    print(e.read().decode())\n"
+    );
+    let out = std::process::Command::new("docker")
+        .args(["exec", cid, "python3", "-c", &code])
+        .output()
+        .expect("docker exec");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (
+        status.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "no status from the call: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }),
+        body.trim().to_string(),
+    )
+}
+
+/// The open incident of `scenario` whose summary mentions `needle`, waited for.
+fn incident(d: &Daemon, scenario: &str, needle: &str) -> Value {
+    wait_for(
+        WAIT,
+        &format!("a {scenario} incident about {needle}"),
+        || {
+            d.json(&["incidents", "list"])
+                .as_array()?
+                .iter()
+                .find(|i| {
+                    i["scenario"] == scenario
+                        && i["summary"].as_str().is_some_and(|s| s.contains(needle))
+                })
+                .cloned()
+        },
+    )
+}
+
+const OK: &str = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+
+#[test]
+fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
+    let test = "fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = python_image(test) else {
+        return;
+    };
+    let ca = TestCa::new();
+    let json = |status: u16, body: &str| Answer::Json {
+        status,
+        body: body.to_string(),
+    };
+    let primary = ProviderStub::start(&ca, json(429, r#"{"error":"slow down"}"#));
+    let secondary = ProviderStub::start(&ca, json(200, OK));
+    let rejecting = ProviderStub::start(&ca, json(401, r#"{"error":"invalid api key"}"#));
+    let closed = |_: ()| format!("https://localhost:{}", free_port());
+    let d = Daemon::start("provfallback", "");
+    d.json(&["vault", "init"]);
+    let ca_file = d.file("ca.pem", &ca.pem);
+    add_provider(
+        &d,
+        &ca_file,
+        "backup",
+        "openai",
+        &secondary.base_url(),
+        "sk-b",
+        &[],
+    );
+    add_provider(
+        &d,
+        &ca_file,
+        "main",
+        "openai",
+        &primary.base_url(),
+        "sk-m",
+        &["--fallback", "backup"],
+    );
+    add_provider(
+        &d,
+        &ca_file,
+        "badkey",
+        "openai",
+        &rejecting.base_url(),
+        "sk-revoked",
+        &[],
+    );
+    add_provider(&d, &ca_file, "gone2", "openai", &closed(()), "sk-g", &[]);
+    add_provider(
+        &d,
+        &ca_file,
+        "gone1",
+        "openai",
+        &closed(()),
+        "sk-g",
+        &["--fallback", "gone2"],
+    );
+    add_provider(
+        &d,
+        &ca_file,
+        "lonely",
+        "openai",
+        &secondary.base_url(),
+        "sk-l",
+        &[],
+    );
+    // A provider that does not exist cannot be bound.
+    let out = d.cli(&[
+        "agents",
+        "create",
+        "-f",
+        &d.file(
+            "bad.toml",
+            &format!("name = \"x\"\nimage = \"{image}\"\nproviders = [\"nope\"]\n"),
+        ),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("field `providers[0]`: tenant default has no provider named `nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sleep = "command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n";
+    d.create(&format!(
+        "name = \"a\"\nimage = \"{image}\"\nproviders = [\"main\", \"badkey\", \"gone1\"]\n{sleep}"
+    ));
+    d.create(&format!(
+        "name = \"b\"\nimage = \"{image}\"\nproviders = [\"backup\"]\n{sleep}[budget]\ncalls_per_minute = 1\n"
+    ));
+    let running = |n: &str| {
+        d.wait_agent(n, "running", WAIT, |v| v["state"] == "Running")["container_id"]
+            .as_str()
+            .expect("cid")
+            .to_string()
+    };
+    let (a, b) = (running("a"), running("b"));
+
+    // 429 → the fallback answers; the agent sees only the answer.
+    let (status, body) = model_call(&a, "main");
+    assert_eq!(
+        (status, body.contains("prompt_tokens")),
+        (200, true),
+        "{body}"
+    );
+    let call = records(&d, "model.call")
+        .last()
+        .map(detail)
+        .expect("the call");
+    assert_eq!(call["used"], "backup", "{call}");
+    let hops: Vec<String> = call["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}",
+                h["upstream"].as_str().unwrap_or(""),
+                h["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(hops, ["main HTTP 429", "backup HTTP 200"]);
+    let i = incident(&d, "rate-limit-with-fallback", "main");
+    assert_eq!(
+        (i["party"].as_str(), i["severity"].as_str()),
+        (Some("model_provider"), Some("info")),
+        "{i}"
+    );
+    assert!(
+        i["evidence"]
+            .to_string()
+            .contains("observed by the gateway"),
+        "{i}"
+    );
+    // 500 → the fallback too; the failing provider's outage is an incident.
+    primary.set(json(500, r#"{"error":"boom"}"#));
+    assert_eq!(model_call(&a, "main").0, 200);
+    let i = incident(&d, "model-provider-down", "main");
+    assert_eq!(i["party"], "model_provider");
+    // Everything down → 502, and the providers' outage.
+    let (status, body) = model_call(&a, "gone1");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("gone1") && body.contains("gone2"), "{body}");
+    incident(&d, "model-provider-down", "gone2");
+    // A rejected key is the client's: rotate it.
+    let (status, _) = model_call(&a, "badkey");
+    assert_eq!(status, 401);
+    let i = incident(&d, "provider-key-rejected", "badkey");
+    assert_eq!(i["party"], "client", "{i}");
+    assert!(
+        i["summary"].as_str().unwrap_or("").contains("rotate"),
+        "{i}"
+    );
+    // Not bound → 403 naming the binding; the stub never hears of it.
+    let before = secondary.requests().len();
+    let (status, body) = model_call(&a, "lonely");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not bound to this agent"), "{body}");
+    assert_eq!(secondary.requests().len(), before);
+    // The budget: one call a minute, the second is refused by the gateway itself.
+    assert_eq!(model_call(&b, "backup").0, 200);
+    let (status, body) = model_call(&b, "backup");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("calls_per_minute"), "{body}");
+    let i = incident(&d, "budget-exceeded", "default/b");
+    assert_eq!(i["party"], "client");
+    // Every key the stubs saw was the tenant's, never the placeholder.
+    for s in [&primary, &secondary, &rejecting] {
+        for r in s.requests() {
+            let auth = r.header("authorization").unwrap_or("");
+            assert!(auth.starts_with("Bearer sk-"), "{auth}");
+        }
+    }
+}
