@@ -504,3 +504,90 @@ fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
         }
     }
 }
+
+#[test]
+fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header() {
+    let test = "a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = python_image(test) else {
+        return;
+    };
+    let ca = TestCa::new();
+    let crm = ProviderStub::start(
+        &ca,
+        Answer::Json {
+            status: 200,
+            body: r#"{"customer":"acme"}"#.into(),
+        },
+    );
+    let d = Daemon::start("provconn", "");
+    d.json(&["vault", "init"]);
+    let ca_file = d.file("ca.pem", &ca.pem);
+    let key = format!("crm-CANARY-{:x}", std::process::id());
+    let out = d.cli_stdin(
+        &[
+            "connections",
+            "add",
+            "crm",
+            "--kind",
+            "generic",
+            "--base-url",
+            &format!("https://127.0.0.1:{}/api", crm.port),
+            "--ca-file",
+            &ca_file,
+            "--auth",
+            "header:x-crm-key",
+        ],
+        &key,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.create(&format!(
+        "name = \"c\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
+         command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
+    ));
+    let cid = d.wait_agent("c", "running", WAIT, |v| v["state"] == "Running")["container_id"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    let get = |path: &str| {
+        let code = format!(
+            "import os, urllib.request, urllib.error\n\
+             o = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))\n\
+             try:\n    a = o.open(os.environ['AGENFLEET_CONNECTION_CRM_BASE_URL'] + '{path}', timeout=60)\n    print(a.status, a.read().decode())\n\
+             except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n"
+        );
+        let out = std::process::Command::new("docker")
+            .args(["exec", &cid, "python3", "-c", &code])
+            .output()
+            .expect("docker exec");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Its host is not in the scopes yet: denied, and the stub hears nothing.
+    let denied = get("/customers/1");
+    assert!(denied.starts_with("403"), "{denied}");
+    assert!(denied.contains("http_request"), "{denied}");
+    assert!(crm.requests().is_empty());
+    let f = d.file(
+        "scopes.toml",
+        "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [PORT]\npath_prefix = \"/api/customers\"\n"
+            .replace("PORT", &crm.port.to_string())
+            .as_str(),
+    );
+    d.json(&["scopes", "publish", "c", &f]);
+    let ok = get("/customers/1");
+    assert_eq!(ok, r#"200 {"customer":"acme"}"#);
+    let seen = crm.requests();
+    assert_eq!(seen[0].path, "/api/customers/1");
+    assert_eq!(seen[0].header("x-crm-key"), Some(key.as_str()));
+    // A path outside the prefix is denied like any request outside the scopes.
+    assert!(get("/admin").starts_with("403"));
+    assert_eq!(crm.requests().len(), 1);
+    let rec = records(&d, "connection.call");
+    assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
+}

@@ -9,6 +9,9 @@
 //! {"n", "ok", "secs", "p50_us", "p99_us", "start_ms", "end_ms", "late"}.
 //! `http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]`: opens a tunnel (or a direct
 //! connection), reads BYTES and prints {"bytes", "secs"}.
+//! `http-bench post URL N BODY [--start-at UNIX_MS]`: N POSTs of the JSON text BODY, one
+//! after the other on one keep-alive connection (as an SDK does); prints the `get` line
+//! plus `fb50_us`/`fb99_us`, the time to the answer's first byte.
 //!
 //! Also here, the other small HTTP client of the shim: `health-http PORT PATH`, the probe
 //! the engine runs for a `[health] http` check.
@@ -37,6 +40,48 @@ fn one_get(url: &str, proxy: Option<&str>) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&buf[..buf.len().min(200)]).to_string())
     }
+}
+
+/// Reads one answer (its head, then a `content-length` or chunked body) off a keep-alive
+/// connection; answers (status line ok, µs until its first byte).
+fn read_answer(s: &mut std::io::BufReader<TcpStream>, t0: Instant) -> Result<(bool, f64), String> {
+    use std::io::BufRead;
+    let mut status = String::new();
+    if s.read_line(&mut status).map_err(|e| e.to_string())? == 0 {
+        return Err("the server closed the connection".into());
+    }
+    let first = t0.elapsed().as_secs_f64() * 1e6;
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        s.read_line(&mut h).map_err(|e| e.to_string())?;
+        let h = h.trim_end().to_ascii_lowercase();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if h.starts_with("transfer-encoding:") && h.contains("chunked") {
+            chunked = true;
+        }
+    }
+    if chunked {
+        loop {
+            let mut size = String::new();
+            s.read_line(&mut size).map_err(|e| e.to_string())?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
+            let mut chunk = vec![0u8; n + 2];
+            s.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).map_err(|e| e.to_string())?;
+    }
+    Ok((status.starts_with("HTTP/1.1 200"), first))
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -174,8 +219,94 @@ pub fn main() -> i32 {
                 1
             }
         }
+        Some("post") => {
+            let (Some(url), Some(n), Some(body)) = (
+                args.get(1),
+                args.get(2).and_then(|n| n.parse::<usize>().ok()),
+                args.get(3),
+            ) else {
+                eprintln!("usage: http-bench post URL N BODY [--start-at UNIX_MS]");
+                return 64;
+            };
+            let Some(rest) = url.strip_prefix("http://") else {
+                eprintln!("http-bench: only http:// URLs");
+                return 64;
+            };
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let now_ms = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            };
+            let start_at: Option<u64> = flag(&args, "--start-at").and_then(|s| s.parse().ok());
+            let late = start_at.is_some_and(|at| now_ms() > at);
+            if let Some(at) = start_at {
+                std::thread::sleep(std::time::Duration::from_millis(
+                    at.saturating_sub(now_ms()),
+                ));
+            }
+            let stream = match TcpStream::connect(authority) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("http-bench: connect {authority}: {e}");
+                    return 1;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let mut w = match stream.try_clone() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("http-bench: {e}");
+                    return 1;
+                }
+            };
+            let mut r = std::io::BufReader::new(stream);
+            let req = format!(
+                "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAuthorization: Bearer agf-placeholder\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let start_ms = now_ms();
+            let start = Instant::now();
+            let (mut lat, mut first, mut ok) = (Vec::with_capacity(n), Vec::with_capacity(n), 0);
+            for _ in 0..n {
+                let t = Instant::now();
+                if let Err(e) = w.write_all(req.as_bytes()) {
+                    eprintln!("http-bench: {e}");
+                    break;
+                }
+                match read_answer(&mut r, t) {
+                    Ok((good, fb)) => {
+                        ok += usize::from(good);
+                        first.push(fb);
+                    }
+                    Err(e) => {
+                        eprintln!("http-bench: {e}");
+                        break;
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let q = |v: &mut Vec<f64>, p: f64| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v.get(((v.len().max(1) - 1) as f64 * p) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "{{\"n\":{},\"ok\":{ok},\"secs\":{secs:.4},\"p50_us\":{:.0},\"p99_us\":{:.0},\"fb50_us\":{:.0},\"fb99_us\":{:.0},\"start_ms\":{start_ms},\"end_ms\":{},\"late\":{late}}}",
+                lat.len(),
+                q(&mut lat, 0.5),
+                q(&mut lat, 0.99),
+                q(&mut first, 0.5),
+                q(&mut first, 0.99),
+                now_ms()
+            );
+            i32::from(ok != n)
+        }
         _ => {
-            eprintln!("usage: http-bench get|connect …");
+            eprintln!("usage: http-bench get|connect|post …");
             64
         }
     }

@@ -429,13 +429,21 @@ impl Gateway for GatewayService {
             .audit_event(self.event("agent.report", &outcome, detail))
             .await?;
         let project = self.project.clone();
-        // Only a model's rate limit depends on the spec (its fallbacks): read it then only.
+        // Only a model's rate limit depends on the spec (its fallbacks, or the fallback
+        // chain of the bound provider it names): read it then only.
         let has_fallback = report.kind == ReportKind::ModelCall
             && report.outcome == ReportOutcome::RateLimited
-            && self
-                .rt
-                .agent_spec(&self.key)
-                .is_some_and(|s| !s.model_fallbacks.is_empty());
+            && self.rt.agent_spec(&self.key).is_some_and(|s| {
+                !s.model_fallbacks.is_empty()
+                    || (s.providers.contains(&report.provider)
+                        && self
+                            .rt
+                            .upstreams
+                            .exists(&self.key.tenant, &report.provider)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|v| !v.spec.fallbacks.is_empty()))
+            });
         self.rt
             .incidents
             .signal(crate::incidents::detect::Signal::Report {
