@@ -204,6 +204,22 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
     assert_eq!(row["last_hour"]["calls"], 2, "{row}");
     assert_eq!(row["last_hour"]["tokens_in"], 12 + 7, "{row}");
     assert_eq!(row["today"]["tokens_out"], 30 + 9, "{row}");
+    // The fleet view carries today's figures (published once a second while they change).
+    let v = d.wait_agent("py", "its usage in the fleet view", WAIT, |v| {
+        v["usage_today"]["calls"] == 2
+    });
+    assert_eq!(v["usage_today"]["tokens_in"], 19);
+    // The totals survive kill -9 of the daemon (a snapshot and the records after it).
+    let mut d = d;
+    d.kill9();
+    d.restart();
+    let again = d
+        .json(&["usage"])
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["agent"] == "py").cloned())
+        .expect("py's usage row after the restart");
+    assert_eq!(again["last_30_days"], row["last_30_days"], "{again}");
+    assert_eq!(again["today"], row["today"], "{again}");
 }
 
 #[test]

@@ -86,6 +86,12 @@ impl FleetState {
             let mut inner = self.lock();
             let key = key_of(&view);
             view.escalations = inner.escalations.get(&key).copied().unwrap_or(0);
+            // Usage is the meter's, published by `publish_usage`; a runner's view keeps it.
+            view.usage_today = inner
+                .agents
+                .get(&key)
+                .map(|v| v.usage_today)
+                .unwrap_or_default();
             if inner.agents.get(&key) == Some(&view) {
                 return;
             }
@@ -378,6 +384,7 @@ mod tests {
             memory_limit_bytes: 0,
             spec_hash: "h".into(),
             created_at_ms: 0,
+            usage_today: Default::default(),
             escalations: 0,
             command: Vec::new(),
             workdir: String::new(),

@@ -248,7 +248,44 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             ),
         )
         .await;
+    match rt.upstreams.restore_usage(&rt.audit) {
+        Ok((tenants, calls)) => {
+            tracing::info!(
+                tenants,
+                calls,
+                "model usage restored (snapshots + audit records after them)"
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "model usage could not be restored; it starts from zero")
+        }
+    }
     rt.start().context("cannot load the stored agents")?;
+    // Each agent's usage today reaches the fleet view once a second while it changes;
+    // the meters are saved every few seconds (the records after a save are replayed at
+    // the next start).
+    let saver = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 1u64.. {
+                tick.tick().await;
+                let now = agenfleet_protocol::now_ms();
+                rt.fleet.update_many(|k, v| {
+                    let today = rt.upstreams.meter.row(&k.tenant, &k.name, now).today;
+                    let changed = v.usage_today != today;
+                    v.usage_today = today;
+                    changed
+                });
+                if n % USAGE_SAVE_EVERY_SECS == 0 {
+                    if let Err(e) = rt.upstreams.save_usage(|| rt.audit.status().head_seq) {
+                        tracing::warn!(error = %e, "cannot save the usage meters");
+                    }
+                }
+            }
+        })
+    };
     let listener = bind_socket(&cfg.socket, cfg.socket_mode).await?;
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), %instance, version = SOFTWARE_VERSION, "agenfleetd ready");
     let server = tokio::spawn(rpc::serve(rt.clone(), listener));
@@ -257,6 +294,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: stopping; agents keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; agents keep running"),
         r = server => tracing::error!(result = ?r, "the operator server ended"),
+    }
+    saver.abort();
+    if let Err(e) = rt.upstreams.save_usage(|| rt.audit.status().head_seq) {
+        tracing::warn!(error = %e, "cannot save the usage meters");
     }
     let _ = rt
         .system_event(
@@ -269,6 +310,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())
 }
+
+/// How often (seconds) the usage meters are saved.
+const USAGE_SAVE_EVERY_SECS: u64 = 5;
 
 #[cfg(test)]
 mod tests {

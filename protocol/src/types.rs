@@ -142,6 +142,10 @@ pub struct AgentView {
     /// Each credential and how it reaches the program (never a value).
     #[serde(default)]
     pub credentials: Vec<CredentialView>,
+    /// Its model calls since 00:00 UTC, through its providers (published at most once a
+    /// second while they change).
+    #[serde(default)]
+    pub usage_today: crate::upstream::UsageTotals,
     /// The spec's `[[files]]`: where each comes from and where the program sees it.
     #[serde(default)]
     pub files: Vec<FileView>,

@@ -50,6 +50,28 @@ pub fn memory(v: &AgentView) -> String {
     v.memory_bytes.map(bytes).unwrap_or_else(|| "-".into())
 }
 
+/// A count in a few characters: 999, 12.3k, 4.5M.
+pub fn count(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// An agent's model use today: `calls/errors tokens` ("-" when none).
+pub fn model_today(u: &agenfleet_protocol::upstream::UsageTotals) -> String {
+    if u.calls == 0 {
+        return "-".into();
+    }
+    format!(
+        "{}/{} {}",
+        count(u.calls),
+        count(u.errors),
+        count(u.tokens())
+    )
+}
+
 pub fn restarts(v: &AgentView) -> String {
     format!(
         "{} ({}/{})",

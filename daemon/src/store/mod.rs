@@ -355,6 +355,7 @@ impl Store {
                 "DELETE FROM t_tokens",
                 "DELETE FROM t_policy_versions",
                 "DELETE FROM t_upstreams",
+                "DELETE FROM t_usage_snapshots",
                 "DELETE FROM t_projects",
                 "DELETE FROM t_tenants",
             ] {

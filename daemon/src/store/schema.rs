@@ -200,4 +200,11 @@ pub const MIGRATIONS: &[&str] = &[
         author TEXT NOT NULL,
         note TEXT NOT NULL,
         PRIMARY KEY (tenant_id, name, version));",
+    // 10: each tenant's usage meters as of an audit sequence number (the model.call
+    // records after it are replayed at start).
+    "CREATE TABLE usage_snapshots (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),
+        seq INTEGER NOT NULL,
+        body_json TEXT NOT NULL,
+        saved_ms INTEGER NOT NULL);",
 ];

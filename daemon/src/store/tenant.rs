@@ -117,6 +117,11 @@ pub const TENANT_TABLES: &[TenantTable] = &[
         tenant_column: "tenant_id",
         children: &[],
     },
+    TenantTable {
+        name: "usage_snapshots",
+        tenant_column: "tenant_id",
+        children: &[],
+    },
 ];
 
 fn is_tenant_table(name: &str) -> bool {

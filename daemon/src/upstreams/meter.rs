@@ -3,7 +3,9 @@
 //! when it comes round again), so a million calls cost no more than one. The budgets of an
 //! agent's spec are held against them: calls in the current minute, tokens since 00:00
 //! UTC. The per-call truth is the `model.call` audit record; these are what `usage`,
-//! `status` and the console read.
+//! `status` and the console read. A tenant's series are saved (`snapshot`) with the audit
+//! sequence number they are complete up to, and at start loaded and brought up to date
+//! from the records after it (`persist.rs`).
 
 use agenfleet_protocol::upstream::{UsageRow, UsageTotals};
 use std::collections::HashMap;
@@ -12,7 +14,7 @@ use std::sync::Mutex;
 const MINUTES: usize = 60;
 const HOURS: usize = 720;
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Bucket {
     /// The minute (or hour) number since the epoch this bucket counts; a bucket whose
     /// number is not the one asked for is empty.
@@ -93,7 +95,12 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct Meter {
     series: Mutex<HashMap<Key, Series>>,
+    /// Tenants counted since their last snapshot.
+    dirty: Mutex<std::collections::HashSet<String>>,
 }
+
+/// One tenant's series as saved: (agent, minute buckets, hour buckets), empty ones left out.
+type Saved = Vec<(String, Vec<Bucket>, Vec<Bucket>)>;
 
 /// Why a call may not go out now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +114,51 @@ impl Meter {
             let key = (k.0.to_string(), k.1.to_string());
             s.entry(key).or_default().record(now_ms, add);
         }
+        drop(s);
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.contains(tenant) {
+            d.insert(tenant.to_string());
+        }
+    }
+
+    /// The tenants counted since their last snapshot (and forgets them).
+    pub fn take_dirty(&self) -> Vec<String> {
+        let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        d.drain().collect()
+    }
+
+    /// A tenant's series, as JSON.
+    pub fn snapshot(&self, tenant: &str) -> String {
+        let s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let used = |b: &&Bucket| b.at != 0;
+        let saved: Saved = s
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, a), series)| {
+                (
+                    a.clone(),
+                    series.minutes.iter().filter(used).copied().collect(),
+                    series.hours.iter().filter(used).copied().collect(),
+                )
+            })
+            .collect();
+        serde_json::to_string(&saved).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Puts back a tenant's series from `snapshot`'s JSON (a bad one is an error).
+    pub fn restore(&self, tenant: &str, json: &str) -> Result<(), String> {
+        let saved: Saved = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for (agent, minutes, hours) in saved {
+            let series = s.entry((tenant.to_string(), agent)).or_default();
+            for b in minutes {
+                series.minutes[b.at as usize % MINUTES] = b;
+            }
+            for b in hours {
+                series.hours[b.at as usize % HOURS] = b;
+            }
+        }
+        Ok(())
     }
 
     /// Holds the agent's budget against what it used: calls in this minute (this one
@@ -219,6 +271,29 @@ mod tests {
         m.record("t", "a", now - 720 * 3_600_000, &call(100, false));
         m.record("t", "a", now, &call(1, false));
         assert_eq!(m.row("t", "a", now).last_30_days.tokens(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_window() {
+        let m = Meter::default();
+        let now = 77 * 86_400_000u64 + 5 * 3_600_000;
+        m.record("t", "a", now - 3 * 86_400_000, &call(4, true));
+        m.record("t", "a", now - 60_000, &call(2, false));
+        m.record("u", "b", now, &call(9, false));
+        let mut dirty = m.take_dirty();
+        dirty.sort();
+        assert_eq!(dirty, ["t", "u"]);
+        assert!(m.take_dirty().is_empty());
+        let back = Meter::default();
+        back.restore("t", &m.snapshot("t")).unwrap();
+        assert_eq!(back.row("t", "a", now), m.row("t", "a", now));
+        assert_eq!(back.row("t", "", now), m.row("t", "", now));
+        assert_eq!(
+            back.row("u", "b", now).last_hour.calls,
+            0,
+            "another tenant's stays out"
+        );
+        assert!(back.restore("t", "{").is_err());
     }
 
     #[test]

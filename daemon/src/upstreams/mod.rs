@@ -4,10 +4,11 @@
 //! reached with (rustls; system and webpki roots plus its own `ca_pem`; pooled
 //! connections), the call itself with its fallback chain (`call.rs`), what a provider's
 //! answer says about tokens (`usage.rs`) and the bounded per-agent and per-tenant totals
-//! with the budgets they enforce (`meter.rs`).
+//! with the budgets they enforce (`meter.rs`), kept across restarts (`persist.rs`).
 
 pub mod call;
 pub mod meter;
+pub mod persist;
 pub mod usage;
 
 use crate::store::{Store, StoreError};

@@ -30,6 +30,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         memory_limit_bytes: 256 * 1024 * 1024,
         spec_hash: "abcdef0123456789".into(),
         created_at_ms: 0,
+        usage_today: Default::default(),
         escalations: 0,
         command: Vec::new(),
         workdir: String::new(),

@@ -39,7 +39,7 @@ fn parse_ref(s: &str) -> Result<AgentRef, CliError> {
 /// The fleet table for people.
 pub fn table(agents: &[AgentView]) -> String {
     let now = now_ms();
-    let rows: Vec<[String; 8]> = agents
+    let rows: Vec<[String; 9]> = agents
         .iter()
         .map(|a| {
             [
@@ -57,6 +57,7 @@ pub fn table(agents: &[AgentView]) -> String {
                 fmt::restarts(a),
                 fmt::cpu(a),
                 fmt::memory(a),
+                fmt::model_today(&a.usage_today),
                 fmt::exit(a),
             ]
         })
@@ -69,6 +70,7 @@ pub fn table(agents: &[AgentView]) -> String {
         "RESTARTS",
         "CPU",
         "MEM",
+        "MODEL TODAY",
         "LAST EXIT",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -108,6 +110,16 @@ pub fn detail(a: &AgentView) -> String {
         kv("message", m.clone());
     }
     kv("image", a.image.clone());
+    if a.usage_today.calls > 0 {
+        let u = &a.usage_today;
+        kv(
+            "model today",
+            format!(
+                "{} calls, {} errors, {} tokens in, {} out (`agenfleet usage` for more)",
+                u.calls, u.errors, u.tokens_in, u.tokens_out
+            ),
+        );
+    }
     if a.ungoverned_egress {
         kv(
             "network",

@@ -1,4 +1,5 @@
-//! The fleet table: tenant/project, agent, state, uptime, restarts, CPU, memory.
+//! The fleet table: tenant/project, agent, state, uptime, restarts, CPU, memory, and —
+//! once any agent calls a model through its providers — its calls/errors and tokens today.
 
 use super::theme::Theme;
 use crate::app::App;
@@ -24,10 +25,12 @@ fn state_cell<'a>(v: &'a agenfleet_protocol::AgentView, t: &Theme) -> ratatui::t
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let vis = app.visible();
+    // The model column appears once any agent shown has used a model today.
+    let models = vis.iter().any(|v| v.usage_today.calls > 0);
     let rows: Vec<Row> = vis
         .iter()
         .map(|v| {
-            Row::new(vec![
+            let mut cells = vec![
                 Cell::from(format!("{}/{}", v.tenant, v.project)),
                 Cell::from(v.name.clone()),
                 Cell::from(state_cell(v, t)),
@@ -35,7 +38,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 Cell::from(format!("{}", v.restarts)),
                 Cell::from(fmt::cpu(v)),
                 Cell::from(fmt::memory(v)),
-            ])
+            ];
+            if models {
+                let style = if v.usage_today.errors > 0 {
+                    t.state(agenfleet_protocol::AgentState::BackingOff)
+                } else {
+                    ratatui::style::Style::default()
+                };
+                cells.push(Cell::from(Span::styled(
+                    fmt::model_today(&v.usage_today),
+                    style,
+                )));
+            }
+            Row::new(cells)
         })
         .collect();
     let title = if app.filter.is_empty() {
@@ -49,44 +64,48 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         )
     };
     let empty = rows.is_empty();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Fill(3),
-            Constraint::Fill(3),
-            // Room for the UNGOVERNED EGRESS mark when an agent carries it.
-            Constraint::Length(
-                11 + if vis.iter().any(|v| v.health.as_deref() == Some("unhealthy")) {
-                    10
-                } else {
-                    0
-                } + if vis.iter().any(|v| v.ungoverned_egress) {
-                    19
-                } else {
-                    0
-                },
-            ),
-            Constraint::Length(7),
-            Constraint::Length(4),
-            Constraint::Length(6),
-            Constraint::Length(7),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "TENANT/PROJECT",
-            "AGENT",
-            "STATE",
-            "UPTIME",
-            "RST",
-            "CPU",
-            "MEM",
-        ])
-        .style(t.title()),
-    )
-    .block(Block::bordered().title(Span::styled(title, t.title())))
-    .row_highlight_style(t.selected())
-    .highlight_symbol("▶ ");
+    let mut widths = vec![
+        Constraint::Fill(3),
+        Constraint::Fill(3),
+        // Room for the UNGOVERNED EGRESS mark when an agent carries it.
+        Constraint::Length(
+            11 + if vis.iter().any(|v| v.health.as_deref() == Some("unhealthy")) {
+                10
+            } else {
+                0
+            } + if vis.iter().any(|v| v.ungoverned_egress) {
+                19
+            } else {
+                0
+            },
+        ),
+        Constraint::Length(7),
+        Constraint::Length(4),
+        Constraint::Length(6),
+        Constraint::Length(7),
+    ];
+    if models {
+        widths.push(Constraint::Length(16));
+    }
+    let table = Table::new(rows, widths)
+        .header({
+            let mut h = vec![
+                "TENANT/PROJECT",
+                "AGENT",
+                "STATE",
+                "UPTIME",
+                "RST",
+                "CPU",
+                "MEM",
+            ];
+            if models {
+                h.push("CALLS/ERR TOK");
+            }
+            Row::new(h).style(t.title())
+        })
+        .block(Block::bordered().title(Span::styled(title, t.title())))
+        .row_highlight_style(t.selected())
+        .highlight_symbol("▶ ");
     let mut state = TableState::default().with_selected(app.selected_index());
     f.render_stateful_widget(table, area, &mut state);
     if empty {
@@ -115,6 +134,38 @@ mod tests {
         let app = sample_app();
         let t = render(&app, 80, 24);
         insta::assert_snapshot!(t.backend());
+    }
+
+    #[test]
+    fn model_use_today_gets_a_column_once_an_agent_has_some() {
+        let mut app = sample_app();
+        let t = render(&app, 100, 24);
+        let screen = format!("{:?}", t.backend().buffer());
+        assert!(
+            !screen.contains("CALLS/ERR"),
+            "no column without model calls"
+        );
+        let name = {
+            let v = app.agents.values_mut().next().expect("an agent");
+            v.usage_today = agenfleet_protocol::upstream::UsageTotals {
+                calls: 1234,
+                errors: 3,
+                tokens_in: 40_000,
+                tokens_out: 2_100,
+            };
+            v.name.clone()
+        };
+        let t = render(&app, 100, 24);
+        let buf = t.backend().buffer();
+        let lines: Vec<String> = (0..24)
+            .map(|y| (0..100).map(|x| buf[(x, y)].symbol().to_string()).collect())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l.contains("CALLS/ERR TOK")),
+            "{lines:#?}"
+        );
+        let row = lines.iter().find(|l| l.contains(&name)).expect("its row");
+        assert!(row.contains("1.2k/3 42.1k"), "{row}");
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Runner {
             memory_limit_bytes: self.rec.spec.memory_limit_bytes(),
             spec_hash: self.spec_hash.clone(),
             created_at_ms: self.rec.created_at_ms,
+            usage_today: Default::default(),
             escalations: 0,
             command: self.rec.spec.command.clone(),
             workdir: self.rec.spec.workdir.clone(),
