@@ -607,3 +607,109 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
     let rec = records(&d, "connection.call");
     assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
 }
+
+#[test]
+fn tls_inspect_decides_each_https_request_by_path_and_injects_the_key() {
+    let test = "tls_inspect_decides_each_https_request_by_path_and_injects_the_key";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = python_image(test) else {
+        return;
+    };
+    let ca = TestCa::new();
+    let crm = ProviderStub::start(
+        &ca,
+        Answer::Json {
+            status: 200,
+            body: r#"{"customer":"acme"}"#.into(),
+        },
+    );
+    let d = Daemon::start("provinspect", "");
+    d.json(&["vault", "init"]);
+    let ca_file = d.file("ca.pem", &ca.pem);
+    let key = format!("crm-INSPECT-{:x}", std::process::id());
+    let base = format!("https://127.0.0.1:{}/api", crm.port);
+    let out = d.cli_stdin(
+        &[
+            "connections",
+            "add",
+            "crm",
+            "--kind",
+            "generic",
+            "--base-url",
+            &base,
+            "--ca-file",
+            &ca_file,
+            "--auth",
+            "header:x-crm-key",
+            "--tls-inspect",
+            "true",
+        ],
+        &key,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = d.json(&["connections", "list"]).to_string();
+    assert!(listed.contains("\"tls_inspect\":true"), "{listed}");
+    d.create(&format!(
+        "name = \"i\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
+         command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
+    ));
+    let v = d.wait_agent("i", "running", WAIT, |v| v["state"] == "Running");
+    let cid = v["container_id"].as_str().expect("cid").to_string();
+    let env = inspect(&cid)["Config"]["Env"].to_string();
+    assert!(env.contains("SSL_CERT_FILE=/run/agenfleet/ca.pem"), "{env}");
+    let shown = String::from_utf8_lossy(&d.cli(&["agents", "show", "i"]).stdout).to_string();
+    assert!(shown.contains("connection crm (tls_inspect)"), "{shown}");
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{}]\npath_prefix = \"/api/customers\"\n",
+            crm.port
+        ),
+    );
+    d.json(&["scopes", "publish", "i", &f]);
+    // The program speaks https to the host itself, through its proxy, verifying the
+    // certificate with the default context (which reads SSL_CERT_FILE).
+    let get = |path: &str| {
+        let code = format!(
+            "import urllib.request, urllib.error\n\
+             try:\n    a = urllib.request.urlopen('{base}{path}', timeout=60)\n    print(a.status, a.read().decode())\n\
+             except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n\
+             except Exception as e:\n    print('failed', repr(e))\n"
+        );
+        let out = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-e",
+                "HTTPS_PROXY=http://127.0.0.1:3128",
+                &cid,
+                "python3",
+                "-c",
+                &code,
+            ])
+            .output()
+            .expect("docker exec");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ok = get("/customers/7");
+    assert_eq!(ok, r#"200 {"customer":"acme"}"#);
+    let seen = crm.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/api/customers/7");
+    assert_eq!(seen[0].header("x-crm-key"), Some(key.as_str()));
+    // A path outside the scopes, inside the same https: denied, never sent.
+    let denied = get("/admin/users");
+    assert!(denied.starts_with("403"), "{denied}");
+    assert!(
+        denied.contains("outside the agent's http scopes"),
+        "{denied}"
+    );
+    assert_eq!(crm.requests().len(), 1);
+    let rec = records(&d, "connection.call");
+    assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
+}

@@ -394,6 +394,7 @@ mod tests {
             credentials: Vec::new(),
             files: Vec::new(),
             workspace_mb: None,
+            upstreams: Vec::new(),
         }
     }
 

@@ -152,6 +152,11 @@ pub struct AgentView {
     /// The size of the agent's `/workspace` in MiB (None: no workspace).
     #[serde(default)]
     pub workspace_mb: Option<u64>,
+    /// The providers and connections it may call through the gateway, as
+    /// `provider NAME` / `connection NAME` (+ ` (tls_inspect)`; ` (missing)` when the
+    /// tenant no longer has it).
+    #[serde(default)]
+    pub upstreams: Vec<String>,
 }
 
 /// One of an agent's credentials, as `agents show` lists it: its name, how it is

@@ -223,6 +223,12 @@ pub struct UpstreamSpec {
     /// How long the upstream has to answer with its status line (ms).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Connections only: an agent that reaches this host:port itself over https (through
+    /// its egress proxy, CONNECT) has its TLS terminated by the daemon with a CA of its
+    /// own (`/run/agenfleet/ca.pem` in the agent), so each request inside is decided by
+    /// path and gets the key like a call at `/connections/NAME/…`.
+    #[serde(default)]
+    pub tls_inspect: bool,
 }
 
 pub fn default_timeout_ms() -> u64 {
@@ -290,6 +296,11 @@ impl UpstreamSpec {
         if !(100..=600_000).contains(&self.timeout_ms) {
             return Err("timeout_ms must be 100 to 600000".into());
         }
+        if self.class == UpstreamClass::Provider && self.tls_inspect {
+            return Err(
+                "tls_inspect is for connections; a provider is reached at /providers/NAME".into(),
+            );
+        }
         if self.class == UpstreamClass::Connection && !self.fallbacks.is_empty() {
             return Err("fallbacks are for providers; a connection has none".into());
         }
@@ -308,6 +319,19 @@ impl UpstreamSpec {
             }
         }
         Ok(())
+    }
+
+    /// `host:port` of the base URL (the port its scheme's when it names none).
+    pub fn authority(&self) -> Option<(String, u16)> {
+        let u = url::Url::parse(&self.base_url).ok()?;
+        Some((u.host_str()?.to_string(), u.port_or_known_default()?))
+    }
+
+    /// The base URL's path without its trailing `/` ("" for none).
+    pub fn base_path(&self) -> String {
+        url::Url::parse(&self.base_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default()
     }
 
     /// The upstream URL for the agent's `path_and_query` (which starts with `/`).
@@ -381,6 +405,7 @@ mod tests {
             auth: Injection::Bearer,
             fallbacks: vec![],
             timeout_ms: 60_000,
+            tls_inspect: false,
         }
     }
 

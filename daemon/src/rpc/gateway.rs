@@ -525,6 +525,28 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     } else {
         None
     };
+    // The TLS inspection CA, for an agent with an inspected connection.
+    if let Some(spec) = rt.agent_spec(&key) {
+        let inspected = spec.connections.iter().any(|n| {
+            rt.upstreams
+                .exists(&key.tenant, n)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.spec.tls_inspect)
+        });
+        if inspected {
+            match rt.upstreams.inspect_ca(&rt.instance) {
+                Ok(ca) => {
+                    let p = dir.join(crate::upstreams::INSPECT_BUNDLE_FILE);
+                    std::fs::write(&p, &ca.bundle_pem)?;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+                }
+                Err(e) => {
+                    tracing::warn!(agent = %key, error = %e, "no TLS inspection CA for the agent yet")
+                }
+            }
+        }
+    }
     let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
     // One agent's socket: its shim and its tools hold a few connections; a flood of them
     // is closed at once instead of eating the daemon's descriptors.

@@ -319,6 +319,47 @@ pub(super) async fn handle(
         Some((n, b)) => (n.to_string(), format!("/{b}")),
         None => (rest.to_string(), "/".to_string()),
     };
+    call(svc, req, class, name, below).await
+}
+
+/// Answers one request the agent sent inside its own https to connection `name`, which
+/// the egress proxy terminated (`tls_inspect`): the same call as at `/connections/NAME/…`,
+/// for the part of the path below the connection's base URL.
+pub(super) async fn inspected(
+    svc: GatewayService,
+    req: Request<Incoming>,
+    name: String,
+    base_path: String,
+) -> Response<ApiBody> {
+    let path = req.uri().path().to_string();
+    let below = match path.strip_prefix(base_path.as_str()) {
+        Some("") => "/".to_string(),
+        Some(b) if b.starts_with('/') => b.to_string(),
+        _ => {
+            let why = format!(
+                "{path} is outside connection `{name}`'s base URL (its paths start with {base_path}/)"
+            );
+            return refuse(
+                &svc,
+                UpstreamClass::Connection,
+                &name,
+                StatusCode::FORBIDDEN,
+                "outside_base_url",
+                why,
+            )
+            .await;
+        }
+    };
+    call(svc, req, UpstreamClass::Connection, name, below).await
+}
+
+async fn call(
+    svc: GatewayService,
+    req: Request<Incoming>,
+    class: UpstreamClass,
+    name: String,
+    below: String,
+) -> Response<ApiBody> {
     let rt = svc.runtime().clone();
     let Some(spec) = rt.agent_spec(svc.key()) else {
         return error(

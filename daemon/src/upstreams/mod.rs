@@ -7,6 +7,7 @@
 //! with the budgets they enforce (`meter.rs`), kept across restarts (`persist.rs`).
 
 pub mod call;
+pub mod inspect;
 pub mod meter;
 pub mod persist;
 pub mod usage;
@@ -140,6 +141,11 @@ pub fn client_for(spec: &UpstreamSpec) -> Result<HttpsClient, String> {
 /// What the cache knows of one (tenant, name): the upstream in force, or that there is none.
 type Cached = Option<Arc<Live>>;
 
+/// Where an agent finds the TLS inspection CA (with the system roots after it).
+pub const INSPECT_BUNDLE_IN_CONTAINER: &str = "/run/agenfleet/ca.pem";
+/// Its name in the agent's gateway directory.
+pub const INSPECT_BUNDLE_FILE: &str = "ca.pem";
+
 /// A stored row: its view and the sealed key.
 struct Row {
     view: UpstreamView,
@@ -154,6 +160,8 @@ pub struct Upstreams {
     /// (tenant, name) → the one in force; filled on first use, replaced on every change.
     live: RwLock<HashMap<(String, String), Cached>>,
     pub meter: meter::Meter,
+    /// The TLS inspection CA, once made or loaded.
+    inspect: std::sync::Mutex<Option<Arc<inspect::InspectCa>>>,
 }
 
 impl Upstreams {
@@ -163,6 +171,7 @@ impl Upstreams {
             vault,
             live: RwLock::new(HashMap::new()),
             meter: meter::Meter::default(),
+            inspect: std::sync::Mutex::new(None),
         }
     }
 
@@ -514,6 +523,19 @@ impl Upstreams {
             {
                 sdk.push((url_var.to_string(), format!("{base}{suffix}")));
                 sdk.push((key_var.to_string(), PLACEHOLDER_KEY.to_string()));
+            }
+        }
+        // An agent whose https to a connection is inspected trusts the daemon's CA (the
+        // bundle also holds the system roots, so every other host stays trusted).
+        let inspected = spec.connections.iter().any(|n| {
+            self.exists(tenant, n)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.spec.tls_inspect)
+        });
+        if inspected {
+            for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+                sdk.push((var.to_string(), INSPECT_BUNDLE_IN_CONTAINER.to_string()));
             }
         }
         // The spec's own `env` wins: an operator who set one of these meant it.

@@ -24,6 +24,7 @@ fn spec(tenant: &str, name: &str, kind: UpstreamKind) -> UpstreamSpec {
         auth: kind.default_auth(),
         fallbacks: vec![],
         timeout_ms: 5_000,
+        tls_inspect: false,
     }
 }
 

@@ -40,6 +40,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         credentials: Vec::new(),
         files: Vec::new(),
         workspace_mb: None,
+        upstreams: Vec::new(),
     }
 }
 

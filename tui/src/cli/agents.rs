@@ -147,6 +147,9 @@ pub fn detail(a: &AgentView) -> String {
             ),
         );
     }
+    if !a.upstreams.is_empty() {
+        kv("calls via", a.upstreams.join(", "));
+    }
     if let Some(mb) = a.workspace_mb {
         kv(
             "workspace",

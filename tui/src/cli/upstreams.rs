@@ -39,6 +39,10 @@ pub struct Options {
     /// Milliseconds the upstream has to answer with its status line.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Connections: terminate the agent's own https to this host:port in its egress proxy
+    /// (the daemon's CA, given to the agent), so paths are decided and the key injected.
+    #[arg(long)]
+    tls_inspect: Option<bool>,
     /// Why (kept with the version).
     #[arg(long, default_value = "")]
     note: String,
@@ -121,6 +125,9 @@ fn apply(mut spec: UpstreamSpec, o: &Options) -> Result<UpstreamSpec, CliError> 
     if let Some(t) = o.timeout_ms {
         spec.timeout_ms = t;
     }
+    if let Some(i) = o.tls_inspect {
+        spec.tls_inspect = i;
+    }
     spec.validate()
         .map_err(|e| bad(format!("{} `{}`: {e}", spec.class, spec.name)))?;
     Ok(spec)
@@ -144,6 +151,9 @@ fn line(v: &UpstreamView) -> String {
     }
     if s.ca_pem.is_some() {
         out.push_str("  own CA");
+    }
+    if s.tls_inspect {
+        out.push_str("  tls_inspect");
     }
     out
 }
@@ -180,6 +190,7 @@ pub async fn run(
                     auth: kind.default_auth(),
                     fallbacks: vec![],
                     timeout_ms: agenfleet_protocol::upstream::default_timeout_ms(),
+                    tls_inspect: false,
                 },
                 opts,
             )?;

@@ -119,6 +119,23 @@ impl Runner {
         }
     }
 
+    /// What `AgentView::upstreams` says of the spec's providers and connections.
+    fn upstream_views(&self) -> Vec<String> {
+        let spec = &self.rec.spec;
+        let ups = &self.rt.upstreams;
+        let tenant = &self.rec.key.tenant;
+        spec.providers
+            .iter()
+            .map(|n| ("provider", n))
+            .chain(spec.connections.iter().map(|n| ("connection", n)))
+            .map(|(class, n)| match ups.get(tenant, n) {
+                Ok(Some(l)) if l.view.spec.tls_inspect => format!("{class} {n} (tls_inspect)"),
+                Ok(Some(_)) => format!("{class} {n}"),
+                _ => format!("{class} {n} (missing)"),
+            })
+            .collect()
+    }
+
     fn view(&self) -> AgentView {
         let stats = self
             .rt
@@ -182,6 +199,7 @@ impl Runner {
                 .collect(),
             files: self.file_views.clone(),
             workspace_mb: self.rec.spec.workspace.map(|w| w.size_mb),
+            upstreams: self.upstream_views(),
         }
     }
 
