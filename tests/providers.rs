@@ -187,6 +187,11 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
         .find(|x| x["provider"] == "openai")
         .expect("the openai call");
     assert_eq!(openai_call["status"], 200);
+    assert!(openai_call["problem"].is_null(), "{openai_call}");
+    assert!(
+        calls.iter().all(|c| c["event"]["outcome"] == "ok"),
+        "{calls:?}"
+    );
     assert_eq!(openai_call["model"], "gpt-test");
     assert_eq!(openai_call["tokens_in"], 12);
     assert_eq!(openai_call["tokens_out"], 30);
@@ -209,6 +214,11 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
         v["usage_today"]["calls"] == 2
     });
     assert_eq!(v["usage_today"]["tokens_in"], 19);
+    let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    assert!(
+        status.contains("models   today 2 calls, 0 errors, 58 tokens"),
+        "{status}"
+    );
     // The totals survive kill -9 of the daemon (a snapshot and the records after it).
     let mut d = d;
     d.kill9();

@@ -226,6 +226,11 @@ impl Body for Metered {
                         r.feed(d);
                     }
                 }
+                // A body of known length ends with its last byte: the server stops
+                // polling there, so this may be the last chance to see the end.
+                if this.inner.is_end_stream() {
+                    this.finish(None);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -1,4 +1,5 @@
-//! `agenfleet status`: the daemon, the engine, counts by state, and every agent.
+//! `agenfleet status`: the daemon, the engine, counts by state, model use today, and every
+//! agent.
 
 use super::Out;
 use crate::client::{CliError, Conn};
@@ -39,6 +40,18 @@ pub async fn run(conn: &Conn, out: &Out) -> Result<(), CliError> {
             st.caller.role,
             if counts.is_empty() { "none".to_string() } else { counts.join(", ") }
         );
+        let mut today = agenfleet_protocol::upstream::UsageTotals::default();
+        for a in &st.agents {
+            today.add(&a.usage_today);
+        }
+        if today.calls > 0 {
+            s.push_str(&format!(
+                "models   today {} calls, {} errors, {} tokens (`agenfleet usage`)\n",
+                today.calls,
+                today.errors,
+                today.tokens()
+            ));
+        }
         if !d.orphans.is_empty() {
             s.push_str(&format!("orphans  {} (removed after the grace period)\n", d.orphans.join(", ")));
         }
