@@ -22,24 +22,6 @@ use std::time::{Duration, Instant};
 const BODY: &str = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hello"}]}"#;
 const ANSWER: &str = r#"{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":30}}"#;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn run_json(mut c: Command) -> Value {
-    let out = c.output().expect("run the load generator");
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
 fn agent_post(cid: &str, provider: &str, n: usize) -> Command {
     let mut c = Command::new("docker");
     c.args([

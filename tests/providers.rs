@@ -223,13 +223,29 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
     let mut d = d;
     d.kill9();
     d.restart();
-    let again = d
-        .json(&["usage"])
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["agent"] == "py").cloned())
-        .expect("py's usage row after the restart");
+    // (Its row shows once the restarted daemon has the agent in its fleet view again.)
+    let again = wait_for(WAIT, "py's usage row after the restart", || {
+        d.json(&["usage"])
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["agent"] == "py").cloned())
+    });
     assert_eq!(again["last_30_days"], row["last_30_days"], "{again}");
     assert_eq!(again["today"], row["today"], "{again}");
+    // A call counted after the last save is replayed from its record: kill -9 as soon as
+    // the record is durable (saves come every 5 s), and it is still counted.
+    assert_eq!(model_call(&cid, "openai").0, 200);
+    wait_for(WAIT, "the third model.call record", || {
+        (records(&d, "model.call").len() == 3).then_some(())
+    });
+    d.kill9();
+    d.restart();
+    wait_for(WAIT, "3 calls counted after the second restart", || {
+        d.json(&["usage"]).as_array().and_then(|rows| {
+            rows.iter()
+                .find(|r| r["agent"] == "py" && r["last_30_days"]["calls"] == 3)
+                .map(|_| ())
+        })
+    });
 }
 
 #[test]
@@ -531,15 +547,18 @@ fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
     }
 }
 
-#[test]
-fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header() {
-    let test = "a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header";
+/// A daemon with connection `crm` — a stub at https://127.0.0.1:PORT/api answering
+/// `{"customer":"acme"}`, its key in header x-crm-key, plus `extra` options — and a
+/// running Python agent `name` bound to it: (daemon, stub, container id, key).
+fn crm_agent(
+    test: &str,
+    name: &str,
+    extra: &[&str],
+) -> Option<(Daemon, ProviderStub, String, String)> {
     if !docker_available(test) {
-        return;
+        return None;
     }
-    let Some(image) = python_image(test) else {
-        return;
-    };
+    let image = python_image(test)?;
     let ca = TestCa::new();
     let crm = ProviderStub::start(
         &ca,
@@ -548,64 +567,100 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
             body: r#"{"customer":"acme"}"#.into(),
         },
     );
-    let d = Daemon::start("provconn", "");
+    let d = Daemon::start(name, "");
     d.json(&["vault", "init"]);
     let ca_file = d.file("ca.pem", &ca.pem);
-    let key = format!("crm-CANARY-{:x}", std::process::id());
-    let out = d.cli_stdin(
-        &[
-            "connections",
-            "add",
-            "crm",
-            "--kind",
-            "generic",
-            "--base-url",
-            &format!("https://127.0.0.1:{}/api", crm.port),
-            "--ca-file",
-            &ca_file,
-            "--auth",
-            "header:x-crm-key",
-        ],
-        &key,
-    );
+    let key = format!("crm-CANARY-{:x}-{name}", std::process::id());
+    let base = format!("https://127.0.0.1:{}/api", crm.port);
+    let mut args = vec![
+        "connections",
+        "add",
+        "crm",
+        "--kind",
+        "generic",
+        "--base-url",
+        &base,
+        "--ca-file",
+        &ca_file,
+        "--auth",
+        "header:x-crm-key",
+    ];
+    args.extend_from_slice(extra);
+    let out = d.cli_stdin(&args, &key);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     d.create(&format!(
-        "name = \"c\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
+        "name = \"{name}\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
          command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
     ));
-    let cid = d.wait_agent("c", "running", WAIT, |v| v["state"] == "Running")["container_id"]
+    let cid = d.wait_agent(name, "running", WAIT, |v| v["state"] == "Running")["container_id"]
         .as_str()
         .expect("cid")
         .to_string();
+    Some((d, crm, cid, key))
+}
+
+/// Publishes scopes that admit GET on the stub's host and port under /api/customers.
+fn crm_scopes(d: &Daemon, agent: &str, port: u16) {
+    let f = d.file(
+        "scopes.toml",
+        &format!(
+            "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{port}]\npath_prefix = \"/api/customers\"\n"
+        ),
+    );
+    d.json(&["scopes", "publish", agent, &f]);
+}
+
+/// Runs Python `code` in container `cid` (with `env` set) and answers what it printed.
+fn python_in(cid: &str, env: &[&str], code: &str) -> String {
+    let mut args = vec!["exec"];
+    for e in env {
+        args.extend(["-e", e]);
+    }
+    args.extend([cid, "python3", "-c", code]);
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Python that GETs `url` and prints "STATUS BODY" (or "failed …").
+fn python_get(url: &str, direct: bool) -> String {
+    let opener = if direct {
+        "urllib.request.build_opener(urllib.request.ProxyHandler({}))"
+    } else {
+        "urllib.request.build_opener()"
+    };
+    format!(
+        "import urllib.request, urllib.error\n\
+         o = {opener}\n\
+         try:\n    a = o.open({url}, timeout=60)\n    print(a.status, a.read().decode())\n\
+         except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n\
+         except Exception as e:\n    print('failed', repr(e))\n"
+    )
+}
+
+#[test]
+fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header() {
+    let test = "a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header";
+    let Some((d, crm, cid, key)) = crm_agent(test, "c", &[]) else {
+        return;
+    };
     let get = |path: &str| {
-        let code = format!(
-            "import os, urllib.request, urllib.error\n\
-             o = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))\n\
-             try:\n    a = o.open(os.environ['AGENFLEET_CONNECTION_CRM_BASE_URL'] + '{path}', timeout=60)\n    print(a.status, a.read().decode())\n\
-             except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n"
-        );
-        let out = std::process::Command::new("docker")
-            .args(["exec", &cid, "python3", "-c", &code])
-            .output()
-            .expect("docker exec");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let url =
+            format!("__import__('os').environ['AGENFLEET_CONNECTION_CRM_BASE_URL'] + '{path}'");
+        python_in(&cid, &[], &python_get(&url, true))
     };
     // Its host is not in the scopes yet: denied, and the stub hears nothing.
     let denied = get("/customers/1");
     assert!(denied.starts_with("403"), "{denied}");
     assert!(denied.contains("http_request"), "{denied}");
     assert!(crm.requests().is_empty());
-    let f = d.file(
-        "scopes.toml",
-        "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [PORT]\npath_prefix = \"/api/customers\"\n"
-            .replace("PORT", &crm.port.to_string())
-            .as_str(),
-    );
-    d.json(&["scopes", "publish", "c", &f]);
+    crm_scopes(&d, "c", crm.port);
     let ok = get("/customers/1");
     assert_eq!(ok, r#"200 {"customer":"acme"}"#);
     let seen = crm.requests();
@@ -621,90 +676,25 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
 #[test]
 fn tls_inspect_decides_each_https_request_by_path_and_injects_the_key() {
     let test = "tls_inspect_decides_each_https_request_by_path_and_injects_the_key";
-    if !docker_available(test) {
-        return;
-    }
-    let Some(image) = python_image(test) else {
+    let Some((d, crm, cid, key)) = crm_agent(test, "i", &["--tls-inspect", "true"]) else {
         return;
     };
-    let ca = TestCa::new();
-    let crm = ProviderStub::start(
-        &ca,
-        Answer::Json {
-            status: 200,
-            body: r#"{"customer":"acme"}"#.into(),
-        },
-    );
-    let d = Daemon::start("provinspect", "");
-    d.json(&["vault", "init"]);
-    let ca_file = d.file("ca.pem", &ca.pem);
-    let key = format!("crm-INSPECT-{:x}", std::process::id());
-    let base = format!("https://127.0.0.1:{}/api", crm.port);
-    let out = d.cli_stdin(
-        &[
-            "connections",
-            "add",
-            "crm",
-            "--kind",
-            "generic",
-            "--base-url",
-            &base,
-            "--ca-file",
-            &ca_file,
-            "--auth",
-            "header:x-crm-key",
-            "--tls-inspect",
-            "true",
-        ],
-        &key,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let listed = d.json(&["connections", "list"]).to_string();
     assert!(listed.contains("\"tls_inspect\":true"), "{listed}");
-    d.create(&format!(
-        "name = \"i\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
-         command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
-    ));
-    let v = d.wait_agent("i", "running", WAIT, |v| v["state"] == "Running");
-    let cid = v["container_id"].as_str().expect("cid").to_string();
     let env = inspect(&cid)["Config"]["Env"].to_string();
     assert!(env.contains("SSL_CERT_FILE=/run/agenfleet/ca.pem"), "{env}");
     let shown = String::from_utf8_lossy(&d.cli(&["agents", "show", "i"]).stdout).to_string();
     assert!(shown.contains("connection crm (tls_inspect)"), "{shown}");
-    let f = d.file(
-        "scopes.toml",
-        &format!(
-            "tools = [\"http_request\"]\n[[http]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\nports = [{}]\npath_prefix = \"/api/customers\"\n",
-            crm.port
-        ),
-    );
-    d.json(&["scopes", "publish", "i", &f]);
+    crm_scopes(&d, "i", crm.port);
     // The program speaks https to the host itself, through its proxy, verifying the
     // certificate with the default context (which reads SSL_CERT_FILE).
     let get = |path: &str| {
-        let code = format!(
-            "import urllib.request, urllib.error\n\
-             try:\n    a = urllib.request.urlopen('{base}{path}', timeout=60)\n    print(a.status, a.read().decode())\n\
-             except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n\
-             except Exception as e:\n    print('failed', repr(e))\n"
-        );
-        let out = std::process::Command::new("docker")
-            .args([
-                "exec",
-                "-e",
-                "HTTPS_PROXY=http://127.0.0.1:3128",
-                &cid,
-                "python3",
-                "-c",
-                &code,
-            ])
-            .output()
-            .expect("docker exec");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let url = format!("'https://127.0.0.1:{}/api{path}'", crm.port);
+        python_in(
+            &cid,
+            &["HTTPS_PROXY=http://127.0.0.1:3128"],
+            &python_get(&url, false),
+        )
     };
     let ok = get("/customers/7");
     assert_eq!(ok, r#"200 {"customer":"acme"}"#);

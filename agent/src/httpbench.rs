@@ -84,6 +84,26 @@ fn read_answer(s: &mut std::io::BufReader<TcpStream>, t0: Instant) -> Result<(bo
     Ok((status.starts_with("HTTP/1.1 200"), first))
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// With `--start-at UNIX_MS`, sleeps until then; answers whether that time had passed
+/// already (the generator started late).
+fn wait_for_start(args: &[String]) -> bool {
+    let start_at: Option<u64> = flag(args, "--start-at").and_then(|s| s.parse().ok());
+    let late = start_at.is_some_and(|at| now_ms() > at);
+    if let Some(at) = start_at {
+        std::thread::sleep(std::time::Duration::from_millis(
+            at.saturating_sub(now_ms()),
+        ));
+    }
+    late
+}
+
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -105,19 +125,7 @@ pub fn main() -> i32 {
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1)
                 .max(1);
-            let now_ms = || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0)
-            };
-            let start_at: Option<u64> = flag(&args, "--start-at").and_then(|s| s.parse().ok());
-            let late = start_at.is_some_and(|at| now_ms() > at);
-            if let Some(at) = start_at {
-                std::thread::sleep(std::time::Duration::from_millis(
-                    at.saturating_sub(now_ms()),
-                ));
-            }
+            let late = wait_for_start(&args);
             let start_ms = now_ms();
             let start = Instant::now();
             let per = n.div_ceil(conns);
@@ -233,19 +241,7 @@ pub fn main() -> i32 {
                 return 64;
             };
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let now_ms = || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0)
-            };
-            let start_at: Option<u64> = flag(&args, "--start-at").and_then(|s| s.parse().ok());
-            let late = start_at.is_some_and(|at| now_ms() > at);
-            if let Some(at) = start_at {
-                std::thread::sleep(std::time::Duration::from_millis(
-                    at.saturating_sub(now_ms()),
-                ));
-            }
+            let late = wait_for_start(&args);
             let stream = match TcpStream::connect(authority) {
                 Ok(s) => s,
                 Err(e) => {

@@ -104,6 +104,16 @@ pub fn check_cred_name(name: &str) -> Result<(), VaultError> {
     }
 }
 
+/// A value to seal holds 1 to `MAX_VALUE` bytes (`what` names it in the error).
+fn check_size(value: &SecretValue, what: &str) -> Result<(), VaultError> {
+    if value.is_empty() || value.len() > MAX_VALUE {
+        return Err(VaultError::Invalid(format!(
+            "{what} must hold 1 to {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}
+
 fn format_recovery(k: &[u8; 32]) -> String {
     let h = hex::encode(k);
     h.as_bytes()
@@ -440,19 +450,9 @@ impl Vault {
         grace_secs: u64,
     ) -> Result<CredentialInfo, VaultError> {
         check_cred_name(name)?;
-        if value.is_empty() || value.len() > MAX_VALUE {
-            return Err(VaultError::Invalid(format!(
-                "a credential value must hold 1 to {MAX_VALUE} bytes"
-            )));
-        }
+        check_size(value, "a credential value")?;
         let hmac = self.hmac(value)?;
-        let (key_id, sealed_for) = self.with_keys(|k| {
-            let dk = k
-                .data
-                .get(&k.active)
-                .ok_or_else(|| VaultError::Store("no active data key".into()))?;
-            Ok((k.active, dk.clone()))
-        })?;
+        let (key_id, sealed_for) = self.active_key()?;
         let now = now_ms() as i64;
         let who = format!("{}/{name}", agent);
         self.store.tenant(&agent.tenant).with(|c| -> rusqlite::Result<Result<(), VaultError>> {
@@ -653,6 +653,17 @@ impl Vault {
         Ok(out)
     }
 
+    /// The data key new values are sealed with: (its id, the key).
+    fn active_key(&self) -> Result<(u64, Key32), VaultError> {
+        self.with_keys(|k| {
+            let dk = k
+                .data
+                .get(&k.active)
+                .ok_or_else(|| VaultError::Store("no active data key".into()))?;
+            Ok((k.active, dk.clone()))
+        })
+    }
+
     /// Seals a tenant-level key (a provider's or a connection's) under the active data key,
     /// bound by `aad`: (data key id, sealed bytes, HMAC of the value). The caller stores
     /// them with its own row.
@@ -661,19 +672,9 @@ impl Vault {
         value: &SecretValue,
         aad: &[u8],
     ) -> Result<(u64, Vec<u8>, String), VaultError> {
-        if value.is_empty() || value.len() > MAX_VALUE {
-            return Err(VaultError::Invalid(format!(
-                "a key must hold 1 to {MAX_VALUE} bytes"
-            )));
-        }
+        check_size(value, "a key")?;
         let hmac = self.hmac(value)?;
-        let (key_id, dk) = self.with_keys(|k| {
-            let dk = k
-                .data
-                .get(&k.active)
-                .ok_or_else(|| VaultError::Store("no active data key".into()))?;
-            Ok((k.active, dk.clone()))
-        })?;
+        let (key_id, dk) = self.active_key()?;
         let sealed = crypto::seal(&dk, value.expose(), aad);
         self.store.with(|c| {
             c.execute(
