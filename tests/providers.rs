@@ -671,6 +671,23 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
     assert_eq!(crm.requests().len(), 1);
     let rec = records(&d, "connection.call");
     assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
+    // The answer is not in the record: its size and SHA-256 are.
+    assert!(!format!("{rec:?}").contains("acme"), "{rec:?}");
+    // Until the tenant's admin turns record_bodies on for this connection.
+    let out = d.cli(&["connections", "set", "crm", "--record-bodies", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(get("/customers/2").starts_with("200"));
+    let last = wait_for(WAIT, "the recorded call", || {
+        records(&d, "connection.call")
+            .iter()
+            .map(detail)
+            .find(|x| x["path"] == "/customers/2")
+    });
+    assert_eq!(last["response_body"], r#"{"customer":"acme"}"#, "{last}");
 }
 
 #[test]

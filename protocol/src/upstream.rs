@@ -15,6 +15,8 @@ pub const LOCAL_API_BASE: &str = "http://127.0.0.1:4180";
 pub const TOOL_MODEL: &str = "model.call";
 /// Longest fallback chain.
 pub const MAX_FALLBACKS: usize = 8;
+/// How much of each body a call's record holds when `record_bodies` is on.
+pub const RECORDED_BODY_BYTES: usize = 16 * 1024;
 /// Largest CA bundle accepted for `ca_pem`.
 pub const MAX_CA_PEM: usize = 256 * 1024;
 
@@ -229,6 +231,10 @@ pub struct UpstreamSpec {
     /// path and gets the key like a call at `/connections/NAME/…`.
     #[serde(default)]
     pub tls_inspect: bool,
+    /// Whether each call's record also holds the first 16 KiB of the request and of the
+    /// answer (prompts and completions). Off: only sizes and SHA-256.
+    #[serde(default)]
+    pub record_bodies: bool,
 }
 
 pub fn default_timeout_ms() -> u64 {
@@ -406,6 +412,7 @@ mod tests {
             fallbacks: vec![],
             timeout_ms: 60_000,
             tls_inspect: false,
+            record_bodies: false,
         }
     }
 

@@ -13,7 +13,7 @@ use super::gateway::GatewayService;
 use crate::incidents::detect::{Seen, Signal};
 use crate::upstreams::call::{Attempt, Hop, Outgoing};
 use crate::upstreams::usage::{Tokens, UsageReader};
-use agenfleet_protocol::upstream::{UsageTotals, HOP_HEADERS};
+use agenfleet_protocol::upstream::{UsageTotals, HOP_HEADERS, RECORDED_BODY_BYTES};
 use agenfleet_protocol::{AuditEvent, UpstreamClass};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -65,6 +65,8 @@ struct CallRecord {
     request_sha256: String,
     started: Instant,
     first_byte_ms: Option<u64>,
+    /// With `record_bodies`: the start of the request body.
+    request_body: Option<String>,
 }
 
 impl CallRecord {
@@ -113,7 +115,12 @@ impl CallRecord {
 
     /// Writes the record, counts the call and signals what was seen; `response` is (bytes,
     /// SHA-256, tokens), `problem` why the answer did not reach its end.
-    async fn finish(self, response: (usize, String, Option<Tokens>), problem: Option<String>) {
+    async fn finish(
+        self,
+        response: (usize, String, Option<Tokens>),
+        problem: Option<String>,
+        response_body: Option<Vec<u8>>,
+    ) {
         let (bytes, sha, tokens) = response;
         let t = tokens.unwrap_or_default();
         let failed = self.status.is_none_or(|s| s >= 400) || problem.is_some();
@@ -139,8 +146,17 @@ impl CallRecord {
             "response_bytes": bytes,
             "response_sha256": sha,
             "problem": problem,
-        })
-        .to_string();
+        });
+        let mut detail = detail;
+        if let Some(req) = &self.request_body {
+            detail["request_body"] = req.clone().into();
+            detail["response_body"] = response_body
+                .map(|b| String::from_utf8_lossy(&b).to_string())
+                .unwrap_or_default()
+                .into();
+            detail["bodies_cut_at"] = RECORDED_BODY_BYTES.into();
+        }
+        let detail = detail.to_string();
         let (tenant, agent) = self.svc.agent();
         let ev = AuditEvent {
             actor: format!("agent {tenant}/{agent}"),
@@ -188,6 +204,8 @@ struct Metered {
     reader: Option<UsageReader>,
     hasher: Sha256,
     bytes: usize,
+    /// With `record_bodies`: the start of the answer.
+    captured: Option<Vec<u8>>,
 }
 
 impl Metered {
@@ -198,8 +216,9 @@ impl Metered {
         let tokens = self.reader.take().and_then(UsageReader::finish);
         let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let response = (self.bytes, sha, tokens);
+        let body = self.captured.take();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(record.finish(response, problem));
+            h.spawn(record.finish(response, problem, body));
         }
     }
 }
@@ -224,6 +243,10 @@ impl Body for Metered {
                     this.hasher.update(d);
                     if let Some(r) = this.reader.as_mut() {
                         r.feed(d);
+                    }
+                    if let Some(c) = this.captured.as_mut() {
+                        let room = RECORDED_BODY_BYTES.saturating_sub(c.len());
+                        c.extend_from_slice(&d[..d.len().min(room)]);
                     }
                 }
                 // A body of known length ends with its last byte: the server stops
@@ -493,6 +516,7 @@ async fn call(
         headers: parts.headers,
         body,
     };
+    let record_bodies = live.view.spec.record_bodies;
     let sent = rt.upstreams.send(live, &out).await;
     let mut record = CallRecord {
         svc: svc.clone(),
@@ -509,6 +533,10 @@ async fn call(
         request_sha256: hex::encode(Sha256::digest(&out.body)),
         started,
         first_byte_ms: None,
+        request_body: record_bodies.then(|| {
+            String::from_utf8_lossy(&out.body[..out.body.len().min(RECORDED_BODY_BYTES)])
+                .to_string()
+        }),
     };
     let Some((used, resp)) = sent.answer else {
         let tried: Vec<String> = record
@@ -518,7 +546,7 @@ async fn call(
             .collect();
         let why = format!("no upstream answered: {}", tried.join(", "));
         record
-            .finish((0, String::new(), None), Some(why.clone()))
+            .finish((0, String::new(), None), Some(why.clone()), None)
             .await;
         return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", why);
     };
@@ -540,6 +568,7 @@ async fn call(
         reader,
         hasher: Sha256::new(),
         bytes: 0,
+        captured: record_bodies.then(Vec::new),
     };
     Response::from_parts(head, metered.boxed_unsync())
 }

@@ -221,12 +221,16 @@ impl Meter {
         }
     }
 
-    /// Drops an agent's series (it was purged).
-    pub fn forget(&self, tenant: &str, agent: &str) {
+    /// Drops every series of a tenant (it was deleted).
+    pub fn forget_tenant(&self, tenant: &str) {
         self.series
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(tenant.to_string(), agent.to_string()));
+            .retain(|(t, _), _| t != tenant);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
     }
 }
 

@@ -545,12 +545,13 @@ impl Upstreams {
         Ok(env)
     }
 
-    /// Forgets every cached upstream whose key is in `tenant` (e.g. the tenant was deleted).
+    /// Forgets every cached upstream and the usage series of `tenant` (it was deleted).
     pub fn forget_tenant(&self, tenant: &str) {
         self.live
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(t, _), _| t != tenant);
+        self.meter.forget_tenant(tenant);
     }
 }
 

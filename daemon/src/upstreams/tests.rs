@@ -25,6 +25,7 @@ fn spec(tenant: &str, name: &str, kind: UpstreamKind) -> UpstreamSpec {
         fallbacks: vec![],
         timeout_ms: 5_000,
         tls_inspect: false,
+        record_bodies: false,
     }
 }
 

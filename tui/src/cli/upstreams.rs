@@ -43,6 +43,10 @@ pub struct Options {
     /// (the daemon's CA, given to the agent), so paths are decided and the key injected.
     #[arg(long)]
     tls_inspect: Option<bool>,
+    /// Keep the first 16 KiB of each request and answer in the call's audit record
+    /// (prompts and completions); off by default: sizes and SHA-256 only.
+    #[arg(long)]
+    record_bodies: Option<bool>,
     /// Why (kept with the version).
     #[arg(long, default_value = "")]
     note: String,
@@ -128,6 +132,9 @@ fn apply(mut spec: UpstreamSpec, o: &Options) -> Result<UpstreamSpec, CliError> 
     if let Some(i) = o.tls_inspect {
         spec.tls_inspect = i;
     }
+    if let Some(r) = o.record_bodies {
+        spec.record_bodies = r;
+    }
     spec.validate()
         .map_err(|e| bad(format!("{} `{}`: {e}", spec.class, spec.name)))?;
     Ok(spec)
@@ -154,6 +161,9 @@ fn line(v: &UpstreamView) -> String {
     }
     if s.tls_inspect {
         out.push_str("  tls_inspect");
+    }
+    if s.record_bodies {
+        out.push_str("  records bodies");
     }
     out
 }
@@ -191,6 +201,7 @@ pub async fn run(
                     fallbacks: vec![],
                     timeout_ms: agenfleet_protocol::upstream::default_timeout_ms(),
                     tls_inspect: false,
+                    record_bodies: false,
                 },
                 opts,
             )?;

@@ -135,6 +135,8 @@ impl FleetService {
                     rt.store.delete_tenant_rows(&t).map_err(|e| {
                         ApiError::internal(format!("cannot delete the tenant's rows: {e}"))
                     })?;
+                    // Its providers, connections and usage went with its rows.
+                    rt.upstreams.forget_tenant(&t);
                     Ok(purged)
                 },
             )
