@@ -1,13 +1,15 @@
 //! Provider and connection calls on the local API: `/providers/<name>/…` and
 //! `/connections/<name>/…`. The agent's program talks plain HTTP to its local API with a
-//! placeholder key; here the call is checked against the spec's binding and the agent's
-//! budget, decided (a provider's as `model.call` — provider, model, path; a connection's
-//! as `http_request` for the upstream URL, so its host must be in the scopes), made with
-//! the tenant's key (`upstreams::call`, down the fallback chain), and its answer streamed
+//! placeholder key; here the call is checked against the spec's binding, decided (a
+//! provider's as `model.call` — provider, model, path; a connection's as `http_request`
+//! for the upstream URL, so its host must be in the scopes), admitted against the agent's
+//! budget (and counted in the same step), made with the tenant's key (`upstreams::call`, down the fallback chain), and its answer streamed
 //! back frame by frame as it arrives. When the answer ends (or the agent leaves), one
 //! `model.call` / `connection.call` record says what happened — upstream used, hops,
-//! status, tokens, sizes and SHA-256 of both bodies, never their content — the meter
-//! counts it, and what the gateway saw raises incidents.
+//! status, tokens, sizes and SHA-256 of both bodies, never their content unless the
+//! upstream says `record_bodies` — the meter counts its tokens, and what the gateway saw
+//! raises incidents. That record is written as the answer's end passes (not waited for):
+//! a `kill -9` within that write loses it, while the decision before the call stays.
 
 use super::gateway::GatewayService;
 use crate::incidents::detect::{Seen, Signal};
@@ -173,8 +175,9 @@ impl CallRecord {
                 tenant,
                 agent,
                 agenfleet_protocol::now_ms(),
+                // The call itself was counted when it was admitted.
                 &UsageTotals {
-                    calls: 1,
+                    calls: 0,
                     errors: u64::from(failed),
                     tokens_in: t.input,
                     tokens_out: t.output,
@@ -423,24 +426,6 @@ async fn call(
             );
         }
     };
-    if class == UpstreamClass::Provider {
-        let (t, a) = svc.agent();
-        if let Err(e) = rt
-            .upstreams
-            .meter
-            .check(t, a, &spec.budget, agenfleet_protocol::now_ms())
-        {
-            return refuse(
-                &svc,
-                class,
-                &name,
-                StatusCode::TOO_MANY_REQUESTS,
-                "over_budget",
-                e.0,
-            )
-            .await;
-        }
-    }
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let announced = body.size_hint().lower();
@@ -510,6 +495,26 @@ async fn call(
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message),
     };
+    // The budget, held after the decision (a denied call spends none of it) and counted
+    // in the same step.
+    if class == UpstreamClass::Provider {
+        let (t, a) = svc.agent();
+        let admitted = rt
+            .upstreams
+            .meter
+            .admit(t, a, &spec.budget, agenfleet_protocol::now_ms());
+        if let Err(e) = admitted {
+            return refuse(
+                &svc,
+                class,
+                &name,
+                StatusCode::TOO_MANY_REQUESTS,
+                "over_budget",
+                e.0,
+            )
+            .await;
+        }
+    }
     let out = Outgoing {
         method: parts.method.clone(),
         path_and_query,

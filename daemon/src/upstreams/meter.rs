@@ -115,6 +115,10 @@ impl Meter {
             s.entry(key).or_default().record(now_ms, add);
         }
         drop(s);
+        self.mark(tenant);
+    }
+
+    fn mark(&self, tenant: &str) {
         let mut d = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         if !d.contains(tenant) {
             d.insert(tenant.to_string());
@@ -161,38 +165,47 @@ impl Meter {
         Ok(())
     }
 
-    /// Holds the agent's budget against what it used: calls in this minute (this one
-    /// included), tokens since 00:00 UTC.
-    pub fn check(
+    /// Admits one call against the agent's budget — calls this minute, tokens since 00:00
+    /// UTC — and counts it as a call at once, under one lock, so calls made at the same
+    /// time cannot all slip under `calls_per_minute`. Its tokens and whether it failed are
+    /// counted when it ends (`record` with `calls: 0`).
+    pub fn admit(
         &self,
         tenant: &str,
         agent: &str,
         budget: &agenfleet_protocol::spec::Budget,
         now_ms: u64,
     ) -> Result<(), OverBudget> {
-        if budget.is_unlimited() {
-            return Ok(());
+        let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(series) = s.get(&(tenant.to_string(), agent.to_string())) {
+            let row = series.row(tenant, agent, now_ms);
+            let m = now_ms / 60_000;
+            let this_minute = series.minutes_between(m, m).calls;
+            if budget.calls_per_minute > 0 && this_minute >= u64::from(budget.calls_per_minute) {
+                return Err(OverBudget(format!(
+                    "budget: {this_minute} model calls this minute, the spec allows {} (calls_per_minute)",
+                    budget.calls_per_minute
+                )));
+            }
+            if budget.tokens_per_day > 0 && row.today.tokens() >= budget.tokens_per_day {
+                return Err(OverBudget(format!(
+                    "budget: {} tokens used today (UTC), the spec allows {} (tokens_per_day)",
+                    row.today.tokens(),
+                    budget.tokens_per_day
+                )));
+            }
         }
-        let s = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(series) = s.get(&(tenant.to_string(), agent.to_string())) else {
-            return Ok(());
+        let one = UsageTotals {
+            calls: 1,
+            ..UsageTotals::default()
         };
-        let row = series.row(tenant, agent, now_ms);
-        let m = now_ms / 60_000;
-        let this_minute = series.minutes_between(m, m).calls;
-        if budget.calls_per_minute > 0 && this_minute >= u64::from(budget.calls_per_minute) {
-            return Err(OverBudget(format!(
-                "budget: {this_minute} model calls this minute, the spec allows {} (calls_per_minute)",
-                budget.calls_per_minute
-            )));
+        for k in [agent, ""] {
+            s.entry((tenant.to_string(), k.to_string()))
+                .or_default()
+                .record(now_ms, &one);
         }
-        if budget.tokens_per_day > 0 && row.today.tokens() >= budget.tokens_per_day {
-            return Err(OverBudget(format!(
-                "budget: {} tokens used today (UTC), the spec allows {} (tokens_per_day)",
-                row.today.tokens(),
-                budget.tokens_per_day
-            )));
-        }
+        drop(s);
+        self.mark(tenant);
         Ok(())
     }
 
@@ -308,21 +321,25 @@ mod tests {
             tokens_per_day: 0,
             calls_per_minute: 2,
         };
-        assert!(m.check("t", "a", &b, now).is_ok());
-        m.record("t", "a", now, &call(1, false));
-        m.record("t", "a", now, &call(1, false));
+        assert!(m.admit("t", "a", &b, now).is_ok());
+        assert!(m.admit("t", "a", &b, now).is_ok());
         let e = m
-            .check("t", "a", &b, now)
+            .admit("t", "a", &b, now)
             .expect_err("third call in a minute");
         assert!(e.0.contains("calls_per_minute"), "{}", e.0);
-        assert!(m.check("t", "a", &b, now + 60_000).is_ok());
+        assert_eq!(
+            m.row("t", "a", now).last_hour.calls,
+            2,
+            "a refused call is not counted"
+        );
+        assert!(m.admit("t", "a", &b, now + 60_000).is_ok());
         let b = Budget {
             tokens_per_day: 10,
             calls_per_minute: 0,
         };
-        m.record("t", "a", now, &call(3, false));
-        let e = m.check("t", "a", &b, now).expect_err("10 tokens used");
+        m.record("t", "a", now, &call(5, false));
+        let e = m.admit("t", "a", &b, now).expect_err("10 tokens used");
         assert!(e.0.contains("tokens_per_day"), "{}", e.0);
-        assert!(m.check("t", "a", &b, now + 86_400_000).is_ok());
+        assert!(m.admit("t", "a", &b, now + 86_400_000).is_ok());
     }
 }
