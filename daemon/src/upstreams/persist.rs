@@ -3,8 +3,11 @@
 //! seconds for the tenants counted since, and at a clean stop), and at start put back and
 //! brought up to date from the `model.call` records after that number — so a budget is
 //! not reset by a restart, and `kill -9` loses nothing the audit log holds. The meter is
-//! copied before the head is read, so a record counted in the copy is never replayed; a
-//! call whose record turned durable in the same instant may be missed once.
+//! copied before the head is read, so a record counted in the copy is never replayed. A
+//! call is counted when admitted (after its decision) and its tokens when it ends: a call
+//! still answering at a save is in the copy as a call, and its record after the save adds
+//! only its tokens. What falls in the microseconds between the copy and the read of the
+//! head may be missed once.
 
 use super::{UpstreamError, Upstreams};
 use agenfleet_protocol::upstream::UsageTotals;
@@ -82,22 +85,25 @@ impl Upstreams {
                 let (Some(tenant), Some(agent)) = (&e.event.tenant, &e.event.agent) else {
                     continue;
                 };
-                if e.seq <= upto.get(tenant).copied().unwrap_or(0) {
+                let saved = upto.get(tenant).copied().unwrap_or(0);
+                if e.seq <= saved {
                     continue;
                 }
                 let d: serde_json::Value =
                     serde_json::from_str(&e.event.detail).unwrap_or_default();
                 // Calls refused before they went out (no decision) were never counted.
-                if d.get("decision").is_none() {
+                let Some(decision) = d.get("decision").and_then(serde_json::Value::as_u64) else {
                     continue;
-                }
+                };
                 let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
                 self.meter.record(
                     tenant,
                     agent,
                     e.time_ms,
                     &UsageTotals {
-                        calls: 1,
+                        // A call is counted when it is admitted, just after its decision:
+                        // one decided before the save was already in it (still answering).
+                        calls: u64::from(decision > saved),
                         errors: u64::from(e.event.outcome != "ok"),
                         tokens_in: n("tokens_in"),
                         tokens_out: n("tokens_out"),
@@ -110,5 +116,87 @@ impl Upstreams {
             }
         }
         Ok((upto.len(), replayed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, Options};
+    use agenfleet_protocol::AuditEvent;
+    use std::sync::Arc;
+
+    fn decision() -> AuditEvent {
+        AuditEvent {
+            action: "tool.decide".into(),
+            detail: "{}".into(),
+            ..call_record(0, 0)
+        }
+    }
+
+    fn call_record(decision: u64, tokens: u64) -> AuditEvent {
+        AuditEvent {
+            actor: "agent t/a".into(),
+            action: "model.call".into(),
+            tenant: Some("t".into()),
+            agent: Some("a".into()),
+            outcome: "ok".into(),
+            detail: serde_json::json!({
+                "provider": "p", "decision": decision, "status": 200,
+                "tokens_in": tokens, "tokens_out": 0,
+            })
+            .to_string(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_brings_back_the_save_and_the_calls_after_it_once_each() {
+        crate::keyring::join_for_this_thread().expect("a session keyring");
+        let dir = std::env::temp_dir().join(format!("agf-usage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (log, _) = AuditLog::open(&dir, None, "none".into(), Options::default()).unwrap();
+        let store = crate::store::Store::open_in_memory().unwrap();
+        store
+            .tenant("t")
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO t_tenants (id, created_at_ms) VALUES ('t', 0)",
+                    [],
+                )
+            })
+            .unwrap();
+        let vault = Arc::new(crate::vault::Vault::open(store.clone(), "u".into()));
+        let ups = Upstreams::new(store.clone(), vault.clone());
+        let now = now_ms();
+        let budget = agenfleet_protocol::spec::Budget::default();
+        // Call 1: admitted and finished before the save.
+        let d1 = log.record(&decision()).await.unwrap();
+        ups.meter.admit("t", "a", &budget, now).unwrap();
+        log.record(&call_record(d1, 10)).await.unwrap();
+        ups.meter.record(
+            "t",
+            "a",
+            now,
+            &UsageTotals {
+                tokens_in: 10,
+                ..Default::default()
+            },
+        );
+        // Call 2: admitted before the save, still answering at it.
+        let d2 = log.record(&decision()).await.unwrap();
+        ups.meter.admit("t", "a", &budget, now).unwrap();
+        let head = log.status().head_seq;
+        assert_eq!(ups.save_usage(|| head).unwrap(), 1);
+        // After the save: call 2 ends; call 3 is decided, admitted and ends.
+        log.record(&call_record(d2, 20)).await.unwrap();
+        let d3 = log.record(&decision()).await.unwrap();
+        log.record(&call_record(d3, 30)).await.unwrap();
+        let again = Upstreams::new(store, vault);
+        let (tenants, replayed) = again.restore_usage(&log).unwrap();
+        assert_eq!((tenants, replayed), (1, 2), "calls 2 and 3 replayed");
+        let row = again.meter.row("t", "a", now);
+        assert_eq!(row.today.calls, 3, "{row:?}");
+        assert_eq!(row.today.tokens_in, 60, "{row:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
