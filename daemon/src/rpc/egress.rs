@@ -329,7 +329,7 @@ async fn refused<W: AsyncWrite + Unpin>(
 
 /// An allowed request whose upstream cannot be reached: reported as the tool provider's
 /// problem, answered 502.
-async fn unreachable<W: AsyncWrite + Unpin>(
+pub(super) async fn unreachable<W: AsyncWrite + Unpin>(
     w: &mut W,
     svc: &GatewayService,
     host: &str,
@@ -404,7 +404,7 @@ where
                 let why = "bytes after a CONNECT before its answer".to_string();
                 return refused(&mut stream, &svc, "400 Bad Request", why).await;
             }
-            return inspect(stream, svc, live, &req.host, head_timeout).await;
+            return super::tls_inspect::serve(stream, svc, live, &req.host, head_timeout).await;
         }
     }
     // 1. The decision, durable before anything leaves (no DNS lookup for a denied name).
@@ -494,75 +494,9 @@ where
     agenfleet_protocol::relay::relay(stream, upstream).await;
 }
 
-/// Terminates the agent's TLS to an inspected connection with a certificate of the
-/// daemon's CA for `host` and serves the HTTP/1.1 requests inside it.
-async fn inspect<S>(
-    mut stream: S,
-    svc: GatewayService,
-    live: std::sync::Arc<crate::upstreams::Live>,
-    host: &str,
-    header_timeout: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let rt = svc.runtime().clone();
-    let config = match rt
-        .upstreams
-        .inspect_ca(&rt.instance)
-        .and_then(|ca| ca.server_config(host))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let why = format!("cannot inspect the tunnel to {host}: {e}");
-            return unreachable(&mut stream, &svc, host, why).await;
-        }
-    };
-    if stream
-        .write_all(b"HTTP/1.1 200 Connection established\r\nX-AgenFleet-Decision: inspect\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let tls = match tokio::time::timeout(
-        header_timeout,
-        tokio_rustls::TlsAcceptor::from(config).accept(stream),
-    )
-    .await
-    {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            // Most often: the agent does not trust the daemon's CA (no SSL_CERT_FILE).
-            let _ = svc
-                .egress_refused(&format!(
-                    "TLS with the agent for inspected {host} failed: {e} (does it trust /run/agenfleet/ca.pem?)"
-                ))
-                .await;
-            return;
-        }
-        Err(_) => return,
-    };
-    let name = live.view.spec.name.clone();
-    let base_path = live.view.spec.base_path();
-    let service = hyper::service::service_fn(move |req| {
-        let (svc, name, base_path) = (svc.clone(), name.clone(), base_path.clone());
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                super::upstream_api::inspected(svc, req, name, base_path).await,
-            )
-        }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(64 * 1024)
-        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-        .await;
-}
-
 impl GatewayService {
     /// Records a refused egress request; answers the record's sequence number.
-    async fn egress_refused(&self, why: &str) -> Option<u64> {
+    pub(super) async fn egress_refused(&self, why: &str) -> Option<u64> {
         let (tenant, agent) = self.agent();
         let ev = agenfleet_protocol::AuditEvent {
             actor: format!("agent {tenant}/{agent}"),

@@ -2,7 +2,8 @@
 //! socket (`operator.rs`, serving the `Fleet` service of `fleet/`), one gateway socket per
 //! agent (`gateway.rs`, serving the `Gateway` service, and beside it the same agent's
 //! local HTTP API, `local_api.rs`, with its provider and connection calls,
-//! `upstream_api.rs`), and the connection limits they share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
+//! `upstream_api.rs`; the egress proxy, `egress.rs`, and its TLS inspection,
+//! `tls_inspect.rs`), and the connection limits they share (`conn.rs`). They call the runtime and the domain modules; nothing calls them
 //! but `lib.rs`.
 
 pub mod conn;
@@ -11,6 +12,7 @@ pub mod fleet;
 pub mod gateway;
 pub mod local_api;
 pub mod operator;
+pub mod tls_inspect;
 pub mod upstream_api;
 
 pub use fleet::FleetService;
