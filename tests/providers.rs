@@ -62,6 +62,22 @@ fn records(d: &Daemon, action: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The details of the `action` records, once at least `n` are durable (a call's record is
+/// written as its answer's end passes, so just after the agent has it).
+fn records_at_least(d: &Daemon, action: &str, n: usize) -> Vec<Value> {
+    wait_for(WAIT, &format!("{n} {action} record(s)"), || {
+        let r = records(d, action);
+        (r.len() >= n).then(|| r.iter().map(detail).collect())
+    })
+}
+
+/// The details of the first `action` record that `pred` admits, waited for.
+fn record_where(d: &Daemon, action: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(WAIT, &format!("a matching {action} record"), || {
+        records(d, action).iter().map(detail).find(|x| pred(x))
+    })
+}
+
 fn detail(r: &Value) -> Value {
     serde_json::from_str(r["event"]["detail"].as_str().unwrap_or("{}")).unwrap_or(Value::Null)
 }
@@ -179,6 +195,7 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
         assert_on_no_disk(&d, &cid, key);
     }
     // Each call is one record: provider, model, status and tokens, never the content.
+    records_at_least(&d, "model.call", 2);
     let calls = records(&d, "model.call");
     assert_eq!(calls.len(), 2, "{calls:?}");
     let openai_call = calls
@@ -199,19 +216,20 @@ fn an_agent_calls_models_whose_keys_it_never_sees() {
         !calls.iter().any(|c| c.to_string().contains("hello")),
         "a prompt in the record"
     );
-    // Usage: the sum of the stubs' `usage`.
-    let usage = d.json(&["usage"]);
-    let row = usage
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["agent"] == "py"))
-        .cloned()
-        .expect("py's usage row");
+    // Usage: the sum of the stubs' `usage` (counted just after each record is durable).
+    let row = wait_for(WAIT, "py's usage row with both calls' tokens", || {
+        d.json(&["usage"]).as_array().and_then(|rows| {
+            rows.iter()
+                .find(|r| r["agent"] == "py" && r["last_hour"]["tokens_out"] == 30 + 9)
+                .cloned()
+        })
+    });
     assert_eq!(row["last_hour"]["calls"], 2, "{row}");
     assert_eq!(row["last_hour"]["tokens_in"], 12 + 7, "{row}");
     assert_eq!(row["today"]["tokens_out"], 30 + 9, "{row}");
     // The fleet view carries today's figures (published once a second while they change).
     let v = d.wait_agent("py", "its usage in the fleet view", WAIT, |v| {
-        v["usage_today"]["calls"] == 2
+        v["usage_today"]["calls"] == 2 && v["usage_today"]["tokens_in"] == 19
     });
     assert_eq!(v["usage_today"]["tokens_in"], 19);
     let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
@@ -311,9 +329,8 @@ fn streamed_events_reach_the_agent_as_the_provider_sends_them() {
     }
     eprintln!("stream delays (ms): {late:?}");
     // The stream's final event carried the usage.
-    let call = records(&d, "model.call")
-        .last()
-        .map(detail)
+    let call = records_at_least(&d, "model.call", 1)
+        .pop()
         .expect("the call");
     assert_eq!(
         (call["tokens_in"].clone(), call["tokens_out"].clone()),
@@ -476,9 +493,8 @@ fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
         (200, true),
         "{body}"
     );
-    let call = records(&d, "model.call")
-        .last()
-        .map(detail)
+    let call = records_at_least(&d, "model.call", 1)
+        .pop()
         .expect("the call");
     assert_eq!(call["used"], "backup", "{call}");
     let hops: Vec<String> = call["hops"]
@@ -669,8 +685,8 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
     // A path outside the prefix is denied like any request outside the scopes.
     assert!(get("/admin").starts_with("403"));
     assert_eq!(crm.requests().len(), 1);
+    record_where(&d, "connection.call", |x| x["status"] == 200);
     let rec = records(&d, "connection.call");
-    assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
     // The answer is not in the record: its size and SHA-256 are.
     assert!(!format!("{rec:?}").contains("acme"), "{rec:?}");
     // Until the tenant's admin turns record_bodies on for this connection.
@@ -681,12 +697,7 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(get("/customers/2").starts_with("200"));
-    let last = wait_for(WAIT, "the recorded call", || {
-        records(&d, "connection.call")
-            .iter()
-            .map(detail)
-            .find(|x| x["path"] == "/customers/2")
-    });
+    let last = record_where(&d, "connection.call", |x| x["path"] == "/customers/2");
     assert_eq!(last["response_body"], r#"{"customer":"acme"}"#, "{last}");
 }
 
@@ -727,6 +738,5 @@ fn tls_inspect_decides_each_https_request_by_path_and_injects_the_key() {
         "{denied}"
     );
     assert_eq!(crm.requests().len(), 1);
-    let rec = records(&d, "connection.call");
-    assert!(rec.iter().any(|r| detail(r)["status"] == 200), "{rec:?}");
+    record_where(&d, "connection.call", |x| x["status"] == 200);
 }
