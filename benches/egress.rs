@@ -88,14 +88,7 @@ fn main() {
     }
     let cids: Vec<String> = names
         .iter()
-        .map(|n| {
-            d.wait_agent(n, "running", Duration::from_secs(60), |v| {
-                v["state"] == "Running"
-            })["container_id"]
-                .as_str()
-                .expect("cid")
-                .to_string()
-        })
+        .map(|n| d.running_container(n, Duration::from_secs(60)))
         .collect();
 
     // 1. Latency, one request at a time, 3 rounds alternating.

@@ -202,14 +202,7 @@ fn main() {
     }
     let cids: Vec<String> = names
         .iter()
-        .map(|n| {
-            d.wait_agent(n, "running", Duration::from_secs(60), |v| {
-                v["state"] == "Running"
-            })["container_id"]
-                .as_str()
-                .expect("cid")
-                .to_string()
-        })
+        .map(|n| d.running_container(n, Duration::from_secs(60)))
         .collect();
     // Warm both paths (pools, page cache).
     run_json(agent_post(&cids[0], "openai", 200));

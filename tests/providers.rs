@@ -478,12 +478,7 @@ fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
     d.create(&format!(
         "name = \"b\"\nimage = \"{image}\"\nproviders = [\"backup\"]\n{sleep}[budget]\ncalls_per_minute = 1\n"
     ));
-    let running = |n: &str| {
-        d.wait_agent(n, "running", WAIT, |v| v["state"] == "Running")["container_id"]
-            .as_str()
-            .expect("cid")
-            .to_string()
-    };
+    let running = |n: &str| d.running_container(n, WAIT);
     let (a, b) = (running("a"), running("b"));
 
     // 429 → the fallback answers; the agent sees only the answer.
@@ -612,10 +607,7 @@ fn crm_agent(
         "name = \"{name}\"\nimage = \"{image}\"\nconnections = [\"crm\"]\n\
          command = [\"python3\", \"-c\", \"import time; time.sleep(10**6)\"]\n"
     ));
-    let cid = d.wait_agent(name, "running", WAIT, |v| v["state"] == "Running")["container_id"]
-        .as_str()
-        .expect("cid")
-        .to_string();
+    let cid = d.running_container(name, WAIT);
     Some((d, crm, cid, key))
 }
 

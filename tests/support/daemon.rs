@@ -266,6 +266,14 @@ impl Daemon {
         })
     }
 
+    /// Waits until the agent is running and answers its container's id.
+    pub fn running_container(&self, name: &str, timeout: Duration) -> String {
+        self.wait_agent(name, "running", timeout, |v| v["state"] == "Running")["container_id"]
+            .as_str()
+            .expect("a running agent has a container id")
+            .to_string()
+    }
+
     /// Waits until `agenfleet logs AGENT` holds a line containing `needle`.
     pub fn wait_log(&self, agent: &str, needle: &str, timeout: Duration) {
         wait_for(
