@@ -26,7 +26,7 @@ fn main() {
             )
         })
         .expect("seed");
-    let engine = PolicyEngine::new(store, 60_000).expect("engine");
+    let engine = PolicyEngine::new(store, 60_000, 0).expect("engine");
     // 50 tools, 10 http scopes, 10 path prefixes — and the example policy (3 policies).
     let mut scopes = String::from("tools = [\"http_request\", \"read_file\", \"mcp\"");
     for i in 0..47 {

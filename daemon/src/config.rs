@@ -67,8 +67,12 @@ pub struct Config {
     pub audit_dir: PathBuf,
     /// A signed checkpoint every this many audit records…
     pub audit_checkpoint_every: u64,
-    /// …or every this many seconds, whichever comes first.
+    /// …or every this many seconds, whichever comes first. The records appended are read
+    /// back and checked for tampering at the same interval.
     pub audit_checkpoint_secs: u64,
+    /// The whole audit log is verified in the background this often (0: only at start
+    /// and on `agenfleet audit verify`).
+    pub audit_verify_secs: u64,
     /// A deleted agent's data (record, credentials) is purged this many seconds after
     /// the deletion (its container, network and gateway go at once). 0: at once.
     pub purge_after_secs: u64,
@@ -85,37 +89,98 @@ pub struct Config {
     pub denial_spike: u32,
     /// …within this many seconds.
     pub denial_window_secs: u64,
-    /// Where each party's incidents go.
+    /// Where each party's incidents go (and, `party = "reviewers"`, escalations).
     pub incident_route: Vec<RouteConfig>,
+    /// When unacknowledged incidents are delivered again.
+    pub escalation: EscalationDelays,
     /// The file this config was read from (named in errors); not a config key.
     #[serde(skip)]
     pub source: PathBuf,
 }
 
-/// One destination of a party's incidents: a signed webhook or a local command.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// One destination of a party's incidents (or of escalations, `party = "reviewers"`): a
+/// webhook (http or https) or a local command. Which route an incident goes to: among the
+/// routes of its party that match it (tenant, provider or connection, minimum severity),
+/// the most specific — provider or connection first, then tenant, then the party's own.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// platform | model_provider | tool_provider | client
+    /// How deliveries and `agenfleet incidents routes` name it (default: made from the
+    /// party and the target). Unique.
+    #[serde(default)]
+    pub name: String,
+    /// platform | model_provider | tool_provider | client, or `reviewers` (escalated
+    /// tool calls waiting for a person).
     pub party: String,
-    /// `http://host:port/path`: POSTed the incident as JSON, signed with HMAC-SHA256.
+    /// Only this tenant's incidents (or escalations).
+    #[serde(default)]
+    pub tenant: String,
+    /// Only this project's escalations (`reviewers` routes, with `tenant`).
+    #[serde(default)]
+    pub project: String,
+    /// Only incidents about this provider…
+    #[serde(default)]
+    pub provider: String,
+    /// …or this connection.
+    #[serde(default)]
+    pub connection: String,
+    /// Only incidents at least this severe (critical, error, warning, info).
+    #[serde(default)]
+    pub min_severity: String,
+    /// `http(s)://host[:port]/path` (IPv6 literals in brackets): POSTed each event. With
+    /// `format = "pagerduty"` it defaults to PagerDuty's Events v2 enqueue endpoint.
     #[serde(default)]
     pub webhook: String,
-    /// A file holding the webhook's HMAC secret (never in this config).
+    /// A file holding the webhook's HMAC secret (never in this config); required for the
+    /// `agenfleet` format, optional for the others (sent when given).
     #[serde(default)]
     pub secret_file: PathBuf,
-    /// `agenfleet` (default) or `pagerduty` (Events v2 shape).
+    /// PEM certificates trusted for this webhook besides the system roots.
+    #[serde(default)]
+    pub ca_file: PathBuf,
+    /// `agenfleet` (default: our JSON), `pagerduty` (Events v2) or `chat` (`{"text": …}`
+    /// for Slack, Mattermost, Teams and most chat webhooks).
     #[serde(default)]
     pub format: String,
     /// PagerDuty routing key, for `format = "pagerduty"`.
     #[serde(default)]
     pub routing_key: String,
-    /// A command run with the incident as JSON on stdin (instead of a webhook).
+    /// A command run with the event as JSON on stdin (instead of a webhook).
     #[serde(default)]
     pub command: Vec<String>,
     /// Delivery attempts before giving up (default 8; backoff 1 s doubling to 60 s).
     #[serde(default)]
     pub max_attempts: u32,
+}
+
+/// PagerDuty's Events v2 endpoint, where a `pagerduty` route without a `webhook` sends.
+pub const PAGERDUTY_ENQUEUE: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// When an unacknowledged incident is delivered again, per severity (0: never).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationDelays {
+    /// A critical incident goes to its party again after this many minutes…
+    pub critical_repeat_mins: u64,
+    /// …and to the platform after this many (when it is not the platform's already).
+    pub critical_platform_mins: u64,
+    pub error_repeat_mins: u64,
+    pub warning_repeat_mins: u64,
+    /// A reminder of a pending escalation this many seconds before its deadline (when its
+    /// timeout is longer than twice that); 0: none.
+    pub review_reminder_secs: u64,
+}
+
+impl Default for EscalationDelays {
+    fn default() -> Self {
+        EscalationDelays {
+            critical_repeat_mins: 5,
+            critical_platform_mins: 15,
+            error_repeat_mins: 30,
+            warning_repeat_mins: 0,
+            review_reminder_secs: 60,
+        }
+    }
 }
 
 impl Default for Config {
@@ -142,6 +207,7 @@ impl Default for Config {
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,
             audit_checkpoint_secs: 10,
+            audit_verify_secs: 3600,
             purge_after_secs: 0,
             approval_ttl_secs: 600,
             incident_matrix: PathBuf::new(),
@@ -150,6 +216,7 @@ impl Default for Config {
             denial_spike: 20,
             denial_window_secs: 60,
             incident_route: Vec::new(),
+            escalation: EscalationDelays::default(),
             source: PathBuf::new(),
         }
     }
@@ -207,56 +274,127 @@ pub fn default_config_path() -> PathBuf {
 }
 
 impl RouteConfig {
+    /// Whether it carries escalations to reviewers (else incidents to a party).
+    pub fn for_reviewers(&self) -> bool {
+        self.party == "reviewers"
+    }
+
+    /// The webhook it posts to (PagerDuty's endpoint by default for that format).
+    pub fn webhook_url(&self) -> &str {
+        if self.webhook.is_empty() && self.format == "pagerduty" && self.command.is_empty() {
+            PAGERDUTY_ENQUEUE
+        } else {
+            &self.webhook
+        }
+    }
+
     /// Checks the route; the reason names what is wrong.
     pub fn check(&self) -> Result<(), String> {
-        if agenfleet_protocol::incidents::Party::parse(&self.party).is_none() {
+        let reviewers = self.for_reviewers();
+        if !reviewers && agenfleet_protocol::incidents::Party::parse(&self.party).is_none() {
             return Err(format!(
-                "unknown party `{}` (platform, model_provider, tool_provider, client)",
+                "unknown party `{}` (platform, model_provider, tool_provider, client, or reviewers for escalations)",
                 self.party
             ));
         }
-        match (self.webhook.is_empty(), self.command.is_empty()) {
+        if !self.tenant.is_empty() {
+            agenfleet_protocol::names::check_name("tenant", &self.tenant)?;
+        }
+        if !self.project.is_empty() {
+            if !reviewers || self.tenant.is_empty() {
+                return Err("`project` is for reviewers routes, with a `tenant`".into());
+            }
+            agenfleet_protocol::names::check_name("project", &self.project)?;
+        }
+        if !self.provider.is_empty() && !self.connection.is_empty() {
+            return Err("give a `provider` or a `connection`, not both".into());
+        }
+        for (field, v) in [
+            ("provider", &self.provider),
+            ("connection", &self.connection),
+        ] {
+            if v.is_empty() {
+                continue;
+            }
+            if reviewers {
+                return Err(format!("`{field}` is for incident routes, not reviewers"));
+            }
+            agenfleet_protocol::names::check_name(field, v)?;
+        }
+        if !self.min_severity.is_empty() {
+            if reviewers {
+                return Err("`min_severity` is for incident routes, not reviewers".into());
+            }
+            if agenfleet_protocol::incidents::Severity::parse(&self.min_severity).is_none() {
+                return Err(format!(
+                    "min_severity `{}` is not critical, error, warning or info",
+                    self.min_severity
+                ));
+            }
+        }
+        if !matches!(
+            self.format.as_str(),
+            "" | "agenfleet" | "pagerduty" | "chat"
+        ) {
+            return Err(format!(
+                "format `{}` is not agenfleet, pagerduty or chat",
+                self.format
+            ));
+        }
+        if self.format == "pagerduty" && self.routing_key.trim().is_empty() {
+            return Err("format `pagerduty` needs a `routing_key`".into());
+        }
+        let webhook = self.webhook_url();
+        match (webhook.is_empty(), self.command.is_empty()) {
             (true, true) => return Err("give a `webhook` URL or a `command`".into()),
             (false, false) => return Err("give a `webhook` or a `command`, not both".into()),
             _ => {}
         }
-        if !self.webhook.is_empty() {
-            let url = url::Url::parse(&self.webhook)
-                .map_err(|e| format!("webhook `{}` is not a URL: {e}", self.webhook))?;
-            match url.scheme() {
-                "http" => {}
-                "https" => {
-                    return Err(format!(
-                        "webhook `{}`: https is not built in yet — use a local TLS relay (http://127.0.0.1/…) or a `command` such as curl",
-                        self.webhook
-                    ))
-                }
-                other => return Err(format!("webhook `{}`: scheme `{other}` is not http", self.webhook)),
-            }
-            if url.host_str().is_none() {
-                return Err(format!("webhook `{}` has no host", self.webhook));
-            }
-            if self.secret_file.as_os_str().is_empty() {
-                return Err("a webhook needs `secret_file` (its HMAC secret)".into());
-            }
-            let secret = read_bounded(&self.secret_file).map_err(|e| {
-                format!(
-                    "cannot read secret_file {}: {e}",
-                    self.secret_file.display()
-                )
-            })?;
-            if secret.iter().filter(|b| !b.is_ascii_whitespace()).count() < 16 {
+        if !webhook.is_empty() {
+            let url = url::Url::parse(webhook)
+                .map_err(|e| format!("webhook `{webhook}` is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
-                    "secret_file {} holds less than 16 bytes",
-                    self.secret_file.display()
+                    "webhook `{webhook}`: scheme `{}` is not http or https",
+                    url.scheme()
                 ));
             }
-        }
-        if !matches!(self.format.as_str(), "" | "agenfleet" | "pagerduty") {
-            return Err(format!(
-                "format `{}` is not agenfleet or pagerduty",
-                self.format
-            ));
+            if url.host_str().is_none() {
+                return Err(format!("webhook `{webhook}` has no host"));
+            }
+            let signed = matches!(self.format.as_str(), "" | "agenfleet");
+            if self.secret_file.as_os_str().is_empty() {
+                if signed {
+                    return Err(
+                        "a webhook in the agenfleet format needs `secret_file` (its HMAC secret)"
+                            .into(),
+                    );
+                }
+            } else {
+                let secret = read_bounded(&self.secret_file).map_err(|e| {
+                    format!(
+                        "cannot read secret_file {}: {e}",
+                        self.secret_file.display()
+                    )
+                })?;
+                if secret.iter().filter(|b| !b.is_ascii_whitespace()).count() < 16 {
+                    return Err(format!(
+                        "secret_file {} holds less than 16 bytes",
+                        self.secret_file.display()
+                    ));
+                }
+            }
+            if !self.ca_file.as_os_str().is_empty() {
+                if url.scheme() != "https" {
+                    return Err("`ca_file` is for https webhooks".into());
+                }
+                let pem = read_text_bounded(&self.ca_file)
+                    .map_err(|e| format!("cannot read ca_file {}: {e}", self.ca_file.display()))?;
+                crate::upstreams::parse_ca(&pem)
+                    .map_err(|e| format!("{}: {e}", self.ca_file.display()))?;
+            }
+        } else if !self.ca_file.as_os_str().is_empty() || !self.secret_file.as_os_str().is_empty() {
+            return Err("`ca_file` and `secret_file` are for webhooks, not commands".into());
         }
         if self.max_attempts > 100 {
             return Err("max_attempts must be at most 100".into());
@@ -368,6 +506,7 @@ impl Config {
                 "crash_loop_exits and denial_spike must be at least 2".into(),
             ));
         }
+        let mut names = std::collections::HashMap::new();
         for (i, r) in self.incident_route.iter().enumerate() {
             r.check().map_err(|why| {
                 (
@@ -375,6 +514,14 @@ impl Config {
                     format!("[{i}] (party {}): {why}", r.party),
                 )
             })?;
+            if !r.name.is_empty() {
+                if let Some(j) = names.insert(r.name.as_str(), i) {
+                    return Err((
+                        "incident_route",
+                        format!("[{i}]: name `{}` is taken by incident_route[{j}]", r.name),
+                    ));
+                }
+            }
         }
         Ok(())
     }

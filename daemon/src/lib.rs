@@ -177,9 +177,12 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
     let vault_state = vault.state();
     fleet.update_daemon(|d| d.vault = vault_state);
-    let policy =
-        policy::PolicyEngine::new(store.clone(), cfg.approval_ttl_secs.saturating_mul(1000))
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let policy = policy::PolicyEngine::new(
+        store.clone(),
+        cfg.approval_ttl_secs.saturating_mul(1000),
+        cfg.escalation.review_reminder_secs.saturating_mul(1000),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     // The newest record before this start: a log that does not end with a clean stop
     // means the previous run died (an incident for the platform, below).
     let last = audit
@@ -196,6 +199,12 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let incidents =
         incidents::Incidents::open(&cfg, matrix, store.clone(), fleet.clone(), audit.clone())
             .map_err(|e| anyhow::anyhow!("incidents: {e}"))?;
+    incidents::hooks::watch_audit(&cfg, &audit, &incidents);
+    incidents::hooks::tell_reviewers(&policy, &incidents, &audit);
+    policy
+        .escalations
+        .load()
+        .map_err(|e| anyhow::anyhow!("escalations: {e}"))?;
     let cfg = Arc::new(cfg);
     let rt = runtime::Runtime::new(runtime::Parts {
         cfg: cfg.clone(),

@@ -174,20 +174,72 @@ pub struct Incident {
     pub undelivered: Vec<String>,
     /// Who opened it by hand (None: a detector did).
     pub opened_by: Option<String>,
+    /// The provider or connection it is about, when it is about one (routes can key on it).
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub connection: Option<String>,
 }
 
 impl Incident {
+    /// An empty client incident (id 0), for asking which routes an incident would take.
+    pub fn probe() -> Incident {
+        Incident {
+            id: 0,
+            dedup_key: String::new(),
+            scenario: String::new(),
+            title: String::new(),
+            summary: String::new(),
+            party: Party::Client,
+            co_owners: Vec::new(),
+            severity: Severity::Critical,
+            state: IncidentState::Triggered,
+            next_step: String::new(),
+            tenant: None,
+            project: None,
+            agent: None,
+            count: 0,
+            first_ms: 0,
+            last_ms: 0,
+            acked_ms: None,
+            acked_by: None,
+            resolved_ms: None,
+            resolved_by: None,
+            silenced_until_ms: None,
+            reassigned_from: None,
+            evidence: Vec::new(),
+            escalation: Vec::new(),
+            deliveries: Vec::new(),
+            undelivered: Vec::new(),
+            opened_by: None,
+            provider: None,
+            connection: None,
+        }
+    }
+
     /// Time from the first signal to the acknowledgement.
     pub fn time_to_ack_ms(&self) -> Option<u64> {
         self.acked_ms.map(|a| a.saturating_sub(self.first_ms))
     }
 
-    /// The PagerDuty Events v2 shape of this incident.
-    pub fn pagerduty_event(&self, routing_key: &str) -> serde_json::Value {
-        let action = match self.state {
-            IncidentState::Triggered => "trigger",
-            IncidentState::Acknowledged => "acknowledge",
-            IncidentState::Resolved => "resolve",
+    /// The PagerDuty Events v2 action of one of our events: an acknowledgement and a
+    /// resolution are theirs; a trigger, an escalation or a reassignment is (re)triggered
+    /// under the same dedup key.
+    pub fn pagerduty_action(event: &str) -> &'static str {
+        match event {
+            "acknowledge" => "acknowledge",
+            "resolve" => "resolve",
+            _ => "trigger",
+        }
+    }
+
+    /// The PagerDuty Events v2 shape of this incident for `event` (None: its state's).
+    pub fn pagerduty_event(&self, routing_key: &str, event: Option<&str>) -> serde_json::Value {
+        let action = match (event, self.state) {
+            (Some(e), _) => Self::pagerduty_action(e),
+            (None, IncidentState::Triggered) => "trigger",
+            (None, IncidentState::Acknowledged) => "acknowledge",
+            (None, IncidentState::Resolved) => "resolve",
         };
         serde_json::json!({
             "routing_key": routing_key,
@@ -214,6 +266,100 @@ impl Incident {
             }
         })
     }
+}
+
+impl Incident {
+    /// The chat-webhook text of this incident for `event` (Slack, Mattermost, Teams and
+    /// most chat tools take `{"text": …}`): party, severity, what broke, the next step and
+    /// the command to acknowledge it.
+    pub fn chat_text(&self, event: &str) -> String {
+        let whom = match (&self.tenant, &self.agent) {
+            (Some(t), Some(a)) => format!(" — {t}/{a}"),
+            (Some(t), None) => format!(" — tenant {t}"),
+            _ => String::new(),
+        };
+        let head = match event {
+            "acknowledge" => format!(
+                "Acknowledged by {}",
+                self.acked_by.as_deref().unwrap_or("someone")
+            ),
+            "resolve" => format!(
+                "Resolved by {}",
+                self.resolved_by.as_deref().unwrap_or("someone")
+            ),
+            "escalate" => "Still unacknowledged".to_string(),
+            "reassign" => format!(
+                "Reassigned from {}",
+                self.reassigned_from
+                    .map(|p| p.label())
+                    .unwrap_or("another party")
+            ),
+            _ => "New incident".to_string(),
+        };
+        let mut t = format!(
+            "[{}] {head}: incident {} for {} — {}{whom}\n{}",
+            self.severity.as_str().to_uppercase(),
+            self.id,
+            self.party.label(),
+            self.title,
+            self.summary
+        );
+        if matches!(event, "trigger" | "escalate" | "reassign") {
+            t.push_str(&format!(
+                "\nNext step: {}\nAcknowledge: agenfleet incidents ack {}",
+                self.next_step, self.id
+            ));
+        }
+        t
+    }
+}
+
+/// A configured route as operators see it (never its secret or its URL's path, which
+/// for chat webhooks is a credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    /// A party, or `reviewers` (escalations).
+    pub party: String,
+    pub tenant: Option<String>,
+    pub project: Option<String>,
+    pub provider: Option<String>,
+    pub connection: Option<String>,
+    pub min_severity: Severity,
+    /// agenfleet, pagerduty or chat (command routes: `command`).
+    pub format: String,
+}
+
+/// Where one (party, tenant)'s incidents go: the most specific matching routes (an
+/// incident about a provider or a connection may go to a route of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteResolution {
+    pub party: String,
+    pub tenant: Option<String>,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesReport {
+    pub routes: Vec<RouteView>,
+    pub resolved: Vec<RouteResolution>,
+}
+
+/// A notification waiting in the delivery outbox, or given up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub id: u64,
+    pub route: String,
+    /// `incident` or `escalation`.
+    pub kind: String,
+    pub ref_id: u64,
+    pub event: String,
+    pub tenant: Option<String>,
+    /// `pending` or `failed` (given up).
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub created_ms: u64,
 }
 
 /// One scenario of the matrix, as clients see it.

@@ -4,7 +4,7 @@
 
 use crate::audit::{AuditEntry, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
 use crate::error::ApiError;
-use crate::incidents::{Incident, Matrix, Party};
+use crate::incidents::{Incident, Matrix, OutboxRow, Party, RoutesReport};
 use crate::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
@@ -179,6 +179,11 @@ pub trait Fleet {
     ) -> Result<Incident, ApiError>;
     /// The responsibility matrix and the scenarios in force.
     async fn incidents_matrix() -> Result<Matrix, ApiError>;
+    /// The incident routes and where each (party, tenant)'s incidents go (and each
+    /// tenant's escalations, party `reviewers`), as far as the caller sees.
+    async fn incidents_routes() -> Result<RoutesReport, ApiError>;
+    /// Notifications waiting in the delivery outbox or given up, newest first.
+    async fn incidents_outbox(limit: u32) -> Result<Vec<OutboxRow>, ApiError>;
     /// Adds (`create`: the name must be new, `key` is required) or changes a provider or
     /// connection of a tenant (`key`: a new key; None keeps the one it has). A new version
     /// each time, audited with the key's HMAC, never the key.

@@ -59,6 +59,9 @@ pub enum UpstreamKind {
     /// Anthropic-shaped: `x-api-key`, `usage.input_tokens`/`output_tokens`.
     Anthropic,
     Generic,
+    /// A workflow the client builds and a tool provider hosts (n8n, Zapier…), called as a
+    /// connection: its failures are the client's (the responsibility table's n8n row).
+    Workflow,
 }
 
 impl UpstreamKind {
@@ -67,6 +70,7 @@ impl UpstreamKind {
             "openai" => Some(UpstreamKind::Openai),
             "anthropic" => Some(UpstreamKind::Anthropic),
             "generic" => Some(UpstreamKind::Generic),
+            "workflow" => Some(UpstreamKind::Workflow),
             _ => None,
         }
     }
@@ -75,6 +79,7 @@ impl UpstreamKind {
             UpstreamKind::Openai => "openai",
             UpstreamKind::Anthropic => "anthropic",
             UpstreamKind::Generic => "generic",
+            UpstreamKind::Workflow => "workflow",
         }
     }
     /// The injection its vendor's API expects.
@@ -90,7 +95,7 @@ impl UpstreamKind {
         match self {
             UpstreamKind::Openai => Some(("OPENAI_BASE_URL", "OPENAI_API_KEY", "/v1")),
             UpstreamKind::Anthropic => Some(("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "")),
-            UpstreamKind::Generic => None,
+            UpstreamKind::Generic | UpstreamKind::Workflow => None,
         }
     }
 }

@@ -405,7 +405,7 @@ impl Io {
                             flat(c.client.incident_reassign(c.ctx(), id, p, reason).await)
                         }
                     };
-                    Some(Msg::IncidentDone(id, r))
+                    Some(Msg::IncidentDone(id, Box::new(r)))
                 });
                 return Done::sent(sent);
             }

@@ -128,13 +128,19 @@ pub struct ScanReport {
     pub end: Option<(PathBuf, u64)>,
 }
 
-enum Step<'a> {
+pub(crate) enum Step<'a> {
     Ok(Record<'a>, usize),
     End,
     /// Not enough bytes left for the record the header announces, or a bad checksum on
     /// the last bytes of the file.
     Short(String),
     Bad(String),
+}
+
+/// The record at `pos` of `buf` (a segment's bytes after its header, or any part of them
+/// that starts at a record).
+pub(crate) fn parse(buf: &[u8], pos: usize) -> Step<'_> {
+    parse_at(buf, pos)
 }
 
 fn parse_at(buf: &[u8], pos: usize) -> Step<'_> {

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod format;
+pub mod watch;
 
 use agenfleet_protocol::{
     AuditEntry, AuditEvent, AuditQuery, AuditStatus, Checkpoint, VerifyReport,
@@ -45,6 +46,8 @@ struct Append {
 struct Shared {
     status: Mutex<AuditStatus>,
     head: tokio::sync::watch::Sender<u64>,
+    /// Why the log closed for writing while running (None: open).
+    closed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Tunables of the log.
@@ -131,6 +134,8 @@ impl Writer {
         let mut st = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
         st.writable = false;
         st.problem = Some(why.clone());
+        drop(st);
+        self.shared.closed.send_replace(Some(why.clone()));
         self.failed = Some(why);
     }
 
@@ -365,6 +370,7 @@ impl AuditLog {
                 signing,
             }),
             head,
+            closed: tokio::sync::watch::Sender::new(failed.clone()),
         });
         if let Some(s) = &signer {
             let _ = std::fs::write(
@@ -429,6 +435,11 @@ impl AuditLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Hears why the log closed for writing (None while it is open).
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.closed.subscribe()
     }
 
     /// Records matching `q`, oldest first (or the newest `limit` with `q.newest`).

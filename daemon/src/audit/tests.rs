@@ -214,3 +214,61 @@ async fn a_kept_checkpoint_detects_rollback() {
         .unwrap()
         .contains("truncated or rolled back"));
 }
+
+/// Rewrites record `seq`'s event in place with another of the same length and a fresh
+/// checksum — the edit a careful attacker makes; answers the segment's path.
+fn forge(dir: &Path, seq: u64) -> PathBuf {
+    let (_, path) = format::list_segments(dir).unwrap().pop().unwrap();
+    let mut buf = std::fs::read(&path).unwrap();
+    let mut pos = format::SEGMENT_HEADER;
+    loop {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        let body = pos + format::RECORD_HEADER;
+        let s = u64::from_le_bytes(buf[body..body + 8].try_into().unwrap());
+        if s == seq {
+            let ev = body + format::BODY_FIXED;
+            let text = String::from_utf8(buf[ev..body + len].to_vec()).unwrap();
+            let forged = text.replace("tester", "intrdr");
+            assert_eq!(forged.len(), text.len());
+            buf[ev..body + len].copy_from_slice(forged.as_bytes());
+            let crc = crc32fast::hash(&buf[body..body + len]);
+            buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, &buf).unwrap();
+            return path;
+        }
+        pos = body + len;
+    }
+}
+
+#[tokio::test]
+async fn the_running_check_finds_a_record_changed_after_it_was_written() {
+    let d = tmp("watch");
+    let (log, _) = AuditLog::open(&d, None, "test".into(), Options::default()).unwrap();
+    for i in 0..5 {
+        log.record(&ev(i)).await.unwrap();
+    }
+    let start = watch::start(&d).unwrap();
+    let first = watch::check(&d, &start, None).expect("an intact log checks");
+    assert_eq!(first.seq, 5);
+    for i in 5..8 {
+        log.record(&ev(i)).await.unwrap();
+    }
+    let second = watch::check(&d, &start, Some(&first)).expect("appends are fine");
+    assert_eq!(second.seq, 8);
+    // The newest record, rewritten with a valid checksum: only the hash seen by the
+    // last check can tell.
+    forge(&d, 8);
+    let e = watch::check(&d, &first, Some(&second)).unwrap_err();
+    assert!(e.contains("record 8 changed since it was checked"), "{e}");
+    // A record in the middle breaks the chain.
+    forge(&d, 6);
+    let e = watch::check(&d, &first, Some(&second)).unwrap_err();
+    assert!(e.contains("record 7 does not chain to record 6"), "{e}");
+    // Truncation below what was checked.
+    let path = format::list_segments(&d).unwrap().pop().unwrap().1;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(second.offset - 10).unwrap();
+    let e = watch::check(&d, &second, None).unwrap_err();
+    assert!(e.contains("truncated"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+}

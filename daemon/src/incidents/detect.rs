@@ -5,7 +5,7 @@
 //! usage (excessive permissions) are kept here; this module does no I/O.
 
 use crate::store::AgentKey;
-use agenfleet_protocol::incidents::Evidence;
+use agenfleet_protocol::incidents::{Evidence, Party};
 use agenfleet_protocol::policy::{AgentReport, ReportKind, ReportOutcome};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -29,6 +29,10 @@ pub enum Signal {
     VaultOpen,
     AuditInvalid {
         problem: String,
+    },
+    /// The audit log stopped taking records (an I/O error, a full disk).
+    AuditClosed {
+        why: String,
     },
     DaemonUnclean {
         last_seq: u64,
@@ -61,6 +65,8 @@ pub enum Signal {
         action: &'static str,
         /// Whether the upstreams are providers (else connections).
         provider: bool,
+        /// Connections of kind `workflow` (n8n and the like): built by the client.
+        workflow: bool,
         seen: Vec<(String, Seen)>,
         seq: u64,
     },
@@ -77,6 +83,8 @@ pub enum Seen {
     Failed {
         what: String,
         timeout: bool,
+        /// No connection could be made (refused, no route, TLS failed).
+        unreachable: bool,
         absorbed: bool,
     },
     /// The agent's own budget stopped the call.
@@ -94,6 +102,11 @@ pub struct Raise {
     pub project: Option<String>,
     pub agent: Option<String>,
     pub evidence: Vec<Evidence>,
+    /// The provider or connection it is about (routes can key on them).
+    pub provider: Option<String>,
+    pub connection: Option<String>,
+    /// Co-owners of this raise when they differ from the scenario's.
+    pub co_owners: Option<Vec<Party>>,
 }
 
 fn for_agent(
@@ -112,6 +125,9 @@ fn for_agent(
         project: Some(project.to_string()),
         agent: Some(key.name.clone()),
         evidence,
+        provider: None,
+        connection: None,
+        co_owners: None,
     }
 }
 
@@ -124,6 +140,9 @@ fn platform(signal: &'static str, dedup: &str, summary: String, evidence: Vec<Ev
         project: None,
         agent: None,
         evidence,
+        provider: None,
+        connection: None,
+        co_owners: None,
     }
 }
 
@@ -219,6 +238,12 @@ impl Detector {
                 format!("the audit log is not valid: {problem}"),
                 vec![],
             )),
+            Signal::AuditClosed { why } => out.push(platform(
+                "audit_closed",
+                "audit-closed",
+                format!("the audit log refuses new records, so every recorded action is refused: {why}"),
+                vec![],
+            )),
             Signal::DaemonUnclean {
                 last_seq,
                 last_action,
@@ -279,6 +304,9 @@ impl Detector {
                     project: Some(project.clone()),
                     agent: Some(key.name.clone()),
                     evidence: ev.clone(),
+                    provider: (report.kind == ReportKind::ModelCall).then(|| p.clone()),
+                    connection: None,
+                    co_owners: None,
                 };
                 match (report.kind, report.outcome) {
                     (_, ReportOutcome::Ok) => {}
@@ -318,6 +346,7 @@ impl Detector {
                 project,
                 action,
                 provider,
+                workflow,
                 seen,
                 seq,
             } => {
@@ -328,8 +357,27 @@ impl Detector {
                         what: format!("{action} (observed by the gateway: {up})"),
                     }];
                     let r = |signal: &'static str, summary: String| {
-                        for_agent(signal, &key, &project, up.clone(), summary, ev.clone())
+                        let mut r = for_agent(signal, &key, &project, up.clone(), summary, ev.clone());
+                        if provider {
+                            r.provider = Some(up.clone());
+                        } else {
+                            r.connection = Some(up.clone());
+                        }
+                        r
                     };
+                    // A workflow the client built (n8n…) is the client's when it fails;
+                    // the tool provider shares it only when its endpoint was unreachable.
+                    if let (true, Seen::Failed { what: w, timeout, unreachable, .. }) = (workflow, &s) {
+                        let mut raise = r(
+                            "workflow_failed",
+                            format!("workflow {up} fails for {key}: {w}"),
+                        );
+                        if *unreachable || *timeout {
+                            raise.co_owners = Some(vec![Party::ToolProvider]);
+                        }
+                        out.push(raise);
+                        continue;
+                    }
                     out.push(match s {
                         Seen::KeyRejected(status) => r(
                             "key_rejected",

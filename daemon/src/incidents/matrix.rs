@@ -22,6 +22,8 @@ pub const SIGNALS: &[&str] = &[
     "tool_malicious",
     "tool_down",
     "tool_timeout",
+    "workflow_failed",
+    "audit_closed",
     "excessive_permissions",
     "crash_loop",
     "oom_kill",

@@ -1,24 +1,32 @@
 //! Incidents: real signals in (see `detect`), incidents out — each one routed to the party
 //! the responsibility matrix names (`matrix`), with a dedup key (a crash loop is one
 //! incident with a count), a severity, evidence (audit sequence numbers), escalation steps
-//! fixed when it fires, and delivery to the party's routes (`deliver`). Lifecycle:
-//! triggered → acknowledged → resolved, and silenced (new signals counted, not delivered).
-//! Incidents live in SQLite (one row each, written at once for operator actions and within
-//! 250 ms for signal counts) and are published to the fleet state, so watchers see them.
+//! fixed when it fires, and delivery to the party's most specific routes (`deliver`)
+//! through the durable outbox (`outbox`). Lifecycle: triggered → acknowledged → resolved,
+//! and silenced (new signals counted, not delivered). Incidents live in SQLite (one row
+//! each, written at once for operator actions and within 250 ms for signal counts) and are
+//! published to the fleet state, so watchers see them. Escalated tool calls reach their
+//! reviewers through the same outbox (`notify_reviewers`).
 
 pub mod deliver;
 pub mod detect;
+pub mod hooks;
 pub mod matrix;
+pub mod outbox;
 
 use crate::audit::AuditLog;
+use crate::config::EscalationDelays;
 use crate::fleet_state::FleetState;
 use crate::store::{AgentKey, Store};
 use agenfleet_protocol::incidents::{
-    Delivery, EscalationStep, Incident, IncidentState, Matrix, Party, Scenario, Severity,
+    Delivery, EscalationStep, Incident, IncidentState, Matrix, OutboxRow, Party, RouteResolution,
+    RoutesReport, Scenario, Severity,
 };
+use agenfleet_protocol::policy::EscalationView;
 use agenfleet_protocol::{now_ms, ApiError, AuditEvent};
 use deliver::Route;
 use detect::{Detector, Raise, Signal};
+use outbox::{Kind, Outbox, Report};
 use rusqlite::params;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -43,7 +51,9 @@ pub struct Incidents {
     store: Store,
     fleet: FleetState,
     audit: AuditLog,
-    routes: Vec<Route>,
+    routes: Arc<Vec<Route>>,
+    outbox: Arc<Outbox>,
+    delays: EscalationDelays,
     inner: Mutex<Inner>,
     detector: Mutex<Detector>,
 }
@@ -64,8 +74,14 @@ fn fold(i: &mut Incident, r: Raise, now: u64) {
     }
 }
 
-/// The escalation steps of a new incident, from its severity and owners.
-fn steps(severity: Severity, party: Party, co_owners: &[Party]) -> Vec<EscalationStep> {
+/// The escalation steps of a new incident, from its severity, owners and the configured
+/// delays (a delay of 0 is no step).
+fn steps(
+    d: &EscalationDelays,
+    severity: Severity,
+    party: Party,
+    co_owners: &[Party],
+) -> Vec<EscalationStep> {
     let step = |after_min: u64, notify: Party| EscalationStep {
         after_ms: after_min * 60_000,
         notify,
@@ -79,16 +95,23 @@ fn steps(severity: Severity, party: Party, co_owners: &[Party]) -> Vec<Escalatio
     for c in co_owners {
         s.push(step(0, *c));
     }
+    let mut later = |mins: u64, p: Party| {
+        if mins > 0 {
+            s.push(step(mins, p));
+        }
+    };
     match severity {
         Severity::Critical => {
-            s.push(step(5, party));
+            later(d.critical_repeat_mins, party);
             if party != Party::Platform {
-                s.push(step(15, Party::Platform));
+                later(d.critical_platform_mins, Party::Platform);
             }
         }
-        Severity::Error => s.push(step(30, party)),
-        _ => {}
+        Severity::Error => later(d.error_repeat_mins, party),
+        Severity::Warning => later(d.warning_repeat_mins, party),
+        Severity::Info => {}
     }
+    s.sort_by_key(|x| x.after_ms);
     s
 }
 
@@ -102,12 +125,31 @@ impl Incidents {
         fleet: FleetState,
         audit: AuditLog,
     ) -> Result<Arc<Incidents>, String> {
-        let routes = cfg
-            .incident_route
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Route::from_config(r).map_err(|e| format!("incident_route[{i}]: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let routes = Arc::new(
+            cfg.incident_route
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    Route::from_config(r).map_err(|e| format!("incident_route[{i}]: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(j) = routes[..i].iter().position(|o| o.name == r.name) {
+                return Err(format!(
+                    "incident_route[{i}]: it is named `{}` like incident_route[{j}]; give one a `name`",
+                    r.name
+                ));
+            }
+        }
+        let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
+        let outbox = Outbox::open(
+            store.clone(),
+            routes.clone(),
+            Box::new(move |r| {
+                let _ = report_tx.send(r);
+            }),
+        )?;
         let rows: Vec<String> = store
             .with(|c| {
                 let mut st = c.prepare(
@@ -151,6 +193,8 @@ impl Incidents {
             fleet,
             audit,
             routes,
+            outbox,
+            delays: cfg.escalation.clone(),
             inner: Mutex::new(inner),
             detector: Mutex::new(detector),
         });
@@ -159,6 +203,13 @@ impl Incidents {
         for id in open {
             me.schedule_steps(id);
         }
+        let reports = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            while let Some(r) = report_rx.recv().await {
+                let Some(me) = reports.upgrade() else { return };
+                me.reported(r).await;
+            }
+        });
         let flusher = Arc::downgrade(&me);
         tokio::spawn(async move {
             loop {
@@ -370,6 +421,7 @@ impl Incidents {
             }
             let id = inner.next_id;
             inner.next_id += 1;
+            let co_owners = r.co_owners.clone().unwrap_or_else(|| sc.co_owners.clone());
             let inc = Incident {
                 id,
                 dedup_key: dedup_key.clone(),
@@ -377,7 +429,7 @@ impl Incidents {
                 title: sc.title.clone(),
                 summary: r.summary,
                 party: sc.primary,
-                co_owners: sc.co_owners.clone(),
+                co_owners: co_owners.clone(),
                 severity: sc.severity,
                 state: IncidentState::Triggered,
                 next_step: sc.next_step.clone(),
@@ -394,10 +446,12 @@ impl Incidents {
                 silenced_until_ms: None,
                 reassigned_from: None,
                 evidence: r.evidence,
-                escalation: steps(sc.severity, sc.primary, &sc.co_owners),
+                escalation: steps(&self.delays, sc.severity, sc.primary, &co_owners),
                 deliveries: Vec::new(),
                 undelivered: Vec::new(),
                 opened_by,
+                provider: r.provider,
+                connection: r.connection,
             };
             inner.open_by_key.insert(dedup_key, id);
             inner.by_id.insert(id, inc.clone());
@@ -465,16 +519,9 @@ impl Incidents {
                 }
                 let Some(this) = me.upgrade() else { return };
                 let silenced = inc.silenced_until_ms.is_some_and(|t| t > now_ms());
-                let done = this.update(id, |i| {
-                    if i.state != IncidentState::Triggered {
-                        return false;
-                    }
-                    if let Some(s) = i.escalation.get_mut(idx) {
-                        s.done_ms = Some(now_ms());
-                    }
-                    true
-                });
-                if matches!(done, Some((true, _))) && !silenced {
+                // Queued (durably) before the step is marked done: a crash in between
+                // repeats the step after the restart (same dedup key), never loses it.
+                if !silenced {
                     let event = if idx == 0 || step.after_ms == 0 {
                         "trigger"
                     } else {
@@ -482,19 +529,23 @@ impl Incidents {
                     };
                     this.deliver(id, step.notify, event);
                 }
+                this.update(id, |i| {
+                    if let Some(s) = i.escalation.get_mut(idx) {
+                        s.done_ms = Some(now_ms());
+                    }
+                });
+                if let Err(e) = this.flush() {
+                    tracing::error!(error = %e.message, "cannot store an escalation step");
+                }
             }
         });
     }
 
-    /// Sends the incident's current view to every route of `party`.
+    /// Queues the incident's current view for `party`'s most specific routes (durably, in
+    /// the outbox); with none, says so on the incident.
     fn deliver(self: &Arc<Self>, id: u64, party: Party, event: &'static str) {
-        let idxs: Vec<usize> = self
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.party == party)
-            .map(|(i, _)| i)
-            .collect();
+        let Some(inc) = self.get(id) else { return };
+        let idxs = deliver::pick(&self.routes, party, &inc);
         if idxs.is_empty() {
             let note = format!("no route for {party}");
             self.update(id, |i| {
@@ -504,67 +555,180 @@ impl Incidents {
             });
             return;
         }
-        for idx in idxs {
-            let me = self.clone();
-            tokio::spawn(async move { me.deliver_to(id, idx, event).await });
+        let env = vec![
+            ("AGENFLEET_INCIDENT_ID".to_string(), inc.id.to_string()),
+            ("AGENFLEET_INCIDENT_EVENT".to_string(), event.to_string()),
+            (
+                "AGENFLEET_INCIDENT_PARTY".to_string(),
+                party.as_str().to_string(),
+            ),
+            (
+                "AGENFLEET_INCIDENT_SEVERITY".to_string(),
+                inc.severity.as_str().to_string(),
+            ),
+        ];
+        let items = idxs
+            .into_iter()
+            .map(|idx| outbox::New {
+                route: idx,
+                kind: Kind::Incident,
+                ref_id: id,
+                event: event.to_string(),
+                tenant: inc.tenant.clone(),
+                body: self.routes[idx].incident_body(&inc, event),
+                env: env.clone(),
+            })
+            .collect();
+        if let Err(e) = self.outbox.enqueue(items) {
+            tracing::error!(incident = id, error = %e.message, "cannot queue an incident delivery");
+            let note = format!("cannot queue the delivery: {}", e.message);
+            self.update(id, |i| i.undelivered.push(note));
         }
     }
 
-    async fn deliver_to(self: Arc<Self>, id: u64, idx: usize, event: &'static str) {
-        let Some(route) = self.routes.get(idx) else {
+    /// Queues an escalation's `event` (opened, reminder, approved, denied, timed_out) for
+    /// the reviewers' most specific routes; `who` says who may decide. Answers how many
+    /// routes it went to (0: none is configured for that tenant and project).
+    pub fn notify_reviewers(&self, v: &EscalationView, event: &str, who: &str) -> usize {
+        let idxs = deliver::pick_review(&self.routes, &v.tenant, &v.project);
+        let env = vec![
+            ("AGENFLEET_ESCALATION_ID".to_string(), v.id.to_string()),
+            ("AGENFLEET_ESCALATION_EVENT".to_string(), event.to_string()),
+            ("AGENFLEET_TENANT".to_string(), v.tenant.clone()),
+            ("AGENFLEET_AGENT".to_string(), v.agent.clone()),
+        ];
+        let items: Vec<outbox::New> = idxs
+            .iter()
+            .map(|&idx| outbox::New {
+                route: idx,
+                kind: Kind::Escalation,
+                ref_id: v.id,
+                event: event.to_string(),
+                tenant: Some(v.tenant.clone()),
+                body: self.routes[idx].escalation_body(v, event, who),
+                env: env.clone(),
+            })
+            .collect();
+        let n = items.len();
+        if let Err(e) = self.outbox.enqueue(items) {
+            tracing::error!(escalation = v.id, error = %e.message, "cannot queue a reviewers' notification");
+            return 0;
+        }
+        n
+    }
+
+    /// One attempt's outcome: kept on the incident (escalations: in the log), and the end
+    /// of a delivery (delivered or given up) in the audit log.
+    async fn reported(&self, r: Report) {
+        let Some(route) = self.routes.get(r.route) else {
             return;
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            tokio::time::sleep(deliver::backoff(attempt)).await;
-            let Some(inc) = self.get(id) else { return };
-            let body = route.body(&inc, event);
-            let res = route.attempt(&inc, &body, event).await;
-            let ok = res.is_ok();
-            let detail = match &res {
-                Ok(d) => format!("{event}: {d}"),
-                Err(e) => format!("{event}: {e}"),
-            };
-            let gave_up = !ok && attempt >= route.max_attempts;
-            self.update(id, |i| {
+        if r.kind == Kind::Incident {
+            let (attempt, ok, gave_up) = (r.attempt, r.ok, r.gave_up);
+            self.update(r.ref_id, |i| {
                 i.deliveries.push(Delivery {
                     route: route.name.clone(),
                     attempt,
                     time_ms: now_ms(),
                     ok,
-                    detail: detail.clone(),
+                    detail: r.detail.clone(),
                 });
                 let n = i.deliveries.len();
                 if n > KEEP_DELIVERIES {
                     i.deliveries.drain(..n - KEEP_DELIVERIES);
                 }
                 if ok {
-                    i.undelivered.retain(|r| r != &route.name);
+                    i.undelivered.retain(|u| u != &route.name);
                 } else if gave_up && !i.undelivered.contains(&route.name) {
                     i.undelivered.push(route.name.clone());
                 }
             });
-            if ok || gave_up {
-                let ev = AuditEvent {
-                    actor: "agenfleetd".into(),
-                    action: "incident.delivery".into(),
-                    tenant: inc.tenant.clone(),
-                    agent: inc.agent.clone(),
-                    outcome: if ok { "ok" } else { "failed" }.into(),
-                    detail: format!(
-                        "incident {id} to {} after {attempt} attempt(s): {detail}",
-                        route.name
-                    ),
-                };
-                if !ok {
-                    tracing::error!(incident = id, route = %route.name, "incident delivery failed: {detail}");
-                }
-                let _ = self.audit.record(&ev).await;
-                return;
-            }
-            tracing::warn!(incident = id, route = %route.name, attempt, "incident delivery failed, retrying: {detail}");
         }
+        if !r.ok && !r.gave_up {
+            tracing::warn!(what = r.kind_str(), id = r.ref_id, route = %route.name, attempt = r.attempt, "delivery failed, will retry: {}", r.detail);
+            return;
+        }
+        if !r.ok {
+            tracing::error!(what = r.kind_str(), id = r.ref_id, route = %route.name, "delivery given up: {}", r.detail);
+        }
+        let (action, agent) = match r.kind {
+            Kind::Incident => (
+                "incident.delivery",
+                self.get(r.ref_id).and_then(|i| i.agent),
+            ),
+            Kind::Escalation => ("escalation.notify", None),
+        };
+        let ev = AuditEvent {
+            actor: "agenfleetd".into(),
+            action: action.into(),
+            tenant: r.tenant.clone(),
+            agent,
+            outcome: if r.ok { "ok" } else { "failed" }.into(),
+            detail: format!(
+                "{} {} to {} after {} attempt(s): {}",
+                r.kind_str(),
+                r.ref_id,
+                route.name,
+                r.attempt,
+                r.detail
+            ),
+        };
+        let _ = self.audit.record(&ev).await;
+    }
+
+    /// The routes and, for each party and tenant of `tenants`, which of them its
+    /// incidents go to (`platform`: with the platform's own row); reviewers likewise.
+    pub fn routes_report(&self, tenants: &[String], platform: bool) -> RoutesReport {
+        let mut resolved = Vec::new();
+        let mut probe = Incident::probe();
+        let mut pairs: Vec<(Party, Option<String>)> = Vec::new();
+        if platform {
+            pairs.push((Party::Platform, None));
+        }
+        for p in [Party::ModelProvider, Party::ToolProvider, Party::Client] {
+            if platform {
+                pairs.push((p, None));
+            }
+            pairs.extend(tenants.iter().map(|t| (p, Some(t.clone()))));
+        }
+        let name = |i: usize| self.routes[i].name.clone();
+        let mut used = std::collections::BTreeSet::new();
+        for (party, tenant) in pairs {
+            probe.tenant = tenant.clone();
+            let idx = deliver::pick(&self.routes, party, &probe);
+            used.extend(idx.iter().copied());
+            resolved.push(RouteResolution {
+                party: party.as_str().into(),
+                tenant,
+                routes: idx.into_iter().map(name).collect(),
+            });
+        }
+        for t in tenants {
+            let idx = deliver::pick_review(&self.routes, t, "");
+            used.extend(idx.iter().copied());
+            resolved.push(RouteResolution {
+                party: "reviewers".into(),
+                tenant: Some(t.clone()),
+                routes: idx.into_iter().map(name).collect(),
+            });
+        }
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                platform
+                    || used.contains(i)
+                    || r.tenant.as_ref().is_some_and(|t| tenants.contains(t))
+            })
+            .map(|(_, r)| r.view())
+            .collect();
+        RoutesReport { routes, resolved }
+    }
+
+    /// The outbox's rows (pending and given up), newest first.
+    pub fn outbox_rows(&self, limit: usize) -> Result<Vec<OutboxRow>, ApiError> {
+        self.outbox.rows(limit)
     }
 
     /// An operator's change of state; answers the new view. Stored before it answers.
@@ -657,6 +821,9 @@ impl Incidents {
             project: key.map(|k| k.1.to_string()),
             agent: key.map(|k| k.0.name.clone()),
             evidence: Vec::new(),
+            provider: None,
+            connection: None,
+            co_owners: None,
         };
         let dedup = format!("{}:{}", sc.id, r.dedup);
         Ok(self.create(sc, dedup, r, Some(who.to_string())))

@@ -1,18 +1,24 @@
-//! The escalations queue: tool calls a policy sent to a person. Each waits (its agent's
-//! `authorize` blocks) until a reviewer approves or denies it, the policy's timeout denies
-//! it, or the agent goes away. An approval is bound to the exact request (its hash), is
+//! The escalations queue: tool calls a policy sent to a person. Each stays pending until
+//! a reviewer approves or denies it or its deadline passes (then it is denied); the agent's
+//! waiting call hears the outcome. An approval is bound to the exact request (its hash), is
 //! remembered until it expires so that a retry of that same request passes, and never
 //! changes any policy. An escalation's id is the audit sequence number of the record that
 //! opened it, so ids are unique across daemon runs and point at their evidence.
-//! `wait` is the whole lifecycle of one escalation from its caller's side: queue, publish
-//! the agent's pending count, wait for a person or the timeout, and mark it abandoned if
-//! the waiting call goes away first.
+//!
+//! Escalations are stored (table `escalations`): after a daemon restart the pending ones
+//! are pending still, with their deadlines (one that passed meanwhile is denied at start),
+//! a reviewer's decision still applies, and live approvals still let the retry through.
+//! A waiting call that goes away (its connection closed, the daemon stopped) leaves the
+//! escalation pending; the agent's retry of the same request waits on it again instead of
+//! opening another. The hook hears every event reviewers are told about: opened, reminder
+//! (before the deadline), approved, denied, timed_out, abandoned (the agent was deleted).
 
-use crate::store::AgentKey;
+use crate::store::{AgentKey, Store};
 use agenfleet_protocol::policy::{EscalationState, EscalationView};
-use agenfleet_protocol::ApiError;
+use agenfleet_protocol::{now_ms, ApiError};
+use rusqlite::params;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -33,9 +39,14 @@ struct Approval {
     escalation: u64,
 }
 
+struct Pending {
+    view: EscalationView,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
 #[derive(Default)]
 struct Inner {
-    pending: BTreeMap<u64, (EscalationView, Option<oneshot::Sender<Resolution>>)>,
+    pending: BTreeMap<u64, Pending>,
     done: VecDeque<EscalationView>,
     approvals: HashMap<(AgentKey, String), Approval>,
 }
@@ -45,39 +56,44 @@ struct Inner {
 pub enum Outcome {
     /// A person approved or denied it.
     Decided(Resolution),
-    /// Nobody decided within the policy's timeout.
+    /// Nobody decided before the deadline (or the agent was deleted): denied.
     TimedOut,
 }
 
-/// Marks an escalation abandoned if its waiting call is dropped (the agent's connection
-/// closed or its deadline passed) before anyone decided.
-struct Abandon<'a, P: Fn(u32), A: FnOnce(u64)> {
-    queue: &'a Escalations,
-    id: u64,
+/// A waiting call's hold on an escalation.
+pub struct Waiter {
+    pub id: u64,
+    pub deadline_ms: u64,
+    /// Whether this call opened it (else it joined a pending one: the same request again).
+    pub opened: bool,
     key: AgentKey,
-    publish: &'a P,
-    abandoned: Option<A>,
+    rx: oneshot::Receiver<Outcome>,
 }
 
-impl<P: Fn(u32), A: FnOnce(u64)> Drop for Abandon<'_, P, A> {
+/// Tells the caller if its wait is dropped before an outcome (the escalation stays).
+struct Gone<G: FnOnce(u64)> {
+    id: u64,
+    gone: Option<G>,
+}
+
+impl<G: FnOnce(u64)> Drop for Gone<G> {
     fn drop(&mut self) {
-        let Some(abandoned) = self.abandoned.take() else {
-            return;
-        };
-        if self
-            .queue
-            .finish(self.id, EscalationState::Abandoned)
-            .is_some()
-        {
-            (self.publish)(self.queue.pending_for(&self.key));
-            abandoned(self.id);
+        if let Some(g) = self.gone.take() {
+            g(self.id);
         }
     }
 }
 
+/// Hears (escalation, event) for what reviewers are told.
+pub type Hook = Box<dyn Fn(&EscalationView, &'static str) + Send + Sync>;
+
 pub struct Escalations {
     inner: Mutex<Inner>,
     approval_ttl_ms: u64,
+    /// A reminder this long before a deadline (0: none).
+    reminder_ms: u64,
+    store: Option<Store>,
+    hook: OnceLock<Hook>,
 }
 
 fn key_of(v: &EscalationView) -> AgentKey {
@@ -87,11 +103,36 @@ fn key_of(v: &EscalationView) -> AgentKey {
     }
 }
 
+fn state_str(s: EscalationState) -> &'static str {
+    match s {
+        EscalationState::Pending => "pending",
+        EscalationState::Approved => "approved",
+        EscalationState::Denied => "denied",
+        EscalationState::TimedOut => "timed_out",
+        EscalationState::Abandoned => "abandoned",
+    }
+}
+
 impl Escalations {
-    pub fn new(approval_ttl_ms: u64) -> Escalations {
+    /// `store`: where escalations are kept (None: in memory only, for unit tests).
+    pub fn new(approval_ttl_ms: u64, reminder_ms: u64, store: Option<Store>) -> Escalations {
         Escalations {
             inner: Mutex::new(Inner::default()),
             approval_ttl_ms,
+            reminder_ms,
+            store,
+            hook: OnceLock::new(),
+        }
+    }
+
+    /// Who hears the events reviewers are told about (set once, before `load`).
+    pub fn set_hook(&self, hook: Hook) {
+        let _ = self.hook.set(hook);
+    }
+
+    fn fire(&self, v: &EscalationView, event: &'static str) {
+        if let Some(h) = self.hook.get() {
+            h(v, event);
         }
     }
 
@@ -99,50 +140,193 @@ impl Escalations {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `view` and waits up to `timeout` for a person's decision. `publish` hears
-    /// the agent's pending count whenever it changes; `abandoned` runs (once, with the id)
-    /// if this future is dropped while the escalation still waits.
-    pub async fn wait<P, A>(
-        &self,
-        view: EscalationView,
-        timeout: Duration,
-        publish: P,
-        abandoned: A,
-    ) -> Outcome
-    where
-        P: Fn(u32),
-        A: FnOnce(u64),
-    {
-        let key = key_of(&view);
-        let id = view.id;
-        let rx = self.open(view);
-        let mut guard = Abandon {
-            queue: self,
-            id,
-            key: key.clone(),
-            publish: &publish,
-            abandoned: Some(abandoned),
-        };
-        publish(self.pending_for(&key));
-        let waited = tokio::time::timeout(timeout, rx).await;
-        guard.abandoned = None;
-        let out = match waited {
-            Ok(Ok(res)) => Outcome::Decided(res),
-            // Timed out, or ended elsewhere without a decision for this caller.
-            _ => {
-                self.finish(id, EscalationState::TimedOut);
-                Outcome::TimedOut
+    fn save(&self, v: &EscalationView) {
+        let Some(store) = &self.store else { return };
+        let body = match serde_json::to_string(v) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(escalation = v.id, error = %e, "cannot encode an escalation");
+                return;
             }
         };
-        publish(self.pending_for(&key));
-        out
+        let res = store.with(|c| {
+            c.execute(
+                "INSERT INTO escalations (id, tenant_id, agent, state, body_json, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET state = ?4, body_json = ?5, updated_ms = ?6",
+                params![
+                    v.id as i64,
+                    v.tenant,
+                    v.agent,
+                    state_str(v.state),
+                    body,
+                    now_ms() as i64
+                ],
+            )
+        });
+        if let Err(e) = res {
+            tracing::error!(escalation = v.id, error = %e, "cannot store an escalation");
+        }
     }
 
-    /// Queues an escalation; the receiver hears the person's decision.
-    fn open(&self, view: EscalationView) -> oneshot::Receiver<Resolution> {
+    /// Loads the stored escalations: pending ones wait again (with their reminders and
+    /// deadlines), one whose deadline passed while the daemon was down is denied now
+    /// (the hook hears `timed_out`), live approvals apply again.
+    pub fn load(self: &Arc<Self>) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let rows: Vec<String> = store
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT body_json FROM escalations WHERE state = 'pending'
+                     UNION ALL
+                     SELECT body_json FROM (SELECT body_json FROM escalations WHERE state != 'pending' ORDER BY id DESC LIMIT ?1)",
+                )?;
+                let rows = st.query_map(params![KEEP_DONE as i64], |r| r.get(0))?;
+                rows.collect()
+            })
+            .map_err(|e| format!("cannot read the stored escalations: {e}"))?;
+        let now = now_ms();
+        let mut views: Vec<EscalationView> = rows
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect();
+        views.sort_by_key(|v| v.id);
+        let mut overdue = Vec::new();
+        let mut waiting = Vec::new();
+        {
+            let mut inner = self.lock();
+            for v in views {
+                match v.state {
+                    EscalationState::Pending if v.deadline_ms > now => {
+                        waiting.push((v.id, v.created_ms, v.deadline_ms));
+                        inner.pending.insert(
+                            v.id,
+                            Pending {
+                                view: v,
+                                waiters: Vec::new(),
+                            },
+                        );
+                    }
+                    EscalationState::Pending => overdue.push(v),
+                    _ => {
+                        if let (EscalationState::Approved, Some(exp)) =
+                            (v.state, v.approval_expires_ms)
+                        {
+                            if exp > now {
+                                inner.approvals.insert(
+                                    (key_of(&v), v.request_hash.clone()),
+                                    Approval {
+                                        expires_ms: exp,
+                                        reviewer: v.reviewer.clone().unwrap_or_default(),
+                                        escalation: v.id,
+                                    },
+                                );
+                            }
+                        }
+                        push_done(&mut inner, v);
+                    }
+                }
+            }
+        }
+        for (id, created, deadline) in waiting {
+            self.arm(id, created, deadline);
+        }
+        for mut v in overdue {
+            v.state = EscalationState::TimedOut;
+            v.decided_ms = Some(now);
+            self.save(&v);
+            push_done(&mut self.lock(), v.clone());
+            self.fire(&v, "timed_out");
+        }
+        Ok(())
+    }
+
+    /// The reminder and the deadline of a pending escalation.
+    fn arm(self: &Arc<Self>, id: u64, created_ms: u64, deadline_ms: u64) {
+        let weak = Arc::downgrade(self);
+        let reminder = (self.reminder_ms > 0
+            && deadline_ms.saturating_sub(created_ms) > 2 * self.reminder_ms)
+            .then(|| deadline_ms - self.reminder_ms);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Some(at) = reminder.filter(|t| *t > now_ms()) {
+                tokio::time::sleep(Duration::from_millis(at - now_ms())).await;
+                let Some(me) = weak.upgrade() else { return };
+                match me.get(id) {
+                    Some(v) if v.state == EscalationState::Pending => me.fire(&v, "reminder"),
+                    _ => return,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(deadline_ms.saturating_sub(now_ms()))).await;
+            let Some(me) = weak.upgrade() else { return };
+            if let Some(v) = me.finish(id, EscalationState::TimedOut) {
+                me.fire(&v, "timed_out");
+            }
+        });
+    }
+
+    /// Joins a pending escalation of the same request by the same agent (a retry).
+    pub fn attach(&self, key: &AgentKey, request_hash: &str) -> Option<Waiter> {
+        let mut inner = self.lock();
+        let p = inner
+            .pending
+            .values_mut()
+            .find(|p| key_of(&p.view) == *key && p.view.request_hash == request_hash)?;
         let (tx, rx) = oneshot::channel();
-        self.lock().pending.insert(view.id, (view, Some(tx)));
-        rx
+        p.waiters.push(tx);
+        Some(Waiter {
+            id: p.view.id,
+            deadline_ms: p.view.deadline_ms,
+            opened: false,
+            key: key.clone(),
+            rx,
+        })
+    }
+
+    /// Opens (and stores) an escalation; the hook hears `opened`.
+    pub fn open(self: &Arc<Self>, view: EscalationView) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        let w = Waiter {
+            id: view.id,
+            deadline_ms: view.deadline_ms,
+            opened: true,
+            key: key_of(&view),
+            rx,
+        };
+        self.save(&view);
+        self.lock().pending.insert(
+            view.id,
+            Pending {
+                view: view.clone(),
+                waiters: vec![tx],
+            },
+        );
+        self.arm(view.id, view.created_ms, view.deadline_ms);
+        self.fire(&view, "opened");
+        w
+    }
+
+    /// Waits for the outcome. `publish` hears the agent's pending count whenever it
+    /// changes; `gone` runs (once, with the id) if this wait is dropped first — the
+    /// escalation then stays pending for the agent's retry.
+    pub async fn wait<P, G>(&self, w: Waiter, publish: P, gone: G) -> Outcome
+    where
+        P: Fn(u32),
+        G: FnOnce(u64),
+    {
+        let mut guard = Gone {
+            id: w.id,
+            gone: Some(gone),
+        };
+        publish(self.pending_for(&w.key));
+        let out = w.rx.await.unwrap_or(Outcome::TimedOut);
+        guard.gone = None;
+        publish(self.pending_for(&w.key));
+        out
     }
 
     /// A person's decision. The hash must be the escalated request's: an approval meant
@@ -154,7 +338,7 @@ impl Escalations {
         res: Resolution,
     ) -> Result<EscalationView, ApiError> {
         let mut inner = self.lock();
-        let Some((view, _)) = inner.pending.get(&id) else {
+        let Some(p) = inner.pending.get(&id) else {
             return Err(match inner.done.iter().find(|v| v.id == id) {
                 Some(v) => ApiError::precondition(format!(
                     "escalation {id} is already {} and cannot be decided again",
@@ -163,17 +347,17 @@ impl Escalations {
                 None => ApiError::not_found(format!("no pending escalation {id}")),
             });
         };
-        if view.request_hash != request_hash {
+        if p.view.request_hash != request_hash {
             return Err(ApiError::invalid(format!(
                 "the decision names request {} but escalation {id} is for request {}: an approval is bound to one exact request",
                 short(request_hash),
-                short(&view.request_hash)
+                short(&p.view.request_hash)
             )));
         }
-        let Some((mut view, tx)) = inner.pending.remove(&id) else {
+        let Some(Pending { mut view, waiters }) = inner.pending.remove(&id) else {
             return Err(ApiError::not_found(format!("no pending escalation {id}")));
         };
-        let now = agenfleet_protocol::now_ms();
+        let now = now_ms();
         view.state = if res.approved {
             EscalationState::Approved
         } else {
@@ -194,28 +378,53 @@ impl Escalations {
                 },
             );
         }
-        if let Some(tx) = tx {
-            // The agent may have gone; its guard then marked nothing (we removed it first).
-            let _ = tx.send(res);
-        }
         push_done(&mut inner, view.clone());
+        drop(inner);
+        self.save(&view);
+        for tx in waiters {
+            // A waiter that went away hears nothing; its retry finds the approval.
+            let _ = tx.send(Outcome::Decided(res.clone()));
+        }
+        self.fire(&view, if res.approved { "approved" } else { "denied" });
         Ok(view)
     }
 
-    /// Ends a still-pending escalation without a person (timeout, agent gone).
+    /// Ends a still-pending escalation without a person (deadline, agent deleted); its
+    /// waiters hear `TimedOut`.
     pub fn finish(&self, id: u64, state: EscalationState) -> Option<EscalationView> {
         let mut inner = self.lock();
-        let (mut view, _) = inner.pending.remove(&id)?;
+        let Pending { mut view, waiters } = inner.pending.remove(&id)?;
         view.state = state;
-        view.decided_ms = Some(agenfleet_protocol::now_ms());
+        view.decided_ms = Some(now_ms());
         push_done(&mut inner, view.clone());
+        drop(inner);
+        self.save(&view);
+        for tx in waiters {
+            let _ = tx.send(Outcome::TimedOut);
+        }
         Some(view)
+    }
+
+    /// Ends the pending escalations of a deleted agent (`abandoned`).
+    pub fn abandon_agent(&self, key: &AgentKey) {
+        let ids: Vec<u64> = self
+            .lock()
+            .pending
+            .values()
+            .filter(|p| key_of(&p.view) == *key)
+            .map(|p| p.view.id)
+            .collect();
+        for id in ids {
+            if let Some(v) = self.finish(id, EscalationState::Abandoned) {
+                self.fire(&v, "abandoned");
+            }
+        }
     }
 
     /// A live approval of this exact request by this agent: (reviewer, escalation id).
     pub fn approval(&self, key: &AgentKey, request_hash: &str) -> Option<(String, u64)> {
         let mut inner = self.lock();
-        let now = agenfleet_protocol::now_ms();
+        let now = now_ms();
         inner.approvals.retain(|_, a| a.expires_ms > now);
         inner
             .approvals
@@ -238,7 +447,7 @@ impl Escalations {
             inner
                 .pending
                 .values()
-                .map(|(v, _)| v)
+                .map(|p| &p.view)
                 .filter(|v| visible(v))
                 .cloned(),
         );
@@ -251,8 +460,8 @@ impl Escalations {
         inner
             .pending
             .get(&id)
-            .map(|(v, _)| v.clone())
-            .or_else(|| inner.done.iter().find(|v| v.id == id).cloned())
+            .map(|p| p.view.clone())
+            .or_else(|| inner.done.iter().rev().find(|v| v.id == id).cloned())
     }
 
     /// How many escalations of this agent wait for a person.
@@ -260,7 +469,7 @@ impl Escalations {
         self.lock()
             .pending
             .values()
-            .filter(|(v, _)| v.tenant == key.tenant && v.agent == key.name)
+            .filter(|p| p.view.tenant == key.tenant && p.view.agent == key.name)
             .count() as u32
     }
 }
@@ -291,8 +500,8 @@ mod tests {
             request_hash: hash.into(),
             policies: vec!["pay".into()],
             reason: "why".into(),
-            created_ms: 0,
-            deadline_ms: u64::MAX,
+            created_ms: now_ms(),
+            deadline_ms: now_ms() + 3_600_000,
             state: EscalationState::Pending,
             reviewer: None,
             review_reason: None,
@@ -309,20 +518,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_approval_is_bound_to_its_request_and_decided_once() {
-        let q = Escalations::new(60_000);
-        let mut rx = q.open(view(7, "aaaa"));
+    fn queue(ttl: u64) -> Arc<Escalations> {
+        Arc::new(Escalations::new(ttl, 0, None))
+    }
+
+    #[tokio::test]
+    async fn an_approval_is_bound_to_its_request_and_decided_once() {
+        let q = queue(60_000);
+        let mut w = q.open(view(7, "aaaa"));
         let e = q.resolve(7, "bbbb", res(true)).unwrap_err();
         assert!(e.message.contains("bound to one exact request"), "{e}");
         assert!(
-            rx.try_recv().is_err(),
+            w.rx.try_recv().is_err(),
             "a mismatched approval decides nothing"
         );
         assert_eq!(q.pending_for(&key_of(&view(7, ""))), 1);
         let v = q.resolve(7, "aaaa", res(true)).expect("approved");
         assert_eq!(v.state, EscalationState::Approved);
-        assert!(rx.try_recv().expect("decision delivered").approved);
+        assert!(matches!(w.rx.try_recv(), Ok(Outcome::Decided(r)) if r.approved));
         assert!(q
             .resolve(7, "aaaa", res(false))
             .unwrap_err()
@@ -336,16 +549,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn approvals_expire_and_timeouts_end_pending_ones() {
-        let q = Escalations::new(0);
-        let _rx = q.open(view(1, "h"));
+    #[tokio::test]
+    async fn approvals_expire_and_finished_ones_cannot_be_decided() {
+        let q = queue(0);
+        let _w = q.open(view(1, "h"));
         q.resolve(1, "h", res(true)).expect("approved");
         assert!(
             q.approval(&key_of(&view(1, "h")), "h").is_none(),
             "expired at once"
         );
-        let _rx = q.open(view(2, "h2"));
+        let _w = q.open(view(2, "h2"));
         let v = q.finish(2, EscalationState::TimedOut).expect("was pending");
         assert_eq!(v.state, EscalationState::TimedOut);
         assert!(q.finish(2, EscalationState::TimedOut).is_none());
@@ -355,27 +568,29 @@ mod tests {
 
     /// Waits until `q` holds the escalation `id` in `state` (the waiter runs on the same
     /// single-threaded runtime, so yielding lets it move).
-    async fn until_state(q: &Escalations, id: u64, state: EscalationState) {
-        while q.get(id).map(|v| v.state) != Some(state) {
+    async fn until_pending(q: &Escalations, key: &AgentKey, n: u32) {
+        while q.pending_for(key) != n {
             tokio::task::yield_now().await;
         }
     }
 
     #[tokio::test]
     async fn wait_hears_the_person_and_publishes_the_pending_count() {
-        let q = std::sync::Arc::new(Escalations::new(60_000));
-        let counts = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let q = queue(60_000);
+        let counts = Arc::new(Mutex::new(Vec::new()));
         let (q2, c2) = (q.clone(), counts.clone());
+        let w = q.open(view(3, "hh"));
         let waiter = tokio::spawn(async move {
             q2.wait(
-                view(3, "hh"),
-                Duration::from_secs(3600),
+                w,
                 |n| c2.lock().unwrap().push(n),
-                |_| panic!("a decided escalation is not abandoned"),
+                |_| panic!("a decided wait did not go away"),
             )
             .await
         });
-        until_state(&q, 3, EscalationState::Pending).await;
+        while counts.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
         q.resolve(3, "hh", res(true)).expect("approved");
         match waiter.await.expect("the waiter ends") {
             Outcome::Decided(r) => assert!(r.approved && r.reviewer == "alice"),
@@ -385,40 +600,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wait_times_out_to_a_denial_nobody_made() {
-        let q = Escalations::new(60_000);
-        let out = q
-            .wait(view(4, "h"), Duration::from_millis(1500), |_| {}, |_| {})
-            .await;
+    async fn the_deadline_denies_with_nobody_deciding_and_reminds_before() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let q = Arc::new(Escalations::new(60_000, 1_000, None));
+        let e2 = events.clone();
+        q.set_hook(Box::new(move |v, ev| e2.lock().unwrap().push((v.id, ev))));
+        let mut v = view(4, "h");
+        v.deadline_ms = now_ms() + 5_000;
+        let w = q.open(v);
+        let out = q.wait(w, |_| {}, |_| {}).await;
         assert!(matches!(out, Outcome::TimedOut));
         assert_eq!(q.get(4).unwrap().state, EscalationState::TimedOut);
         assert_eq!(q.pending_for(&key_of(&view(4, ""))), 0);
+        assert_eq!(
+            *events.lock().unwrap(),
+            vec![(4, "opened"), (4, "reminder"), (4, "timed_out")]
+        );
     }
 
     #[tokio::test]
-    async fn a_waiter_that_goes_away_abandons_its_escalation_once() {
-        let q = std::sync::Arc::new(Escalations::new(60_000));
+    async fn a_waiter_that_goes_away_leaves_it_pending_for_the_retry() {
+        let q = queue(60_000);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let counts = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (q2, c2) = (q.clone(), counts.clone());
-        let waiter = tokio::spawn(async move {
-            q2.wait(
-                view(5, "h"),
-                Duration::from_secs(3600),
-                |n| c2.lock().unwrap().push(n),
-                move |id| tx.send(id).unwrap(),
-            )
-            .await
-        });
-        until_state(&q, 5, EscalationState::Pending).await;
+        let key = key_of(&view(5, ""));
+        let w = q.open(view(5, "h"));
+        let q2 = q.clone();
+        let waiter =
+            tokio::spawn(async move { q2.wait(w, |_| {}, move |id| tx.send(id).unwrap()).await });
+        until_pending(&q, &key, 1).await;
+        tokio::task::yield_now().await;
         waiter.abort();
-        assert_eq!(rx.recv().await, Some(5), "the abandon hook ran with the id");
-        assert_eq!(q.get(5).unwrap().state, EscalationState::Abandoned);
-        assert_eq!(*counts.lock().unwrap(), vec![1, 0]);
-        assert!(
-            q.resolve(5, "h", res(true)).is_err(),
-            "nobody can approve an abandoned call"
-        );
+        assert_eq!(rx.recv().await, Some(5), "the gone hook ran with the id");
+        assert_eq!(q.get(5).unwrap().state, EscalationState::Pending);
+        // The retry of the same request joins it; another request does not.
+        assert!(q.attach(&key, "other").is_none());
+        let retry = q.attach(&key, "h").expect("the same request joins");
+        assert!(!retry.opened);
+        q.resolve(5, "h", res(true)).expect("approved");
+        assert!(matches!(q.wait(retry, |_| {}, |_| {}).await, Outcome::Decided(r) if r.approved));
         assert_eq!(rx.recv().await, None, "the hook ran once");
     }
 }

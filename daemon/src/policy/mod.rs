@@ -65,7 +65,7 @@ pub struct PolicyEngine {
     store: Store,
     tenants: RwLock<HashMap<String, Arc<TenantRules>>>,
     agents: RwLock<HashMap<AgentKey, Arc<AgentRules>>>,
-    pub escalations: escalations::Escalations,
+    pub escalations: Arc<escalations::Escalations>,
 }
 
 pub fn sha256_hex(parts: &[&str]) -> String {
@@ -98,13 +98,23 @@ fn store_err(e: StoreError) -> ApiError {
 }
 
 impl PolicyEngine {
-    pub fn new(store: Store, approval_ttl_ms: u64) -> Result<PolicyEngine, String> {
+    /// `reminder_ms`: reviewers are reminded of a pending escalation this long before its
+    /// deadline (0: never).
+    pub fn new(
+        store: Store,
+        approval_ttl_ms: u64,
+        reminder_ms: u64,
+    ) -> Result<PolicyEngine, String> {
         Ok(PolicyEngine {
             cedar: Cedar::new()?,
+            escalations: Arc::new(escalations::Escalations::new(
+                approval_ttl_ms,
+                reminder_ms,
+                Some(store.clone()),
+            )),
             store,
             tenants: RwLock::new(HashMap::new()),
             agents: RwLock::new(HashMap::new()),
-            escalations: escalations::Escalations::new(approval_ttl_ms),
         })
     }
 
@@ -488,7 +498,7 @@ mod tests {
             tenant: "acme".into(),
             name: "bot".into(),
         };
-        (PolicyEngine::new(store, 60_000).expect("engine"), key)
+        (PolicyEngine::new(store, 60_000, 0).expect("engine"), key)
     }
 
     fn call(tool: &str, args: serde_json::Value) -> ToolCall {

@@ -135,7 +135,11 @@ impl Fleet for FleetService {
         self.audited("agent.delete", Some(&key), String::new(), async {
             self.rt.command(&key, Cmd::Delete).await.map(|_| ())
         })
-        .await
+        .await?;
+        // Its calls waiting for a person end with it (reviewers are told).
+        self.rt.policy.escalations.abandon_agent(&key);
+        self.rt.fleet.set_escalations(&key, 0);
+        Ok(())
     }
 
     async fn logs(
@@ -640,6 +644,21 @@ impl Fleet for FleetService {
 
     async fn incidents_matrix(self, _: Context) -> Result<Matrix, ApiError> {
         self.do_incidents_matrix().await
+    }
+
+    async fn incidents_routes(
+        self,
+        _: Context,
+    ) -> Result<agenfleet_protocol::incidents::RoutesReport, ApiError> {
+        self.do_incidents_routes().await
+    }
+
+    async fn incidents_outbox(
+        self,
+        _: Context,
+        limit: u32,
+    ) -> Result<Vec<agenfleet_protocol::incidents::OutboxRow>, ApiError> {
+        self.do_incidents_outbox(limit).await
     }
 
     async fn audit_note(self, _: Context, text: String) -> Result<u64, ApiError> {

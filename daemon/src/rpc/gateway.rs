@@ -20,7 +20,6 @@ use agenfleet_protocol::{ApiError, AuditEvent, PROTOCOL_VERSION};
 use futures::StreamExt;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::Duration;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 
@@ -225,69 +224,75 @@ impl GatewayService {
         }
     }
 
-    /// Opens an escalation (its record first: the id is that record's sequence number)
-    /// and waits for a person or the policy's timeout. Answers (allowed, reviewer, reason).
+    /// Opens an escalation (its record first: the id is that record's sequence number),
+    /// or joins the pending one of this same request (the agent's retry), and waits for a
+    /// person or the deadline. Answers (allowed, reviewer, reason).
     async fn escalate(
         &self,
         call: &ToolCall,
         ev: &crate::policy::Evaluation,
     ) -> Result<(bool, Option<String>, String), ApiError> {
-        let now = agenfleet_protocol::now_ms();
-        let detail = serde_json::json!({
-            "tool": call.tool,
-            "args_sha256": ev.args_digest,
-            "request_hash": ev.request_hash,
-            "policies": ev.policies,
-            "policy_version": ev.policy_version,
-            "reason": ev.reason,
-            "timeout_ms": ev.timeout_ms,
-        })
-        .to_string();
-        let id = self
-            .rt
-            .audit_event(self.event("tool.escalate", "pending", detail))
-            .await?;
-        let view = EscalationView {
-            id,
-            tenant: self.key.tenant.clone(),
-            project: self.project.clone(),
-            agent: self.key.name.clone(),
-            tool: call.tool.clone(),
-            args_json: call.args_json.clone(),
-            request_hash: ev.request_hash.clone(),
-            policies: ev.policies.clone(),
-            reason: ev.reason.clone(),
-            created_ms: now,
-            deadline_ms: now + ev.timeout_ms,
-            state: EscalationState::Pending,
-            reviewer: None,
-            review_reason: None,
-            decided_ms: None,
-            approval_expires_ms: None,
+        let queue = &self.rt.policy.escalations;
+        let waiter = match queue.attach(&self.key, &ev.request_hash) {
+            Some(w) => {
+                tracing::info!(agent = %self.key, id = w.id, tool = %call.tool, "retried call joins its pending escalation");
+                w
+            }
+            None => {
+                let now = agenfleet_protocol::now_ms();
+                let detail = serde_json::json!({
+                    "tool": call.tool,
+                    "args_sha256": ev.args_digest,
+                    "request_hash": ev.request_hash,
+                    "policies": ev.policies,
+                    "policy_version": ev.policy_version,
+                    "reason": ev.reason,
+                    "timeout_ms": ev.timeout_ms,
+                })
+                .to_string();
+                let id = self
+                    .rt
+                    .audit_event(self.event("tool.escalate", "pending", detail))
+                    .await?;
+                tracing::info!(agent = %self.key, id, tool = %call.tool, "tool call escalated to a person");
+                queue.open(EscalationView {
+                    id,
+                    tenant: self.key.tenant.clone(),
+                    project: self.project.clone(),
+                    agent: self.key.name.clone(),
+                    tool: call.tool.clone(),
+                    args_json: call.args_json.clone(),
+                    request_hash: ev.request_hash.clone(),
+                    policies: ev.policies.clone(),
+                    reason: ev.reason.clone(),
+                    created_ms: now,
+                    deadline_ms: now + ev.timeout_ms,
+                    state: EscalationState::Pending,
+                    reviewer: None,
+                    review_reason: None,
+                    decided_ms: None,
+                    approval_expires_ms: None,
+                })
+            }
         };
-        tracing::info!(agent = %self.key, id, tool = %call.tool, "tool call escalated to a person");
+        let (id, deadline_ms) = (waiter.id, waiter.deadline_ms);
         let publish = |n| self.rt.fleet.set_escalations(&self.key, n);
         let svc = self.clone();
-        let abandoned = move |id| {
-            // The agent's call is gone: its denial is still recorded.
+        let gone = move |id| {
+            // This call is gone (its denial is recorded); the escalation stays pending
+            // and a decision applies to the agent's retry of the same request.
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     let ev = svc.event(
                         "tool.decide",
                         "deny",
-                        format!("{{\"escalation\":{id},\"reason\":\"the agent went away before anyone decided\"}}"),
+                        format!("{{\"escalation\":{id},\"reason\":\"the agent's call went away before anyone decided; the escalation stays pending until its deadline and a decision applies to the same request's retry\"}}"),
                     );
                     let _ = svc.rt.audit_event(ev).await;
                 });
             }
         };
-        let timeout = Duration::from_millis(ev.timeout_ms);
-        let outcome = self
-            .rt
-            .policy
-            .escalations
-            .wait(view, timeout, publish, abandoned)
-            .await;
+        let outcome = queue.wait(waiter, publish, gone).await;
         Ok(match outcome {
             Outcome::Decided(res) => (
                 res.approved,
@@ -303,8 +308,8 @@ impl GatewayService {
                 false,
                 None,
                 format!(
-                    "escalation {id} timed out after {} ms with nobody deciding: denied",
-                    ev.timeout_ms
+                    "escalation {id} timed out at its deadline ({}) with nobody deciding: denied",
+                    agenfleet_protocol::time::rfc3339(deadline_ms)
                 ),
             ),
         })

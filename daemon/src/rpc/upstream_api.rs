@@ -55,6 +55,8 @@ pub(super) fn full(b: Bytes) -> ApiBody {
 struct CallRecord {
     svc: GatewayService,
     class: UpstreamClass,
+    /// A connection of kind `workflow` (its failures are the client's).
+    workflow: bool,
     name: String,
     model: String,
     method: String,
@@ -95,17 +97,20 @@ impl CallRecord {
                     Attempt::Status(s) if *s >= 500 => Seen::Failed {
                         what: format!("HTTP {s}"),
                         timeout: false,
+                        unreachable: false,
                         absorbed,
                     },
                     Attempt::Status(_) => return None,
                     Attempt::Timeout => Seen::Failed {
                         what: "no answer within its timeout".into(),
                         timeout: true,
+                        unreachable: false,
                         absorbed,
                     },
                     Attempt::Unreachable(e) => Seen::Failed {
                         what: format!("unreachable ({e})"),
                         timeout: false,
+                        unreachable: true,
                         absorbed,
                     },
                     Attempt::Unusable(_) => return None,
@@ -191,6 +196,7 @@ impl CallRecord {
                 project: self.svc.project().to_string(),
                 action: self.action(),
                 provider: self.class == UpstreamClass::Provider,
+                workflow: self.workflow,
                 seen,
                 seq,
             });
@@ -330,6 +336,7 @@ async fn refuse(
                 project: svc.project().to_string(),
                 action,
                 provider: true,
+                workflow: false,
                 seen: vec![(name.to_string(), Seen::OverBudget(why.clone()))],
                 seq,
             });
@@ -522,10 +529,12 @@ async fn call(
         body,
     };
     let record_bodies = live.view.spec.record_bodies;
+    let workflow = live.view.spec.kind == agenfleet_protocol::upstream::UpstreamKind::Workflow;
     let sent = rt.upstreams.send(live, &out).await;
     let mut record = CallRecord {
         svc: svc.clone(),
         class,
+        workflow,
         name: name.clone(),
         model,
         method: parts.method.to_string(),

@@ -207,4 +207,31 @@ pub const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         body_json TEXT NOT NULL,
         saved_ms INTEGER NOT NULL);",
+    // 11: the delivery outbox (incidents' and escalations' notifications): a row before
+    // the first attempt, deleted once delivered, kept as `failed` when given up.
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        route TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        ref_id INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        tenant_id TEXT,
+        body BLOB NOT NULL,
+        env_json TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        last_error TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL);
+     CREATE INDEX outbox_state ON outbox(state, id);",
+    // 12: escalations (tool calls waiting for a person, and how each ended): pending ones
+    // and live approvals survive a daemon restart.
+    "CREATE TABLE escalations (
+        id INTEGER PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        state TEXT NOT NULL,
+        body_json TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL);
+     CREATE INDEX escalations_state ON escalations(state, id);",
 ];

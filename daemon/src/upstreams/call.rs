@@ -144,7 +144,7 @@ fn request_for(
 }
 
 /// Where an error from the client came from, in a few words.
-fn reason(e: &hyper_util::client::legacy::Error) -> String {
+pub(crate) fn reason(e: &hyper_util::client::legacy::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {

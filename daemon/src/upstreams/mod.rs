@@ -104,8 +104,22 @@ pub fn parse_ca(pem: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'stati
 
 /// The client for one upstream: TLS only, TCP_NODELAY, pooled keep-alive connections.
 pub fn client_for(spec: &UpstreamSpec) -> Result<HttpsClient, String> {
+    https_client(
+        spec.ca_pem.as_deref(),
+        std::time::Duration::from_millis(spec.timeout_ms.min(10_000)),
+        true,
+    )
+}
+
+/// A pooled HTTP/1.1 client trusting the system's and webpki's roots plus `ca_pem`
+/// (ring provider, TCP_NODELAY); `https_only` refuses plain http URLs.
+pub fn https_client(
+    ca_pem: Option<&str>,
+    connect_timeout: std::time::Duration,
+    https_only: bool,
+) -> Result<HttpsClient, String> {
     let mut roots = base_roots().clone();
-    if let Some(pem) = &spec.ca_pem {
+    if let Some(pem) = ca_pem {
         for c in parse_ca(pem)? {
             roots
                 .add(c)
@@ -122,14 +136,14 @@ pub fn client_for(spec: &UpstreamSpec) -> Result<HttpsClient, String> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(std::time::Duration::from_millis(
-        spec.timeout_ms.min(10_000),
-    )));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
+    http.set_connect_timeout(Some(connect_timeout));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    let builder = if https_only {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    let https = builder.enable_http1().wrap_connector(http);
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))

@@ -117,7 +117,7 @@ pub enum Msg {
     Decided(u64, bool, Result<EscalationView, String>),
     Scopes(String, Result<VersionHistory, String>),
     ScopesPublished(String, Result<u32, String>),
-    IncidentDone(u64, Result<Incident, String>),
+    IncidentDone(u64, Box<Result<Incident, String>>),
 }
 
 /// What the event loop should do (the console's only way to reach the daemon).
@@ -390,7 +390,7 @@ impl App {
             }
             Msg::ScopesPublished(agent, r) => self.scopes_published(&agent, r),
             Msg::IncidentDone(id, r) => {
-                self.incident_done(id, r);
+                self.incident_done(id, *r);
                 vec![]
             }
         }

@@ -1,6 +1,7 @@
-//! `agenfleet incidents list|show|ack|resolve|reassign|silence|open|matrix|export`: what
-//! broke, who owns it (the responsibility matrix), what to do next; the lifecycle for
-//! scripts; and the PagerDuty Events v2 shape for other tools.
+//! `agenfleet incidents list|show|ack|resolve|reassign|silence|open|matrix|routes|outbox|
+//! export`: what broke, who owns it (the responsibility matrix), what to do next; the
+//! lifecycle for scripts; where each party's incidents go and what waits to be delivered;
+//! and the PagerDuty Events v2 shape for other tools.
 
 use super::Out;
 use crate::client::{CliError, Conn};
@@ -55,6 +56,14 @@ pub enum IncidentsCmd {
     },
     /// The responsibility matrix and every scenario with its party and severity.
     Matrix,
+    /// The incident routes, and which route(s) each (party, tenant)'s incidents and each
+    /// tenant's escalations go to.
+    Routes,
+    /// Notifications waiting to be delivered (or given up), newest first.
+    Outbox {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Every open incident as PagerDuty Events v2 events (JSON lines).
     Export {
         #[arg(long, default_value = "pagerduty")]
@@ -228,6 +237,79 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &IncidentsCmd) -> Result<(), CliEr
                     .await??,
             )
         }
+        IncidentsCmd::Routes => {
+            let r = conn.client.incidents_routes(conn.ctx()).await??;
+            out.print(&r, || {
+                let mut s = String::from("Routes\n");
+                if r.routes.is_empty() {
+                    s += "  (none: incidents are kept and shown, not delivered)\n";
+                }
+                for x in &r.routes {
+                    let mut only = Vec::new();
+                    for (k, v) in [
+                        ("tenant", &x.tenant),
+                        ("project", &x.project),
+                        ("provider", &x.provider),
+                        ("connection", &x.connection),
+                    ] {
+                        if let Some(v) = v {
+                            only.push(format!("{k} {v}"));
+                        }
+                    }
+                    if x.min_severity != agenfleet_protocol::incidents::Severity::Info {
+                        only.push(format!("{}+", x.min_severity));
+                    }
+                    s += &format!(
+                        "  {:<44} {:<15} {:<10} {}\n",
+                        x.name,
+                        x.party,
+                        x.format,
+                        only.join(", ")
+                    );
+                }
+                s += "\nWhere incidents go (party, tenant → routes)\n";
+                for x in &r.resolved {
+                    s += &format!(
+                        "  {:<15} {:<20} → {}\n",
+                        x.party,
+                        x.tenant.as_deref().unwrap_or("(any)"),
+                        if x.routes.is_empty() {
+                            "NO ROUTE".to_string()
+                        } else {
+                            x.routes.join(", ")
+                        }
+                    );
+                }
+                s
+            })
+        }
+        IncidentsCmd::Outbox { limit } => {
+            let rows = conn.client.incidents_outbox(conn.ctx(), *limit).await??;
+            out.print(&rows, || {
+                if rows.is_empty() {
+                    return "Nothing waits to be delivered.\n".to_string();
+                }
+                let mut s = format!(
+                    "{:<7} {:<8} {:<11} {:<7} {:<12} {:<8} {:>8}  {:<40} LAST ERROR\n",
+                    "ROW", "STATE", "KIND", "ID", "EVENT", "TENANT", "ATTEMPTS", "ROUTE"
+                );
+                for r in &rows {
+                    s += &format!(
+                        "{:<7} {:<8} {:<11} {:<7} {:<12} {:<8} {:>8}  {:<40} {}\n",
+                        r.id,
+                        r.state,
+                        r.kind,
+                        r.ref_id,
+                        r.event,
+                        r.tenant.as_deref().unwrap_or("-"),
+                        r.attempts,
+                        r.route,
+                        r.last_error
+                    );
+                }
+                s
+            })
+        }
         IncidentsCmd::Matrix => {
             let m = conn.client.incidents_matrix(conn.ctx()).await??;
             out.print(&m, || {
@@ -279,7 +361,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &IncidentsCmd) -> Result<(), CliEr
                 .iter()
                 .filter(|i| *all || i.state != IncidentState::Resolved)
             {
-                out.raw(&i.pagerduty_event(routing_key).to_string());
+                out.raw(&i.pagerduty_event(routing_key, None).to_string());
             }
             Ok(())
         }

@@ -13,7 +13,8 @@ use clap::{Args, Subcommand};
 
 #[derive(Args, Debug, Default)]
 pub struct Options {
-    /// openai, anthropic or generic (the shape of requests, answers and usage).
+    /// openai, anthropic, generic, or workflow (a connection to a workflow the client
+    /// builds, e.g. n8n: its failures are routed to the client).
     #[arg(long)]
     kind: Option<String>,
     /// https://host[:port][/prefix]; the agent's path is appended.
@@ -99,8 +100,11 @@ fn bad(m: impl Into<String>) -> CliError {
 /// `spec` with the options given applied.
 fn apply(mut spec: UpstreamSpec, o: &Options) -> Result<UpstreamSpec, CliError> {
     if let Some(k) = &o.kind {
-        let kind = UpstreamKind::parse(k)
-            .ok_or_else(|| bad(format!("--kind `{k}`: one of openai, anthropic, generic")))?;
+        let kind = UpstreamKind::parse(k).ok_or_else(|| {
+            bad(format!(
+                "--kind `{k}`: one of openai, anthropic, generic, workflow"
+            ))
+        })?;
         if o.auth.is_none() && spec.auth == spec.kind.default_auth() {
             spec.auth = kind.default_auth();
         }
@@ -182,7 +186,9 @@ pub async fn run(
         UpstreamsCmd::Add { name, tenant, opts } => {
             let kind = match &opts.kind {
                 Some(k) => UpstreamKind::parse(k).ok_or_else(|| {
-                    bad(format!("--kind `{k}`: one of openai, anthropic, generic"))
+                    bad(format!(
+                        "--kind `{k}`: one of openai, anthropic, generic, workflow"
+                    ))
                 })?,
                 None => return Err(bad("add needs --kind (openai, anthropic or generic)")),
             };

@@ -289,6 +289,8 @@ pub mod tests {
                 vec![]
             },
             opened_by: None,
+            provider: None,
+            connection: None,
         }
     }
 

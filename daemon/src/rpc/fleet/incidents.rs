@@ -6,7 +6,7 @@
 use super::FleetService;
 use crate::authz::{Caller, Permission, Scope};
 use crate::incidents::Transition;
-use agenfleet_protocol::incidents::{Incident, Matrix};
+use agenfleet_protocol::incidents::{Incident, Matrix, OutboxRow, RoutesReport};
 use agenfleet_protocol::{AgentRef, ApiError};
 
 /// Platform-wide incidents every operator sees (they affect every tenant).
@@ -158,6 +158,35 @@ impl FleetService {
             },
         )
         .await
+    }
+
+    pub(super) async fn do_incidents_routes(&self) -> Result<RoutesReport, ApiError> {
+        self.check_any(Permission::FleetRead, "incidents_routes")
+            .await?;
+        let c = self.caller();
+        let tenants: Vec<String> = self
+            .rt
+            .store
+            .tenant_ids()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            .filter(|t| c.sees_row(Permission::FleetRead, Some(t), None))
+            .collect();
+        Ok(self.rt.incidents.routes_report(&tenants, c.platform_admin))
+    }
+
+    pub(super) async fn do_incidents_outbox(&self, limit: u32) -> Result<Vec<OutboxRow>, ApiError> {
+        self.check_any(Permission::FleetRead, "incidents_outbox")
+            .await?;
+        let c = self.caller();
+        let rows = self
+            .rt
+            .incidents
+            .outbox_rows(limit.clamp(1, 10_000) as usize)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| c.sees_row(Permission::FleetRead, r.tenant.as_deref(), None))
+            .collect())
     }
 
     pub(super) async fn do_incidents_matrix(&self) -> Result<Matrix, ApiError> {
