@@ -39,6 +39,18 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A fresh directory for one test (under the system's temp dir; the test removes it).
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "agf-{name}-{}-{}",
+        std::process::id(),
+        daemon::rand_suffix()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("a test dir");
+    d
+}
+
 /// Reads the whole file at `p` as text, or "".
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()

@@ -31,13 +31,16 @@ impl TestCa {
         }
     }
 
-    /// A server certificate for localhost and 127.0.0.1: (chain, key).
-    fn leaf(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let mut p =
-            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
-        p.subject_alt_names.push(rcgen::SanType::IpAddress(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-        ));
+    /// A server certificate for `names` (host names and IP addresses): (chain, key).
+    fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        for n in names {
+            p.subject_alt_names
+                .push(match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => rcgen::SanType::IpAddress(ip),
+                    Err(_) => rcgen::SanType::DnsName((*n).try_into().expect("a DNS name")),
+                });
+        }
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let cert = p
             .signed_by(&key, &self.cert, &self.key)
@@ -142,9 +145,15 @@ fn read_request(r: &mut impl BufRead) -> Option<Seen> {
 }
 
 impl ProviderStub {
-    /// Listens on 127.0.0.1 with a certificate from `ca`.
+    /// Listens on 127.0.0.1 with a certificate from `ca` for localhost and 127.0.0.1.
     pub fn start(ca: &TestCa, answer: Answer) -> ProviderStub {
-        let (chain, key) = ca.leaf();
+        ProviderStub::serve(ca, answer, "127.0.0.1:0", &["localhost", "127.0.0.1"])
+    }
+
+    /// Listens on `bind` (`[::1]:0`, `127.0.0.1:PORT`…) with a certificate from `ca` for
+    /// `names` (a name the client does not ask for makes a certificate that does not match).
+    pub fn serve(ca: &TestCa, answer: Answer, bind: &str, names: &[&str]) -> ProviderStub {
+        let (chain, key) = ca.leaf(names);
         let config = Arc::new(
             rustls::ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
@@ -155,7 +164,7 @@ impl ProviderStub {
             .with_single_cert(chain, key)
             .expect("server certificate"),
         );
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the stub");
+        let listener = std::net::TcpListener::bind(bind).expect("bind the stub");
         let port = listener.local_addr().expect("addr").port();
         let answer = Arc::new(Mutex::new(answer));
         let seen: Arc<Mutex<Vec<Seen>>> = Default::default();

@@ -437,6 +437,14 @@ impl AuditLog {
         &self.dir
     }
 
+    /// The writer's newest record: (sequence number, hash), from memory (None: empty).
+    pub fn head(&self) -> Option<(u64, Hash)> {
+        let st = self.status();
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(&st.head_hash, &mut h).ok()?;
+        (st.head_seq > 0).then_some((st.head_seq, h))
+    }
+
     /// Hears why the log closed for writing (None while it is open).
     pub fn closed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.shared.closed.subscribe()

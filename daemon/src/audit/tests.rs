@@ -248,27 +248,35 @@ async fn the_running_check_finds_a_record_changed_after_it_was_written() {
         log.record(&ev(i)).await.unwrap();
     }
     let start = watch::start(&d).unwrap();
-    let first = watch::check(&d, &start, None).expect("an intact log checks");
+    let h5 = log.head().expect("a head");
+    assert_eq!(h5.0, 5);
+    let first = watch::check(&d, &start, &[h5]).expect("an intact log checks");
     assert_eq!(first.seq, 5);
+    let e = watch::check(&d, &start, &[(9, h5.1)]).unwrap_err();
+    assert!(
+        e.contains("the log ends at record 5 but record 9 was written"),
+        "{e}"
+    );
     for i in 5..8 {
         log.record(&ev(i)).await.unwrap();
     }
-    let second = watch::check(&d, &start, Some(&first)).expect("appends are fine");
+    let h8 = log.head().unwrap();
+    let second = watch::check(&d, &start, &[h5, h8]).expect("appends are fine");
     assert_eq!(second.seq, 8);
-    // The newest record, rewritten with a valid checksum: only the hash seen by the
-    // last check can tell.
+    // The newest record, rewritten with a valid checksum: only the hash the writer gave
+    // it can tell.
     forge(&d, 8);
-    let e = watch::check(&d, &first, Some(&second)).unwrap_err();
-    assert!(e.contains("record 8 changed since it was checked"), "{e}");
+    let e = watch::check(&d, &first, &[h5, h8]).unwrap_err();
+    assert!(e.contains("record 8 changed since it was written"), "{e}");
     // A record in the middle breaks the chain.
     forge(&d, 6);
-    let e = watch::check(&d, &first, Some(&second)).unwrap_err();
+    let e = watch::check(&d, &first, &[]).unwrap_err();
     assert!(e.contains("record 7 does not chain to record 6"), "{e}");
     // Truncation below what was checked.
     let path = format::list_segments(&d).unwrap().pop().unwrap().1;
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(second.offset - 10).unwrap();
-    let e = watch::check(&d, &second, None).unwrap_err();
+    let e = watch::check(&d, &second, &[]).unwrap_err();
     assert!(e.contains("truncated"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -1,8 +1,8 @@
 //! Tamper checks while the daemon runs. Every checkpoint interval the records appended
 //! since the check before last are read back from disk and checked — checksums, sequence
-//! numbers, the chain, and the hash the last check saw at its end — so a record altered,
-//! removed or truncated after it was written is found within one interval (cheap: only
-//! the tail is read). Every `full_every` the whole log is verified as `audit verify` does,
+//! numbers, the chain, and the hashes the writer itself gave the newest records (kept in
+//! memory, never read back from disk) — so a record altered, removed or truncated after
+//! it was written is found within one interval (cheap: only the tail is read). Every `full_every` the whole log is verified as `audit verify` does,
 //! for older records. A problem is reported once per check that finds it.
 
 use super::format::{self, Hash, Step, SEGMENT_HEADER};
@@ -32,10 +32,11 @@ pub fn start(dir: &Path) -> std::io::Result<Mark> {
     })
 }
 
-/// Checks every record after `from`, through the newest segment. `expect`: the mark a
-/// previous check ended at — the record there must still have that hash. Answers the mark
-/// after the last whole record (a record being written right now is left for next time).
-pub fn check(dir: &Path, from: &Mark, expect: Option<&Mark>) -> Result<Mark, String> {
+/// Checks every record after `from`, through the newest segment. `expect`: (sequence
+/// number, hash) pairs the writer gave records — each must be on disk with that hash.
+/// Answers the mark after the last whole record (a record being written right now is
+/// left for next time).
+pub fn check(dir: &Path, from: &Mark, expect: &[(u64, Hash)]) -> Result<Mark, String> {
     let segs = format::list_segments(dir).map_err(|e| format!("cannot list the audit log: {e}"))?;
     let Some(i) = segs.iter().position(|(s, _)| *s == from.segment) else {
         return Err(format!(
@@ -45,7 +46,7 @@ pub fn check(dir: &Path, from: &Mark, expect: Option<&Mark>) -> Result<Mark, Str
         ));
     };
     let mut at = from.clone();
-    let mut expect_checked = expect.is_none();
+    let mut unseen: Vec<&(u64, Hash)> = expect.iter().filter(|(seq, _)| *seq > from.seq).collect();
     for (n, (first, path)) in segs[i..].iter().enumerate() {
         let offset = if n == 0 {
             at.offset
@@ -86,16 +87,11 @@ pub fn check(dir: &Path, from: &Mark, expect: Option<&Mark>) -> Result<Mark, Str
                         seq: rec.seq,
                         hash: Some(rec.hash),
                     };
-                    if let Some(e) = expect {
-                        if e.seq == rec.seq {
-                            if e.hash.is_some() && e.hash != at.hash {
-                                return Err(format!(
-                                    "record {} changed since it was checked",
-                                    rec.seq
-                                ));
-                            }
-                            expect_checked = true;
+                    if let Some(i) = unseen.iter().position(|(seq, _)| *seq == rec.seq) {
+                        if unseen[i].1 != rec.hash {
+                            return Err(format!("record {} changed since it was written", rec.seq));
                         }
+                        unseen.remove(i);
                     }
                     pos += used;
                 }
@@ -106,13 +102,11 @@ pub fn check(dir: &Path, from: &Mark, expect: Option<&Mark>) -> Result<Mark, Str
             }
         }
     }
-    if !expect_checked {
-        if let Some(e) = expect {
-            return Err(format!(
-                "the log ends at record {} but record {} was there before",
-                at.seq, e.seq
-            ));
-        }
+    if let Some((seq, _)) = unseen.first() {
+        return Err(format!(
+            "the log ends at record {} but record {seq} was written",
+            at.seq
+        ));
     }
     Ok(at)
 }
@@ -139,11 +133,13 @@ fn read_from(path: &PathBuf, offset: u64) -> Result<Vec<u8>, String> {
 }
 
 /// Runs the checks every `every` (and a full verification every `full_every`, if not
-/// zero) until `stop` says so; `found` hears each problem.
+/// zero) until `stop` says so. `head` is the writer's newest (sequence number, hash);
+/// `found` hears each problem (once, until the check passes again).
 pub fn run(
     dir: PathBuf,
     every: Duration,
     full_every: Duration,
+    head: impl Fn() -> Option<(u64, Hash)>,
     stop: impl Fn() -> bool,
     found: impl Fn(String),
 ) {
@@ -151,6 +147,7 @@ pub fn run(
         return;
     };
     let mut last_end: Option<Mark> = None;
+    let mut last_head: Option<(u64, Hash)> = None;
     let mut last_full = Instant::now();
     let mut reported: Option<String> = None;
     loop {
@@ -158,14 +155,18 @@ pub fn run(
         if stop() {
             return;
         }
+        // Read before the disk: what the writer had then is on disk by now.
+        let now_head = head();
+        let expect: Vec<(u64, Hash)> = last_head.into_iter().chain(now_head).collect();
         let mut problem = None;
-        match check(&dir, &window, last_end.as_ref()) {
+        match check(&dir, &window, &expect) {
             Ok(end) => {
-                // The next window starts where this one's check began its last interval.
+                // The next window starts where this check's interval began.
                 if let Some(prev) = last_end.take() {
                     window = prev;
                 }
                 last_end = Some(end);
+                last_head = now_head;
             }
             Err(e) => problem = Some(e),
         }

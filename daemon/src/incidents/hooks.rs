@@ -30,6 +30,7 @@ pub fn watch_audit(
     let weak = Arc::downgrade(incidents);
     let weak_stop = weak.clone();
     let handle = tokio::runtime::Handle::current();
+    let log = audit.clone();
     let spawned = std::thread::Builder::new()
         .name("audit-watch".into())
         .spawn(move || {
@@ -37,6 +38,7 @@ pub fn watch_audit(
                 dir,
                 every,
                 full,
+                || log.head(),
                 || weak_stop.strong_count() == 0,
                 |problem| {
                     tracing::error!(%problem, "audit log tampering found while running");
