@@ -374,3 +374,399 @@ fn forge_last(seg: &std::path::Path, needle: &str) {
     f.write_all(&body).unwrap();
     f.sync_all().unwrap();
 }
+
+/// Writes a CA file and an HMAC secret for a test's routes: (ca_file, secret_file).
+fn route_files(dir: &std::path::Path, ca: &TestCa) -> (String, String) {
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let secret_file = dir.join("hook.secret");
+    std::fs::write(&secret_file, "a-shared-secret-of-some-length").unwrap();
+    (
+        ca_file.display().to_string(),
+        secret_file.display().to_string(),
+    )
+}
+
+fn incidents_at(stub: &ProviderStub) -> Vec<Value> {
+    json_bodies(stub)
+        .into_iter()
+        .map(|b| b["incident"].clone())
+        .collect()
+}
+
+#[test]
+fn each_tenant_and_each_provider_reaches_its_own_route() {
+    if !docker_available("each_tenant_and_each_provider_reaches_its_own_route") {
+        return;
+    }
+    let ca = TestCa::new();
+    let dir = tempdir("notify-routes");
+    let (ca_file, secret_file) = route_files(&dir, &ca);
+    let [acme, beta, fallback, anthropic, providers] =
+        std::array::from_fn(|_| ProviderStub::start(&ca, accepted()));
+    let route = |extra: &str, stub: &ProviderStub| {
+        format!(
+            "[[incident_route]]\n{extra}\nwebhook = \"https://127.0.0.1:{}/hook\"\nsecret_file = {secret_file:?}\nca_file = {ca_file:?}\n",
+            stub.port
+        )
+    };
+    let config = [
+        "allow_direct_egress = true\n".to_string(),
+        route(
+            "name = \"acme-client\"\nparty = \"client\"\ntenant = \"acme\"",
+            &acme,
+        ),
+        route(
+            "name = \"beta-client\"\nparty = \"client\"\ntenant = \"beta\"",
+            &beta,
+        ),
+        route("name = \"any-client\"\nparty = \"client\"", &fallback),
+        route(
+            "name = \"anthropic-desk\"\nparty = \"model_provider\"\nprovider = \"anthropic\"",
+            &anthropic,
+        ),
+        route(
+            "name = \"providers\"\nparty = \"model_provider\"",
+            &providers,
+        ),
+    ]
+    .concat();
+    let d = Daemon::start("notify-routes", &config);
+    d.create(&scoped_spec("acme", "web", "a1", false));
+    d.create(&scoped_spec("beta", "web", "b1", false));
+
+    // `incidents routes` says where each (party, tenant) goes.
+    let r = d.json(&["incidents", "routes"]);
+    let goes = |party: &str, tenant: Value| -> Vec<String> {
+        r["resolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["party"] == party && x["tenant"] == tenant)
+            .unwrap_or_else(|| panic!("{party}/{tenant} in {r}"))["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(goes("client", "acme".into()), ["acme-client"]);
+    assert_eq!(goes("client", "beta".into()), ["beta-client"]);
+    assert_eq!(goes("client", Value::Null), ["any-client"]);
+    assert_eq!(goes("model_provider", "acme".into()), ["providers"]);
+    assert!(goes("tool_provider", "acme".into()).is_empty());
+
+    // Each tenant's client incident arrives at its own receiver only.
+    for agent in ["acme/a1", "beta/b1"] {
+        d.json(&[
+            "incidents",
+            "open",
+            "--scenario",
+            "api-key-leaked",
+            "--agent",
+            agent,
+            "--summary",
+            &format!("{agent} leaked"),
+        ]);
+    }
+    wait_for(Duration::from_secs(20), "both tenants' deliveries", || {
+        (!incidents_at(&acme).is_empty() && !incidents_at(&beta).is_empty()).then_some(())
+    });
+    assert!(incidents_at(&acme).iter().all(|i| i["tenant"] == "acme"));
+    assert!(incidents_at(&beta).iter().all(|i| i["tenant"] == "beta"));
+
+    // A provider's own route wins over the party's; another provider goes to the party's.
+    let stub = StubServer::start();
+    stub.set("/down", 500, "{\"error\":\"overloaded\"}");
+    let p = stub.port;
+    d.create(&format!(
+        "name = \"modeler\"\ntenant = \"acme\"\nproject = \"web\"\nimage = \"agenfleet/agent\"\n[network]\nmode = \"egress\"\n[workload]\nlog_interval_ms = 0\nmodel_call_interval_ms = 200\n\
+         [[workload.model_calls]]\nprovider = \"anthropic\"\nurl = \"http://{{gateway}}:{p}/down\"\n\
+         [[workload.model_calls]]\nprovider = \"mistral\"\nurl = \"http://{{gateway}}:{p}/down\"\n"
+    ));
+    wait_for(
+        Duration::from_secs(60),
+        "both providers' incidents delivered",
+        || {
+            let a = incidents_at(&anthropic);
+            let m = incidents_at(&providers);
+            (a.iter().any(|i| i["provider"] == "anthropic")
+                && m.iter().any(|i| i["provider"] == "mistral"))
+            .then_some(())
+        },
+    );
+    assert!(
+        incidents_at(&anthropic)
+            .iter()
+            .all(|i| i["provider"] == "anthropic"),
+        "only anthropic's own incidents at its desk"
+    );
+    assert!(
+        incidents_at(&providers)
+            .iter()
+            .all(|i| i["provider"] != "anthropic"),
+        "anthropic's incidents do not also go to the party's route"
+    );
+    assert!(
+        incidents_at(&fallback).is_empty(),
+        "no tenant's client incident reached the catch-all route"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const REVIEW_POLICY: &str = r#"
+@id("payments")
+@escalate("payments are reviewed by a person")
+@timeout_ms("600000")
+forbid (principal, action, resource == AgenFleet::Tool::"http_request")
+when { context.host like "pay*" && context.url_path like "/charge*" };
+
+@id("quick")
+@escalate("a short window")
+@timeout_ms("4000")
+forbid (principal, action, resource == AgenFleet::Tool::"http_request")
+when { context.host like "pay*" && context.url_path like "/quick*" };
+"#;
+
+fn pending(d: &Daemon, n: usize) -> Vec<Value> {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{n} pending escalation(s)"),
+        || {
+            let l = d.json(&["escalations", "list"]);
+            let l = l.as_array().cloned().unwrap_or_default();
+            (l.len() == n).then_some(l)
+        },
+    )
+}
+
+fn escalation_events(stub: &ProviderStub, id: u64) -> Vec<String> {
+    json_bodies(stub)
+        .into_iter()
+        .filter(|b| b["escalation"]["id"] == id)
+        .filter_map(|b| b["event"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn escalations_reach_reviewers_and_outlive_a_daemon_restart() {
+    if !docker_available("escalations_reach_reviewers_and_outlive_a_daemon_restart") {
+        return;
+    }
+    let ca = TestCa::new();
+    let dir = tempdir("notify-review");
+    let (ca_file, secret_file) = route_files(&dir, &ca);
+    let reviewers = ProviderStub::start(&ca, accepted());
+    let mut d = Daemon::start(
+        "notify-review",
+        &format!(
+            "[[incident_route]]\nparty = \"reviewers\"\ntenant = \"default\"\nwebhook = \"https://127.0.0.1:{}/review\"\nsecret_file = {secret_file:?}\nca_file = {ca_file:?}\n",
+            reviewers.port
+        ),
+    );
+    d.create("name = \"payer\"\nimage = \"agenfleet/agent\"\n[workload]\nlog_interval_ms = 0\n");
+    d.wait_agent("payer", "running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+    let f = d.file(
+        "scopes.toml",
+        "tools = [\"http_request\"]\n[[http]]\nhost = \"*.example.com\"\nmethods = [\"GET\", \"POST\"]\n",
+    );
+    d.json(&["scopes", "publish", "payer", &f]);
+    let f = d.file("policy.cedar", REVIEW_POLICY);
+    d.json(&["policy", "publish", "default", &f, "--note", "reviews"]);
+    let cid = d.agent("payer")["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let charge = serde_json::json!({"tool": "http_request", "args": {"method": "POST", "url": "https://pay.example.com/charge?amount=7"}});
+    let call = {
+        let (cid, charge) = (cid.clone(), charge.clone());
+        move || container_calls(&cid, &[], &[charge.clone()])
+    };
+
+    // The notification arrives at once, with what a reviewer needs and the commands.
+    let waiting = std::thread::spawn(call.clone());
+    let e = pending(&d, 1).remove(0);
+    let id = e["id"].as_u64().unwrap();
+    let opened = wait_for(
+        Duration::from_secs(20),
+        "the reviewers' notification",
+        || {
+            json_bodies(&reviewers)
+                .into_iter()
+                .find(|b| b["event"] == "escalation.opened" && b["escalation"]["id"] == id)
+        },
+    );
+    let text = opened["text"].as_str().unwrap();
+    let short = &e["request_hash"].as_str().unwrap()[..12];
+    for want in [
+        "http_request",
+        "amount=7",
+        "payments",
+        "Decide before",
+        &format!("agenfleet escalations approve {id} --request {short}"),
+        &format!("agenfleet escalations deny {id} --request {short}"),
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    assert!(opened["reviewers"]
+        .as_str()
+        .unwrap()
+        .contains("project_contributor"));
+
+    // The daemon dies while it waits; after the restart it waits still, same deadline.
+    d.kill9();
+    let _ = waiting.join();
+    d.restart();
+    let after = pending(&d, 1).remove(0);
+    assert_eq!(after["id"], e["id"]);
+    assert_eq!(after["deadline_ms"], e["deadline_ms"]);
+    assert_eq!(after["state"], "pending");
+    // The agent retries the same request: it joins the pending escalation, and the
+    // approval made after the restart lets it through.
+    let retry = std::thread::spawn(call.clone());
+    wait_for(Duration::from_secs(20), "the retry to wait", || {
+        (d.agent("payer")["escalations"] == 1).then_some(())
+    });
+    d.json(&[
+        "escalations",
+        "approve",
+        &id.to_string(),
+        "--reason",
+        "invoice 7 checked",
+    ]);
+    let dec = retry
+        .join()
+        .expect("the retry ends")
+        .pop()
+        .expect("a decision");
+    assert_eq!(dec["allowed"], true, "{dec}");
+    assert!(
+        dec["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("escalation {id}")),
+        "{dec}"
+    );
+    assert_eq!(pending(&d, 0).len(), 0);
+    wait_for(Duration::from_secs(20), "the approval told", || {
+        escalation_events(&reviewers, id)
+            .contains(&"escalation.approved".to_string())
+            .then_some(())
+    });
+
+    // A deadline that passes while the daemon is down: denied at start, recorded, told.
+    let quick = serde_json::json!({"tool": "http_request", "args": {"method": "POST", "url": "https://pay.example.com/quick"}});
+    let waiting = {
+        let cid = cid.clone();
+        std::thread::spawn(move || container_calls(&cid, &[], &[quick]))
+    };
+    let q = pending(&d, 1).remove(0);
+    let qid = q["id"].as_u64().unwrap();
+    let deadline = q["deadline_ms"].as_u64().unwrap();
+    d.kill9();
+    let _ = waiting.join();
+    wait_for(Duration::from_secs(30), "the deadline to pass", || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_millis() as u64;
+        (now > deadline).then_some(())
+    });
+    d.restart();
+    let all = d.json(&["escalations", "list", "--all"]);
+    let ended = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == qid)
+        .cloned()
+        .expect("kept");
+    assert_eq!(ended["state"], "timed_out", "{ended}");
+    let rec = d.json(&["audit", "search", "--action", "escalation.timeout"]);
+    assert!(
+        rec.to_string()
+            .contains(&format!("\\\"escalation\\\":{qid}")),
+        "{rec}"
+    );
+    wait_for(Duration::from_secs(20), "the timeout told", || {
+        escalation_events(&reviewers, qid)
+            .contains(&"escalation.timed_out".to_string())
+            .then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Unmounts a test's tmpfs when the test ends, however it ends.
+struct Mounted(std::path::PathBuf);
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_audit_log_is_the_platforms_critical_incident() {
+    // A real full file system: a 1 MiB tmpfs under the audit log (mounting needs root).
+    let mnt = tempdir("notify-diskfull");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root and must mount a tmpfs"
+        );
+        eprintln!("SKIP a_full_disk_under_the_audit_log_is_the_platforms_critical_incident: cannot mount a tmpfs (not root)");
+        return;
+    }
+    let _guard = Mounted(mnt.clone());
+    let audit = mnt.join("audit");
+    let d = Daemon::start(
+        "notify-diskfull",
+        &format!("audit_dir = {:?}\n", audit.display().to_string()),
+    );
+    // Fill what is left.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.join("filler")).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // The next action that must be recorded fails and closes the log.
+    let out = d.cli(&[
+        "incidents",
+        "open",
+        "--scenario",
+        "api-key-leaked",
+        "--summary",
+        "x",
+    ]);
+    let _ = out;
+    let i = wait_for(Duration::from_secs(30), "the audit-closed incident", || {
+        d.json(&["incidents", "list"])
+            .as_array()?
+            .iter()
+            .find(|i| i["scenario"] == "audit-closed")
+            .cloned()
+    });
+    assert_eq!(i["party"], "platform");
+    assert_eq!(i["severity"], "critical");
+    assert!(
+        i["summary"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{i}"
+    );
+    // Mutations are refused from now on, saying why.
+    let out = d.cli(&["create", "--file", "/dev/null"]);
+    assert!(!out.status.success());
+    drop(d);
+    drop(_guard);
+    let _ = std::fs::remove_dir_all(&mnt);
+}
