@@ -582,7 +582,7 @@ fn escalations_reach_reviewers_and_outlive_a_daemon_restart() {
     let charge = serde_json::json!({"tool": "http_request", "args": {"method": "POST", "url": "https://pay.example.com/charge?amount=7"}});
     let call = {
         let (cid, charge) = (cid.clone(), charge.clone());
-        move || container_calls(&cid, &[], &[charge.clone()])
+        move || container_calls(&cid, &[], std::slice::from_ref(&charge))
     };
 
     // The notification arrives at once, with what a reviewer needs and the commands.
