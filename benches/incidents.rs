@@ -6,61 +6,12 @@
 //! the daemon's memory, and whether the console (in tmux) still answers a key press.
 
 use agenfleet_e2e::*;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-/// A long-running `agenfleet-agent report` inside the agent's container.
-struct Reporter {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    answers: std::sync::mpsc::Receiver<String>,
-}
-
-impl Reporter {
-    fn start(cid: &str) -> Reporter {
-        let mut child = Command::new("docker")
-            .args(["exec", "-i", cid, "/agenfleet-agent", "report"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker exec report");
-        let stdin = child.stdin.take().expect("stdin");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Reporter {
-            child,
-            stdin,
-            answers: rx,
-        }
-    }
-
-    fn send(&mut self, provider: &str) {
-        let r = json!({"kind": "model_call", "provider": provider, "outcome": "server_error",
-            "status": 503, "latency_ms": 12, "fallback_used": false, "detail": "bench"});
-        writeln!(self.stdin, "{r}").expect("write a report");
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn main() {

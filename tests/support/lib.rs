@@ -10,6 +10,7 @@ pub mod hostile;
 pub mod images;
 pub mod measure;
 pub mod provider_stub;
+pub mod reporter;
 pub mod stubs;
 pub mod tmux;
 
@@ -19,6 +20,7 @@ pub use engine_proxy::*;
 pub use images::*;
 pub use measure::*;
 pub use provider_stub::*;
+pub use reporter::*;
 pub use stubs::*;
 pub use tmux::*;
 

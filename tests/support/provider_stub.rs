@@ -80,6 +80,8 @@ pub struct Seen {
     /// Lower-cased names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the whole request had arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -141,6 +143,7 @@ fn read_request(r: &mut impl BufRead) -> Option<Seen> {
         path,
         headers,
         body,
+        at: std::time::Instant::now(),
     })
 }
 

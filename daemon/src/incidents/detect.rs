@@ -592,4 +592,45 @@ mod tests {
         );
         assert!(d.observe(sig(ReportOutcome::Ok, false), 0).is_empty());
     }
+
+    #[test]
+    fn a_workflow_is_the_clients_and_a_key_rejected_names_its_tenant() {
+        let mut d = Detector::new(3, 1000, 3, 1000);
+        let seen = |provider: bool, workflow: bool, s: Seen| Signal::Observed {
+            key: key(),
+            project: "p".into(),
+            action: "connection.call",
+            provider,
+            workflow,
+            seen: vec![("flow".into(), s)],
+            seq: 9,
+        };
+        let failed = |unreachable: bool| Seen::Failed {
+            what: "HTTP 500".into(),
+            timeout: false,
+            unreachable,
+            absorbed: false,
+        };
+        // The n8n row: a workflow that answers with an error is the client's alone.
+        let r = d.observe(seen(false, true, failed(false)), 0).remove(0);
+        assert_eq!(r.signal, "workflow_failed");
+        assert_eq!(r.co_owners, None, "the scenario's owners: the client");
+        assert_eq!(r.connection.as_deref(), Some("flow"));
+        // Its endpoint unreachable: the tool provider hosting it shares it.
+        let r = d.observe(seen(false, true, failed(true)), 0).remove(0);
+        assert_eq!(r.signal, "workflow_failed");
+        assert_eq!(r.co_owners, Some(vec![Party::ToolProvider]));
+        // Any other connection down: the webhook row (tool provider + client).
+        assert_eq!(
+            d.observe(seen(false, false, failed(false)), 0)[0].signal,
+            "tool_down"
+        );
+        // A provider's 401: the key is the client's; the incident names the provider.
+        let r = d
+            .observe(seen(true, false, Seen::KeyRejected(401)), 0)
+            .remove(0);
+        assert_eq!(r.signal, "key_rejected");
+        assert_eq!(r.provider.as_deref(), Some("flow"));
+        assert!(r.summary.contains("providers set flow"), "{}", r.summary);
+    }
 }

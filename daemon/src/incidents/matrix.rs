@@ -185,6 +185,8 @@ mod tests {
         assert_eq!(owner("rate-limit-no-fallback"), (Party::Client, vec![]));
         assert_eq!(owner("model-provider-down"), (Party::ModelProvider, vec![]));
         assert_eq!(owner("cross-tenant-leak"), (Party::Platform, vec![]));
+        assert_eq!(owner("workflow-failed"), (Party::Client, vec![]));
+        assert_eq!(owner("audit-closed"), (Party::Platform, vec![]));
         for signal in SIGNALS.iter().filter(|s| **s != "manual") {
             assert!(
                 m.scenarios.iter().any(|s| &s.signal == signal),

@@ -409,13 +409,22 @@ async fn work(me: std::sync::Weak<Outbox>, idx: usize) {
         {
             let mut q = this.queue(idx);
             let any_ok = done.iter().any(|(_, r, _)| r.is_ok());
-            for (item, res, gave_up) in &done {
-                if res.is_ok() || *gave_up {
-                    q.items.retain(|i| i.id != item.id);
-                } else if let Some(i) = q.items.iter_mut().find(|i| i.id == item.id) {
-                    i.attempts = item.attempts;
+            let gone: HashSet<i64> = done
+                .iter()
+                .filter(|(_, res, gave_up)| res.is_ok() || *gave_up)
+                .map(|(item, _, _)| item.id)
+                .collect();
+            let tried: std::collections::HashMap<i64, u32> = done
+                .iter()
+                .map(|(item, _, _)| (item.id, item.attempts))
+                .collect();
+            // One pass over the queue per round (not one per event).
+            q.items.retain_mut(|i| {
+                if let Some(n) = tried.get(&i.id) {
+                    i.attempts = *n;
                 }
-            }
+                !gone.contains(&i.id)
+            });
             if any_ok {
                 q.failures = 0;
                 q.next_try_ms = 0;
