@@ -103,7 +103,11 @@ fn main() {
     let signalled = start.elapsed().as_secs_f64();
     let queued = wait_for(Duration::from_secs(300), "10,000 deliveries queued", || {
         let rows = d.json(&["incidents", "outbox", "--limit", "20000"]);
-        let n = rows.as_array()?.iter().filter(|r| r["state"] == "pending").count();
+        let n = rows
+            .as_array()?
+            .iter()
+            .filter(|r| r["state"] == "pending")
+            .count();
         (n >= total).then_some(n)
     });
     let queued_s = start.elapsed().as_secs_f64();

@@ -147,14 +147,20 @@ impl FleetState {
             if inner.incidents.get(&inc.id) == Some(&inc) {
                 return;
             }
+            let resolving = inc.state == IncidentState::Resolved;
             inner.incidents.insert(inc.id, inc.clone());
-            // Keep the view bounded: drop the oldest resolved ones past 500.
-            let resolved: Vec<u64> = inner
-                .incidents
-                .values()
-                .filter(|i| i.state == IncidentState::Resolved)
-                .map(|i| i.id)
-                .collect();
+            // Keep the view bounded: drop the oldest resolved ones past 500 (only a
+            // resolution can add one; an update of an open incident skips the scan).
+            let resolved: Vec<u64> = if !resolving {
+                Vec::new()
+            } else {
+                inner
+                    .incidents
+                    .values()
+                    .filter(|i| i.state == IncidentState::Resolved)
+                    .map(|i| i.id)
+                    .collect()
+            };
             if resolved.len() > 500 {
                 for id in &resolved[..resolved.len() - 500] {
                     inner.incidents.remove(id);

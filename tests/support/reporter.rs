@@ -59,4 +59,3 @@ impl Drop for Reporter {
         let _ = self.child.wait();
     }
 }
-

@@ -793,7 +793,19 @@ impl Incidents {
         if let Some((party, event)) = notify {
             let silenced = inc.silenced_until_ms.is_some_and(|t| t > now);
             if !silenced {
-                self.deliver(id, party, event);
+                // An acknowledgement or resolution also goes to every party that was
+                // told of the incident (co-owners: their pager closes it too).
+                let mut parties = vec![party];
+                if matches!(event, "acknowledge" | "resolve") {
+                    for s in inc.escalation.iter().filter(|s| s.done_ms.is_some()) {
+                        if !parties.contains(&s.notify) {
+                            parties.push(s.notify);
+                        }
+                    }
+                }
+                for p in parties {
+                    self.deliver(id, p, event);
+                }
             }
         }
         Ok(inc)
