@@ -623,11 +623,18 @@ fn escalations_reach_reviewers_and_outlive_a_daemon_restart() {
     assert_eq!(after["id"], e["id"]);
     assert_eq!(after["deadline_ms"], e["deadline_ms"]);
     assert_eq!(after["state"], "pending");
+    assert_eq!(
+        d.agent("payer")["escalations"],
+        1,
+        "the agent shows it waits"
+    );
     // The agent retries the same request: it joins the pending escalation, and the
     // approval made after the restart lets it through.
     let retry = std::thread::spawn(call.clone());
-    wait_for(Duration::from_secs(20), "the retry to wait", || {
-        (d.agent("payer")["escalations"] == 1).then_some(())
+    wait_for(Duration::from_secs(20), "the retry to join", || {
+        d.log()
+            .contains("retried call joins its pending escalation")
+            .then_some(())
     });
     d.json(&[
         "escalations",

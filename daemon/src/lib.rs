@@ -205,6 +205,14 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         .escalations
         .load()
         .map_err(|e| anyhow::anyhow!("escalations: {e}"))?;
+    // Agents whose calls still wait for a person show it from the start.
+    for v in policy.escalations.list(false, |_| true) {
+        let key = store::AgentKey {
+            tenant: v.tenant.clone(),
+            name: v.agent.clone(),
+        };
+        fleet.set_escalations(&key, policy.escalations.pending_for(&key));
+    }
     let cfg = Arc::new(cfg);
     let rt = runtime::Runtime::new(runtime::Parts {
         cfg: cfg.clone(),
