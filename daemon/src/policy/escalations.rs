@@ -421,6 +421,29 @@ impl Escalations {
         }
     }
 
+    /// Drops every escalation of a deleted tenant, stored and kept (its pending ones were
+    /// abandoned with its agents).
+    pub fn forget_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        {
+            let mut inner = self.lock();
+            inner.pending.retain(|_, p| p.view.tenant != tenant);
+            inner.done.retain(|v| v.tenant != tenant);
+            inner.approvals.retain(|(k, _), _| k.tenant != tenant);
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store
+            .with(|c| {
+                c.execute(
+                    "DELETE FROM escalations WHERE tenant_id = ?1",
+                    params![tenant],
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| ApiError::internal(format!("cannot delete the tenant's escalations: {e}")))
+    }
+
     /// A live approval of this exact request by this agent: (reviewer, escalation id).
     pub fn approval(&self, key: &AgentKey, request_hash: &str) -> Option<(String, u64)> {
         let mut inner = self.lock();
@@ -639,5 +662,17 @@ mod tests {
         q.resolve(5, "h", res(true)).expect("approved");
         assert!(matches!(q.wait(retry, |_| {}, |_| {}).await, Outcome::Decided(r) if r.approved));
         assert_eq!(rx.recv().await, None, "the hook ran once");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_tenants_escalations_and_approvals_go() {
+        let q = queue(60_000);
+        let _w = q.open(view(8, "h"));
+        q.resolve(8, "h", res(true)).expect("approved");
+        let k = key_of(&view(8, ""));
+        assert!(q.approval(&k, "h").is_some());
+        q.forget_tenant("t").expect("forgotten");
+        assert!(q.list(true, |_| true).is_empty());
+        assert!(q.approval(&k, "h").is_none());
     }
 }

@@ -130,11 +130,14 @@ impl FleetService {
                             name: a.name,
                         };
                         rt.command(&key, Cmd::Delete).await?;
+                        rt.policy.escalations.abandon_agent(&key);
                         purged += 1;
                     }
                     rt.store.delete_tenant_rows(&t).map_err(|e| {
                         ApiError::internal(format!("cannot delete the tenant's rows: {e}"))
                     })?;
+                    // Its escalations (the calls' arguments are its data) go too.
+                    rt.policy.escalations.forget_tenant(&t)?;
                     // Its providers, connections and usage went with its rows.
                     rt.upstreams.forget_tenant(&t);
                     Ok(purged)
