@@ -9,11 +9,6 @@ use agenfleet_e2e::*;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn accepted() -> Answer {
     Answer::Json {
         status: 202,
@@ -81,11 +76,12 @@ fn main() {
         });
         lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
     }
+    lat.sort_by(|a, b| a.total_cmp(b));
     println!(
         "signal (agent report through the gateway) → incident received by an https receiver, 200 trials: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        pct(&mut lat, 0.5),
-        pct(&mut lat, 0.99),
-        pct(&mut lat, 1.0)
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+        quantile(&lat, 1.0)
     );
 
     // (2) 10,000 incidents while the model providers' receiver is down for 60 s.

@@ -623,5 +623,36 @@ fn a_bad_matrix_file_or_route_stops_the_daemon_with_the_row_named() {
     );
     let (_, err) = run("[[incident_route]]\nparty = \"vendors\"\ncommand = [\"true\"]\n");
     assert!(err.contains("unknown party `vendors`"), "{err}");
+    // Routes by tenant, provider, severity and shape, checked with their row named.
+    for (extra, want) in [
+        (
+            "[[incident_route]]\nparty = \"client\"\ncommand = [\"true\"]\n[[incident_route]]\nparty = \"client\"\nprovider = \"a\"\nconnection = \"b\"\ncommand = [\"true\"]\n",
+            "incident_route`: [1] (party client): give a `provider` or a `connection`, not both",
+        ),
+        (
+            "[[incident_route]]\nparty = \"client\"\nmin_severity = \"loud\"\ncommand = [\"true\"]\n",
+            "min_severity `loud` is not critical, error, warning or info",
+        ),
+        (
+            "[[incident_route]]\nparty = \"client\"\nformat = \"pagerduty\"\n",
+            "format `pagerduty` needs a `routing_key`",
+        ),
+        (
+            "[[incident_route]]\nname = \"x\"\nparty = \"client\"\ncommand = [\"true\"]\n[[incident_route]]\nname = \"x\"\nparty = \"platform\"\ncommand = [\"true\"]\n",
+            "name `x` is taken by incident_route[0]",
+        ),
+        (
+            "[[incident_route]]\nparty = \"client\"\nformat = \"chat\"\nwebhook = \"https://h.example/x\"\nca_file = \"/nonexistent.pem\"\n",
+            "cannot read ca_file /nonexistent.pem",
+        ),
+        (
+            "[[incident_route]]\nparty = \"reviewers\"\nprovider = \"openai\"\ncommand = [\"true\"]\n",
+            "`provider` is for incident routes, not reviewers",
+        ),
+    ] {
+        let (code, err) = run(extra);
+        assert_eq!(code, Some(78), "{err}");
+        assert!(err.contains(want), "{want:?} in {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -172,63 +172,6 @@ fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
 }
 
 #[test]
-fn a_route_that_does_not_check_is_refused_at_start_with_its_row() {
-    let dir = tempdir("notify-badroute");
-    let run = |extra: &str| {
-        let config = dir.join("agenfleetd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = {:?}\nsocket = {:?}\n{extra}",
-                dir.join("state"),
-                dir.join("s.sock")
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(bin("agenfleetd"))
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("agenfleetd");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
-    for (extra, want) in [
-        (
-            "[[incident_route]]\nparty = \"client\"\ncommand = [\"true\"]\n[[incident_route]]\nparty = \"client\"\nprovider = \"a\"\nconnection = \"b\"\ncommand = [\"true\"]\n",
-            "incident_route`: [1] (party client): give a `provider` or a `connection`, not both",
-        ),
-        (
-            "[[incident_route]]\nparty = \"client\"\nmin_severity = \"loud\"\ncommand = [\"true\"]\n",
-            "min_severity `loud` is not critical, error, warning or info",
-        ),
-        (
-            "[[incident_route]]\nparty = \"client\"\nformat = \"pagerduty\"\n",
-            "format `pagerduty` needs a `routing_key`",
-        ),
-        (
-            "[[incident_route]]\nname = \"x\"\nparty = \"client\"\ncommand = [\"true\"]\n[[incident_route]]\nname = \"x\"\nparty = \"platform\"\ncommand = [\"true\"]\n",
-            "name `x` is taken by incident_route[0]",
-        ),
-        (
-            "[[incident_route]]\nparty = \"client\"\nformat = \"chat\"\nwebhook = \"https://h.example/x\"\nca_file = \"/nonexistent.pem\"\n",
-            "cannot read ca_file /nonexistent.pem",
-        ),
-        (
-            "[[incident_route]]\nparty = \"reviewers\"\nprovider = \"openai\"\ncommand = [\"true\"]\n",
-            "`provider` is for incident routes, not reviewers",
-        ),
-    ] {
-        let (code, err) = run(extra);
-        assert_eq!(code, Some(78), "{err}");
-        assert!(err.contains(want), "{want:?} in {err}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
 fn deliveries_pending_at_a_kill_9_arrive_once_after_the_restart() {
     let ca = TestCa::new();
     let dir = tempdir("notify-outbox");

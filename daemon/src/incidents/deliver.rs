@@ -408,25 +408,20 @@ async fn run_command(
 
 /// The routes `party`'s incident goes to: of those that match, the most specific.
 pub fn pick(routes: &[Route], party: Party, inc: &Incident) -> Vec<usize> {
-    let scored: Vec<(usize, u8)> = routes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.matches(party, inc).map(|s| (i, s)))
-        .collect();
-    let best = scored.iter().map(|(_, s)| *s).max();
-    scored
-        .into_iter()
-        .filter(|(_, s)| Some(*s) == best)
-        .map(|(i, _)| i)
-        .collect()
+    most_specific(routes, |r| r.matches(party, inc))
 }
 
 /// The reviewers' routes for escalations of (tenant, project): the most specific.
 pub fn pick_review(routes: &[Route], tenant: &str, project: &str) -> Vec<usize> {
+    most_specific(routes, |r| r.matches_review(tenant, project))
+}
+
+/// The indexes of the routes `score` matches with the highest score (all of those).
+fn most_specific(routes: &[Route], score: impl Fn(&Route) -> Option<u8>) -> Vec<usize> {
     let scored: Vec<(usize, u8)> = routes
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| r.matches_review(tenant, project).map(|s| (i, s)))
+        .filter_map(|(i, r)| score(r).map(|s| (i, s)))
         .collect();
     let best = scored.iter().map(|(_, s)| *s).max();
     scored

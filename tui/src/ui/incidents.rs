@@ -239,7 +239,7 @@ pub mod tests {
     use crate::app::tests::sample_app;
     use crate::app::{Effect, IncidentAction, Mode};
     use crate::ui::testing::{render, screen_text};
-    use agenfleet_protocol::incidents::{Evidence, Incident, IncidentState, Party, Severity};
+    use agenfleet_protocol::incidents::{Evidence, Incident, Party, Severity};
     use agenfleet_protocol::{Change, WatchReply};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -263,7 +263,6 @@ pub mod tests {
                 vec![]
             },
             severity,
-            state: IncidentState::Triggered,
             next_step: "Do the obvious thing.".into(),
             tenant: agent.map(|_| "acme".into()),
             project: agent.map(|_| "research".into()),
@@ -271,26 +270,16 @@ pub mod tests {
             count: id as u32,
             first_ms: 1_100_000,
             last_ms: 1_150_000,
-            acked_ms: None,
-            acked_by: None,
-            resolved_ms: None,
-            resolved_by: None,
-            silenced_until_ms: None,
-            reassigned_from: None,
             evidence: vec![Evidence {
                 seq: 40 + id,
                 what: "agent.exited (code 3)".into(),
             }],
-            escalation: vec![],
-            deliveries: vec![],
             undelivered: if id == 3 {
                 vec!["client webhook http://hooks.local/x".into()]
             } else {
                 vec![]
             },
-            opened_by: None,
-            provider: None,
-            connection: None,
+            ..Incident::probe()
         }
     }
 
