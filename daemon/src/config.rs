@@ -32,6 +32,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// Permission bits of the operator socket.
     pub socket_mode: u32,
+    /// The group the socket (and a socket directory the daemon creates) belongs to, so
+    /// the operators in it connect with no manual step; empty: the daemon's own group.
+    pub socket_group: String,
     /// Largest frame accepted on the operator socket, in bytes.
     pub max_frame_bytes: usize,
     /// Connections the operator socket holds open at once, in all…
@@ -190,6 +193,7 @@ impl Default for Config {
             state_dir,
             socket,
             socket_mode: 0o660,
+            socket_group: String::new(),
             max_frame_bytes: agenfleet_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
             max_connections_per_uid: 64,
@@ -505,6 +509,9 @@ impl Config {
                 "crash_loop_exits",
                 "crash_loop_exits and denial_spike must be at least 2".into(),
             ));
+        }
+        if !self.socket_group.is_empty() {
+            crate::service::group_id(&self.socket_group).map_err(|e| ("socket_group", e))?;
         }
         let mut names = std::collections::HashMap::new();
         for (i, r) in self.incident_route.iter().enumerate() {

@@ -13,6 +13,7 @@ pub mod keyring;
 pub mod policy;
 pub mod rpc;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod upstreams;
 pub mod vault;
@@ -46,10 +47,25 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Binds the operator socket, replacing a stale socket file but never a live daemon's.
-async fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<tokio::net::UnixListener> {
+/// With `group`, the socket (and a socket directory this call creates, made 0750) belong
+/// to that group, so its members connect with no manual step.
+async fn bind_socket(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> anyhow::Result<tokio::net::UnixListener> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
+            if let Some(gid) = group {
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o750))
+                    .and_then(|_| service::chgrp(parent, gid))
+                    .with_context(|| {
+                        format!("cannot give {} to the socket group", parent.display())
+                    })?;
+            }
+        }
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -62,6 +78,14 @@ async fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<tokio::net::UnixL
         .with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    if let Some(gid) = group {
+        service::chgrp(path, gid).with_context(|| {
+            format!(
+                "cannot give {} to group {gid} (socket_group)",
+                path.display()
+            )
+        })?;
+    }
     Ok(listener)
 }
 
@@ -303,8 +327,14 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             }
         })
     };
-    let listener = bind_socket(&cfg.socket, cfg.socket_mode).await?;
+    let group = match cfg.socket_group.as_str() {
+        "" => None,
+        g => Some(service::group_id(g).map_err(|e| anyhow::anyhow!("socket_group: {e}"))?),
+    };
+    let listener = bind_socket(&cfg.socket, cfg.socket_mode, group).await?;
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), %instance, version = SOFTWARE_VERSION, "agenfleetd ready");
+    service::notify(&format!("READY=1\nSTATUS=serving {}", cfg.socket.display()));
+    service::spawn_watchdog();
     let server = tokio::spawn(rpc::serve(rt.clone(), listener));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -312,6 +342,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; agents keep running"),
         r = server => tracing::error!(result = ?r, "the operator server ended"),
     }
+    service::notify("STOPPING=1");
     saver.abort();
     if let Err(e) = rt.upstreams.save_usage(|| rt.audit.status().head_seq) {
         tracing::warn!(error = %e, "cannot save the usage meters");

@@ -73,20 +73,39 @@ fn verify_audit(
     }
 }
 
+/// Logs to stderr (`RUST_LOG`, default `info,tarpc=warn`): in colour on a terminal
+/// unless `NO_COLOR` is set; under journald without our own timestamps and with syslog
+/// priorities, so `journalctl -p err` finds the errors.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tarpc=warn"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if agenfleet_daemon::service::under_journald() {
+        let plain = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false);
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .event_format(agenfleet_daemon::service::Journald(plain))
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Cmd::VerifyAudit { dir, checkpoint }) = &args.command {
         return verify_audit(dir, checkpoint.as_deref());
     }
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tarpc=warn")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let mut cfg = match agenfleet_daemon::config::Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

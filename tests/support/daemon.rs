@@ -93,11 +93,18 @@ pub struct Daemon {
     pub config: PathBuf,
     child: Option<Child>,
     pub instance: String,
+    /// Variables the daemon is started with (besides the test's own).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Starts a daemon with a fresh state dir; `extra_config` is appended to its config.
     pub fn start(test: &str, extra_config: &str) -> Daemon {
+        Daemon::start_with_env(test, extra_config, &[])
+    }
+
+    /// `start`, the daemon's environment given `env` too (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(test: &str, extra_config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = std::env::temp_dir().join(format!(
             "agf-e2e-{test}-{}-{}",
             std::process::id(),
@@ -105,14 +112,20 @@ impl Daemon {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
-        let socket = dir.join("agenfleet.sock");
         let config = dir.join("agenfleetd.toml");
+        // The test's own `socket = "…"` line, if it has one.
+        let own_socket = extra_config.lines().find_map(|l| {
+            let v = l.strip_prefix("socket")?.trim_start().strip_prefix('=')?;
+            Some(PathBuf::from(v.trim().trim_matches('"')))
+        });
+        let socket = own_socket
+            .clone()
+            .unwrap_or_else(|| dir.join("agenfleet.sock"));
         // Test defaults, unless the test sets them itself.
-        let mut text = format!(
-            "state_dir = {:?}\nsocket = {:?}\n",
-            dir.join("state"),
-            socket
-        );
+        let mut text = format!("state_dir = {:?}\n", dir.join("state"));
+        if own_socket.is_none() {
+            text.push_str(&format!("socket = {socket:?}\n"));
+        }
         for (k, v) in [("stats_interval_ms", "500"), ("stop_timeout_secs", "2")] {
             if !extra_config.contains(k) {
                 text.push_str(&format!("{k} = {v}\n"));
@@ -127,6 +140,10 @@ impl Daemon {
             config,
             child: None,
             instance: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         let st = d.json(&["status"]);
@@ -147,6 +164,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info,tarpc=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -365,7 +383,7 @@ impl Drop for Daemon {
     }
 }
 
-pub(crate) fn rand_suffix() -> String {
+pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()

@@ -1,4 +1,5 @@
-//! Connecting to the daemon: the socket path (flag, `AGENFLEET_SOCKET`, or the default),
+//! Connecting to the daemon: the socket path (flag, `AGENFLEET_SOCKET`, then the places a
+//! daemon listens by default),
 //! the protocol handshake, deadlines, and the errors a person or a script sees — each with
 //! its documented exit code.
 
@@ -55,14 +56,95 @@ impl From<tarpc::client::RpcError> for CliError {
     }
 }
 
-/// The socket to use: the flag/env value, or the default for this user.
-pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
+/// Where the socket was found, for `agenfleet info` and for errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketChoice {
+    pub path: PathBuf,
+    /// `--socket`, `AGENFLEET_SOCKET`, `$XDG_RUNTIME_DIR`, `this user's daemon`, or
+    /// `the system daemon`.
+    pub why: &'static str,
+    /// Every place looked at, in order (one when the flag or the variable named it).
+    pub tried: Vec<PathBuf>,
+}
+
+/// What was tried, for the "not running" error (set once per process by `socket_path`).
+static TRIED: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// The socket to use, in this order: `--socket`; `AGENFLEET_SOCKET`;
+/// `$XDG_RUNTIME_DIR/agenfleet/agenfleet.sock`; this user's daemon's default (when it is
+/// another place); `/run/agenfleet/agenfleet.sock` (the system service's). The first of
+/// the last three that is a socket wins; with none, the first is named.
+pub fn choose_socket(flag: Option<&Path>) -> SocketChoice {
+    if let Some(p) = flag {
+        return SocketChoice {
+            path: p.to_path_buf(),
+            why: "--socket",
+            tried: vec![p.to_path_buf()],
+        };
+    }
+    if let Some(p) = std::env::var_os("AGENFLEET_SOCKET").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return SocketChoice {
+            tried: vec![p.clone()],
+            path: p,
+            why: "AGENFLEET_SOCKET",
+        };
+    }
+    let mut candidates: Vec<(PathBuf, &'static str)> = Vec::new();
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        candidates.push((
+            PathBuf::from(x).join("agenfleet").join("agenfleet.sock"),
+            "$XDG_RUNTIME_DIR",
+        ));
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    agenfleet_protocol::default_paths(root).1
+    let own = agenfleet_protocol::default_paths(root).1;
+    if !candidates.iter().any(|(p, _)| *p == own) {
+        candidates.push((own, "this user's daemon"));
+    }
+    let system = agenfleet_protocol::default_paths(true).1;
+    if !candidates.iter().any(|(p, _)| *p == system) {
+        candidates.push((system, "the system daemon"));
+    }
+    let tried: Vec<PathBuf> = candidates.iter().map(|(p, _)| p.clone()).collect();
+    let is_socket = |p: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    };
+    let (path, why) = candidates
+        .iter()
+        .find(|(p, _)| is_socket(p))
+        .or(candidates.first())
+        .cloned()
+        .unwrap_or_else(|| {
+            (
+                PathBuf::from("/run/agenfleet/agenfleet.sock"),
+                "the system daemon",
+            )
+        });
+    SocketChoice { path, why, tried }
+}
+
+/// The socket to use (see `choose_socket`); remembers what was tried for the errors.
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    let c = choose_socket(flag);
+    let _ = TRIED.set(c.tried);
+    c.path
+}
+
+/// ", tried A, B" when the socket was looked for in several places.
+fn tried_note() -> String {
+    match TRIED.get() {
+        Some(t) if t.len() > 1 => format!(
+            " (looked for a daemon at {})",
+            t.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A connected client (version-checked by `open`; by the caller after `open_pipelined`).
@@ -113,15 +195,16 @@ impl Conn {
                     EXIT_NOT_RUNNING,
                     "not_running",
                     format!(
-                        "the daemon is not running (nothing listens on {}); start it with `agenfleetd`, or point --socket / AGENFLEET_SOCKET at it",
-                        socket.display()
+                        "the daemon is not running (nothing listens on {}){}; start it with `agenfleetd` (or `systemctl start agenfleetd`), or point --socket / AGENFLEET_SOCKET at it",
+                        socket.display(),
+                        tried_note()
                     ),
                 ),
                 std::io::ErrorKind::PermissionDenied => CliError::new(
                     4,
                     "permission_denied",
                     format!(
-                        "not permitted to open the daemon's socket {} (ask an admin to add you to its group)",
+                        "not permitted to open the daemon's socket {} (ask an admin to add you to its group, `socket_group` in the daemon's config)",
                         socket.display()
                     ),
                 ),

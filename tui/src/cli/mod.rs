@@ -32,8 +32,10 @@ use std::time::Duration;
     long_about = "Without a subcommand, opens the console (TUI). Every subcommand also takes --json."
 )]
 pub struct Cli {
-    /// The daemon's operator socket.
-    #[arg(long, global = true, env = "AGENFLEET_SOCKET")]
+    /// The daemon's operator socket. Else `AGENFLEET_SOCKET`, else the first that exists
+    /// of `$XDG_RUNTIME_DIR/agenfleet/agenfleet.sock`, this user's daemon's default and
+    /// `/run/agenfleet/agenfleet.sock` (`agenfleet info` says which).
+    #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
