@@ -327,3 +327,115 @@ fn an_operator_in_the_socket_group_connects_to_a_root_daemon() {
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(&empty);
 }
+
+#[test]
+fn info_says_versions_the_socket_and_where_the_daemon_keeps_things() {
+    let d = Daemon::start("info", "");
+    let v = d.json(&["info"]);
+    assert_eq!(v["client"]["socket_from"], "--socket");
+    assert_eq!(v["client"]["socket"], d.socket.display().to_string());
+    assert_eq!(v["client"]["version"], v["daemon"]["daemon_version"]);
+    assert_eq!(
+        v["client"]["protocol_version"],
+        v["daemon"]["protocol_version"]
+    );
+    assert_eq!(v["daemon"]["instance_id"], d.instance);
+    assert_eq!(
+        v["daemon"]["config_file"],
+        d.config.display().to_string(),
+        "{v}"
+    );
+    assert_eq!(
+        v["daemon"]["state_dir"],
+        d.dir.join("state").display().to_string()
+    );
+    assert_eq!(
+        v["daemon"]["audit_dir"],
+        d.dir.join("state/audit").display().to_string()
+    );
+    assert!(v["daemon"]["engine_address"]
+        .as_str()
+        .unwrap()
+        .contains("://"));
+    assert!(v["daemon"]["keyring"]
+        .as_str()
+        .unwrap()
+        .contains("kernel keyring"));
+    // Found through AGENFLEET_SOCKET, it says so.
+    let out = Command::new(bin("agenfleet"))
+        .args(["--json", "info"])
+        .env("AGENFLEET_SOCKET", &d.socket)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["client"]["socket_from"], "AGENFLEET_SOCKET");
+}
+
+#[test]
+fn check_config_judges_a_config_without_starting_and_the_cli_makes_completions_and_man_pages() {
+    let dir = tempdir("checkconfig");
+    let config = dir.join("agenfleetd.toml");
+    let state = dir.join("state");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(bin("agenfleetd"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = check(&format!("state_dir = {:?}\n", state.display().to_string()));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("is good"), "{text}");
+    assert!(
+        !state.exists(),
+        "checking starts nothing and creates nothing"
+    );
+    let (code, text) = check(&format!(
+        "state_dir = {:?}\nnetwork_pool = \"10.0.0.0/33\"\n",
+        state.display().to_string()
+    ));
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.contains("network_pool"), "{text}");
+    let (code, text) = check("[[incident_route]]\nparty = \"client\"\ncommand = [\"true\"]\n[[incident_route]]\nparty = \"client\"\ncommand = [\"true\"]\n");
+    assert_eq!(code, Some(78), "{text}");
+    assert!(
+        text.contains("incident_route[1]") && text.contains("give one a `name`"),
+        "{text}"
+    );
+
+    let out = Command::new(bin("agenfleet"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && script.contains("_agenfleet()") && script.contains("incidents")
+    );
+    let man = dir.join("man");
+    let out = Command::new(bin("agenfleet"))
+        .args(["man", "--out"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "agenfleet.1",
+        "agenfleet-incidents-routes.1",
+        "agenfleet-info.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{page} is a man page");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 struct Args {
     /// Config file (TOML). Default: /etc/agenfleet/agenfleetd.toml for root, else
     /// $XDG_CONFIG_HOME/agenfleet/agenfleetd.toml.
-    #[arg(long, env = "AGENFLEETD_CONFIG")]
+    #[arg(long, global = true, env = "AGENFLEETD_CONFIG")]
     config: Option<PathBuf>,
     /// State directory (overrides the config).
     #[arg(long)]
@@ -30,6 +30,9 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Cmd {
+    /// Check the config (and the files it names: incident matrix, routes' secrets and
+    /// CAs, the socket group) without starting; exit 0 if it is good, 78 if not.
+    CheckConfig,
     /// Verify an audit log directory offline (no daemon needed); exit 12 if invalid.
     VerifyAudit {
         /// The audit directory (`<state_dir>/audit`).
@@ -100,10 +103,42 @@ fn init_logging() {
     }
 }
 
+/// `agenfleetd check-config`: everything `agenfleetd` checks before it starts.
+fn check_config(path: Option<&std::path::Path>) -> std::process::ExitCode {
+    let checked = agenfleet_daemon::config::Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            let source = cfg.source.clone();
+            agenfleet_daemon::incidents::build_routes(&cfg)?;
+            agenfleet_daemon::prepare(cfg).map_err(|e| e.to_string())?;
+            Ok(source)
+        });
+    match checked {
+        Ok(source) => {
+            if source.is_file() {
+                println!("agenfleetd: {} is good", source.display());
+            } else {
+                println!(
+                    "agenfleetd: no config file at {}: the built-in defaults are good",
+                    source.display()
+                );
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agenfleetd: {e}");
+            std::process::ExitCode::from(78)
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Cmd::VerifyAudit { dir, checkpoint }) = &args.command {
         return verify_audit(dir, checkpoint.as_deref());
+    }
+    if let Some(Cmd::CheckConfig) = &args.command {
+        return check_config(args.config.as_deref());
     }
     init_logging();
     let mut cfg = match agenfleet_daemon::config::Config::load(args.config.as_deref()) {

@@ -12,7 +12,7 @@ use crate::secret::SecretValue;
 use crate::spec::AgentSpec;
 use crate::types::CallerInfo;
 use crate::types::{
-    AgentAction, AgentRef, AgentView, FleetStatus, Hello, ImageInfo, LogChunk, NewToken,
+    AgentAction, AgentRef, AgentView, FleetStatus, Hello, HostInfo, ImageInfo, LogChunk, NewToken,
     OperatorInfo, RoleBinding, TokenInfo, WatchReply,
 };
 use crate::upstream::{UpstreamClass, UpstreamSpec, UpstreamView, UsageRow};
@@ -24,6 +24,9 @@ pub trait Fleet {
     async fn hello(protocol_version: u32) -> Result<Hello, ApiError>;
     /// Daemon, engine and fleet summary, with every agent the caller may see.
     async fn status() -> Result<FleetStatus, ApiError>;
+    /// Versions, and (for platform admins) the daemon's config file, directories and
+    /// engine address.
+    async fn host_info() -> Result<HostInfo, ApiError>;
     /// Every agent the caller may see.
     async fn list_agents() -> Result<Vec<AgentView>, ApiError>;
     /// One agent.

@@ -259,6 +259,26 @@ pub struct Hello {
     pub max_frame_bytes: u64,
 }
 
+/// Where the daemon keeps things on its host, for `agenfleet info` (platform admins;
+/// others see only what every operator sees).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub daemon_version: String,
+    pub protocol_version: u32,
+    pub instance_id: String,
+    /// The config file in force (None: built-in defaults, no file at the default path).
+    pub config_file: Option<String>,
+    pub state_dir: Option<String>,
+    pub audit_dir: Option<String>,
+    pub socket: Option<String>,
+    /// The engine's address (`unix:///var/run/docker.sock`, `tcp://…`).
+    pub engine_address: Option<String>,
+    pub engine_version: Option<String>,
+    pub engine_api_version: Option<String>,
+    /// Where the vault's master key and the audit signing key live.
+    pub keyring: String,
+}
+
 /// The container engine as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {

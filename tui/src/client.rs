@@ -100,10 +100,10 @@ pub fn choose_socket(flag: Option<&Path>) -> SocketChoice {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let own = agenfleet_protocol::default_paths(root).1;
-    if !candidates.iter().any(|(p, _)| *p == own) {
+    let system = agenfleet_protocol::default_paths(true).1;
+    if own != system && !candidates.iter().any(|(p, _)| *p == own) {
         candidates.push((own, "this user's daemon"));
     }
-    let system = agenfleet_protocol::default_paths(true).1;
     if !candidates.iter().any(|(p, _)| *p == system) {
         candidates.push((system, "the system daemon"));
     }

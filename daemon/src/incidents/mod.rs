@@ -74,6 +74,26 @@ fn fold(i: &mut Incident, r: Raise, now: u64) {
     }
 }
 
+/// The configured routes, each checked and its secret and CA loaded; two with the same
+/// name (given or made) are refused with both rows named.
+pub fn build_routes(cfg: &crate::config::Config) -> Result<Vec<Route>, String> {
+    let routes = cfg
+        .incident_route
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Route::from_config(r).map_err(|e| format!("incident_route[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, r) in routes.iter().enumerate() {
+        if let Some(j) = routes[..i].iter().position(|o| o.name == r.name) {
+            return Err(format!(
+                "incident_route[{i}]: it is named `{}` like incident_route[{j}]; give one a `name`",
+                r.name
+            ));
+        }
+    }
+    Ok(routes)
+}
+
 /// The escalation steps of a new incident, from its severity, owners and the configured
 /// delays (a delay of 0 is no step).
 fn steps(
@@ -125,23 +145,7 @@ impl Incidents {
         fleet: FleetState,
         audit: AuditLog,
     ) -> Result<Arc<Incidents>, String> {
-        let routes = Arc::new(
-            cfg.incident_route
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    Route::from_config(r).map_err(|e| format!("incident_route[{i}]: {e}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        for (i, r) in routes.iter().enumerate() {
-            if let Some(j) = routes[..i].iter().position(|o| o.name == r.name) {
-                return Err(format!(
-                    "incident_route[{i}]: it is named `{}` like incident_route[{j}]; give one a `name`",
-                    r.name
-                ));
-            }
-        }
+        let routes = Arc::new(build_routes(cfg)?);
         let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
         let outbox = Outbox::open(
             store.clone(),

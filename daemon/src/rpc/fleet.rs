@@ -49,6 +49,40 @@ impl Fleet for FleetService {
         })
     }
 
+    async fn host_info(self, _: Context) -> Result<agenfleet_protocol::HostInfo, ApiError> {
+        self.check_any(Permission::FleetRead, "host_info").await?;
+        let (_, daemon, _) = self.rt.fleet.snapshot(|_| false);
+        let admin = self.caller().platform_admin;
+        let cfg = &self.rt.cfg;
+        let shown = |p: &std::path::Path| admin.then(|| p.display().to_string());
+        let engine_address = if !cfg.docker_host.is_empty() {
+            cfg.docker_host.clone()
+        } else {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+        };
+        Ok(agenfleet_protocol::HostInfo {
+            daemon_version: agenfleet_protocol::SOFTWARE_VERSION.into(),
+            protocol_version: agenfleet_protocol::PROTOCOL_VERSION,
+            instance_id: daemon.instance_id,
+            config_file: cfg
+                .source
+                .is_file()
+                .then(|| cfg.source.display().to_string())
+                .filter(|_| admin),
+            state_dir: shown(&cfg.state_dir),
+            audit_dir: shown(&cfg.audit_dir()),
+            socket: shown(&cfg.socket),
+            engine_address: admin.then_some(engine_address),
+            engine_version: daemon.engine.version,
+            engine_api_version: daemon.engine.api_version,
+            keyring: "kernel keyring (keyutils): the vault's master key and the audit signing key"
+                .into(),
+        })
+    }
+
     async fn status(self, _: Context) -> Result<FleetStatus, ApiError> {
         self.check_any(Permission::FleetRead, "status").await?;
         let caller = self.caller();

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod audit;
 pub mod demo;
 pub mod incidents;
+pub mod info;
 pub mod logs;
 pub mod operators;
 pub mod policy;
@@ -58,6 +59,16 @@ pub struct Cli {
 pub enum Command {
     /// Daemon, engine and fleet at a glance.
     Status,
+    /// Versions (client, daemon, protocol), the socket used and why, and the daemon's
+    /// config file, directories, engine and keyring.
+    Info,
+    /// Print shell completions: bash, zsh, fish, elvish or powershell.
+    Completions { shell: String },
+    /// Write man pages (agenfleet.1 and one per subcommand) to a directory.
+    Man {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Manage agents.
     Agents {
         #[command(subcommand)]
@@ -324,6 +335,12 @@ pub fn report(err: &CliError, json: bool) {
 
 /// Runs one subcommand.
 pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Info => return info::run(cli).await,
+        Command::Completions { shell } => return info::completions(shell),
+        Command::Man { out } => return info::man(out),
+        _ => {}
+    }
     let socket = crate::client::socket_path(cli.socket.as_deref());
     let timeout = Duration::from_secs(cli.timeout.max(1));
     if let Command::Demo(args) = cmd {
@@ -461,7 +478,13 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
                 s
             })
         }
-        Command::Logs(_) | Command::Watch(_) | Command::Demo(_) | Command::Whoami => Ok(()),
+        Command::Logs(_)
+        | Command::Watch(_)
+        | Command::Demo(_)
+        | Command::Whoami
+        | Command::Info
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(()),
     }
 }
 
