@@ -273,18 +273,22 @@ async fn edit(conn: &Conn, out: &Out, agent: &str, yes: bool, note: &str) -> Res
         .current()
         .map(|v| v.text.clone())
         .unwrap_or_else(|| "# tools this agent may call, e.g.\ntools = []\n".into());
-    let path = std::env::temp_dir().join(format!(
-        "agenfleet-scopes-{}-{}.toml",
-        agent.replace('/', "."),
-        std::process::id()
-    ));
-    std::fs::write(&path, &before).map_err(|e| {
+    // A new file of our own (O_EXCL, mode 0600, a random name): nobody can have put a
+    // link or a file there first. Kept after the edit, so a rejected edit is not lost.
+    let internal = |e: std::io::Error| {
         CliError::new(
             70,
             "internal",
-            format!("cannot write {}: {e}", path.display()),
+            format!("cannot write a temporary file for the edit: {e}"),
         )
-    })?;
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(&format!("agenfleet-scopes-{}-", agent.replace('/', ".")))
+        .suffix(".toml")
+        .tempfile()
+        .map_err(internal)?;
+    std::io::Write::write_all(&mut file, before.as_bytes()).map_err(internal)?;
+    let (_, path) = file.keep().map_err(|e| internal(e.error))?;
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
