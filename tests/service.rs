@@ -439,3 +439,99 @@ fn check_config_judges_a_config_without_starting_and_the_cli_makes_completions_a
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /metrics` on `port`: the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics port");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `series` (its name and labels, as exposed), or 0.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_real_events() {
+    if !docker_available("metrics_move_with_real_events") {
+        return;
+    }
+    let port = free_port();
+    let d = Daemon::start(
+        "metrics",
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    let before = wait_for(
+        Duration::from_secs(30),
+        "the engine up in the metrics",
+        || {
+            let t = scrape(port);
+            (sample(&t, "agenfleet_engine_up") == 1.0).then_some(t)
+        },
+    );
+    assert_eq!(sample(&before, "agenfleet_audit_writable"), 1.0);
+    d.create("name = \"m1\"\nimage = \"agenfleet/agent\"\n[workload]\nlog_interval_ms = 0\n");
+    d.wait_agent("m1", "running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+    let denied = "agenfleet_decisions_total{verdict=\"deny\",decision=\"deny\"}";
+    let n0 = sample(&scrape(port), denied);
+    let calls: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"tool": "read_file", "args": {"path": format!("/etc/x{i}")}}))
+        .collect();
+    d.gateway_calls("m1", &calls);
+    d.json(&[
+        "incidents",
+        "open",
+        "--scenario",
+        "api-key-leaked",
+        "--summary",
+        "m",
+    ]);
+    let after = scrape(port);
+    assert_eq!(
+        sample(
+            &after,
+            "agenfleet_agents{tenant=\"default\",state=\"running\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, denied) - n0, 3.0, "{after}");
+    assert!(sample(&after, "agenfleet_decision_seconds_count") >= 3.0);
+    assert!(
+        sample(&after, "agenfleet_audit_append_seconds_count")
+            > sample(&before, "agenfleet_audit_append_seconds_count")
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "agenfleet_incidents_open{party=\"client\",severity=\"critical\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    // The same exposition from the CLI, for node_exporter's textfile collector.
+    let out = d.cli(&["metrics"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        sample(
+            &text,
+            "agenfleet_agents{tenant=\"default\",state=\"running\"}"
+        ),
+        1.0
+    );
+}

@@ -35,6 +35,9 @@ pub struct Config {
     /// The group the socket (and a socket directory the daemon creates) belongs to, so
     /// the operators in it connect with no manual step; empty: the daemon's own group.
     pub socket_group: String,
+    /// `host:port` where Prometheus scrapes `GET /metrics` (plain HTTP, no auth: keep it
+    /// on loopback or a monitoring network); empty: off.
+    pub metrics_listen: String,
     /// Largest frame accepted on the operator socket, in bytes.
     pub max_frame_bytes: usize,
     /// Connections the operator socket holds open at once, in all…
@@ -194,6 +197,7 @@ impl Default for Config {
             socket,
             socket_mode: 0o660,
             socket_group: String::new(),
+            metrics_listen: String::new(),
             max_frame_bytes: agenfleet_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
             max_connections_per_uid: 64,
@@ -509,6 +513,16 @@ impl Config {
                 "crash_loop_exits",
                 "crash_loop_exits and denial_spike must be at least 2".into(),
             ));
+        }
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| {
+                    (
+                        "metrics_listen",
+                        format!("`{}` is not host:port: {e}", self.metrics_listen),
+                    )
+                })?;
         }
         if !self.socket_group.is_empty() {
             crate::service::group_id(&self.socket_group).map_err(|e| ("socket_group", e))?;

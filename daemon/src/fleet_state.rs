@@ -308,6 +308,12 @@ impl FleetState {
         }
     }
 
+    /// Clients long-polling for changes right now (consoles and `watch` spend most of
+    /// their time waiting there).
+    pub fn watchers(&self) -> usize {
+        self.rev_tx.receiver_count()
+    }
+
     /// Long-poll: answers at once if there is news after `since` (or a reset is due),
     /// otherwise waits up to `max_wait` for a change.
     pub async fn watch(

@@ -10,6 +10,7 @@ pub mod fleet_state;
 pub mod fuzz;
 pub mod incidents;
 pub mod keyring;
+pub mod metrics;
 pub mod policy;
 pub mod rpc;
 pub mod runtime;
@@ -333,6 +334,15 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     };
     let listener = bind_socket(&cfg.socket, cfg.socket_mode, group).await?;
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), %instance, version = SOFTWARE_VERSION, "agenfleetd ready");
+    if !cfg.metrics_listen.is_empty() {
+        let addr: std::net::SocketAddr = cfg
+            .metrics_listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("metrics_listen: {e}"))?;
+        metrics::serve(rt.clone(), addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    }
     service::notify(&format!("READY=1\nSTATUS=serving {}", cfg.socket.display()));
     service::spawn_watchdog();
     let server = tokio::spawn(rpc::serve(rt.clone(), listener));

@@ -27,6 +27,9 @@ pub trait Fleet {
     /// Versions, and (for platform admins) the daemon's config file, directories and
     /// engine address.
     async fn host_info() -> Result<HostInfo, ApiError>;
+    /// The metrics in the Prometheus/OpenMetrics text format (platform-level: fleet.read
+    /// on the platform; tenant names are label values).
+    async fn metrics_text() -> Result<String, ApiError>;
     /// Every agent the caller may see.
     async fn list_agents() -> Result<Vec<AgentView>, ApiError>;
     /// One agent.

@@ -414,6 +414,7 @@ impl AuditLog {
         if bytes.len() > format::MAX_EVENT {
             return Err(AuditError::TooLarge(bytes.len()));
         }
+        let started = Instant::now();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Append {
@@ -421,8 +422,11 @@ impl AuditLog {
                 reply,
             })
             .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?
+        let seq = rx
+            .await
+            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))??;
+        crate::metrics::counters().audit_append(started.elapsed().as_secs_f64());
+        Ok(seq)
     }
 
     pub fn status(&self) -> AuditStatus {

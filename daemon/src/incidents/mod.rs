@@ -730,6 +730,11 @@ impl Incidents {
         RoutesReport { routes, resolved }
     }
 
+    /// Notifications waiting in the outbox.
+    pub fn pending_deliveries(&self) -> usize {
+        self.outbox.pending()
+    }
+
     /// The outbox's rows (pending and given up), newest first.
     pub fn outbox_rows(&self, limit: usize) -> Result<Vec<OutboxRow>, ApiError> {
         self.outbox.rows(limit)

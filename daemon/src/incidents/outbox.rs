@@ -269,7 +269,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Events waiting (per route name), for `agenfleet info`-like views and benches.
+    /// Events waiting, over every route (metrics).
     pub fn pending(&self) -> usize {
         self.queues
             .iter()

@@ -49,6 +49,12 @@ impl Fleet for FleetService {
         })
     }
 
+    async fn metrics_text(self, _: Context) -> Result<String, ApiError> {
+        self.check(Permission::FleetRead, Scope::Platform, "metrics_text")
+            .await?;
+        Ok(crate::metrics::render(&self.rt))
+    }
+
     async fn host_info(self, _: Context) -> Result<agenfleet_protocol::HostInfo, ApiError> {
         self.check_any(Permission::FleetRead, "host_info").await?;
         let (_, daemon, _) = self.rt.fleet.snapshot(|_| false);

@@ -62,6 +62,9 @@ pub enum Command {
     /// Versions (client, daemon, protocol), the socket used and why, and the daemon's
     /// config file, directories, engine and keyring.
     Info,
+    /// The daemon's metrics in the Prometheus text format (for node_exporter's textfile
+    /// collector: `agenfleet metrics > /var/lib/node_exporter/agenfleet.prom`).
+    Metrics,
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
     Completions { shell: String },
     /// Write man pages (agenfleet.1 and one per subcommand) to a directory.
@@ -405,6 +408,10 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
 async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError> {
     match cmd {
         Command::Status => status::run(conn, out).await,
+        Command::Metrics => {
+            let text = conn.client.metrics_text(conn.ctx()).await??;
+            out.print(&serde_json::json!({ "text": text }), || text.clone())
+        }
         Command::Agents { cmd } => agents::run(conn, out, cmd).await,
         Command::Audit { cmd } => audit::run(conn, out, cmd).await,
         Command::Vault { cmd } => vault::run_vault(conn, out, cmd).await,

@@ -557,6 +557,9 @@ impl Runner {
             .rt
             .system_event("agent.exited", Some(&self.rec.key), "observed", detail)
             .await;
+        if let Some(exit) = self.rec.last_exit.as_ref() {
+            crate::metrics::counters().exit(exit.code, exit.oom_killed);
+        }
         if let (Ok(seq), Some(exit)) = (seq, self.rec.last_exit.as_ref()) {
             if self.rec.desired != DesiredState::Stopped {
                 self.rt
