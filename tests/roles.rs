@@ -458,3 +458,55 @@ fn deleting_a_tenant_purges_everything_in_it() {
     let out = d.cli(&["tenants", "delete", "never-was", "--yes"]);
     assert_eq!(out.status.code(), Some(5));
 }
+
+#[test]
+fn deleting_a_tenant_under_a_purge_delay_purges_it_when_the_delay_is_up() {
+    if !docker_available("deleting_a_tenant_under_a_purge_delay_purges_it_when_the_delay_is_up") {
+        return;
+    }
+    let d = Daemon::start("tenantdelay", "purge_after_secs = 3");
+    d.json(&["vault", "init"]);
+    d.create(&spec("later", "p1", "z1", true));
+    d.create(&spec("later", "p2", "z2", false));
+    assert!(d
+        .cli_stdin(&["creds", "set", "later/z1", "api-key"], "v")
+        .status
+        .success());
+    let out = d.cli(&["--json", "tenants", "delete", "later", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = d.json(&["agents", "list"]).to_string();
+    assert!(!list.contains("\"later\""), "{list}");
+    // When the delay is up, the agents' data goes too (credentials included).
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the delayed purges",
+        || {
+            let p = d.json(&["audit", "search", "--action", "agent.purge"]);
+            let ok = p
+                .as_array()?
+                .iter()
+                .filter(|e| e["event"]["outcome"] == "ok")
+                .count();
+            (ok == 2).then_some(())
+        },
+    );
+    assert_eq!(d.json(&["vault", "status"])["credentials"], 0);
+    // With its last agent purged, the tenant itself goes (recorded).
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the tenant's own purge",
+        || {
+            let p = d.json(&["audit", "search", "--action", "tenant.purge"]);
+            (p.as_array()?.len() == 1).then_some(())
+        },
+    );
+    let out = d.cli(&["tenants", "delete", "later", "--yes"]);
+    assert_eq!(out.status.code(), Some(5), "no tenant `later` any more");
+    // The name is free again.
+    d.create(&spec("later", "p1", "z1", false));
+}

@@ -137,8 +137,14 @@ impl Fleet for FleetService {
         };
         let detail = format!("image {}, spec {}", spec.image, spec.hash());
         let rt = self.rt.clone();
-        self.audited("agent.create", Some(&key), detail, rt.create(spec))
-            .await
+        let view = self
+            .audited("agent.create", Some(&key), detail, rt.create(spec))
+            .await?;
+        // A tenant deleted while its agents' purges wait is in use again: it stays.
+        if let Err(e) = self.rt.store.cancel_tenant_purge(&key.tenant) {
+            tracing::error!(tenant = %key.tenant, error = %e, "cannot keep the tenant");
+        }
+        Ok(view)
     }
 
     async fn agent_action(

@@ -181,6 +181,25 @@ impl Runtime {
         let _ = self
             .system_event("agent.purge", Some(key), "ok", what)
             .await;
+        match self.store.finish_tenant_purge(&key.tenant) {
+            Ok(true) => {
+                tracing::info!(tenant = %key.tenant, "deleted tenant purged (its last agent's data went)");
+                let _ = self
+                    .audit_event(AuditEvent {
+                        actor: "agenfleetd".into(),
+                        action: "tenant.purge".into(),
+                        tenant: Some(key.tenant.clone()),
+                        agent: None,
+                        outcome: "ok".into(),
+                        detail: "projects and record removed after its agents' purges".into(),
+                    })
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(tenant = %key.tenant, error = %e, "cannot finish a tenant's purge")
+            }
+        }
         Ok(())
     }
 

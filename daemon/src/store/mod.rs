@@ -348,6 +348,12 @@ impl Store {
     /// connections, projects, then the
     /// tenant — in one transaction. Its agents must be gone first (each has its own purge).
     pub fn delete_tenant_rows(&self, tenant: &str) -> Result<(), StoreError> {
+        // Access and configuration go at once; the projects and the tenant's own row only
+        // when no agent record is left (agents whose purge waits keep them; the last
+        // purge finishes the tenant, see `finish_tenant_purge`).
+        let waiting: i64 = self
+            .tenant(tenant)
+            .with(|c| c.query_row("SELECT COUNT(*) FROM t_agents", [], |r| r.get(0)))?;
         self.tenant(tenant).with(|c| {
             let tx = c.transaction()?;
             for sql in [
@@ -356,13 +362,69 @@ impl Store {
                 "DELETE FROM t_policy_versions",
                 "DELETE FROM t_upstreams",
                 "DELETE FROM t_usage_snapshots",
-                "DELETE FROM t_projects",
-                "DELETE FROM t_tenants",
             ] {
                 tx.execute(sql, [])?;
             }
+            if waiting == 0 {
+                tx.execute("DELETE FROM t_projects", [])?;
+                tx.execute("DELETE FROM t_tenants", [])?;
+            }
             tx.commit()
+        })?;
+        if waiting > 0 {
+            self.with(|c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO tenant_purges (tenant_id, requested_ms) VALUES (?1, ?2)",
+                    params![tenant, agenfleet_protocol::now_ms() as i64],
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After an agent's purge: a deleted tenant whose last waiting agent this was loses
+    /// its projects and its row now. Answers whether the tenant went.
+    pub fn finish_tenant_purge(&self, tenant: &str) -> Result<bool, StoreError> {
+        let pending: i64 = self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM tenant_purges WHERE tenant_id = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )
+        })?;
+        if pending == 0 {
+            return Ok(false);
+        }
+        let left: i64 = self
+            .tenant(tenant)
+            .with(|c| c.query_row("SELECT COUNT(*) FROM t_agents", [], |r| r.get(0)))?;
+        if left > 0 {
+            return Ok(false);
+        }
+        self.tenant(tenant).with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM t_projects", [])?;
+            tx.execute("DELETE FROM t_tenants", [])?;
+            tx.commit()
+        })?;
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM tenant_purges WHERE tenant_id = ?1",
+                params![tenant],
+            )
+        })?;
+        Ok(true)
+    }
+
+    /// A tenant in use again (an agent created in it) is no longer waiting to go.
+    pub fn cancel_tenant_purge(&self, tenant: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM tenant_purges WHERE tenant_id = ?1",
+                params![tenant],
+            )
         })
+        .map(|_| ())
     }
 
     /// Removes an agent's record with its credentials and scope versions.

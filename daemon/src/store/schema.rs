@@ -234,4 +234,9 @@ pub const MIGRATIONS: &[&str] = &[
         body_json TEXT NOT NULL,
         updated_ms INTEGER NOT NULL);
      CREATE INDEX escalations_state ON escalations(state, id);",
+    // 13: tenants deleted while their agents' purges wait (`purge_after_secs`): the
+    // tenant's projects and its own row go once the last of those agents is purged.
+    "CREATE TABLE tenant_purges (
+        tenant_id TEXT PRIMARY KEY,
+        requested_ms INTEGER NOT NULL);",
 ];
