@@ -656,3 +656,49 @@ fn a_bad_matrix_file_or_route_stops_the_daemon_with_the_row_named() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn resolved_incidents_go_when_their_retention_is_up_and_open_ones_stay() {
+    // 0.00005 days: 4.3 s.
+    let d = Daemon::start("inc-retention", "incident_retention_days = 0.00005");
+    let open = |summary: &str| {
+        d.json(&[
+            "incidents",
+            "open",
+            "--scenario",
+            "api-key-leaked",
+            "--summary",
+            summary,
+        ])["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let kept = open("still open");
+    let old = open("resolved soon");
+    d.json(&["incidents", "resolve", &old.to_string(), "--note", "done"]);
+    let ids = |d: &Daemon| -> Vec<u64> {
+        d.json(&["incidents", "list", "--all"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["id"].as_u64())
+            .collect()
+    };
+    assert!(ids(&d).contains(&old), "kept until its time");
+    wait_for(
+        Duration::from_secs(60),
+        "the resolved incident to go",
+        || (!ids(&d).contains(&old)).then_some(()),
+    );
+    assert!(ids(&d).contains(&kept), "an open incident is never removed");
+    let rec = d.json(&["audit", "search", "--action", "retention.prune"]);
+    assert!(
+        rec.to_string().contains("1 incident(s) resolved before"),
+        "{rec}"
+    );
+    // Gone from the store too: a restart does not bring it back.
+    let mut d = d;
+    d.restart();
+    assert!(!ids(&d).contains(&old));
+    assert!(ids(&d).contains(&kept));
+}

@@ -95,6 +95,9 @@ pub struct Config {
     pub denial_spike: u32,
     /// …within this many seconds.
     pub denial_window_secs: u64,
+    /// Resolved incidents (and deliveries given up) are removed this many days after
+    /// (fractions allowed); 0: kept.
+    pub incident_retention_days: f64,
     /// Where each party's incidents go (and, `party = "reviewers"`, escalations).
     pub incident_route: Vec<RouteConfig>,
     /// When unacknowledged incidents are delivered again.
@@ -224,6 +227,7 @@ impl Default for Config {
             denial_spike: 20,
             denial_window_secs: 60,
             incident_route: Vec::new(),
+            incident_retention_days: 90.0,
             escalation: EscalationDelays::default(),
             source: PathBuf::new(),
         }
@@ -512,6 +516,12 @@ impl Config {
             return Err((
                 "crash_loop_exits",
                 "crash_loop_exits and denial_spike must be at least 2".into(),
+            ));
+        }
+        if !(0.0..=36_500.0).contains(&self.incident_retention_days) {
+            return Err((
+                "incident_retention_days",
+                "must be between 0 (keep) and 36500".into(),
             ));
         }
         if !self.metrics_listen.is_empty() {

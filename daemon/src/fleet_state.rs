@@ -171,6 +171,18 @@ impl FleetState {
         self.rev_tx.send_replace(rev);
     }
 
+    /// Drops incidents from the view (retention): new snapshots and watches that start
+    /// over no longer carry them.
+    pub fn forget_incidents(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        for id in ids {
+            inner.incidents.remove(id);
+        }
+    }
+
     /// Every incident in view for which `visible` holds.
     pub fn incidents(&self, visible: impl Fn(&Incident) -> bool) -> Vec<Incident> {
         self.lock()

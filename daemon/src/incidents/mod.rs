@@ -165,11 +165,15 @@ impl Incidents {
                 rows.collect()
             })
             .map_err(|e| e.to_string())?;
+        // Past every incident kept, and every one removed by retention (never reused).
         let max_id: i64 = store
             .with(|c| {
-                c.query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |r| {
-                    r.get(0)
-                })
+                c.query_row(
+                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM incidents), 0),
+                                COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'incident_id_floor'), 0))",
+                    [],
+                    |r| r.get(0),
+                )
             })
             .map_err(|e| e.to_string())?;
         let mut inner = Inner {
@@ -214,6 +218,21 @@ impl Incidents {
                 me.reported(r).await;
             }
         });
+        if cfg.incident_retention_days > 0.0 {
+            let keep_ms = (cfg.incident_retention_days * 86_400_000.0) as u64;
+            // Often enough that nothing outlives its promise by more than a quarter of it
+            // (at most an hour late).
+            let every = Duration::from_millis((keep_ms / 4).clamp(1_000, 3_600_000));
+            let pruner = Arc::downgrade(&me);
+            tokio::spawn(async move {
+                loop {
+                    let Some(me) = pruner.upgrade() else { return };
+                    me.prune(keep_ms).await;
+                    drop(me);
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
         let flusher = Arc::downgrade(&me);
         tokio::spawn(async move {
             loop {
@@ -295,6 +314,89 @@ impl Incidents {
                 tx.commit()
             })
             .map_err(store_err)
+    }
+
+    /// Removes incidents resolved more than `keep_ms` ago, from the store and from what
+    /// is shown, and failed deliveries as old; records how many went.
+    async fn prune(&self, keep_ms: u64) {
+        let cutoff = now_ms().saturating_sub(keep_ms) as i64;
+        let gone: Vec<u64> = {
+            let mut inner = self.lock();
+            let ids: Vec<u64> = inner
+                .by_id
+                .values()
+                .filter(|i| {
+                    i.state == IncidentState::Resolved
+                        && i.resolved_ms.is_some_and(|t| (t as i64) < cutoff)
+                })
+                .map(|i| i.id)
+                .collect();
+            for id in &ids {
+                inner.by_id.remove(id);
+                inner.dirty.remove(id);
+            }
+            ids
+        };
+        self.fleet.forget_incidents(&gone);
+        let deleted = self.store.with(|c| {
+            let tx = c.transaction()?;
+            // Resolved incidents are stored with their resolution in the body; the row's
+            // update time is the resolution's (a resolved incident no longer changes).
+            // Ids are never given again: the highest one removed stays as a floor.
+            let top: Option<i64> = tx.query_row(
+                "SELECT MAX(id) FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
+                params![cutoff, serde_json::to_string(&gone).unwrap_or_default()],
+                |r| r.get(0),
+            )?;
+            if let Some(top) = top {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('incident_id_floor', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), ?1)",
+                    params![top],
+                )?;
+            }
+            let mut n = tx.execute(
+                "DELETE FROM incidents WHERE state = 'resolved' AND updated_ms < ?1",
+                params![cutoff],
+            )?;
+            // Those judged by their resolution time in memory (a later delivery record
+            // may have touched their row since).
+            for id in &gone {
+                n += tx.execute(
+                    "DELETE FROM incidents WHERE id = ?1 AND state = 'resolved'",
+                    params![*id as i64],
+                )?;
+            }
+            let f = tx.execute(
+                "DELETE FROM outbox WHERE state = 'failed' AND updated_ms < ?1",
+                params![cutoff],
+            )?;
+            tx.commit()?;
+            Ok((n, f))
+        });
+        match deleted {
+            Ok((0, 0)) => {}
+            Ok((n, f)) => {
+                tracing::info!(
+                    incidents = n,
+                    deliveries = f,
+                    "retention: old resolved incidents removed"
+                );
+                let ev = AuditEvent {
+                    actor: "agenfleetd".into(),
+                    action: "retention.prune".into(),
+                    tenant: None,
+                    agent: None,
+                    outcome: "ok".into(),
+                    detail: format!(
+                        "{n} incident(s) resolved before {} and {f} given-up deliveries removed (incident_retention_days)",
+                        agenfleet_protocol::time::rfc3339(cutoff as u64)
+                    ),
+                };
+                let _ = self.audit.record(&ev).await;
+            }
+            Err(e) => tracing::error!(error = %e, "retention: cannot remove old incidents"),
+        }
     }
 
     /// Applies `f` to incident `id`, publishes it, marks it for storage.
