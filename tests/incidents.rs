@@ -685,6 +685,9 @@ fn resolved_incidents_go_when_their_retention_is_up_and_open_ones_stay() {
             .collect()
     };
     assert!(ids(&d).contains(&old), "kept until its time");
+    let r = d.json(&["retention"]);
+    assert_eq!(r["resolved_incidents"], 1, "{r}");
+    assert!(r["next_incident_removal_ms"].as_u64().is_some(), "{r}");
     wait_for(
         Duration::from_secs(60),
         "the resolved incident to go",

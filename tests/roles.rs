@@ -481,6 +481,20 @@ fn deleting_a_tenant_under_a_purge_delay_purges_it_when_the_delay_is_up() {
     );
     let list = d.json(&["agents", "list"]).to_string();
     assert!(!list.contains("\"later\""), "{list}");
+    // `retention` says what waits and when it goes.
+    let r = d.json(&["retention"]);
+    let purges: Vec<&str> = r["agent_purges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p[0].as_str())
+        .collect();
+    assert!(
+        purges.contains(&"later/z1") && purges.contains(&"later/z2"),
+        "{r}"
+    );
+    assert_eq!(r["tenant_purges"], serde_json::json!(["later"]), "{r}");
+    assert_eq!(r["purge_after_secs"], 3);
     // When the delay is up, the agents' data goes too (credentials included).
     wait_for(
         std::time::Duration::from_secs(30),

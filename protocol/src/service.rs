@@ -13,7 +13,7 @@ use crate::spec::AgentSpec;
 use crate::types::CallerInfo;
 use crate::types::{
     AgentAction, AgentRef, AgentView, FleetStatus, Hello, HostInfo, ImageInfo, LogChunk, NewToken,
-    OperatorInfo, RoleBinding, TokenInfo, WatchReply,
+    OperatorInfo, RetentionReport, RoleBinding, TokenInfo, WatchReply,
 };
 use crate::upstream::{UpstreamClass, UpstreamSpec, UpstreamView, UsageRow};
 use crate::vault::{CredentialInfo, VaultStatus};
@@ -30,6 +30,8 @@ pub trait Fleet {
     /// The metrics in the Prometheus/OpenMetrics text format (platform-level: fleet.read
     /// on the platform; tenant names are label values).
     async fn metrics_text() -> Result<String, ApiError>;
+    /// What is kept for how long and what goes when (platform-level).
+    async fn retention() -> Result<RetentionReport, ApiError>;
     /// Every agent the caller may see.
     async fn list_agents() -> Result<Vec<AgentView>, ApiError>;
     /// One agent.

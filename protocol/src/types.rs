@@ -279,6 +279,24 @@ pub struct HostInfo {
     pub keyring: String,
 }
 
+/// What the daemon keeps, for how long, and what goes when (`agenfleet retention`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionReport {
+    /// Deleted agents' data is purged this long after the deletion (0: at once).
+    pub purge_after_secs: u64,
+    /// Resolved incidents are removed this long after their resolution (0: kept).
+    pub incident_retention_days: f64,
+    /// Deleted agents whose data waits: (tenant/agent, when it goes).
+    pub agent_purges: Vec<(String, u64)>,
+    /// Deleted tenants whose projects and record wait for their agents' purges.
+    pub tenant_purges: Vec<String>,
+    /// Resolved incidents kept now, and when the oldest of them goes (None: never).
+    pub resolved_incidents: u32,
+    pub next_incident_removal_ms: Option<u64>,
+    /// What is kept with no time limit yet, said plainly.
+    pub kept: Vec<String>,
+}
+
 /// The container engine as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {

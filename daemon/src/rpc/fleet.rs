@@ -49,6 +49,45 @@ impl Fleet for FleetService {
         })
     }
 
+    async fn retention(self, _: Context) -> Result<agenfleet_protocol::RetentionReport, ApiError> {
+        self.check(Permission::FleetRead, Scope::Platform, "retention")
+            .await?;
+        let store_err = |e: crate::store::StoreError| ApiError::internal(e.to_string());
+        let cfg = &self.rt.cfg;
+        let resolved: Vec<u64> = self
+            .rt
+            .incidents
+            .list(true, |i| {
+                i.state == agenfleet_protocol::incidents::IncidentState::Resolved
+            })
+            .iter()
+            .filter_map(|i| i.resolved_ms)
+            .collect();
+        let keep_ms = (cfg.incident_retention_days * 86_400_000.0) as u64;
+        Ok(agenfleet_protocol::RetentionReport {
+            purge_after_secs: cfg.purge_after_secs,
+            incident_retention_days: cfg.incident_retention_days,
+            agent_purges: self
+                .rt
+                .store
+                .pending_purges()
+                .map_err(store_err)?
+                .into_iter()
+                .map(|(k, at)| (k.to_string(), at))
+                .collect(),
+            tenant_purges: self.rt.store.tenant_purges().map_err(store_err)?,
+            resolved_incidents: resolved.len() as u32,
+            next_incident_removal_ms: (keep_ms > 0)
+                .then(|| resolved.iter().min().map(|t| t + keep_ms))
+                .flatten(),
+            kept: vec![
+                "the audit log: every record, for as long as the disk holds it (segment retention is not built yet)".into(),
+                "open incidents, until they are resolved".into(),
+                "decided escalations, until their tenant is deleted".into(),
+            ],
+        })
+    }
+
     async fn metrics_text(self, _: Context) -> Result<String, ApiError> {
         self.check(Permission::FleetRead, Scope::Platform, "metrics_text")
             .await?;

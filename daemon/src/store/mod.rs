@@ -416,6 +416,15 @@ impl Store {
         Ok(true)
     }
 
+    /// Deleted tenants waiting for their agents' purges.
+    pub fn tenant_purges(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT tenant_id FROM tenant_purges ORDER BY tenant_id")?;
+            let v = st.query_map([], |r| r.get(0))?.collect();
+            v
+        })
+    }
+
     /// A tenant in use again (an agent created in it) is no longer waiting to go.
     pub fn cancel_tenant_purge(&self, tenant: &str) -> Result<(), StoreError> {
         self.with(|c| {

@@ -65,6 +65,8 @@ pub enum Command {
     /// The daemon's metrics in the Prometheus text format (for node_exporter's textfile
     /// collector: `agenfleet metrics > /var/lib/node_exporter/agenfleet.prom`).
     Metrics,
+    /// What the daemon keeps, for how long, and what goes when.
+    Retention,
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
     Completions { shell: String },
     /// Write man pages (agenfleet.1 and one per subcommand) to a directory.
@@ -408,6 +410,42 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
 async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError> {
     match cmd {
         Command::Status => status::run(conn, out).await,
+        Command::Retention => {
+            let r = conn.client.retention(conn.ctx()).await??;
+            let when = |ms: u64| agenfleet_protocol::time::rfc3339(ms);
+            out.print(&r, || {
+                let mut s = format!(
+                    "deleted agents' data    purged {} after the deletion\nresolved incidents      {}\n",
+                    if r.purge_after_secs == 0 {
+                        "at once".to_string()
+                    } else {
+                        format!("{} s", r.purge_after_secs)
+                    },
+                    if r.incident_retention_days == 0.0 {
+                        "kept".to_string()
+                    } else {
+                        format!(
+                            "removed {} days after their resolution ({} kept now{})",
+                            r.incident_retention_days,
+                            r.resolved_incidents,
+                            r.next_incident_removal_ms
+                                .map(|t| format!("; the next goes at {}", when(t)))
+                                .unwrap_or_default()
+                        )
+                    }
+                );
+                for (a, at) in &r.agent_purges {
+                    s += &format!("purge of {a:<30} at {}\n", when(*at));
+                }
+                for t in &r.tenant_purges {
+                    s += &format!("tenant {t} goes with its last agent's purge\n");
+                }
+                for k in &r.kept {
+                    s += &format!("kept: {k}\n");
+                }
+                s
+            })
+        }
         Command::Metrics => {
             let text = conn.client.metrics_text(conn.ctx()).await??;
             out.print(&serde_json::json!({ "text": text }), || text.clone())
