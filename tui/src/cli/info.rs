@@ -66,10 +66,11 @@ pub async fn run(cli: &Cli) -> Result<(), CliError> {
         );
         s += &format!(
             "config    {}\nstate     {}\naudit     {}\nengine    {} (Docker {}, API {})\nkeyring   {}\n",
-            daemon
-                .config_file
-                .clone()
-                .unwrap_or_else(|| "built-in defaults (no config file), or (platform admins)".into()),
+            match (&daemon.config_file, &daemon.state_dir) {
+                (Some(f), _) => f.clone(),
+                (None, Some(_)) => "none: built-in defaults".into(),
+                (None, None) => "(platform admins)".into(),
+            },
             or(&daemon.state_dir),
             or(&daemon.audit_dir),
             or(&daemon.engine_address),
