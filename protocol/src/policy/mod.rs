@@ -168,7 +168,7 @@ pub enum EscalationState {
     Denied,
     /// Nobody decided before the policy's timeout: denied.
     TimedOut,
-    /// The agent went away (its connection closed) before anyone decided.
+    /// The agent was deleted before anyone decided.
     Abandoned,
 }
 
