@@ -259,7 +259,10 @@ pub async fn serve(rt: Arc<Runtime>, addr: std::net::SocketAddr) -> std::io::Res
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
+                // A scraper that opens a connection and sends nothing is cut off.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(io, svc)
                     .await;
             });
