@@ -285,15 +285,7 @@ fn call_in_background(d: &Daemon, agent: &str, call: Value) -> std::thread::Join
 }
 
 fn wait_pending(d: &Daemon, n: usize) -> Vec<Value> {
-    wait_for(
-        Duration::from_secs(20),
-        &format!("{n} pending escalation(s)"),
-        || {
-            let l = d.json(&["escalations", "list"]);
-            let l = l.as_array().cloned().unwrap_or_default();
-            (l.len() == n).then_some(l)
-        },
-    )
+    d.wait_pending(n, Duration::from_secs(20))
 }
 
 #[test]

@@ -661,18 +661,7 @@ fn a_bad_matrix_file_or_route_stops_the_daemon_with_the_row_named() {
 fn resolved_incidents_go_when_their_retention_is_up_and_open_ones_stay() {
     // 0.00005 days: 4.3 s.
     let d = Daemon::start("inc-retention", "incident_retention_days = 0.00005");
-    let open = |summary: &str| {
-        d.json(&[
-            "incidents",
-            "open",
-            "--scenario",
-            "api-key-leaked",
-            "--summary",
-            summary,
-        ])["id"]
-            .as_u64()
-            .unwrap()
-    };
+    let open = |summary: &str| d.open_incident("api-key-leaked", summary);
     let kept = open("still open");
     let old = open("resolved soon");
     d.json(&["incidents", "resolve", &old.to_string(), "--note", "done"]);

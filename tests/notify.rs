@@ -21,19 +21,6 @@ fn accepted() -> Answer {
     }
 }
 
-fn open(d: &Daemon, scenario: &str, summary: &str) -> u64 {
-    d.json(&[
-        "incidents",
-        "open",
-        "--scenario",
-        scenario,
-        "--summary",
-        summary,
-    ])["id"]
-        .as_u64()
-        .expect("an incident id")
-}
-
 #[test]
 fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
     let ca = TestCa::new();
@@ -63,7 +50,7 @@ fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
     );
 
     // Our JSON, signed: the receiver checks the HMAC over timestamp and body.
-    let id = open(&d, "cross-tenant-leak", "seen in a test");
+    let id = d.open_incident("cross-tenant-leak", "seen in a test");
     wait_for(Duration::from_secs(20), "the signed delivery", || {
         signed.requests().into_iter().find(|r| {
             serde_json::from_slice::<Value>(&r.body)
@@ -86,7 +73,7 @@ fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
     assert_eq!(r.path, "/hook");
 
     // PagerDuty over IPv6: trigger, acknowledge, resolve — one dedup key, in order.
-    let id = open(&d, "api-key-leaked", "key in a pastebin");
+    let id = d.open_incident("api-key-leaked", "key in a pastebin");
     wait_for(Duration::from_secs(20), "the PagerDuty trigger", || {
         (!pagerduty.requests().is_empty()).then_some(())
     });
@@ -111,7 +98,7 @@ fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
     assert_eq!(events[0]["payload"]["severity"], "critical");
 
     // A chat webhook: a short text with party, severity, what broke, next step, command.
-    let id = open(&d, "webhook-down", "partner hook answers 503");
+    let id = d.open_incident("webhook-down", "partner hook answers 503");
     let text = wait_for(Duration::from_secs(20), "the chat message", || {
         json_bodies(&chat)
             .into_iter()
@@ -136,7 +123,7 @@ fn https_receivers_get_each_shape_and_a_bad_certificate_is_named() {
 
     // A certificate for another name: every attempt fails saying why, then it is given up
     // and the incident says it was not delivered.
-    let id = open(&d, "model-provider-down", "provider 5xx");
+    let id = d.open_incident("model-provider-down", "provider 5xx");
     let inc = wait_for(
         Duration::from_secs(30),
         "the delivery to be given up",
@@ -187,7 +174,7 @@ fn deliveries_pending_at_a_kill_9_arrive_once_after_the_restart() {
         ),
     );
     let ids: Vec<u64> = (0..3)
-        .map(|i| open(&d, "api-key-leaked", &format!("leak {i}")))
+        .map(|i| d.open_incident("api-key-leaked", &format!("leak {i}")))
         .collect();
     // All three are in the outbox; the route tries its oldest while the receiver is down.
     let before = wait_for(Duration::from_secs(30), "two failed attempts", || {
@@ -257,8 +244,8 @@ fn deliveries_pending_at_a_kill_9_arrive_once_after_the_restart() {
 #[test]
 fn a_record_altered_while_running_raises_a_tamper_incident() {
     let d = Daemon::start("notify-tamper", "audit_checkpoint_secs = 3");
-    open(&d, "api-key-leaked", "first");
-    let id = open(&d, "api-key-leaked", "second");
+    d.open_incident("api-key-leaked", "first");
+    let id = d.open_incident("api-key-leaked", "second");
     // The newest segment's last record — whatever it is, it is within the checks' window
     // — rewritten in place with the same length and a fresh checksum (only the chain and
     // the hashes the writer gave can tell).
@@ -472,15 +459,7 @@ when { context.host like "pay*" && context.url_path like "/quick*" };
 "#;
 
 fn pending(d: &Daemon, n: usize) -> Vec<Value> {
-    wait_for(
-        Duration::from_secs(30),
-        &format!("{n} pending escalation(s)"),
-        || {
-            let l = d.json(&["escalations", "list"]);
-            let l = l.as_array().cloned().unwrap_or_default();
-            (l.len() == n).then_some(l)
-        },
-    )
+    d.wait_pending(n, Duration::from_secs(30))
 }
 
 fn escalation_events(stub: &ProviderStub, id: u64) -> Vec<String> {

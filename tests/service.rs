@@ -492,14 +492,7 @@ fn metrics_move_with_real_events() {
         .map(|i| serde_json::json!({"tool": "read_file", "args": {"path": format!("/etc/x{i}")}}))
         .collect();
     d.gateway_calls("m1", &calls);
-    d.json(&[
-        "incidents",
-        "open",
-        "--scenario",
-        "api-key-leaked",
-        "--summary",
-        "m",
-    ]);
+    d.open_incident("api-key-leaked", "m");
     let after = scrape(port);
     assert_eq!(
         sample(

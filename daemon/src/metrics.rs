@@ -17,15 +17,16 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
 
+// Hot-path label sets hold static strings: counting a decision allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Decision {
-    verdict: String,
-    decision: String,
+    verdict: &'static str,
+    decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,12 +68,17 @@ pub fn counters() -> &'static Counters {
 }
 
 impl Counters {
-    /// A tool-call decision (`verdict`: allow, deny, escalate; `allowed`: the outcome).
-    pub fn decision(&self, verdict: &str, allowed: bool, latency_us: u64) {
+    /// A tool-call decision (the policies' verdict, and the outcome after any person).
+    pub fn decision(
+        &self,
+        verdict: agenfleet_protocol::policy::Verdict,
+        allowed: bool,
+        latency_us: u64,
+    ) {
         self.decisions
             .get_or_create(&Decision {
-                verdict: verdict.to_string(),
-                decision: if allowed { "allow" } else { "deny" }.into(),
+                verdict: verdict.as_str(),
+                decision: if allowed { "allow" } else { "deny" },
             })
             .inc();
         self.decision_seconds.observe(latency_us as f64 / 1e6);
@@ -92,11 +98,7 @@ impl Counters {
         } else {
             "clean"
         };
-        self.exits
-            .get_or_create(&Reason {
-                reason: reason.into(),
-            })
-            .inc();
+        self.exits.get_or_create(&Reason { reason }).inc();
     }
 }
 

@@ -208,6 +208,29 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Opens an incident by hand (`incidents open`): its id.
+    pub fn open_incident(&self, scenario: &str, summary: &str) -> u64 {
+        self.json(&[
+            "incidents",
+            "open",
+            "--scenario",
+            scenario,
+            "--summary",
+            summary,
+        ])["id"]
+            .as_u64()
+            .expect("an incident id")
+    }
+
+    /// Waits until exactly `n` escalations are pending; answers them.
+    pub fn wait_pending(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_for(timeout, &format!("{n} pending escalation(s)"), || {
+            let l = self.json(&["escalations", "list"]);
+            let l = l.as_array().cloned().unwrap_or_default();
+            (l.len() == n).then_some(l)
+        })
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agenfleetd.log")).unwrap_or_default()

@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default: an undelivered event is given up after a day of retries.
-const DEFAULT_GIVE_UP_SECS: u64 = 86_400;
+/// An undelivered event is given up after a day of retries (or `max_attempts`, if set).
+pub const GIVE_UP_MS: u64 = 86_400_000;
 
 pub enum Target {
     Webhook {
@@ -60,9 +60,8 @@ pub struct Route {
     pub target: Target,
     pub format: Format,
     pub routing_key: String,
-    /// 0: no limit but `give_up_ms`.
+    /// 0: no limit but `GIVE_UP_MS`.
     pub max_attempts: u32,
-    pub give_up_ms: u64,
 }
 
 fn none_if_empty(s: &str) -> Option<String> {
@@ -149,7 +148,6 @@ impl Route {
             },
             routing_key: c.routing_key.clone(),
             max_attempts: c.max_attempts,
-            give_up_ms: DEFAULT_GIVE_UP_SECS * 1000,
         })
     }
 

@@ -342,10 +342,14 @@ impl Incidents {
             let tx = c.transaction()?;
             // Resolved incidents are stored with their resolution in the body; the row's
             // update time is the resolution's (a resolved incident no longer changes).
-            // Ids are never given again: the highest one removed stays as a floor.
+            // Removed: resolved rows last written before the cutoff, and those the memory
+            // judged by their resolution time (a later delivery record may have touched
+            // their row since). Ids are never given again: the highest removed stays as a
+            // floor.
+            let ids_json = serde_json::to_string(&gone).unwrap_or_default();
             let top: Option<i64> = tx.query_row(
                 "SELECT MAX(id) FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
-                params![cutoff, serde_json::to_string(&gone).unwrap_or_default()],
+                params![cutoff, ids_json],
                 |r| r.get(0),
             )?;
             if let Some(top) = top {
@@ -355,18 +359,10 @@ impl Incidents {
                     params![top],
                 )?;
             }
-            let mut n = tx.execute(
-                "DELETE FROM incidents WHERE state = 'resolved' AND updated_ms < ?1",
-                params![cutoff],
+            let n = tx.execute(
+                "DELETE FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
+                params![cutoff, ids_json],
             )?;
-            // Those judged by their resolution time in memory (a later delivery record
-            // may have touched their row since).
-            for id in &gone {
-                n += tx.execute(
-                    "DELETE FROM incidents WHERE id = ?1 AND state = 'resolved'",
-                    params![*id as i64],
-                )?;
-            }
             let f = tx.execute(
                 "DELETE FROM outbox WHERE state = 'failed' AND updated_ms < ?1",
                 params![cutoff],

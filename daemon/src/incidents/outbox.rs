@@ -402,7 +402,7 @@ async fn work(me: std::sync::Weak<Outbox>, idx: usize) {
             item.attempts += 1;
             let gave_up = res.is_err()
                 && ((route.max_attempts > 0 && item.attempts >= route.max_attempts)
-                    || now.saturating_sub(item.created_ms) >= route.give_up_ms);
+                    || now.saturating_sub(item.created_ms) >= super::deliver::GIVE_UP_MS);
             done.push((item, res, gave_up));
         }
         this.settle(&done);

@@ -327,7 +327,7 @@ impl GatewayService {
             .record_decision(call, &ev, allowed, &reviewer, &reason)
             .await?;
         self.signal_decision(&call.tool, allowed, decision_id);
-        crate::metrics::counters().decision(&ev.verdict.to_string(), allowed, ev.latency_us);
+        crate::metrics::counters().decision(ev.verdict, allowed, ev.latency_us);
         Ok(Decision {
             decision_id,
             allowed,

@@ -61,13 +61,19 @@ pub enum Verdict {
     Escalate,
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::Escalate => "escalate",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
