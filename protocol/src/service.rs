@@ -9,7 +9,7 @@ use crate::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
 use crate::secret::SecretValue;
-use crate::spec::AgentSpec;
+use crate::spec::{AgentSpec, ApplyOutcome, SpecHistory, SpecVersion};
 use crate::types::CallerInfo;
 use crate::types::{
     AgentAction, AgentRef, AgentView, FleetStatus, Hello, HostInfo, ImageInfo, LogChunk, NewToken,
@@ -42,6 +42,19 @@ pub trait Fleet {
     async fn agent_action(agent: AgentRef, action: AgentAction) -> Result<AgentView, ApiError>;
     /// Stops the agent, removes its container and its record.
     async fn delete_agent(agent: AgentRef) -> Result<(), ApiError>;
+    /// Creates the agent, or puts `spec` in force as its next version if `expected_version`
+    /// (the version the caller diffed against; None: whatever is in force) is still the
+    /// one in force: in place, or with a new container (see `spec::IN_PLACE_FIELDS`).
+    async fn agents_apply(
+        spec: AgentSpec,
+        expected_version: Option<u32>,
+    ) -> Result<ApplyOutcome, ApiError>;
+    /// One version of an agent's spec (None: the one in force).
+    async fn agents_spec(agent: AgentRef, version: Option<u32>) -> Result<SpecVersion, ApiError>;
+    /// Every version of an agent's spec.
+    async fn agents_history(agent: AgentRef) -> Result<SpecHistory, ApiError>;
+    /// Puts a copy of version `version` in force as the next version.
+    async fn agents_rollback(agent: AgentRef, version: u32) -> Result<ApplyOutcome, ApiError>;
     /// Log lines with sequence number ≥ `since_seq`; waits up to `max_wait_ms` for one.
     async fn logs(agent: AgentRef, since_seq: u64, max_wait_ms: u64) -> Result<LogChunk, ApiError>;
     /// Changes after revision `since` of daemon run `epoch`; waits up to `max_wait_ms`.

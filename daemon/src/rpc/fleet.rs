@@ -26,6 +26,7 @@ mod access;
 mod guard;
 mod incidents;
 mod policy;
+mod specs;
 mod upstreams;
 
 pub use guard::FleetService;
@@ -170,20 +171,45 @@ impl Fleet for FleetService {
             "create_agent",
         )
         .await?;
-        let key = AgentKey {
-            tenant: spec.tenant.clone(),
-            name: spec.name.clone(),
-        };
-        let detail = format!("image {}, spec {}", spec.image, spec.hash());
-        let rt = self.rt.clone();
-        let view = self
-            .audited("agent.create", Some(&key), detail, rt.create(spec))
+        self.do_create(spec).await
+    }
+
+    async fn agents_apply(
+        self,
+        _: Context,
+        spec: AgentSpec,
+        expected_version: Option<u32>,
+    ) -> Result<agenfleet_protocol::spec::ApplyOutcome, ApiError> {
+        self.do_apply(spec, expected_version).await
+    }
+
+    async fn agents_spec(
+        self,
+        _: Context,
+        agent: AgentRef,
+        version: Option<u32>,
+    ) -> Result<agenfleet_protocol::spec::SpecVersion, ApiError> {
+        self.do_agents_spec(agent, version).await
+    }
+
+    async fn agents_history(
+        self,
+        _: Context,
+        agent: AgentRef,
+    ) -> Result<agenfleet_protocol::spec::SpecHistory, ApiError> {
+        let key = self
+            .find_for(&agent, Permission::FleetRead, "agents_history")
             .await?;
-        // A tenant deleted while its agents' purges wait is in use again: it stays.
-        if let Err(e) = self.rt.store.cancel_tenant_purge(&key.tenant) {
-            tracing::error!(tenant = %key.tenant, error = %e, "cannot keep the tenant");
-        }
-        Ok(view)
+        self.rt.spec_history(&key)
+    }
+
+    async fn agents_rollback(
+        self,
+        _: Context,
+        agent: AgentRef,
+        version: u32,
+    ) -> Result<agenfleet_protocol::spec::ApplyOutcome, ApiError> {
+        self.do_rollback(agent, version).await
     }
 
     async fn agent_action(

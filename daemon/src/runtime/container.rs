@@ -16,7 +16,21 @@ pub const LABEL_INSTANCE: &str = "agenfleet.instance";
 pub const LABEL_TENANT: &str = "agenfleet.tenant";
 pub const LABEL_PROJECT: &str = "agenfleet.project";
 pub const LABEL_AGENT: &str = "agenfleet.agent";
+/// The spec's digest on containers made before specs could change in place (read only,
+/// to adopt them).
 pub const LABEL_SPEC_HASH: &str = "agenfleet.spec-hash";
+/// `AgentSpec::container_hash` of the spec the container was made from.
+pub const LABEL_CONTAINER_HASH: &str = "agenfleet.container-hash";
+
+/// Whether a container's labels say it was made from `spec` as it is now (a change taken
+/// up in place does not count). A container from before `LABEL_CONTAINER_HASH` is judged
+/// by the whole spec's digest it carries.
+pub fn made_from(labels: &HashMap<String, String>, spec: &AgentSpec, container_hash: &str) -> bool {
+    match labels.get(LABEL_CONTAINER_HASH) {
+        Some(h) => h == container_hash,
+        None => labels.get(LABEL_SPEC_HASH) == Some(&spec.hash()),
+    }
+}
 
 /// Where the shim sits in the built-in image.
 pub const BUILTIN_SHIM: &str = "/agenfleet-agent";
@@ -54,7 +68,7 @@ pub fn labels(instance: &str, key: &AgentKey, spec: &AgentSpec) -> HashMap<Strin
         (LABEL_TENANT.to_string(), key.tenant.clone()),
         (LABEL_PROJECT.to_string(), spec.project.clone()),
         (LABEL_AGENT.to_string(), key.name.clone()),
-        (LABEL_SPEC_HASH.to_string(), spec.hash()),
+        (LABEL_CONTAINER_HASH.to_string(), spec.container_hash()),
     ])
 }
 

@@ -22,6 +22,7 @@ use crate::fleet_state::FleetState;
 use crate::incidents::detect::Signal;
 use crate::store::{AgentKey, AgentRecord, Store};
 use crate::vault::Vault;
+use agenfleet_protocol::spec::{ApplyOutcome, SpecHistory, SpecVersion};
 use agenfleet_protocol::{now_ms, AgentSpec, AgentView, ApiError, AuditEvent, ImageInfo};
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use std::collections::HashMap;
@@ -448,8 +449,10 @@ impl Runtime {
         super::image::build_context(&docker, tag, context).await
     }
 
-    /// Stores a new agent and starts it; answers once it runs (or failed to).
-    pub async fn create(self: &Arc<Self>, spec: AgentSpec) -> Result<AgentView, ApiError> {
+    /// Everything a spec must pass before it is stored (by create or apply): its own
+    /// validation, this daemon's config, the tenant's providers and connections, and an
+    /// image the engine has.
+    async fn check_spec(&self, spec: &AgentSpec) -> Result<(), ApiError> {
         spec.validate()
             .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
         if spec.network.mode == agenfleet_protocol::NetworkMode::Egress
@@ -489,6 +492,17 @@ impl Runtime {
         // creates nothing. Just after the daemon started, wait for its first connection.
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
         self.images.resolve(&docker, &spec.image).await?;
+        Ok(())
+    }
+
+    /// Stores a new agent and starts it; answers once it runs (or failed to). `author`
+    /// is recorded on the spec's version 1.
+    pub async fn create(
+        self: &Arc<Self>,
+        spec: AgentSpec,
+        author: &str,
+    ) -> Result<AgentView, ApiError> {
+        self.check_spec(&spec).await?;
         let rec = AgentRecord::new(spec, now_ms());
         let key = rec.key.clone();
         // Hold the runners lock across the insert so two creates of one name cannot race.
@@ -497,16 +511,73 @@ impl Runtime {
             if runners.contains_key(&key) {
                 return Err(ApiError::exists(format!("agent {key} already exists")));
             }
-            self.store.insert_agent(&rec).map_err(|e| match e {
-                crate::store::StoreError::Exists(what) => {
-                    ApiError::exists(format!("{what} already exists"))
-                }
-                other => ApiError::internal(format!("cannot store the agent: {other}")),
-            })?;
+            self.store
+                .insert_agent_as(&rec, author)
+                .map_err(|e| match e {
+                    crate::store::StoreError::Exists(what) => {
+                        ApiError::exists(format!("{what} already exists"))
+                    }
+                    other => ApiError::internal(format!("cannot store the agent: {other}")),
+                })?;
         }
         tracing::info!(agent = %key, "agent created");
         let tx = self.spawn_runner(rec);
         Self::ask(&tx, Cmd::Start).await
+    }
+
+    /// Puts a new spec in force for an existing agent (its runner does it, see
+    /// `runner/apply.rs`); `expected`: the version the caller saw (None: the current one).
+    pub async fn apply(
+        &self,
+        spec: AgentSpec,
+        expected: Option<u32>,
+        author: &str,
+        note_prefix: &str,
+    ) -> Result<ApplyOutcome, ApiError> {
+        spec.validate()
+            .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
+        let key = AgentKey {
+            tenant: spec.tenant.clone(),
+            name: spec.name.clone(),
+        };
+        let tx = self
+            .runners()
+            .get(&key)
+            .map(|h| h.tx.clone())
+            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))?;
+        self.check_spec(&spec).await?;
+        let expected = match expected {
+            Some(v) => v,
+            None => self.spec_history(&key)?.current,
+        };
+        let (reply, rx) = oneshot::channel();
+        let apply = super::runner::Apply {
+            spec,
+            expected,
+            author: author.to_string(),
+            note_prefix: note_prefix.to_string(),
+        };
+        tx.send(Msg::Apply(Box::new(apply), reply))
+            .map_err(|_| ApiError::not_found("the agent is gone"))?;
+        rx.await
+            .map_err(|_| ApiError::internal("the agent's supervisor stopped without answering"))?
+    }
+
+    /// Every stored version of an agent's spec, with their specs.
+    pub fn spec_versions(&self, key: &AgentKey) -> Result<Vec<SpecVersion>, ApiError> {
+        self.store
+            .spec_versions(key)
+            .map_err(|e| ApiError::internal(format!("cannot read the spec history: {e}")))
+    }
+
+    /// An agent's spec history (without the specs).
+    pub fn spec_history(&self, key: &AgentKey) -> Result<SpecHistory, ApiError> {
+        let versions = self.spec_versions(key)?;
+        Ok(SpecHistory {
+            agent: key.to_string(),
+            current: versions.last().map(|v| v.version).unwrap_or(0),
+            versions: versions.iter().map(SpecVersion::info).collect(),
+        })
     }
 
     async fn ask(tx: &mpsc::UnboundedSender<Msg>, cmd: Cmd) -> Result<AgentView, ApiError> {

@@ -4,7 +4,7 @@
 //! of the daemon's state directory, loop-mounted by the daemon, so that its size is a hard
 //! limit (a write beyond it fails with ENOSPC) on any host filesystem. The workspace lives
 //! as long as the agent's record: restarts, new containers and daemon restarts keep it;
-//! the purge unmounts and removes it.
+//! a spec applied with a larger size grows it in place; the purge unmounts and removes it.
 
 use crate::store::AgentKey;
 use std::path::{Path, PathBuf};
@@ -78,11 +78,16 @@ fn unescape(s: &str) -> String {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_ok(program, args, &[0])
+}
+
+/// Runs `program`; the exit codes in `ok` are success (e2fsck's 1: errors corrected).
+fn run_ok(program: &str, args: &[&str], ok: &[i32]) -> Result<(), String> {
     let out = std::process::Command::new(program)
         .args(args)
         .output()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
+    if out.status.code().is_some_and(|c| ok.contains(&c)) {
         Ok(())
     } else {
         Err(format!(
@@ -139,13 +144,29 @@ pub fn ensure_workspace(
                 return Err(e);
             }
         }
-        Ok(m) if m.len() != bytes => {
-            // A spec cannot change in place (a new size means a new agent, whose purge
-            // removed the old image): an image of another size is not this spec's.
+        Ok(m) if m.len() > bytes => {
+            // `agents apply` refuses a smaller workspace: an image larger than the spec
+            // says is not this spec's.
             return Err(format!(
-                "{img_s} is {} MiB, the spec says {size_mb} MiB; it is not this agent's workspace (remove it, or delete the agent to start over)",
+                "{img_s} is {} MiB, the spec says {size_mb} MiB; a workspace cannot shrink (remove it, or delete the agent to start over)",
                 m.len() / (1024 * 1024)
             ));
+        }
+        Ok(m) if m.len() < bytes => {
+            // A spec applied with a larger size (its old container is gone by now): the
+            // image and its filesystem grow offline, with their data. (Online growth
+            // needs a privilege a daemon in a container may lack.)
+            if is_mounted(&dir) {
+                run("umount", &[&dir.display().to_string()])?;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&img)
+                .and_then(|f| f.set_len(bytes))
+                .map_err(|e| format!("cannot grow {img_s}: {e}"))?;
+            run_ok("e2fsck", &["-f", "-p", &img_s], &[0, 1])?;
+            run("resize2fs", &[&img_s])?;
+            tracing::info!(workspace = %img_s, from_mb = m.len() / (1024 * 1024), to_mb = size_mb, "workspace grown");
         }
         Ok(_) => {}
     }

@@ -5,6 +5,7 @@
 //! `kill -9` of the daemon (and a power cut). Agent rows are keyed by `(tenant, name)` and
 //! point into their project with a composite foreign key.
 
+use agenfleet_protocol::spec::SpecVersion;
 use agenfleet_protocol::{AgentSpec, AgentState, DesiredState, ExitInfo};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -227,6 +228,11 @@ impl Store {
     /// Inserts a new agent (and its tenant and project if new). Fails with `Exists` when
     /// the tenant already has an agent of that name.
     pub fn insert_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
+        self.insert_agent_as(rec, "agenfleetd")
+    }
+
+    /// `insert_agent`, recording `author` on the spec's version 1.
+    pub fn insert_agent_as(&self, rec: &AgentRecord, author: &str) -> Result<(), StoreError> {
         let spec_json = serde_json::to_string(&rec.spec)
             .map_err(|e| StoreError::Corrupt(format!("spec does not serialize: {e}")))?;
         let existing = self.tenant(&rec.key.tenant).with(|c| {
@@ -259,6 +265,11 @@ impl Store {
                         rec.state.as_str(),
                         rec.created_at_ms as i64
                     ],
+                )?;
+                tx.execute(
+                    "INSERT INTO t_spec_versions (agent, version, spec_json, created_ms, author,
+                        note) VALUES (?1, 1, ?2, ?3, ?4, 'created')",
+                    params![rec.key.name, spec_json, rec.created_at_ms as i64, author],
                 )?;
                 tx.commit()?;
             }
@@ -325,6 +336,74 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(format!("agent {key}: spec: {e}")))
         })
         .transpose()
+    }
+
+    /// Every stored version of an agent's spec, oldest first (empty: no such agent).
+    pub fn spec_versions(&self, key: &AgentKey) -> Result<Vec<SpecVersion>, StoreError> {
+        let rows: Vec<(u32, String, i64, String, String)> = self.tenant(&key.tenant).with(|c| {
+            let mut st = c.prepare(
+                "SELECT version, spec_json, created_ms, author, note FROM t_spec_versions
+                     WHERE agent = ?1 ORDER BY version",
+            )?;
+            let rows = st.query_map(params![key.name], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(version, json, created_ms, author, note)| {
+                let spec: AgentSpec = serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Corrupt(format!("agent {key}: spec version {version}: {e}"))
+                })?;
+                Ok(SpecVersion {
+                    version,
+                    hash: spec.hash(),
+                    spec,
+                    created_ms: created_ms as u64,
+                    author,
+                    note,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `spec` as the agent's next version and puts it in force, in one transaction,
+    /// if the version in force is still `expected` (else `Conflict` with the current one).
+    /// Answers the new version.
+    pub fn put_spec_version(
+        &self,
+        key: &AgentKey,
+        spec: &AgentSpec,
+        expected: u32,
+        author: &str,
+        note: &str,
+    ) -> Result<Result<u32, u32>, StoreError> {
+        let json = serde_json::to_string(spec)
+            .map_err(|e| StoreError::Corrupt(format!("spec does not serialize: {e}")))?;
+        let now = agenfleet_protocol::now_ms() as i64;
+        self.tenant(&key.tenant).with(|c| {
+            let tx = c.transaction()?;
+            let current: u32 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM t_spec_versions WHERE agent = ?1",
+                params![key.name],
+                |r| r.get(0),
+            )?;
+            if current != expected {
+                return Ok(Err(current));
+            }
+            let next = current + 1;
+            tx.execute(
+                "INSERT INTO t_spec_versions (agent, version, spec_json, created_ms, author, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.name, next, json, now, author, note],
+            )?;
+            tx.execute(
+                "UPDATE t_agents SET spec_json = ?2 WHERE name = ?1",
+                params![key.name, json],
+            )?;
+            tx.commit()?;
+            Ok(Ok(next))
+        })
     }
 
     /// Every tenant's id, sorted (platform-wide).

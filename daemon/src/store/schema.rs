@@ -239,4 +239,20 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE tenant_purges (
         tenant_id TEXT PRIMARY KEY,
         requested_ms INTEGER NOT NULL);",
+    // 14: every version of an agent's spec (immutable; the latest is in force and is also
+    // `agents.spec_json`). Agents from before get their stored spec as version 1.
+    "CREATE TABLE spec_versions (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        spec_json TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, agent, version),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     INSERT INTO spec_versions
+        SELECT tenant_id, name, 1, spec_json, created_at_ms, 'agenfleetd',
+               'the spec in force when versions began'
+        FROM agents;",
 ];

@@ -80,6 +80,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             ("credentials", AGENT_CHILD),
             ("credential_meta", AGENT_CHILD),
             ("scope_versions", AGENT_CHILD),
+            ("spec_versions", AGENT_CHILD),
         ],
     },
     TenantTable {
@@ -114,6 +115,11 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     },
     TenantTable {
         name: "upstreams",
+        tenant_column: "tenant_id",
+        children: &[],
+    },
+    TenantTable {
+        name: "spec_versions",
         tenant_column: "tenant_id",
         children: &[],
     },

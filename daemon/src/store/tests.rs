@@ -270,6 +270,17 @@ fn a_database_made_before_tenant_bound_writes_is_migrated_with_its_rows() {
         })
         .unwrap();
     assert_eq!((creds, policies, version), (1, 1, MIGRATIONS.len() as i64));
+    // The agent's stored spec became its version 1.
+    let (n, spec): (i64, String) = s
+        .with(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MAX(spec_json) FROM spec_versions WHERE tenant_id = 'acme' AND agent = 'a1' AND version = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!((n, spec.as_str()), (1, "{}"));
     // No cascade is left: the schema has no ON DELETE CASCADE, and the delete trigger
     // takes the children.
     let cascades: i64 = s
@@ -293,4 +304,46 @@ fn a_database_made_before_tenant_bound_writes_is_migrated_with_its_rows() {
     assert_eq!(left, 0);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn spec_versions_are_immutable_steps_and_a_stale_expected_version_changes_nothing() {
+    let s = Store::open_in_memory().unwrap();
+    let a = rec("acme", "a1");
+    s.insert_agent_as(&a, "alice").unwrap();
+    let v = s.spec_versions(&a.key).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(
+        (v[0].version, v[0].author.as_str(), v[0].note.as_str()),
+        (1, "alice", "created")
+    );
+    let mut next = a.spec.clone();
+    next.restart.attempts = 9;
+    assert_eq!(
+        s.put_spec_version(&a.key, &next, 1, "bob", "in place (restart)")
+            .unwrap(),
+        Ok(2)
+    );
+    // Someone who read version 1 and applies now is told what is in force instead.
+    let mut other = a.spec.clone();
+    other.env.insert("A".into(), "1".into());
+    assert_eq!(
+        s.put_spec_version(&a.key, &other, 1, "carol", "x").unwrap(),
+        Err(2)
+    );
+    assert_eq!(s.agent_spec(&a.key).unwrap(), Some(next.clone()));
+    let v = s.spec_versions(&a.key).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].spec, next);
+    assert_eq!(v[1].hash, next.hash());
+    // Another tenant's agent of the same name has its own history; a purge takes it.
+    assert!(s
+        .spec_versions(&AgentKey {
+            tenant: "other".into(),
+            name: "a1".into()
+        })
+        .unwrap()
+        .is_empty());
+    assert!(s.delete_agent(&a.key).unwrap());
+    assert!(s.spec_versions(&a.key).unwrap().is_empty());
 }

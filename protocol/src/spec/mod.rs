@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod change;
 mod program;
 mod validate;
+pub use change::*;
 pub use program::*;
 
 /// The image the daemon builds itself from the embedded `agenfleet-agent` shim.
@@ -21,6 +23,9 @@ pub struct AgentSpec {
     pub tenant: String,
     #[serde(default = "default_project")]
     pub project: String,
+    /// What the agent is for, in a line (`agents spec`; changed in place).
+    #[serde(default)]
+    pub description: String,
     /// `agenfleet/agent` for the built-in image, or an image present on the engine.
     pub image: String,
     /// The program to run and its arguments (argv, no shell), in place of the image's own
@@ -397,6 +402,7 @@ impl AgentSpec {
             && self.providers.is_empty()
             && self.connections.is_empty()
             && self.budget.is_unlimited()
+            && self.description.is_empty()
         {
             serde_json::to_vec(&First {
                 name: &self.name,
@@ -455,6 +461,9 @@ impl Serialize for Hashed<'_> {
         }
         if !a.budget.is_unlimited() {
             st.serialize_field("budget", &a.budget)?;
+        }
+        if !a.description.is_empty() {
+            st.serialize_field("description", &a.description)?;
         }
         st.end()
     }

@@ -222,7 +222,9 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
     )
     .unwrap();
     let full = serde_json::to_string(&spec).unwrap();
-    let old = full.replace(
+    // (and minus the description, added later still)
+    let old = full.replace(",\"description\":\"\"", "");
+    let old = old.replace(
         ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
         "",
     );
@@ -231,4 +233,87 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
     let mut with = spec.clone();
     with.providers = vec!["openai".into()];
     assert_ne!(with.hash(), spec.hash());
+}
+
+fn spec(extra: &str) -> AgentSpec {
+    let s = AgentSpec::from_toml(&format!("name = \"web-1\"\nimage = \"x/y\"\n{extra}")).unwrap();
+    s.validate().unwrap();
+    s
+}
+
+#[test]
+fn a_change_names_its_fields_and_whether_it_needs_a_new_container() {
+    let old = spec("[restart]\nattempts = 5\n");
+    assert!(old.change_from(&old).unwrap().is_empty());
+    // Restart policy, budget, fallbacks and description: taken up in place, and the
+    // container's digest stays.
+    let new = spec(
+        "description = \"reads the queue\"\nmodel_fallbacks = [\"b\"]\n[restart]\nattempts = 9\n[budget]\ncalls_per_minute = 5\n",
+    );
+    let c = new.change_from(&old).unwrap();
+    assert_eq!(
+        c.fields,
+        ["description", "restart", "model_fallbacks", "budget"]
+    );
+    assert!(!c.recreate, "{c:?}");
+    assert_eq!(new.container_hash(), old.container_hash());
+    assert_ne!(new.hash(), old.hash());
+    assert_eq!(
+        c.describe(),
+        "in place (description, restart, model_fallbacks, budget)"
+    );
+    // Anything the container is made from needs a new one.
+    for extra in [
+        "env = { A = \"1\" }\n",
+        "[limits]\nmemory_mb = 300\n",
+        "[workload]\nmessage = \"other\"\n",
+        "credentials = [\"k\"]\n",
+        "[network]\nmode = \"none\"\n",
+    ] {
+        let new = spec(&format!("{extra}[restart]\nattempts = 5\n"));
+        let c = new.change_from(&old).unwrap();
+        assert!(c.recreate, "{extra}: {c:?}");
+        assert_eq!(c.fields.len(), 1, "{extra}: {c:?}");
+        assert_ne!(new.container_hash(), old.container_hash(), "{extra}");
+    }
+}
+
+#[test]
+fn identity_project_and_a_shrinking_or_removed_workspace_cannot_change() {
+    let old = spec("[workspace]\nsize_mb = 64\n");
+    let other = AgentSpec::from_toml("name = \"web-2\"\nimage = \"agenfleet/agent\"\n").unwrap();
+    assert_eq!(other.change_from(&old).unwrap_err().field, "name");
+    let moved = spec("project = \"p2\"\n[workspace]\nsize_mb = 64\n");
+    let e = moved.change_from(&old).unwrap_err();
+    assert_eq!(e.field, "project");
+    assert!(e.reason.contains("`default` to `p2`"), "{e}");
+    let e = spec("[workspace]\nsize_mb = 32\n")
+        .change_from(&old)
+        .unwrap_err();
+    assert_eq!(e.field, "workspace.size_mb");
+    assert!(e.reason.contains("64 → 32"), "{e}");
+    assert_eq!(spec("").change_from(&old).unwrap_err().field, "workspace");
+    let grown = spec("[workspace]\nsize_mb = 128\n")
+        .change_from(&old)
+        .unwrap();
+    assert_eq!(grown.fields, ["workspace"]);
+    assert!(grown.recreate);
+}
+
+#[test]
+fn the_display_form_shows_files_by_digest_and_a_description_is_one_short_line() {
+    let mut s = spec("[[files]]\nsource = \"c.json\"\ntarget = \"/etc/c.json\"\n");
+    s.files[0].content = b"{\"a\":1}".to_vec();
+    let t = s.to_display_toml();
+    assert!(t.contains("content = \"(7 bytes, sha256 "), "{t}");
+    assert!(!t.contains("eyJhIjox"), "base64 of the content: {t}");
+    assert!(t.contains("name = \"web-1\""), "{t}");
+    let mut bad = spec("");
+    bad.description = "two\nlines".into();
+    assert_eq!(bad.validate().unwrap_err().field, "description");
+    // A description changes the hash only when there is one (an empty one keeps the hash
+    // specs had before it existed: `a_spec_without_the_program_fields_keeps_its_hash`).
+    let mut described = spec("");
+    described.description = "x".into();
+    assert_ne!(described.hash(), spec("").hash());
 }

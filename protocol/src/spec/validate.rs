@@ -9,6 +9,13 @@ impl AgentSpec {
         check_name("agent", &self.name).map_err(|r| err("name", r))?;
         check_name("tenant", &self.tenant).map_err(|r| err("tenant", r))?;
         check_name("project", &self.project).map_err(|r| err("project", r))?;
+        if self.description.chars().count() > 200 || self.description.chars().any(char::is_control)
+        {
+            return Err(err(
+                "description",
+                "must be one line of at most 200 characters",
+            ));
+        }
         let image = self.image.trim();
         if image.is_empty() {
             return Err(err(

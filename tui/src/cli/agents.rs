@@ -1,4 +1,5 @@
-//! `agenfleet agents list|show|create -f FILE|start|stop|restart|reset|delete`.
+//! `agenfleet agents list|show|create -f FILE|apply -f FILE|spec|history|rollback|start|
+//! stop|restart|reset|delete`.
 
 use super::Out;
 use crate::client::{CliError, Conn};
@@ -18,6 +19,35 @@ pub enum AgentsCmd {
     Create {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+    },
+    /// Create an agent, or change it in place (like `kubectl apply`): shows the diff
+    /// against the spec in force and what the change does (in place, or a new container),
+    /// asks, and stores the spec as the agent's next version. Credentials, scopes,
+    /// workspace and history are kept.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Do not ask.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Show the diff and what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The spec in force (or version N) as TOML; `--json`: as the daemon stores it.
+    Spec {
+        agent: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Every version of an agent's spec: who stored it, when, and what it changed.
+    History { agent: String },
+    /// Put a copy of version N in force as the next version (shows the diff, asks).
+    Rollback {
+        agent: String,
+        version: u32,
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
     /// Start a stopped agent.
     Start { agent: String },
@@ -193,6 +223,172 @@ pub fn detail(a: &AgentView) -> String {
     s.trim_end().to_string()
 }
 
+fn invalid(msg: String) -> CliError {
+    CliError::new(6, "invalid_argument", msg)
+}
+
+/// `agents apply -f FILE`.
+async fn apply(
+    conn: &Conn,
+    out: &Out,
+    file: &std::path::Path,
+    yes: bool,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    let spec = read_spec(file)?;
+    let r = AgentRef {
+        tenant: Some(spec.tenant.clone()),
+        name: spec.name.clone(),
+    };
+    let named = |mut e: CliError| {
+        e.message = format!("{}: {}", file.display(), e.message);
+        e
+    };
+    let current = match conn.client.agents_spec(conn.ctx(), r.clone(), None).await? {
+        Ok(v) => Some(v),
+        Err(e) if e.code == agenfleet_protocol::ErrorCode::NotFound => None,
+        Err(e) => return Err(CliError::from(e)),
+    };
+    let expected = match &current {
+        Some(cur) => {
+            let change = spec
+                .change_from(&cur.spec)
+                .map_err(|e| invalid(format!("{}: cannot apply: {e}", file.display())))?;
+            if change.is_empty() {
+                return out.print(
+                    &serde_json::json!({"action": "unchanged", "version": cur.version}),
+                    || format!("{r}: no change (version {} is in force)", cur.version),
+                );
+            }
+            show_change(out, cur, &spec, &file.display().to_string(), &change);
+            Some(cur.version)
+        }
+        None => {
+            if !out.json {
+                let d = super::policy::diff(
+                    "",
+                    &spec.to_display_toml(),
+                    "(none)",
+                    &file.display().to_string(),
+                );
+                eprintln!(
+                    "{}\n{r} does not exist: it is created (version 1) and started",
+                    d.trim_end()
+                );
+            }
+            Some(0)
+        }
+    };
+    if dry_run {
+        return out.print(
+            &serde_json::json!({"dry_run": true, "expected_version": expected}),
+            || "dry run: nothing changed".into(),
+        );
+    }
+    confirm(yes, &format!("apply {} to {r}", file.display()))?;
+    // Creating may build the agent image first; a new container waits for its start.
+    let o = conn
+        .client
+        .agents_apply(conn.ctx_wait(Duration::from_secs(300)), spec, expected)
+        .await?
+        .map_err(|e| named(CliError::from(e)))?;
+    out.print(&o, || outcome_line(&o))
+}
+
+/// The diff of the spec in force against a new one, and what applying it does (stderr,
+/// so that `--json` output stays one document).
+fn show_change(
+    out: &Out,
+    cur: &agenfleet_protocol::spec::SpecVersion,
+    new: &AgentSpec,
+    new_name: &str,
+    change: &agenfleet_protocol::spec::SpecChange,
+) {
+    if out.json {
+        return;
+    }
+    let d = super::policy::diff(
+        &cur.spec.to_display_toml(),
+        &new.to_display_toml(),
+        &format!(
+            "{} version {} (in force)",
+            cur.spec.qualified_name(),
+            cur.version
+        ),
+        new_name,
+    );
+    let effect = if change.recreate {
+        "the container is replaced: the agent restarts with the new spec"
+    } else {
+        "the running container is not touched"
+    };
+    eprintln!(
+        "{}\nversion {} → {}: {} — {effect}; credentials, scopes, workspace and history are kept",
+        d.trim_end(),
+        cur.version,
+        cur.version + 1,
+        change.describe()
+    );
+}
+
+/// Asks on the terminal unless `yes`; without a terminal, `--yes` is required.
+fn confirm(yes: bool, what: &str) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(invalid(format!(
+            "not going to {what} without confirmation: stdin is not a terminal (use --yes)"
+        )));
+    }
+    eprint!("{what}? [y/N] ");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            8,
+            "failed_precondition",
+            format!("not confirmed; nothing changed ({what})"),
+        ))
+    }
+}
+
+fn outcome_line(o: &agenfleet_protocol::spec::ApplyOutcome) -> String {
+    use agenfleet_protocol::spec::ApplyAction;
+    let what = match o.action {
+        ApplyAction::Created | ApplyAction::Unchanged => o.action.as_str().to_string(),
+        _ => format!("{}: {}", o.action.as_str(), o.change.describe()),
+    };
+    format!(
+        "{} version {} {what} ({})",
+        o.agent.qualified_name(),
+        o.version,
+        o.agent.state
+    )
+}
+
+fn history_lines(h: &agenfleet_protocol::spec::SpecHistory) -> String {
+    h.versions
+        .iter()
+        .rev()
+        .map(|v| {
+            format!(
+                "{} v{:<3} {}  {}  {}  {}",
+                if v.version == h.current { "*" } else { " " },
+                v.version,
+                v.hash,
+                fmt::timestamp(v.created_ms),
+                v.author,
+                v.note
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// An argv as one line a shell would split back the same way.
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
@@ -302,6 +498,74 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &AgentsCmd) -> Result<(), CliError
             return out.print(&v, || {
                 format!("created {} ({})", v.qualified_name(), v.state)
             });
+        }
+        AgentsCmd::Apply { file, yes, dry_run } => {
+            return apply(conn, out, file, *yes, *dry_run).await;
+        }
+        AgentsCmd::Spec { agent, version } => {
+            let v = conn
+                .client
+                .agents_spec(conn.ctx(), parse_ref(agent)?, *version)
+                .await??;
+            return out.print(&v, || {
+                format!(
+                    "# {} version {} by {}, {}: {}\n{}",
+                    v.spec.qualified_name(),
+                    v.version,
+                    v.author,
+                    fmt::timestamp(v.created_ms),
+                    v.note,
+                    v.spec.to_display_toml().trim_end()
+                )
+            });
+        }
+        AgentsCmd::History { agent } => {
+            let h = conn
+                .client
+                .agents_history(conn.ctx(), parse_ref(agent)?)
+                .await??;
+            return out.print(&h, || history_lines(&h));
+        }
+        AgentsCmd::Rollback {
+            agent,
+            version,
+            yes,
+        } => {
+            let r = parse_ref(agent)?;
+            let (current, target) = tokio::try_join!(
+                conn.client.agents_spec(conn.ctx(), r.clone(), None),
+                conn.client
+                    .agents_spec(conn.ctx(), r.clone(), Some(*version)),
+            )?;
+            let (current, target) = (current?, target?);
+            let change = target
+                .spec
+                .change_from(&current.spec)
+                .map_err(|e| invalid(format!("cannot roll back to version {version}: {e}")))?;
+            if change.is_empty() {
+                return out.print(
+                    &serde_json::json!({"action": "unchanged", "version": current.version}),
+                    || {
+                        format!(
+                            "version {version} is the spec in force (version {}); nothing to do",
+                            current.version
+                        )
+                    },
+                );
+            }
+            show_change(
+                out,
+                &current,
+                &target.spec,
+                &format!("version {version}"),
+                &change,
+            );
+            confirm(*yes, &format!("roll {r} back to version {version}"))?;
+            let o = conn
+                .client
+                .agents_rollback(conn.ctx_wait(Duration::from_secs(300)), r, *version)
+                .await??;
+            return out.print(&o, || outcome_line(&o));
         }
         AgentsCmd::Delete { agent } => {
             let r = parse_ref(agent)?;

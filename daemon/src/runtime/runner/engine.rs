@@ -103,7 +103,7 @@ impl Runner {
                         .as_ref()
                         .and_then(|c| c.image.clone())
                         .unwrap_or_default();
-                    let same = labels.get(container::LABEL_SPEC_HASH) == Some(&self.spec_hash)
+                    let same = container::made_from(&labels, &self.rec.spec, &self.container_hash)
                         && image == image_ref;
                     let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
                     if same && running {
@@ -440,7 +440,36 @@ impl Runner {
             Some((id, c)) => {
                 let s = c.state.unwrap_or_default();
                 let running = s.running.unwrap_or(false);
+                let labels = c
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
                 match (self.rec.desired, running) {
+                    (DesiredState::Running, true)
+                        if !container::made_from(&labels, &self.rec.spec, &self.container_hash) =>
+                    {
+                        // A new spec was stored but the daemon stopped before it replaced
+                        // the container (`apply.rs`): replace it now.
+                        let short = id[..12.min(id.len())].to_string();
+                        tracing::info!(agent = %self.rec.key, container = %short, "container made from an older spec: replacing it");
+                        if self
+                            .rt
+                            .system_event(
+                                "agent.recreate",
+                                Some(&self.rec.key),
+                                "requested",
+                                format!("container {short} was made from an older version of the spec (the daemon stopped before replacing it); it is replaced"),
+                            )
+                            .await
+                            .is_ok()
+                        {
+                            self.gen += 1;
+                            if self.stop_container().await.is_ok() {
+                                let _ = self.start_or_fail().await;
+                            }
+                        }
+                    }
                     (DesiredState::Running, true) => {
                         if self.rec.state != AgentState::Running
                             || self.log_task.as_ref().is_none_or(|t| t.is_finished())

@@ -7,8 +7,11 @@
 //! running container is adopted as it is (same id and start time, no restart), a dead one
 //! is handled as an exit, a missing one is recreated (the engine side is `engine.rs`).
 
+mod apply;
 mod creds;
 mod engine;
+
+pub use apply::Apply;
 
 use super::container;
 use super::engine::{bollard_err, is_not_found, ContainerEvent};
@@ -39,6 +42,11 @@ pub(super) enum Msg {
     RestartDue(u64),
     /// A new version of the named credential.
     CredentialsRotated(String),
+    /// A new spec to put in force (`agents apply`, `agents rollback`).
+    Apply(
+        Box<Apply>,
+        oneshot::Sender<Result<agenfleet_protocol::spec::ApplyOutcome, ApiError>>,
+    ),
 }
 
 /// One agent's supervisor task.
@@ -63,10 +71,12 @@ pub(super) struct Runner {
     held_back: bool,
     /// When the engine last reported an OOM kill in the current container (Unix ms).
     oom_at_ms: Option<u64>,
-    /// The spec's hash and its files as `agents show` lists them: the spec never changes
-    /// under a runner, and both read every byte of the files (up to 2 MiB), so they are
-    /// worked out once rather than on every published view.
+    /// The spec's hashes and its files as `agents show` lists them: all three read every
+    /// byte of the files (up to 2 MiB), so they are worked out when the spec is put in
+    /// force rather than on every published view.
     spec_hash: String,
+    /// `AgentSpec::container_hash`: what the container's label must say.
+    container_hash: String,
     file_views: Vec<agenfleet_protocol::FileView>,
 }
 
@@ -94,6 +104,7 @@ impl Runner {
         logs: LogRing,
     ) -> Runner {
         let spec_hash = rec.spec.hash();
+        let container_hash = rec.spec.container_hash();
         let file_views = rec
             .spec
             .files
@@ -115,6 +126,7 @@ impl Runner {
             held_back: false,
             oom_at_ms: None,
             spec_hash,
+            container_hash,
             file_views,
         }
     }
@@ -289,6 +301,9 @@ impl Runner {
                 Msg::Resync => Box::pin(self.resync()).await,
                 Msg::RestartDue(gen) => Box::pin(self.on_restart_due(gen)).await,
                 Msg::CredentialsRotated(name) => Box::pin(self.on_credentials_rotated(&name)).await,
+                Msg::Apply(a, reply) => {
+                    let _ = reply.send(Box::pin(self.on_apply(*a)).await);
+                }
             }
         }
     }
