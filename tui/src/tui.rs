@@ -374,6 +374,20 @@ impl Io {
                     Some(Msg::Scopes(who, r))
                 });
             }
+            Effect::LoadSpec(agent, version) => {
+                background(&self.conn, &self.tx, move |c| async move {
+                    let who = agent.to_string();
+                    let r = tokio::try_join!(
+                        c.client.agents_history(c.ctx(), agent.clone()),
+                        c.client.agents_spec(c.ctx(), agent, version),
+                    );
+                    let r = match r {
+                        Ok((h, v)) => flat(Ok(h.and_then(|h| v.map(|v| (h, v))))),
+                        Err(e) => flat(Err(e)),
+                    };
+                    Some(Msg::Spec(who, version, Box::new(r)))
+                });
+            }
             Effect::PublishScopes(agent, text) => {
                 let sent = background(&self.conn, &self.tx, |c| async move {
                     let who = agent.to_string();

@@ -263,6 +263,7 @@ impl App {
                 }
             }
             KeyCode::Char('p') => self.open_scopes(),
+            KeyCode::Char('y') => self.open_spec(),
             KeyCode::Char('c') => self.open_creds(),
             KeyCode::Char('r') => self.ask(AgentAction::Restart),
             KeyCode::Char('s') => self.ask(AgentAction::Stop),

@@ -18,11 +18,13 @@ mod escalations;
 mod fleet;
 pub mod incidents;
 mod scopes;
+mod spec;
 use agenfleet_protocol::incidents::{Incident, Party};
 use agenfleet_protocol::policy::{EscalationView, VersionHistory};
 pub use creds::{CredsPane, MaskedInput};
 pub use incidents::IncidentAction;
 pub use scopes::ScopesPane;
+pub use spec::SpecPane;
 
 /// Log lines kept for the detail pane.
 pub const LOG_TAIL: usize = 500;
@@ -84,6 +86,8 @@ pub enum Mode {
     ScopesRollback {
         version: u32,
     },
+    /// The spec pane of one agent (`y`).
+    Spec,
     /// Choosing the party (Tab) and typing the reason to reassign an incident.
     Reassign {
         id: u64,
@@ -118,6 +122,20 @@ pub enum Msg {
     Scopes(String, Result<VersionHistory, String>),
     ScopesPublished(String, Result<u32, String>),
     IncidentDone(u64, Box<Result<Incident, String>>),
+    /// An agent's spec history and the version asked for (None: the one in force).
+    Spec(
+        String,
+        Option<u32>,
+        Box<
+            Result<
+                (
+                    agenfleet_protocol::spec::SpecHistory,
+                    agenfleet_protocol::spec::SpecVersion,
+                ),
+                String,
+            >,
+        >,
+    ),
 }
 
 /// What the event loop should do (the console's only way to reach the daemon).
@@ -150,6 +168,8 @@ pub enum Effect {
     RollbackScopes(AgentRef, u32),
     /// Acknowledge, resolve, silence or reassign an incident.
     Incident(u64, IncidentAction),
+    /// Load an agent's spec history and one version (None: the one in force).
+    LoadSpec(AgentRef, Option<u32>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +207,7 @@ pub struct App {
     pub escalations: Vec<EscalationView>,
     pub esc_selected: usize,
     pub scopes: Option<ScopesPane>,
+    pub spec: Option<SpecPane>,
     /// Incidents from the live watch (open ones, and resolved ones the daemon still shows).
     pub incidents: BTreeMap<u64, Incident>,
     pub inc_selected: usize,
@@ -225,6 +246,7 @@ impl App {
             escalations: Vec::new(),
             esc_selected: 0,
             scopes: None,
+            spec: None,
             incidents: BTreeMap::new(),
             inc_selected: 0,
             dirty: true,
@@ -393,6 +415,10 @@ impl App {
                 self.incident_done(id, *r);
                 vec![]
             }
+            Msg::Spec(agent, version, r) => {
+                self.apply_spec(&agent, version, *r);
+                vec![]
+            }
         }
     }
 
@@ -420,6 +446,7 @@ impl App {
                 reason,
             } => self.on_decide_key(k.code, id, approve, reason),
             Mode::Scopes => self.on_scopes_key(k),
+            Mode::Spec => self.on_spec_key(k.code),
             Mode::ScopesEdit => self.on_scopes_edit_key(k),
             Mode::ScopesConfirm => self.on_scopes_confirm_key(k.code),
             Mode::ScopesRollback { version } => self.on_rollback_key(k.code, version),

@@ -65,6 +65,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             }
             key("c", "creds");
             key("p", "scopes");
+            key("y", "spec");
             key("t", "context");
             key("2", "audit");
             key("3", "escalations");

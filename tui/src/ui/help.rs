@@ -16,6 +16,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("x", "reset a failed agent's budget and run it (asks first)"),
     ("c", "credentials of the agent (R rotates, masked)"),
     ("p", "scopes: e edits (checked as you type), R rolls back"),
+    ("y", "spec in force, its versions; j/k diffs one with it"),
     ("t", "switch context: all, each tenant, each project"),
     (
         "1 2 3 4 / Tab",

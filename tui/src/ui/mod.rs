@@ -13,6 +13,7 @@ pub mod header;
 pub mod help;
 pub mod incidents;
 pub mod scopes;
+pub mod spec;
 pub mod theme;
 
 use crate::app::{App, Mode, View};
@@ -52,6 +53,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Mode::Scopes | Mode::ScopesEdit | Mode::ScopesConfirm | Mode::ScopesRollback { .. } => {
             scopes::draw(f, f.area(), app, &theme)
         }
+        Mode::Spec => spec::draw(f, f.area(), app, &theme),
         _ => {}
     }
 }
