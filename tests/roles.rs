@@ -368,7 +368,13 @@ fn one_tenant_sees_nothing_of_another() {
     );
     assert!(audit.contains("acme"));
     // Another tenant's names answer exactly like names that do not exist.
-    for cmd in [vec!["agents", "show"], vec!["creds", "list"], vec!["logs"]] {
+    for cmd in [
+        vec!["agents", "show"],
+        vec!["creds", "list"],
+        vec!["logs"],
+        vec!["agents", "spec"],
+        vec!["agents", "history"],
+    ] {
         let mut real = cmd.clone();
         real.push("beta/theirs");
         let mut fake = cmd.clone();
@@ -384,6 +390,16 @@ fn one_tenant_sees_nothing_of_another() {
             "{cmd:?} tells them apart"
         );
     }
+    // Nor can they change another tenant's agent (or create one there) with apply.
+    let f = d.file("theirs.toml", &spec("beta", "web", "theirs", false));
+    let out = a.run(&["agents", "apply", "-f", &f, "--yes"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(DENIED),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.json(&["agents", "history", "beta/theirs"])["current"], 1);
     // The watch stream carries nothing of the other tenant.
     let mut w = Command::new(bin_for_other_uids("agenfleet"));
     w.arg("--socket")
