@@ -51,6 +51,15 @@ fn create_gives_a_hardened_running_container() {
     assert_eq!(labels["agenfleet.instance"], d.instance.as_str());
     assert_eq!(c["Name"], format!("/agf.{}.acme.hard", d.instance));
     assert_eq!(c["State"]["Running"], true);
+    // Its memory is read from the cgroup its process names (`/proc/<pid>/cgroup`) and
+    // shown against the limit.
+    let v = d.wait_agent("acme/hard", "memory shown", Duration::from_secs(30), |v| {
+        v["memory_bytes"].as_u64().is_some_and(|m| m > 0)
+    });
+    assert!(
+        v["memory_bytes"].as_u64().unwrap() < 64 * 1024 * 1024,
+        "{v}"
+    );
     // Nothing secret or otherwise in the environment but what the image sets.
     let env = c["Config"]["Env"].as_array().cloned().unwrap_or_default();
     assert!(

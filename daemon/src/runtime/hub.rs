@@ -65,6 +65,8 @@ pub struct Runtime {
     pub images: Images,
     /// Where agents' own networks take their subnets from.
     pub pool: SubnetPool,
+    /// Reads the agents' cgroups (runners tell it where each container's is).
+    pub cgroups: CgroupReader,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -100,6 +102,7 @@ impl Runtime {
             upstreams,
             images: Images::default(),
             pool: p.pool,
+            cgroups: CgroupReader::default(),
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })
@@ -272,7 +275,7 @@ impl Runtime {
         tokio::spawn(self.clone().dispatch(rx));
         tokio::spawn(super::stats::sample_loop(
             self.fleet.clone(),
-            CgroupReader::default(),
+            self.cgroups.clone(),
             Duration::from_millis(self.cfg.stats_interval_ms),
         ));
         Ok(())

@@ -281,6 +281,9 @@ impl Runner {
             return Ok(());
         }
         self.started_at_ms = state.started_at.as_deref().and_then(rfc3339_ms);
+        if !self.rt.cgroups.learn(id, state.pid.unwrap_or(0)) {
+            tracing::debug!(agent = %self.rec.key, "the container's cgroup is not readable from /proc; its layout is guessed for stats");
+        }
         // A new run: no health verdict yet (the engine's "starting"), and no kill of ours
         // pending for it.
         self.killed_unhealthy = false;
