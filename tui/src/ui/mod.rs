@@ -58,6 +58,18 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
 }
 
+/// One line of a unified diff, coloured: added, removed, or context and headers dimmed.
+pub fn diff_line(l: &str, t: &theme::Theme) -> ratatui::text::Line<'static> {
+    let style = if l.starts_with('+') && !l.starts_with("+++") {
+        t.added()
+    } else if l.starts_with('-') && !l.starts_with("---") {
+        t.removed()
+    } else {
+        t.dim()
+    };
+    ratatui::text::Line::from(ratatui::text::Span::styled(l.to_string(), style))
+}
+
 /// A rectangle of at most `w`×`h` centred in `area`.
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);

@@ -171,16 +171,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 .as_deref()
                 .unwrap_or("")
                 .lines()
-                .map(|l| {
-                    let style = if l.starts_with('+') && !l.starts_with("+++") {
-                        t.added()
-                    } else if l.starts_with('-') && !l.starts_with("---") {
-                        t.removed()
-                    } else {
-                        t.dim()
-                    };
-                    Line::from(Span::styled(l.to_string(), style))
-                })
+                .map(|l| super::diff_line(l, t))
                 .collect();
             lines.push(Line::from(""));
             lines.push(Line::from("Publish these scopes as a new version?"));

@@ -31,16 +31,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let lines: Vec<Line> = text
         .lines()
         .map(|l| {
-            let style = if !diff {
-                ratatui::style::Style::default()
-            } else if l.starts_with('+') && !l.starts_with("+++") {
-                t.added()
-            } else if l.starts_with('-') && !l.starts_with("---") {
-                t.removed()
+            if diff {
+                super::diff_line(l, t)
             } else {
-                t.dim()
-            };
-            Line::from(Span::styled(l.to_string(), style))
+                Line::from(l.to_string())
+            }
         })
         .collect();
     f.render_widget(
