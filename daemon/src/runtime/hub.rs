@@ -551,7 +551,10 @@ impl Runtime {
         self.check_spec(&spec).await?;
         let expected = match expected {
             Some(v) => v,
-            None => self.spec_history(&key)?.current,
+            None => self
+                .store
+                .spec_version(&key)
+                .map_err(|e| ApiError::internal(format!("cannot read the spec's version: {e}")))?,
         };
         let (reply, rx) = oneshot::channel();
         let apply = super::runner::Apply {

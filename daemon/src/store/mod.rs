@@ -367,6 +367,17 @@ impl Store {
             .collect()
     }
 
+    /// The version of the agent's spec in force (0: no such agent).
+    pub fn spec_version(&self, key: &AgentKey) -> Result<u32, StoreError> {
+        self.tenant(&key.tenant).with(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM t_spec_versions WHERE agent = ?1",
+                params![key.name],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Stores `spec` as the agent's next version and puts it in force, in one transaction,
     /// if the version in force is still `expected` (else `Conflict` with the current one).
     /// Answers the new version.

@@ -332,6 +332,7 @@ fn spec_versions_are_immutable_steps_and_a_stale_expected_version_changes_nothin
         Err(2)
     );
     assert_eq!(s.agent_spec(&a.key).unwrap(), Some(next.clone()));
+    assert_eq!(s.spec_version(&a.key).unwrap(), 2);
     let v = s.spec_versions(&a.key).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[1].spec, next);
@@ -346,4 +347,5 @@ fn spec_versions_are_immutable_steps_and_a_stale_expected_version_changes_nothin
         .is_empty());
     assert!(s.delete_agent(&a.key).unwrap());
     assert!(s.spec_versions(&a.key).unwrap().is_empty());
+    assert_eq!(s.spec_version(&a.key).unwrap(), 0);
 }

@@ -193,29 +193,69 @@ impl AgentSpec {
         s.hash()
     }
 
-    /// The spec as TOML for people: a file's bytes are shown by size and SHA-256 rather
-    /// than as base64, so a diff of two versions says which file changed.
+    /// The spec as TOML for people: the fields in the spec's order (nested keys sorted), a
+    /// file's bytes shown by size and SHA-256 rather than as base64, so a diff of two
+    /// versions says which file changed. The order is fixed here, not left to the JSON
+    /// map's (which depends on crate features another crate may turn on).
     pub fn to_display_toml(&self) -> String {
-        let mut v = match serde_json::to_value(self) {
-            Ok(v) => v,
-            Err(e) => return format!("# cannot render the spec: {e}\n"),
-        };
-        if let Some(files) = v.get_mut("files").and_then(|f| f.as_array_mut()) {
-            for (f, spec) in files.iter_mut().zip(&self.files) {
-                if let Some(obj) = f.as_object_mut() {
-                    obj.insert(
-                        "content".into(),
-                        serde_json::Value::String(format!(
-                            "({} bytes, sha256 {})",
-                            spec.content.len(),
-                            crate::types::FileView::of(spec).sha256
-                        )),
-                    );
+        let mut fields = fields_json(self);
+        for (name, v) in fields.iter_mut() {
+            if *name == "files" {
+                if let Some(files) = v.as_array_mut() {
+                    for (f, spec) in files.iter_mut().zip(&self.files) {
+                        if let Some(obj) = f.as_object_mut() {
+                            obj.insert(
+                                "content".into(),
+                                serde_json::Value::String(format!(
+                                    "({} bytes, sha256 {})",
+                                    spec.content.len(),
+                                    crate::types::FileView::of(spec).sha256
+                                )),
+                            );
+                        }
+                    }
                 }
             }
+            drop_nulls(v);
         }
-        drop_nulls(&mut v);
-        toml::to_string(&v).unwrap_or_else(|e| format!("# cannot render the spec: {e}\n"))
+        fields.retain(|(_, v)| !v.is_null());
+        toml::to_string(&Ordered(&fields))
+            .unwrap_or_else(|e| format!("# cannot render the spec: {e}\n"))
+    }
+}
+
+/// Top-level fields in the given order, every map below them with its keys sorted.
+struct Ordered<'a>(&'a [(&'static str, serde_json::Value)]);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, &Sorted(v))?;
+        }
+        m.end()
+    }
+}
+
+struct Sorted<'a>(&'a serde_json::Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            serde_json::Value::Object(obj) => {
+                let mut keys: Vec<(&String, &serde_json::Value)> = obj.iter().collect();
+                keys.sort_by(|a, b| a.0.cmp(b.0));
+                let mut m = s.serialize_map(Some(keys.len()))?;
+                for (k, v) in keys {
+                    m.serialize_entry(k, &Sorted(v))?;
+                }
+                m.end()
+            }
+            serde_json::Value::Array(a) => s.collect_seq(a.iter().map(Sorted)),
+            other => other.serialize(s),
+        }
     }
 }
 

@@ -307,7 +307,17 @@ fn the_display_form_shows_files_by_digest_and_a_description_is_one_short_line() 
     let t = s.to_display_toml();
     assert!(t.contains("content = \"(7 bytes, sha256 "), "{t}");
     assert!(!t.contains("eyJhIjox"), "base64 of the content: {t}");
-    assert!(t.contains("name = \"web-1\""), "{t}");
+    // The spec's order at the top (whatever the JSON map's order is in this build),
+    // nested keys sorted.
+    assert!(
+        t.starts_with("name = \"web-1\"\ntenant = \"default\"\nproject ="),
+        "{t}"
+    );
+    let limits = t.split("[limits]\n").nth(1).unwrap_or_default();
+    assert!(
+        limits.starts_with("cpus = 1.0\nmemory_mb = 256\npids = 128\n"),
+        "{t}"
+    );
     let mut bad = spec("");
     bad.description = "two\nlines".into();
     assert_eq!(bad.validate().unwrap_err().field, "description");

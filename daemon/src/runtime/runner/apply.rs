@@ -29,9 +29,13 @@ impl Runner {
             .change_from(&self.rec.spec)
             .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
         if change.is_empty() {
+            let version =
+                self.rt.store.spec_version(&key).map_err(|e| {
+                    ApiError::internal(format!("cannot read the spec's version: {e}"))
+                })?;
             return Ok(ApplyOutcome {
                 action: ApplyAction::Unchanged,
-                version: a.expected,
+                version,
                 change,
                 agent: self.view(),
             });
