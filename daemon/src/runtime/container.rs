@@ -32,6 +32,16 @@ pub fn made_from(labels: &HashMap<String, String>, spec: &AgentSpec, container_h
     }
 }
 
+/// Whether a running container is known to be made from an older spec than `spec`: its
+/// `LABEL_CONTAINER_HASH` differs. A container from before that label is not judged (its
+/// whole-spec digest would differ after any change taken up in place too), so an upgrade
+/// never replaces a running agent.
+pub fn made_from_older(labels: &HashMap<String, String>, container_hash: &str) -> bool {
+    labels
+        .get(LABEL_CONTAINER_HASH)
+        .is_some_and(|h| h != container_hash)
+}
+
 /// Where the shim sits in the built-in image.
 pub const BUILTIN_SHIM: &str = "/agenfleet-agent";
 
@@ -273,6 +283,33 @@ pub fn create_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_is_judged_by_the_fields_it_is_made_from_and_old_ones_are_adopted() {
+        let spec = |extra: &str| {
+            AgentSpec::from_toml(&format!("name = \"a\"\nimage = \"x/y\"\n{extra}")).unwrap()
+        };
+        let key = AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        };
+        let old = spec("");
+        let made = labels("i", &key, &old);
+        // Restart budget: taken up in place, the container is still this spec's.
+        let budget = spec("[restart]\nattempts = 9\n");
+        assert!(made_from(&made, &budget, &budget.container_hash()));
+        assert!(!made_from_older(&made, &budget.container_hash()));
+        // An environment variable: it is not.
+        let env = spec("env = { A = \"1\" }\n");
+        assert!(!made_from(&made, &env, &env.container_hash()));
+        assert!(made_from_older(&made, &env.container_hash()));
+        // A container from before the label: its whole-spec digest decides a start, and a
+        // running one is never replaced for it.
+        let legacy = HashMap::from([(LABEL_SPEC_HASH.to_string(), old.hash())]);
+        assert!(made_from(&legacy, &old, &old.container_hash()));
+        assert!(!made_from(&legacy, &budget, &budget.container_hash()));
+        assert!(!made_from_older(&legacy, &env.container_hash()));
+    }
 
     #[test]
     fn hardening_is_complete() {

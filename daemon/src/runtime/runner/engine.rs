@@ -450,7 +450,7 @@ impl Runner {
                     .unwrap_or_default();
                 match (self.rec.desired, running) {
                     (DesiredState::Running, true)
-                        if !container::made_from(&labels, &self.rec.spec, &self.container_hash) =>
+                        if container::made_from_older(&labels, &self.container_hash) =>
                     {
                         // A new spec was stored but the daemon stopped before it replaced
                         // the container (`apply.rs`): replace it now.
