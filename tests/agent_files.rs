@@ -300,6 +300,12 @@ fn agents_change_in_place_or_with_a_new_container_and_keep_credentials_scopes_wo
     assert_eq!(v2["change"]["recreate"], false, "{v2}");
     assert_eq!(v2["agent"]["container_id"], first.as_str(), "{v2}");
     assert_eq!(v2["agent"]["restart_budget"], 9, "{v2}");
+    assert_eq!(v2["agent"]["spec_version"], 2, "{v2}");
+    let show = String::from_utf8_lossy(&d.cli(&["agents", "show", "app"]).stdout).to_string();
+    assert!(
+        show.contains("answers the door") && show.contains("version 2 (hash"),
+        "{show}"
+    );
     assert!(!logs(&d, "app").contains("runs=2"), "the program restarted");
 
     // The same spec again: nothing stored.
@@ -433,6 +439,7 @@ fn agents_change_in_place_or_with_a_new_container_and_keep_credentials_scopes_wo
     d.wait_log("app", "greeting=crashed runs=5", WAIT);
     let now = d.running_container("app", WAIT);
     assert_ne!(now, running);
+    assert_eq!(d.agent("app")["spec_version"], 6);
     let audit = d
         .json(&["audit", "search", "--action", "agent.recreate"])
         .to_string();

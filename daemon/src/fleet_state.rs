@@ -407,6 +407,8 @@ mod tests {
             memory_bytes: None,
             memory_limit_bytes: 0,
             spec_hash: "h".into(),
+            spec_version: 1,
+            description: String::new(),
             created_at_ms: 0,
             usage_today: Default::default(),
             escalations: 0,

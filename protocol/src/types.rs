@@ -120,6 +120,12 @@ pub struct AgentView {
     pub memory_bytes: Option<u64>,
     pub memory_limit_bytes: u64,
     pub spec_hash: String,
+    /// The version of the spec in force (`agents history`).
+    #[serde(default)]
+    pub spec_version: u32,
+    /// The spec's description.
+    #[serde(default)]
+    pub description: String,
     pub created_at_ms: u64,
     /// Tool calls of this agent waiting for a person (escalations).
     #[serde(default)]

@@ -29,6 +29,8 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         memory_bytes: (state == AgentState::Running).then_some(3 * 1024 * 1024),
         memory_limit_bytes: 256 * 1024 * 1024,
         spec_hash: "abcdef0123456789".into(),
+        spec_version: 1,
+        description: String::new(),
         created_at_ms: 0,
         usage_today: Default::default(),
         escalations: 0,

@@ -132,6 +132,9 @@ pub fn detail(a: &AgentView) -> String {
     let mut kv = |k: &str, v: String| s.push_str(&format!("{k:<13}{v}\n"));
     kv("agent", a.qualified_name());
     kv("project", a.project.clone());
+    if !a.description.is_empty() {
+        kv("description", a.description.clone());
+    }
     kv(
         "state",
         format!("{} (desired: {:?})", a.state, a.desired).to_lowercase(),
@@ -219,7 +222,15 @@ pub fn detail(a: &AgentView) -> String {
         "memory",
         format!("{} of {}", fmt::memory(a), fmt::bytes(a.memory_limit_bytes)),
     );
-    kv("spec hash", a.spec_hash.clone());
+    kv(
+        "spec",
+        format!(
+            "version {} (hash {}; `agenfleet agents history {}`)",
+            a.spec_version,
+            a.spec_hash,
+            a.qualified_name()
+        ),
+    );
     s.trim_end().to_string()
 }
 

@@ -61,6 +61,7 @@ impl Runner {
         };
         tracing::info!(agent = %key, version, change = %note, "spec applied");
         self.set_spec(a.spec);
+        self.spec_version = version;
         let running = self.rec.desired == DesiredState::Running
             && matches!(
                 self.rec.state,

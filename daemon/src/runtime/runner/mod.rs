@@ -77,6 +77,8 @@ pub(super) struct Runner {
     spec_hash: String,
     /// `AgentSpec::container_hash`: what the container's label must say.
     container_hash: String,
+    /// The version of the spec in force (read from the store once, then kept by `apply`).
+    spec_version: u32,
     file_views: Vec<agenfleet_protocol::FileView>,
 }
 
@@ -105,6 +107,10 @@ impl Runner {
     ) -> Runner {
         let spec_hash = rec.spec.hash();
         let container_hash = rec.spec.container_hash();
+        let spec_version = rt.store.spec_version(&rec.key).unwrap_or_else(|e| {
+            tracing::warn!(agent = %rec.key, error = %e, "cannot read the spec's version");
+            0
+        });
         let file_views = rec
             .spec
             .files
@@ -127,6 +133,7 @@ impl Runner {
             oom_at_ms: None,
             spec_hash,
             container_hash,
+            spec_version,
             file_views,
         }
     }
@@ -190,6 +197,8 @@ impl Runner {
             memory_bytes: stats.1,
             memory_limit_bytes: self.rec.spec.memory_limit_bytes(),
             spec_hash: self.spec_hash.clone(),
+            spec_version: self.spec_version,
+            description: self.rec.spec.description.clone(),
             created_at_ms: self.rec.created_at_ms,
             usage_today: Default::default(),
             escalations: 0,
