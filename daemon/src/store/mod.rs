@@ -340,15 +340,42 @@ impl Store {
 
     /// Every stored version of an agent's spec, oldest first (empty: no such agent).
     pub fn spec_versions(&self, key: &AgentKey) -> Result<Vec<SpecVersion>, StoreError> {
+        self.query_spec_versions(key, "ORDER BY version", None)
+    }
+
+    /// One version of an agent's spec (None: the one in force), if it has it.
+    pub fn spec_version_at(
+        &self,
+        key: &AgentKey,
+        version: Option<u32>,
+    ) -> Result<Option<SpecVersion>, StoreError> {
+        let v = match version {
+            Some(n) => self.query_spec_versions(key, "AND version = ?2", Some(n))?,
+            None => self.query_spec_versions(key, "ORDER BY version DESC LIMIT 1", None)?,
+        };
+        Ok(v.into_iter().next())
+    }
+
+    /// The agent's spec versions that `tail` (after `WHERE agent = ?1`; `?2` is `version`)
+    /// selects, each spec parsed.
+    fn query_spec_versions(
+        &self,
+        key: &AgentKey,
+        tail: &str,
+        version: Option<u32>,
+    ) -> Result<Vec<SpecVersion>, StoreError> {
         let rows: Vec<(u32, String, i64, String, String)> = self.tenant(&key.tenant).with(|c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare(&format!(
                 "SELECT version, spec_json, created_ms, author, note FROM t_spec_versions
-                     WHERE agent = ?1 ORDER BY version",
-            )?;
-            let rows = st.query_map(params![key.name], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?;
-            rows.collect()
+                 WHERE agent = ?1 {tail}"
+            ))?;
+            let map =
+                |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
+            let rows = match version {
+                Some(n) => st.query_map(params![key.name, n], map)?.collect(),
+                None => st.query_map(params![key.name], map)?.collect(),
+            };
+            rows
         })?;
         rows.into_iter()
             .map(|(version, json, created_ms, author, note)| {

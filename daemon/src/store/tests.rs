@@ -333,6 +333,13 @@ fn spec_versions_are_immutable_steps_and_a_stale_expected_version_changes_nothin
     );
     assert_eq!(s.agent_spec(&a.key).unwrap(), Some(next.clone()));
     assert_eq!(s.spec_version(&a.key).unwrap(), 2);
+    assert_eq!(
+        s.spec_version_at(&a.key, None).unwrap().map(|v| v.version),
+        Some(2)
+    );
+    let first = s.spec_version_at(&a.key, Some(1)).unwrap().unwrap();
+    assert_eq!((first.version, first.spec), (1, a.spec.clone()));
+    assert!(s.spec_version_at(&a.key, Some(3)).unwrap().is_none());
     let v = s.spec_versions(&a.key).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[1].spec, next);

@@ -70,6 +70,29 @@ pub fn diff_line(l: &str, t: &theme::Theme) -> ratatui::text::Line<'static> {
     ratatui::text::Line::from(ratatui::text::Span::styled(l.to_string(), style))
 }
 
+/// One row of a version history (scopes, specs): `*` on the version in force, the
+/// version, when (month-day hour:minute), and `label`; highlighted when selected.
+pub fn history_row(
+    version: u32,
+    current: u32,
+    created_ms: u64,
+    label: &str,
+    selected: bool,
+    t: &theme::Theme,
+) -> ratatui::text::Line<'static> {
+    let mark = if version == current { "*" } else { " " };
+    let line = format!(
+        "{mark}v{version:<3} {} {label}",
+        &crate::fmt::timestamp(created_ms)[5..16]
+    );
+    let style = if selected {
+        t.selected()
+    } else {
+        ratatui::style::Style::default()
+    };
+    ratatui::text::Line::from(ratatui::text::Span::styled(line, style))
+}
+
 /// A rectangle of at most `w`×`h` centred in `area`.
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);

@@ -4,7 +4,6 @@
 
 use super::theme::Theme;
 use crate::app::{App, Mode};
-use crate::fmt;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
@@ -101,30 +100,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     );
 
     // The history, newest first.
-    let mut hist: Vec<Line> = Vec::new();
-    if let Some(h) = &pane.history {
-        for (i, v) in h.versions.iter().rev().enumerate() {
-            let mark = if v.version == h.current { "*" } else { " " };
-            let line = format!(
-                "{mark}v{:<3} {} {}",
-                v.version,
-                &fmt::timestamp(v.created_ms)[5..16],
-                if v.note.is_empty() {
-                    v.author.clone()
+    let hist: Vec<Line> = pane
+        .history
+        .iter()
+        .flat_map(|h| {
+            h.versions.iter().rev().enumerate().map(|(i, v)| {
+                let label = if v.note.is_empty() {
+                    &v.author
                 } else {
-                    v.note.clone()
-                }
-            );
-            hist.push(Line::from(Span::styled(
-                line,
-                if i == pane.selected && pane.editor.is_none() {
-                    t.selected()
-                } else {
-                    ratatui::style::Style::default()
-                },
-            )));
-        }
-    }
+                    &v.note
+                };
+                let selected = i == pane.selected && pane.editor.is_none();
+                super::history_row(v.version, h.current, v.created_ms, label, selected, t)
+            })
+        })
+        .collect();
     f.render_widget(
         Paragraph::new(hist).block(Block::bordered().title(Span::styled(" history ", t.title()))),
         hist_area,

@@ -3,7 +3,6 @@
 
 use super::theme::Theme;
 use crate::app::App;
-use crate::fmt;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
@@ -46,27 +45,23 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     );
 
     // The history, newest first.
-    let mut hist: Vec<Line> = Vec::new();
-    if let Some(h) = &pane.history {
-        for (i, v) in h.versions.iter().rev().enumerate() {
-            let mark = if v.version == h.current { "*" } else { " " };
-            let line = format!(
-                "{mark}v{:<3} {} {:<8} {}",
-                v.version,
-                &fmt::timestamp(v.created_ms)[5..16],
-                v.author,
-                v.note
-            );
-            hist.push(Line::from(Span::styled(
-                line,
-                if i == pane.selected {
-                    t.selected()
-                } else {
-                    ratatui::style::Style::default()
-                },
-            )));
-        }
-    }
+    let hist: Vec<Line> = pane
+        .history
+        .iter()
+        .flat_map(|h| {
+            h.versions.iter().rev().enumerate().map(|(i, v)| {
+                let label = format!("{:<8} {}", v.author, v.note);
+                super::history_row(
+                    v.version,
+                    h.current,
+                    v.created_ms,
+                    &label,
+                    i == pane.selected,
+                    t,
+                )
+            })
+        })
+        .collect();
     f.render_widget(
         Paragraph::new(hist).block(Block::bordered().title(Span::styled(" history ", t.title()))),
         hist_area,

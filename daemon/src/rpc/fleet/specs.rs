@@ -44,7 +44,12 @@ impl FleetService {
             tenant: spec.tenant.clone(),
             name: spec.name.clone(),
         };
-        let Some(old) = self.rt.fleet.get(&key).and(self.rt.agent_spec(&key)) else {
+        let Some(old) = self
+            .rt
+            .fleet
+            .get(&key)
+            .and_then(|_| self.rt.agent_spec(&key))
+        else {
             if expected.is_some_and(|v| v > 0) {
                 return Err(ApiError::precondition(format!(
                     "agent {key} does not exist (any more): version {} was expected",
@@ -115,16 +120,24 @@ impl FleetService {
         self.version_of(&key, version)
     }
 
+    /// One version of the agent's spec (None: the one in force), read by itself.
     fn version_of(&self, key: &AgentKey, version: Option<u32>) -> Result<SpecVersion, ApiError> {
-        let mut versions = self.rt.spec_versions(key)?;
-        let last = versions.last().map(|v| v.version).unwrap_or(0);
-        let want = version.unwrap_or(last);
-        match versions.iter().position(|v| v.version == want) {
-            Some(i) => Ok(versions.swap_remove(i)),
-            None => Err(ApiError::not_found(format!(
-                "agent {key} has no spec version {want} (versions 1 to {last}: `agenfleet agents history {key}`)"
-            ))),
+        let internal = |e: crate::store::StoreError| {
+            ApiError::internal(format!("cannot read the spec history: {e}"))
+        };
+        if let Some(v) = self
+            .rt
+            .store
+            .spec_version_at(key, version)
+            .map_err(internal)?
+        {
+            return Ok(v);
         }
+        let last = self.rt.store.spec_version(key).map_err(internal)?;
+        Err(ApiError::not_found(format!(
+            "agent {key} has no spec version {} (versions 1 to {last}: `agenfleet agents history {key}`)",
+            version.unwrap_or(last)
+        )))
     }
 
     pub(super) async fn do_rollback(
