@@ -554,3 +554,273 @@ fn a_deleted_agents_data_is_purged_on_schedule() {
         "the name is free after the purge"
     );
 }
+
+/// Flips one byte of a copy of `archive` at `at`; answers the copy's path.
+fn flipped(archive: &std::path::Path, at: u64, name: &str) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(archive).expect("archive");
+    bytes[at as usize] ^= 0x20;
+    let p = archive.with_file_name(name);
+    std::fs::write(&p, bytes).expect("damaged copy");
+    p
+}
+
+#[test]
+fn a_host_is_restored_from_a_backup_taken_under_load() {
+    if !docker_available("a_host_is_restored_from_a_backup_taken_under_load") {
+        return;
+    }
+    let mut d = Daemon::start("backup", "");
+    let recovery = init_vault(&d);
+    let canary = format!("CANARY-{:x}-BACKUP", std::process::id());
+    d.create(&secret_agent("holder"));
+    d.create(&secret_agent("churn"));
+    d.create(&healthy("plain"));
+    for (agent, value) in [("holder", canary.as_str()), ("churn", "churn-0")] {
+        let out = d.cli_stdin(&["creds", "set", agent, "api-key"], value);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    d.wait_agent("holder", "running", Duration::from_secs(20), |v| {
+        v["state"] == "Running"
+    });
+    // The checkpoint an operator kept from before the backup.
+    let kept = wait_for(Duration::from_secs(30), "a signed checkpoint", || {
+        let st = d.json(&["audit", "status"]);
+        (!st["last_checkpoint"].is_null()).then(|| st["last_checkpoint"].clone())
+    });
+    let kept_file = d.dir.join("kept-checkpoint.json");
+    std::fs::write(&kept_file, kept.to_string()).expect("kept checkpoint");
+    let archive = d.dir.join("host.agfbackup");
+    // Writers run while the backup is made: audit notes, and rotations of churn's key
+    // (each a vault write, an audit record and a restart).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicU32::new(0);
+    let backup = std::thread::scope(|s| {
+        let (d, stop, done) = (&d, &stop, &done);
+        s.spawn(move || {
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                assert!(d
+                    .cli(&["audit", "note", &format!("load {i}")])
+                    .status
+                    .success());
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        s.spawn(move || {
+            for i in 1.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let out = d.cli_stdin(
+                    &["creds", "rotate", "churn", "api-key"],
+                    &format!("churn-{i}"),
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        wait_for(Duration::from_secs(30), "the writers at work", || {
+            (done.load(std::sync::atomic::Ordering::SeqCst) >= 10).then_some(())
+        });
+        let out = d.cli(&["--json", "backup", "--out", archive.to_str().unwrap()]);
+        let at_backup = done.load(std::sync::atomic::Ordering::SeqCst);
+        // The writers go on after it, so the live state moves past the copy.
+        wait_for(Duration::from_secs(30), "writes after the backup", || {
+            (done.load(std::sync::atomic::Ordering::SeqCst) >= at_backup + 6).then_some(())
+        });
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    });
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&backup.stdout).expect("backup json");
+    let meta = std::fs::metadata(&archive).expect("the archive");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "an archive only its owner reads"
+    );
+    assert_eq!(meta.len(), info["bytes"].as_u64().unwrap());
+    let sum = Command::new("sha256sum")
+        .arg(&archive)
+        .output()
+        .expect("sha256sum");
+    assert!(String::from_utf8_lossy(&sum.stdout).starts_with(info["sha256"].as_str().unwrap()));
+    let cut = info["checkpoint"]["seq"].as_u64().unwrap();
+    assert!(cut > kept["seq"].as_u64().unwrap(), "{info}");
+    // A plain tar: its listing shows the database, the segments and the manifest.
+    let list = Command::new("tar")
+        .arg("tf")
+        .arg(&archive)
+        .output()
+        .expect("tar");
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    for f in [
+        "agenfleet.db",
+        "audit/checkpoints.jsonl",
+        "manifest.json",
+        "agenfleetd.toml.at-backup",
+    ] {
+        assert!(list.lines().any(|l| l == f), "{f} in {list}");
+    }
+    // The secrets are in it only sealed.
+    assert!(
+        files_containing(&d.dir, canary.as_bytes()).is_empty(),
+        "the canary in a file"
+    );
+
+    // A new host: no master key in the keyring, no containers, no state.
+    assert_eq!(d.json(&["vault", "seal"])["state"], "Sealed");
+    d.kill9();
+    for cid in d.containers() {
+        docker(&["rm", "-f", &cid]);
+    }
+    let state = d.dir.join("state");
+    std::fs::remove_dir_all(&state).expect("wipe the state");
+
+    // Damaged archives are refused, naming what is wrong, and create nothing.
+    let restore = |from: &std::path::Path| {
+        Command::new(bin("agenfleetd"))
+            .arg("restore")
+            .arg(from)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("agenfleetd restore")
+    };
+    let in_db = flipped(&archive, 512 + 4000, "in-db.agfbackup");
+    let out = restore(&in_db);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("agenfleet.db") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(!state.exists(), "a refused restore leaves nothing");
+    let in_header = flipped(&archive, 100, "in-header.agfbackup");
+    let out = restore(&in_header);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("header") && err.contains("checksum"), "{err}");
+    // Inside the manifest's digest (the last entry before the two end blocks).
+    let last = flipped(&archive, meta.len() - 1500, "in-manifest.agfbackup");
+    let out = restore(&last);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short = archive.with_file_name("short.agfbackup");
+    std::fs::write(
+        &short,
+        &std::fs::read(&archive).unwrap()[..meta.len() as usize / 2],
+    )
+    .unwrap();
+    let out = restore(&short);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    assert!(!state.exists());
+
+    // The good one.
+    let out = restore(&archive);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = restore(&archive);
+    assert_eq!(
+        again.status.code(),
+        Some(73),
+        "a non-empty target is refused"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("agenfleetd.toml.at-backup")).unwrap(),
+        std::fs::read_to_string(&d.config).unwrap(),
+        "the config in force at backup time comes back beside the state"
+    );
+    d.restart();
+
+    // The trail verifies against the checkpoint kept before, and says it was restored
+    // (not that the daemon crashed at the cut).
+    let v = d.cli(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        kept_file.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let restored = d.json(&["audit", "search", "--action", "daemon.restored"]);
+    assert_eq!(restored.as_array().unwrap().len(), 1, "{restored}");
+    let incidents = d.json(&["incidents", "list"]);
+    assert!(
+        !incidents.to_string().contains("without a clean shutdown"),
+        "a restore is not a crash: {incidents}"
+    );
+    // The copy holds nothing the trail does not: every version of churn's key it has
+    // was recorded (set, then one rotation per later version).
+    let creds = d.json(&["creds", "list", "churn"]);
+    let version = creds[0]["current_version"].as_u64().unwrap();
+    let rotations = d.json(&[
+        "audit",
+        "search",
+        "--action",
+        "creds.rotate",
+        "--agent",
+        "churn",
+    ]);
+    let recorded = rotations
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() <= cut)
+        .count() as u64;
+    assert!(
+        version >= 2 && recorded >= version - 1,
+        "v{version}, {recorded} rotations recorded"
+    );
+
+    // The vault opens with the recovery key; the credential decrypts to its value and
+    // reaches its agent; the agents come back.
+    assert_eq!(d.json(&["vault", "status"])["state"], "Sealed");
+    let out = d.cli_stdin(&["vault", "unseal"], &recovery);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = d.wait_agent("holder", "back and running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+    d.wait_log(
+        "holder",
+        "credential api-key version 1 in memory",
+        Duration::from_secs(15),
+    );
+    let pid = inspect(v["container_id"].as_str().unwrap())["State"]["Pid"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        in_memory(pid, canary.as_bytes()) > 0,
+        "the restored value reached its agent"
+    );
+    d.wait_agent("plain", "back and running", Duration::from_secs(30), |v| {
+        v["state"] == "Running"
+    });
+}

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod backup;
 pub mod config;
 pub mod fleet_state;
 pub mod fuzz;
@@ -251,7 +252,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         pool,
         gateways: rpc::gateway::start,
     });
-    if let Some(e) = last.filter(|e| e.event.action != "daemon.stop") {
+    // A state dir just restored ends at the backup's cut, not at a crash: its first start
+    // records the restore instead.
+    let restored = backup::restore::restored_marker(&cfg.state_dir);
+    if let Some(e) = last.filter(|e| e.event.action != "daemon.stop" && restored.is_none()) {
         incidents.signal(incidents::detect::Signal::DaemonUnclean {
             last_seq: e.seq,
             last_action: e.event.action.clone(),
@@ -277,6 +281,15 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         let _ = rt
             .system_event("audit.truncated", None, "observed", t.clone())
             .await;
+    }
+    if let Some(detail) = restored {
+        if rt
+            .system_event("daemon.restored", None, "observed", detail)
+            .await
+            .is_ok()
+        {
+            backup::restore::clear_marker(&cfg.state_dir);
+        }
     }
     let _ = rt
         .system_event(

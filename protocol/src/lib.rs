@@ -5,6 +5,7 @@
 //! protocol version, and the framing limits of the Unix-socket transport.
 
 pub mod audit;
+pub mod backup;
 pub mod error;
 pub mod gateway;
 pub mod incidents;
@@ -22,6 +23,7 @@ pub mod upstream;
 pub mod vault;
 
 pub use audit::{AuditEntry, AuditEvent, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
+pub use backup::{BackupChunk, BackupInfo};
 pub use error::{ApiError, ErrorCode};
 pub use secret::SecretValue;
 pub use service::{Fleet, FleetClient};

@@ -3,6 +3,7 @@
 //! method takes an identity argument.
 
 use crate::audit::{AuditEntry, AuditQuery, AuditStatus, Checkpoint, VerifyReport};
+use crate::backup::{BackupChunk, BackupInfo};
 use crate::error::ApiError;
 use crate::incidents::{Incident, Matrix, OutboxRow, Party, RoutesReport};
 use crate::policy::{
@@ -232,4 +233,9 @@ pub trait Fleet {
     /// Model usage of the agents the caller sees and of their tenants (`tenant`: only
     /// that one), for the last hour, day and 30 days.
     async fn usage(tenant: Option<String>) -> Result<Vec<UsageRow>, ApiError>;
+    /// Prepares a backup of the whole host's state (platform admins: vault.admin on the
+    /// platform): a database snapshot and the audit log up to a checkpoint signed for it.
+    async fn backup_create() -> Result<BackupInfo, ApiError>;
+    /// The archive's bytes from `offset` (the next byte not yet read), at most `max`.
+    async fn backup_read(id: String, offset: u64, max: u32) -> Result<BackupChunk, ApiError>;
 }

@@ -43,6 +43,21 @@ struct Append {
     reply: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Op {
+    Append(Append),
+    Cut(tokio::sync::oneshot::Sender<Result<Cut, AuditError>>),
+}
+
+/// A point of the log fixed for a backup: a checkpoint signed for it, and where its last
+/// record ends (segments before `segment` are complete and never change again).
+#[derive(Debug, Clone)]
+pub struct Cut {
+    pub checkpoint: Checkpoint,
+    /// The segment being written and its length at the cut (None: no segment yet).
+    pub segment: Option<(PathBuf, u64)>,
+}
+
 struct Shared {
     status: Mutex<AuditStatus>,
     head: tokio::sync::watch::Sender<u64>,
@@ -79,7 +94,7 @@ pub struct OpenReport {
 /// A handle on the audit log; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Append>,
+    tx: mpsc::Sender<Op>,
     shared: Arc<Shared>,
     dir: PathBuf,
 }
@@ -95,6 +110,8 @@ fn now_ms() -> u64 {
 struct Writer {
     dir: PathBuf,
     file: Option<File>,
+    /// The segment `file` writes to.
+    segment_path: PathBuf,
     segment_len: u64,
     seq: u64,
     hash: Hash,
@@ -125,6 +142,7 @@ impl Writer {
         f.sync_all()?;
         sync_dir(&self.dir)?;
         self.file = Some(f);
+        self.segment_path = path;
         self.segment_len = format::SEGMENT_HEADER as u64;
         Ok(())
     }
@@ -209,29 +227,69 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Append>) {
+    /// Signs a checkpoint at the head (even if one was just signed there) and answers it
+    /// with where the current segment ends.
+    fn cut(&mut self) -> Result<Cut, AuditError> {
+        if let Some(why) = &self.failed {
+            return Err(AuditError::Closed(why.clone()));
+        }
+        let Some(signer) = &self.signer else {
+            return Err(AuditError::Closed(
+                "the audit log has no signing key, so no checkpoint can vouch for a copy of it"
+                    .into(),
+            ));
+        };
+        let cp = signer.sign(self.seq, &hex32(&self.hash), now_ms());
+        if let Err(e) = checkpoint::append(&self.dir, &cp) {
+            self.fail(format!("cannot store a checkpoint: {e}"));
+            return Err(AuditError::Io(format!("cannot store a checkpoint: {e}")));
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint_at = Instant::now();
+        {
+            let mut st = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.last_checkpoint = Some(cp.clone());
+        }
+        let segment = self
+            .file
+            .as_ref()
+            .map(|_| (self.segment_path.clone(), self.segment_len));
+        Ok(Cut {
+            checkpoint: cp,
+            segment,
+        })
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        // A cut asked for while a batch was being gathered is answered after that batch.
+        let mut cuts = Vec::new();
         loop {
+            for reply in cuts.drain(..) {
+                let _ = tokio::sync::oneshot::Sender::send(reply, self.cut());
+            }
             let wait = self
                 .opts
                 .checkpoint_interval
                 .saturating_sub(self.last_checkpoint_at.elapsed());
             match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(first) => {
+                Ok(Op::Cut(reply)) => cuts.push(reply),
+                Ok(Op::Append(first)) => {
                     let mut batch = vec![first];
-                    let drain = |batch: &mut Vec<Append>| {
+                    let drain = |batch: &mut Vec<Append>, cuts: &mut Vec<_>| {
                         while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
-                                Ok(a) => batch.push(a),
+                                Ok(Op::Append(a)) => batch.push(a),
+                                Ok(Op::Cut(reply)) => cuts.push(reply),
                                 Err(_) => break,
                             }
                         }
                     };
-                    drain(&mut batch);
+                    drain(&mut batch, &mut cuts);
                     // Under concurrency the writers just answered are still re-submitting:
                     // give them a moment so one sync covers them all (group commit).
                     if self.last_batch > 1 && batch.len() < self.last_batch {
                         std::thread::sleep(Duration::from_micros(30));
-                        drain(&mut batch);
+                        drain(&mut batch, &mut cuts);
                     }
                     self.last_batch = batch.len();
                     self.write_batch(batch);
@@ -312,6 +370,7 @@ impl AuditLog {
         let mut failed = None;
         let mut file = None;
         let mut segment_len = 0;
+        let mut segment_path = PathBuf::new();
         if let Some(bad) = &scan.bad {
             let why = format!("damage found at {bad}; writes stopped until an operator acts (run `agenfleet audit verify`)");
             report.damage = Some(why.clone());
@@ -351,6 +410,7 @@ impl AuditLog {
                         AuditError::Io(format!("cannot open {}: {e}", path.display()))
                     })?;
                     segment_len = *offset;
+                    segment_path = path.clone();
                     file = Some(f);
                 }
             }
@@ -381,6 +441,7 @@ impl AuditLog {
         let writer = Writer {
             dir: dir.to_path_buf(),
             file,
+            segment_path,
             segment_len,
             seq: scan.head_seq,
             hash: scan.head_hash,
@@ -417,16 +478,27 @@ impl AuditLog {
         let started = Instant::now();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Append {
+            .send(Op::Append(Append {
                 event: bytes,
                 reply,
-            })
+            }))
             .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?;
         let seq = rx
             .await
             .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))??;
         crate::metrics::counters().audit_append(started.elapsed().as_secs_f64());
         Ok(seq)
+    }
+
+    /// Fixes a point of the log for a backup: a checkpoint signed at the head, and where
+    /// the segment being written ends there. Refused when the log is closed or unsigned.
+    pub async fn cut(&self) -> Result<Cut, AuditError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Op::Cut(reply))
+            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?
     }
 
     pub fn status(&self) -> AuditStatus {

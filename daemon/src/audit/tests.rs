@@ -280,3 +280,69 @@ async fn the_running_check_finds_a_record_changed_after_it_was_written() {
     assert!(e.contains("truncated"), "{e}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_under_writers_is_a_signed_prefix_that_verifies_alone() {
+    let d = tmp("cut");
+    let opts = Options {
+        segment_bytes: 4096,
+        ..Default::default()
+    };
+    let (log, _) = AuditLog::open(&d, Some(Signer::ephemeral()), "test".into(), opts).unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    log.record(&ev(w * 1000 + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // Cut while the writers run.
+    while log.status().head_seq < 150 {
+        tokio::task::yield_now().await;
+    }
+    let cut = log.cut().await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(log.status().head_seq, 400);
+    assert!(
+        cut.checkpoint.seq >= 150 && cut.checkpoint.seq < 400,
+        "{cut:?}"
+    );
+    checkpoint::verify_signature(&cut.checkpoint, None).unwrap();
+    // Copy the segments up to the cut, the last one only up to its length there.
+    let copy = tmp("cut-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let (current, len) = cut.segment.clone().unwrap();
+    for (_, path) in format::list_segments(&d).unwrap() {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if path == current {
+            bytes.truncate(len as usize);
+        }
+        std::fs::write(copy.join(path.file_name().unwrap()), bytes).unwrap();
+        if path == current {
+            break;
+        }
+    }
+    let r = verify_dir(&copy, Some(&cut.checkpoint));
+    assert!(r.valid, "{r:?}");
+    assert_eq!(
+        r.head_seq, cut.checkpoint.seq,
+        "the copy ends exactly at the cut"
+    );
+    assert!(r.torn_tail.is_none(), "{r:?}");
+    // A log without a signing key refuses a cut.
+    let unsigned = tmp("cut-unsigned");
+    let (log, _) = AuditLog::open(&unsigned, None, "none".into(), Options::default()).unwrap();
+    log.record(&ev(1)).await.unwrap();
+    assert!(
+        log.cut().await.is_err(),
+        "no key, no checkpoint to vouch for a copy"
+    );
+    for p in [d, copy, unsigned] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}

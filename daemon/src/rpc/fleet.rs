@@ -15,14 +15,15 @@ use agenfleet_protocol::{
     AuditStatus, Checkpoint, Fleet, FleetStatus, Hello, ImageInfo, LogChunk, StateCount,
     VerifyReport, WatchReply, PROTOCOL_VERSION, SOFTWARE_VERSION,
 };
+use agenfleet_protocol::{BackupChunk, BackupInfo, UpstreamClass, UpstreamSpec, UpstreamView};
 use agenfleet_protocol::{
     CallerInfo, CredentialInfo, NewToken, OperatorInfo, RoleBinding, SecretValue, TokenInfo,
     VaultStatus,
 };
-use agenfleet_protocol::{UpstreamClass, UpstreamSpec, UpstreamView};
 use tarpc::context::Context;
 
 mod access;
+mod backup;
 mod guard;
 mod incidents;
 mod policy;
@@ -826,5 +827,19 @@ impl Fleet for FleetService {
 
     async fn usage(self, _: Context, tenant: Option<String>) -> Result<Vec<UsageRow>, ApiError> {
         self.do_usage(tenant).await
+    }
+
+    async fn backup_create(self, _: Context) -> Result<BackupInfo, ApiError> {
+        self.do_backup_create().await
+    }
+
+    async fn backup_read(
+        self,
+        _: Context,
+        id: String,
+        offset: u64,
+        max: u32,
+    ) -> Result<BackupChunk, ApiError> {
+        self.do_backup_read(id, offset, max).await
     }
 }

@@ -67,6 +67,8 @@ pub struct Runtime {
     pub pool: SubnetPool,
     /// Reads the agents' cgroups (runners tell it where each container's is).
     pub cgroups: CgroupReader,
+    /// Backups being streamed to their callers.
+    pub backups: crate::backup::Backups,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -88,6 +90,7 @@ pub struct Parts {
 impl Runtime {
     pub fn new(p: Parts) -> Arc<Runtime> {
         let upstreams = crate::upstreams::Upstreams::new(p.store.clone(), p.vault.clone());
+        let backups = crate::backup::Backups::new(&p.cfg.state_dir);
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -103,6 +106,7 @@ impl Runtime {
             images: Images::default(),
             pool: p.pool,
             cgroups: CgroupReader::default(),
+            backups,
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod backup;
 pub mod demo;
 pub mod incidents;
 pub mod info;
@@ -67,6 +68,10 @@ pub enum Command {
     Metrics,
     /// What the daemon keeps, for how long, and what goes when.
     Retention,
+    /// Back up the daemon's whole state while it runs (platform admins): the database,
+    /// the audit log up to a checkpoint signed for the backup, the config. Secrets stay
+    /// sealed; restore with `agenfleetd restore FILE --state-dir DIR`.
+    Backup(backup::BackupArgs),
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
     Completions { shell: String },
     /// Write man pages (agenfleet.1 and one per subcommand) to a directory.
@@ -355,6 +360,7 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
         cmd,
         Command::Watch(_)
             | Command::Logs(_)
+            | Command::Backup(_)
             | Command::Audit {
                 cmd: audit::AuditCmd::Tail { follow: true, .. } | audit::AuditCmd::Export { .. }
             }
@@ -380,6 +386,7 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
         return match cmd {
             Command::Logs(a) => logs::run(&conn, &out, a).await,
             Command::Watch(a) => watch::run(&conn, &out, a).await,
+            Command::Backup(a) => backup::run(&conn, &out, a).await,
             Command::Audit { cmd } => audit::run(&conn, &out, cmd).await,
             _ => Ok(()),
         };
@@ -524,6 +531,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
             })
         }
         Command::Logs(_)
+        | Command::Backup(_)
         | Command::Watch(_)
         | Command::Demo(_)
         | Command::Whoami

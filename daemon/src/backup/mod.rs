@@ -1,0 +1,318 @@
+//! Backups of a running daemon and their restore. `Backups::create` fixes a consistent
+//! snapshot — the database copied with `VACUUM INTO` (a read transaction: writers go on),
+//! then the audit log cut at a checkpoint signed for the backup (every change is recorded
+//! before it is made, so the log covers all the copy holds) — and the archive is then
+//! streamed to the caller by `read` straight from those files (see `archive`). Secrets
+//! stay sealed in the database copy; the master key is never in it (the recovery key
+//! opens a restored vault). `restore` rebuilds a state dir from an archive, offline.
+
+pub mod archive;
+pub mod restore;
+
+use crate::audit::{checkpoint, format, AuditLog};
+use agenfleet_protocol::backup::{BackupChunk, BackupInfo, BackupManifest, BACKUP_FORMAT};
+use archive::{Item, Source, Stream};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A backup nobody has read from for this long is dropped (its caller went away).
+const IDLE: Duration = Duration::from_secs(600);
+/// Backups streamed at once.
+const MAX_OPEN: usize = 2;
+/// The database file in a state dir and in an archive.
+pub const DB_NAME: &str = "agenfleet.db";
+/// The config in force at backup time, in an archive and in a restored state dir.
+pub const CONFIG_NAME: &str = "agenfleetd.toml.at-backup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Busy(String),
+    #[error("no backup `{0}` is being streamed (finished, expired after 10 idle minutes, or never made)")]
+    NotFound(String),
+    #[error("backup {id}: the next byte is at offset {want}, not {got}")]
+    Offset { id: String, want: u64, got: u64 },
+    #[error("the audit log cannot be cut for a backup: {0}")]
+    Audit(String),
+    #[error("backup: {0}")]
+    Io(String),
+}
+
+struct Prepared {
+    stream: Stream,
+    files: u32,
+    checkpoint: agenfleet_protocol::Checkpoint,
+    created_ms: u64,
+}
+
+struct Session {
+    stream: Stream,
+    staging: PathBuf,
+    touched: Instant,
+}
+
+/// The backups being streamed, with their staging dirs under `<state_dir>/backups`.
+pub struct Backups {
+    dir: PathBuf,
+    sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> BackupError + '_ {
+    move |e| BackupError::Io(format!("{what}: {e}"))
+}
+
+/// Copies the database at `db` to `to` as one consistent snapshot, from a connection of
+/// its own (the daemon's connection is not held while it runs).
+pub fn snapshot_db(db: &Path, to: &Path) -> Result<(), BackupError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| BackupError::Io(format!("cannot open {}: {e}", db.display())))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| BackupError::Io(e.to_string()))?;
+    let target = to
+        .to_str()
+        .ok_or_else(|| BackupError::Io(format!("{} is not UTF-8", to.display())))?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|e| BackupError::Io(format!("cannot copy the database: {e}")))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io("cannot sync the database copy"))
+}
+
+impl Backups {
+    /// Removes the staging dirs a previous run left behind.
+    pub fn new(state_dir: &Path) -> Backups {
+        let dir = state_dir.join("backups");
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot remove old backup staging");
+            }
+        }
+        Backups {
+            dir,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<Session>>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drop_session(&self, id: &str) {
+        if let Some(s) = self.sessions().remove(id) {
+            let staging = s.lock().unwrap_or_else(|p| p.into_inner()).staging.clone();
+            let _ = std::fs::remove_dir_all(staging);
+        }
+    }
+
+    fn expire(&self) {
+        let idle: Vec<String> = self
+            .sessions()
+            .iter()
+            .filter(|(_, s)| {
+                s.try_lock()
+                    .map(|s| s.touched.elapsed() > IDLE)
+                    .unwrap_or(false)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            tracing::info!(backup = %id, "a backup nobody read for 10 minutes was dropped");
+            self.drop_session(&id);
+        }
+    }
+
+    /// Fixes a snapshot: the database copied, then the audit log cut at a checkpoint
+    /// signed for this backup. `config` is the config file in force (if any).
+    pub async fn create(
+        &self,
+        db: &Path,
+        audit: &AuditLog,
+        config: Option<&Path>,
+        instance_id: &str,
+    ) -> Result<BackupInfo, BackupError> {
+        self.expire();
+        if self.sessions().len() >= MAX_OPEN {
+            return Err(BackupError::Busy(format!(
+                "{MAX_OPEN} backups are being streamed already; finish or abandon one (abandoned ones go after 10 idle minutes)"
+            )));
+        }
+        let started = Instant::now();
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let staging = self.dir.join(&id);
+        std::fs::create_dir_all(&staging).map_err(io("cannot create the staging dir"))?;
+        let made = self
+            .prepare(db, audit, config, instance_id, &id, &staging)
+            .await;
+        let p = match made {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let info = BackupInfo {
+            id: id.clone(),
+            bytes: p.stream.total(),
+            files: p.files,
+            checkpoint: p.checkpoint,
+            instance_id: instance_id.to_string(),
+            created_ms: p.created_ms,
+            prepare_ms: started.elapsed().as_millis() as u64,
+        };
+        self.sessions().insert(
+            id,
+            Arc::new(Mutex::new(Session {
+                stream: p.stream,
+                staging,
+                touched: Instant::now(),
+            })),
+        );
+        Ok(info)
+    }
+
+    async fn prepare(
+        &self,
+        db: &Path,
+        audit: &AuditLog,
+        config: Option<&Path>,
+        instance_id: &str,
+        id: &str,
+        staging: &Path,
+    ) -> Result<Prepared, BackupError> {
+        let copy = staging.join(DB_NAME);
+        {
+            let (db, copy) = (db.to_path_buf(), copy.clone());
+            tokio::task::spawn_blocking(move || snapshot_db(&db, &copy))
+                .await
+                .map_err(|e| BackupError::Io(e.to_string()))??;
+        }
+        let cut = audit
+            .cut()
+            .await
+            .map_err(|e| BackupError::Audit(e.to_string()))?;
+        let dir = audit.dir().to_path_buf();
+        let db_len = std::fs::metadata(&copy)
+            .map_err(io("the database copy"))?
+            .len();
+        let mut items = vec![Item {
+            name: DB_NAME.into(),
+            source: Source::File {
+                path: copy,
+                len: db_len,
+            },
+        }];
+        // Whole segments before the one being written, and that one up to the cut.
+        if let Some((current, cut_len)) = &cut.segment {
+            let segments =
+                format::list_segments(&dir).map_err(io("cannot list the audit segments"))?;
+            for (_, path) in segments {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let len = if path == *current {
+                    *cut_len
+                } else {
+                    std::fs::metadata(&path).map_err(io(&name))?.len()
+                };
+                items.push(Item {
+                    name: format!("audit/{name}"),
+                    source: Source::File {
+                        path: path.clone(),
+                        len,
+                    },
+                });
+                if path == *current {
+                    break;
+                }
+            }
+        }
+        // The checkpoints up to the one signed for this backup.
+        let cps = checkpoint::load_all(&dir).map_err(BackupError::Io)?;
+        let mut lines = Vec::new();
+        for c in cps.iter().filter(|c| c.seq <= cut.checkpoint.seq) {
+            lines.extend(serde_json::to_vec(c).map_err(|e| BackupError::Io(e.to_string()))?);
+            lines.push(b'\n');
+        }
+        items.push(Item {
+            name: format!("audit/{}", checkpoint::CHECKPOINTS_FILE),
+            source: Source::Bytes(lines),
+        });
+        items.push(Item {
+            name: format!("audit/{}", checkpoint::PUBLIC_KEY_FILE),
+            source: Source::Bytes(format!("{}\n", cut.checkpoint.public_key).into_bytes()),
+        });
+        if let Some(cfg) = config {
+            let text = std::fs::read(cfg).map_err(io("cannot read the config file"))?;
+            items.push(Item {
+                name: CONFIG_NAME.into(),
+                source: Source::Bytes(text),
+            });
+        }
+        tracing::info!(backup = %id, files = items.len(), audit_seq = cut.checkpoint.seq, "backup prepared");
+        let manifest = BackupManifest {
+            format: BACKUP_FORMAT.into(),
+            software_version: agenfleet_protocol::SOFTWARE_VERSION.into(),
+            instance_id: instance_id.to_string(),
+            created_ms: agenfleet_protocol::now_ms(),
+            checkpoint: cut.checkpoint,
+            config_source: config.map(|c| c.display().to_string()),
+            files: vec![],
+        };
+        let files = items.len() as u32 + 2;
+        let (checkpoint, created_ms) = (manifest.checkpoint.clone(), manifest.created_ms);
+        let stream = Stream::new(items, manifest);
+        Ok(Prepared {
+            stream,
+            files,
+            checkpoint,
+            created_ms,
+        })
+    }
+
+    /// The archive's next bytes from `offset` (which must be the next unread one), at
+    /// most `max`. The last chunk carries the archive's SHA-256 and ends the backup.
+    pub fn read(&self, id: &str, offset: u64, max: u32) -> Result<BackupChunk, BackupError> {
+        let session = self
+            .sessions()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BackupError::NotFound(id.to_string()))?;
+        let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
+        let want = s.stream.pos();
+        if offset != want {
+            return Err(BackupError::Offset {
+                id: id.to_string(),
+                want,
+                got: offset,
+            });
+        }
+        let max = max.clamp(1, agenfleet_protocol::backup::MAX_BACKUP_CHUNK) as usize;
+        let mut data = Vec::with_capacity(max);
+        let done = match s.stream.fill(&mut data, max) {
+            Ok(d) => d,
+            Err(e) => {
+                drop(s);
+                self.drop_session(id);
+                return Err(BackupError::Io(e.to_string()));
+            }
+        };
+        s.touched = Instant::now();
+        let sha256 = done.then(|| s.stream.digest().unwrap_or_default().to_string());
+        drop(s);
+        if done {
+            self.drop_session(id);
+        }
+        Ok(BackupChunk {
+            offset,
+            data,
+            done,
+            sha256,
+        })
+    }
+}

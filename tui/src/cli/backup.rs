@@ -1,0 +1,231 @@
+//! `agenfleet backup --out FILE`: asks the daemon for a consistent snapshot and streams
+//! the archive into FILE (created 0600, written as `FILE.partial` and renamed when whole,
+//! or `-` for stdout), writing one chunk while the next is on its way, and checks the
+//! archive's SHA-256 against the daemon's. Restore with `agenfleetd restore`.
+
+use super::Out;
+use crate::client::{CliError, Conn};
+use agenfleet_protocol::backup::MAX_BACKUP_CHUNK;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Local file errors (sysexits: cannot create, I/O).
+const EXIT_CANTCREAT: i32 = 73;
+const EXIT_IOERR: i32 = 74;
+
+#[derive(clap::Args, Debug)]
+pub struct BackupArgs {
+    /// Where to write the archive (must not exist; `-` for stdout).
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Written {
+    file: String,
+    id: String,
+    bytes: u64,
+    files: u32,
+    sha256: String,
+    instance_id: String,
+    checkpoint: agenfleet_protocol::Checkpoint,
+    prepare_ms: u64,
+    seconds: f64,
+}
+
+fn ioerr(what: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError::new(EXIT_IOERR, "io", format!("{}: {e}", what.display()))
+}
+
+pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliError> {
+    let to_stdout = args.out.as_os_str() == "-";
+    let partial = {
+        let mut p = args.out.clone().into_os_string();
+        p.push(".partial");
+        PathBuf::from(p)
+    };
+    let file: Sink = if to_stdout {
+        Box::new(std::io::stdout())
+    } else {
+        if args.out.exists() {
+            return Err(CliError::new(
+                EXIT_CANTCREAT,
+                "exists",
+                format!(
+                    "{} exists: give a new file (a backup never overwrites one)",
+                    args.out.display()
+                ),
+            ));
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| {
+                CliError::new(
+                    EXIT_CANTCREAT,
+                    "io",
+                    format!("cannot create {}: {e}", partial.display()),
+                )
+            })?;
+        Box::new(f)
+    };
+    let (mut file, result) = stream(conn, file).await;
+    let (info, sha256, seconds) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            drop(file);
+            if !to_stdout {
+                let _ = std::fs::remove_file(&partial);
+            }
+            return Err(e);
+        }
+    };
+    file.flush().map_err(ioerr(&args.out))?;
+    drop(file);
+    if !to_stdout {
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&partial, &args.out))
+            .map_err(ioerr(&args.out))?;
+        if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
+    let w = Written {
+        file: args.out.display().to_string(),
+        id: info.id,
+        bytes: info.bytes,
+        files: info.files,
+        sha256,
+        instance_id: info.instance_id,
+        checkpoint: info.checkpoint,
+        prepare_ms: info.prepare_ms,
+        seconds,
+    };
+    let human = || {
+        format!(
+            "backup {} written to {}: {:.1} MB, {} files, {:.2} s ({:.0} MB/s; snapshot fixed in {} ms)\n\
+             sha256 {}\n\
+             audit log up to record {} (checkpoint hash {}…, signed by {}…)\n\
+             Restore: agenfleetd restore {} --state-dir DIR   (the vault opens with the recovery key)",
+            w.id,
+            w.file,
+            w.bytes as f64 / 1e6,
+            w.files,
+            w.seconds,
+            w.bytes as f64 / 1e6 / w.seconds.max(1e-6),
+            w.prepare_ms,
+            w.sha256,
+            w.checkpoint.seq,
+            &w.checkpoint.hash[..w.checkpoint.hash.len().min(16)],
+            &w.checkpoint.public_key[..w.checkpoint.public_key.len().min(16)],
+            w.file
+        )
+    };
+    if to_stdout {
+        // The archive is on stdout: the summary goes to stderr.
+        if out.json {
+            eprintln!("{}", serde_json::to_string(&w).unwrap_or_default());
+        } else {
+            eprintln!("{}", human());
+        }
+        Ok(())
+    } else {
+        out.print(&w, human)
+    }
+}
+
+type Sink = Box<dyn Write + Send>;
+
+/// Writes `data` into `file` on a blocking thread, handing the file back.
+async fn write_chunk(mut file: Sink, data: Vec<u8>) -> (Sink, std::io::Result<()>) {
+    match tokio::task::spawn_blocking(move || {
+        let r = file.write_all(&data);
+        (file, r)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => (Box::new(std::io::sink()), Err(std::io::Error::other(e))),
+    }
+}
+
+/// Streams the archive into `file`; answers the backup, its SHA-256 (checked against the
+/// daemon's) and the seconds it took. Each chunk is written while the next one is asked
+/// for, so the daemon reads while this side writes.
+async fn stream(
+    conn: &Conn,
+    file: Sink,
+) -> (
+    Sink,
+    Result<(agenfleet_protocol::BackupInfo, String, f64), CliError>,
+) {
+    let started = std::time::Instant::now();
+    let info = match conn.client.backup_create(conn.ctx()).await {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => return (file, Err(e.into())),
+        Err(e) => return (file, Err(e.into())),
+    };
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    let mut file = file;
+    let mut pending: Option<Vec<u8>> = None;
+    let daemon_sha = loop {
+        let ask = conn
+            .client
+            .backup_read(conn.ctx(), info.id.clone(), offset, MAX_BACKUP_CHUNK);
+        let (reply, (f, written)) = match pending.take() {
+            Some(data) => futures::future::join(ask, write_chunk(file, data)).await,
+            None => (ask.await, (file, Ok(()))),
+        };
+        file = f;
+        if let Err(e) = written {
+            let e = CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
+            return (file, Err(e));
+        }
+        let chunk = match reply {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return (file, Err(e.into())),
+            Err(e) => return (file, Err(e.into())),
+        };
+        if chunk.offset != offset {
+            let e = CliError::new(
+                70,
+                "internal",
+                format!("the daemon sent offset {}, expected {offset}", chunk.offset),
+            );
+            return (file, Err(e));
+        }
+        offset += chunk.data.len() as u64;
+        hasher.update(&chunk.data);
+        if chunk.done {
+            let (f, written) = write_chunk(file, chunk.data).await;
+            file = f;
+            if let Err(e) = written {
+                let e = CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
+                return (file, Err(e));
+            }
+            break chunk.sha256;
+        }
+        pending = Some(chunk.data);
+    };
+    let ours = hex::encode(hasher.finalize());
+    if daemon_sha.as_deref() != Some(ours.as_str()) || offset != info.bytes {
+        let e = CliError::new(
+            70,
+            "internal",
+            format!(
+                "the archive arrived damaged: {offset} of {} bytes, sha256 {ours} where the daemon made {}",
+                info.bytes,
+                daemon_sha.unwrap_or_default()
+            ),
+        );
+        return (file, Err(e));
+    }
+    (file, Ok((info, ours, started.elapsed().as_secs_f64())))
+}
