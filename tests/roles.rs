@@ -209,6 +209,14 @@ fn the_role_matrix_holds_and_every_refusal_is_audited() {
             [DENIED, DENIED, DENIED, DENIED, DENIED, DENIED],
         ),
         (
+            "back up the whole host",
+            Box::new(move |_, uid| {
+                let out = format!("/tmp/agf-roles-backup-{uid}-{}.tar", std::process::id());
+                (s(&["backup", "--out", &out]), None)
+            }),
+            [DENIED, DENIED, DENIED, DENIED, DENIED, DENIED],
+        ),
+        (
             "build the agent image",
             Box::new(move |_, _| (s(&["image", "build"]), None)),
             [DENIED, DENIED, DENIED, DENIED, DENIED, DENIED],
@@ -295,6 +303,13 @@ fn the_role_matrix_holds_and_every_refusal_is_audited() {
         "role matrix mismatches:\n{}",
         failures.join("\n")
     );
+    // A refused backup leaves no file behind, whole or partial.
+    for (_, uid, _) in &roles {
+        let out = format!("/tmp/agf-roles-backup-{uid}-{}.tar", std::process::id());
+        for p in [out.clone(), format!("{out}.partial")] {
+            assert!(!std::path::Path::new(&p).exists(), "{p} left behind");
+        }
+    }
     let refused_after = d
         .json(&[
             "audit",

@@ -170,21 +170,10 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         audit_problem: None,
         vault: agenfleet_protocol::VaultState::Uninitialized,
     });
-    // The audit log, with its checkpoint key in the OS keyring (never in the state dir).
-    let (signer, signing) =
-        match audit::checkpoint::Signer::from_keyring(&format!("audit-signing-{instance}")) {
-            Ok(s) => {
-                let d = format!(
-                    "ed25519 key {}… in the kernel keyring",
-                    &s.public_hex()[..16]
-                );
-                (Some(s), d)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "checkpoints will be UNSIGNED: no audit signing key");
-                (None, format!("unsigned: {e}"))
-            }
-        };
+    let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
+    // The audit log, with its checkpoint key in the OS keyring (never in the state dir) and
+    // a copy sealed in the vault (see `audit::escrow`).
+    let (signer, signing) = audit::escrow::signer_at_start(&vault, &instance);
     let audit_dir = cfg.audit_dir();
     let opts = audit::Options {
         checkpoint_every: cfg.audit_checkpoint_every,
@@ -200,7 +189,6 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             i.audit_problem = Some(d.clone());
         });
     }
-    let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
     let vault_state = vault.state();
     fleet.update_daemon(|d| d.vault = vault_state);
     let policy = policy::PolicyEngine::new(
@@ -303,6 +291,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             ),
         )
         .await;
+    rt.audit_key_follows_vault().await;
     match rt.upstreams.restore_usage(&rt.audit) {
         Ok((tenants, calls)) => {
             tracing::info!(

@@ -11,6 +11,11 @@ use std::path::Path;
 pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
 
+/// The keyring entry of the audit signing key of installation `instance`.
+pub fn key_name(instance: &str) -> String {
+    format!("audit-signing-{instance}")
+}
+
 /// The audit signing key.
 pub struct Signer {
     key: SigningKey,
@@ -32,6 +37,13 @@ impl Signer {
         Ok(Signer {
             key: SigningKey::from_bytes(&b),
         })
+    }
+
+    /// The key whose seed is `seed` (from the keyring or the vault's escrow).
+    pub fn from_seed(seed: &[u8; 32]) -> Signer {
+        Signer {
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// A key that exists only in memory (tests and benchmarks).

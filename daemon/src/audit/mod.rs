@@ -9,6 +9,7 @@
 //! record half-written when the process died) is truncated, and the truncation recorded.
 
 pub mod checkpoint;
+pub mod escrow;
 pub mod format;
 pub mod watch;
 
@@ -47,6 +48,8 @@ struct Append {
 enum Op {
     Append(Append),
     Cut(tokio::sync::oneshot::Sender<Result<Cut, AuditError>>),
+    /// A signing key for a log opened without one (it was escrowed in the sealed vault).
+    Sign(Box<Signer>, String),
 }
 
 /// A point of the log fixed for a backup: a checkpoint signed for it, and where its last
@@ -63,6 +66,8 @@ struct Shared {
     head: tokio::sync::watch::Sender<u64>,
     /// Why the log closed for writing while running (None: open).
     closed: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether the writer has a signing key.
+    signed: std::sync::atomic::AtomicBool,
 }
 
 /// Tunables of the log.
@@ -227,6 +232,27 @@ impl Writer {
         }
     }
 
+    /// Takes a signing key (if it has none) and signs the records written without one.
+    fn take_signer(&mut self, signer: Signer, signing: String) {
+        if self.signer.is_some() {
+            return;
+        }
+        let _ = std::fs::write(
+            self.dir.join(checkpoint::PUBLIC_KEY_FILE),
+            format!("{}\n", signer.public_hex()),
+        );
+        self.signer = Some(signer);
+        self.shared
+            .signed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        {
+            let mut st = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.signing = signing;
+        }
+        self.since_checkpoint = self.since_checkpoint.max(1);
+        self.checkpoint();
+    }
+
     /// Signs a checkpoint at the head (even if one was just signed there) and answers it
     /// with where the current segment ends.
     fn cut(&mut self) -> Result<Cut, AuditError> {
@@ -261,39 +287,45 @@ impl Writer {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Op>) {
-        // A cut asked for while a batch was being gathered is answered after that batch.
-        let mut cuts = Vec::new();
+        // Cuts and keys that arrive while a batch is gathered are handled after that batch.
+        let mut later: Vec<Op> = Vec::new();
         loop {
-            for reply in cuts.drain(..) {
-                let _ = tokio::sync::oneshot::Sender::send(reply, self.cut());
+            for op in std::mem::take(&mut later) {
+                match op {
+                    Op::Cut(reply) => {
+                        let _ = tokio::sync::oneshot::Sender::send(reply, self.cut());
+                    }
+                    Op::Sign(signer, signing) => self.take_signer(*signer, signing),
+                    Op::Append(a) => self.write_batch(vec![a]),
+                }
             }
             let wait = self
                 .opts
                 .checkpoint_interval
                 .saturating_sub(self.last_checkpoint_at.elapsed());
             match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(Op::Cut(reply)) => cuts.push(reply),
                 Ok(Op::Append(first)) => {
                     let mut batch = vec![first];
-                    let drain = |batch: &mut Vec<Append>, cuts: &mut Vec<_>| {
+                    let drain = |batch: &mut Vec<Append>, later: &mut Vec<Op>| {
                         while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(Op::Append(a)) => batch.push(a),
-                                Ok(Op::Cut(reply)) => cuts.push(reply),
+                                Ok(other) => later.push(other),
                                 Err(_) => break,
                             }
                         }
                     };
-                    drain(&mut batch, &mut cuts);
+                    drain(&mut batch, &mut later);
                     // Under concurrency the writers just answered are still re-submitting:
                     // give them a moment so one sync covers them all (group commit).
                     if self.last_batch > 1 && batch.len() < self.last_batch {
                         std::thread::sleep(Duration::from_micros(30));
-                        drain(&mut batch, &mut cuts);
+                        drain(&mut batch, &mut later);
                     }
                     self.last_batch = batch.len();
                     self.write_batch(batch);
                 }
+                Ok(other) => later.push(other),
                 Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.checkpoint();
@@ -431,6 +463,7 @@ impl AuditLog {
             }),
             head,
             closed: tokio::sync::watch::Sender::new(failed.clone()),
+            signed: std::sync::atomic::AtomicBool::new(signer.is_some()),
         });
         if let Some(s) = &signer {
             let _ = std::fs::write(
@@ -488,6 +521,16 @@ impl AuditLog {
             .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))??;
         crate::metrics::counters().audit_append(started.elapsed().as_secs_f64());
         Ok(seq)
+    }
+
+    /// Gives a log opened without a signing key its key; a checkpoint is signed at once.
+    pub fn set_signer(&self, signer: Signer, signing: String) {
+        let _ = self.tx.send(Op::Sign(Box::new(signer), signing));
+    }
+
+    /// Whether checkpoints are being signed.
+    pub fn is_signed(&self) -> bool {
+        self.shared.signed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Fixes a point of the log for a backup: a checkpoint signed at the head, and where

@@ -439,6 +439,7 @@ impl Fleet for FleetService {
             )
             .await?;
         self.rt.vault_changed();
+        self.rt.audit_key_follows_vault().await;
         Ok(rk)
     }
 
@@ -470,6 +471,7 @@ impl Fleet for FleetService {
         })
         .await?;
         self.rt.vault_changed();
+        self.rt.audit_key_follows_vault().await;
         self.rt.vault.status().map_err(vault_err)
     }
 

@@ -160,6 +160,33 @@ impl Runtime {
         }
     }
 
+    /// After the vault opened: the audit log gets its signing key back from the vault, or
+    /// the key is sealed into the vault (see `audit::escrow`); either is recorded.
+    pub async fn audit_key_follows_vault(&self) {
+        use crate::audit::escrow::{sync, Synced};
+        let (action, public) = match sync(&self.vault, &self.audit, &self.instance) {
+            Ok(Synced::Nothing) => return,
+            Ok(Synced::Restored(k)) => ("audit.key_restored", k),
+            Ok(Synced::Escrowed(k)) => ("audit.key_escrowed", k),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot seal the audit signing key into the vault");
+                return;
+            }
+        };
+        let detail = match action {
+            "audit.key_restored" => format!(
+                "signing key {}… back from the vault: checkpoints resume",
+                &public[..16]
+            ),
+            _ => format!(
+                "signing key {}… sealed into the vault (it comes back at unseal on a host whose keyring lacks it)",
+                &public[..16]
+            ),
+        };
+        tracing::info!(action, "{detail}");
+        let _ = self.system_event(action, None, "ok", detail).await;
+    }
+
     /// An agent's stored spec.
     pub fn agent_spec(&self, key: &AgentKey) -> Option<AgentSpec> {
         self.store.agent_spec(key).ok().flatten()

@@ -61,6 +61,8 @@ impl From<rusqlite::Error> for VaultError {
 struct Keys {
     mk: Key32,
     hmac: Key32,
+    /// The audit log's signing key, escrowed here (see `escrow_audit_key`).
+    audit: Option<Key32>,
     data: HashMap<u64, Key32>,
     active: u64,
 }
@@ -210,6 +212,13 @@ impl Vault {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })?;
+        let audit = match self.meta("audit_key")? {
+            Some(blob) => Some(
+                crypto::open_key(&mk, &blob, &self.instance_aad("audit-key"))
+                    .ok_or_else(|| VaultError::Corrupt("the escrowed audit signing key".into()))?,
+            ),
+            None => None,
+        };
         let mut data = HashMap::new();
         let mut active = 0;
         for (id, wrapped, is_active) in rows {
@@ -223,6 +232,7 @@ impl Vault {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Keys {
             mk,
             hmac,
+            audit,
             data,
             active,
         });
@@ -336,7 +346,7 @@ impl Vault {
     pub fn rekey(&self) -> Result<SecretValue, VaultError> {
         let new_mk = crypto::random_key();
         let new_rk = crypto::random_key();
-        let (wrapped, hmac_w) = self.with_keys(|k| {
+        let (wrapped, hmac_w, audit_w) = self.with_keys(|k| {
             let wrapped: Vec<(u64, Vec<u8>)> = k
                 .data
                 .iter()
@@ -345,6 +355,9 @@ impl Vault {
             Ok((
                 wrapped,
                 crypto::seal(&new_mk, k.hmac.as_slice(), &self.instance_aad("hmac-key")),
+                k.audit
+                    .as_ref()
+                    .map(|a| crypto::seal(&new_mk, a.as_slice(), &self.instance_aad("audit-key"))),
             ))
         })?;
         let check = crypto::seal(
@@ -382,6 +395,12 @@ impl Vault {
                 "UPDATE vault_meta SET value = ?1 WHERE key = 'hmac_key'",
                 params![hmac_w],
             )?;
+            if let Some(a) = &audit_w {
+                tx.execute(
+                    "UPDATE vault_meta SET value = ?1 WHERE key = 'audit_key'",
+                    params![a],
+                )?;
+            }
             tx.commit()
         });
         if let Err(e) = r {
@@ -703,17 +722,67 @@ impl Vault {
         })
     }
 
+    /// Keeps the audit log's signing key sealed under the master key, so that a host
+    /// whose keyring lost it (a reboot, a restore on another host) gets the same key back
+    /// at `unseal` and its checkpoints stay verifiable against the earlier ones.
+    pub fn escrow_audit_key(&self, seed: &[u8]) -> Result<(), VaultError> {
+        if seed.len() != 32 {
+            return Err(VaultError::Invalid(
+                "an audit signing key is 32 bytes".into(),
+            ));
+        }
+        let blob =
+            self.with_keys(|k| Ok(crypto::seal(&k.mk, seed, &self.instance_aad("audit-key"))))?;
+        self.store.with(|c| {
+            c.execute(
+                "INSERT INTO vault_meta (key, value) VALUES ('audit_key', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![blob],
+            )
+        })?;
+        let mut arr = [0u8; 32];
+        arr.copy_from_slice(seed);
+        if let Some(k) = self
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            k.audit = Some(zeroize::Zeroizing::new(arr));
+        }
+        Ok(())
+    }
+
+    /// Whether the audit signing key is escrowed here (readable only when unsealed).
+    pub fn has_audit_key(&self) -> bool {
+        matches!(self.meta("audit_key"), Ok(Some(_)))
+    }
+
+    /// The escrowed audit signing key (None: sealed, or none escrowed).
+    pub fn audit_key(&self) -> Option<Key32> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|k| k.audit.clone())
+    }
+
     /// Forgets the keys in memory (the keyring keeps the master key).
     pub fn seal(&self) {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Seals and removes the master key from the keyring too: only the recovery key opens
-    /// the vault again (an operator's answer to a suspected compromise, and what a reboot
-    /// does to the kernel keyring).
+    /// Seals and removes the master key (and the audit signing key it escrows) from the
+    /// keyring too: only the recovery key opens the vault again (an operator's answer to a
+    /// suspected compromise, and what a reboot does to the kernel keyring).
     pub fn seal_and_forget(&self) -> Result<(), VaultError> {
         if self.state() == VaultState::Uninitialized {
             return Err(VaultError::NotInitialized);
+        }
+        // The audit signing key goes too when the vault holds it: it comes back at unseal.
+        if self.has_audit_key() {
+            crate::keyring::delete(&crate::audit::checkpoint::key_name(&self.instance))
+                .map_err(|e| VaultError::Keyring(e.to_string()))?;
         }
         self.seal();
         crate::keyring::delete(&self.keyring_name()).map_err(|e| VaultError::Keyring(e.to_string()))

@@ -152,3 +152,39 @@ fn sealed_until_unsealed_with_the_right_recovery_key() {
     assert_eq!(v.current_values(&a).unwrap().len(), 2);
     let _ = crate::keyring::delete(&v.keyring_name());
 }
+
+#[test]
+fn the_escrowed_audit_key_survives_a_rekey_and_comes_back_at_unseal() {
+    let (v, store, _, _) = setup();
+    let seed = [7u8; 32];
+    assert!(v.escrow_audit_key(&seed).is_err(), "no vault, no escrow");
+    v.init().unwrap();
+    assert!(!v.has_audit_key());
+    v.escrow_audit_key(&seed).unwrap();
+    assert!(v.has_audit_key());
+    assert_eq!(v.audit_key().unwrap().as_slice(), &seed);
+    let blob: Vec<u8> = store
+        .with(|c| {
+            c.query_row(
+                "SELECT value FROM vault_meta WHERE key = 'audit_key'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert!(
+        !blob.windows(32).any(|w| w == seed),
+        "sealed, not stored in the clear"
+    );
+    // A new master key rewraps it; the new recovery key opens it.
+    let rk = v.rekey().unwrap();
+    v.seal_and_forget().unwrap();
+    assert!(v.audit_key().is_none(), "sealed: not readable");
+    assert!(v.has_audit_key(), "but still held");
+    v.unseal(&rk).unwrap();
+    assert_eq!(v.audit_key().unwrap().as_slice(), &seed);
+    assert!(
+        v.escrow_audit_key(&[1u8; 31]).is_err(),
+        "a key of the wrong size"
+    );
+}
