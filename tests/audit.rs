@@ -436,3 +436,165 @@ fn a_full_disk_closes_the_log_and_mutations_are_refused() {
     let tail = d.json(&["audit", "search", "--action", "agent.create"]);
     assert!(!tail.as_array().unwrap().is_empty());
 }
+
+/// The smallest sequence number of the records `audit search ARGS` finds (None: none).
+fn first_seq(d: &Daemon, args: &[&str]) -> Option<u64> {
+    let mut a = vec!["audit", "search", "--limit", "100000"];
+    a.extend_from_slice(args);
+    d.json(&a)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .min()
+}
+
+#[test]
+fn retention_removes_whole_old_segments_behind_a_signed_anchor() {
+    if !docker_available("retention_removes_whole_old_segments_behind_a_signed_anchor") {
+        return;
+    }
+    // 0.00003 days: 2.6 s.
+    let mut d = Daemon::start(
+        "retention",
+        "audit_segment_bytes = 65536\naudit_retention_days = 0.00003\naudit_retention_check_secs = 1\n",
+    );
+    let note = "x".repeat(3000);
+    let write = |d: &Daemon, n: usize| {
+        for _ in 0..n {
+            let out = d.cli(&["audit", "note", &note]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    write(&d, 60);
+    let kept = wait_for(Duration::from_secs(30), "a signed checkpoint", || {
+        let st = d.json(&["audit", "status"]);
+        (!st["last_checkpoint"].is_null()).then(|| st["last_checkpoint"].clone())
+    });
+    let kept_file = d.dir.join("kept.json");
+    std::fs::write(&kept_file, kept.to_string()).unwrap();
+    // Old segments go; the log then starts after a signed anchor.
+    let r = wait_for(Duration::from_secs(60), "a retention anchor", || {
+        let r = d.json(&["retention"]);
+        (!r["audit_anchor"].is_null()).then_some(r)
+    });
+    let anchor = r["audit_anchor"]["seq"].as_u64().unwrap();
+    assert!(anchor >= 10, "{r}");
+    // Recorded before it happened, naming where the log now starts.
+    let removals = d.json(&["audit", "search", "--action", "audit.retention"]);
+    assert!(
+        removals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("#{anchor}"))),
+        "{removals}"
+    );
+    let oldest = first_seq(&d, &[]).unwrap();
+    assert!(
+        oldest > anchor,
+        "record {oldest} is older than the anchor {anchor}"
+    );
+    // The kept log verifies from the anchor, a checkpoint kept from before included.
+    let v = d.cli(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        kept_file.to_str().unwrap(),
+    ]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let audit_dir = d.dir.join("state").join("audit");
+    let (ok, report, err) = verify_offline(&audit_dir, None);
+    assert!(ok, "{err} {report}");
+
+    // A tenant that keeps its records for ever holds back its segment (and so every later
+    // one: only the oldest segments go).
+    d.create(&scoped_spec("keep", "p", "k1", false));
+    let out = d.cli(&["tenants", "set", "keep", "--audit-retention-days", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keep_seq = first_seq(&d, &["--agent", "keep/k1"]).expect("keep/k1's records");
+    write(&d, 60);
+    let r = wait_for(
+        Duration::from_secs(60),
+        "retention up to the kept tenant",
+        || {
+            let r = d.json(&["retention"]);
+            let stuck =
+                r["next_audit_removal_ms"].is_null() && r["audit_segments"].as_u64() >= Some(3);
+            stuck.then_some(r)
+        },
+    );
+    assert!(r["audit_anchor"]["seq"].as_u64().unwrap() < keep_seq, "{r}");
+    assert_eq!(first_seq(&d, &["--agent", "keep/k1"]), Some(keep_seq));
+    let text = String::from_utf8_lossy(&d.cli(&["retention"]).stdout).to_string();
+    assert!(
+        text.contains("tenant keep") && text.contains("kept for ever"),
+        "{text}"
+    );
+    // Back to the platform's: that segment goes too.
+    let out = d.cli(&[
+        "tenants",
+        "set",
+        "keep",
+        "--audit-retention-days",
+        "default",
+    ]);
+    assert!(out.status.success());
+    wait_for(
+        Duration::from_secs(60),
+        "the kept tenant's segment removed",
+        || {
+            let r = d.json(&["retention"]);
+            (r["audit_anchor"]["seq"].as_u64().unwrap_or(0) >= keep_seq).then_some(())
+        },
+    );
+    assert!(first_seq(&d, &["--agent", "keep/k1"]).unwrap_or(u64::MAX) > keep_seq);
+    // A restart opens the log from its anchor.
+    d.restart();
+    let v = d.cli(&["audit", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // Without its anchor the kept log is a log with its start missing: invalid.
+    let copy = d.dir.join("audit-copy");
+    copy_dir(&audit_dir, &copy);
+    std::fs::remove_file(copy.join("anchor.json")).unwrap();
+    let (ok, _, err) = verify_offline(&copy, None);
+    assert!(!ok, "a log without its anchor must not verify");
+    assert!(err.contains("record"), "{err}");
+    // A backup of a log that starts at an anchor restores and verifies.
+    let archive = d.dir.join("anchored.tar");
+    let out = d.cli(&["backup", "--out", archive.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin("agenfleetd"))
+        .arg("restore")
+        .arg(&archive)
+        .arg("--state-dir")
+        .arg(d.dir.join("restored"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.dir.join("restored/audit/anchor.json").exists());
+    // Bad input changes nothing.
+    let out = d.cli(&["tenants", "set", "keep", "--audit-retention-days=-1"]);
+    assert_eq!(out.status.code(), Some(6));
+    let out = d.cli(&["tenants", "set", "nobody", "--audit-retention-days", "5"]);
+    assert_eq!(out.status.code(), Some(5));
+}

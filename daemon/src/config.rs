@@ -76,6 +76,8 @@ pub struct Config {
     /// …or every this many seconds, whichever comes first. The records appended are read
     /// back and checked for tampering at the same interval.
     pub audit_checkpoint_secs: u64,
+    /// A new audit segment is started past this size (retention removes whole segments).
+    pub audit_segment_bytes: u64,
     /// The whole audit log is verified in the background this often (0: only at start
     /// and on `agenfleet audit verify`).
     pub audit_verify_secs: u64,
@@ -98,6 +100,12 @@ pub struct Config {
     /// Resolved incidents (and deliveries given up) are removed this many days after
     /// (fractions allowed); 0: kept.
     pub incident_retention_days: f64,
+    /// Whole audit segments whose every record is older than this many days (a tenant's
+    /// own setting, `tenants set T --audit-retention-days N`, for its records) are removed,
+    /// the log then starting at a signed anchor; 0: kept.
+    pub audit_retention_days: f64,
+    /// How often the audit retention is applied.
+    pub audit_retention_check_secs: u64,
     /// Where each party's incidents go (and, `party = "reviewers"`, escalations).
     pub incident_route: Vec<RouteConfig>,
     /// When unacknowledged incidents are delivered again.
@@ -218,6 +226,7 @@ impl Default for Config {
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,
             audit_checkpoint_secs: 10,
+            audit_segment_bytes: crate::audit::SEGMENT_BYTES,
             audit_verify_secs: 3600,
             purge_after_secs: 0,
             approval_ttl_secs: 600,
@@ -228,6 +237,8 @@ impl Default for Config {
             denial_window_secs: 60,
             incident_route: Vec::new(),
             incident_retention_days: 90.0,
+            audit_retention_days: 0.0,
+            audit_retention_check_secs: 3600,
             escalation: EscalationDelays::default(),
             source: PathBuf::new(),
         }
@@ -503,6 +514,12 @@ impl Config {
         if self.log_ring_lines == 0 || self.log_ring_lines > 1_000_000 {
             return Err(("log_ring_lines", "must be between 1 and 1000000".into()));
         }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.audit_segment_bytes) {
+            return Err((
+                "audit_segment_bytes",
+                "must be between 65536 and 1073741824".into(),
+            ));
+        }
         if self.audit_checkpoint_every == 0 || self.audit_checkpoint_secs == 0 {
             return Err((
                 "audit_checkpoint_every",
@@ -516,6 +533,18 @@ impl Config {
             return Err((
                 "crash_loop_exits",
                 "crash_loop_exits and denial_spike must be at least 2".into(),
+            ));
+        }
+        if !(0.0..=36_500.0).contains(&self.audit_retention_days) {
+            return Err((
+                "audit_retention_days",
+                "must be between 0 (keep) and 36500".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.audit_retention_check_secs) {
+            return Err((
+                "audit_retention_check_secs",
+                "must be between 1 and 86400".into(),
             ));
         }
         if !(0.0..=36_500.0).contains(&self.incident_retention_days) {

@@ -178,7 +178,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     let opts = audit::Options {
         checkpoint_every: cfg.audit_checkpoint_every,
         checkpoint_interval: std::time::Duration::from_secs(cfg.audit_checkpoint_secs),
-        ..Default::default()
+        segment_bytes: cfg.audit_segment_bytes,
     };
     let (audit, opened) = audit::AuditLog::open(&audit_dir, signer, signing, opts)
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
@@ -305,6 +305,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         }
     }
     rt.start().context("cannot load the stored agents")?;
+    runtime::retention::spawn(rt.clone());
     // Each agent's usage today reaches the fleet view once a second while it changes;
     // the meters are saved every few seconds (the records after a save are replayed at
     // the next start).

@@ -14,7 +14,7 @@ use crate::spec::{AgentSpec, ApplyOutcome, SpecHistory, SpecVersion};
 use crate::types::CallerInfo;
 use crate::types::{
     AgentAction, AgentRef, AgentView, FleetStatus, Hello, HostInfo, ImageInfo, LogChunk, NewToken,
-    OperatorInfo, RetentionReport, RoleBinding, TokenInfo, WatchReply,
+    OperatorInfo, RetentionReport, RoleBinding, TenantSettings, TokenInfo, WatchReply,
 };
 use crate::upstream::{UpstreamClass, UpstreamSpec, UpstreamView, UsageRow};
 use crate::vault::{CredentialInfo, VaultStatus};
@@ -238,4 +238,9 @@ pub trait Fleet {
     async fn backup_create() -> Result<BackupInfo, ApiError>;
     /// The archive's bytes from `offset` (the next byte not yet read), at most `max`.
     async fn backup_read(id: String, offset: u64, max: u32) -> Result<BackupChunk, ApiError>;
+    /// Sets a tenant's own settings (platform admins: operators.admin on the platform).
+    async fn tenants_set(
+        tenant: String,
+        audit_retention_days: Option<f64>,
+    ) -> Result<TenantSettings, ApiError>;
 }

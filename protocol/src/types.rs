@@ -299,8 +299,26 @@ pub struct RetentionReport {
     /// Resolved incidents kept now, and when the oldest of them goes (None: never).
     pub resolved_incidents: u32,
     pub next_incident_removal_ms: Option<u64>,
+    /// Audit segments go when every record in them is past this many days (0: kept).
+    pub audit_retention_days: f64,
+    /// Tenants with an audit retention of their own: (tenant, days; 0: for ever).
+    pub audit_tenant_retention: Vec<(String, f64)>,
+    /// Segments kept now, the one being written included.
+    pub audit_segments: u32,
+    /// Where the kept log starts, if retention removed its beginning.
+    pub audit_anchor: Option<crate::audit::Checkpoint>,
+    /// When the oldest kept segment goes (None: never, or it is the one being written).
+    pub next_audit_removal_ms: Option<u64>,
     /// What is kept with no time limit yet, said plainly.
     pub kept: Vec<String>,
+}
+
+/// A tenant's own settings (`agenfleet tenants set`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    pub tenant: String,
+    /// Its records' audit retention in days (None: the platform's; 0: for ever).
+    pub audit_retention_days: Option<f64>,
 }
 
 /// The container engine as the daemon sees it.

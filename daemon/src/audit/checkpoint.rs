@@ -10,6 +10,9 @@ use std::path::Path;
 
 pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const PUBLIC_KEY_FILE: &str = "audit-signing.pub";
+/// Where the log starts once retention removed its oldest segments: a checkpoint signed
+/// for the last removed record (also in `checkpoints.jsonl`). The chain is checked from it.
+pub const ANCHOR_FILE: &str = "anchor.json";
 
 /// The keyring entry of the audit signing key of installation `instance`.
 pub fn key_name(instance: &str) -> String {
@@ -126,6 +129,42 @@ pub fn append(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
     line.push(b'\n');
     f.write_all(&line)?;
     f.sync_data()
+}
+
+/// The retention anchor in `dir`, if the log's start was removed.
+pub fn load_anchor(dir: &Path) -> Result<Option<Checkpoint>, String> {
+    let p = dir.join(ANCHOR_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+/// Replaces the anchor durably (written aside, synced, renamed, the directory synced).
+pub fn store_anchor(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{ANCHOR_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(ANCHOR_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The anchor as the chain's starting point: (sequence number, hash).
+pub fn anchor_start(cp: &Checkpoint) -> Result<(u64, [u8; 32]), String> {
+    let hash: [u8; 32] = hex::decode(&cp.hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            format!(
+                "the retention anchor at record {} has a malformed hash",
+                cp.seq
+            )
+        })?;
+    Ok((cp.seq, hash))
 }
 
 /// Every checkpoint stored in `dir` (lines that do not parse are reported as errors).

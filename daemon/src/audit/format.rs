@@ -332,6 +332,8 @@ fn valid_record_after(buf: &[u8], from: usize) -> bool {
 /// Reads every segment in `dir`, checking checksums, sequence numbers and the hash chain.
 /// `visit` sees each good record's sequence number and hash, in order. Stops at the first
 /// bad record.
+/// The chain starts after the retention anchor, if any (segments wholly before it, left
+/// by a removal cut short, are skipped).
 pub fn scan(dir: &Path, visit: impl FnMut(u64, &Hash)) -> std::io::Result<ScanReport> {
     scan_blocks(dir, BLOCK, visit)
 }
@@ -341,13 +343,18 @@ fn scan_blocks(
     block: usize,
     visit: impl FnMut(u64, &Hash),
 ) -> std::io::Result<ScanReport> {
-    let segments = list_segments(dir)?;
+    let start = match super::checkpoint::load_anchor(dir).map_err(std::io::Error::other)? {
+        Some(a) => super::checkpoint::anchor_start(&a).map_err(std::io::Error::other)?,
+        None => (0, GENESIS),
+    };
+    let mut segments = list_segments(dir)?;
+    segments.retain(|(first, _)| *first > start.0);
     std::thread::scope(|sc| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Block>>(1);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Block>();
         let paths: Vec<PathBuf> = segments.iter().map(|(_, p)| p.clone()).collect();
         sc.spawn(move || read_blocks(&paths, block, &tx, &free_rx));
-        check_blocks(&segments, rx, free_tx, visit)
+        check_blocks(&segments, start, rx, free_tx, visit)
     })
 }
 
@@ -435,6 +442,7 @@ fn read_blocks(
 /// segment and names the problem exactly.
 fn check_blocks(
     segments: &[(u64, PathBuf)],
+    start: (u64, Hash),
     blocks: std::sync::mpsc::Receiver<std::io::Result<Block>>,
     free: std::sync::mpsc::Sender<Block>,
     mut visit: impl FnMut(u64, &Hash),
@@ -442,8 +450,8 @@ fn check_blocks(
     let mut report = ScanReport {
         records: 0,
         bytes: 0,
-        head_seq: 0,
-        head_hash: GENESIS,
+        head_seq: start.0,
+        head_hash: start.1,
         bad: None,
         torn_tail: None,
         end: None,

@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod escrow;
 pub mod format;
+pub mod retention;
 pub mod watch;
 
 use agenfleet_protocol::{
@@ -50,6 +51,12 @@ enum Op {
     Cut(tokio::sync::oneshot::Sender<Result<Cut, AuditError>>),
     /// A signing key for a log opened without one (it was escrowed in the sealed vault).
     Sign(Box<Signer>, String),
+    /// Sign the retention anchor for record (seq, hash).
+    Anchor(
+        u64,
+        Hash,
+        tokio::sync::oneshot::Sender<Result<Checkpoint, AuditError>>,
+    ),
 }
 
 /// A point of the log fixed for a backup: a checkpoint signed for it, and where its last
@@ -232,6 +239,29 @@ impl Writer {
         }
     }
 
+    /// Signs and stores the retention anchor: record `seq` (before the head), whose hash
+    /// is `hash`, is where the kept log's chain starts.
+    fn anchor(&mut self, seq: u64, hash: Hash) -> Result<Checkpoint, AuditError> {
+        if let Some(why) = &self.failed {
+            return Err(AuditError::Closed(why.clone()));
+        }
+        let Some(signer) = &self.signer else {
+            return Err(AuditError::Closed(
+                "no signing key to anchor the kept log (retention waits for `vault unseal`)".into(),
+            ));
+        };
+        if seq >= self.seq {
+            return Err(AuditError::Io(format!(
+                "an anchor at record {seq} would not be before the head ({})",
+                self.seq
+            )));
+        }
+        let cp = signer.sign(seq, &hex32(&hash), now_ms());
+        checkpoint::store_anchor(&self.dir, &cp)
+            .map_err(|e| AuditError::Io(format!("cannot store the retention anchor: {e}")))?;
+        Ok(cp)
+    }
+
     /// Takes a signing key (if it has none) and signs the records written without one.
     fn take_signer(&mut self, signer: Signer, signing: String) {
         if self.signer.is_some() {
@@ -296,6 +326,9 @@ impl Writer {
                         let _ = tokio::sync::oneshot::Sender::send(reply, self.cut());
                     }
                     Op::Sign(signer, signing) => self.take_signer(*signer, signing),
+                    Op::Anchor(seq, hash, reply) => {
+                        let _ = tokio::sync::oneshot::Sender::send(reply, self.anchor(seq, hash));
+                    }
                     Op::Append(a) => self.write_batch(vec![a]),
                 }
             }
@@ -521,6 +554,16 @@ impl AuditLog {
             .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))??;
         crate::metrics::counters().audit_append(started.elapsed().as_secs_f64());
         Ok(seq)
+    }
+
+    /// Signs the retention anchor at record `seq` (see `retention`).
+    pub async fn anchor(&self, seq: u64, hash: Hash) -> Result<Checkpoint, AuditError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Op::Anchor(seq, hash, reply))
+            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| AuditError::Closed("the audit writer has stopped".into()))?
     }
 
     /// Gives a log opened without a signing key its key; a checkpoint is signed at once.
@@ -749,6 +792,36 @@ pub fn verify_dir(dir: &Path, trusted: Option<&Checkpoint>) -> VerifyReport {
         }
         Err(e) => problems.push(e.clone()),
     }
+    // Where retention removed the start: the anchor must be signed by the log's key, and
+    // checkpoints at it must agree with it.
+    let anchor = checkpoint::load_anchor(dir);
+    match &anchor {
+        Ok(Some(a)) => {
+            let key = checkpoints
+                .as_ref()
+                .ok()
+                .and_then(|c| c.first())
+                .map(|c| c.public_key.clone());
+            if let Err(e) = checkpoint::verify_signature(a, key.as_deref()) {
+                problems.push(format!("the retention anchor does not verify: {e}"));
+            }
+            let at_anchor = checkpoints
+                .as_ref()
+                .map(|cps| cps.iter().filter(|c| c.seq == a.seq).collect::<Vec<_>>())
+                .unwrap_or_default();
+            if at_anchor.iter().any(|c| c.hash != a.hash)
+                || trusted.is_some_and(|c| c.seq == a.seq && c.hash != a.hash)
+            {
+                problems.push(format!(
+                    "a checkpoint at record {} disagrees with the retention anchor there (the log was rewritten)",
+                    a.seq
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => problems.push(e.clone()),
+    }
+    let anchor_seq = anchor.ok().flatten().map(|a| a.seq).unwrap_or(0);
     if let Some(c) = trusted {
         let check = match checkpoint::verify_signature(c, None) {
             Err(e) => Err(e),
@@ -759,6 +832,10 @@ pub fn verify_dir(dir: &Path, trusted: Option<&Checkpoint>) -> VerifyReport {
             Ok(()) => Ok(()),
         };
         report.checkpoint_check = Some(match &check {
+            Ok(()) if c.seq < anchor_seq => format!(
+                "your checkpoint names record {}, which retention removed (the log starts after the signed anchor at {}); the log continues past it",
+                c.seq, anchor_seq
+            ),
             Ok(()) => format!("record {} matches your checkpoint", c.seq),
             Err(e) => e.clone(),
         });

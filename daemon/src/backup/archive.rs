@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const BLOCK: usize = 512;
 /// The end of a tar archive: two zero blocks.
@@ -21,10 +21,11 @@ const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
 
 /// Where an entry's bytes come from.
 pub enum Source {
-    /// The first `len` bytes of a file (an audit segment is cut where the backup's
-    /// checkpoint ends).
+    /// The first `len` bytes of a file opened when the backup was fixed (an audit segment
+    /// is cut where the backup's checkpoint ends; one that retention removes meanwhile
+    /// stays readable through this handle).
     File {
-        path: PathBuf,
+        file: File,
         len: u64,
     },
     Bytes(Vec<u8>),
@@ -36,6 +37,22 @@ pub struct Item {
 }
 
 impl Item {
+    /// The first `len` bytes of the file at `path`, opened now.
+    pub fn file(name: String, path: &std::path::Path, len: u64) -> std::io::Result<Item> {
+        let file = File::open(path)?;
+        let have = file.metadata()?.len();
+        if have < len {
+            return Err(std::io::Error::other(format!(
+                "{} holds {have} bytes, fewer than the {len} the backup fixed",
+                path.display()
+            )));
+        }
+        Ok(Item {
+            name,
+            source: Source::File { file, len },
+        })
+    }
+
     fn len(&self) -> u64 {
         match &self.source {
             Source::File { len, .. } => *len,
@@ -153,17 +170,7 @@ impl Stream {
     fn start(&mut self, item: Item, manifest_entry: bool) -> std::io::Result<()> {
         let len = item.len();
         let body = match item.source {
-            Source::File { path, len } => {
-                let f = File::open(&path)?;
-                let have = f.metadata()?.len();
-                if have < len {
-                    return Err(std::io::Error::other(format!(
-                        "{} holds {have} bytes, fewer than the {len} the backup fixed",
-                        path.display()
-                    )));
-                }
-                Body::File(f)
-            }
+            Source::File { file, .. } => Body::File(file),
             Source::Bytes(b) => Body::Bytes(b, 0),
         };
         self.cur = Some(Current {
@@ -541,14 +548,8 @@ mod tests {
                 name: "agenfleet.db".into(),
                 source: Source::Bytes(b"db bytes".to_vec()),
             },
-            Item {
-                name: "audit/0001.seg".into(),
-                // Only the first 2049 bytes: the cut.
-                source: Source::File {
-                    path: seg,
-                    len: 2049,
-                },
-            },
+            // Only the first 2049 bytes: the cut.
+            Item::file("audit/0001.seg".into(), &seg, 2049).unwrap(),
         ];
         let mut s = Stream::new(items, manifest());
         let total = s.total();

@@ -199,18 +199,15 @@ impl Backups {
         let db_len = std::fs::metadata(&copy)
             .map_err(io("the database copy"))?
             .len();
-        let mut items = vec![Item {
-            name: DB_NAME.into(),
-            source: Source::File {
-                path: copy,
-                len: db_len,
-            },
-        }];
+        let mut items = vec![Item::file(DB_NAME.into(), &copy, db_len).map_err(io(DB_NAME))?];
+        let anchor = checkpoint::load_anchor(&dir).map_err(BackupError::Io)?;
         // Whole segments before the one being written, and that one up to the cut.
         if let Some((current, cut_len)) = &cut.segment {
             let segments =
                 format::list_segments(&dir).map_err(io("cannot list the audit segments"))?;
-            for (_, path) in segments {
+            // Segments before a retention anchor are the rest of a removal cut short.
+            let after = anchor.as_ref().map(|a| a.seq).unwrap_or(0);
+            for (_, path) in segments.into_iter().filter(|(first, _)| *first > after) {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
@@ -220,13 +217,7 @@ impl Backups {
                 } else {
                     std::fs::metadata(&path).map_err(io(&name))?.len()
                 };
-                items.push(Item {
-                    name: format!("audit/{name}"),
-                    source: Source::File {
-                        path: path.clone(),
-                        len,
-                    },
-                });
+                items.push(Item::file(format!("audit/{name}"), &path, len).map_err(io(&name))?);
                 if path == *current {
                     break;
                 }
@@ -243,6 +234,15 @@ impl Backups {
             name: format!("audit/{}", checkpoint::CHECKPOINTS_FILE),
             source: Source::Bytes(lines),
         });
+        // Where retention made the log start (its chain is checked from there).
+        if let Some(anchor) = &anchor {
+            items.push(Item {
+                name: format!("audit/{}", checkpoint::ANCHOR_FILE),
+                source: Source::Bytes(
+                    serde_json::to_vec(anchor).map_err(|e| BackupError::Io(e.to_string()))?,
+                ),
+            });
+        }
         items.push(Item {
             name: format!("audit/{}", checkpoint::PUBLIC_KEY_FILE),
             source: Source::Bytes(format!("{}\n", cut.checkpoint.public_key).into_bytes()),

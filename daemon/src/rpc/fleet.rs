@@ -66,6 +66,9 @@ impl Fleet for FleetService {
             .filter_map(|i| i.resolved_ms)
             .collect();
         let keep_ms = (cfg.incident_retention_days * 86_400_000.0) as u64;
+        let (audit_plan, _) = crate::runtime::retention::plan(&self.rt, None)
+            .await
+            .map_err(ApiError::internal)?;
         Ok(agenfleet_protocol::RetentionReport {
             purge_after_secs: cfg.purge_after_secs,
             incident_retention_days: cfg.incident_retention_days,
@@ -82,8 +85,13 @@ impl Fleet for FleetService {
             next_incident_removal_ms: (keep_ms > 0)
                 .then(|| resolved.iter().min().map(|t| t + keep_ms))
                 .flatten(),
+            audit_retention_days: cfg.audit_retention_days,
+            audit_tenant_retention: self.rt.store.tenant_audit_retention().map_err(store_err)?,
+            audit_segments: audit_plan.kept as u32,
+            audit_anchor: crate::audit::checkpoint::load_anchor(self.rt.audit.dir())
+                .map_err(ApiError::internal)?,
+            next_audit_removal_ms: audit_plan.next_ms,
             kept: vec![
-                "the audit log: every record, for as long as the disk holds it (segment retention is not built yet)".into(),
                 "open incidents, until they are resolved".into(),
                 "decided escalations, until their tenant is deleted".into(),
             ],
@@ -843,5 +851,14 @@ impl Fleet for FleetService {
         max: u32,
     ) -> Result<BackupChunk, ApiError> {
         self.do_backup_read(id, offset, max).await
+    }
+
+    async fn tenants_set(
+        self,
+        _: Context,
+        tenant: String,
+        audit_retention_days: Option<f64>,
+    ) -> Result<agenfleet_protocol::TenantSettings, ApiError> {
+        self.do_tenants_set(tenant, audit_retention_days).await
     }
 }

@@ -10,6 +10,7 @@ pub mod image;
 pub mod logs;
 pub mod network;
 pub mod restart;
+pub mod retention;
 pub mod runner;
 pub mod stats;
 pub mod volumes;

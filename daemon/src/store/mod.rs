@@ -453,6 +453,38 @@ impl Store {
         })
     }
 
+    /// Sets a tenant's own audit retention in days (None: the platform's). False when
+    /// the tenant does not exist.
+    pub fn set_tenant_audit_retention(
+        &self,
+        tenant: &str,
+        days: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        // (A view's trigger does the write, so the statement's own count says nothing.)
+        if !self.tenant_exists(tenant)? {
+            return Ok(false);
+        }
+        self.tenant(tenant).with(|c| {
+            c.execute(
+                "UPDATE t_tenants SET audit_retention_days = ?1",
+                params![days],
+            )
+        })?;
+        Ok(true)
+    }
+
+    /// Tenants with an audit retention of their own: (tenant, days).
+    pub fn tenant_audit_retention(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, audit_retention_days FROM tenants
+                 WHERE audit_retention_days IS NOT NULL ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+            rows
+        })
+    }
+
     /// Whether the tenant exists (it does while it has an agent, project, role or token).
     pub fn tenant_exists(&self, tenant: &str) -> Result<bool, StoreError> {
         let n: i64 = self

@@ -255,4 +255,6 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT tenant_id, name, 1, spec_json, created_at_ms, 'agenfleetd',
                'the spec in force when versions began'
         FROM agents;",
+    // 15: a tenant's own audit retention (NULL: the platform's `audit_retention_days`).
+    "ALTER TABLE tenants ADD COLUMN audit_retention_days REAL;",
 ];

@@ -447,6 +447,34 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
                 for t in &r.tenant_purges {
                     s += &format!("tenant {t} goes with its last agent's purge\n");
                 }
+                s += &format!(
+                    "audit log               {}\n",
+                    if r.audit_retention_days == 0.0 {
+                        format!("kept ({} segments)", r.audit_segments)
+                    } else {
+                        format!(
+                            "segments removed once every record in them is {} days old ({} kept now{})",
+                            r.audit_retention_days,
+                            r.audit_segments,
+                            r.next_audit_removal_ms
+                                .map(|t| format!("; the next goes at {}", when(t)))
+                                .unwrap_or_default()
+                        )
+                    }
+                );
+                for (t, d) in &r.audit_tenant_retention {
+                    s += &format!(
+                        "  tenant {t:<16} its records {}\n",
+                        if *d == 0.0 { "kept for ever".to_string() } else { format!("kept {d} days") }
+                    );
+                }
+                if let Some(a) = &r.audit_anchor {
+                    s += &format!(
+                        "  the log starts after record {} (removed by retention; anchor signed at {})\n",
+                        a.seq,
+                        when(a.time_ms)
+                    );
+                }
                 for k in &r.kept {
                     s += &format!("kept: {k}\n");
                 }

@@ -30,10 +30,48 @@ pub enum TenantsCmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Set a tenant's own settings.
+    Set {
+        tenant: String,
+        /// Days its audit records are kept: a number (0: for ever), or `default` for the
+        /// platform's `audit_retention_days`. A segment goes only when every record in it
+        /// is past its own retention.
+        #[arg(long, value_name = "DAYS|default")]
+        audit_retention_days: String,
+    },
 }
 
 pub async fn run_tenants(conn: &Conn, out: &Out, cmd: &TenantsCmd) -> Result<(), CliError> {
-    let TenantsCmd::Delete { tenant, yes } = cmd;
+    let (tenant, yes) = match cmd {
+        TenantsCmd::Delete { tenant, yes } => (tenant, yes),
+        TenantsCmd::Set {
+            tenant,
+            audit_retention_days,
+        } => {
+            let days =
+                match audit_retention_days.as_str() {
+                    "default" => None,
+                    d => Some(d.parse::<f64>().ok().filter(|d| d.is_finite()).ok_or_else(
+                        || {
+                            CliError::new(
+                        6,
+                        "invalid_argument",
+                        format!("--audit-retention-days {d}: give a number of days or `default`"),
+                    )
+                        },
+                    )?),
+                };
+            let set = conn
+                .client
+                .tenants_set(conn.ctx(), tenant.clone(), days)
+                .await??;
+            return out.print(&set, || match set.audit_retention_days {
+                None => format!("tenant {tenant}: audit records kept as the platform's"),
+                Some(0.0) => format!("tenant {tenant}: audit records kept for ever"),
+                Some(d) => format!("tenant {tenant}: audit records kept {d} days"),
+            });
+        }
+    };
     if !yes {
         return Err(CliError::new(
             6,

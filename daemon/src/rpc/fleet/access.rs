@@ -97,6 +97,45 @@ impl FleetService {
         self.role_change(uid, binding, false).await
     }
 
+    pub(super) async fn do_tenants_set(
+        &self,
+        tenant: String,
+        audit_retention_days: Option<f64>,
+    ) -> Result<agenfleet_protocol::TenantSettings, ApiError> {
+        self.check(Permission::OperatorsAdmin, Scope::Platform, "tenants_set")
+            .await?;
+        if let Err(e) = agenfleet_protocol::spec::check_name("tenant", &tenant) {
+            return Err(ApiError::invalid(e));
+        }
+        if let Some(d) = audit_retention_days {
+            if !(0.0..=36_500.0).contains(&d) {
+                return Err(ApiError::invalid(format!(
+                    "audit retention of {d} days: it must be between 0 (for ever) and 36500"
+                )));
+            }
+        }
+        let rt = self.rt.clone();
+        let t = tenant.clone();
+        let detail = match audit_retention_days {
+            Some(d) => format!("tenant {tenant}: its audit records kept {d} days (0: for ever)"),
+            None => format!("tenant {tenant}: its audit records kept as the platform's"),
+        };
+        self.audited("tenant.set", None, detail, async move {
+            let found = rt
+                .store
+                .set_tenant_audit_retention(&t, audit_retention_days)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if !found {
+                return Err(ApiError::not_found(format!("no tenant `{t}`")));
+            }
+            Ok(agenfleet_protocol::TenantSettings {
+                tenant: t,
+                audit_retention_days,
+            })
+        })
+        .await
+    }
+
     pub(super) async fn do_tenants_delete(&self, tenant: String) -> Result<u32, ApiError> {
         self.check(
             Permission::OperatorsAdmin,
