@@ -346,3 +346,41 @@ async fn a_cut_under_writers_is_a_signed_prefix_that_verifies_alone() {
         let _ = std::fs::remove_dir_all(p);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_check_takes_a_head_expected_twice_and_follows_retention() {
+    let d = tmp("watch-twice");
+    let opts = Options {
+        segment_bytes: 4096,
+        ..Default::default()
+    };
+    let (log, _) = AuditLog::open(&d, Some(Signer::ephemeral()), "test".into(), opts).unwrap();
+    let from = watch::start(&d).unwrap();
+    for i in 0..5 {
+        log.record(&ev(i)).await.unwrap();
+    }
+    // The head did not move between two checks: it is expected twice.
+    let head = log.head().unwrap();
+    let end = watch::check(&d, &from, &[head, head]).unwrap();
+    assert_eq!(end.seq, 5);
+    // Segments removed under the check (retention): it goes on from the anchor.
+    for i in 0..200 {
+        log.record(&ev(i)).await.unwrap();
+    }
+    let segs = format::list_segments(&d).unwrap();
+    assert!(segs.len() >= 3, "{segs:?}");
+    let survey = retention::survey(&segs[1].1).unwrap();
+    log.anchor(survey.last_seq, survey.last_hash).await.unwrap();
+    for (_, p) in &segs[..2] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let end = watch::check(&d, &end, &[log.head().unwrap()]).unwrap();
+    assert_eq!(end.seq, 205);
+    let r = verify_dir(&d, None);
+    assert!(r.valid, "{r:?}");
+    assert_eq!(r.records, 205 - survey.last_seq);
+    // Without the anchor, the start is missing.
+    std::fs::remove_file(d.join(checkpoint::ANCHOR_FILE)).unwrap();
+    assert!(!verify_dir(&d, None).valid);
+    let _ = std::fs::remove_dir_all(&d);
+}

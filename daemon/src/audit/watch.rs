@@ -38,13 +38,37 @@ pub fn start(dir: &Path) -> std::io::Result<Mark> {
 /// left for next time).
 pub fn check(dir: &Path, from: &Mark, expect: &[(u64, Hash)]) -> Result<Mark, String> {
     let segs = format::list_segments(dir).map_err(|e| format!("cannot list the audit log: {e}"))?;
-    let Some(i) = segs.iter().position(|(s, _)| *s == from.segment) else {
-        return Err(format!(
-            "segment {} is gone from {}",
-            format::segment_name(from.segment),
-            dir.display()
-        ));
+    let mut from = from.clone();
+    let i = match segs.iter().position(|(s, _)| *s == from.segment) {
+        Some(i) => i,
+        None => {
+            // Retention may have removed it: then the check goes on from the signed
+            // anchor, past the place it had reached.
+            let anchor = super::checkpoint::load_anchor(dir)?
+                .filter(|a| a.seq >= from.seq)
+                .map(|a| super::checkpoint::anchor_start(&a))
+                .transpose()?;
+            let next = anchor.and_then(|(seq, hash)| {
+                let i = segs.iter().position(|(s, _)| *s == seq + 1)?;
+                Some((i, seq, hash))
+            });
+            let Some((i, seq, hash)) = next else {
+                return Err(format!(
+                    "segment {} is gone from {}",
+                    format::segment_name(from.segment),
+                    dir.display()
+                ));
+            };
+            from = Mark {
+                segment: seq + 1,
+                offset: SEGMENT_HEADER as u64,
+                seq,
+                hash: Some(hash),
+            };
+            i
+        }
     };
+    let from = &from;
     let mut at = from.clone();
     let mut unseen: Vec<&(u64, Hash)> = expect.iter().filter(|(seq, _)| *seq > from.seq).collect();
     for (n, (first, path)) in segs[i..].iter().enumerate() {
@@ -87,12 +111,15 @@ pub fn check(dir: &Path, from: &Mark, expect: &[(u64, Hash)]) -> Result<Mark, St
                         seq: rec.seq,
                         hash: Some(rec.hash),
                     };
-                    if let Some(i) = unseen.iter().position(|(seq, _)| *seq == rec.seq) {
-                        if unseen[i].1 != rec.hash {
-                            return Err(format!("record {} changed since it was written", rec.seq));
-                        }
-                        unseen.remove(i);
+                    // (The same record may be expected twice: the head did not move
+                    // between two checks.)
+                    if unseen
+                        .iter()
+                        .any(|(seq, hash)| *seq == rec.seq && *hash != rec.hash)
+                    {
+                        return Err(format!("record {} changed since it was written", rec.seq));
                     }
+                    unseen.retain(|(seq, _)| *seq != rec.seq);
                     pos += used;
                 }
                 Step::End | Step::Short(_) => break,
