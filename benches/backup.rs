@@ -60,6 +60,16 @@ fn timed(mut c: Command) -> f64 {
     s
 }
 
+/// A process's CPU seconds (user + system) from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime), counted from the state at index 0 = field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn load(d: &Daemon, audit_mb: u64) {
     let names: Vec<String> = (0..CREDS_PER_AGENT + 1)
         .map(|i| format!("\"k{i}\""))
@@ -152,9 +162,32 @@ fn main() {
     let mut rows = Vec::new();
     for i in 0..trials {
         let archive = d.dir.join(format!("b{i}.tar"));
-        let mut c = d.cli_cmd();
-        c.args(["backup", "--out", archive.to_str().unwrap()]);
-        let backup = timed(c);
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "cli-cpu %U %S"]);
+        c.arg(bin("agenfleet"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["backup", "--out", archive.to_str().unwrap()]);
+        let daemon_before = cpu_secs(d.pid());
+        let t = Instant::now();
+        let out = c.output().expect("backup");
+        let backup = t.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let daemon_cpu = cpu_secs(d.pid()) - daemon_before;
+        let cli_cpu: f64 = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find_map(|l| l.strip_prefix("cli-cpu "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        println!("# backup {i}: {backup:.2} s wall, daemon {daemon_cpu:.2} s CPU, CLI {cli_cpu:.2} s CPU");
         let bytes = std::fs::metadata(&archive).expect("archive").len();
         // cp of the same files, then their sync (what a durable copy costs).
         let copy = d.dir.join(format!("cp{i}"));

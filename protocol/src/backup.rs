@@ -33,6 +33,8 @@ pub struct BackupInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupChunk {
     pub offset: u64,
+    /// As bytes on the wire (one copy), not as a sequence of numbers.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub done: bool,
     pub sha256: Option<String>,

@@ -47,10 +47,39 @@ struct Prepared {
     created_ms: u64,
 }
 
+/// A chunk the producer made, or why it stopped.
+type Made = Result<BackupChunk, String>;
+
 struct Session {
-    stream: Stream,
+    /// Chunks made ahead by the session's producer thread (two at most wait here), so
+    /// the daemon reads and hashes the next while the caller writes the last.
+    chunks: std::sync::mpsc::Receiver<Made>,
+    /// What a smaller read left of the last chunk.
+    pending: Option<BackupChunk>,
+    /// The next byte the caller reads.
+    pos: u64,
     staging: PathBuf,
     touched: Instant,
+}
+
+/// Runs `stream` to its end on a thread of its own, chunk by chunk into `tx`; stops when
+/// the session is dropped (the receiver goes).
+fn produce(mut stream: Stream, tx: std::sync::mpsc::SyncSender<Made>) {
+    let max = agenfleet_protocol::backup::MAX_BACKUP_CHUNK as usize;
+    loop {
+        let offset = stream.pos();
+        let mut data = Vec::with_capacity(max);
+        let made = stream.fill(&mut data, max).map(|done| BackupChunk {
+            offset,
+            data,
+            done,
+            sha256: done.then(|| stream.digest().unwrap_or_default().to_string()),
+        });
+        let last = !matches!(&made, Ok(c) if !c.done);
+        if tx.send(made.map_err(|e| e.to_string())).is_err() || last {
+            return;
+        }
+    }
 }
 
 /// The backups being streamed, with their staging dirs under `<state_dir>/backups`.
@@ -164,10 +193,18 @@ impl Backups {
             created_ms: p.created_ms,
             prepare_ms: started.elapsed().as_millis() as u64,
         };
+        let (tx, chunks) = std::sync::mpsc::sync_channel(2);
+        let stream = p.stream;
+        std::thread::Builder::new()
+            .name("backup-stream".into())
+            .spawn(move || produce(stream, tx))
+            .map_err(io("cannot start the backup's reader"))?;
         self.sessions().insert(
             id,
             Arc::new(Mutex::new(Session {
-                stream: p.stream,
+                chunks,
+                pending: None,
+                pos: 0,
                 staging,
                 touched: Instant::now(),
             })),
@@ -284,35 +321,46 @@ impl Backups {
             .cloned()
             .ok_or_else(|| BackupError::NotFound(id.to_string()))?;
         let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
-        let want = s.stream.pos();
-        if offset != want {
+        if offset != s.pos {
             return Err(BackupError::Offset {
                 id: id.to_string(),
-                want,
+                want: s.pos,
                 got: offset,
             });
         }
-        let max = max.clamp(1, agenfleet_protocol::backup::MAX_BACKUP_CHUNK) as usize;
-        let mut data = Vec::with_capacity(max);
-        let done = match s.stream.fill(&mut data, max) {
-            Ok(d) => d,
+        let next = match s.pending.take() {
+            Some(c) => Ok(c),
+            None => s
+                .chunks
+                .recv()
+                .unwrap_or_else(|_| Err("the backup's reader stopped".into())),
+        };
+        let mut chunk = match next {
+            Ok(c) => c,
             Err(e) => {
                 drop(s);
                 self.drop_session(id);
-                return Err(BackupError::Io(e.to_string()));
+                return Err(BackupError::Io(e));
             }
         };
+        let max = max.clamp(1, agenfleet_protocol::backup::MAX_BACKUP_CHUNK) as usize;
+        if chunk.data.len() > max {
+            // A smaller read: the rest waits for the next.
+            let rest = chunk.data.split_off(max);
+            s.pending = Some(BackupChunk {
+                offset: offset + max as u64,
+                data: rest,
+                done: chunk.done,
+                sha256: chunk.sha256.take(),
+            });
+            chunk.done = false;
+        }
+        s.pos += chunk.data.len() as u64;
         s.touched = Instant::now();
-        let sha256 = done.then(|| s.stream.digest().unwrap_or_default().to_string());
         drop(s);
-        if done {
+        if chunk.done {
             self.drop_session(id);
         }
-        Ok(BackupChunk {
-            offset,
-            data,
-            done,
-            sha256,
-        })
+        Ok(chunk)
     }
 }

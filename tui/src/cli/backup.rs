@@ -142,22 +142,36 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
 
 type Sink = Box<dyn Write + Send>;
 
-/// Writes `data` into `file` on a blocking thread, handing the file back.
-async fn write_chunk(mut file: Sink, data: Vec<u8>) -> (Sink, std::io::Result<()>) {
+/// Where the archive goes, with the digest of what went.
+struct ArchiveOut {
+    file: Sink,
+    hasher: Sha256,
+}
+
+/// Hashes and writes `data` on a blocking thread (while the next chunk is on its way),
+/// handing the sink back.
+async fn write_chunk(mut out: ArchiveOut, data: Vec<u8>) -> (ArchiveOut, std::io::Result<()>) {
     match tokio::task::spawn_blocking(move || {
-        let r = file.write_all(&data);
-        (file, r)
+        out.hasher.update(&data);
+        let r = out.file.write_all(&data);
+        (out, r)
     })
     .await
     {
         Ok(done) => done,
-        Err(e) => (Box::new(std::io::sink()), Err(std::io::Error::other(e))),
+        Err(e) => (
+            ArchiveOut {
+                file: Box::new(std::io::sink()),
+                hasher: Sha256::new(),
+            },
+            Err(std::io::Error::other(e)),
+        ),
     }
 }
 
 /// Streams the archive into `file`; answers the backup, its SHA-256 (checked against the
-/// daemon's) and the seconds it took. Each chunk is written while the next one is asked
-/// for, so the daemon reads while this side writes.
+/// daemon's) and the seconds it took. Each chunk is hashed and written while the next one
+/// is asked for (the daemon reads ahead on its side too).
 async fn stream(
     conn: &Conn,
     file: Sink,
@@ -171,27 +185,34 @@ async fn stream(
         Ok(Err(e)) => return (file, Err(e.into())),
         Err(e) => return (file, Err(e.into())),
     };
-    let mut hasher = Sha256::new();
+    let io_err =
+        |e: std::io::Error| CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
+    let mut out = ArchiveOut {
+        file,
+        hasher: Sha256::new(),
+    };
     let mut offset = 0u64;
-    let mut file = file;
     let mut pending: Option<Vec<u8>> = None;
     let daemon_sha = loop {
         let ask = conn
             .client
             .backup_read(conn.ctx(), info.id.clone(), offset, MAX_BACKUP_CHUNK);
-        let (reply, (f, written)) = match pending.take() {
-            Some(data) => futures::future::join(ask, write_chunk(file, data)).await,
-            None => (ask.await, (file, Ok(()))),
+        let (reply, written) = match pending.take() {
+            Some(data) => {
+                let (reply, (o, written)) =
+                    futures::future::join(ask, write_chunk(out, data)).await;
+                out = o;
+                (reply, written)
+            }
+            None => (ask.await, Ok(())),
         };
-        file = f;
         if let Err(e) = written {
-            let e = CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
-            return (file, Err(e));
+            return (out.file, Err(io_err(e)));
         }
         let chunk = match reply {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return (file, Err(e.into())),
-            Err(e) => return (file, Err(e.into())),
+            Ok(Err(e)) => return (out.file, Err(e.into())),
+            Err(e) => return (out.file, Err(e.into())),
         };
         if chunk.offset != offset {
             let e = CliError::new(
@@ -199,22 +220,20 @@ async fn stream(
                 "internal",
                 format!("the daemon sent offset {}, expected {offset}", chunk.offset),
             );
-            return (file, Err(e));
+            return (out.file, Err(e));
         }
         offset += chunk.data.len() as u64;
-        hasher.update(&chunk.data);
         if chunk.done {
-            let (f, written) = write_chunk(file, chunk.data).await;
-            file = f;
+            let (o, written) = write_chunk(out, chunk.data).await;
+            out = o;
             if let Err(e) = written {
-                let e = CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
-                return (file, Err(e));
+                return (out.file, Err(io_err(e)));
             }
             break chunk.sha256;
         }
         pending = Some(chunk.data);
     };
-    let ours = hex::encode(hasher.finalize());
+    let ours = hex::encode(out.hasher.finalize_reset());
     if daemon_sha.as_deref() != Some(ours.as_str()) || offset != info.bytes {
         let e = CliError::new(
             70,
@@ -225,7 +244,7 @@ async fn stream(
                 daemon_sha.unwrap_or_default()
             ),
         );
-        return (file, Err(e));
+        return (out.file, Err(e));
     }
-    (file, Ok((info, ours, started.elapsed().as_secs_f64())))
+    (out.file, Ok((info, ours, started.elapsed().as_secs_f64())))
 }
