@@ -29,7 +29,8 @@ pub struct BackupInfo {
     pub prepare_ms: u64,
 }
 
-/// Bytes of an archive from `offset`; `sha256` (of the whole archive) comes with the last.
+/// Bytes of an archive from `offset`; `sha256` comes with the last: the manifest's, which
+/// pins every file's (the caller hashes the whole archive on its side).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupChunk {
     pub offset: u64,

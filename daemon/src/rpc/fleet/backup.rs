@@ -66,7 +66,7 @@ impl FleetService {
                     None,
                     "ok",
                     format!(
-                        "backup {id}: {} bytes, sha256 {}",
+                        "backup {id}: {} bytes, manifest sha256 {}",
                         offset + chunk.data.len() as u64,
                         chunk.sha256.as_deref().unwrap_or("")
                     ),
