@@ -655,11 +655,21 @@ fn a_host_is_restored_from_a_backup_taken_under_load() {
         "an archive only its owner reads"
     );
     assert_eq!(meta.len(), info["bytes"].as_u64().unwrap());
-    let sum = Command::new("sha256sum")
-        .arg(&archive)
+    // Its fingerprint: the SHA-256 of the manifest in it, which holds every file's.
+    let sum = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar xOf {} manifest.json | sha256sum",
+            archive.display()
+        ))
         .output()
-        .expect("sha256sum");
-    assert!(String::from_utf8_lossy(&sum.stdout).starts_with(info["sha256"].as_str().unwrap()));
+        .expect("tar | sha256sum");
+    let fingerprint = info["manifest_sha256"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 64, "{info}");
+    assert!(
+        String::from_utf8_lossy(&sum.stdout).starts_with(fingerprint),
+        "{info}"
+    );
     let cut = info["checkpoint"]["seq"].as_u64().unwrap();
     assert!(cut > kept["seq"].as_u64().unwrap(), "{info}");
     // A plain tar: its listing shows the database, the segments and the manifest.

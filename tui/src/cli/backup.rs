@@ -1,13 +1,13 @@
 //! `agenfleet backup --out FILE`: asks the daemon for a consistent snapshot and streams
 //! the archive into FILE (created 0600, written as `FILE.partial` and renamed when whole,
-//! or `-` for stdout), writing one chunk while the next is on its way, and checks the
-//! archive's SHA-256 against the daemon's. Restore with `agenfleetd restore`.
+//! or `-` for stdout), writing one chunk while the next is on its way and starting the
+//! disk writes behind it, and checks it arrived whole. Its fingerprint is the manifest's
+//! SHA-256 (the manifest holds every file's). Restore with `agenfleetd restore`.
 
 use super::Out;
 use crate::client::{CliError, Conn};
 use agenfleet_protocol::backup::MAX_BACKUP_CHUNK;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ struct Written {
     id: String,
     bytes: u64,
     files: u32,
-    sha256: String,
+    /// The SHA-256 of the archive's manifest, which holds every file's: the backup's
+    /// fingerprint (`tar xOf FILE manifest.json | sha256sum` gives it again).
     manifest_sha256: String,
     instance_id: String,
     checkpoint: agenfleet_protocol::Checkpoint,
@@ -82,7 +83,6 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
     let (mut file, result) = stream(conn, file).await;
     let Streamed {
         info,
-        sha256,
         manifest_sha256,
         seconds,
     } = match result {
@@ -111,7 +111,6 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
         id: info.id,
         bytes: info.bytes,
         files: info.files,
-        sha256,
         manifest_sha256,
         instance_id: info.instance_id,
         checkpoint: info.checkpoint,
@@ -121,7 +120,7 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
     let human = || {
         format!(
             "backup {} written to {}: {:.1} MB, {} files, {:.2} s ({:.0} MB/s; snapshot fixed in {} ms)\n\
-             sha256 {} (manifest {})\n\
+             manifest sha256 {} (every file's SHA-256 is in the manifest)\n\
              audit log up to record {} (checkpoint hash {}…, signed by {}…)\n\
              Restore: agenfleetd restore {} --state-dir DIR   (the vault opens with the recovery key)",
             w.id,
@@ -131,7 +130,6 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
             w.seconds,
             w.bytes as f64 / 1e6 / w.seconds.max(1e-6),
             w.prepare_ms,
-            w.sha256,
             w.manifest_sha256,
             w.checkpoint.seq,
             &w.checkpoint.hash[..w.checkpoint.hash.len().min(16)],
@@ -157,8 +155,6 @@ type Sink = Box<dyn Write + Send>;
 /// A backup streamed whole.
 struct Streamed {
     info: agenfleet_protocol::BackupInfo,
-    /// Of the whole archive, as written here.
-    sha256: String,
     /// Of its manifest, as the daemon made it (it pins every file's).
     manifest_sha256: String,
     seconds: f64,
@@ -201,36 +197,23 @@ impl Write for WriteBehind {
     }
 }
 
-/// Where the archive goes, with the digest of what went.
-struct ArchiveOut {
-    file: Sink,
-    hasher: Sha256,
-}
-
-/// Hashes and writes `data` on a blocking thread (while the next chunk is on its way),
-/// handing the sink back.
-async fn write_chunk(mut out: ArchiveOut, data: Vec<u8>) -> (ArchiveOut, std::io::Result<()>) {
+/// Writes `data` on a blocking thread (while the next chunk is on its way), handing the
+/// sink back.
+async fn write_chunk(mut out: Sink, data: Vec<u8>) -> (Sink, std::io::Result<()>) {
     match tokio::task::spawn_blocking(move || {
-        out.hasher.update(&data);
-        let r = out.file.write_all(&data);
+        let r = out.write_all(&data);
         (out, r)
     })
     .await
     {
         Ok(done) => done,
-        Err(e) => (
-            ArchiveOut {
-                file: Box::new(std::io::sink()),
-                hasher: Sha256::new(),
-            },
-            Err(std::io::Error::other(e)),
-        ),
+        Err(e) => (Box::new(std::io::sink()), Err(std::io::Error::other(e))),
     }
 }
 
-/// Streams the archive into `file`; answers the backup, its SHA-256 (checked against the
-/// daemon's) and the seconds it took. Each chunk is hashed and written while the next one
-/// is asked for (the daemon reads ahead on its side too).
+/// Streams the archive into `file`; answers the backup, its manifest's SHA-256 and the
+/// seconds it took. Each chunk is written while the next one is asked for (the daemon
+/// reads ahead on its side too).
 async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
     let started = std::time::Instant::now();
     let info = match conn.client.backup_create(conn.ctx()).await {
@@ -240,10 +223,7 @@ async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
     };
     let io_err =
         |e: std::io::Error| CliError::new(EXIT_IOERR, "io", format!("writing the archive: {e}"));
-    let mut out = ArchiveOut {
-        file,
-        hasher: Sha256::new(),
-    };
+    let mut out = file;
     let mut offset = 0u64;
     let mut pending: Option<Vec<u8>> = None;
     let manifest_sha = loop {
@@ -260,12 +240,12 @@ async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
             None => (ask.await, Ok(())),
         };
         if let Err(e) = written {
-            return (out.file, Err(io_err(e)));
+            return (out, Err(io_err(e)));
         }
         let chunk = match reply {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return (out.file, Err(e.into())),
-            Err(e) => return (out.file, Err(e.into())),
+            Ok(Err(e)) => return (out, Err(e.into())),
+            Err(e) => return (out, Err(e.into())),
         };
         if chunk.offset != offset {
             let e = CliError::new(
@@ -273,20 +253,19 @@ async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
                 "internal",
                 format!("the daemon sent offset {}, expected {offset}", chunk.offset),
             );
-            return (out.file, Err(e));
+            return (out, Err(e));
         }
         offset += chunk.data.len() as u64;
         if chunk.done {
             let (o, written) = write_chunk(out, chunk.data).await;
             out = o;
             if let Err(e) = written {
-                return (out.file, Err(io_err(e)));
+                return (out, Err(io_err(e)));
             }
             break chunk.sha256;
         }
         pending = Some(chunk.data);
     };
-    let ours = hex::encode(out.hasher.finalize_reset());
     if offset != info.bytes {
         let e = CliError::new(
             70,
@@ -296,13 +275,12 @@ async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
                 info.bytes
             ),
         );
-        return (out.file, Err(e));
+        return (out, Err(e));
     }
     let done = Streamed {
         info,
-        sha256: ours,
         manifest_sha256: manifest_sha.unwrap_or_default(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    (out.file, Ok(done))
+    (out, Ok(done))
 }
