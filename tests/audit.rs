@@ -472,12 +472,7 @@ fn retention_removes_whole_old_segments_behind_a_signed_anchor() {
         }
     };
     write(&d, 60);
-    let kept = wait_for(Duration::from_secs(30), "a signed checkpoint", || {
-        let st = d.json(&["audit", "status"]);
-        (!st["last_checkpoint"].is_null()).then(|| st["last_checkpoint"].clone())
-    });
-    let kept_file = d.dir.join("kept.json");
-    std::fs::write(&kept_file, kept.to_string()).unwrap();
+    let (_, kept_file) = d.keep_checkpoint();
     // Old segments go; the log then starts after a signed anchor.
     let r = wait_for(Duration::from_secs(60), "a retention anchor", || {
         let r = d.json(&["retention"]);
@@ -504,13 +499,7 @@ fn retention_removes_whole_old_segments_behind_a_signed_anchor() {
         "record {oldest} is older than the anchor {anchor}"
     );
     // The kept log verifies from the anchor, a checkpoint kept from before included.
-    let v = d.cli(&[
-        "audit",
-        "verify",
-        "--checkpoint",
-        kept_file.to_str().unwrap(),
-    ]);
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    d.assert_verifies_against(&kept_file);
     let audit_dir = d.dir.join("state").join("audit");
     let (ok, report, err) = verify_offline(&audit_dir, None);
     assert!(ok, "{err} {report}");

@@ -587,12 +587,7 @@ fn a_host_is_restored_from_a_backup_taken_under_load() {
         v["state"] == "Running"
     });
     // The checkpoint an operator kept from before the backup.
-    let kept = wait_for(Duration::from_secs(30), "a signed checkpoint", || {
-        let st = d.json(&["audit", "status"]);
-        (!st["last_checkpoint"].is_null()).then(|| st["last_checkpoint"].clone())
-    });
-    let kept_file = d.dir.join("kept-checkpoint.json");
-    std::fs::write(&kept_file, kept.to_string()).expect("kept checkpoint");
+    let (kept, kept_file) = d.keep_checkpoint();
     let archive = d.dir.join("host.agfbackup");
     // Writers run while the backup is made: audit notes, and rotations of churn's key
     // (each a vault write, an audit record and a restart).
@@ -772,16 +767,7 @@ fn a_host_is_restored_from_a_backup_taken_under_load() {
     // The trail verifies against the checkpoint kept before, and says it was restored
     // (not that the daemon crashed at the cut). Checkpoints wait for the signing key,
     // which the sealed vault holds.
-    let verify = || {
-        let v = d.cli(&[
-            "audit",
-            "verify",
-            "--checkpoint",
-            kept_file.to_str().unwrap(),
-        ]);
-        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    };
-    verify();
+    d.assert_verifies_against(&kept_file);
     let st = d.json(&["audit", "status"]);
     assert!(st["signing"].as_str().unwrap().contains("waiting"), "{st}");
     let restored = d.json(&["audit", "search", "--action", "daemon.restored"]);
@@ -838,7 +824,7 @@ fn a_host_is_restored_from_a_backup_taken_under_load() {
         cp["public_key"], kept["public_key"],
         "the key from before the backup"
     );
-    verify();
+    d.assert_verifies_against(&kept_file);
     let back = d.json(&["audit", "search", "--action", "audit.key_restored"]);
     assert_eq!(back.as_array().unwrap().len(), 1, "{back}");
     let v = d.wait_agent("holder", "back and running", Duration::from_secs(30), |v| {

@@ -4,7 +4,7 @@
 
 use crate::*;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -326,6 +326,34 @@ impl Daemon {
                     .contains(needle)
                     .then_some(())
             },
+        );
+    }
+
+    /// Waits for a signed checkpoint and keeps it in a file, as an operator would;
+    /// answers it and the file.
+    pub fn keep_checkpoint(&self) -> (Value, PathBuf) {
+        let kept = wait_for(Duration::from_secs(30), "a signed checkpoint", || {
+            let st = self.json(&["audit", "status"]);
+            (!st["last_checkpoint"].is_null()).then(|| st["last_checkpoint"].clone())
+        });
+        let file = self.dir.join(format!("kept-{}.json", rand_suffix()));
+        std::fs::write(&file, kept.to_string()).expect("kept checkpoint");
+        (kept, file)
+    }
+
+    /// `audit verify --checkpoint FILE` passes.
+    pub fn assert_verifies_against(&self, kept: &Path) {
+        let v = self.cli(&[
+            "audit",
+            "verify",
+            "--checkpoint",
+            &kept.display().to_string(),
+        ]);
+        assert!(
+            v.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
         );
     }
 
