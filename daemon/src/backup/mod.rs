@@ -26,6 +26,23 @@ pub const DB_NAME: &str = "agenfleet.db";
 /// The config in force at backup time, in an archive and in a restored state dir.
 pub const CONFIG_NAME: &str = "agenfleetd.toml.at-backup";
 
+/// Whether an archive may put a file of this name into a state dir: only what a backup
+/// writes (a restore must never plant, say, the agents' init binary or a workspace).
+pub fn allowed_name(name: &str) -> bool {
+    match name.split_once('/') {
+        None => name == DB_NAME || name == CONFIG_NAME,
+        Some(("audit", f)) => {
+            f == checkpoint::CHECKPOINTS_FILE
+                || f == checkpoint::PUBLIC_KEY_FILE
+                || f == checkpoint::ANCHOR_FILE
+                || f.strip_prefix("audit-")
+                    .and_then(|s| s.strip_suffix(".seg"))
+                    .is_some_and(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        Some(_) => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0}")]
@@ -362,5 +379,33 @@ impl Backups {
             self.drop_session(id);
         }
         Ok(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_restore_writes_only_what_a_backup_holds() {
+        for ok in [
+            "agenfleet.db",
+            "agenfleetd.toml.at-backup",
+            "audit/audit-00000000000000000001.seg",
+            "audit/checkpoints.jsonl",
+            "audit/audit-signing.pub",
+            "audit/anchor.json",
+        ] {
+            assert!(super::allowed_name(ok), "{ok}");
+        }
+        for bad in [
+            "bin/agenfleet-agent-0123456789ab",
+            "workspaces/t.a.img",
+            "restored-from.json",
+            "agenfleetd.lock",
+            "audit/audit-1.seg",
+            "audit/other",
+            "gateways/t.a/gateway.sock",
+        ] {
+            assert!(!super::allowed_name(bad), "{bad}");
+        }
     }
 }

@@ -169,6 +169,16 @@ fn unpack_and_check(
         archive::ArchiveError::Damaged(_) => RestoreError::Damaged(e.to_string()),
         archive::ArchiveError::Io(_) => RestoreError::Io(e.to_string()),
     })?;
+    if let Some(f) = manifest
+        .files
+        .iter()
+        .find(|f| !super::allowed_name(&f.name))
+    {
+        return Err(RestoreError::Damaged(format!(
+            "the archive holds {}, which is not a file a backup makes (nothing restored)",
+            f.name
+        )));
+    }
     // The audit log: an unbroken chain that ends exactly at the backup's checkpoint, whose
     // signature holds.
     let cp = &manifest.checkpoint;

@@ -66,7 +66,7 @@ impl Fleet for FleetService {
             .filter_map(|i| i.resolved_ms)
             .collect();
         let keep_ms = (cfg.incident_retention_days * 86_400_000.0) as u64;
-        let (audit_plan, _) = crate::runtime::retention::plan(&self.rt, None)
+        let audit_plan = crate::runtime::retention::plan(&self.rt)
             .await
             .map_err(ApiError::internal)?;
         Ok(agenfleet_protocol::RetentionReport {

@@ -69,6 +69,8 @@ pub struct Runtime {
     pub cgroups: CgroupReader,
     /// Backups being streamed to their callers.
     pub backups: crate::backup::Backups,
+    /// What audit retention knows of the sealed segments.
+    pub retention: super::retention::Surveys,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -107,6 +109,7 @@ impl Runtime {
             pool: p.pool,
             cgroups: CgroupReader::default(),
             backups,
+            retention: Default::default(),
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })

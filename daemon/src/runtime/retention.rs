@@ -1,11 +1,16 @@
 //! The audit retention sweep: every `audit_retention_check_secs`, the segments whose
 //! every record is past its retention (see `audit::retention`) are removed — the removal
 //! recorded first, then the anchor signed, then the files deleted. A sweep that cannot
-//! record or sign removes nothing and tries again next time.
+//! record or sign removes nothing and tries again next time. The surveys of sealed
+//! segments are kept between sweeps (and shared with `agenfleet retention`).
 
 use super::Runtime;
 use crate::audit::retention::{self, Cache, Plan, Policy};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Surveys of sealed segments, kept between plans.
+#[derive(Default)]
+pub struct Surveys(Mutex<Cache>);
 
 /// The platform's retention and each tenant's own.
 pub fn policy(rt: &Runtime) -> Policy {
@@ -20,18 +25,29 @@ pub fn policy(rt: &Runtime) -> Policy {
     }
 }
 
-/// What would go now, and when the next segment goes (for `agenfleet retention`).
-pub async fn plan(rt: &Runtime, cache: Option<Cache>) -> Result<(Plan, Cache), String> {
+/// What would go now, and when the next segment goes. With nothing ever removed, no
+/// segment is read: only counted.
+pub async fn plan(rt: &Runtime) -> Result<Plan, String> {
     let policy = policy(rt);
     let dir = rt.audit.dir().to_path_buf();
-    let mut cache = cache.unwrap_or_default();
-    tokio::task::spawn_blocking(move || {
-        retention::plan(&dir, &policy, agenfleet_protocol::now_ms(), &mut cache)
-            .map(|p| (p, cache))
-            .map_err(|e| e.to_string())
+    if !policy.removes_anything() {
+        let kept = crate::audit::format::list_segments(&dir)
+            .map_err(|e| e.to_string())?
+            .len();
+        return Ok(Plan {
+            kept,
+            ..Default::default()
+        });
+    }
+    let mut cache = std::mem::take(&mut *rt.retention.0.lock().unwrap_or_else(|p| p.into_inner()));
+    let (plan, cache) = tokio::task::spawn_blocking(move || {
+        let p = retention::plan(&dir, &policy, agenfleet_protocol::now_ms(), &mut cache);
+        (p, cache)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    *rt.retention.0.lock().unwrap_or_else(|p| p.into_inner()) = cache;
+    plan.map_err(|e| e.to_string())
 }
 
 fn remove(paths: &[std::path::PathBuf]) -> Result<(), String> {
@@ -50,13 +66,13 @@ fn remove(paths: &[std::path::PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
-/// One sweep; answers the cache for the next.
-pub async fn sweep(rt: &Runtime, cache: Option<Cache>) -> Cache {
-    let (plan, cache) = match plan(rt, cache).await {
+/// One sweep.
+pub async fn sweep(rt: &Runtime) {
+    let plan = match plan(rt).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "audit retention: cannot survey the segments");
-            return Cache::default();
+            return;
         }
     };
     if !plan.leftovers.is_empty() {
@@ -66,8 +82,12 @@ pub async fn sweep(rt: &Runtime, cache: Option<Cache>) -> Cache {
         }
     }
     let Some((seq, hash)) = plan.anchor else {
-        return cache;
+        return;
     };
+    if !rt.audit.is_signed() {
+        tracing::info!("audit retention waits for the signing key (`agenfleet vault unseal`)");
+        return;
+    }
     let detail = format!(
         "removing {} segment(s) of the audit log: {} records up to #{seq}, {:.1} MB, every one past its retention; the log starts after a signed anchor at #{seq}",
         plan.remove.len(),
@@ -80,11 +100,11 @@ pub async fn sweep(rt: &Runtime, cache: Option<Cache>) -> Cache {
         .await
     {
         tracing::warn!(error = %e.message, "audit retention: cannot record the removal; nothing removed");
-        return cache;
+        return;
     }
     if let Err(e) = rt.audit.anchor(seq, hash).await {
         tracing::warn!(error = %e, "audit retention: no anchor signed; nothing removed");
-        return cache;
+        return;
     }
     let paths = plan.remove.clone();
     match tokio::task::spawn_blocking(move || remove(&paths)).await {
@@ -94,7 +114,6 @@ pub async fn sweep(rt: &Runtime, cache: Option<Cache>) -> Cache {
         }
         Err(e) => tracing::warn!(error = %e, "audit retention: the removal stopped"),
     }
-    cache
 }
 
 /// Runs the sweep every `audit_retention_check_secs` while anything can go.
@@ -103,14 +122,11 @@ pub fn spawn(rt: Arc<Runtime>) {
         let every = std::time::Duration::from_secs(rt.cfg.audit_retention_check_secs.max(1));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut cache = None;
         loop {
             tick.tick().await;
-            let p = policy(&rt);
-            if !p.removes_anything() {
-                continue;
+            if policy(&rt).removes_anything() {
+                sweep(&rt).await;
             }
-            cache = Some(sweep(&rt, cache.take()).await);
         }
     });
 }
