@@ -109,26 +109,6 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> BackupError + '_ {
     move |e| BackupError::Io(format!("{what}: {e}"))
 }
 
-/// Copies the database at `db` to `to` as one consistent snapshot, from a connection of
-/// its own (the daemon's connection is not held while it runs).
-pub fn snapshot_db(db: &Path, to: &Path) -> Result<(), BackupError> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| BackupError::Io(format!("cannot open {}: {e}", db.display())))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| BackupError::Io(e.to_string()))?;
-    let target = to
-        .to_str()
-        .ok_or_else(|| BackupError::Io(format!("{} is not UTF-8", to.display())))?;
-    conn.execute("VACUUM INTO ?1", [target])
-        .map_err(|e| BackupError::Io(format!("cannot copy the database: {e}")))?;
-    std::fs::File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(io("cannot sync the database copy"))
-}
-
 impl Backups {
     /// Removes the staging dirs a previous run left behind.
     pub fn new(state_dir: &Path) -> Backups {
@@ -241,9 +221,10 @@ impl Backups {
         let copy = staging.join(DB_NAME);
         {
             let (db, copy) = (db.to_path_buf(), copy.clone());
-            tokio::task::spawn_blocking(move || snapshot_db(&db, &copy))
+            tokio::task::spawn_blocking(move || crate::store::snapshot_file(&db, &copy))
                 .await
-                .map_err(|e| BackupError::Io(e.to_string()))??;
+                .map_err(|e| BackupError::Io(e.to_string()))?
+                .map_err(BackupError::Io)?;
         }
         let cut = audit
             .cut()

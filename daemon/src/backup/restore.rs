@@ -202,33 +202,14 @@ fn unpack_and_check(
     }
     // The database: SQLite's own check, and the installation it belongs to.
     let db = staging.join(DB_NAME);
-    let conn = rusqlite::Connection::open_with_flags(
-        &db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| RestoreError::Damaged(format!("{DB_NAME} does not open: {e}")))?;
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| RestoreError::Damaged(format!("{DB_NAME}: {e}")))?;
-    if check != "ok" {
-        return Err(RestoreError::Damaged(format!(
-            "{DB_NAME} fails SQLite's integrity check: {check}"
-        )));
-    }
-    let instance: String = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'instance_id'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| RestoreError::Damaged(format!("{DB_NAME} has no instance id: {e}")))?;
+    let instance = crate::store::check_file(&db)
+        .map_err(|e| RestoreError::Damaged(format!("{DB_NAME} {e}")))?;
     if instance != manifest.instance_id {
         return Err(RestoreError::Damaged(format!(
             "{DB_NAME} belongs to instance {instance}, the manifest to {}",
             manifest.instance_id
         )));
     }
-    drop(conn);
     sync_tree(staging).map_err(io("cannot sync the restored files"))?;
     Ok((manifest, report.head_seq))
 }

@@ -131,6 +131,49 @@ struct ExitJson {
     at_ms: u64,
 }
 
+/// Copies the database file at `db` to `to` as one consistent snapshot (`VACUUM INTO`)
+/// from a read-only connection of its own: the daemon's connection is not held, writers go
+/// on. The copy is synced.
+pub fn snapshot_file(db: &Path, to: &Path) -> Result<(), String> {
+    let conn = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let target = to
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", to.display()))?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|e| format!("cannot copy the database: {e}"))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync the database copy: {e}"))
+}
+
+/// Checks a database file offline (SQLite's `integrity_check`) and answers the instance it
+/// belongs to; the error says what is wrong.
+pub fn check_file(db: &Path) -> Result<String, String> {
+    let conn = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("does not open: {e}"))?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if check != "ok" {
+        return Err(format!("fails SQLite's integrity check: {check}"));
+    }
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'instance_id'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| format!("has no instance id: {e}"))
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
