@@ -209,12 +209,7 @@ fn main() {
         timed(c);
         let cp_sync = t.elapsed().as_secs_f64();
         let target = d.dir.join(format!("restored{i}"));
-        let mut c = Command::new(bin("agenfleetd"));
-        c.arg("restore")
-            .arg(&archive)
-            .arg("--state-dir")
-            .arg(&target);
-        let restore = timed(c);
+        let restore = timed(restore_cmd(&archive, &target));
         rows.push((bytes, backup, cp, cp_sync, restore));
         for p in [&copy, &target] {
             let _ = std::fs::remove_dir_all(p);

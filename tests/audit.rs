@@ -575,11 +575,7 @@ fn retention_removes_whole_old_segments_behind_a_signed_anchor() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(bin("agenfleetd"))
-        .arg("restore")
-        .arg(&archive)
-        .arg("--state-dir")
-        .arg(d.dir.join("restored"))
+    let out = restore_cmd(&archive, &d.dir.join("restored"))
         .output()
         .unwrap();
     assert!(

@@ -701,11 +701,7 @@ fn a_host_is_restored_from_a_backup_taken_under_load() {
 
     // Damaged archives are refused, naming what is wrong, and create nothing.
     let restore = |from: &std::path::Path| {
-        Command::new(bin("agenfleetd"))
-            .arg("restore")
-            .arg(from)
-            .arg("--state-dir")
-            .arg(&state)
+        restore_cmd(from, &state)
             .output()
             .expect("agenfleetd restore")
     };

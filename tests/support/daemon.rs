@@ -86,6 +86,13 @@ pub fn bin_for_other_uids(name: &str) -> PathBuf {
     dst
 }
 
+/// `agenfleetd restore ARCHIVE --state-dir INTO`, run to its end.
+pub fn restore_cmd(archive: &Path, into: &Path) -> Command {
+    let mut c = Command::new(bin("agenfleetd"));
+    c.arg("restore").arg(archive).arg("--state-dir").arg(into);
+    c
+}
+
 /// A daemon of our own for one test.
 pub struct Daemon {
     pub dir: PathBuf,
