@@ -47,7 +47,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn timed(mut c: Command) -> f64 {
+/// Runs `c` to a successful end; answers its wall time and its output.
+fn timed(mut c: Command) -> (f64, std::process::Output) {
     let t = Instant::now();
     let out = c.output().expect("run");
     let s = t.elapsed().as_secs_f64();
@@ -57,7 +58,7 @@ fn timed(mut c: Command) -> f64 {
         c,
         String::from_utf8_lossy(&out.stderr)
     );
-    s
+    (s, out)
 }
 
 /// A process's CPU seconds (user + system) from /proc.
@@ -169,14 +170,7 @@ fn main() {
             .arg(&d.socket)
             .args(["backup", "--out", archive.to_str().unwrap()]);
         let daemon_before = cpu_secs(d.pid());
-        let t = Instant::now();
-        let out = c.output().expect("backup");
-        let backup = t.elapsed().as_secs_f64();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (backup, out) = timed(c);
         let daemon_cpu = cpu_secs(d.pid()) - daemon_before;
         let cli_cpu: f64 = String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -200,16 +194,13 @@ fn main() {
             .collect();
         let mut c = Command::new("cp");
         c.arg("-r").args(&sources).arg(&copy);
-        let t = Instant::now();
-        timed(c);
-        let cp = t.elapsed().as_secs_f64();
+        let (cp, _) = timed(c);
         let mut c = Command::new("sync");
         c.arg("-f").arg(copy.join("agenfleet.db"));
         // `sync -f` syncs the whole filesystem the file is on: every copied file.
-        timed(c);
-        let cp_sync = t.elapsed().as_secs_f64();
+        let cp_sync = cp + timed(c).0;
         let target = d.dir.join(format!("restored{i}"));
-        let restore = timed(restore_cmd(&archive, &target));
+        let (restore, _) = timed(restore_cmd(&archive, &target));
         rows.push((bytes, backup, cp, cp_sync, restore));
         for p in [&copy, &target] {
             let _ = std::fs::remove_dir_all(p);
