@@ -1,6 +1,7 @@
 //! End-to-end: the real `agenfleet` console in a real terminal (tmux) against a real
 //! daemon — the live fleet, the detail pane with logs, the filter, a confirmed restart,
-//! surviving a daemon restart, and quitting.
+//! surviving a daemon restart, and quitting; and the k9s habits (command mode, sort,
+//! regex filters, describe, full-screen logs with search, a shell, Ctrl-D).
 
 use agenfleet_e2e::*;
 use std::process::Command;
@@ -85,9 +86,9 @@ fn console_shows_the_live_fleet_and_acts_on_it() {
 
     // Help overlay.
     t.keys(&["?"]);
-    t.wait_screen("help", |s| s.contains("Keys — any key closes"));
+    t.wait_screen("help", |s| s.contains("Keys — the fleet"));
     t.keys(&["x"]);
-    t.wait_screen("help closed", |s| !s.contains("Keys — any key closes"));
+    t.wait_screen("help closed", |s| !s.contains("Keys — the fleet"));
 
     // The daemon goes away: the console says so, then reconnects by itself.
     d.kill9();
@@ -97,6 +98,192 @@ fn console_shows_the_live_fleet_and_acts_on_it() {
         !s.contains("DISCONNECTED") && s.contains("alpha") && s.contains("running")
     });
 
+    t.keys(&["q"]);
+    wait_for(Duration::from_secs(5), "the console to exit", || {
+        (!t.alive()).then_some(())
+    });
+}
+
+/// Types `text` literally (tmux `send-keys -l`).
+fn typed(t: &Tmux, text: &str) {
+    t.keys(&["-l", text]);
+}
+
+#[test]
+fn k9s_habits_drive_the_fleet() {
+    let test = "k9s_habits_drive_the_fleet";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let d = Daemon::start("k9s", "");
+    d.create(&healthy("alpha"));
+    d.create(&format!(
+        "name = \"shelly\"\nimage = \"{image}\"\n\
+         command = [\"sh\", \"-c\", \"i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done\"]\n"
+    ));
+    d.running_container("shelly", Duration::from_secs(60));
+    let cmd = format!(
+        "{} --socket {}",
+        bin("agenfleet").display(),
+        d.socket.display()
+    );
+    let t = Tmux::start_sized(&cmd, 120, 40);
+    t.wait_screen("both agents", |s| {
+        s.contains("alpha") && s.contains("shelly") && s.matches("running").count() >= 2
+    });
+
+    // Command mode reaches every view; Tab completes; Esc goes back the way it came.
+    t.keys(&[":"]);
+    typed(&t, "au");
+    t.keys(&["Tab"]);
+    t.wait_screen("completed to :audit", |s| s.contains(":audit"));
+    t.keys(&["Enter"]);
+    t.wait_screen("the audit view", |s| s.contains("Audit trail ("));
+    t.keys(&[":"]);
+    typed(&t, "inc");
+    t.keys(&["Enter"]);
+    t.wait_screen("the incidents view", |s| s.contains("Incidents — "));
+    t.keys(&[":"]);
+    typed(&t, "esc");
+    t.keys(&["Enter"]);
+    t.wait_screen("the escalations view", |s| s.contains("Escalations — "));
+    t.keys(&[":"]);
+    typed(&t, "nonsense");
+    t.keys(&["Enter"]);
+    t.wait_screen("an unknown command is named", |s| {
+        s.contains("unknown command `:nonsense`")
+    });
+    t.keys(&["Escape"]);
+    t.wait_screen("back to incidents", |s| s.contains("Incidents — "));
+    t.keys(&["Escape"]);
+    t.wait_screen("back to audit", |s| s.contains("Audit trail ("));
+    t.keys(&["Escape"]);
+    t.wait_screen("back to the fleet", |s| s.contains("Fleet (2)"));
+
+    // Sort by name, then the other way round (the heading carries the direction).
+    t.keys(&["N"]);
+    let s = t.wait_screen("sorted by name", |s| s.contains("AGENT↑"));
+    assert!(s.find("alpha") < s.find("shelly"), "{s}");
+    t.keys(&["N"]);
+    let s = t.wait_screen("sorted by name, reversed", |s| s.contains("AGENT↓"));
+    assert!(s.find("shelly") < s.find("alpha"), "{s}");
+
+    // A regex filter, then its inverse.
+    t.keys(&["/"]);
+    typed(&t, "^default/s.+y ");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("filtered by regex", |s| {
+        s.contains("Fleet (1 of 2) filter: ^default/s.+y")
+    });
+    assert!(s.contains("shelly") && !s.contains("alpha"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_screen("filter cleared", |s| s.contains("Fleet (2)"));
+    t.keys(&["/"]);
+    typed(&t, "!shelly");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("inverse filter", |s| {
+        s.contains("Fleet (1 of 2) filter: !shelly ")
+    });
+    // (shelly is named once: in the filter shown in the title.)
+    assert!(
+        s.contains("alpha") && s.matches("shelly").count() == 1,
+        "{s}"
+    );
+
+    // Describe alpha: the spec in force, its network, its scopes.
+    t.keys(&["d"]);
+    let s = t.wait_screen("alpha described", |s| {
+        s.contains("Describe default/alpha") && s.contains("Spec         v1")
+    });
+    assert!(s.contains("Network      gateway"), "{s}");
+    assert!(s.contains("Scopes       "), "{s}");
+    // No shell in the built-in image (FROM scratch): said so, nothing suspended.
+    t.keys(&["Escape"]);
+    t.wait_screen("fleet again", |s| s.contains("Fleet (1 of 2)"));
+    t.keys(&["s"]);
+    t.wait_screen("no shell in a scratch image", |s| {
+        s.contains("default/alpha has no shell")
+    });
+    t.keys(&["Escape"]);
+    t.wait_screen("filter cleared", |s| s.contains("Fleet (2)"));
+
+    // Full-screen logs of shelly, searched.
+    t.keys(&[":"]);
+    typed(&t, "logs shelly");
+    t.keys(&["Enter"]);
+    t.wait_screen("shelly's logs", |s| {
+        s.contains("Logs of default/shelly") && s.contains("following") && s.contains("tick ")
+    });
+    t.keys(&["/"]);
+    typed(&t, "tick 3$");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("the search stands on a match", |s| {
+        s.contains("search: tick 3$") && s.contains("match 1 of")
+    });
+    assert!(s.contains("paused"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_screen("back to the fleet", |s| s.contains("Fleet (2)"));
+
+    // A shell in shelly's container, and back to the console; recorded first.
+    t.keys(&["/"]);
+    typed(&t, "shelly");
+    t.keys(&["Enter"]);
+    t.wait_screen("shelly selected", |s| {
+        s.contains("Fleet (1 of 2) filter: shelly ")
+    });
+    t.keys(&["s"]);
+    t.wait_screen("the shell", |s| s.contains("shell in default/shelly"));
+    typed(&t, "echo inside-$((6*7)) $(id -u)");
+    t.keys(&["Enter"]);
+    t.wait_screen("the command ran inside", |s| s.contains("inside-42 65534"));
+    typed(&t, "exit");
+    t.keys(&["Enter"]);
+    t.wait_screen("back in the console", |s| {
+        s.contains("back from the shell in default/shelly") && s.contains("Fleet (1 of 2)")
+    });
+    t.keys(&["Escape"]);
+    t.wait_screen("filter cleared", |s| s.contains("Fleet (2)"));
+    let notes = d
+        .json(&["audit", "search", "--action", "operator.note"])
+        .to_string();
+    assert!(
+        notes.contains("shell opened into default/shelly"),
+        "{notes}"
+    );
+
+    // Ctrl-D: Enter cancels, y deletes.
+    t.keys(&["g"]);
+    t.keys(&["C-d"]);
+    let s = t.wait_screen("the delete dialog", |s| s.contains("Delete default/"));
+    let victim = if s.contains("Delete default/shelly?") {
+        "shelly"
+    } else {
+        "alpha"
+    };
+    t.keys(&["Enter"]);
+    t.wait_screen("cancelled", |s| {
+        s.contains("delete default/") && s.contains("cancelled")
+    });
+    assert!(d.json(&["agents", "list"]).to_string().contains(victim));
+    t.keys(&["C-d"]);
+    t.wait_screen("the delete dialog again", |s| s.contains("Delete default/"));
+    t.keys(&["y"]);
+    t.wait_screen("deleted", |s| {
+        s.contains(&format!("deleted default/{victim}")) && s.contains("Fleet (1)")
+    });
+    assert!(!d
+        .json(&["agents", "list"])
+        .to_string()
+        .contains(&format!("\"{victim}\"")));
+
+    // Ctrl-L redraws (the screen is whole afterwards); q quits.
+    t.keys(&["C-l"]);
+    t.wait_screen("redrawn", |s| {
+        s.contains("Fleet (1)") && s.contains("? help")
+    });
     t.keys(&["q"]);
     wait_for(Duration::from_secs(5), "the console to exit", || {
         (!t.alive()).then_some(())
@@ -120,7 +307,7 @@ fn readonly_console_refuses_mutations() {
         s.contains("calm") && s.contains("READ-ONLY")
     });
     let before = d.agent("calm")["started_at_ms"].as_u64();
-    t.keys(&["s"]);
+    t.keys(&["o"]);
     t.wait_screen("refusal", |s| {
         s.contains("read-only console: stop is turned off")
     });

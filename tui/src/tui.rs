@@ -263,10 +263,28 @@ pub async fn run(opts: Options) -> io::Result<()> {
         let mut quit = false;
         let mut offline = false;
         for e in effects {
-            match io.perform(e) {
-                Done::Quit => quit = true,
-                Done::Offline => offline = true,
-                Done::Ok => {}
+            match e {
+                Effect::Redraw => {
+                    full_redraw(&mut terminal)?;
+                    app.dirty = true;
+                }
+                Effect::Shell(agent, id) => {
+                    // The event reader must not compete with the shell for the keyboard.
+                    drop(events);
+                    let r = shell(&io.conn, &agent, &id).await;
+                    events = EventStream::new();
+                    full_redraw(&mut terminal)?;
+                    app.dirty = true;
+                    match r {
+                        Ok(text) => app.flash(text, false),
+                        Err(e) => app.flash(e, true),
+                    }
+                }
+                e => match io.perform(e) {
+                    Done::Quit => quit = true,
+                    Done::Offline => offline = true,
+                    Done::Ok => {}
+                },
             }
         }
         if offline {
@@ -281,6 +299,83 @@ pub async fn run(opts: Options) -> io::Result<()> {
         t.abort();
     }
     result
+}
+
+/// Clears the screen and makes the next frame draw every cell. (Not `Terminal::clear`: it
+/// asks the terminal for the cursor's position, an answer the event reader may take.)
+fn full_redraw(terminal: &mut ratatui::DefaultTerminal) -> io::Result<()> {
+    crossterm::execute!(
+        terminal.backend_mut(),
+        crossterm::terminal::Clear(crossterm::terminal::ClearType::All)
+    )?;
+    // A blank frame: what was drawn before is forgotten, so the next frame is whole.
+    terminal.draw(|_| {})?;
+    Ok(())
+}
+
+/// `s`: a shell in the agent's container, the console suspended meanwhile. Recorded in
+/// the audit log first (no record, no shell); an image without `/bin/sh` is said so.
+async fn shell(conn: &Option<Conn>, agent: &str, id: &str) -> Result<String, String> {
+    let Some(c) = conn else {
+        return Err("not connected to the daemon".into());
+    };
+    // Is there a shell at all? (An image built FROM scratch has none.)
+    let probe = tokio::process::Command::new("docker")
+        .args(["exec", id, "/bin/sh", "-c", "exit 0"])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run docker for a shell: {e}"))?;
+    if !probe.status.success() {
+        let said = [&probe.stderr[..], &probe.stdout[..]].concat();
+        let said = String::from_utf8_lossy(&said);
+        let said = said
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .unwrap_or("docker exec failed");
+        return Err(
+            if said.contains("no such file") || said.contains("not found") {
+                format!("{agent} has no shell: its image has no /bin/sh (built FROM scratch?)")
+            } else {
+                format!("no shell in {agent}: {said}")
+            },
+        );
+    }
+    let note = format!("shell opened into {agent} (container {id}) from the console");
+    flat(c.client.audit_note(c.ctx(), note).await)
+        .map_err(|e| format!("no shell: it could not be recorded: {e}"))?;
+    ratatui::restore();
+    println!("shell in {agent} — exit it to return to the console");
+    let status = tokio::process::Command::new("docker")
+        .args(["exec", "-it", id, "/bin/sh"])
+        .status()
+        .await;
+    crossterm::terminal::enable_raw_mode().map_err(|e| e.to_string())?;
+    crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen)
+        .map_err(|e| e.to_string())?;
+    match status {
+        Ok(s) => Ok(format!("back from the shell in {agent} ({s})")),
+        Err(e) => Err(format!("the shell in {agent} did not start: {e}")),
+    }
+}
+
+/// Writes the saved log lines to a new file (never over an existing one), 0600.
+fn save_lines(name: &str, lines: &[String]) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::env::current_dir()
+        .map_err(|e| e.to_string())?
+        .join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = lines.join("\n");
+    out.push('\n');
+    f.write_all(out.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
 }
 
 /// How carrying out one effect went.
@@ -315,6 +410,36 @@ impl Io {
     fn perform(&mut self, e: Effect) -> Done {
         match e {
             Effect::Quit => return Done::Quit,
+            // The loop handles these itself (they need the terminal).
+            Effect::Redraw | Effect::Shell(..) => {}
+            Effect::SaveLogs(name, lines) => {
+                let _ = self.tx.send(Msg::Saved(save_lines(&name, &lines)).into());
+            }
+            Effect::Delete(agent) => {
+                let sent = background(&self.conn, &self.tx, move |c| async move {
+                    let name = agent.to_string();
+                    let ctx = c.ctx_wait(Duration::from_secs(120));
+                    Some(Msg::Deleted(
+                        name,
+                        flat(c.client.delete_agent(ctx, agent).await),
+                    ))
+                });
+                return Done::sent(sent);
+            }
+            Effect::LoadDescribe(agent) => {
+                background(&self.conn, &self.tx, move |c| async move {
+                    let who = agent.to_string();
+                    let r = tokio::try_join!(
+                        c.client.agents_spec(c.ctx(), agent.clone(), None),
+                        c.client.scopes_show(c.ctx(), agent),
+                    );
+                    let r = match r {
+                        Ok((s, h)) => flat(Ok(s.and_then(|s| h.map(|h| (s, h.current))))),
+                        Err(e) => flat(Err(e)),
+                    };
+                    Some(Msg::Described(who, Box::new(r)))
+                });
+            }
             Effect::FollowAudit => {
                 if let Some(t) = self.audit_task.take() {
                     t.abort();

@@ -1,17 +1,19 @@
 //! Console state for the audit view: the newest records followed live, the filter (text,
 //! or `#seq …` for an incident's evidence), scrolling, and the log's status.
 
-use super::{App, Effect, AUDIT_TAIL};
+use super::{Action, App, Effect, View, AUDIT_TAIL};
 use agenfleet_protocol::{AuditEntry, AuditStatus};
-use crossterm::event::KeyCode;
 
 impl App {
-    /// Audit records that pass the filter, oldest first.
+    /// Audit records that pass the audit view's filter, oldest first.
     pub fn audit_visible(&self) -> Vec<&AuditEntry> {
+        let Some(f) = self.filters.get(&View::Audit).filter(|f| !f.is_empty()) else {
+            return self.audit.iter().collect();
+        };
         // `#12 #15`: exactly these records (an incident's evidence).
-        if self.filter.starts_with('#') {
-            let seqs: Vec<u64> = self
-                .filter
+        if f.text().starts_with('#') {
+            let seqs: Vec<u64> = f
+                .text()
                 .split_whitespace()
                 .filter_map(|t| t.trim_start_matches('#').parse().ok())
                 .collect();
@@ -21,24 +23,24 @@ impl App {
                 .filter(|e| seqs.contains(&e.seq))
                 .collect();
         }
-        let f = self.filter.to_lowercase();
+        let mut buf = String::new();
         self.audit
             .iter()
             .filter(|e| {
-                f.is_empty() || {
-                    let ev = &e.event;
-                    format!(
-                        "{} {} {}/{} {} {}",
-                        ev.actor,
-                        ev.action,
-                        ev.tenant.as_deref().unwrap_or(""),
-                        ev.agent.as_deref().unwrap_or(""),
-                        ev.outcome,
-                        ev.detail
-                    )
-                    .to_lowercase()
-                    .contains(&f)
-                }
+                use std::fmt::Write;
+                let ev = &e.event;
+                buf.clear();
+                let _ = write!(
+                    buf,
+                    "{} {} {}/{} {} {}",
+                    ev.actor,
+                    ev.action,
+                    ev.tenant.as_deref().unwrap_or(""),
+                    ev.agent.as_deref().unwrap_or(""),
+                    ev.outcome,
+                    ev.detail
+                );
+                f.matches(&buf)
             })
             .collect()
     }
@@ -61,46 +63,17 @@ impl App {
         self.dirty = true;
     }
 
-    /// Keys the audit view handles itself (the rest are shared with the fleet view).
-    fn is_audit_key(code: KeyCode) -> bool {
-        matches!(
-            code,
-            KeyCode::Char('j' | 'k' | 'g' | 'G' | 'r' | 's' | 'u' | 'x')
-                | KeyCode::Up
-                | KeyCode::Down
-                | KeyCode::PageUp
-                | KeyCode::PageDown
-                | KeyCode::Home
-                | KeyCode::End
-                | KeyCode::Esc
-                | KeyCode::Enter
-        )
-    }
-
-    /// The audit view's own keys (None: not one of them).
-    pub(super) fn on_audit_key(&mut self, code: KeyCode) -> Option<Vec<Effect>> {
-        Self::is_audit_key(code).then(|| self.audit_key(code))
-    }
-
-    fn audit_key(&mut self, code: KeyCode) -> Vec<Effect> {
+    /// The audit view's actions: scrolling (0 is the newest, followed live).
+    pub(super) fn audit_action(&mut self, a: Action) -> Vec<Effect> {
         let n = self.audit_visible().len();
-        match code {
-            KeyCode::Char('k') | KeyCode::Up => {
-                self.audit_scroll = (self.audit_scroll + 1).min(n.saturating_sub(1))
-            }
-            KeyCode::Char('j') | KeyCode::Down => {
-                self.audit_scroll = self.audit_scroll.saturating_sub(1)
-            }
-            KeyCode::PageUp => {
-                self.audit_scroll = (self.audit_scroll + 10).min(n.saturating_sub(1))
-            }
-            KeyCode::PageDown => self.audit_scroll = self.audit_scroll.saturating_sub(10),
-            KeyCode::Char('g') | KeyCode::Home => self.audit_scroll = n.saturating_sub(1),
-            KeyCode::Char('G') | KeyCode::End => self.audit_scroll = 0,
-            KeyCode::Esc => self.filter.clear(),
-            KeyCode::Char('r') | KeyCode::Char('s') | KeyCode::Char('u') | KeyCode::Char('x') => {
-                self.flash("agent actions live in the fleet view (press 1)", true)
-            }
+        let oldest = n.saturating_sub(1);
+        match a {
+            Action::Up => self.audit_scroll = (self.audit_scroll + 1).min(oldest),
+            Action::Down => self.audit_scroll = self.audit_scroll.saturating_sub(1),
+            Action::PageUp => self.audit_scroll = (self.audit_scroll + 10).min(oldest),
+            Action::PageDown => self.audit_scroll = self.audit_scroll.saturating_sub(10),
+            Action::Top => self.audit_scroll = oldest,
+            Action::Bottom => self.audit_scroll = 0,
             _ => self.dirty = false,
         }
         vec![]

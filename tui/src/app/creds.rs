@@ -156,7 +156,7 @@ impl App {
         vec![]
     }
 
-    /// Confirming a rotation to the typed value.
+    /// Confirming a rotation to the typed value: only `y` goes ahead.
     pub(super) fn on_rotate_confirm_key(
         &mut self,
         code: KeyCode,
@@ -164,7 +164,7 @@ impl App {
         input: MaskedInput,
     ) -> Vec<Effect> {
         match code {
-            KeyCode::Char('y') | KeyCode::Enter => {
+            KeyCode::Char('y') => {
                 self.mode = Mode::Creds;
                 let agent = self
                     .creds
@@ -182,8 +182,9 @@ impl App {
                     }
                 }
             }
-            KeyCode::Char('n') | KeyCode::Esc => {
+            KeyCode::Char('n') | KeyCode::Esc | KeyCode::Enter => {
                 self.mode = Mode::Creds;
+                self.flash(format!("rotation of {name} cancelled"), false);
                 vec![]
             }
             _ => vec![],

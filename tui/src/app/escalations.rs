@@ -2,7 +2,7 @@
 //! when the pending count in the fleet moves, approved or denied with a typed reason (the
 //! decision is bound to the escalated request's hash).
 
-use super::{App, Effect, Mode, View};
+use super::{Action, App, Effect, Mode, View};
 use agenfleet_protocol::policy::EscalationView;
 use agenfleet_protocol::roles::Permission;
 use crossterm::event::KeyCode;
@@ -21,26 +21,14 @@ impl App {
         self.dirty = true;
     }
 
-    /// The escalations view's own keys (None: not one of them).
-    pub(super) fn on_escalations_key(&mut self, code: KeyCode) -> Option<Vec<Effect>> {
-        let own = matches!(
-            code,
-            KeyCode::Char('j' | 'k' | 'a' | 'd' | 'r') | KeyCode::Up | KeyCode::Down
-        );
-        own.then(|| self.escalations_key(code))
-    }
-
-    fn escalations_key(&mut self, code: KeyCode) -> Vec<Effect> {
+    /// The escalations view's actions: select, approve or deny (a reason is asked), reload.
+    pub(super) fn escalations_action(&mut self, a: Action) -> Vec<Effect> {
         let n = self.escalations.len();
-        match code {
-            KeyCode::Char('j') | KeyCode::Down => {
-                self.esc_selected = (self.esc_selected + 1).min(n.saturating_sub(1))
-            }
-            KeyCode::Char('k') | KeyCode::Up => {
-                self.esc_selected = self.esc_selected.saturating_sub(1)
-            }
-            KeyCode::Char('a') | KeyCode::Char('d') => {
-                let approve = code == KeyCode::Char('a');
+        match a {
+            Action::Down => self.esc_selected = (self.esc_selected + 1).min(n.saturating_sub(1)),
+            Action::Up => self.esc_selected = self.esc_selected.saturating_sub(1),
+            Action::Approve | Action::Deny => {
+                let approve = a == Action::Approve;
                 let Some(e) = self.escalations.get(self.esc_selected).cloned() else {
                     self.flash("no escalation selected", true);
                     return vec![];
@@ -56,7 +44,7 @@ impl App {
                     reason: String::new(),
                 };
             }
-            KeyCode::Char('r') => return vec![Effect::LoadEscalations],
+            Action::Reload => return vec![Effect::LoadEscalations],
             _ => self.dirty = false,
         }
         vec![]

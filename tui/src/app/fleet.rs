@@ -1,28 +1,94 @@
-//! Console state for the fleet view: the agents from the live watch, the filter and the
-//! tenant/project context, the selection, the detail pane with its log tail, and the
-//! selected agent's actions (each confirmed first, refused up front by role or --readonly).
+//! Console state for the fleet view: the agents from the live watch, the filter, the sort
+//! and the tenant/project context, the selection, the detail pane with its log tail, and
+//! the selected agent's actions (each confirmed first — only `y` confirms — and refused up
+//! front by role or --readonly).
 
-use super::{key_of, App, ConnState, Effect, Key, Mode, LOG_TAIL};
+use super::{key_of, Action, AgentOp, App, Column, ConnState, Effect, Key, Mode, View, LOG_TAIL};
 use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::{AgentAction, AgentRef, AgentView, Change, LogChunk, WatchReply};
 use crossterm::event::KeyCode;
+use std::cmp::Ordering;
+
+/// The text a fleet row is filtered by: `tenant/name project state`.
+fn row_text(v: &AgentView, buf: &mut String) {
+    use std::fmt::Write;
+    buf.clear();
+    let _ = write!(
+        buf,
+        "{}/{} {} {}",
+        v.tenant,
+        v.name,
+        v.project,
+        v.state.as_str()
+    );
+}
+
+/// Orders two agents by `col` (ties: tenant, then name).
+fn compare(col: Column, a: &AgentView, b: &AgentView, now_ms: u64) -> Ordering {
+    let up = |v: &AgentView| {
+        v.started_at_ms
+            .filter(|_| v.state == agenfleet_protocol::AgentState::Running)
+            .map(|s| now_ms.saturating_sub(s))
+    };
+    let by = match col {
+        Column::Project => (&a.tenant, &a.project).cmp(&(&b.tenant, &b.project)),
+        Column::Name => a.name.cmp(&b.name),
+        Column::State => a.state.as_str().cmp(b.state.as_str()),
+        Column::Age => up(a).cmp(&up(b)),
+        Column::Restarts => a.restarts.cmp(&b.restarts),
+        Column::Cpu => a
+            .cpu_percent
+            .unwrap_or(-1.0)
+            .total_cmp(&b.cpu_percent.unwrap_or(-1.0)),
+        Column::Memory => a.memory_bytes.cmp(&b.memory_bytes),
+    };
+    by.then_with(|| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)))
+}
 
 impl App {
-    /// Agents that pass the filter, in display order.
+    /// Agents in the context that pass the fleet's filter, in display order (the sort
+    /// column's, else tenant and name).
     pub fn visible(&self) -> Vec<&AgentView> {
-        let f = self.filter.to_lowercase();
-        self.agents
+        let f = self.filters.get(&View::Fleet);
+        let mut buf = String::new();
+        let mut out: Vec<&AgentView> = self
+            .agents
             .values()
             .filter(|v| match &self.context {
                 Some((t, p)) => &v.tenant == t && p.as_ref().is_none_or(|p| &v.project == p),
                 None => true,
             })
             .filter(|v| {
-                f.is_empty()
-                    || format!("{}/{} {} {}", v.tenant, v.name, v.project, v.state.as_str())
-                        .contains(&f)
+                f.is_none_or(|f| {
+                    f.is_empty() || {
+                        row_text(v, &mut buf);
+                        f.matches(&buf)
+                    }
+                })
             })
-            .collect()
+            .collect();
+        if let Some((col, rev)) = self.sort {
+            out.sort_by(|a, b| {
+                let o = compare(col, a, b, self.now_ms);
+                if rev {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+        out
+    }
+
+    /// Shift + a column's letter: sort by it; again: the other way round.
+    fn sort_by(&mut self, col: Column) {
+        self.sort = match self.sort {
+            Some((c, rev)) if c == col => Some((c, !rev)),
+            _ => Some((col, false)),
+        };
+        let (_, rev) = self.sort.unwrap_or((col, false));
+        let way = if rev { "descending" } else { "ascending" };
+        self.flash(format!("sorted by {} ({way})", col.title()), false);
     }
 
     /// The contexts the operator can switch between: all, each tenant, each project.
@@ -112,6 +178,7 @@ impl App {
             return;
         }
         self.logs_missed += chunk.missed;
+        self.logs_arrived(chunk.lines.len());
         for l in chunk.lines {
             if self.logs.len() == LOG_TAIL {
                 self.logs.pop_front();
@@ -132,13 +199,17 @@ impl App {
         }))
     }
 
-    fn ask(&mut self, action: AgentAction) -> Vec<Effect> {
+    fn ask(&mut self, op: AgentOp) -> Vec<Effect> {
         let Some(v) = self.selected_agent() else {
             self.flash("no agent selected", true);
             return vec![];
         };
         let agent = v.qualified_name();
-        if let Err(why) = self.may(Permission::AgentControl, v) {
+        let perm = match op {
+            AgentOp::Act(_) => Permission::AgentControl,
+            AgentOp::Delete => Permission::AgentDelete,
+        };
+        if let Err(why) = self.may(perm, v) {
             self.flash(why, true);
             return vec![];
         }
@@ -146,7 +217,7 @@ impl App {
             self.flash(
                 format!(
                     "read-only console: {} is turned off (--readonly)",
-                    action.as_str()
+                    op.as_str()
                 ),
                 true,
             );
@@ -156,7 +227,7 @@ impl App {
             self.flash("not connected to the daemon", true);
             return vec![];
         }
-        self.mode = Mode::Confirm { action, agent };
+        self.mode = Mode::Confirm { op, agent };
         self.dirty = true;
         vec![]
     }
@@ -170,20 +241,24 @@ impl App {
         }
     }
 
-    /// Confirming an agent action (restart, stop, start, reset).
+    /// Confirming an agent action (restart, stop, start, reset, delete): only `y` goes
+    /// ahead; Enter, `n`, Esc and `q` cancel.
     pub(super) fn on_confirm_key(
         &mut self,
         code: KeyCode,
-        action: AgentAction,
+        op: AgentOp,
         agent: String,
     ) -> Vec<Effect> {
         match code {
-            KeyCode::Char('y') | KeyCode::Enter => {
+            KeyCode::Char('y') => {
                 self.mode = Mode::Normal;
                 match AgentRef::parse(&agent) {
                     Ok(r) => {
-                        self.flash(format!("{} {agent}…", action.as_str()), false);
-                        vec![Effect::Act(action, r)]
+                        self.flash(format!("{} {agent}…", op.as_str()), false);
+                        vec![match op {
+                            AgentOp::Act(action) => Effect::Act(action, r),
+                            AgentOp::Delete => Effect::Delete(r),
+                        }]
                     }
                     Err(e) => {
                         self.flash(e, true);
@@ -191,11 +266,20 @@ impl App {
                     }
                 }
             }
-            KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') => {
+            KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') | KeyCode::Enter => {
                 self.mode = Mode::Normal;
+                self.flash(format!("{} {agent}: cancelled", op.as_str()), false);
                 vec![]
             }
             _ => vec![],
+        }
+    }
+
+    /// The daemon answered a delete.
+    pub(super) fn deleted(&mut self, agent: &str, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.flash(format!("deleted {agent}"), false),
+            Err(e) => self.flash(format!("delete {agent} failed: {e}"), true),
         }
     }
 
@@ -215,66 +299,80 @@ impl App {
         }
     }
 
-    /// The fleet's keys: moving the selection, the detail pane, the selected agent's
-    /// actions, credentials and scopes, and the tenant/project context. They work from
-    /// every view that does not use the key itself.
-    pub(super) fn on_fleet_key(&mut self, code: KeyCode) -> Vec<Effect> {
-        match code {
-            KeyCode::Char('j') | KeyCode::Down => {
-                self.move_selection(1);
-                self.refollow()
-            }
-            KeyCode::Char('k') | KeyCode::Up => {
-                self.move_selection(-1);
-                self.refollow()
-            }
-            KeyCode::Char('g') | KeyCode::Home => {
-                self.move_selection(isize::MIN / 2);
-                self.refollow()
-            }
-            KeyCode::Char('G') | KeyCode::End => {
-                self.move_selection(isize::MAX / 2);
-                self.refollow()
-            }
-            KeyCode::PageDown => {
-                self.move_selection(10);
-                self.refollow()
-            }
-            KeyCode::PageUp => {
-                self.move_selection(-10);
-                self.refollow()
-            }
-            KeyCode::Enter => {
+    /// The fleet view's actions: moving the selection, the detail pane, describe, logs,
+    /// shell, the selected agent's actions, credentials, scopes, spec, context and sort.
+    pub(super) fn fleet_action(&mut self, a: Action) -> Vec<Effect> {
+        let step = match a {
+            Action::Down => Some(1),
+            Action::Up => Some(-1),
+            Action::Top => Some(isize::MIN / 2),
+            Action::Bottom => Some(isize::MAX / 2),
+            Action::PageDown => Some(10),
+            Action::PageUp => Some(-10),
+            _ => None,
+        };
+        if let Some(d) = step {
+            self.move_selection(d);
+            return self.refollow();
+        }
+        match a {
+            Action::Open => {
                 if self.selected.is_none() {
                     return vec![];
                 }
                 self.detail_open = true;
                 vec![self.follow_selected()]
             }
-            KeyCode::Esc => {
-                if self.detail_open {
-                    self.detail_open = false;
-                    self.logs_for = None;
-                    vec![Effect::FollowLogs(None)]
-                } else {
-                    self.filter.clear();
-                    self.fix_selection();
-                    vec![]
-                }
+            Action::Describe => self.open_describe(),
+            Action::Logs => self.open_logs(),
+            Action::Shell => self.shell(),
+            Action::Scopes => self.open_scopes(),
+            Action::Spec => self.open_spec(),
+            Action::Creds => self.open_creds(),
+            Action::Restart => self.ask(AgentOp::Act(AgentAction::Restart)),
+            Action::Stop => self.ask(AgentOp::Act(AgentAction::Stop)),
+            Action::Start => self.ask(AgentOp::Act(AgentAction::Start)),
+            Action::Reset => self.ask(AgentOp::Act(AgentAction::Reset)),
+            Action::Delete => self.ask(AgentOp::Delete),
+            Action::Context => self.next_context(),
+            Action::Sort(col) => {
+                self.sort_by(col);
+                vec![]
             }
-            KeyCode::Char('p') => self.open_scopes(),
-            KeyCode::Char('y') => self.open_spec(),
-            KeyCode::Char('c') => self.open_creds(),
-            KeyCode::Char('r') => self.ask(AgentAction::Restart),
-            KeyCode::Char('s') => self.ask(AgentAction::Stop),
-            KeyCode::Char('u') => self.ask(AgentAction::Start),
-            KeyCode::Char('x') => self.ask(AgentAction::Reset),
-            KeyCode::Char('t') => self.next_context(),
             _ => {
                 self.dirty = false;
                 vec![]
             }
         }
+    }
+
+    /// `s`: a shell in the selected agent's container (the loop suspends the console).
+    fn shell(&mut self) -> Vec<Effect> {
+        let Some(v) = self.selected_agent() else {
+            self.flash("no agent selected", true);
+            return vec![];
+        };
+        let agent = v.qualified_name();
+        if let Err(why) = self.may(Permission::AgentControl, v) {
+            self.flash(why, true);
+            return vec![];
+        }
+        let Some(id) = v
+            .container_id
+            .clone()
+            .filter(|_| v.state == agenfleet_protocol::AgentState::Running)
+        else {
+            self.flash(
+                format!("{agent} is not running: no container to open a shell in"),
+                true,
+            );
+            return vec![];
+        };
+        if self.readonly {
+            self.flash("read-only console: shell is turned off (--readonly)", true);
+            return vec![];
+        }
+        vec![Effect::Shell(agent, id)]
     }
 
     /// `t`: narrows the fleet to the next context (all → each tenant → each project).

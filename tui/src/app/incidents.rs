@@ -3,7 +3,7 @@
 //! acknowledge, resolve, reassign and silence them, and the jumps from an incident to its
 //! agent and to its audit evidence.
 
-use super::{App, Effect, Mode, View};
+use super::{Action, App, Effect, Mode, View};
 use agenfleet_protocol::incidents::{Incident, IncidentState, Party};
 use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::AgentRef;
@@ -19,13 +19,33 @@ pub enum IncidentAction {
 }
 
 impl App {
-    /// Open incidents in display order: by party, triggered before acknowledged, by
-    /// severity, newest first.
+    /// Open incidents that pass the view's filter, in display order: by party, triggered
+    /// before acknowledged, by severity, newest first.
     pub fn open_incidents(&self) -> Vec<&Incident> {
+        let f = self.filters.get(&View::Incidents).filter(|f| !f.is_empty());
+        let mut buf = String::new();
         let mut v: Vec<&Incident> = self
             .incidents
             .values()
             .filter(|i| i.state != IncidentState::Resolved)
+            .filter(|i| {
+                f.is_none_or(|f| {
+                    use std::fmt::Write;
+                    buf.clear();
+                    let _ = write!(
+                        buf,
+                        "{} {} {} {}/{} {} {}",
+                        i.party,
+                        i.severity,
+                        i.state,
+                        i.tenant.as_deref().unwrap_or(""),
+                        i.agent.as_deref().unwrap_or(""),
+                        i.scenario,
+                        i.title
+                    );
+                    f.matches(&buf)
+                })
+            })
             .collect();
         v.sort_by(|a, b| {
             (a.party, a.state, a.severity, std::cmp::Reverse(a.last_ms)).cmp(&(
@@ -73,43 +93,29 @@ impl App {
             .then_some(id)
     }
 
-    /// The incidents view's own keys (None: not one of them).
-    pub(super) fn on_incidents_key(&mut self, code: KeyCode) -> Option<Vec<Effect>> {
-        let own = matches!(
-            code,
-            KeyCode::Char('j' | 'k' | 'a' | 'R' | 'S' | 'o' | 'e')
-                | KeyCode::Up
-                | KeyCode::Down
-                | KeyCode::Enter
-        );
-        own.then(|| self.incidents_key(code))
-    }
-
-    fn incidents_key(&mut self, code: KeyCode) -> Vec<Effect> {
+    /// The incidents view's actions: select, acknowledge, resolve (asks), reassign,
+    /// silence, and the jumps to the agent and to the audit evidence.
+    pub(super) fn incidents_action(&mut self, a: Action) -> Vec<Effect> {
         let n = self.open_incidents().len();
-        match code {
-            KeyCode::Char('j') | KeyCode::Down => {
-                self.inc_selected = (self.inc_selected + 1).min(n.saturating_sub(1))
-            }
-            KeyCode::Char('k') | KeyCode::Up => {
-                self.inc_selected = self.inc_selected.saturating_sub(1)
-            }
-            KeyCode::Char('a') => {
+        match a {
+            Action::Down => self.inc_selected = (self.inc_selected + 1).min(n.saturating_sub(1)),
+            Action::Up => self.inc_selected = self.inc_selected.saturating_sub(1),
+            Action::Ack => {
                 if let Some(id) = self.incident_change_allowed("acknowledge") {
                     return vec![Effect::Incident(id, IncidentAction::Ack)];
                 }
             }
-            KeyCode::Char('R') => {
+            Action::Resolve => {
                 if let Some(id) = self.incident_change_allowed("resolve") {
                     self.mode = Mode::ResolveIncident { id };
                 }
             }
-            KeyCode::Char('S') => {
+            Action::Silence => {
                 if let Some(id) = self.incident_change_allowed("silence") {
                     return vec![Effect::Incident(id, IncidentAction::Silence(3600))];
                 }
             }
-            KeyCode::Char('o') => {
+            Action::Reassign => {
                 if let Some(id) = self.incident_change_allowed("reassign") {
                     let current = self
                         .selected_incident()
@@ -127,7 +133,7 @@ impl App {
                     };
                 }
             }
-            KeyCode::Enter => {
+            Action::Open => {
                 let Some((t, a)) = self
                     .selected_incident()
                     .and_then(|i| i.tenant.clone().zip(i.agent.clone()))
@@ -135,9 +141,9 @@ impl App {
                     self.flash("this incident is not about one agent", true);
                     return vec![];
                 };
-                self.view = View::Fleet;
+                self.show(View::Fleet);
                 self.context = None;
-                self.filter.clear();
+                self.filter_mut().clear();
                 self.selected = Some((t.clone(), a.clone()));
                 self.detail_open = true;
                 self.logs.clear();
@@ -147,7 +153,7 @@ impl App {
                     name: a,
                 }))];
             }
-            KeyCode::Char('e') => {
+            Action::Evidence => {
                 let Some(i) = self.selected_incident() else {
                     return vec![];
                 };
@@ -156,9 +162,9 @@ impl App {
                     return vec![];
                 }
                 let f: Vec<String> = i.evidence.iter().map(|e| format!("#{}", e.seq)).collect();
-                self.filter = f.join(" ");
+                self.show(View::Audit);
+                self.filter_mut().set(f.join(" "));
                 self.audit_scroll = 0;
-                self.view = View::Audit;
             }
             _ => self.dirty = false,
         }
@@ -206,10 +212,11 @@ impl App {
         vec![]
     }
 
+    /// Confirming a resolve: only `y` goes ahead.
     pub(super) fn on_resolve_key(&mut self, code: KeyCode, id: u64) -> Vec<Effect> {
         self.mode = Mode::Normal;
         match code {
-            KeyCode::Char('y') | KeyCode::Enter => {
+            KeyCode::Char('y') => {
                 vec![Effect::Incident(id, IncidentAction::Resolve)]
             }
             _ => vec![],

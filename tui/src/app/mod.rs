@@ -12,32 +12,75 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::{BTreeMap, VecDeque};
 
 mod audit;
+mod command;
 mod creds;
+mod describe;
 pub mod editor;
 mod escalations;
+pub mod filter;
 mod fleet;
 pub mod incidents;
+pub mod keys;
+mod logs;
 mod scopes;
 mod spec;
 use agenfleet_protocol::incidents::{Incident, Party};
 use agenfleet_protocol::policy::{EscalationView, VersionHistory};
 pub use creds::{CredsPane, MaskedInput};
+pub use describe::DescribePane;
+pub use filter::Filter;
 pub use incidents::IncidentAction;
+pub use keys::{Action, Column};
+pub use logs::LogsPane;
 pub use scopes::ScopesPane;
 pub use spec::SpecPane;
 
-/// Log lines kept for the detail pane.
-pub const LOG_TAIL: usize = 500;
+/// Log lines kept for the detail pane and the full-screen logs.
+pub const LOG_TAIL: usize = 5000;
+/// `:` commands remembered for Up / Down.
+pub const COMMAND_HISTORY: usize = 100;
 /// Audit records kept for the audit view.
 pub const AUDIT_TAIL: usize = 2000;
 
 /// Which view fills the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum View {
     Fleet,
     Audit,
     Escalations,
     Incidents,
+    /// One agent's log, full screen (`l`).
+    Logs,
+    /// One agent described (`d`).
+    Describe,
+}
+
+impl View {
+    #[cfg(test)]
+    pub const ALL: [View; 6] = [
+        View::Fleet,
+        View::Audit,
+        View::Escalations,
+        View::Incidents,
+        View::Logs,
+        View::Describe,
+    ];
+}
+
+/// What a confirmation dialog will do on `y`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOp {
+    Act(AgentAction),
+    Delete,
+}
+
+impl AgentOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentOp::Act(a) => a.as_str(),
+            AgentOp::Delete => "delete",
+        }
+    }
 }
 
 pub type Key = (String, String);
@@ -53,9 +96,19 @@ pub enum ConnState {
 pub enum Mode {
     Normal,
     Filter,
-    Help,
+    /// The `?` overlay, scrolled this many lines.
+    Help {
+        scroll: u16,
+    },
+    /// Typing a `:` command (`hist`: the history entry shown, Up / Down).
+    Command {
+        input: String,
+        hist: Option<usize>,
+    },
+    /// Typing a search of the full-screen logs.
+    Search,
     Confirm {
-        action: AgentAction,
+        op: AgentOp,
         agent: String,
     },
     /// The credentials pane of one agent.
@@ -117,6 +170,14 @@ pub enum Msg {
     Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
     Rotated(String, Result<CredentialInfo, String>),
     ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
+    Deleted(String, Result<(), String>),
+    /// The spec in force and the scopes version in force, for the describe view.
+    Described(
+        String,
+        Box<Result<(agenfleet_protocol::spec::SpecVersion, u32), String>>,
+    ),
+    /// Where the full-screen logs were saved (or why not).
+    Saved(Result<String, String>),
     Escalations(Vec<EscalationView>),
     Decided(u64, bool, Result<EscalationView, String>),
     Scopes(String, Result<VersionHistory, String>),
@@ -142,6 +203,15 @@ pub enum Msg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Quit,
+    /// Clear the terminal and draw everything again (Ctrl-L).
+    Redraw,
+    Delete(AgentRef),
+    /// Load what the describe view shows beyond the live view (spec, scopes version).
+    LoadDescribe(AgentRef),
+    /// Write these lines to a new file in the current directory.
+    SaveLogs(String, Vec<String>),
+    /// Suspend the console and run a shell in the agent's container.
+    Shell(String, String),
     /// Follow the audit log (again, on a new connection).
     FollowAudit,
     Act(AgentAction, AgentRef),
@@ -185,7 +255,14 @@ pub struct App {
     pub caller: Option<CallerInfo>,
     pub conn: ConnState,
     pub selected: Option<Key>,
-    pub filter: String,
+    /// Each view's own filter (`/`).
+    pub filters: BTreeMap<View, Filter>,
+    /// The fleet's sort column (and true: reversed); None is tenant/name order.
+    pub sort: Option<(Column, bool)>,
+    /// The views Esc goes back to, the newest last.
+    pub back_stack: Vec<View>,
+    /// `:` commands run, the newest last.
+    pub cmd_history: Vec<String>,
     pub mode: Mode,
     pub detail_open: bool,
     pub logs: VecDeque<LogLine>,
@@ -211,6 +288,8 @@ pub struct App {
     /// Incidents from the live watch (open ones, and resolved ones the daemon still shows).
     pub incidents: BTreeMap<u64, Incident>,
     pub inc_selected: usize,
+    pub logs_pane: LogsPane,
+    pub describe: Option<DescribePane>,
     /// Something changed since the last frame.
     pub dirty: bool,
 }
@@ -227,7 +306,10 @@ impl App {
             caller: None,
             conn: ConnState::Connecting,
             selected: None,
-            filter: String::new(),
+            filters: BTreeMap::new(),
+            sort: None,
+            back_stack: Vec::new(),
+            cmd_history: Vec::new(),
             mode: Mode::Normal,
             detail_open: false,
             logs: VecDeque::new(),
@@ -249,6 +331,8 @@ impl App {
             spec: None,
             incidents: BTreeMap::new(),
             inc_selected: 0,
+            logs_pane: LogsPane::default(),
+            describe: None,
             dirty: true,
         }
     }
@@ -401,6 +485,21 @@ impl App {
                 self.action_done(action, &agent, r);
                 vec![]
             }
+            Msg::Deleted(agent, r) => {
+                self.deleted(&agent, r);
+                vec![]
+            }
+            Msg::Described(agent, r) => {
+                self.apply_describe(&agent, *r);
+                vec![]
+            }
+            Msg::Saved(r) => {
+                match r {
+                    Ok(path) => self.flash(format!("saved to {path}"), false),
+                    Err(e) => self.flash(format!("not saved: {e}"), true),
+                }
+                vec![]
+            }
             Msg::Escalations(list) => {
                 self.apply_escalations(list);
                 vec![]
@@ -423,20 +522,34 @@ impl App {
     }
 
     /// A key: Ctrl-C quits anywhere; otherwise the mode that holds the keyboard decides,
-    /// and in normal mode the view's own keys come first, then the keys of every view,
-    /// then the fleet's (they act on the selected agent from any view).
+    /// and in normal mode the key table (`keys.rs`): the view's own keys, then everyone's.
     pub fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
         self.dirty = true;
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
             return vec![Effect::Quit];
         }
         match self.mode.clone() {
-            Mode::Help => {
-                self.mode = Mode::Normal;
+            Mode::Help { scroll } => {
+                let last = keys::help_lines(self.view).len().saturating_sub(1) as u16;
+                let scroll = match k.code {
+                    KeyCode::Char('j') | KeyCode::Down => Some(scroll.saturating_add(1)),
+                    KeyCode::Char('k') | KeyCode::Up => Some(scroll.saturating_sub(1)),
+                    KeyCode::PageDown => Some(scroll.saturating_add(10)),
+                    KeyCode::PageUp => Some(scroll.saturating_sub(10)),
+                    _ => None,
+                };
+                self.mode = match scroll {
+                    Some(s) => Mode::Help {
+                        scroll: s.min(last),
+                    },
+                    None => Mode::Normal,
+                };
                 vec![]
             }
+            Mode::Command { input, hist } => self.on_command_key(k, input, hist),
             Mode::Filter => self.on_filter_key(k.code),
-            Mode::Confirm { action, agent } => self.on_confirm_key(k.code, action, agent),
+            Mode::Search => self.on_search_key(k.code),
+            Mode::Confirm { op, agent } => self.on_confirm_key(k.code, op, agent),
             Mode::Creds => self.on_creds_key(k.code),
             Mode::RotateInput { name, input } => self.on_rotate_input_key(k.code, name, input),
             Mode::RotateConfirm { name, input } => self.on_rotate_confirm_key(k.code, name, input),
@@ -452,70 +565,149 @@ impl App {
             Mode::ScopesRollback { version } => self.on_rollback_key(k.code, version),
             Mode::Reassign { id, party, reason } => self.on_reassign_key(k.code, id, party, reason),
             Mode::ResolveIncident { id } => self.on_resolve_key(k.code, id),
-            Mode::Normal => {
-                let own = match self.view {
-                    View::Fleet => None,
-                    View::Audit => self.on_audit_key(k.code),
-                    View::Escalations => self.on_escalations_key(k.code),
-                    View::Incidents => self.on_incidents_key(k.code),
-                };
-                own.or_else(|| self.on_global_key(k.code))
-                    .unwrap_or_else(|| self.on_fleet_key(k.code))
-            }
+            Mode::Normal => match keys::lookup(self.view, &k) {
+                Some(b) => self.perform(b.action),
+                None => {
+                    self.dirty = false;
+                    vec![]
+                }
+            },
         }
     }
 
-    /// Keys of every view: quit, filter, help, switching views.
-    fn on_global_key(&mut self, code: KeyCode) -> Option<Vec<Effect>> {
-        Some(match code {
-            KeyCode::Char('q') => vec![Effect::Quit],
-            KeyCode::Char('/') => {
+    /// Carries out one action of the key table (or of a `:` command).
+    pub fn perform(&mut self, a: Action) -> Vec<Effect> {
+        match a {
+            Action::Quit => vec![Effect::Quit],
+            Action::Help => {
+                self.mode = Mode::Help { scroll: 0 };
+                vec![]
+            }
+            Action::Command => {
+                self.mode = Mode::Command {
+                    input: String::new(),
+                    hist: None,
+                };
+                vec![]
+            }
+            Action::Filter if self.view == View::Describe => {
+                self.flash("nothing to filter here (Esc goes back)", true);
+                vec![]
+            }
+            Action::Filter => {
                 self.mode = Mode::Filter;
                 vec![]
             }
-            KeyCode::Char('?') => {
-                self.mode = Mode::Help;
-                vec![]
-            }
-            KeyCode::Char('1') => self.show(View::Fleet),
-            KeyCode::Char('2') => self.show(View::Audit),
-            KeyCode::Char('3') => self.show(View::Escalations),
-            KeyCode::Char('4') => self.show(View::Incidents),
-            KeyCode::Tab => self.show(match self.view {
+            Action::Back => self.back(),
+            Action::Redraw => vec![Effect::Redraw],
+            Action::Show(v) => self.show(v),
+            Action::NextView => self.show(match self.view {
                 View::Fleet => View::Audit,
                 View::Audit => View::Escalations,
                 View::Escalations => View::Incidents,
-                View::Incidents => View::Fleet,
+                View::Incidents | View::Logs | View::Describe => View::Fleet,
             }),
-            _ => return None,
-        })
-    }
-
-    /// Switches the body to `view` (the escalations queue is loaded when shown).
-    fn show(&mut self, view: View) -> Vec<Effect> {
-        self.view = view;
-        if view == View::Escalations {
-            vec![Effect::LoadEscalations]
-        } else {
-            vec![]
+            _ => match self.view {
+                View::Fleet => self.fleet_action(a),
+                View::Audit => self.audit_action(a),
+                View::Escalations => self.escalations_action(a),
+                View::Incidents => self.incidents_action(a),
+                View::Logs => self.logs_action(a),
+                View::Describe => self.describe_action(a),
+            },
         }
     }
 
-    /// Typing the filter of the fleet and audit views.
+    /// The filter of the view shown.
+    pub fn filter(&self) -> &Filter {
+        self.filter_of(self.view)
+    }
+
+    /// The filter of `view`.
+    pub fn filter_of(&self, view: View) -> &Filter {
+        static NONE: Filter = Filter::EMPTY;
+        self.filters.get(&view).unwrap_or(&NONE)
+    }
+
+    pub fn filter_mut(&mut self) -> &mut Filter {
+        self.filters.entry(self.view).or_default()
+    }
+
+    /// Switches the body to `view`, remembering where Esc goes back to (the escalations
+    /// queue is loaded when shown).
+    pub(super) fn show(&mut self, view: View) -> Vec<Effect> {
+        if view != self.view {
+            self.back_stack.retain(|v| *v != view);
+            self.back_stack.push(self.view);
+            if self.back_stack.len() > 16 {
+                self.back_stack.remove(0);
+            }
+        }
+        let mut fx = self.leave(view);
+        self.view = view;
+        if view == View::Escalations {
+            fx.push(Effect::LoadEscalations);
+        }
+        fx
+    }
+
+    /// Leaving the full-screen logs for `next`: stop following unless the detail pane
+    /// still shows them.
+    fn leave(&mut self, next: View) -> Vec<Effect> {
+        if self.view == View::Logs && next != View::Logs && !self.detail_open {
+            self.logs_for = None;
+            return vec![Effect::FollowLogs(None)];
+        }
+        vec![]
+    }
+
+    /// Esc: one level back — the filter, then the detail pane, then the view before.
+    fn back(&mut self) -> Vec<Effect> {
+        if !self.filter().is_empty() {
+            self.filter_mut().clear();
+            self.fix_selection();
+            return vec![];
+        }
+        if self.view == View::Fleet && self.detail_open {
+            self.detail_open = false;
+            self.logs_for = None;
+            return vec![Effect::FollowLogs(None)];
+        }
+        let prev = self.back_stack.pop().or(if self.view == View::Fleet {
+            None
+        } else {
+            Some(View::Fleet)
+        });
+        match prev {
+            Some(v) => {
+                let fx = self.leave(v);
+                self.view = v;
+                if v == View::Escalations {
+                    return [fx, vec![Effect::LoadEscalations]].concat();
+                }
+                fx
+            }
+            None => {
+                self.dirty = false;
+                vec![]
+            }
+        }
+    }
+
+    /// Typing the filter of the view shown.
     fn on_filter_key(&mut self, code: KeyCode) -> Vec<Effect> {
         match code {
             KeyCode::Enter => self.mode = Mode::Normal,
             KeyCode::Esc => {
-                self.filter.clear();
+                self.filter_mut().clear();
                 self.mode = Mode::Normal;
             }
-            KeyCode::Backspace => {
-                self.filter.pop();
-            }
-            KeyCode::Char(c) => self.filter.push(c),
+            KeyCode::Backspace => self.filter_mut().pop(),
+            KeyCode::Char(c) => self.filter_mut().push(c),
             _ => {}
         }
         self.fix_selection();
+        self.fix_incident_selection();
         vec![]
     }
 }

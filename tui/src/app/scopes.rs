@@ -177,9 +177,11 @@ impl App {
         vec![]
     }
 
+    /// The diff before publishing: only `y` publishes; Enter, `n` and Esc go back to
+    /// the editor.
     pub(super) fn on_scopes_confirm_key(&mut self, code: KeyCode) -> Vec<Effect> {
         match code {
-            KeyCode::Char('y') | KeyCode::Enter => {
+            KeyCode::Char('y') => {
                 let text = self
                     .scopes
                     .as_ref()
@@ -196,7 +198,7 @@ impl App {
                 self.flash(format!("publishing scopes of {r}…"), false);
                 vec![Effect::PublishScopes(r, text)]
             }
-            KeyCode::Char('n') | KeyCode::Esc => {
+            KeyCode::Char('n') | KeyCode::Esc | KeyCode::Enter => {
                 if let Some(p) = self.scopes.as_mut() {
                     p.diff = None;
                 }
@@ -210,7 +212,7 @@ impl App {
     pub(super) fn on_rollback_key(&mut self, code: KeyCode, version: u32) -> Vec<Effect> {
         self.mode = Mode::Scopes;
         match (code, self.scopes_ref()) {
-            (KeyCode::Char('y') | KeyCode::Enter, Some(r)) => {
+            (KeyCode::Char('y'), Some(r)) => {
                 self.flash(format!("rolling {r} back to v{version}…"), false);
                 vec![Effect::RollbackScopes(r, version)]
             }

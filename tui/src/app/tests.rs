@@ -139,15 +139,29 @@ fn actions_need_confirmation_and_readonly_blocks_them() {
     assert!(matches!(
         app.mode,
         Mode::Confirm {
-            action: AgentAction::Restart,
+            op: AgentOp::Act(AgentAction::Restart),
             ..
         }
     ));
     assert!(app.on_key(key(KeyCode::Char('n'))).is_empty());
     assert_eq!(app.mode, Mode::Normal);
-    app.on_key(key(KeyCode::Char('s')));
+    // Enter is "no" in every confirmation: only `y` goes ahead.
+    app.on_key(key(KeyCode::Char('o')));
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.flash.as_ref().unwrap().text.contains("cancelled"));
+    app.on_key(key(KeyCode::Char('o')));
     let fx = app.on_key(key(KeyCode::Char('y')));
     assert!(matches!(&fx[..], [Effect::Act(AgentAction::Stop, r)] if r.name == "crawler"));
+    // Ctrl-D deletes, after the same confirmation.
+    app.on_key(KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL));
+    assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+    app.on_key(KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL));
+    let fx = app.on_key(key(KeyCode::Char('y')));
+    assert!(
+        matches!(&fx[..], [Effect::Delete(r)] if r.name == "crawler"),
+        "{fx:?}"
+    );
 
     let mut ro = sample_app();
     ro.readonly = true;
@@ -272,7 +286,7 @@ fn news_from_the_daemon_decides_what_the_loop_does_next() {
 }
 
 #[test]
-fn a_views_own_keys_come_first_then_the_fleets_from_any_view() {
+fn each_view_has_its_own_keys_and_commands_reach_every_view() {
     let mut app = sample_app();
     app.on_key(key(KeyCode::Char('2')));
     assert_eq!(app.view, View::Audit);
@@ -280,18 +294,186 @@ fn a_views_own_keys_come_first_then_the_fleets_from_any_view() {
     // j scrolls the audit view, it does not move the fleet's selection…
     app.on_key(key(KeyCode::Char('j')));
     assert_eq!(app.selected_agent().map(|v| v.name.clone()), selected);
-    // …r is refused there (agent actions live in the fleet view)…
-    app.on_key(key(KeyCode::Char('r')));
+    // …r and c mean nothing there (agent actions live in the fleet view)…
+    assert!(app.on_key(key(KeyCode::Char('r'))).is_empty());
+    assert!(app.on_key(key(KeyCode::Char('c'))).is_empty());
     assert_eq!(app.mode, Mode::Normal);
-    // …and c, which the audit view does not use, opens the selected agent's credentials.
-    let fx = app.on_key(key(KeyCode::Char('c')));
-    assert!(matches!(&fx[..], [Effect::LoadCreds(r)] if Some(r.name.clone()) == selected));
-    assert_eq!(app.mode, Mode::Creds);
-    app.on_key(key(KeyCode::Esc));
-    assert_eq!(
-        app.on_key(key(KeyCode::Char('3'))),
-        vec![Effect::LoadEscalations]
+    // …but `:creds` opens the selected agent's credentials from anywhere.
+    app.on_key(key(KeyCode::Char(':')));
+    for c in "cr".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    let fx = app.on_key(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::LoadCreds(r)] if Some(r.name.clone()) == selected),
+        "{fx:?}"
     );
-    assert_eq!(app.on_key(key(KeyCode::Tab)), vec![]);
+    assert_eq!(app.mode, Mode::Creds);
+    assert_eq!(app.view, View::Fleet);
+}
+
+#[test]
+fn command_mode_completes_remembers_and_names_what_it_does_not_know() {
+    let mut app = sample_app();
+    let typed = |app: &mut App, text: &str| {
+        app.on_key(key(KeyCode::Char(':')));
+        for c in text.chars() {
+            app.on_key(key(if c == '\t' {
+                KeyCode::Tab
+            } else {
+                KeyCode::Char(c)
+            }));
+        }
+    };
+    // Tab completes a unique prefix, and an agent after a command that takes one.
+    typed(&mut app, "inc\t");
+    assert_eq!(
+        app.mode,
+        Mode::Command {
+            input: "incidents".into(),
+            hist: None
+        }
+    );
+    app.on_key(key(KeyCode::Enter));
     assert_eq!(app.view, View::Incidents);
+    typed(&mut app, "sc\tflaky\t");
+    assert_eq!(
+        app.mode,
+        Mode::Command {
+            input: "scopes acme/flaky-bot".into(),
+            hist: None
+        }
+    );
+    let fx = app.on_key(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::LoadScopes(r)] if r.name == "flaky-bot"),
+        "{fx:?}"
+    );
+    assert_eq!(
+        app.selected_agent().map(|v| v.name.as_str()),
+        Some("flaky-bot")
+    );
+    app.on_key(key(KeyCode::Esc));
+    // History: Up brings the last command back.
+    app.on_key(key(KeyCode::Char(':')));
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(
+        app.mode,
+        Mode::Command {
+            input: "scopes acme/flaky-bot".into(),
+            hist: Some(1)
+        }
+    );
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(
+        app.mode,
+        Mode::Command {
+            input: "incidents".into(),
+            hist: Some(0)
+        }
+    );
+    app.on_key(key(KeyCode::Esc));
+    // Unknown commands, extra arguments and unknown agents are named.
+    for (line, said) in [
+        ("pods", "unknown command `:pods`"),
+        ("audit now", ":audit takes no argument"),
+        ("logs ghost", "no agent `ghost`"),
+    ] {
+        typed(&mut app, line);
+        app.on_key(key(KeyCode::Enter));
+        let flash = app
+            .flash
+            .as_ref()
+            .map(|f| f.text.clone())
+            .unwrap_or_default();
+        assert!(flash.contains(said), "{line}: {flash}");
+    }
+    typed(&mut app, "q");
+    assert_eq!(app.on_key(key(KeyCode::Enter)), vec![Effect::Quit]);
+}
+
+#[test]
+fn esc_goes_back_one_level_and_filters_are_kept_per_view() {
+    let mut app = sample_app();
+    // A regex filter on the fleet, an inverse one on the audit view.
+    app.on_key(key(KeyCode::Char('/')));
+    for c in "^acme/(crawler|flaky)".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.visible().len(), 2);
+    app.on_key(key(KeyCode::Char('2')));
+    assert!(app.filter().is_empty(), "the audit view has its own filter");
+    app.on_key(key(KeyCode::Char('4')));
+    app.on_key(key(KeyCode::Char('1')));
+    assert_eq!(app.visible().len(), 2, "the fleet's filter is kept");
+    // Esc: the filter first…
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.visible().len(), app.agents.len());
+    assert_eq!(app.view, View::Fleet);
+    // …then the views before, newest first: incidents, audit, then the fleet stays.
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.view, View::Incidents);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.view, View::Audit);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.view, View::Fleet);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.view, View::Fleet);
+    // `!` keeps what does not match.
+    app.on_key(key(KeyCode::Char('/')));
+    for c in "!running".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    assert!(app.visible().iter().all(|v| v.state != AgentState::Running));
+    assert!(!app.visible().is_empty());
+}
+
+#[test]
+fn shift_and_a_column_letter_sorts_and_again_reverses() {
+    let mut app = sample_app();
+    let names = |app: &App| {
+        app.visible()
+            .iter()
+            .map(|v| v.name.clone())
+            .collect::<Vec<_>>()
+    };
+    app.on_key(KeyEvent::new(KeyCode::Char('N'), KeyModifiers::SHIFT));
+    let asc = names(&app);
+    let mut sorted = asc.clone();
+    sorted.sort();
+    assert_eq!(asc, sorted);
+    app.on_key(KeyEvent::new(KeyCode::Char('N'), KeyModifiers::SHIFT));
+    let mut desc = names(&app);
+    desc.reverse();
+    assert_eq!(desc, sorted);
+    // Restarts: the failed agent (3 restarts) last, then first when reversed.
+    app.on_key(KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT));
+    assert_eq!(app.visible().last().map(|v| v.restarts), Some(3));
+    app.on_key(KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT));
+    assert_eq!(app.visible().first().map(|v| v.restarts), Some(3));
+    assert_eq!(app.sort, Some((Column::Restarts, true)));
+}
+
+#[test]
+fn ctrl_l_redraws_and_s_opens_a_shell_only_where_one_can_run() {
+    let mut app = sample_app();
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Char('l'), KeyModifiers::CONTROL)),
+        vec![Effect::Redraw]
+    );
+    // The selected agent is backing off: no running container to open a shell in.
+    assert!(app.on_key(key(KeyCode::Char('s'))).is_empty());
+    assert!(app.flash.as_ref().unwrap().text.contains("is not running"));
+    app.on_key(key(KeyCode::Char('/')));
+    for c in "triage".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    let fx = app.on_key(key(KeyCode::Char('s')));
+    assert!(
+        matches!(&fx[..], [Effect::Shell(a, id)] if a == "acme/triage-bot" && id.starts_with("c0ffee")),
+        "{fx:?}"
+    );
 }

@@ -3,7 +3,7 @@
 //! by `/`, scrolled with j/k.
 
 use super::theme::Theme;
-use crate::app::App;
+use crate::app::{App, View};
 use crate::fmt;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -73,14 +73,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             ])
         })
         .collect();
-    let title = if app.filter.is_empty() {
+    let filter = app.filter_of(View::Audit);
+    let title = if filter.is_empty() {
         format!(" Audit trail ({}) ", vis.len())
     } else {
         format!(
             " Audit trail ({} of {}) filter: {} ",
             vis.len(),
             app.audit.len(),
-            app.filter
+            filter.text()
         )
     };
     let table = Table::new(
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn audit_filter_narrows_the_trail() {
         let mut app = audit_app(true);
-        app.filter = "refused".into();
+        app.filters.entry(View::Audit).or_default().set("refused");
         assert_eq!(app.audit_visible().len(), 1);
         let t = render(&app, 80, 24);
         let text = crate::ui::testing::screen_text(&t);

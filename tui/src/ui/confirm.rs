@@ -1,6 +1,8 @@
-//! The confirmation dialog in front of restart, stop, start and reset.
+//! The confirmation dialog in front of restart, stop, start, reset and delete (only `y`
+//! confirms; Enter is "no").
 
 use super::theme::Theme;
+use crate::app::AgentOp;
 use agenfleet_protocol::AgentAction;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -11,21 +13,29 @@ use ratatui::Frame;
 pub fn yes_no(t: &Theme) -> Line<'static> {
     Line::from(vec![
         Span::styled("y", t.key()),
-        Span::raw(" / Enter: yes    "),
+        Span::raw(": yes    "),
         Span::styled("n", t.key()),
-        Span::raw(" / Esc: no"),
+        Span::raw(" / Esc / Enter: no"),
     ])
 }
 
-pub fn draw(f: &mut Frame, area: Rect, action: AgentAction, agent: &str, t: &Theme) {
-    let r = super::centered(area, 56, 6);
-    let what = match action {
-        AgentAction::Restart => "Restart",
-        AgentAction::Stop => "Stop",
-        AgentAction::Start => "Start",
-        AgentAction::Reset => "Reset and run",
+pub fn draw(f: &mut Frame, area: Rect, op: AgentOp, agent: &str, t: &Theme) {
+    let r = super::centered(area, 56, if op == AgentOp::Delete { 7 } else { 6 });
+    let what = match op {
+        AgentOp::Act(AgentAction::Restart) => "Restart",
+        AgentOp::Act(AgentAction::Stop) => "Stop",
+        AgentOp::Act(AgentAction::Start) => "Start",
+        AgentOp::Act(AgentAction::Reset) => "Reset and run",
+        AgentOp::Delete => "Delete",
     };
-    let lines = vec![Line::from(format!("{what} {agent}?")), Line::from("")];
+    let mut lines = vec![Line::from(format!("{what} {agent}?"))];
+    if op == AgentOp::Delete {
+        lines.push(Line::from(Span::styled(
+            "its container goes now, its data after the purge delay",
+            t.dim(),
+        )));
+    }
+    lines.push(Line::from(""));
     dialog(f, r, lines, t);
 }
 

@@ -2,7 +2,7 @@
 //! once any agent calls a model through its providers — its calls/errors and tokens today.
 
 use super::theme::Theme;
-use crate::app::App;
+use crate::app::{App, Column, View};
 use crate::fmt;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
@@ -22,6 +22,17 @@ fn state_cell<'a>(v: &'a agenfleet_protocol::AgentView, t: &Theme) -> ratatui::t
     }
     ratatui::text::Line::from(spans)
 }
+
+/// The table's headings, by the column they sort (Shift + the column's letter).
+const HEADINGS: [(Column, &str); 7] = [
+    (Column::Project, "TENANT/PROJECT"),
+    (Column::Name, "AGENT"),
+    (Column::State, "STATE"),
+    (Column::Age, "UPTIME"),
+    (Column::Restarts, "RST"),
+    (Column::Cpu, "CPU"),
+    (Column::Memory, "MEM"),
+];
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let vis = app.visible();
@@ -53,14 +64,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Row::new(cells)
         })
         .collect();
-    let title = if app.filter.is_empty() {
+    let filter = app.filter_of(View::Fleet);
+    let title = if filter.is_empty() {
         format!(" Fleet ({}) ", vis.len())
     } else {
         format!(
             " Fleet ({} of {}) filter: {} ",
             vis.len(),
             app.agents.len(),
-            app.filter
+            filter.text()
         )
     };
     let empty = rows.is_empty();
@@ -89,17 +101,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     let table = Table::new(rows, widths)
         .header({
-            let mut h = vec![
-                "TENANT/PROJECT",
-                "AGENT",
-                "STATE",
-                "UPTIME",
-                "RST",
-                "CPU",
-                "MEM",
-            ];
+            // The sorted column carries ↑ (ascending) or ↓.
+            let mut h: Vec<String> = HEADINGS
+                .iter()
+                .map(|(col, name)| match app.sort {
+                    Some((c, rev)) if c == *col => format!("{name}{}", if rev { "↓" } else { "↑" }),
+                    _ => name.to_string(),
+                })
+                .collect();
             if models {
-                h.push("CALLS/ERR TOK");
+                h.push("CALLS/ERR TOK".into());
             }
             Row::new(h).style(t.title())
         })

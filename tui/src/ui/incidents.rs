@@ -373,7 +373,7 @@ pub mod tests {
         );
         app.on_key(key(KeyCode::Char('e')));
         assert_eq!(app.view, crate::app::View::Audit);
-        assert_eq!(app.filter, "#44");
+        assert_eq!(app.filter().text(), "#44");
         app.on_key(key(KeyCode::Char('4')));
         let fx = app.on_key(key(KeyCode::Enter));
         assert_eq!(app.view, crate::app::View::Fleet);

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod confirm;
 pub mod creds;
+pub mod describe;
 pub mod detail;
 pub mod escalations;
 pub mod fleet;
@@ -12,6 +13,7 @@ pub mod footer;
 pub mod header;
 pub mod help;
 pub mod incidents;
+pub mod logs;
 pub mod scopes;
 pub mod spec;
 pub mod theme;
@@ -35,6 +37,10 @@ pub fn draw(f: &mut Frame, app: &App) {
         escalations::draw(f, body, app, &theme);
     } else if app.view == View::Incidents {
         incidents::draw(f, body, app, &theme);
+    } else if app.view == View::Logs {
+        logs::draw(f, body, app, &theme);
+    } else if app.view == View::Describe {
+        describe::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
@@ -45,8 +51,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
     footer::draw(f, foot, app, &theme);
     match &app.mode {
-        Mode::Help => help::draw(f, f.area(), &theme),
-        Mode::Confirm { action, agent } => confirm::draw(f, f.area(), *action, agent, &theme),
+        Mode::Help { scroll } => help::draw(f, f.area(), app, *scroll, &theme),
+        Mode::Confirm { op, agent } => confirm::draw(f, f.area(), *op, agent, &theme),
         Mode::Creds | Mode::RotateInput { .. } | Mode::RotateConfirm { .. } => {
             creds::draw(f, f.area(), app, &theme)
         }
