@@ -1,13 +1,7 @@
 //! agenfleet: the console (no arguments) and the command line (one subcommand per daemon
 //! action, `--json` for scripts). Exit codes are documented in the README.
 
-mod app;
-mod cli;
-mod client;
-mod fmt;
-mod tui;
-mod ui;
-
+use agenfleet::{cli, client, tui};
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

@@ -8,6 +8,7 @@ use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::{AgentAction, AgentRef, AgentView, Change, LogChunk, WatchReply};
 use crossterm::event::KeyCode;
 use std::cmp::Ordering;
+use std::rc::Rc;
 
 /// The text a fleet row is filtered by: `tenant/name project state`.
 fn row_text(v: &AgentView, buf: &mut String) {
@@ -45,10 +46,43 @@ fn compare(col: Column, a: &AgentView, b: &AgentView, now_ms: u64) -> Ordering {
     by.then_with(|| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)))
 }
 
+/// What the visible list was worked out from: the fleet's revision, the filter's text,
+/// the sort and the context. The list is worked out again only when one of them moves.
+type Stamp = (
+    u64,
+    String,
+    Option<(Column, bool)>,
+    Option<(String, Option<String>)>,
+);
+
+/// The fleet view's rows, in display order, kept between frames.
+#[derive(Debug, Default)]
+pub struct VisibleCache {
+    stamp: Option<Stamp>,
+    keys: Rc<Vec<Key>>,
+}
+
 impl App {
-    /// Agents in the context that pass the fleet's filter, in display order (the sort
-    /// column's, else tenant and name).
-    pub fn visible(&self) -> Vec<&AgentView> {
+    fn visible_stamp(&self) -> Stamp {
+        (
+            self.agents_rev,
+            self.filter_of(View::Fleet).text().to_string(),
+            self.sort,
+            self.context.clone(),
+        )
+    }
+
+    /// The keys of the agents in the context that pass the fleet's filter, in display
+    /// order (the sort column's, else tenant and name) — worked out once per change of
+    /// the fleet, the filter, the sort or the context, not once per frame.
+    pub fn visible_keys(&self) -> Rc<Vec<Key>> {
+        let stamp = self.visible_stamp();
+        {
+            let cache = self.visible_cache.borrow();
+            if cache.stamp.as_ref() == Some(&stamp) {
+                return cache.keys.clone();
+            }
+        }
         let f = self.filters.get(&View::Fleet);
         let mut buf = String::new();
         let mut out: Vec<&AgentView> = self
@@ -77,7 +111,20 @@ impl App {
                 }
             });
         }
-        out
+        let keys = Rc::new(out.into_iter().map(key_of).collect::<Vec<_>>());
+        *self.visible_cache.borrow_mut() = VisibleCache {
+            stamp: Some(stamp),
+            keys: keys.clone(),
+        };
+        keys
+    }
+
+    /// The agents of `visible_keys`.
+    pub fn visible(&self) -> Vec<&AgentView> {
+        self.visible_keys()
+            .iter()
+            .filter_map(|k| self.agents.get(k))
+            .collect()
     }
 
     /// Shift + a column's letter: sort by it; again: the other way round.
@@ -105,7 +152,7 @@ impl App {
 
     pub fn selected_index(&self) -> Option<usize> {
         let sel = self.selected.as_ref()?;
-        self.visible().iter().position(|v| &key_of(v) == sel)
+        self.visible_keys().iter().position(|k| k == sel)
     }
 
     /// The selected agent's name and reference, or a flash saying none is selected.
@@ -126,7 +173,7 @@ impl App {
     }
 
     pub(super) fn fix_selection(&mut self) {
-        let vis: Vec<Key> = self.visible().into_iter().map(key_of).collect();
+        let vis = self.visible_keys();
         match &self.selected {
             Some(k) if vis.contains(k) => {}
             _ => self.selected = vis.first().cloned(),
@@ -134,7 +181,7 @@ impl App {
     }
 
     fn move_selection(&mut self, delta: isize) {
-        let vis: Vec<Key> = self.visible().into_iter().map(key_of).collect();
+        let vis = self.visible_keys();
         if vis.is_empty() {
             self.selected = None;
             return;
@@ -149,6 +196,7 @@ impl App {
     pub fn apply_watch(&mut self, r: WatchReply) -> Vec<Effect> {
         let pending_before = self.pending_escalations();
         self.conn = ConnState::Connected;
+        let mut reorder = r.reset;
         if r.reset {
             self.agents.clear();
             self.incidents.clear();
@@ -156,9 +204,15 @@ impl App {
         for c in r.changes {
             match c {
                 Change::Agent(v) => {
-                    self.agents.insert(key_of(&v), *v);
+                    let k = key_of(&v);
+                    reorder |= self
+                        .agents
+                        .get(&k)
+                        .is_none_or(|old| self.moves_row(old, &v));
+                    self.agents.insert(k, *v);
                 }
                 Change::Removed { tenant, name } => {
+                    reorder = true;
                     self.agents.remove(&(tenant, name));
                 }
                 Change::Daemon(d) => self.daemon = Some(d),
@@ -167,10 +221,25 @@ impl App {
                 }
             }
         }
+        if reorder {
+            self.agents_rev += 1;
+        }
         self.fix_incident_selection();
         self.fix_selection();
         self.dirty = true;
         self.escalations_changed(pending_before)
+    }
+
+    /// Whether an agent's update can move it in (or out of) the fleet view: what the
+    /// filter reads or the context compares changed, or the sort column's value did.
+    /// Most updates (CPU, memory, uptime under another sort) keep the rows as they are.
+    fn moves_row(&self, old: &AgentView, new: &AgentView) -> bool {
+        let filtered = !self.filter_of(View::Fleet).is_empty();
+        old.project != new.project
+            || (filtered && old.state != new.state)
+            || self
+                .sort
+                .is_some_and(|(col, _)| compare(col, old, new, self.now_ms) != Ordering::Equal)
     }
 
     pub fn apply_logs(&mut self, agent: &Key, chunk: LogChunk) {

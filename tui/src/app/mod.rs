@@ -5,8 +5,8 @@
 
 use agenfleet_protocol::roles::{Permission, ScopedRole};
 use agenfleet_protocol::{
-    AgentAction, AgentRef, AgentState, AgentView, AuditEntry, AuditStatus, CallerInfo,
-    CredentialInfo, DaemonInfo, LogChunk, LogLine, SecretValue, WatchReply,
+    AgentAction, AgentRef, AgentView, AuditEntry, AuditStatus, CallerInfo, CredentialInfo,
+    DaemonInfo, LogChunk, LogLine, SecretValue, WatchReply,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::{BTreeMap, VecDeque};
@@ -290,6 +290,15 @@ pub struct App {
     pub inc_selected: usize,
     pub logs_pane: LogsPane,
     pub describe: Option<DescribePane>,
+    /// Bumped by every fleet change from the daemon (the visible list's cache key).
+    pub agents_rev: u64,
+    visible_cache: std::cell::RefCell<fleet::VisibleCache>,
+    /// The first fleet row on screen (kept by the drawing so the selection stays in view
+    /// without the view jumping).
+    pub fleet_offset: std::cell::Cell<usize>,
+    /// What the clock changes on screen, as of the last tick (a tick redraws only when
+    /// it moves).
+    tick_sig: u64,
     /// Something changed since the last frame.
     pub dirty: bool,
 }
@@ -333,6 +342,10 @@ impl App {
             inc_selected: 0,
             logs_pane: LogsPane::default(),
             describe: None,
+            agents_rev: 0,
+            visible_cache: Default::default(),
+            fleet_offset: std::cell::Cell::new(0),
+            tick_sig: 0,
             dirty: true,
         }
     }
@@ -418,20 +431,51 @@ impl App {
         self.dirty |= changed;
     }
 
-    /// Called every second: expire the flash; redraw if a visible uptime ticks.
+    /// Called every second: expire the flash; redraw only if something the clock moves is
+    /// on screen and reads differently now (an uptime, a deadline, an incident's age).
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
         if self.flash.as_ref().is_some_and(|f| f.until_ms <= now_ms) {
             self.flash = None;
             self.dirty = true;
         }
-        if self
-            .visible()
-            .iter()
-            .any(|v| matches!(v.state, AgentState::Running | AgentState::BackingOff))
-        {
+        let sig = self.time_signature();
+        if sig != self.tick_sig {
+            self.tick_sig = sig;
             self.dirty = true;
         }
+    }
+
+    /// A hash of what the clock changes in the view shown: the uptimes of the fleet rows
+    /// that can be on screen, the escalations' time left, the incidents' ages.
+    fn time_signature(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.view.hash(&mut h);
+        match self.view {
+            View::Fleet | View::Describe => {
+                let keys = self.visible_keys();
+                let from = self.fleet_offset.get().min(keys.len());
+                // No terminal is taller than this many rows.
+                for k in keys[from..].iter().take(500).chain(self.selected.as_ref()) {
+                    if let Some(v) = self.agents.get(k) {
+                        crate::fmt::uptime(v, self.now_ms).hash(&mut h);
+                    }
+                }
+            }
+            View::Escalations => {
+                for e in &self.escalations {
+                    (e.deadline_ms.saturating_sub(self.now_ms) / 1000).hash(&mut h);
+                }
+            }
+            View::Incidents => {
+                for i in self.open_incidents() {
+                    crate::fmt::duration_ms(self.now_ms.saturating_sub(i.first_ms)).hash(&mut h);
+                }
+            }
+            View::Audit | View::Logs => {}
+        }
+        h.finish()
     }
 
     /// What reaches the console — a key, the clock, the daemon's news — and what the

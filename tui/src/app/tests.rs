@@ -1,7 +1,7 @@
 //! Unit tests of the console state, and the sample fleet the view snapshots draw.
 
 use super::*;
-use agenfleet_protocol::{Change, DesiredState, EngineInfo, ExitInfo};
+use agenfleet_protocol::{AgentState, Change, DesiredState, EngineInfo, ExitInfo};
 
 pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> AgentView {
     AgentView {
@@ -476,4 +476,109 @@ fn ctrl_l_redraws_and_s_opens_a_shell_only_where_one_can_run() {
         matches!(&fx[..], [Effect::Shell(a, id)] if a == "acme/triage-bot" && id.starts_with("c0ffee")),
         "{fx:?}"
     );
+}
+
+/// A fleet of `n` running agents named agent-0000….
+fn big_app(n: usize) -> App {
+    let mut app = sample_app();
+    let changes = (0..n)
+        .map(|i| {
+            Change::Agent(Box::new(agent(
+                "big",
+                "p",
+                &format!("agent-{i:04}"),
+                AgentState::Running,
+            )))
+        })
+        .collect();
+    app.apply_watch(WatchReply {
+        epoch: 1,
+        revision: 5,
+        reset: true,
+        changes,
+    });
+    app
+}
+
+#[test]
+fn only_the_rows_on_screen_are_drawn_and_the_selection_stays_in_view() {
+    let mut app = big_app(1000);
+    let shown =
+        |app: &App| crate::ui::testing::screen_text(&crate::ui::testing::render(app, 80, 24));
+    let s = shown(&app);
+    assert!(
+        s.contains("Fleet (1000)") && s.contains("agent-0000"),
+        "{s}"
+    );
+    app.on_key(key(KeyCode::Char('G')));
+    let s = shown(&app);
+    assert!(
+        s.contains("▶ big/p") && s.contains("agent-0999") && !s.contains("agent-0000"),
+        "{s}"
+    );
+    // Up a few rows: the view does not move until the selection leaves it.
+    let from = app.fleet_offset.get();
+    for _ in 0..5 {
+        app.on_key(key(KeyCode::Char('k')));
+    }
+    shown(&app);
+    assert_eq!(app.fleet_offset.get(), from);
+    app.on_key(key(KeyCode::Char('g')));
+    let s = shown(&app);
+    assert!(
+        s.contains("agent-0000") && app.fleet_offset.get() == 0,
+        "{s}"
+    );
+}
+
+#[test]
+fn a_tick_redraws_only_when_a_value_on_screen_reads_differently() {
+    let mut app = big_app(50);
+    // Started two hours before: uptimes read in hours and minutes.
+    app.tick(8_200_000);
+    app.dirty = false;
+    app.tick(8_201_000);
+    assert!(!app.dirty, "the same minute: nothing on screen changed");
+    app.tick(8_200_000 + 60_000);
+    assert!(app.dirty, "a minute later the uptimes read differently");
+    // The audit view shows nothing the clock moves.
+    app.on_key(key(KeyCode::Char('2')));
+    app.tick(1_300_000);
+    app.dirty = false;
+    app.tick(1_900_000);
+    assert!(!app.dirty);
+}
+
+#[test]
+fn an_update_that_changes_the_sorted_value_or_the_filtered_state_moves_the_row() {
+    let mut app = big_app(20);
+    app.on_key(KeyEvent::new(KeyCode::Char('C'), KeyModifiers::SHIFT));
+    let update = |app: &mut App, name: &str, f: &dyn Fn(&mut AgentView)| {
+        let mut v = app.agents[&("big".to_string(), name.to_string())].clone();
+        f(&mut v);
+        app.apply_watch(WatchReply {
+            epoch: 1,
+            revision: 9,
+            reset: false,
+            changes: vec![Change::Agent(Box::new(v))],
+        });
+    };
+    update(&mut app, "agent-0003", &|v| v.cpu_percent = Some(99.0));
+    assert_eq!(
+        app.visible().last().map(|v| v.name.as_str()),
+        Some("agent-0003")
+    );
+    // A memory change under a CPU sort keeps the order (and the cached rows).
+    let rev = app.agents_rev;
+    update(&mut app, "agent-0004", &|v| v.memory_bytes = Some(1));
+    assert_eq!(app.agents_rev, rev);
+    // A state change under a filter on the state moves the agent out of the view.
+    app.on_key(key(KeyCode::Char('/')));
+    for c in "running".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    app.on_key(key(KeyCode::Enter));
+    let before = app.visible().len();
+    update(&mut app, "agent-0005", &|v| v.state = AgentState::Stopped);
+    assert_eq!(app.visible().len(), before - 1);
 }

@@ -34,16 +34,46 @@ const HEADINGS: [(Column, &str); 7] = [
     (Column::Memory, "MEM"),
 ];
 
+/// The first row on screen: where it was, moved just enough to show the selection.
+fn window_start(app: &App, rows: usize, total: usize) -> usize {
+    let mut off = app.fleet_offset.get();
+    if let Some(sel) = app.selected_index() {
+        if sel < off {
+            off = sel;
+        } else if rows > 0 && sel >= off + rows {
+            off = sel + 1 - rows;
+        }
+    }
+    let off = off.min(total.saturating_sub(rows));
+    app.fleet_offset.set(off);
+    off
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
-    let vis = app.visible();
-    // The model column appears once any agent shown has used a model today.
-    let models = vis.iter().any(|v| v.usage_today.calls > 0);
+    let keys = app.visible_keys();
+    let total = keys.len();
+    // Which optional marks and columns the table needs, from the whole fleet (so columns
+    // do not come and go as the view scrolls). The model column appears once any agent
+    // has used a model today.
+    let (mut models, mut unhealthy, mut ungoverned) = (false, false, false);
+    for v in app.agents.values() {
+        models |= v.usage_today.calls > 0;
+        unhealthy |= v.health.as_deref() == Some("unhealthy");
+        ungoverned |= v.ungoverned_egress;
+    }
+    // Only the rows that fit are built (borders and heading take three lines).
+    let room = area.height.saturating_sub(3) as usize;
+    let from = window_start(app, room, total);
+    let vis: Vec<&agenfleet_protocol::AgentView> = keys[from..(from + room).min(total)]
+        .iter()
+        .filter_map(|k| app.agents.get(k))
+        .collect();
     let rows: Vec<Row> = vis
         .iter()
         .map(|v| {
             let mut cells = vec![
                 Cell::from(format!("{}/{}", v.tenant, v.project)),
-                Cell::from(v.name.clone()),
+                Cell::from(v.name.as_str()),
                 Cell::from(state_cell(v, t)),
                 Cell::from(fmt::uptime(v, app.now_ms)),
                 Cell::from(format!("{}", v.restarts)),
@@ -66,11 +96,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .collect();
     let filter = app.filter_of(View::Fleet);
     let title = if filter.is_empty() {
-        format!(" Fleet ({}) ", vis.len())
+        format!(" Fleet ({total}) ")
     } else {
         format!(
-            " Fleet ({} of {}) filter: {} ",
-            vis.len(),
+            " Fleet ({total} of {}) filter: {} ",
             app.agents.len(),
             filter.text()
         )
@@ -80,17 +109,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Constraint::Fill(3),
         Constraint::Fill(3),
         // Room for the UNGOVERNED EGRESS mark when an agent carries it.
-        Constraint::Length(
-            11 + if vis.iter().any(|v| v.health.as_deref() == Some("unhealthy")) {
-                10
-            } else {
-                0
-            } + if vis.iter().any(|v| v.ungoverned_egress) {
-                19
-            } else {
-                0
-            },
-        ),
+        Constraint::Length(11 + if unhealthy { 10 } else { 0 } + if ungoverned { 19 } else { 0 }),
         Constraint::Length(7),
         Constraint::Length(4),
         Constraint::Length(6),
@@ -117,7 +136,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .block(Block::bordered().title(Span::styled(title, t.title())))
         .row_highlight_style(t.selected())
         .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(app.selected_index());
+    let mut state =
+        TableState::default().with_selected(app.selected_index().and_then(|i| i.checked_sub(from)));
     f.render_stateful_widget(table, area, &mut state);
     if empty {
         let msg = if app.agents.is_empty() {
