@@ -391,3 +391,163 @@ fn demo_shows_its_fleet_and_leaves_nothing_behind() {
         "{demo_dir} left behind"
     );
 }
+
+/// The client as a user on another machine would run it: its own config dir (contexts),
+/// ssh through the test's sshd, no socket from the environment.
+struct Client {
+    config: std::path::PathBuf,
+    ssh: String,
+}
+
+impl Client {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("agenfleet"));
+        c.env_remove("AGENFLEET_SOCKET")
+            .env_remove("AGENFLEET_CONTEXT")
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env("AGENFLEET_SSH_COMMAND", &self.ssh);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().expect("run agenfleet")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(&[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "agenfleet {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// The console's command line, for tmux.
+    fn console(&self) -> String {
+        format!(
+            "env -u AGENFLEET_SOCKET XDG_CONFIG_HOME={} AGENFLEET_SSH_COMMAND='{}' {}",
+            self.config.display(),
+            self.ssh,
+            bin("agenfleet").display()
+        )
+    }
+}
+
+#[test]
+fn contexts_reach_daemons_locally_and_over_ssh() {
+    let test = "contexts_reach_daemons_locally_and_over_ssh";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(sshd) = Sshd::start(test) else {
+        return;
+    };
+    let a = Daemon::start("ctx-a", "");
+    let mut b = Daemon::start("ctx-b", "");
+    a.create(&healthy("alpha"));
+    b.create(&healthy("bravo"));
+    let c = Client {
+        config: tempdir("ctx-client"),
+        ssh: sshd.ssh_command(),
+    };
+    let agenfleet = bin("agenfleet");
+    let remote_bin = agenfleet.to_str().expect("path");
+    let a_url = format!("unix://{}", a.socket.display());
+    let b_url = format!("ssh://fleet-b{}", b.socket.display());
+    c.json(&["context", "add", "a", &a_url]);
+    c.json(&[
+        "context",
+        "add",
+        "b",
+        &b_url,
+        "--remote-bin",
+        remote_bin,
+        "--use",
+    ]);
+    let list = c.json(&["context", "list"]);
+    assert_eq!(list[1]["name"], "b", "{list}");
+    assert_eq!(list[1]["current"], true, "{list}");
+    let file = read(&c.config.join("agenfleet/contexts.toml"));
+    assert!(
+        file.contains("current = \"b\"") && file.contains(&a_url),
+        "{file}"
+    );
+
+    // The current context is b, over ssh: its fleet, and the ssh user's uid.
+    let agents = c.json(&["agents", "list"]).to_string();
+    assert!(
+        agents.contains("bravo") && !agents.contains("alpha"),
+        "{agents}\n{}",
+        sshd.log()
+    );
+    let me = c.json(&["whoami"]);
+    assert_eq!(me["uid"], 0, "the remote daemon sees the ssh user: {me}");
+    let shown = c.json(&["context", "show"]);
+    assert_eq!(shown["context"], "b");
+    // --context picks another; --context all asks both at once.
+    let agents = c.json(&["--context", "a", "agents", "list"]).to_string();
+    assert!(
+        agents.contains("alpha") && !agents.contains("bravo"),
+        "{agents}"
+    );
+    let all = c.json(&["--context", "all", "agents", "list"]);
+    assert_eq!(all[0]["context"], "a", "{all}");
+    assert!(all[0]["result"].to_string().contains("alpha"), "{all}");
+    assert!(all[1]["result"].to_string().contains("bravo"), "{all}");
+    let text = String::from_utf8_lossy(&c.run(&["--context", "all", "status"]).stdout).to_string();
+    assert!(
+        text.contains("── a (unix://") && text.contains("── b (ssh://fleet-b"),
+        "{text}"
+    );
+    // A change through --context all is refused, naming why.
+    let out = c.run(&["--context", "all", "agents", "stop", "alpha"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only read"));
+
+    // The console on the current context (b, over ssh) shows b's fleet live.
+    let t = Tmux::start_sized(&c.console(), 120, 30);
+    t.wait_screen("b's fleet through ssh", |s| {
+        s.contains("bravo") && s.contains("running")
+    });
+    let s = t.screen();
+    assert!(!s.contains("alpha"), "{s}");
+    t.keys(&["q"]);
+    drop(t);
+
+    // b goes away: `all` still answers for a, names b as unreachable, exits 3.
+    b.kill9();
+    let out = c.run(&["--json", "--context", "all", "agents", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(all[0]["result"].to_string().contains("alpha"), "{all}");
+    let err = all[1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("ssh says") && err.contains("dial-stdio"),
+        "{all}"
+    );
+    // A host ssh cannot reach is named with ssh's own reason.
+    c.json(&[
+        "context",
+        "add",
+        "nowhere",
+        "ssh://127.0.0.1:1",
+        "--remote-bin",
+        remote_bin,
+    ]);
+    let out = c.run(&["--context", "nowhere", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("ssh says") && said.contains("refused"),
+        "{said}"
+    );
+    b.restart();
+    let _ = std::fs::remove_dir_all(&c.config);
+}

@@ -23,16 +23,19 @@ if ! command -v tmux >/dev/null 2>&1; then
   fi
 fi
 # The "any agent" tests build an image from the host's own Python and run a TLS stub with
-# openssl, and the daemon makes agents' workspaces with mkfs.ext4 and loop mounts: Debian's
-# python3, openssl, e2fsprogs and mount, if they are missing.
+# openssl, the daemon makes agents' workspaces with mkfs.ext4 and loop mounts, and the
+# contexts tests reach a daemon through an sshd they start on localhost: Debian's python3,
+# openssl, e2fsprogs, mount and openssh (client and server), if they are missing.
 missing=()
 ls /usr/bin/python3.[0-9]* >/dev/null 2>&1 || missing+=(python3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing ${missing[*]} (the any-agent tests use them)"
+    say "installing ${missing[*]} (the any-agent and contexts tests use them)"
     (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null
   else
     say "missing ${missing[*]}: the tests that need them skip outside CI and fail in it"

@@ -11,6 +11,7 @@ pub mod images;
 pub mod measure;
 pub mod provider_stub;
 pub mod reporter;
+pub mod sshd;
 pub mod stubs;
 pub mod tmux;
 
@@ -21,6 +22,7 @@ pub use images::*;
 pub use measure::*;
 pub use provider_stub::*;
 pub use reporter::*;
+pub use sshd::*;
 pub use stubs::*;
 pub use tmux::*;
 

@@ -3,6 +3,7 @@
 //! the protocol handshake, deadlines, and the errors a person or a script sees — each with
 //! its documented exit code.
 
+pub use crate::contexts::Endpoint;
 use agenfleet_protocol::{
     transport, ApiError, FleetClient, Hello, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
@@ -147,27 +148,141 @@ fn tried_note() -> String {
     }
 }
 
+/// The ssh process behind a connection: the last lines it wrote on stderr (its reason
+/// when a connection fails, kept small) and whether it has exited.
+#[derive(Clone)]
+pub struct SshSide {
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SshSide {
+    fn push(said: &std::sync::Mutex<String>, line: &str) {
+        let mut s = said.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() > 4096 {
+            s.clear();
+        }
+        s.push_str(line.trim());
+        s.push('\n');
+    }
+
+    /// What ssh said last, once it has exited (waiting a little for it to).
+    pub async fn reason(&self) -> Option<String> {
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(3), done.wait_for(|d| *d)).await;
+        let s = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        s.lines().rfind(|l| !l.is_empty()).map(str::to_string)
+    }
+}
+
+/// Runs the system `ssh` (the user's config, agent and known_hosts apply) with
+/// `agenfleet dial-stdio` on the other side, and speaks the protocol over its stdin and
+/// stdout. The child dies with the connection (its stdin closes; `kill_on_drop` too).
+fn connect_ssh(ep: &Endpoint) -> Result<(FleetClient, SshSide), CliError> {
+    let args = ep.ssh_args().unwrap_or_default();
+    // `AGENFLEET_SSH_COMMAND` (like git's GIT_SSH_COMMAND): the ssh to run and its own
+    // options, split on spaces, e.g. `ssh -F ~/.ssh/fleet.conf`.
+    let custom = std::env::var("AGENFLEET_SSH_COMMAND").unwrap_or_default();
+    let mut words = custom.split_whitespace();
+    let program = words.next().unwrap_or("ssh").to_string();
+    let mut child = tokio::process::Command::new(&program)
+        .args(words)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            CliError::new(
+                EXIT_NOT_RUNNING,
+                "not_running",
+                format!("cannot run {program} for {ep}: {e}"),
+            )
+        })?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(CliError::new(
+            EXIT_NOT_RUNNING,
+            "not_running",
+            format!("ssh for {ep} has no pipes"),
+        ));
+    };
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, done) = tokio::sync::watch::channel(false);
+    let keep = said.clone();
+    let ep_name = ep.to_string();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            tracing::debug!(endpoint = %ep_name, "ssh: {l}");
+            SshSide::push(&keep, &l);
+        }
+        // The pipe closed: ssh is gone; reap it.
+        let _ = child.wait().await;
+        let _ = tx.send(true);
+    });
+    let t = transport::transport(tokio::io::join(stdout, stdin), DEFAULT_MAX_FRAME_BYTES);
+    let client = FleetClient::new(tarpc::client::Config::default(), t).spawn();
+    Ok((client, SshSide { said, done }))
+}
+
+/// A failure to reach a daemon through ssh, with ssh's own reason when it gave one.
+async fn through_ssh(e: CliError, ep: &Endpoint, ssh: &Option<SshSide>) -> CliError {
+    let Some(side) = ssh else { return e };
+    if e.code != "disconnected" && e.code != "timeout" {
+        return e;
+    }
+    match side.reason().await {
+        Some(why) => CliError::new(
+            EXIT_NOT_RUNNING,
+            "not_running",
+            format!("cannot reach the daemon at {ep}: ssh says: {why}"),
+        ),
+        None => e,
+    }
+}
+
 /// A connected client (version-checked by `open`; by the caller after `open_pipelined`).
 #[derive(Clone)]
 pub struct Conn {
     pub client: FleetClient,
     pub timeout: Duration,
+    /// The ssh process carrying it (ssh contexts).
+    pub ssh: Option<SshSide>,
 }
 
 impl Conn {
     /// Connects and says hello.
-    pub async fn open(socket: &Path, timeout: Duration) -> Result<(Conn, Hello), CliError> {
-        let client = Self::connect(socket).await?;
-        let hello = client
-            .hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
-            .await??;
-        Ok((Conn { client, timeout }, hello))
+    pub async fn open(ep: &Endpoint, timeout: Duration) -> Result<(Conn, Hello), CliError> {
+        let (client, ssh) = Self::connect_to(ep).await?;
+        let hello = async {
+            Ok::<_, CliError>(
+                client
+                    .hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
+                    .await??,
+            )
+        };
+        let hello = match hello.await {
+            Ok(h) => h,
+            Err(e) => return Err(through_ssh(e, ep, &ssh).await),
+        };
+        Ok((
+            Conn {
+                client,
+                timeout,
+                ssh,
+            },
+            hello,
+        ))
     }
 
     /// Connects and sends the hello without waiting for it: the caller sends its request
     /// at once and checks the returned handshake before using the answer.
     pub async fn open_pipelined(
-        socket: &Path,
+        ep: &Endpoint,
         timeout: Duration,
     ) -> Result<
         (
@@ -176,15 +291,36 @@ impl Conn {
         ),
         CliError,
     > {
-        let client = Self::connect(socket).await?;
+        let (client, ssh) = Self::connect_to(ep).await?;
         let c = client.clone();
+        let (side, ep) = (ssh.clone(), ep.clone());
         let hello = async move {
-            Ok(
-                c.hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
-                    .await??,
-            )
+            let h = async {
+                Ok::<_, CliError>(
+                    c.hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
+                        .await??,
+                )
+            };
+            match h.await {
+                Ok(h) => Ok(h),
+                Err(e) => Err(through_ssh(e, &ep, &side).await),
+            }
         };
-        Ok((Conn { client, timeout }, hello))
+        Ok((
+            Conn {
+                client,
+                timeout,
+                ssh,
+            },
+            hello,
+        ))
+    }
+
+    async fn connect_to(ep: &Endpoint) -> Result<(FleetClient, Option<SshSide>), CliError> {
+        match ep {
+            Endpoint::Unix(p) => Ok((Self::connect(p).await?, None)),
+            Endpoint::Ssh { .. } => connect_ssh(ep).map(|(c, s)| (c, Some(s))),
+        }
     }
 
     async fn connect(socket: &Path) -> Result<FleetClient, CliError> {

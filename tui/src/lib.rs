@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod contexts;
 pub mod fmt;
 pub mod tui;
 pub mod ui;

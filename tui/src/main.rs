@@ -27,8 +27,9 @@ fn main() -> std::process::ExitCode {
         match &cli.command {
             Some(cmd) => cli::run(&cli, cmd).await,
             None => {
+                let endpoint = cli::context::endpoint(&cli)?;
                 let opts = tui::Options {
-                    socket: client::socket_path(cli.socket.as_deref()),
+                    endpoint,
                     readonly: cli.readonly,
                     timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
                 };

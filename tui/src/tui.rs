@@ -11,13 +11,12 @@ use crossterm::event::{Event, EventStream, KeyEventKind};
 use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
 use futures::StreamExt;
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub struct Options {
-    pub socket: PathBuf,
+    pub endpoint: crate::client::Endpoint,
     pub readonly: bool,
     pub timeout: Duration,
 }
@@ -70,9 +69,13 @@ impl Drop for TerminalGuard {
     }
 }
 
-async fn watcher(socket: PathBuf, timeout: Duration, tx: mpsc::UnboundedSender<Inbox>) {
+async fn watcher(
+    endpoint: crate::client::Endpoint,
+    timeout: Duration,
+    tx: mpsc::UnboundedSender<Inbox>,
+) {
     loop {
-        match Conn::open(&socket, timeout).await {
+        match Conn::open(&endpoint, timeout).await {
             Ok((conn, hello)) => {
                 let caller = hello.caller;
                 if tx.send(Inbox::Connected(conn.clone(), caller)).is_err() {
@@ -215,7 +218,7 @@ pub async fn run(opts: Options) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let _guard = TerminalGuard;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let watch_task = tokio::spawn(watcher(opts.socket.clone(), opts.timeout, tx.clone()));
+    let watch_task = tokio::spawn(watcher(opts.endpoint.clone(), opts.timeout, tx.clone()));
     let mut app = App::new(opts.readonly, color, now_ms());
     let mut io = Io {
         conn: None,

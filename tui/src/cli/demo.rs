@@ -154,7 +154,12 @@ impl Drop for DemoDaemon {
 async fn wait_for_socket(socket: &Path, timeout: Duration) -> Result<Conn, CliError> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match Conn::open(socket, timeout).await {
+        match Conn::open(
+            &crate::client::Endpoint::Unix(socket.to_path_buf()),
+            timeout,
+        )
+        .await
+        {
             Ok((c, _)) => return Ok(c),
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -244,7 +249,7 @@ pub async fn run(args: &DemoArgs, cli: &super::Cli) -> Result<(), CliError> {
         }
     } else {
         let opts = crate::tui::Options {
-            socket: socket.clone(),
+            endpoint: crate::client::Endpoint::Unix(socket.clone()),
             readonly: cli.readonly,
             timeout: Duration::from_secs(cli.timeout.max(1)),
         };

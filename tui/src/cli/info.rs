@@ -12,6 +12,7 @@ use std::time::Duration;
 /// (exit 3, with every place looked at).
 pub async fn run(cli: &Cli) -> Result<(), CliError> {
     let choice = choose_socket(cli.socket.as_deref());
+    let target = crate::contexts::resolve(cli.socket.as_deref(), cli.context.as_deref())?;
     let out = Out::direct(cli.json);
     let timeout = Duration::from_secs(cli.timeout.max(1));
     let client = serde_json::json!({
@@ -20,8 +21,16 @@ pub async fn run(cli: &Cli) -> Result<(), CliError> {
         "socket": choice.path.display().to_string(),
         "socket_from": choice.why,
         "socket_candidates": choice.tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "context": target.name,
+        "endpoint": target.endpoint.to_string(),
+        "endpoint_from": target.why,
     });
-    let daemon = match Conn::open(&choice.path, timeout).await {
+    // Where the daemon is: the context used, else the local socket and why.
+    let place = match &target.name {
+        Some(n) => format!("context   {n} → {} (from {})", target.endpoint, target.why),
+        None => format!("socket    {} (from {})", choice.path.display(), choice.why),
+    };
+    let daemon = match Conn::open(&target.endpoint, timeout).await {
         Ok((conn, _)) => conn.client.host_info(conn.ctx()).await??,
         Err(mut e) => {
             if choice.tried.len() > 1 {
@@ -40,11 +49,9 @@ pub async fn run(cli: &Cli) -> Result<(), CliError> {
                 &serde_json::json!({"client": client, "daemon": null}),
                 || {
                     format!(
-                        "client    agenfleet {} (protocol {})\nsocket    {} (from {})\n",
+                        "client    agenfleet {} (protocol {})\n{place}\n",
                         env!("CARGO_PKG_VERSION"),
                         agenfleet_protocol::PROTOCOL_VERSION,
-                        choice.path.display(),
-                        choice.why
                     )
                 },
             )?;
@@ -55,11 +62,9 @@ pub async fn run(cli: &Cli) -> Result<(), CliError> {
     out.print(&v, || {
         let or = |o: &Option<String>| o.clone().unwrap_or_else(|| "(platform admins)".into());
         let mut s = format!(
-            "client    agenfleet {} (protocol {})\nsocket    {} (from {})\ndaemon    agenfleetd {} (protocol {}), instance {}\n",
+            "client    agenfleet {} (protocol {})\n{place}\ndaemon    agenfleetd {} (protocol {}), instance {}\n",
             env!("CARGO_PKG_VERSION"),
             agenfleet_protocol::PROTOCOL_VERSION,
-            choice.path.display(),
-            choice.why,
             daemon.daemon_version,
             daemon.protocol_version,
             daemon.instance_id

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod audit;
 pub mod backup;
+pub mod context;
 pub mod demo;
 pub mod incidents;
 pub mod info;
@@ -39,6 +40,11 @@ pub struct Cli {
     /// `/run/agenfleet/agenfleet.sock` (`agenfleet info` says which).
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
+    /// The context (a named daemon, local or over ssh; `agenfleet context`) to talk to;
+    /// `all` runs a read command on every context. Else the current context, else the
+    /// local socket.
+    #[arg(long, global = true, env = "AGENFLEET_CONTEXT")]
+    pub context: Option<String>,
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -164,6 +170,13 @@ pub enum Command {
     },
     /// Start a throw-away daemon with a demo fleet and open the console on it.
     Demo(demo::DemoArgs),
+    /// Named daemons, local or on other hosts over ssh: add, use, list, remove, show.
+    Context {
+        #[command(subcommand)]
+        cmd: context::ContextCmd,
+    },
+    /// Bridge stdin/stdout to the daemon's socket (what an ssh context runs remotely).
+    DialStdio,
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +312,14 @@ impl Out {
     }
 
     /// The handshake was checked: writes what was held back; later output goes straight out.
+    /// What a held output holds (and forgets it): `--context all` prints it itself.
+    fn take(&self) -> Vec<u8> {
+        self.held
+            .as_ref()
+            .map(|h| std::mem::take(&mut h.lock().unwrap_or_else(|p| p.into_inner()).buf))
+            .unwrap_or_default()
+    }
+
     fn release(&self) {
         if let Some(held) = &self.held {
             let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
@@ -334,9 +355,10 @@ pub fn duration_secs(s: &str) -> Result<u64, CliError> {
     })
 }
 
-/// Prints an error for a person (stderr) and, with `--json`, for a script (stdout).
+/// Prints an error for a person (stderr) and, with `--json`, for a script (stdout) —
+/// except a partial answer of `--context all`, whose JSON already names each failure.
 pub fn report(err: &CliError, json: bool) {
-    if json {
+    if json && err.code != "partial" {
         let v = serde_json::json!({"error": {"code": err.code, "message": err.message, "exit_code": err.exit_code}});
         println!("{v}");
     }
@@ -349,13 +371,18 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
         Command::Info => return info::run(cli).await,
         Command::Completions { shell } => return info::completions(shell),
         Command::Man { out } => return info::man(out),
+        Command::Context { cmd } => return context::run(cli, cmd),
+        Command::DialStdio => return context::dial_stdio(cli).await,
         _ => {}
     }
-    let socket = crate::client::socket_path(cli.socket.as_deref());
+    if cli.context.as_deref() == Some("all") {
+        return context::run_all(cli, cmd).await;
+    }
     let timeout = Duration::from_secs(cli.timeout.max(1));
     if let Command::Demo(args) = cmd {
         return demo::run(args, cli).await;
     }
+    let socket = context::endpoint(cli)?;
     let streaming = matches!(
         cmd,
         Command::Watch(_)
@@ -564,6 +591,8 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
         | Command::Demo(_)
         | Command::Whoami
         | Command::Info
+        | Command::Context { .. }
+        | Command::DialStdio
         | Command::Completions { .. }
         | Command::Man { .. } => Ok(()),
     }
