@@ -509,15 +509,30 @@ fn contexts_reach_daemons_locally_and_over_ssh() {
     // The console on the current context (b, over ssh) shows b's fleet live.
     let t = Tmux::start_sized(&c.console(), 120, 30);
     t.wait_screen("b's fleet through ssh", |s| {
-        s.contains("bravo") && s.contains("running")
+        s.contains("ctx b") && s.contains("bravo") && s.contains("running")
     });
     let s = t.screen();
     assert!(!s.contains("alpha"), "{s}");
-    t.keys(&["q"]);
-    drop(t);
+    // Every context at once: a HOST column, each host's state in the header.
+    t.keys(&[":"]);
+    typed(&t, "ctx all");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("both hosts", |s| {
+        s.contains("ctx all") && s.contains("alpha") && s.contains("bravo") && s.contains("HOST")
+    });
+    assert!(s.contains("│ a 1") && s.contains("│ b 1"), "{s}");
 
-    // b goes away: `all` still answers for a, names b as unreachable, exits 3.
+    // b goes away: the console names it unreachable and a stays live beside it.
     b.kill9();
+    t.wait_screen("b unreachable", |s| {
+        s.contains("b UNREACHABLE") && s.contains("alpha")
+    });
+    let out = a.cli(&["agents", "stop", "alpha"]);
+    assert!(out.status.success());
+    t.wait_screen("a still live", |s| {
+        s.contains("stopped") && s.contains("b UNREACHABLE")
+    });
+    // `all` on the CLI: a answers, b is named unreachable, exit 3.
     let out = c.run(&["--json", "--context", "all", "agents", "list"]);
     assert_eq!(
         out.status.code(),
@@ -532,6 +547,16 @@ fn contexts_reach_daemons_locally_and_over_ssh() {
         err.contains("ssh says") && err.contains("dial-stdio"),
         "{all}"
     );
+    // One context again.
+    t.keys(&[":"]);
+    typed(&t, "ctx a");
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("context a alone", |s| {
+        s.contains(" ctx a ") && s.contains("alpha")
+    });
+    assert!(!s.contains("bravo") && !s.contains("UNREACHABLE"), "{s}");
+    t.keys(&["q"]);
+    drop(t);
     // A host ssh cannot reach is named with ssh's own reason.
     c.json(&[
         "context",

@@ -27,9 +27,9 @@ fn main() -> std::process::ExitCode {
         match &cli.command {
             Some(cmd) => cli::run(&cli, cmd).await,
             None => {
-                let endpoint = cli::context::endpoint(&cli)?;
+                let choice = cli::context::console_choice(&cli)?;
                 let opts = tui::Options {
-                    endpoint,
+                    choice,
                     readonly: cli.readonly,
                     timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
                 };

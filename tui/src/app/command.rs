@@ -37,6 +37,12 @@ impl App {
                 .filter(|n| n.starts_with(input))
                 .map(str::to_string)
                 .collect(),
+            Some((word, arg)) if keys::command(word).is_some_and(|c| c.arg == "NAME") => {
+                std::iter::once("all".to_string())
+                    .chain(self.ctx_names.iter().cloned())
+                    .filter(|n| n.starts_with(arg) && !arg.contains(' '))
+                    .collect()
+            }
             Some((word, arg)) => {
                 let takes_agent = keys::command(word).is_some_and(|c| c.arg == "AGENT");
                 if !takes_agent || arg.contains(' ') {
@@ -170,6 +176,7 @@ impl App {
             "scopes" => Action::Scopes,
             "spec" => Action::Spec,
             "creds" => Action::Creds,
+            "ctx" => return self.switch_context(args.first().copied()),
             other => {
                 self.flash(format!("`:{other}` is not wired to anything"), true);
                 return vec![];
@@ -186,6 +193,30 @@ impl App {
             return fx;
         }
         self.perform(action)
+    }
+
+    /// `:ctx NAME` / `:ctx all`: another context (the loop reconnects); `:ctx` alone
+    /// lists them.
+    fn switch_context(&mut self, name: Option<&str>) -> Vec<Effect> {
+        let Some(name) = name else {
+            let shown = if self.multi() {
+                "all"
+            } else {
+                self.ctx_current.as_deref().unwrap_or("(local socket)")
+            };
+            let list = if self.ctx_names.is_empty() {
+                "none defined (`agenfleet context add NAME URL`)".to_string()
+            } else {
+                self.ctx_names.join(" ")
+            };
+            self.flash(format!("context: {shown} — known: {list}"), false);
+            return vec![];
+        };
+        if name != "all" && !self.ctx_names.iter().any(|n| n == name) {
+            self.flash(format!("no context `{name}` (`:ctx` lists them)"), true);
+            return vec![];
+        }
+        vec![Effect::SwitchContext(name.to_string())]
     }
 
     /// `:agents` — the fleet view (from the full-screen views too).

@@ -422,6 +422,13 @@ impl App {
             return vec![];
         };
         let agent = v.qualified_name();
+        if self.ctx_remote || self.multi() {
+            self.flash(
+                format!("{agent} runs on another host: ssh there for a shell (docker exec -it CONTAINER sh)"),
+                true,
+            );
+            return vec![];
+        }
         if let Err(why) = self.may(Permission::AgentControl, v) {
             self.flash(why, true);
             return vec![];

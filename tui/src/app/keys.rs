@@ -627,6 +627,12 @@ pub const COMMANDS: &[Cmd] = &[
         help: "an agent's credentials",
     },
     Cmd {
+        name: "ctx",
+        aliases: &["context"],
+        arg: "NAME",
+        help: "another context, or all (:ctx all); alone: the list",
+    },
+    Cmd {
         name: "help",
         aliases: &["h", "?"],
         arg: "",

@@ -19,6 +19,7 @@ pub mod editor;
 mod escalations;
 pub mod filter;
 mod fleet;
+pub mod hosts;
 pub mod incidents;
 pub mod keys;
 mod logs;
@@ -29,6 +30,7 @@ use agenfleet_protocol::policy::{EscalationView, VersionHistory};
 pub use creds::{CredsPane, MaskedInput};
 pub use describe::DescribePane;
 pub use filter::Filter;
+pub use hosts::{split_host, HostState};
 pub use incidents::IncidentAction;
 pub use keys::{Action, Column};
 pub use logs::LogsPane;
@@ -165,6 +167,10 @@ pub enum Msg {
     /// An effect needed the daemon and there was no connection.
     NotConnected,
     Watch(WatchReply),
+    /// `:ctx all`: one context's connection, loss, and fleet changes.
+    HostConnected(String, CallerInfo),
+    HostDisconnected(String, String),
+    HostWatch(String, WatchReply),
     Logs(Key, LogChunk),
     Audit(Vec<AuditEntry>, Option<AuditStatus>),
     Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
@@ -212,6 +218,8 @@ pub enum Effect {
     SaveLogs(String, Vec<String>),
     /// Suspend the console and run a shell in the agent's container.
     Shell(String, String),
+    /// Show another context (`all`: every context at once).
+    SwitchContext(String),
     /// Follow the audit log (again, on a new connection).
     FollowAudit,
     Act(AgentAction, AgentRef),
@@ -290,6 +298,14 @@ pub struct App {
     pub inc_selected: usize,
     pub logs_pane: LogsPane,
     pub describe: Option<DescribePane>,
+    /// The context shown (None: the local socket, no context), and the contexts known
+    /// (for `:ctx` and its completion).
+    pub ctx_current: Option<String>,
+    pub ctx_names: Vec<String>,
+    /// `:ctx all`: every context's state (None: one daemon).
+    pub hosts: Option<BTreeMap<String, HostState>>,
+    /// The context shown is on another host (a shell needs ssh there).
+    pub ctx_remote: bool,
     /// Bumped by every fleet change from the daemon (the visible list's cache key).
     pub agents_rev: u64,
     visible_cache: std::cell::RefCell<fleet::VisibleCache>,
@@ -342,6 +358,10 @@ impl App {
             inc_selected: 0,
             logs_pane: LogsPane::default(),
             describe: None,
+            ctx_current: None,
+            ctx_names: Vec::new(),
+            hosts: None,
+            ctx_remote: false,
             agents_rev: 0,
             visible_cache: Default::default(),
             fleet_offset: std::cell::Cell::new(0),
@@ -512,6 +532,15 @@ impl App {
                 vec![]
             }
             Msg::Watch(r) => self.apply_watch(r),
+            Msg::HostConnected(h, caller) => {
+                self.host_connected(&h, caller);
+                vec![]
+            }
+            Msg::HostDisconnected(h, e) => {
+                self.host_disconnected(&h, e);
+                vec![]
+            }
+            Msg::HostWatch(h, r) => self.apply_host_watch(&h, r),
             Msg::Logs(k, chunk) => {
                 self.apply_logs(&k, chunk);
                 vec![]
@@ -680,6 +709,13 @@ impl App {
     /// Switches the body to `view`, remembering where Esc goes back to (the escalations
     /// queue is loaded when shown).
     pub(super) fn show(&mut self, view: View) -> Vec<Effect> {
+        if self.multi() && matches!(view, View::Audit | View::Escalations | View::Incidents) {
+            self.flash(
+                "across contexts only the fleet is shown: `:ctx NAME` for one host's audit, escalations and incidents",
+                true,
+            );
+            return vec![];
+        }
         if view != self.view {
             self.back_stack.retain(|v| *v != view);
             self.back_stack.push(self.view);

@@ -149,8 +149,15 @@ pub async fn dial_stdio(cli: &Cli) -> Result<(), CliError> {
             format!("dial-stdio: cannot connect to {}: {e}", path.display()),
         )
     })?;
-    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional(&mut stdio, &mut sock).await {
+    // Either direction ending ends the bridge: the daemon gone must reach the client as
+    // the end of ssh's output (so it reconnects), the client gone must close the socket.
+    let (mut from_daemon, mut to_daemon) = sock.split();
+    let (mut stdin, mut stdout) = (tokio::io::stdin(), tokio::io::stdout());
+    let r = tokio::select! {
+        r = tokio::io::copy(&mut from_daemon, &mut stdout) => r,
+        r = tokio::io::copy(&mut stdin, &mut to_daemon) => r,
+    };
+    match r {
         Ok(_) => Ok(()),
         // The other side going away is how a bridge ends.
         Err(e)
@@ -273,4 +280,21 @@ pub async fn run_all(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
 /// The endpoint a plain command (not `all`) uses.
 pub fn endpoint(cli: &Cli) -> Result<Endpoint, CliError> {
     Ok(contexts::resolve(cli.socket.as_deref(), cli.context.as_deref())?.endpoint)
+}
+
+/// What the console shows first: `--context all` (every context), else the one target.
+pub fn console_choice(cli: &Cli) -> Result<crate::tui::Choice, CliError> {
+    if cli.context.as_deref() == Some("all") && cli.socket.is_none() {
+        return Ok(crate::tui::Choice::All(
+            contexts::all()?
+                .into_iter()
+                .map(|t| (t.name.unwrap_or_default(), t.endpoint))
+                .collect(),
+        ));
+    }
+    let t = contexts::resolve(cli.socket.as_deref(), cli.context.as_deref())?;
+    Ok(crate::tui::Choice::One {
+        name: t.name,
+        endpoint: t.endpoint,
+    })
 }

@@ -249,7 +249,10 @@ pub async fn run(args: &DemoArgs, cli: &super::Cli) -> Result<(), CliError> {
         }
     } else {
         let opts = crate::tui::Options {
-            endpoint: crate::client::Endpoint::Unix(socket.clone()),
+            choice: crate::tui::Choice::One {
+                name: None,
+                endpoint: crate::client::Endpoint::Unix(socket.clone()),
+            },
             readonly: cli.readonly,
             timeout: Duration::from_secs(cli.timeout.max(1)),
         };

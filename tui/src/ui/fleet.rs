@@ -52,6 +52,8 @@ fn window_start(app: &App, rows: usize, total: usize) -> usize {
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let keys = app.visible_keys();
     let total = keys.len();
+    // Across contexts (`:ctx all`) each row names its host first.
+    let multi = app.multi();
     // Which optional marks and columns the table needs, from the whole fleet (so columns
     // do not come and go as the view scrolls). The model column appears once any agent
     // has used a model today.
@@ -71,15 +73,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let rows: Vec<Row> = vis
         .iter()
         .map(|v| {
-            let mut cells = vec![
-                Cell::from(format!("{}/{}", v.tenant, v.project)),
+            let (host, tenant) = crate::app::split_host(&v.tenant);
+            let mut cells = Vec::with_capacity(9);
+            if multi {
+                cells.push(Cell::from(host.unwrap_or("-").to_string()));
+            }
+            cells.extend([
+                Cell::from(format!("{tenant}/{}", v.project)),
                 Cell::from(v.name.as_str()),
                 Cell::from(state_cell(v, t)),
                 Cell::from(fmt::uptime(v, app.now_ms)),
                 Cell::from(format!("{}", v.restarts)),
                 Cell::from(fmt::cpu(v)),
                 Cell::from(fmt::memory(v)),
-            ];
+            ]);
             if models {
                 let style = if v.usage_today.errors > 0 {
                     t.state(agenfleet_protocol::AgentState::BackingOff)
@@ -105,7 +112,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         )
     };
     let empty = rows.is_empty();
-    let mut widths = vec![
+    let mut widths = Vec::with_capacity(9);
+    if multi {
+        widths.push(Constraint::Fill(2));
+    }
+    widths.extend([
         Constraint::Fill(3),
         Constraint::Fill(3),
         // Room for the UNGOVERNED EGRESS mark when an agent carries it.
@@ -114,20 +125,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Constraint::Length(4),
         Constraint::Length(6),
         Constraint::Length(7),
-    ];
+    ]);
     if models {
         widths.push(Constraint::Length(16));
     }
     let table = Table::new(rows, widths)
         .header({
             // The sorted column carries ↑ (ascending) or ↓.
-            let mut h: Vec<String> = HEADINGS
-                .iter()
-                .map(|(col, name)| match app.sort {
-                    Some((c, rev)) if c == *col => format!("{name}{}", if rev { "↓" } else { "↑" }),
-                    _ => name.to_string(),
-                })
-                .collect();
+            let mut h: Vec<String> = multi.then(|| "HOST".to_string()).into_iter().collect();
+            h.extend(HEADINGS.iter().map(|(col, name)| match app.sort {
+                Some((c, rev)) if c == *col => format!("{name}{}", if rev { "↓" } else { "↑" }),
+                _ => name.to_string(),
+            }));
             if models {
                 h.push("CALLS/ERR TOK".into());
             }

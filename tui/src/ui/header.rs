@@ -1,4 +1,6 @@
-//! The top line: who you are, the daemon and engine, counts by state — or DISCONNECTED.
+//! The top line: the warnings first (DISCONNECTED, ENGINE DOWN, AUDIT CLOSED, SEALED — a
+//! narrow terminal cuts the end, never them), then escalations, incidents, counts by
+//! state, who you are and the engine. Across contexts (`:ctx all`): each host's state.
 
 use super::theme::Theme;
 use crate::app::{App, ConnState};
@@ -9,8 +11,67 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+/// The daemon's alarms, in the order an on-call engineer acts on them.
+fn alarms(d: &agenfleet_protocol::DaemonInfo) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if !d.engine.connected {
+        out.push(" ENGINE DOWN ");
+    }
+    if !d.audit_writable {
+        out.push(" AUDIT CLOSED ");
+    }
+    if d.vault == agenfleet_protocol::VaultState::Sealed {
+        out.push(" SEALED ");
+    }
+    out
+}
+
+/// `:ctx all`: each context's state, alarms, incidents and escalations.
+fn hosts(spans: &mut Vec<Span<'static>>, app: &App, t: &Theme) {
+    let Some(hosts) = &app.hosts else { return };
+    spans.push(Span::styled(" ctx all ", t.title()));
+    for (name, h) in hosts {
+        match &h.conn {
+            ConnState::Disconnected { .. } => {
+                spans.push(Span::styled(format!(" {name} UNREACHABLE "), t.alert()))
+            }
+            ConnState::Connecting => spans.push(Span::raw(format!("│ {name} … "))),
+            ConnState::Connected => {
+                spans.push(Span::raw(format!("│ {name} {} ", app.host_agents(name))));
+                for a in h.daemon.as_ref().map(alarms).unwrap_or_default() {
+                    spans.push(Span::styled(a, t.alert()));
+                }
+                let esc = app.host_escalations(name);
+                if esc > 0 {
+                    spans.push(Span::styled(format!(" ⚑ {esc} "), t.alert()));
+                }
+                if !h.open_incidents.is_empty() {
+                    spans.push(Span::styled(
+                        format!(" INC {} ", h.open_incidents.len()),
+                        t.alert(),
+                    ));
+                }
+            }
+        }
+    }
+    if app.readonly {
+        spans.push(Span::styled(" READ-ONLY ", t.alert()));
+    }
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let mut spans = vec![Span::styled(" AgenFleet ", t.title())];
+    if app.multi() {
+        hosts(&mut spans, app, t);
+        f.render_widget(
+            Paragraph::new(Line::from(spans)).style(t.header_bar()),
+            area,
+        );
+        return;
+    }
+    if let Some(c) = &app.ctx_current {
+        spans.push(Span::styled(format!(" ctx {c} "), t.title()));
+    }
     match &app.conn {
         ConnState::Connecting => spans.push(Span::raw("connecting to the daemon…")),
         ConnState::Disconnected { error } => {
@@ -19,6 +80,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         }
         ConnState::Connected => {
             // Most important first: a narrow terminal cuts the end of the line.
+            for a in app.daemon.as_ref().map(alarms).unwrap_or_default() {
+                spans.push(Span::styled(a, t.alert()));
+            }
             let count = |s: AgentState| app.agents.values().filter(|v| v.state == s).count();
             // Escalations first: a person is needed, whatever the view.
             let pending = app.pending_escalations();
@@ -76,17 +140,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 };
                 spans.push(Span::styled(format!(" in {label} "), t.title()));
             }
-            if let Some(d) = &app.daemon {
-                if !d.engine.connected {
-                    spans.push(Span::styled(" ENGINE DOWN ", t.alert()));
-                }
-                if !d.audit_writable {
-                    spans.push(Span::styled(" AUDIT CLOSED ", t.alert()));
-                }
-                if d.vault == agenfleet_protocol::VaultState::Sealed {
-                    spans.push(Span::styled(" SEALED ", t.alert()));
-                }
-            }
             if let Some(c) = &app.caller {
                 let role = if c.role == "member" {
                     c.bindings
@@ -124,6 +177,22 @@ mod tests {
     fn header_100x2() {
         let app = sample_app();
         insta::assert_snapshot!(render_part(&app, 100, 2, super::draw).backend());
+    }
+
+    /// At 80 columns every warning is on the line: they come first.
+    #[test]
+    fn warnings_come_first_and_fit_80_columns() {
+        let mut app = sample_app();
+        if let Some(d) = app.daemon.as_mut() {
+            d.engine.connected = false;
+            d.audit_writable = false;
+            d.vault = agenfleet_protocol::VaultState::Sealed;
+        }
+        let s = crate::ui::testing::screen_text(&render_part(&app, 80, 1, super::draw));
+        assert!(
+            s.contains("ENGINE DOWN") && s.contains("AUDIT CLOSED") && s.contains("SEALED"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! The console's background tasks: a watcher per daemon (long-poll with reconnect), the
+//! audit follower, the log follower and the credentials loader. Each sends what it learns
+//! to the loop through its `Tx` (stamped with the generation it was started in, so a
+//! context switch drops what the old ones still send).
+
+use super::io::{Inbox, Tx};
+use crate::app::{Key, Msg};
+use crate::client::{Conn, Endpoint};
+use agenfleet_protocol::{AgentRef, AuditQuery};
+use std::time::Duration;
+
+/// Connects to `endpoint` (again after every loss) and follows the fleet. `host`: the
+/// context's name in `:ctx all` (None: the only daemon shown).
+pub async fn watcher(endpoint: Endpoint, host: Option<String>, timeout: Duration, tx: Tx) {
+    let lost = |e: String| match &host {
+        Some(h) => Msg::HostDisconnected(h.clone(), e),
+        None => Msg::Disconnected(e),
+    };
+    loop {
+        match Conn::open(&endpoint, timeout).await {
+            Ok((conn, hello)) => {
+                if !tx.send(Inbox::Connected(host.clone(), conn.clone(), hello.caller)) {
+                    return;
+                }
+                let (mut epoch, mut since) = (0u64, 0u64);
+                loop {
+                    let wait = Duration::from_secs(20);
+                    match conn
+                        .client
+                        .watch(conn.ctx_wait(wait), epoch, since, wait.as_millis() as u64)
+                        .await
+                    {
+                        Ok(Ok(r)) => {
+                            epoch = r.epoch;
+                            since = r.revision;
+                            let m = match &host {
+                                Some(h) => Msg::HostWatch(h.clone(), r),
+                                None => Msg::Watch(r),
+                            };
+                            if !tx.news(m) {
+                                return;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tx.news(lost(e.message));
+                            break;
+                        }
+                        Err(e) => {
+                            tx.news(lost(format!("lost the daemon: {e}")));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if !tx.news(lost(e.message)) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keeps the audit view current: the newest records, then each new one as it is written
+/// (long-poll), with the log's status after each batch.
+pub async fn follow_audit(conn: Conn, tx: Tx) {
+    let mut after = 0u64;
+    let mut first = true;
+    loop {
+        let wait = if first {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(20)
+        };
+        let q = AuditQuery {
+            after_seq: after,
+            limit: 500,
+            newest: first,
+            ..Default::default()
+        };
+        let Ok(Ok(entries)) = conn
+            .client
+            .audit_query(conn.ctx_wait(wait), q, wait.as_millis() as u64)
+            .await
+        else {
+            return;
+        };
+        first = false;
+        if let Some(last) = entries.last() {
+            after = last.seq;
+        }
+        let status = conn
+            .client
+            .audit_status(conn.ctx())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if !tx.news(Msg::Audit(entries, status)) {
+            return;
+        }
+    }
+}
+
+/// Credential metadata of an agent and its runs since the last rotation, from the audit
+/// log ("audit recent runs"). `shown`: the agent as the console names it.
+pub async fn load_creds(conn: Conn, agent: AgentRef, shown: String, tx: Tx) {
+    let Ok(Ok(list)) = conn.client.creds_list(conn.ctx(), agent.clone()).await else {
+        tx.news(Msg::Creds(shown, vec![], vec![]));
+        return;
+    };
+    let since = list.iter().filter_map(|c| c.last_rotated_ms).max();
+    let q = AuditQuery {
+        agent: Some(agent.to_string()),
+        action: Some("agent.started".into()),
+        since_ms: since,
+        limit: 50,
+        newest: true,
+        ..Default::default()
+    };
+    let runs = conn
+        .client
+        .audit_query(conn.ctx(), q, 0)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    tx.news(Msg::Creds(shown, list, runs));
+}
+
+/// Follows an agent's log; `key` is the agent as the console keys it.
+pub async fn follow_logs(conn: Conn, agent: AgentRef, key: Key, tx: Tx) {
+    let mut since = 0;
+    loop {
+        let wait = Duration::from_secs(20);
+        match conn
+            .client
+            .logs(
+                conn.ctx_wait(wait),
+                agent.clone(),
+                since,
+                wait.as_millis() as u64,
+            )
+            .await
+        {
+            Ok(Ok(chunk)) => {
+                since = chunk.next_seq;
+                if !tx.news(Msg::Logs(key.clone(), chunk)) {
+                    return;
+                }
+            }
+            // The watcher reports the disconnection; a new connection restarts us.
+            _ => return,
+        }
+    }
+}
