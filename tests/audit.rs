@@ -590,3 +590,137 @@ fn retention_removes_whole_old_segments_behind_a_signed_anchor() {
     let out = d.cli(&["tenants", "set", "nobody", "--audit-retention-days", "5"]);
     assert_eq!(out.status.code(), Some(5));
 }
+
+/// `agenfleet ARGS` with this client's own state dir (its pins): (exit code, stdout,
+/// stderr).
+fn pinned_cli(d: &Daemon, state: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = d
+        .cli_cmd()
+        .env("XDG_STATE_HOME", state)
+        .args(args)
+        .output()
+        .expect("agenfleet");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Waits until the daemon's newest signed checkpoint is past record `seq` (asked by a
+/// client that keeps no pin: each call starts from an empty state dir).
+fn checkpoint_past(d: &Daemon, seq: u64) -> u64 {
+    let scratch = tempdir("pin-scratch");
+    let found = wait_for(Duration::from_secs(30), "a newer signed checkpoint", || {
+        let _ = std::fs::remove_dir_all(scratch.join("agenfleet"));
+        let (_, out, _) = pinned_cli(d, &scratch, &["--json", "audit", "status"]);
+        let st: serde_json::Value = serde_json::from_str(&out).ok()?;
+        st["last_checkpoint"]["seq"].as_u64().filter(|s| *s > seq)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    found
+}
+
+#[test]
+fn the_client_pins_the_audit_key_and_calls_out_a_rollback_and_a_new_key() {
+    if !docker_available("the_client_pins_the_audit_key_and_calls_out_a_rollback_and_a_new_key") {
+        return;
+    }
+    let fast = "audit_checkpoint_every = 5\naudit_checkpoint_secs = 1\n";
+    let mut a = Daemon::start("pin-a", fast);
+    let state = tempdir("pin-client");
+    notes(&a, 6);
+    checkpoint_past(&a, 0);
+    // First contact pins the key; the pin names it and the newest checkpoint.
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, pin, _) = pinned_cli(&a, &state, &["--json", "audit", "pin"]);
+    let pin: serde_json::Value = serde_json::from_str(&pin).expect("pin json");
+    let (_, st, _) = pinned_cli(&a, &state, &["--json", "audit", "status"]);
+    let key =
+        serde_json::from_str::<serde_json::Value>(&st).expect("status")["signing"].to_string();
+    let pinned = pin["public_key"].as_str().unwrap_or("?");
+    assert!(
+        key.contains(&pinned[..16.min(pinned.len())]),
+        "{pin} vs {key}"
+    );
+    // A copy of the log as it is now, then the log grows and the client follows it.
+    a.kill9();
+    let audit = a.dir.join("state/audit");
+    let old = a.dir.join("audit-before");
+    copy_dir(&audit, &old);
+    a.restart();
+    notes(&a, 15);
+    let newest = checkpoint_past(&a, pin["newest"]["seq"].as_u64().unwrap_or(0) + 10);
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, pin, _) = pinned_cli(&a, &state, &["--json", "audit", "pin"]);
+    let kept: u64 = serde_json::from_str::<serde_json::Value>(&pin).expect("pin")["newest"]["seq"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(kept >= newest, "the pin follows the log: {kept} < {newest}");
+
+    // The log is put back as it was: the daemon starts on it, the client says no.
+    a.kill9();
+    copy_dir(&old, &audit);
+    a.restart();
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "status"]);
+    assert_eq!(code, Some(12), "{err}");
+    assert!(err.contains("AUDIT ROLLBACK"), "{err}");
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "verify"]);
+    assert_eq!(code, Some(12), "{err}");
+    // The console says it too, first in its header.
+    let cmd = format!(
+        "env XDG_STATE_HOME={} {} --socket {}",
+        state.display(),
+        bin("agenfleet").display(),
+        a.socket.display()
+    );
+    let t = Tmux::start_sized(&cmd, 80, 24);
+    t.wait_screen("the rollback banner", |s| {
+        s.lines()
+            .next()
+            .is_some_and(|l| l.contains("AUDIT ROLLBACK"))
+    });
+    drop(t);
+    // Grown back past the kept checkpoint, the rewritten log is still called out: the
+    // record the client verified has another hash now.
+    notes(&a, 30);
+    checkpoint_past(&a, kept);
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "status"]);
+    assert_eq!(code, Some(12), "{err}");
+    assert!(err.contains("rewritten"), "{err}");
+
+    // `audit pin --forget` accepts what is there; another daemon (another key) answering
+    // at the same socket is KEY CHANGED.
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "pin", "--forget"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = pinned_cli(&a, &state, &["audit", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    a.kill9();
+    let b = Daemon::start(
+        "pin-b",
+        &format!("{fast}socket = {:?}\n", a.socket.display().to_string()),
+    );
+    notes(&b, 6);
+    checkpoint_past(&b, 0);
+    let (code, _, err) = pinned_cli(&b, &state, &["audit", "status"]);
+    assert_eq!(code, Some(12), "{err}");
+    assert!(err.contains("KEY CHANGED"), "{err}");
+
+    // Offline, no daemon: the directory checked against the pinned checkpoint — A's log
+    // passes, the copy from before it grew is behind the pinned checkpoint.
+    drop(b);
+    let offline = |dir: &Path| {
+        pinned_cli(
+            &a,
+            &state,
+            &["audit", "verify", "--offline", dir.to_str().unwrap_or("")],
+        )
+    };
+    let (code, out, err) = offline(&audit);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = offline(&old);
+    assert_eq!(code, Some(12), "{out}{err}");
+    let _ = std::fs::remove_dir_all(&state);
+}

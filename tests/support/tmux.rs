@@ -87,6 +87,16 @@ impl Tmux {
         }
     }
 
+    /// Appends everything the program writes to its terminal to `file` (tmux pipe-pane).
+    pub fn pipe_output(&self, file: &std::path::Path) {
+        let st = std::process::Command::new("tmux")
+            .args(["-L", &self.server, "pipe-pane", "-o", "-t", "console"])
+            .arg(format!("cat >> '{}'", file.display()))
+            .status()
+            .expect("pipe-pane");
+        assert!(st.success());
+    }
+
     /// The pid of the program running in the terminal.
     pub fn pane_pid(&self) -> Option<u32> {
         let out = std::process::Command::new("tmux")

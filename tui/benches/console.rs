@@ -185,4 +185,54 @@ fn main() {
         rss_kb(),
         rss_kb().saturating_sub(rss0)
     );
+    drop(app);
+    all_contexts();
+}
+
+/// `:ctx all` over 10 daemons of 1,000 agents each: each daemon's first watch (a full
+/// snapshot) applied as it would arrive, then the first frame of the merged view.
+fn all_contexts() {
+    const HOSTS: usize = 10;
+    const EACH: usize = 1_000;
+    let rss0 = rss_kb();
+    let mut firsts = Vec::new();
+    for round in 0..5 {
+        let mut app = App::new(false, true, 5_000_000);
+        app.hosts = Some(
+            (0..HOSTS)
+                .map(|h| {
+                    (
+                        format!("host-{h:02}"),
+                        agenfleet::app::HostState::new(format!("ssh://fleet-{h}")),
+                    )
+                })
+                .collect(),
+        );
+        let snapshots: Vec<WatchReply> = (0..HOSTS)
+            .map(|h| WatchReply {
+                epoch: 1,
+                revision: 1,
+                reset: true,
+                changes: (0..EACH)
+                    .map(|i| Change::Agent(Box::new(agent(h * EACH + i))))
+                    .collect(),
+            })
+            .collect();
+        let mut term = Terminal::new(TestBackend::new(200, 60)).expect("terminal");
+        let t = Instant::now();
+        for (h, r) in snapshots.into_iter().enumerate() {
+            app.on_msg(Msg::HostWatch(format!("host-{h:02}"), r));
+        }
+        term.draw(|f| agenfleet::ui::draw(f, &app)).expect("draw");
+        firsts.push(t.elapsed());
+        if round == 4 {
+            assert_eq!(app.agents.len(), HOSTS * EACH);
+            println!(
+                "ctx all, {HOSTS} daemons x {EACH} agents: RSS {} KB (+{} KB over the single-daemon run's end)",
+                rss_kb(),
+                rss_kb().saturating_sub(rss0)
+            );
+        }
+    }
+    show("ctx all: 10 snapshots applied + first frame", &mut firsts);
 }

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod client;
 pub mod contexts;
 pub mod fmt;
+pub mod pins;
 pub mod tui;
 pub mod ui;

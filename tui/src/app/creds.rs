@@ -68,6 +68,30 @@ impl App {
                     c.selected = c.selected.saturating_sub(1);
                 }
             }
+            KeyCode::Char('X') => {
+                let agent = self
+                    .creds
+                    .as_ref()
+                    .map(|c| c.agent.clone())
+                    .unwrap_or_default();
+                if !self.may_change(Permission::CredsWrite, &agent, "revoke") {
+                    return vec![];
+                }
+                match self
+                    .creds
+                    .as_ref()
+                    .and_then(|c| c.list.get(c.selected))
+                    .map(|c| c.name.clone())
+                {
+                    Some(name) => {
+                        self.mode = Mode::RevokeInput {
+                            name,
+                            typed: String::new(),
+                        }
+                    }
+                    None => self.flash("this agent has no credential to revoke", true),
+                }
+            }
             KeyCode::Char('R') => {
                 let agent = self
                     .creds
@@ -189,6 +213,109 @@ impl App {
             }
             _ => vec![],
         }
+    }
+
+    /// The usable versions of the credential `name` in the pane.
+    pub fn usable_versions(&self, name: &str) -> Vec<u32> {
+        self.creds
+            .as_ref()
+            .and_then(|c| c.list.iter().find(|c| c.name == name))
+            .map(|c| {
+                c.versions
+                    .iter()
+                    .filter(|v| v.revoked_ms.is_none())
+                    .map(|v| v.version)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Typing the version to revoke: digits, Enter (empty: every usable version).
+    pub(super) fn on_revoke_input_key(
+        &mut self,
+        code: KeyCode,
+        name: String,
+        mut typed: String,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Creds,
+            KeyCode::Enter => {
+                let version = match typed.trim().trim_start_matches('v') {
+                    "" => None,
+                    v => match v.parse::<u32>() {
+                        Ok(n) if self.usable_versions(&name).contains(&n) => Some(n),
+                        _ => {
+                            self.flash(
+                                format!("`{typed}` is not a usable version of {name}"),
+                                true,
+                            );
+                            self.mode = Mode::RevokeInput { name, typed };
+                            return vec![];
+                        }
+                    },
+                };
+                self.mode = Mode::RevokeConfirm { name, version };
+            }
+            KeyCode::Backspace => {
+                typed.pop();
+                self.mode = Mode::RevokeInput { name, typed };
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() || c == 'v' => {
+                typed.push(c);
+                self.mode = Mode::RevokeInput { name, typed };
+            }
+            _ => self.mode = Mode::RevokeInput { name, typed },
+        }
+        vec![]
+    }
+
+    /// Confirming the revocation: only `y` goes ahead.
+    pub(super) fn on_revoke_confirm_key(
+        &mut self,
+        code: KeyCode,
+        name: String,
+        version: Option<u32>,
+    ) -> Vec<Effect> {
+        self.mode = Mode::Creds;
+        let agent = self
+            .creds
+            .as_ref()
+            .map(|c| c.agent.clone())
+            .unwrap_or_default();
+        match (code, AgentRef::parse(&agent)) {
+            (KeyCode::Char('y'), Ok(r)) => {
+                self.flash(format!("revoking {agent}/{name}…"), false);
+                vec![Effect::Revoke(r, name, version)]
+            }
+            _ => {
+                self.flash(format!("revocation of {name} cancelled"), false);
+                vec![]
+            }
+        }
+    }
+
+    /// The daemon answered a revocation: say so and reload the pane.
+    pub(super) fn revoked(
+        &mut self,
+        agent: &str,
+        r: Result<CredentialInfo, String>,
+    ) -> Vec<Effect> {
+        match r {
+            Ok(c) => self.flash(
+                format!(
+                    "revoked {agent}/{}: {}",
+                    c.name,
+                    c.current_version
+                        .map(|v| format!("v{v} is current"))
+                        .unwrap_or_else(|| "no usable version left".into())
+                ),
+                false,
+            ),
+            Err(e) => self.flash(format!("revocation failed: {e}"), true),
+        }
+        AgentRef::parse(agent)
+            .map(|r| vec![Effect::LoadCreds(r)])
+            .unwrap_or_default()
     }
 
     /// The daemon answered a rotation: say so and reload the pane.

@@ -112,7 +112,18 @@ impl App {
             }
             Action::Silence => {
                 if let Some(id) = self.incident_change_allowed("silence") {
-                    return vec![Effect::Incident(id, IncidentAction::Silence(3600))];
+                    self.mode = Mode::SilenceFor {
+                        id,
+                        typed: String::new(),
+                    };
+                }
+            }
+            Action::Note => {
+                if let Some(id) = self.incident_change_allowed("note") {
+                    self.mode = Mode::IncidentNote {
+                        id,
+                        text: String::new(),
+                    };
                 }
             }
             Action::Reassign => {
@@ -208,6 +219,69 @@ impl App {
                 self.mode = Mode::Reassign { id, party, reason };
             }
             _ => self.mode = Mode::Reassign { id, party, reason },
+        }
+        vec![]
+    }
+
+    /// Typing how long to silence: `90s`, `30m`, `2h`, `1d`; empty is an hour.
+    pub(super) fn on_silence_key(
+        &mut self,
+        code: KeyCode,
+        id: u64,
+        mut typed: String,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Enter => {
+                let secs = if typed.trim().is_empty() {
+                    Ok(3600)
+                } else {
+                    crate::cli::duration_secs(typed.trim()).map_err(|e| e.message)
+                };
+                match secs {
+                    Ok(s) if s > 0 => {
+                        self.mode = Mode::Normal;
+                        return vec![Effect::Incident(id, IncidentAction::Silence(s))];
+                    }
+                    Ok(_) => self.flash("a silence must last longer than 0s", true),
+                    Err(e) => self.flash(e, true),
+                }
+                self.mode = Mode::SilenceFor { id, typed };
+            }
+            KeyCode::Backspace => {
+                typed.pop();
+                self.mode = Mode::SilenceFor { id, typed };
+            }
+            KeyCode::Char(c) if c.is_ascii_alphanumeric() => {
+                typed.push(c);
+                self.mode = Mode::SilenceFor { id, typed };
+            }
+            _ => self.mode = Mode::SilenceFor { id, typed },
+        }
+        vec![]
+    }
+
+    /// Typing a note on an incident; Enter records it (in the audit log, with the id).
+    pub(super) fn on_note_key(&mut self, code: KeyCode, id: u64, mut text: String) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Enter if text.trim().is_empty() => {
+                self.flash("an empty note is not recorded", true);
+                self.mode = Mode::IncidentNote { id, text };
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                return vec![Effect::NoteIncident(id, text.trim().to_string())];
+            }
+            KeyCode::Backspace => {
+                text.pop();
+                self.mode = Mode::IncidentNote { id, text };
+            }
+            KeyCode::Char(c) => {
+                text.push(c);
+                self.mode = Mode::IncidentNote { id, text };
+            }
+            _ => self.mode = Mode::IncidentNote { id, text },
         }
         vec![]
     }

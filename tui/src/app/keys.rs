@@ -45,6 +45,7 @@ pub enum Action {
     Resolve,
     Reassign,
     Silence,
+    Note,
     Evidence,
     Follow,
     Wrap,
@@ -285,7 +286,7 @@ pub const FLEET: &[Binding] = &[
         &[ch('c', "c")],
         Action::Creds,
         Some("creds"),
-        "credentials of the agent (R rotates, masked)",
+        "credentials (R rotates, masked; X revokes a version)",
     ),
     b(
         &[ch('p', "p")],
@@ -391,13 +392,19 @@ pub const INCIDENTS: &[Binding] = &[
         &[ch('S', "S")],
         Action::Silence,
         "silence",
-        "silence its notifications for an hour",
+        "silence its notifications for a time you type (1h if none)",
     ),
     b(
         &[code(KeyCode::Enter, "⏎")],
         Action::Open,
         Some("agent"),
         "go to its agent",
+    ),
+    w(
+        &[ch('n', "n")],
+        Action::Note,
+        "note",
+        "write a note on it (recorded in the audit log)",
     ),
     b(
         &[ch('e', "e")],

@@ -125,6 +125,26 @@ pub enum Mode {
         name: String,
         input: MaskedInput,
     },
+    /// Typing which version of the selected credential to revoke (empty: every usable one).
+    RevokeInput {
+        name: String,
+        typed: String,
+    },
+    /// Confirming the revocation.
+    RevokeConfirm {
+        name: String,
+        version: Option<u32>,
+    },
+    /// Typing how long to silence an incident (`90s`, `30m`, `2h`, `1d`; empty: 1h).
+    SilenceFor {
+        id: u64,
+        typed: String,
+    },
+    /// Typing a note on an incident (recorded in the audit log with its id).
+    IncidentNote {
+        id: u64,
+        text: String,
+    },
     /// Typing the reason to approve or deny an escalation.
     Decide {
         id: u64,
@@ -173,8 +193,13 @@ pub enum Msg {
     HostWatch(String, WatchReply),
     Logs(Key, LogChunk),
     Audit(Vec<AuditEntry>, Option<AuditStatus>),
+    /// This client's own check of the daemon's newest signed checkpoint (None: all well).
+    AuditAlarm(Option<String>),
     Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
     Rotated(String, Result<CredentialInfo, String>),
+    Revoked(String, Result<CredentialInfo, String>),
+    /// An incident's note was recorded (the audit record's number) or not.
+    Noted(u64, Result<u64, String>),
     ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
     Deleted(String, Result<(), String>),
     /// The spec in force and the scopes version in force, for the describe view.
@@ -229,6 +254,10 @@ pub enum Effect {
     LoadCreds(AgentRef),
     /// Rotate a credential to the typed value.
     Rotate(AgentRef, String, SecretValue),
+    /// Revoke a credential's version (None: every usable one).
+    Revoke(AgentRef, String, Option<u32>),
+    /// Record a note on an incident in the audit log.
+    NoteIncident(u64, String),
     /// Load the escalations queue.
     LoadEscalations,
     /// Approve or deny an escalation (bound to its request hash).
@@ -283,6 +312,8 @@ pub struct App {
     pub view: View,
     pub audit: VecDeque<AuditEntry>,
     pub audit_status: Option<AuditStatus>,
+    /// AUDIT ROLLBACK / KEY CHANGED: what this client found checking the checkpoints.
+    pub audit_alarm: Option<String>,
     /// Records scrolled up from the newest (0: follow the newest).
     pub audit_scroll: usize,
     pub creds: Option<CredsPane>,
@@ -347,6 +378,7 @@ impl App {
             view: View::Fleet,
             audit: VecDeque::new(),
             audit_status: None,
+            audit_alarm: None,
             audit_scroll: 0,
             creds: None,
             context: None,
@@ -545,6 +577,11 @@ impl App {
                 self.apply_logs(&k, chunk);
                 vec![]
             }
+            Msg::AuditAlarm(a) => {
+                self.dirty |= self.audit_alarm != a;
+                self.audit_alarm = a;
+                vec![]
+            }
             Msg::Audit(entries, status) => {
                 self.apply_audit(entries, status);
                 vec![]
@@ -554,6 +591,17 @@ impl App {
                 vec![]
             }
             Msg::Rotated(agent, r) => self.rotated(&agent, r),
+            Msg::Revoked(agent, r) => self.revoked(&agent, r),
+            Msg::Noted(id, r) => {
+                match r {
+                    Ok(seq) => self.flash(
+                        format!("note on incident #{id} recorded as audit record #{seq}"),
+                        false,
+                    ),
+                    Err(e) => self.flash(format!("note on incident #{id} not recorded: {e}"), true),
+                }
+                vec![]
+            }
             Msg::ActionDone(action, agent, r) => {
                 self.action_done(action, &agent, r);
                 vec![]
@@ -626,6 +674,12 @@ impl App {
             Mode::Creds => self.on_creds_key(k.code),
             Mode::RotateInput { name, input } => self.on_rotate_input_key(k.code, name, input),
             Mode::RotateConfirm { name, input } => self.on_rotate_confirm_key(k.code, name, input),
+            Mode::RevokeInput { name, typed } => self.on_revoke_input_key(k.code, name, typed),
+            Mode::RevokeConfirm { name, version } => {
+                self.on_revoke_confirm_key(k.code, name, version)
+            }
+            Mode::SilenceFor { id, typed } => self.on_silence_key(k.code, id, typed),
+            Mode::IncidentNote { id, text } => self.on_note_key(k.code, id, text),
             Mode::Decide {
                 id,
                 approve,

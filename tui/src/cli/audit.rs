@@ -1,6 +1,8 @@
-//! `agenfleet audit verify|tail|search|export|note|status`: the tamper-evident trail.
-//! `verify` remembers the newest signed checkpoint it has seen (per daemon instance) and
-//! checks the log against it next time, so a log rolled back or cut short is caught.
+//! `agenfleet audit verify|tail|search|export|note|status|pin`: the tamper-evident trail.
+//! `status` and `verify` check every signed checkpoint they receive against the key this
+//! client pinned for the daemon at first contact and the newest checkpoint it verified
+//! (`pins.rs`): a log rolled back or cut short, or signed by another key, exits 12.
+//! `verify --offline DIR` checks an audit directory with no daemon running.
 
 use super::Out;
 use crate::client::{CliError, Conn};
@@ -17,12 +19,23 @@ pub const EXIT_AUDIT_INVALID: i32 = 12;
 pub enum AuditCmd {
     /// Check checksums, the hash chain and the signed checkpoints; exit 12 if invalid.
     Verify {
-        /// A checkpoint to check against (default: the one this client kept last time).
+        /// A checkpoint to check against (default: the newest this client verified).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// Do not remember the newest checkpoint afterwards.
         #[arg(long)]
         no_remember: bool,
+        /// Check an audit directory (`<state_dir>/audit`, or a copy) with no daemon:
+        /// checksums, chain, signatures, against the pinned key and newest checkpoint.
+        #[arg(long, value_name = "DIR")]
+        offline: Option<PathBuf>,
+    },
+    /// The signing key this client pinned for the daemon and the newest checkpoint it
+    /// verified; `--forget` pins again at the next contact (after a restore or a key
+    /// change that is yours).
+    Pin {
+        #[arg(long)]
+        forget: bool,
     },
     /// The newest records (`-f` to follow).
     Tail {
@@ -77,15 +90,6 @@ pub fn line(e: &AuditEntry) -> String {
     )
 }
 
-fn state_file(instance: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("agenfleet")
-        .join(format!("checkpoint-{instance}.json"))
-}
-
 fn read_checkpoint(p: &std::path::Path) -> Result<Checkpoint, CliError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| CliError::new(6, "invalid_argument", format!("{}: {e}", p.display())))?;
@@ -98,10 +102,129 @@ fn read_checkpoint(p: &std::path::Path) -> Result<Checkpoint, CliError> {
     })
 }
 
-pub async fn run(conn: &Conn, out: &Out, cmd: &AuditCmd) -> Result<(), CliError> {
+/// The checkpoint checked against this client's pin for `place`: exit 12 with the banner
+/// when the log went back, or another key signed it.
+async fn check_pin(
+    conn: &Conn,
+    place: &str,
+    cp: &Checkpoint,
+    remember: bool,
+) -> Result<(), CliError> {
+    let verdict = crate::pins::Pins::default()
+        .check_live(conn, place, cp, remember)
+        .await;
+    match verdict.alarm() {
+        Some(alarm) => Err(CliError::new(EXIT_AUDIT_INVALID, "audit_invalid", alarm)),
+        None => Ok(()),
+    }
+}
+
+/// `audit pin [--forget]`.
+fn pin(out: &Out, place: &str, forget: bool) -> Result<(), CliError> {
+    let pins = crate::pins::Pins::default();
+    if forget {
+        let had = pins
+            .forget(place)
+            .map_err(|e| CliError::new(74, "io", e.to_string()))?;
+        return out.print(
+            &serde_json::json!({"place": place, "forgotten": had}),
+            || {
+                if had {
+                    format!("forgot the audit key pinned for {place}; the next contact pins again")
+                } else {
+                    format!("no audit key was pinned for {place}")
+                }
+            },
+        );
+    }
+    let p = pins.load(place);
+    out.print(&p, || match &p {
+        Some(p) => format!(
+            "{place}
+pinned key {} (since {})
+newest     record {} at {} ({}…)",
+            p.public_key,
+            fmt::timestamp(p.first_seen_ms),
+            p.newest.seq,
+            fmt::timestamp(p.newest.time_ms),
+            &p.newest.hash[..16.min(p.newest.hash.len())]
+        ),
+        None => format!("no audit key pinned for {place} yet (`audit status` pins it)"),
+    })
+}
+
+/// `audit verify --offline DIR`: the daemon's own verifier (`agenfleetd verify-audit`,
+/// beside this binary or on PATH) run as a tool — no daemon needed — against the
+/// checkpoint given or the newest this client verified for `place`.
+pub fn verify_offline(
+    dir: &std::path::Path,
+    checkpoint: Option<&std::path::Path>,
+    place: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("agenfleetd")))
+        .filter(|p| p.is_file());
+    let tool = beside.unwrap_or_else(|| PathBuf::from("agenfleetd"));
+    let scratch = tempfile::tempdir().map_err(|e| CliError::new(74, "io", e.to_string()))?;
+    let kept = match checkpoint {
+        Some(p) => Some(p.to_path_buf()),
+        None => match crate::pins::Pins::default().load(place) {
+            Some(pin) => {
+                let f = scratch.path().join("pinned.json");
+                std::fs::write(&f, serde_json::to_vec(&pin.newest).unwrap_or_default())
+                    .map_err(|e| CliError::new(74, "io", e.to_string()))?;
+                Some(f)
+            }
+            None => None,
+        },
+    };
+    let mut c = std::process::Command::new(&tool);
+    c.arg("verify-audit").arg(dir);
+    if let Some(k) = &kept {
+        c.arg("--checkpoint").arg(k);
+    }
+    let outp = c.output().map_err(|e| {
+        CliError::new(
+            3,
+            "not_found",
+            format!(
+                "cannot run {} verify-audit (installed with the daemon): {e}",
+                tool.display()
+            ),
+        )
+    })?;
+    let text = String::from_utf8_lossy(&outp.stdout).trim().to_string();
+    let err = String::from_utf8_lossy(&outp.stderr).trim().to_string();
+    let valid = outp.status.success();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"valid": valid, "dir": dir, "checked_against": kept, "report": text, "error": (!err.is_empty()).then_some(&err)})
+        );
+    } else {
+        println!("{text}");
+    }
+    if valid {
+        return Ok(());
+    }
+    Err(CliError::new(
+        outp.status.code().unwrap_or(EXIT_AUDIT_INVALID),
+        "audit_invalid",
+        if err.is_empty() { text } else { err },
+    ))
+}
+
+pub async fn run(conn: &Conn, out: &Out, cmd: &AuditCmd, place: &str) -> Result<(), CliError> {
     match cmd {
+        AuditCmd::Pin { forget } => pin(out, place, *forget),
         AuditCmd::Status => {
             let st = conn.client.audit_status(conn.ctx()).await??;
+            let pinned = match &st.last_checkpoint {
+                Some(cp) => check_pin(conn, place, cp, true).await,
+                None => Ok(()),
+            };
             out.print(&st, || {
                 let cp = st
                     .last_checkpoint
@@ -117,36 +240,28 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &AuditCmd) -> Result<(), CliError>
                     cp,
                     st.signing
                 )
-            })
+            })?;
+            pinned
         }
         AuditCmd::Verify {
             checkpoint,
             no_remember,
+            ..
         } => {
-            let status = conn.client.status(conn.ctx()).await??;
-            let remembered = state_file(&status.daemon.instance_id);
             let kept = match checkpoint {
                 Some(p) => Some(read_checkpoint(p)?),
-                None => read_checkpoint(&remembered).ok(),
+                None => crate::pins::Pins::default().load(place).map(|p| p.newest),
             };
             let report = conn
                 .client
                 .audit_verify(conn.ctx_wait(Duration::from_secs(600)), kept.clone())
                 .await??;
-            if report.valid && !no_remember {
-                let st = conn.client.audit_status(conn.ctx()).await??;
-                if let Some(cp) = st.last_checkpoint {
-                    if kept.as_ref().is_none_or(|k| cp.seq >= k.seq) {
-                        if let Some(dir) = remembered.parent() {
-                            let _ = std::fs::create_dir_all(dir);
-                        }
-                        let _ = std::fs::write(
-                            &remembered,
-                            serde_json::to_vec_pretty(&cp).unwrap_or_default(),
-                        );
-                    }
-                }
-            }
+            // The daemon's newest checkpoint, checked here with the pinned key.
+            let st = conn.client.audit_status(conn.ctx()).await??;
+            let pinned = match &st.last_checkpoint {
+                Some(cp) => check_pin(conn, place, cp, report.valid && !no_remember).await,
+                None => Ok(()),
+            };
             out.print(&report, || {
                 let mut s = if report.valid {
                     format!(
@@ -172,6 +287,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &AuditCmd) -> Result<(), CliError>
                 }
                 s
             })?;
+            pinned?;
             if !report.valid {
                 return Err(CliError::new(
                     EXIT_AUDIT_INVALID,

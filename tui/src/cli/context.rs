@@ -207,7 +207,8 @@ async fn ask(
 ) -> Result<Vec<u8>, CliError> {
     let (conn, _hello) = Conn::open(&t.endpoint, timeout).await?;
     let out = Out::held(json);
-    one_shot(&conn, &out, cmd).await?;
+    let place = crate::pins::place_of(t.name.as_deref(), &t.endpoint);
+    one_shot(&conn, &out, cmd, &place).await?;
     Ok(out.take())
 }
 

@@ -311,7 +311,6 @@ impl Out {
         self.emit_text(text);
     }
 
-    /// The handshake was checked: writes what was held back; later output goes straight out.
     /// What a held output holds (and forgets it): `--context all` prints it itself.
     fn take(&self) -> Vec<u8> {
         self.held
@@ -320,6 +319,7 @@ impl Out {
             .unwrap_or_default()
     }
 
+    /// The handshake was checked: writes what was held back; later output goes straight out.
     fn release(&self) {
         if let Some(held) = &self.held {
             let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
@@ -382,7 +382,20 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
     if let Command::Demo(args) = cmd {
         return demo::run(args, cli).await;
     }
-    let socket = context::endpoint(cli)?;
+    let target = crate::contexts::resolve(cli.socket.as_deref(), cli.context.as_deref())?;
+    let place = crate::pins::place_of(target.name.as_deref(), &target.endpoint);
+    if let Command::Audit {
+        cmd:
+            audit::AuditCmd::Verify {
+                offline: Some(dir),
+                checkpoint,
+                ..
+            },
+    } = cmd
+    {
+        return audit::verify_offline(dir, checkpoint.as_deref(), &place, cli.json);
+    }
+    let socket = target.endpoint;
     let streaming = matches!(
         cmd,
         Command::Watch(_)
@@ -408,13 +421,13 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
                     .await??;
                 return operators::whoami(&conn, &out, &h.caller).await;
             }
-            return one_shot(&conn, &out, cmd).await;
+            return one_shot(&conn, &out, cmd, &place).await;
         }
         return match cmd {
             Command::Logs(a) => logs::run(&conn, &out, a).await,
             Command::Watch(a) => watch::run(&conn, &out, a).await,
             Command::Backup(a) => backup::run(&conn, &out, a).await,
-            Command::Audit { cmd } => audit::run(&conn, &out, cmd).await,
+            Command::Audit { cmd } => audit::run(&conn, &out, cmd, &place).await,
             _ => Ok(()),
         };
     }
@@ -436,12 +449,12 @@ pub async fn run(cli: &Cli, cmd: &Command) -> Result<(), CliError> {
         }
         h
     };
-    let (hello, result) = futures::future::join(hello, one_shot(&conn, &out, cmd)).await;
+    let (hello, result) = futures::future::join(hello, one_shot(&conn, &out, cmd, &place)).await;
     hello?;
     result
 }
 
-async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError> {
+async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<(), CliError> {
     match cmd {
         Command::Status => status::run(conn, out).await,
         Command::Retention => {
@@ -513,7 +526,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command) -> Result<(), CliError>
             out.print(&serde_json::json!({ "text": text }), || text.clone())
         }
         Command::Agents { cmd } => agents::run(conn, out, cmd).await,
-        Command::Audit { cmd } => audit::run(conn, out, cmd).await,
+        Command::Audit { cmd } => audit::run(conn, out, cmd, place).await,
         Command::Vault { cmd } => vault::run_vault(conn, out, cmd).await,
         Command::Operators { cmd } => operators::run_operators(conn, out, cmd).await,
         Command::Roles { cmd } => operators::run_roles(conn, out, cmd).await,

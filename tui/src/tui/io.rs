@@ -83,6 +83,8 @@ pub struct Io {
     pub conn: Option<Conn>,
     /// Each context's connection (`:ctx all`).
     pub hosts: BTreeMap<String, Conn>,
+    /// Where the one daemon shown is (its audit pin's name).
+    place: String,
     watchers: Vec<JoinHandle<()>>,
     log_task: Option<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
@@ -97,6 +99,7 @@ impl Io {
             multi: false,
             conn: None,
             hosts: BTreeMap::new(),
+            place: String::new(),
             watchers: Vec::new(),
             log_task: None,
             audit_task: None,
@@ -116,8 +119,9 @@ impl Io {
         self.stop();
         self.generation += 1;
         match choice {
-            Choice::One { endpoint, .. } => {
+            Choice::One { endpoint, name } => {
                 self.multi = false;
+                self.place = crate::pins::place_of(name.as_deref(), endpoint);
                 let t = tokio::spawn(watcher(endpoint.clone(), None, self.timeout, self.tx()));
                 self.watchers.push(t);
             }
@@ -247,7 +251,8 @@ impl Io {
                     t.abort();
                 }
                 if let Some(c) = self.conn.clone() {
-                    self.audit_task = Some(tokio::spawn(follow_audit(c, self.tx())));
+                    self.audit_task =
+                        Some(tokio::spawn(follow_audit(c, self.place.clone(), self.tx())));
                 }
             }
             Effect::FollowLogs(agent) => {
@@ -274,6 +279,24 @@ impl Io {
                     let ctx = c.ctx_wait(Duration::from_secs(120));
                     let r = flat(c.client.creds_rotate(ctx, real, name, value, 0).await);
                     Some(Msg::Rotated(agent.to_string(), r))
+                });
+                return Done::sent(sent);
+            }
+            Effect::Revoke(agent, name, version) => {
+                let (conn, real) = self.route(&agent);
+                let sent = self.background(conn, move |c| async move {
+                    let r = flat(c.client.creds_revoke(c.ctx(), real, name, version).await);
+                    Some(Msg::Revoked(agent.to_string(), r))
+                });
+                return Done::sent(sent);
+            }
+            Effect::NoteIncident(id, text) => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    let note = format!("incident #{id}: {text}");
+                    Some(Msg::Noted(
+                        id,
+                        flat(c.client.audit_note(c.ctx(), note).await),
+                    ))
                 });
                 return Done::sent(sent);
             }

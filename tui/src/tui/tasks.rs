@@ -63,8 +63,11 @@ pub async fn watcher(endpoint: Endpoint, host: Option<String>, timeout: Duration
 }
 
 /// Keeps the audit view current: the newest records, then each new one as it is written
-/// (long-poll), with the log's status after each batch.
-pub async fn follow_audit(conn: Conn, tx: Tx) {
+/// (long-poll), with the log's status after each batch — whose signed checkpoint is
+/// checked against this client's pin for `place` (an alarm when the log went back or
+/// another key signed it).
+pub async fn follow_audit(conn: Conn, place: String, tx: Tx) {
+    let pins = crate::pins::Pins::default();
     let mut after = 0u64;
     let mut first = true;
     loop {
@@ -96,6 +99,12 @@ pub async fn follow_audit(conn: Conn, tx: Tx) {
             .await
             .ok()
             .and_then(Result::ok);
+        if let Some(cp) = status.as_ref().and_then(|s| s.last_checkpoint.as_ref()) {
+            let alarm = pins.check_live(&conn, &place, cp, true).await.alarm();
+            if !tx.news(Msg::AuditAlarm(alarm)) {
+                return;
+            }
+        }
         if !tx.news(Msg::Audit(entries, status)) {
             return;
         }

@@ -13,6 +13,11 @@ use ratatui::Frame;
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let [status, trail] = Layout::vertical([Constraint::Length(2), Constraint::Min(3)]).areas(area);
     let line1 = match &app.audit_status {
+        // What this client found checking the checkpoints itself, above all else.
+        _ if app.audit_alarm.is_some() => Line::from(Span::styled(
+            format!(" {} ", app.audit_alarm.clone().unwrap_or_default()),
+            t.alert(),
+        )),
         None => Line::from(Span::styled(
             "audit status: waiting for the daemon…",
             t.dim(),

@@ -133,6 +133,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Span::raw(" select  "),
         Span::styled("R", t.key()),
         Span::raw(" rotate  "),
+        Span::styled("X", t.key()),
+        Span::raw(" revoke  "),
         Span::styled("Esc", t.key()),
         Span::raw(" close"),
     ]);
@@ -152,6 +154,38 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 .block(Block::bordered().title(Span::styled(" Rotate ", t.title()))),
                 d,
             );
+        }
+        Mode::RevokeInput { name, typed } => {
+            let usable: Vec<String> = app
+                .usable_versions(name)
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect();
+            super::input_box(
+                f,
+                "Revoke",
+                format!(
+                    "Revoke which version of {name}? usable: {} (empty: all of them)",
+                    if usable.is_empty() {
+                        "none".to_string()
+                    } else {
+                        usable.join(" ")
+                    }
+                ),
+                typed,
+                t,
+            );
+        }
+        Mode::RevokeConfirm { name, version } => {
+            let what = match version {
+                Some(v) => format!("v{v} of {}/{name}", pane.agent),
+                None => format!("every usable version of {}/{name}", pane.agent),
+            };
+            let lines = vec![
+                Line::from(format!("Revoke {what} now?")),
+                Line::from("The agent can no longer fetch it; this cannot be undone."),
+            ];
+            super::confirm::dialog(f, super::centered(area, 64, 6), lines, t);
         }
         Mode::RotateConfirm { name, .. } => {
             let lines = vec![
@@ -233,6 +267,48 @@ mod tests {
     fn credentials_pane_80x24() {
         let t = render(&with_creds(), 80, 24);
         insta::assert_snapshot!(t.backend());
+    }
+
+    #[test]
+    fn a_version_is_revoked_only_after_y_and_only_a_usable_one() {
+        let mut app = with_creds();
+        let shift_x = KeyEvent::new(KeyCode::Char('X'), KeyModifiers::SHIFT);
+        app.on_key(shift_x);
+        let text = crate::ui::testing::screen_text(&render(&app, 80, 24));
+        assert!(text.contains("usable: v2"), "{text}");
+        // v1 is revoked already: refused, the dialog stays.
+        app.on_key(key(KeyCode::Char('1')));
+        app.on_key(key(KeyCode::Enter));
+        assert!(app
+            .flash
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("not a usable version"));
+        app.on_key(key(KeyCode::Backspace));
+        app.on_key(key(KeyCode::Char('2')));
+        app.on_key(key(KeyCode::Enter));
+        let text = crate::ui::testing::screen_text(&render(&app, 80, 24));
+        assert!(
+            text.contains("Revoke v2 of acme/crawler/api-key now?"),
+            "{text}"
+        );
+        // Enter is "no".
+        assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+        assert_eq!(app.mode, crate::app::Mode::Creds);
+        // Empty: every usable version, after y.
+        app.on_key(shift_x);
+        app.on_key(key(KeyCode::Enter));
+        let fx = app.on_key(key(KeyCode::Char('y')));
+        assert!(
+            matches!(&fx[..], [crate::app::Effect::Revoke(r, n, None)] if r.to_string() == "acme/crawler" && n == "api-key"),
+            "{fx:?}"
+        );
+        // Read-only consoles cannot.
+        let mut ro = with_creds();
+        ro.readonly = true;
+        ro.on_key(shift_x);
+        assert_eq!(ro.mode, crate::app::Mode::Creds);
     }
 
     #[test]

@@ -79,7 +79,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             spans.push(Span::raw(format!(" reconnecting… ({error})")));
         }
         ConnState::Connected => {
-            // Most important first: a narrow terminal cuts the end of the line.
+            // Most important first: a narrow terminal cuts the end of the line. What this
+            // client found checking the log itself comes before what the daemon says.
+            if let Some(a) = &app.audit_alarm {
+                let word = a.split(':').next().unwrap_or(a);
+                spans.push(Span::styled(format!(" {word} "), t.alert()));
+            }
             for a in app.daemon.as_ref().map(alarms).unwrap_or_default() {
                 spans.push(Span::styled(a, t.alert()));
             }

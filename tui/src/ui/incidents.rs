@@ -230,6 +230,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             let lines = vec![Line::from(format!("Mark incident #{id} resolved?"))];
             super::confirm::dialog(f, super::centered(f.area(), 50, 5), lines, t);
         }
+        Mode::SilenceFor { id, typed } => super::input_box(
+            f,
+            "Silence",
+            format!("Silence incident #{id}'s notifications for (90s, 30m, 2h, 1d; empty: 1h):"),
+            typed,
+            t,
+        ),
+        Mode::IncidentNote { id, text } => super::input_box(
+            f,
+            "Note",
+            format!("Note on incident #{id} (recorded in the audit log):"),
+            text,
+            t,
+        ),
         _ => {}
     }
 }
@@ -333,6 +347,45 @@ pub mod tests {
         app.on_key(key(KeyCode::Char('4')));
         let t = render(&app, 100, 30);
         insta::assert_snapshot!(t.backend());
+    }
+
+    #[test]
+    fn silence_takes_a_typed_duration_and_notes_go_to_the_audit_log() {
+        let mut app = with_incidents();
+        app.on_key(key(KeyCode::Char('4')));
+        let shift_s = KeyEvent::new(KeyCode::Char('S'), KeyModifiers::SHIFT);
+        app.on_key(shift_s);
+        for c in "soon".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+        assert!(app.flash.as_ref().unwrap().text.contains("bad duration"));
+        for _ in 0..4 {
+            app.on_key(key(KeyCode::Backspace));
+        }
+        for c in "30m".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            vec![Effect::Incident(1, IncidentAction::Silence(1800))]
+        );
+        app.on_key(shift_s);
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            vec![Effect::Incident(1, IncidentAction::Silence(3600))],
+            "empty is an hour"
+        );
+        app.on_key(key(KeyCode::Char('n')));
+        for c in "paged the vendor".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        let text = screen_text(&render(&app, 100, 30));
+        assert!(text.contains("Note on incident #1"), "{text}");
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            vec![Effect::NoteIncident(1, "paged the vendor".into())]
+        );
     }
 
     #[test]

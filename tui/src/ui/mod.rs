@@ -53,9 +53,11 @@ pub fn draw(f: &mut Frame, app: &App) {
     match &app.mode {
         Mode::Help { scroll } => help::draw(f, f.area(), app, *scroll, &theme),
         Mode::Confirm { op, agent } => confirm::draw(f, f.area(), *op, agent, &theme),
-        Mode::Creds | Mode::RotateInput { .. } | Mode::RotateConfirm { .. } => {
-            creds::draw(f, f.area(), app, &theme)
-        }
+        Mode::Creds
+        | Mode::RotateInput { .. }
+        | Mode::RotateConfirm { .. }
+        | Mode::RevokeInput { .. }
+        | Mode::RevokeConfirm { .. } => creds::draw(f, f.area(), app, &theme),
         Mode::Scopes | Mode::ScopesEdit | Mode::ScopesConfirm | Mode::ScopesRollback { .. } => {
             scopes::draw(f, f.area(), app, &theme)
         }
@@ -97,6 +99,24 @@ pub fn history_row(
         ratatui::style::Style::default()
     };
     ratatui::text::Line::from(ratatui::text::Span::styled(line, style))
+}
+
+/// A one-line input box at the centre: the question, what is typed, and the keys.
+pub fn input_box(f: &mut Frame, title: &str, question: String, typed: &str, t: &theme::Theme) {
+    use ratatui::text::{Line, Span};
+    use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+    let r = centered(f.area(), 66, 6);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(question),
+            Line::from(Span::styled(format!("{typed}▏"), t.key())),
+            Line::from(Span::styled("Enter confirm · Esc cancel", t.dim())),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(Block::bordered().title(Span::styled(format!(" {title} "), t.title()))),
+        r,
+    );
 }
 
 /// A rectangle of at most `w`×`h` centred in `area`.
