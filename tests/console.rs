@@ -254,6 +254,42 @@ fn k9s_habits_drive_the_fleet() {
         "{notes}"
     );
 
+    // The tenant's Cedar policy, edited in place: the daemon checks each keystroke, the
+    // bad line is marked, a fix is diffed and published.
+    t.keys(&[":"]);
+    typed(&t, "policy default");
+    t.keys(&["Enter"]);
+    t.wait_screen("the policy pane", |s| {
+        s.contains("Policy of tenant default") && s.contains("none published")
+    });
+    t.keys(&["e"]);
+    t.wait_screen("the editor", |s| s.contains("editing"));
+    t.keys(&["Down", "End", "Enter"]);
+    typed(
+        &t,
+        "forbid (principal, action == AgenFleet::Action::\"call\",",
+    );
+    t.wait_screen("the problem, with its line", |s| s.contains("✗ line 2"));
+    typed(
+        &t,
+        " resource == AgenFleet::Tool::\"http_request\") when { context.method == \"DELETE\" }",
+    );
+    // (A `;` at the end of a tmux argument is tmux's own separator: sent escaped.)
+    t.keys(&["\\;"]);
+    t.wait_screen("valid again", |s| s.contains("✓ valid policy"));
+    t.keys(&["C-s"]);
+    t.wait_screen("the diff", |s| {
+        s.contains("Publish this policy as a new version?")
+    });
+    t.keys(&["y"]);
+    t.wait_screen("published", |s| s.contains("v1 in force"));
+    let shown = d.json(&["policy", "show", "default"]).to_string();
+    assert!(shown.contains("context.method"), "{shown}");
+    t.keys(&["Escape"]);
+    t.wait_screen("the fleet", |s| {
+        s.contains("Fleet (2)") && !s.contains("Policy of")
+    });
+
     // Ctrl-D: Enter cancels, y deletes.
     t.keys(&["g"]);
     t.keys(&["C-d"]);

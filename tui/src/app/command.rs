@@ -43,6 +43,14 @@ impl App {
                     .filter(|n| n.starts_with(arg) && !arg.contains(' '))
                     .collect()
             }
+            Some((word, arg)) if keys::command(word).is_some_and(|c| c.arg == "TENANT") => {
+                let tenants: std::collections::BTreeSet<String> =
+                    self.agents.keys().map(|(t, _)| t.clone()).collect();
+                tenants
+                    .into_iter()
+                    .filter(|t| t.starts_with(arg) && !arg.contains(' '))
+                    .collect()
+            }
             Some((word, arg)) => {
                 let takes_agent = keys::command(word).is_some_and(|c| c.arg == "AGENT");
                 if !takes_agent || arg.contains(' ') {
@@ -177,6 +185,7 @@ impl App {
             "spec" => Action::Spec,
             "creds" => Action::Creds,
             "ctx" => return self.switch_context(args.first().copied()),
+            "policy" => return self.policy_command(args.first().copied()),
             other => {
                 self.flash(format!("`:{other}` is not wired to anything"), true);
                 return vec![];
@@ -217,6 +226,28 @@ impl App {
             return vec![];
         }
         vec![Effect::SwitchContext(name.to_string())]
+    }
+
+    /// `:policy [TENANT]`: the tenant named, else the selected agent's, else the context's.
+    fn policy_command(&mut self, tenant: Option<&str>) -> Vec<Effect> {
+        if self.multi() {
+            self.flash(
+                "a policy belongs to one host's tenant: `:ctx NAME` first",
+                true,
+            );
+            return vec![];
+        }
+        let tenant = tenant
+            .map(str::to_string)
+            .or_else(|| self.selected_agent().map(|v| v.tenant.clone()))
+            .or_else(|| self.context.as_ref().map(|(t, _)| t.clone()));
+        match tenant {
+            Some(t) => self.open_policy(t),
+            None => {
+                self.flash("usage: :policy TENANT", true);
+                vec![]
+            }
+        }
     }
 
     /// `:agents` — the fleet view (from the full-screen views too).

@@ -195,7 +195,13 @@ impl App {
     /// its count moved).
     pub fn apply_watch(&mut self, r: WatchReply) -> Vec<Effect> {
         let pending_before = self.pending_escalations();
+        let was_down = self.conn != ConnState::Connected;
         self.conn = ConnState::Connected;
+        // A long-poll that ran out with nothing new changes nothing on screen.
+        if !r.reset && r.changes.is_empty() {
+            self.dirty |= was_down;
+            return vec![];
+        }
         let mut reorder = r.reset;
         if r.reset {
             self.agents.clear();

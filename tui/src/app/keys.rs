@@ -628,6 +628,12 @@ pub const COMMANDS: &[Cmd] = &[
         help: "an agent's spec and its versions",
     },
     Cmd {
+        name: "policy",
+        aliases: &["pol"],
+        arg: "TENANT",
+        help: "a tenant's Cedar policy: edit, publish, roll back",
+    },
+    Cmd {
         name: "creds",
         aliases: &["cr"],
         arg: "AGENT",

@@ -34,7 +34,7 @@ pub use hosts::{split_host, HostState};
 pub use incidents::IncidentAction;
 pub use keys::{Action, Column};
 pub use logs::LogsPane;
-pub use scopes::ScopesPane;
+pub use scopes::{ScopesPane, TextKind};
 pub use spec::SpecPane;
 
 /// Log lines kept for the detail pane and the full-screen logs.
@@ -213,6 +213,13 @@ pub enum Msg {
     Decided(u64, bool, Result<EscalationView, String>),
     Scopes(String, Result<VersionHistory, String>),
     ScopesPublished(String, Result<u32, String>),
+    /// A tenant's policy and its history.
+    Policy(String, Result<VersionHistory, String>),
+    /// The daemon's check of the edited policy (which keystroke's, and the problems).
+    PolicyChecked(
+        u64,
+        Result<Vec<agenfleet_protocol::policy::PolicyProblem>, String>,
+    ),
     IncidentDone(u64, Box<Result<Incident, String>>),
     /// An agent's spec history and the version asked for (None: the one in force).
     Spec(
@@ -273,6 +280,14 @@ pub enum Effect {
     PublishScopes(AgentRef, String),
     /// Publish a copy of an earlier version.
     RollbackScopes(AgentRef, u32),
+    /// Load a tenant's policy and its history.
+    LoadPolicy(String),
+    /// Ask the daemon to check a policy text (numbered: only the newest answer counts).
+    ValidatePolicy(u64, String),
+    /// Publish a tenant's edited policy / a copy of an earlier version (answered as
+    /// `ScopesPublished`).
+    PublishPolicy(String, String),
+    RollbackPolicy(String, u32),
     /// Acknowledge, resolve, silence or reassign an incident.
     Incident(u64, IncidentAction),
     /// Load an agent's spec history and one version (None: the one in force).
@@ -459,6 +474,35 @@ impl App {
         true
     }
 
+    /// `may_change` for a tenant-level write (the tenant's policy): a platform admin, or a
+    /// binding on the whole tenant whose role grants `perm`; and not read-only.
+    pub(super) fn may_change_tenant(&mut self, perm: Permission, tenant: &str, what: &str) -> bool {
+        if let Some(c) = &self.caller {
+            let grants = |role: &str| {
+                ScopedRole::parse(role).is_some_and(|r| r.permissions().contains(&perm))
+            };
+            let ok = c.role == "platform_admin"
+                || c.bindings
+                    .iter()
+                    .any(|b| b.tenant == tenant && b.project.is_none() && grants(&b.role));
+            if !ok {
+                self.flash(
+                    format!("not permitted: needs {} on tenant {tenant}", perm.as_str()),
+                    true,
+                );
+                return false;
+            }
+        }
+        if self.readonly {
+            self.flash(
+                format!("read-only console: {what} is turned off (--readonly)"),
+                true,
+            );
+            return false;
+        }
+        true
+    }
+
     pub fn flash(&mut self, text: impl Into<String>, error: bool) {
         self.flash = Some(Flash {
             text: text.into(),
@@ -631,6 +675,14 @@ impl App {
                 vec![]
             }
             Msg::ScopesPublished(agent, r) => self.scopes_published(&agent, r),
+            Msg::Policy(tenant, r) => {
+                self.apply_text(scopes::TextKind::Policy, &tenant, r);
+                vec![]
+            }
+            Msg::PolicyChecked(gen, r) => {
+                self.policy_checked(gen, r);
+                vec![]
+            }
             Msg::IncidentDone(id, r) => {
                 self.incident_done(id, *r);
                 vec![]

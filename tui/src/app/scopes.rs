@@ -1,6 +1,8 @@
-//! Console state for the scopes pane of one agent: the scopes in force, the version
-//! history, an in-place editor (`editor.rs`) that validates as you type and points at the
-//! line, a diff before publish, rollback to an older version.
+//! Console state for the versioned-text panes: an agent's scopes and a tenant's Cedar
+//! policy. Each shows the text in force and its history, edits in place (`editor.rs`)
+//! checked as you type with the bad line pointed at — scopes here, the policy by the
+//! daemon's validator (each keystroke's check numbered, a stale answer dropped) — shows
+//! the diff before publishing, and rolls back to an older version.
 
 use super::editor::Editor;
 use super::{App, Effect, Mode};
@@ -9,10 +11,25 @@ use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::AgentRef;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-/// The scopes pane of one agent.
+/// What a versioned-text pane holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TextKind {
+    /// An agent's scopes (`agent` is `tenant/name`).
+    #[default]
+    Scopes,
+    /// A tenant's Cedar policy (`agent` is the tenant).
+    Policy,
+}
+
+/// The scopes pane of one agent, or the policy pane of one tenant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopesPane {
+    pub kind: TextKind,
+    /// The agent (scopes) or the tenant (policy).
     pub agent: String,
+    /// The policy check last asked of the daemon, and the last one answered.
+    pub checking: u64,
+    pub checked: u64,
     pub history: Option<VersionHistory>,
     /// Selected row of the history (0: the newest).
     pub selected: usize,
@@ -54,6 +71,58 @@ pub fn diff(old: &str, new: &str) -> String {
 }
 
 impl App {
+    /// Opens the policy pane of `tenant` (`:policy [TENANT]`).
+    pub(super) fn open_policy(&mut self, tenant: String) -> Vec<Effect> {
+        self.scopes = Some(ScopesPane {
+            kind: TextKind::Policy,
+            agent: tenant.clone(),
+            ..Default::default()
+        });
+        self.mode = Mode::Scopes;
+        vec![Effect::LoadPolicy(tenant)]
+    }
+
+    /// The pane's text loaded again (after a publish).
+    fn reload_text(&self) -> Vec<Effect> {
+        match self.scopes.as_ref() {
+            Some(p) if p.kind == TextKind::Policy => vec![Effect::LoadPolicy(p.agent.clone())],
+            Some(p) => AgentRef::parse(&p.agent)
+                .map(|r| vec![Effect::LoadScopes(r)])
+                .unwrap_or_default(),
+            None => vec![],
+        }
+    }
+
+    /// The daemon's check of the policy being edited (`gen`: which keystroke's).
+    pub fn policy_checked(
+        &mut self,
+        gen: u64,
+        r: Result<Vec<agenfleet_protocol::policy::PolicyProblem>, String>,
+    ) {
+        let Some(p) = self.scopes.as_mut().filter(|p| p.kind == TextKind::Policy) else {
+            return;
+        };
+        if gen != p.checking {
+            return;
+        }
+        p.checked = gen;
+        p.problem = match r {
+            Ok(problems) => problems.first().map(|f| ScopeError {
+                line: f.line,
+                message: if problems.len() > 1 {
+                    format!("{} (and {} more)", f.message, problems.len() - 1)
+                } else {
+                    f.message.clone()
+                },
+            }),
+            Err(e) => Some(ScopeError {
+                line: None,
+                message: format!("cannot check: {e}"),
+            }),
+        };
+        self.dirty = true;
+    }
+
     /// Opens the scopes pane of the selected agent.
     pub(super) fn open_scopes(&mut self) -> Vec<Effect> {
         let Some((agent, r)) = self.selected_ref() else {
@@ -68,7 +137,16 @@ impl App {
     }
 
     pub fn apply_scopes(&mut self, agent: &str, r: Result<VersionHistory, String>) {
-        if let Some(p) = self.scopes.as_mut().filter(|p| p.agent == agent) {
+        self.apply_text(TextKind::Scopes, agent, r);
+    }
+
+    /// A pane's text and history arrived.
+    pub fn apply_text(&mut self, kind: TextKind, agent: &str, r: Result<VersionHistory, String>) {
+        if let Some(p) = self
+            .scopes
+            .as_mut()
+            .filter(|p| p.agent == agent && p.kind == kind)
+        {
             match r {
                 Ok(h) => {
                     p.history = Some(h);
@@ -102,17 +180,29 @@ impl App {
             }
             KeyCode::Char('k') | KeyCode::Up => pane.selected = pane.selected.saturating_sub(1),
             KeyCode::Char('e') => {
-                let agent = pane.agent.clone();
-                if !self.may_change(Permission::ScopesWrite, &agent, "editing scopes") {
+                let (agent, kind) = (pane.agent.clone(), pane.kind);
+                let allowed = match kind {
+                    TextKind::Scopes => {
+                        self.may_change(Permission::ScopesWrite, &agent, "editing scopes")
+                    }
+                    TextKind::Policy => self.may_change_tenant(
+                        Permission::PolicyWrite,
+                        &agent,
+                        "editing the policy",
+                    ),
+                };
+                if !allowed {
                     return vec![];
                 }
                 if let Some(pane) = self.scopes.as_mut() {
                     let text = pane.current_text();
-                    pane.editor = Some(Editor::new(if text.is_empty() {
-                        "tools = []\n"
-                    } else {
-                        &text
-                    }));
+                    let empty = match kind {
+                        TextKind::Scopes => "tools = []\n",
+                        TextKind::Policy => {
+                            "// Cedar: forbid wins over permit; scopes stay the outer bound.\n"
+                        }
+                    };
+                    pane.editor = Some(Editor::new(if text.is_empty() { empty } else { &text }));
                     pane.problem = None;
                 }
                 self.mode = Mode::ScopesEdit;
@@ -127,7 +217,15 @@ impl App {
                     self.flash(format!("v{version} is already in force"), true);
                     return vec![];
                 }
-                if !self.may_change(Permission::ScopesWrite, &agent, "rollback") {
+                let allowed = match pane.kind {
+                    TextKind::Scopes => {
+                        self.may_change(Permission::ScopesWrite, &agent, "rollback")
+                    }
+                    TextKind::Policy => {
+                        self.may_change_tenant(Permission::PolicyWrite, &agent, "rollback")
+                    }
+                };
+                if !allowed {
                     return vec![];
                 }
                 self.mode = Mode::ScopesRollback { version };
@@ -155,9 +253,20 @@ impl App {
             }
             KeyCode::Char('s') if ctrl => {
                 let text = ed.text();
-                if let Err(e) = Scopes::parse(&text) {
+                let problem = match pane.kind {
+                    TextKind::Scopes => Scopes::parse(&text).err(),
+                    TextKind::Policy if pane.checked != pane.checking => {
+                        self.flash(
+                            "the daemon is still checking the policy; Ctrl-S again",
+                            true,
+                        );
+                        return vec![];
+                    }
+                    TextKind::Policy => pane.problem.clone(),
+                };
+                if let Some(e) = problem {
                     pane.problem = Some(e);
-                    self.flash("fix the scopes first (the line is marked)", true);
+                    self.flash("fix it first (the line is marked)", true);
                     return vec![];
                 }
                 let d = diff(&pane.current_text(), &text);
@@ -170,7 +279,13 @@ impl App {
             }
             _ => {
                 if ed.key(k) {
-                    pane.problem = Scopes::parse(&ed.text()).err();
+                    match pane.kind {
+                        TextKind::Scopes => pane.problem = Scopes::parse(&ed.text()).err(),
+                        TextKind::Policy => {
+                            pane.checking += 1;
+                            return vec![Effect::ValidatePolicy(pane.checking, ed.text())];
+                        }
+                    }
                 }
             }
         }
@@ -187,16 +302,31 @@ impl App {
                     .as_ref()
                     .and_then(|p| p.editor.as_ref())
                     .map(Editor::text);
-                let (Some(r), Some(text)) = (self.scopes_ref(), text) else {
+                let Some(text) = text else {
                     self.mode = Mode::Scopes;
                     return vec![];
                 };
+                let kind = self.scopes.as_ref().map(|p| p.kind).unwrap_or_default();
                 if let Some(p) = self.scopes.as_mut() {
                     p.diff = None;
                 }
                 self.mode = Mode::ScopesEdit;
-                self.flash(format!("publishing scopes of {r}…"), false);
-                vec![Effect::PublishScopes(r, text)]
+                match (kind, self.scopes_ref()) {
+                    (TextKind::Policy, _) => {
+                        let tenant = self
+                            .scopes
+                            .as_ref()
+                            .map(|p| p.agent.clone())
+                            .unwrap_or_default();
+                        self.flash(format!("publishing the policy of {tenant}…"), false);
+                        vec![Effect::PublishPolicy(tenant, text)]
+                    }
+                    (TextKind::Scopes, Some(r)) => {
+                        self.flash(format!("publishing scopes of {r}…"), false);
+                        vec![Effect::PublishScopes(r, text)]
+                    }
+                    (TextKind::Scopes, None) => vec![],
+                }
             }
             KeyCode::Char('n') | KeyCode::Esc | KeyCode::Enter => {
                 if let Some(p) = self.scopes.as_mut() {
@@ -211,8 +341,21 @@ impl App {
 
     pub(super) fn on_rollback_key(&mut self, code: KeyCode, version: u32) -> Vec<Effect> {
         self.mode = Mode::Scopes;
-        match (code, self.scopes_ref()) {
-            (KeyCode::Char('y'), Some(r)) => {
+        if code != KeyCode::Char('y') {
+            return vec![];
+        }
+        match (
+            self.scopes.as_ref().map(|p| (p.kind, p.agent.clone())),
+            self.scopes_ref(),
+        ) {
+            (Some((TextKind::Policy, tenant)), _) => {
+                self.flash(
+                    format!("rolling the policy of {tenant} back to v{version}…"),
+                    false,
+                );
+                vec![Effect::RollbackPolicy(tenant, version)]
+            }
+            (Some((TextKind::Scopes, _)), Some(r)) => {
                 self.flash(format!("rolling {r} back to v{version}…"), false);
                 vec![Effect::RollbackScopes(r, version)]
             }
@@ -224,7 +367,11 @@ impl App {
     pub fn scopes_published(&mut self, agent: &str, r: Result<u32, String>) -> Vec<Effect> {
         match r {
             Ok(v) => {
-                self.flash(format!("published scopes of {agent} as v{v}"), false);
+                let what = match self.scopes.as_ref().map(|p| p.kind) {
+                    Some(TextKind::Policy) => "the policy of",
+                    _ => "scopes of",
+                };
+                self.flash(format!("published {what} {agent} as v{v}"), false);
                 if let Some(p) = self.scopes.as_mut().filter(|p| p.agent == agent) {
                     p.editor = None;
                     p.problem = None;
@@ -233,9 +380,7 @@ impl App {
                 if matches!(self.mode, Mode::ScopesEdit) {
                     self.mode = Mode::Scopes;
                 }
-                AgentRef::parse(agent)
-                    .map(|r| vec![Effect::LoadScopes(r)])
-                    .unwrap_or_default()
+                self.reload_text()
             }
             Err(e) => {
                 self.flash(format!("not published: {e}"), true);

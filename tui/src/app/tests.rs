@@ -582,3 +582,76 @@ fn an_update_that_changes_the_sorted_value_or_the_filtered_state_moves_the_row()
     update(&mut app, "agent-0005", &|v| v.state = AgentState::Stopped);
     assert_eq!(app.visible().len(), before - 1);
 }
+
+#[test]
+fn the_policy_pane_is_checked_by_the_daemon_and_only_the_newest_answer_counts() {
+    use agenfleet_protocol::policy::PolicyProblem;
+    let mut app = sample_app();
+    app.on_key(key(KeyCode::Char(':')));
+    for c in "policy acme".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        vec![Effect::LoadPolicy("acme".into())]
+    );
+    app.on_msg(Msg::Policy(
+        "acme".into(),
+        Ok(agenfleet_protocol::policy::VersionHistory {
+            current: 0,
+            versions: vec![],
+        }),
+    ));
+    app.on_key(key(KeyCode::Char('e')));
+    assert_eq!(app.mode, Mode::ScopesEdit);
+    // Each keystroke is a numbered check.
+    let fx1 = app.on_key(key(KeyCode::Char('x')));
+    let fx2 = app.on_key(key(KeyCode::Char('y')));
+    assert!(
+        matches!(&fx1[..], [Effect::ValidatePolicy(1, _)]),
+        "{fx1:?}"
+    );
+    assert!(
+        matches!(&fx2[..], [Effect::ValidatePolicy(2, t)] if t.ends_with("xy\n") || t.contains("xy")),
+        "{fx2:?}"
+    );
+    // Publishing waits for the newest answer; a stale one is dropped.
+    let ctrl_s = KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL);
+    assert!(app.on_key(ctrl_s).is_empty());
+    assert!(app.flash.as_ref().unwrap().text.contains("still checking"));
+    app.on_msg(Msg::PolicyChecked(1, Ok(vec![])));
+    assert!(app.on_key(ctrl_s).is_empty(), "answer 1 is not the newest");
+    app.on_msg(Msg::PolicyChecked(
+        2,
+        Ok(vec![PolicyProblem {
+            line: Some(2),
+            policy: None,
+            message: "unexpected token".into(),
+        }]),
+    ));
+    let p = app.scopes.as_ref().unwrap();
+    assert_eq!(p.problem.as_ref().and_then(|e| e.line), Some(2));
+    assert!(app.on_key(ctrl_s).is_empty());
+    assert!(app.flash.as_ref().unwrap().text.contains("fix it first"));
+    // A viewer of the tenant cannot edit it.
+    let mut viewer = sample_app();
+    viewer.caller = Some(CallerInfo {
+        uid: 5,
+        operator: "val".into(),
+        role: "member".into(),
+        bindings: vec![agenfleet_protocol::RoleBinding {
+            role: "project_viewer".into(),
+            tenant: "acme".into(),
+            project: Some("ops".into()),
+        }],
+    });
+    viewer.run_command("policy acme");
+    viewer.on_key(key(KeyCode::Char('e')));
+    assert_eq!(viewer.mode, Mode::Scopes);
+    assert!(viewer
+        .flash
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("needs policy.write"));
+}

@@ -366,6 +366,41 @@ impl Io {
                 });
                 return Done::sent(sent);
             }
+            Effect::LoadPolicy(tenant) => {
+                self.background(self.conn.clone(), |c| async move {
+                    let r = flat(c.client.policy_show(c.ctx(), tenant.clone()).await);
+                    Some(Msg::Policy(tenant, r))
+                });
+            }
+            Effect::ValidatePolicy(gen, text) => {
+                self.background(self.conn.clone(), move |c| async move {
+                    let r = flat(c.client.policy_validate(c.ctx(), text).await);
+                    Some(Msg::PolicyChecked(gen, r))
+                });
+            }
+            Effect::PublishPolicy(tenant, text) => {
+                let sent = self.background(self.conn.clone(), |c| async move {
+                    let note = "edited in the console".to_string();
+                    let r = flat(
+                        c.client
+                            .policy_publish(c.ctx(), tenant.clone(), text, note)
+                            .await,
+                    );
+                    Some(Msg::ScopesPublished(tenant, r.map(|v| v.version)))
+                });
+                return Done::sent(sent);
+            }
+            Effect::RollbackPolicy(tenant, version) => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    let r = flat(
+                        c.client
+                            .policy_rollback(c.ctx(), tenant.clone(), version)
+                            .await,
+                    );
+                    Some(Msg::ScopesPublished(tenant, r.map(|v| v.version)))
+                });
+                return Done::sent(sent);
+            }
             Effect::Incident(id, act) => {
                 let sent = self.background(self.conn.clone(), move |c| async move {
                     use crate::app::IncidentAction as A;

@@ -14,8 +14,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let Some(pane) = &app.scopes else { return };
     let r = super::centered(area, 100, 26);
     f.render_widget(Clear, r);
+    let policy = pane.kind == crate::app::TextKind::Policy;
     let block = Block::bordered().title(Span::styled(
-        format!(" Scopes of {} ", pane.agent),
+        if policy {
+            format!(" Policy of tenant {} ", pane.agent)
+        } else {
+            format!(" Scopes of {} ", pane.agent)
+        },
         t.title(),
     ));
     let inner = block.inner(r);
@@ -76,6 +81,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             let text = pane.current_text();
             let title = match &pane.history {
                 None => "loading…".to_string(),
+                Some(h) if h.current == 0 && policy => {
+                    "none published: the scopes alone decide".into()
+                }
                 Some(h) if h.current == 0 => "none published: every tool call is denied".into(),
                 Some(h) => format!("v{} in force", h.current),
             };
@@ -123,7 +131,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let status_line = match (&pane.editor, &pane.problem, &pane.error) {
         (_, _, Some(e)) => Line::from(Span::styled(e.clone(), t.error())),
         (Some(_), Some(p), _) => Line::from(Span::styled(format!("✗ {p}"), t.error())),
+        (Some(_), None, _) if policy && pane.checked != pane.checking => {
+            Line::from(Span::styled("checking with the daemon…", t.dim()))
+        }
+        (Some(_), None, _) if policy => Line::from(Span::styled(
+            "✓ valid policy (checked by the daemon against the schema)",
+            t.added(),
+        )),
         (Some(_), None, _) => Line::from(Span::styled("✓ valid scopes", t.added())),
+        (None, _, _) if policy => Line::from(Span::styled(
+            "Cedar on top of each agent's scopes: forbid wins over permit; the scopes stay the outer bound.",
+            t.dim(),
+        )),
         (None, _, _) => Line::from(Span::styled(
             "Anything these scopes do not list is denied; tenant policies can forbid more.",
             t.dim(),
@@ -164,7 +183,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 .map(|l| super::diff_line(l, t))
                 .collect();
             lines.push(Line::from(""));
-            lines.push(Line::from("Publish these scopes as a new version?"));
+            lines.push(Line::from(if policy {
+                "Publish this policy as a new version?"
+            } else {
+                "Publish these scopes as a new version?"
+            }));
             lines.push(super::confirm::yes_no(t));
             f.render_widget(
                 Paragraph::new(lines).block(
