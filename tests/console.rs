@@ -254,6 +254,47 @@ fn k9s_habits_drive_the_fleet() {
         "{notes}"
     );
 
+    // Operators and their roles: a grant typed, asked, made by the daemon.
+    let out = d.cli(&["operators", "add", "4242", "val"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.keys(&[":"]);
+    typed(&t, "operators");
+    t.keys(&["Enter"]);
+    t.wait_screen("the operators", |s| {
+        s.contains("Operators (") && s.contains("val")
+    });
+    t.keys(&["G"]);
+    let s = t.screen();
+    let row = s
+        .lines()
+        .find(|l| l.contains("▶"))
+        .unwrap_or_default()
+        .to_string();
+    if !row.contains("val") {
+        t.keys(&["k"]);
+    }
+    t.wait_screen("val selected", |s| {
+        s.lines().any(|l| l.contains("▶") && l.contains("val"))
+    });
+    t.keys(&["a"]);
+    typed(&t, "project_viewer default/default");
+    t.keys(&["Enter"]);
+    t.wait_screen("the grant asked", |s| {
+        s.contains("Grant project_viewer on default/default to uid 4242?")
+    });
+    t.keys(&["y"]);
+    t.wait_screen("the grant shown", |s| {
+        s.contains("val") && s.contains("project_viewer on default/default")
+    });
+    let ops = d.json(&["operators", "list"]).to_string();
+    assert!(ops.contains("project_viewer"), "{ops}");
+    t.keys(&["Escape"]);
+    t.wait_screen("back to the fleet", |s| s.contains("Fleet (2)"));
+
     // The tenant's Cedar policy, edited in place: the daemon checks each keystroke, the
     // bad line is marked, a fix is diffed and published.
     t.keys(&[":"]);

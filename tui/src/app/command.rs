@@ -177,6 +177,7 @@ impl App {
             "audit" => return self.show(View::Audit),
             "incidents" => return self.show(View::Incidents),
             "escalations" => return self.show(View::Escalations),
+            "operators" => return self.show(View::Operators),
             "help" => Action::Help,
             "quit" => Action::Quit,
             "describe" => Action::Describe,

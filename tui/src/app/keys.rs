@@ -47,6 +47,8 @@ pub enum Action {
     Silence,
     Note,
     Evidence,
+    Grant,
+    RevokeRole,
     Follow,
     Wrap,
     Timestamps,
@@ -484,6 +486,29 @@ pub const DESCRIBE: &[Binding] = &[
     ),
 ];
 
+pub const OPERATORS: &[Binding] = &[
+    b(
+        DOWN,
+        Action::Down,
+        Some("select"),
+        "the next operator / the one before",
+    ),
+    b(UP, Action::Up, None, ""),
+    w(
+        &[ch('a', "a")],
+        Action::Grant,
+        "grant",
+        "grant a role: ROLE TENANT[/PROJECT] (asks first)",
+    ),
+    w(
+        &[ch('x', "x")],
+        Action::RevokeRole,
+        "revoke",
+        "revoke a role binding (asks first)",
+    ),
+    b(&[ch('r', "r")], Action::Reload, None, "load the list again"),
+];
+
 /// The table of one view.
 pub fn table(view: View) -> &'static [Binding] {
     match view {
@@ -493,6 +518,7 @@ pub fn table(view: View) -> &'static [Binding] {
         View::Incidents => INCIDENTS,
         View::Logs => LOGS,
         View::Describe => DESCRIBE,
+        View::Operators => OPERATORS,
     }
 }
 
@@ -638,6 +664,12 @@ pub const COMMANDS: &[Cmd] = &[
         aliases: &["cr"],
         arg: "AGENT",
         help: "an agent's credentials",
+    },
+    Cmd {
+        name: "operators",
+        aliases: &["ops", "op"],
+        arg: "",
+        help: "operators and their roles: grant, revoke",
     },
     Cmd {
         name: "ctx",

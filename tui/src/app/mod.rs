@@ -23,6 +23,7 @@ pub mod hosts;
 pub mod incidents;
 pub mod keys;
 mod logs;
+pub mod operators;
 mod scopes;
 mod spec;
 use agenfleet_protocol::incidents::{Incident, Party};
@@ -55,17 +56,20 @@ pub enum View {
     Logs,
     /// One agent described (`d`).
     Describe,
+    /// Operators and their role bindings (`:operators`).
+    Operators,
 }
 
 impl View {
     #[cfg(test)]
-    pub const ALL: [View; 6] = [
+    pub const ALL: [View; 7] = [
         View::Fleet,
         View::Audit,
         View::Escalations,
         View::Incidents,
         View::Logs,
         View::Describe,
+        View::Operators,
     ];
 }
 
@@ -145,6 +149,18 @@ pub enum Mode {
         id: u64,
         text: String,
     },
+    /// Typing the binding to grant or revoke (`ROLE TENANT[/PROJECT]`).
+    RoleInput {
+        uid: u32,
+        grant: bool,
+        typed: String,
+    },
+    /// Confirming it.
+    RoleConfirm {
+        uid: u32,
+        grant: bool,
+        binding: agenfleet_protocol::RoleBinding,
+    },
     /// Typing the reason to approve or deny an escalation.
     Decide {
         id: u64,
@@ -198,6 +214,8 @@ pub enum Msg {
     Creds(String, Vec<CredentialInfo>, Vec<AuditEntry>),
     Rotated(String, Result<CredentialInfo, String>),
     Revoked(String, Result<CredentialInfo, String>),
+    Operators(Result<Vec<agenfleet_protocol::OperatorInfo>, String>),
+    RoleChanged(Result<agenfleet_protocol::OperatorInfo, String>),
     /// An incident's note was recorded (the audit record's number) or not.
     Noted(u64, Result<u64, String>),
     ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
@@ -265,6 +283,13 @@ pub enum Effect {
     Revoke(AgentRef, String, Option<u32>),
     /// Record a note on an incident in the audit log.
     NoteIncident(u64, String),
+    LoadOperators,
+    /// Grant or revoke a role binding.
+    Role {
+        uid: u32,
+        grant: bool,
+        binding: agenfleet_protocol::RoleBinding,
+    },
     /// Load the escalations queue.
     LoadEscalations,
     /// Approve or deny an escalation (bound to its request hash).
@@ -344,6 +369,9 @@ pub struct App {
     pub inc_selected: usize,
     pub logs_pane: LogsPane,
     pub describe: Option<DescribePane>,
+    /// Operators and their bindings (loaded when the view opens).
+    pub operators: Option<Vec<agenfleet_protocol::OperatorInfo>>,
+    pub op_selected: usize,
     /// The context shown (None: the local socket, no context), and the contexts known
     /// (for `:ctx` and its completion).
     pub ctx_current: Option<String>,
@@ -405,6 +433,8 @@ impl App {
             inc_selected: 0,
             logs_pane: LogsPane::default(),
             describe: None,
+            operators: None,
+            op_selected: 0,
             ctx_current: None,
             ctx_names: Vec::new(),
             hosts: None,
@@ -569,7 +599,7 @@ impl App {
                     crate::fmt::duration_ms(self.now_ms.saturating_sub(i.first_ms)).hash(&mut h);
                 }
             }
-            View::Audit | View::Logs => {}
+            View::Audit | View::Logs | View::Operators => {}
         }
         h.finish()
     }
@@ -636,6 +666,11 @@ impl App {
             }
             Msg::Rotated(agent, r) => self.rotated(&agent, r),
             Msg::Revoked(agent, r) => self.revoked(&agent, r),
+            Msg::Operators(r) => {
+                self.apply_operators(r);
+                vec![]
+            }
+            Msg::RoleChanged(r) => self.role_changed(r),
             Msg::Noted(id, r) => {
                 match r {
                     Ok(seq) => self.flash(
@@ -731,6 +766,14 @@ impl App {
                 self.on_revoke_confirm_key(k.code, name, version)
             }
             Mode::SilenceFor { id, typed } => self.on_silence_key(k.code, id, typed),
+            Mode::RoleInput { uid, grant, typed } => {
+                self.on_role_input_key(k.code, uid, grant, typed)
+            }
+            Mode::RoleConfirm {
+                uid,
+                grant,
+                binding,
+            } => self.on_role_confirm_key(k.code, uid, grant, binding),
             Mode::IncidentNote { id, text } => self.on_note_key(k.code, id, text),
             Mode::Decide {
                 id,
@@ -784,7 +827,7 @@ impl App {
                 View::Fleet => View::Audit,
                 View::Audit => View::Escalations,
                 View::Escalations => View::Incidents,
-                View::Incidents | View::Logs | View::Describe => View::Fleet,
+                View::Incidents | View::Logs | View::Describe | View::Operators => View::Fleet,
             }),
             _ => match self.view {
                 View::Fleet => self.fleet_action(a),
@@ -793,6 +836,7 @@ impl App {
                 View::Incidents => self.incidents_action(a),
                 View::Logs => self.logs_action(a),
                 View::Describe => self.describe_action(a),
+                View::Operators => self.operators_action(a),
             },
         }
     }
@@ -815,7 +859,12 @@ impl App {
     /// Switches the body to `view`, remembering where Esc goes back to (the escalations
     /// queue is loaded when shown).
     pub(super) fn show(&mut self, view: View) -> Vec<Effect> {
-        if self.multi() && matches!(view, View::Audit | View::Escalations | View::Incidents) {
+        if self.multi()
+            && matches!(
+                view,
+                View::Audit | View::Escalations | View::Incidents | View::Operators
+            )
+        {
             self.flash(
                 "across contexts only the fleet is shown: `:ctx NAME` for one host's audit, escalations and incidents",
                 true,
@@ -831,8 +880,10 @@ impl App {
         }
         let mut fx = self.leave(view);
         self.view = view;
-        if view == View::Escalations {
-            fx.push(Effect::LoadEscalations);
+        match view {
+            View::Escalations => fx.push(Effect::LoadEscalations),
+            View::Operators => fx.push(Effect::LoadOperators),
+            _ => {}
         }
         fx
     }

@@ -300,6 +300,26 @@ impl Io {
                 });
                 return Done::sent(sent);
             }
+            Effect::LoadOperators => {
+                self.background(self.conn.clone(), |c| async move {
+                    Some(Msg::Operators(flat(c.client.operators_list(c.ctx()).await)))
+                });
+            }
+            Effect::Role {
+                uid,
+                grant,
+                binding,
+            } => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    let r = if grant {
+                        c.client.roles_grant(c.ctx(), uid, binding).await
+                    } else {
+                        c.client.roles_revoke(c.ctx(), uid, binding).await
+                    };
+                    Some(Msg::RoleChanged(flat(r)))
+                });
+                return Done::sent(sent);
+            }
             Effect::LoadEscalations => {
                 self.background(self.conn.clone(), |c| async move {
                     flat(c.client.escalations_list(c.ctx(), false).await)

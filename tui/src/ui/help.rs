@@ -19,6 +19,7 @@ fn view_name(v: View) -> &'static str {
         View::Incidents => "incidents",
         View::Logs => "the logs",
         View::Describe => "describe",
+        View::Operators => "operators",
     }
 }
 

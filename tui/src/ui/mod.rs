@@ -14,6 +14,7 @@ pub mod header;
 pub mod help;
 pub mod incidents;
 pub mod logs;
+pub mod operators;
 pub mod scopes;
 pub mod spec;
 pub mod theme;
@@ -41,6 +42,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         logs::draw(f, body, app, &theme);
     } else if app.view == View::Describe {
         describe::draw(f, body, app, &theme);
+    } else if app.view == View::Operators {
+        operators::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);

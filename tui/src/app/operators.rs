@@ -1,0 +1,201 @@
+//! Console state for operators and their role bindings (`:operators`): the list from the
+//! daemon, and granting or revoking a binding typed as `ROLE TENANT[/PROJECT]` — asked
+//! first, only `y` goes ahead; the daemon decides who may (its answer is shown).
+
+use super::{Action, App, Effect, Mode};
+use agenfleet_protocol::{OperatorInfo, RoleBinding};
+use crossterm::event::KeyCode;
+
+/// `ROLE TENANT[/PROJECT]` as a binding, or what is wrong with it.
+pub fn parse_binding(typed: &str) -> Result<RoleBinding, String> {
+    let mut words = typed.split_whitespace();
+    let (Some(role), Some(scope), None) = (words.next(), words.next(), words.next()) else {
+        return Err("write ROLE TENANT or ROLE TENANT/PROJECT".into());
+    };
+    if agenfleet_protocol::roles::ScopedRole::parse(role).is_none() {
+        return Err(format!(
+            "unknown role `{role}` (tenant_admin, project_admin, project_contributor, project_viewer)"
+        ));
+    }
+    let (tenant, project) = match scope.split_once('/') {
+        Some((t, p)) => (t.to_string(), Some(p.to_string())),
+        None => (scope.to_string(), None),
+    };
+    if tenant.is_empty() || project.as_deref() == Some("") {
+        return Err(format!(
+            "bad scope `{scope}`: write TENANT or TENANT/PROJECT"
+        ));
+    }
+    Ok(RoleBinding {
+        role: role.to_string(),
+        tenant,
+        project,
+    })
+}
+
+impl App {
+    pub fn apply_operators(&mut self, r: Result<Vec<OperatorInfo>, String>) {
+        match r {
+            Ok(list) => {
+                self.op_selected = self.op_selected.min(list.len().saturating_sub(1));
+                self.operators = Some(list);
+            }
+            Err(e) => self.flash(format!("operators: {e}"), true),
+        }
+        self.dirty = true;
+    }
+
+    pub fn selected_operator(&self) -> Option<&OperatorInfo> {
+        self.operators.as_ref()?.get(self.op_selected)
+    }
+
+    /// The operators view's actions.
+    pub(super) fn operators_action(&mut self, a: Action) -> Vec<Effect> {
+        let n = self.operators.as_ref().map(Vec::len).unwrap_or(0);
+        match a {
+            Action::Down => self.op_selected = (self.op_selected + 1).min(n.saturating_sub(1)),
+            Action::Up => self.op_selected = self.op_selected.saturating_sub(1),
+            Action::Reload => return vec![Effect::LoadOperators],
+            Action::Grant | Action::RevokeRole => {
+                let Some(uid) = self.selected_operator().map(|o| o.uid) else {
+                    self.flash("no operator selected", true);
+                    return vec![];
+                };
+                if self.readonly {
+                    self.flash("read-only console: roles are turned off (--readonly)", true);
+                    return vec![];
+                }
+                // Revoking starts from the operator's first binding, to edit or accept.
+                let typed = match a {
+                    Action::RevokeRole => self
+                        .selected_operator()
+                        .and_then(|o| o.bindings.first())
+                        .map(|b| {
+                            let scope = match &b.project {
+                                Some(p) => format!("{}/{p}", b.tenant),
+                                None => b.tenant.clone(),
+                            };
+                            format!("{} {scope}", b.role)
+                        })
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                self.mode = Mode::RoleInput {
+                    uid,
+                    grant: a == Action::Grant,
+                    typed,
+                };
+            }
+            _ => self.dirty = false,
+        }
+        vec![]
+    }
+
+    pub(super) fn on_role_input_key(
+        &mut self,
+        code: KeyCode,
+        uid: u32,
+        grant: bool,
+        mut typed: String,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Enter => match parse_binding(&typed) {
+                Ok(binding) => {
+                    self.mode = Mode::RoleConfirm {
+                        uid,
+                        grant,
+                        binding,
+                    }
+                }
+                Err(e) => {
+                    self.flash(e, true);
+                    self.mode = Mode::RoleInput { uid, grant, typed };
+                }
+            },
+            KeyCode::Backspace => {
+                typed.pop();
+                self.mode = Mode::RoleInput { uid, grant, typed };
+            }
+            KeyCode::Char(c) => {
+                typed.push(c);
+                self.mode = Mode::RoleInput { uid, grant, typed };
+            }
+            _ => self.mode = Mode::RoleInput { uid, grant, typed },
+        }
+        vec![]
+    }
+
+    /// Confirming a grant or revocation: only `y` goes ahead.
+    pub(super) fn on_role_confirm_key(
+        &mut self,
+        code: KeyCode,
+        uid: u32,
+        grant: bool,
+        binding: RoleBinding,
+    ) -> Vec<Effect> {
+        self.mode = Mode::Normal;
+        if code == KeyCode::Char('y') {
+            let what = if grant { "granting" } else { "revoking" };
+            self.flash(format!("{what} {binding} for uid {uid}…"), false);
+            return vec![Effect::Role {
+                uid,
+                grant,
+                binding,
+            }];
+        }
+        self.flash("cancelled", false);
+        vec![]
+    }
+
+    /// The daemon answered a grant or revocation.
+    pub(super) fn role_changed(&mut self, r: Result<OperatorInfo, String>) -> Vec<Effect> {
+        match r {
+            Ok(o) => {
+                let roles: Vec<String> = o.bindings.iter().map(|b| b.to_string()).collect();
+                self.flash(
+                    format!(
+                        "{} (uid {}): {}",
+                        o.name,
+                        o.uid,
+                        if roles.is_empty() {
+                            "no roles".to_string()
+                        } else {
+                            roles.join(", ")
+                        }
+                    ),
+                    false,
+                );
+                vec![Effect::LoadOperators]
+            }
+            Err(e) => {
+                self.flash(format!("not changed: {e}"), true);
+                vec![]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_binding;
+
+    #[test]
+    fn bindings_are_typed_as_role_and_scope() {
+        let b = parse_binding("project_viewer acme/ops").expect("binding");
+        assert_eq!(
+            (b.role.as_str(), b.tenant.as_str(), b.project.as_deref()),
+            ("project_viewer", "acme", Some("ops"))
+        );
+        assert!(parse_binding("tenant_admin acme").is_ok());
+        assert!(parse_binding("root acme")
+            .unwrap_err()
+            .contains("unknown role"));
+        assert!(parse_binding("tenant_admin")
+            .unwrap_err()
+            .contains("ROLE TENANT"));
+        assert!(parse_binding("tenant_admin acme/")
+            .unwrap_err()
+            .contains("bad scope"));
+    }
+}
