@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
                 let opts = tui::Options {
                     choice,
                     readonly: cli.readonly,
+                    mouse: cli.mouse,
                     timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
                 };
                 tui::run(opts)

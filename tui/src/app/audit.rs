@@ -48,7 +48,9 @@ impl App {
     /// New audit records (and the log's status) from the daemon.
     pub fn apply_audit(&mut self, entries: Vec<AuditEntry>, status: Option<AuditStatus>) {
         let last = self.audit.back().map(|e| e.seq).unwrap_or(0);
+        let mut added = false;
         for e in entries.into_iter().filter(|e| e.seq > last) {
+            added = true;
             if self.audit.len() == AUDIT_TAIL {
                 self.audit.pop_front();
             }
@@ -57,10 +59,12 @@ impl App {
                 self.audit_scroll += 1;
             }
         }
+        let status_moved = status.is_some() && status != self.audit_status;
         if status.is_some() {
             self.audit_status = status;
         }
-        self.dirty = true;
+        // Only the audit view shows the trail and the log's status.
+        self.dirty |= self.view == View::Audit && (added || status_moved);
     }
 
     /// The audit view's actions: scrolling (0 is the newest, followed live).

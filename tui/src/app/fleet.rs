@@ -308,7 +308,7 @@ impl App {
     }
 
     /// With the detail pane open, moving the selection follows the new agent's logs.
-    fn refollow(&mut self) -> Vec<Effect> {
+    pub(super) fn refollow(&mut self) -> Vec<Effect> {
         if self.detail_open && self.logs_for != self.selected {
             vec![self.follow_selected()]
         } else {

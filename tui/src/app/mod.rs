@@ -196,6 +196,8 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Msg {
     Key(KeyEvent),
+    /// A mouse event (with `--mouse`) and when it came (for double-clicks).
+    Mouse(crossterm::event::MouseEvent, u64),
     Resize,
     Tick(u64),
     Connected(CallerInfo),
@@ -386,9 +388,13 @@ pub struct App {
     /// The first fleet row on screen (kept by the drawing so the selection stays in view
     /// without the view jumping).
     pub fleet_offset: std::cell::Cell<usize>,
+    /// How many fleet rows the last frame had room for (a click below them is not a row).
+    pub fleet_rows: std::cell::Cell<usize>,
     /// What the clock changes on screen, as of the last tick (a tick redraws only when
     /// it moves).
     tick_sig: u64,
+    /// The last left click: the fleet row and when (a second one soon after opens it).
+    last_click: Option<(usize, u64)>,
     /// Something changed since the last frame.
     pub dirty: bool,
 }
@@ -442,7 +448,9 @@ impl App {
             agents_rev: 0,
             visible_cache: Default::default(),
             fleet_offset: std::cell::Cell::new(0),
+            fleet_rows: std::cell::Cell::new(usize::MAX),
             tick_sig: 0,
+            last_click: None,
             dirty: true,
         }
     }
@@ -609,6 +617,7 @@ impl App {
     pub fn on_msg(&mut self, m: Msg) -> Vec<Effect> {
         match m {
             Msg::Key(k) => self.on_key(k),
+            Msg::Mouse(m, at) => self.on_mouse(m, at),
             Msg::Resize => {
                 self.dirty = true;
                 vec![]
@@ -794,6 +803,49 @@ impl App {
                     vec![]
                 }
             },
+        }
+    }
+
+    /// The mouse (with `--mouse`): the wheel scrolls the list shown, a click on a fleet
+    /// row selects it, a second click on it within 400 ms opens its detail pane. Only in
+    /// normal mode (dialogs keep the keyboard's answers).
+    fn on_mouse(&mut self, m: crossterm::event::MouseEvent, at: u64) -> Vec<Effect> {
+        use crossterm::event::{MouseButton, MouseEventKind};
+        if self.mode != Mode::Normal {
+            return vec![];
+        }
+        match m.kind {
+            MouseEventKind::ScrollDown => self.perform(Action::Down),
+            MouseEventKind::ScrollUp => self.perform(Action::Up),
+            MouseEventKind::Down(MouseButton::Left) if self.view == View::Fleet => {
+                // Header line, the table's border and its heading come first.
+                let Some(row) = (m.row as usize)
+                    .checked_sub(3)
+                    .filter(|r| *r < self.fleet_rows.get())
+                else {
+                    return vec![];
+                };
+                let i = self.fleet_offset.get() + row;
+                let Some(key) = self.visible_keys().get(i).cloned() else {
+                    return vec![];
+                };
+                self.dirty = true;
+                let double = self
+                    .last_click
+                    .is_some_and(|(r, t)| r == i && at.saturating_sub(t) <= 400);
+                self.last_click = Some((i, at));
+                let moved = self.selected.as_ref() != Some(&key);
+                self.selected = Some(key);
+                if double {
+                    self.last_click = None;
+                    return self.perform(Action::Open);
+                }
+                if moved {
+                    return self.refollow();
+                }
+                vec![]
+            }
+            _ => vec![],
         }
     }
 

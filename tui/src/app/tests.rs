@@ -655,3 +655,61 @@ fn the_policy_pane_is_checked_by_the_daemon_and_only_the_newest_answer_counts() 
         .text
         .contains("needs policy.write"));
 }
+
+#[test]
+fn the_mouse_scrolls_selects_and_a_double_click_opens() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = big_app(30);
+    let at = |kind, row| MouseEvent {
+        kind,
+        column: 10,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    app.on_msg(Msg::Mouse(at(MouseEventKind::ScrollDown, 5), 0));
+    app.on_msg(Msg::Mouse(at(MouseEventKind::ScrollDown, 5), 10));
+    assert_eq!(app.selected_index(), Some(2));
+    // Row 3 of the screen is the table's first row: a click there selects agent-0000.
+    app.on_msg(Msg::Mouse(
+        at(MouseEventKind::Down(MouseButton::Left), 3),
+        1_000,
+    ));
+    assert_eq!(
+        app.selected_agent().map(|v| v.name.as_str()),
+        Some("agent-0000")
+    );
+    assert!(!app.detail_open);
+    // A second click on another row is a new selection, not a double-click.
+    app.on_msg(Msg::Mouse(
+        at(MouseEventKind::Down(MouseButton::Left), 7),
+        1_100,
+    ));
+    assert_eq!(
+        app.selected_agent().map(|v| v.name.as_str()),
+        Some("agent-0004")
+    );
+    assert!(!app.detail_open);
+    let fx = app.on_msg(Msg::Mouse(
+        at(MouseEventKind::Down(MouseButton::Left), 7),
+        1_300,
+    ));
+    assert!(app.detail_open, "double-click opens");
+    assert!(matches!(&fx[..], [Effect::FollowLogs(Some(r))] if r.name == "agent-0004"));
+    // Too slow is two single clicks; a click on the header does nothing.
+    app.on_key(key(KeyCode::Esc));
+    app.on_msg(Msg::Mouse(
+        at(MouseEventKind::Down(MouseButton::Left), 8),
+        5_000,
+    ));
+    app.on_msg(Msg::Mouse(
+        at(MouseEventKind::Down(MouseButton::Left), 8),
+        6_000,
+    ));
+    assert!(!app.detail_open);
+    assert!(app
+        .on_msg(Msg::Mouse(
+            at(MouseEventKind::Down(MouseButton::Left), 0),
+            7_000
+        ))
+        .is_empty());
+}

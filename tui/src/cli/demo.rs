@@ -254,6 +254,7 @@ pub async fn run(args: &DemoArgs, cli: &super::Cli) -> Result<(), CliError> {
                 endpoint: crate::client::Endpoint::Unix(socket.clone()),
             },
             readonly: cli.readonly,
+            mouse: cli.mouse,
             timeout: Duration::from_secs(cli.timeout.max(1)),
         };
         crate::tui::run(opts)

@@ -57,6 +57,10 @@ pub struct Cli {
     /// Console: turn every mutation off, whatever your role.
     #[arg(long)]
     pub readonly: bool,
+    /// Console: use the mouse (wheel scrolls, click selects, double-click opens); the
+    /// terminal's own text selection then needs Shift. Also `AGENFLEET_MOUSE=1`.
+    #[arg(long, env = "AGENFLEET_MOUSE")]
+    pub mouse: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

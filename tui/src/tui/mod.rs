@@ -22,14 +22,21 @@ use tokio::sync::mpsc;
 pub struct Options {
     pub choice: Choice,
     pub readonly: bool,
+    /// Report mouse events (wheel, clicks) to the console.
+    pub mouse: bool,
     pub timeout: Duration,
 }
 
 /// Restores the terminal however the console ends (return, error, panic).
-struct TerminalGuard;
+struct TerminalGuard {
+    mouse: bool,
+}
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
+        if self.mouse {
+            let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+        }
         ratatui::restore();
     }
 }
@@ -85,7 +92,10 @@ fn app_for(choice: &Choice, readonly: bool, color: bool, before: Option<&App>) -
 pub async fn run(opts: Options) -> std::io::Result<()> {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut terminal = ratatui::try_init()?;
-    let _guard = TerminalGuard;
+    let _guard = TerminalGuard { mouse: opts.mouse };
+    if opts.mouse {
+        crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture)?;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut app = app_for(&opts.choice, opts.readonly, color, None);
     let mut io = Io::new(tx, opts.timeout);
@@ -107,6 +117,7 @@ pub async fn run(opts: Options) -> std::io::Result<()> {
             ev = events.next() => match ev {
                 Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => Msg::Key(k),
                 Some(Ok(Event::Resize(_, _))) => Msg::Resize,
+                Some(Ok(Event::Mouse(m))) => Msg::Mouse(m, now_ms()),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),

@@ -65,6 +65,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     // Only the rows that fit are built (borders and heading take three lines).
     let room = area.height.saturating_sub(3) as usize;
+    app.fleet_rows.set(room);
     let from = window_start(app, room, total);
     let vis: Vec<&agenfleet_protocol::AgentView> = keys[from..(from + room).min(total)]
         .iter()
