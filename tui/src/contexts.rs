@@ -223,8 +223,9 @@ pub struct Contexts {
     pub contexts: Vec<Context>,
 }
 
-/// `$XDG_CONFIG_HOME/agenfleet/contexts.toml`, else `$HOME/.config/agenfleet/contexts.toml`.
-pub fn file_path() -> Option<PathBuf> {
+/// The client's config directory: `$XDG_CONFIG_HOME/agenfleet`, else
+/// `$HOME/.config/agenfleet`.
+pub fn config_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -233,7 +234,12 @@ pub fn file_path() -> Option<PathBuf> {
                 .filter(|v| !v.is_empty())
                 .map(|h| PathBuf::from(h).join(".config"))
         })?;
-    Some(base.join("agenfleet").join("contexts.toml"))
+    Some(base.join("agenfleet"))
+}
+
+/// `contexts.toml` in the client's config directory.
+pub fn file_path() -> Option<PathBuf> {
+    Some(config_dir()?.join("contexts.toml"))
 }
 
 /// A context name: the names tenants and agents use (lowercase, digits, `-`), not `all`.

@@ -16,6 +16,21 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
+/// A duration written `90s`, `15m`, `12h` or `30d`, in seconds (too large: refused).
+pub fn duration_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("bad duration `{s}` (use 90s, 15m, 12h or 30d)");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit).ok_or_else(bad)
+}
+
 /// "512B", "12.3M", "1.5G" (binary units).
 pub fn bytes(b: u64) -> String {
     const K: f64 = 1024.0;
@@ -94,6 +109,13 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
+        assert_eq!(duration_secs("90s"), Ok(90));
+        assert_eq!(duration_secs("2h"), Ok(7200));
+        assert!(
+            duration_secs("99999999999999999d").is_err(),
+            "overflow is refused"
+        );
+        assert!(duration_secs("").is_err() && duration_secs("5x").is_err());
         assert_eq!(duration_ms(45_000), "45s");
         assert_eq!(duration_ms(192_000), "3m12s");
         assert_eq!(duration_ms(7_500_000), "2h05m");

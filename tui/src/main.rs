@@ -27,11 +27,20 @@ fn main() -> std::process::ExitCode {
         match &cli.command {
             Some(cmd) => cli::run(&cli, cmd).await,
             None => {
+                let settings = agenfleet::config::ClientConfig::load()?;
+                let theme = cli
+                    .theme
+                    .clone()
+                    .or(settings.theme)
+                    .unwrap_or_else(|| "default".into());
+                let palette = agenfleet::ui::theme::Palette::load(&theme)
+                    .map_err(|e| client::CliError::new(6, "invalid_argument", e))?;
+                agenfleet::ui::theme::set_active(palette);
                 let choice = cli::context::console_choice(&cli)?;
                 let opts = tui::Options {
                     choice,
                     readonly: cli.readonly,
-                    mouse: cli.mouse,
+                    mouse: cli.mouse || settings.mouse,
                     timeout: std::time::Duration::from_secs(cli.timeout.max(1)),
                 };
                 tui::run(opts)

@@ -236,7 +236,7 @@ impl App {
                 let secs = if typed.trim().is_empty() {
                     Ok(3600)
                 } else {
-                    crate::cli::duration_secs(typed.trim()).map_err(|e| e.message)
+                    crate::fmt::duration_secs(typed.trim())
                 };
                 match secs {
                     Ok(s) if s > 0 => {

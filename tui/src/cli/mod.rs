@@ -61,6 +61,10 @@ pub struct Cli {
     /// terminal's own text selection then needs Shift. Also `AGENFLEET_MOUSE=1`.
     #[arg(long, env = "AGENFLEET_MOUSE")]
     pub mouse: bool,
+    /// Console: the theme (`default`, `high-contrast`, or `themes/NAME.toml` in the
+    /// client's config dir); else `theme` in its `config.toml`.
+    #[arg(long)]
+    pub theme: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -341,22 +345,7 @@ impl Out {
 
 /// A duration written `90s`, `15m`, `12h` or `30d`, in seconds.
 pub fn duration_secs(s: &str) -> Result<u64, CliError> {
-    let bad = || {
-        CliError::new(
-            6,
-            "invalid_argument",
-            format!("bad duration `{s}` (use 90s, 15m, 12h or 30d)"),
-        )
-    };
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    Ok(n * match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    })
+    crate::fmt::duration_secs(s).map_err(|e| CliError::new(6, "invalid_argument", e))
 }
 
 /// Prints an error for a person (stderr) and, with `--json`, for a script (stdout) —

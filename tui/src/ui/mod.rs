@@ -135,6 +135,55 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 #[cfg(test)]
+mod every_view {
+    use crate::app::{Msg, View};
+    use agenfleet_protocol::{AgentRef, OperatorInfo, VaultState};
+
+    /// Every view at 80×24 and 120×40, with the daemon's three alarms up: each view is
+    /// drawn whole and the header shows the warnings first.
+    #[test]
+    fn every_view_at_80x24_and_120x40_with_the_warnings_first() {
+        let mut app = crate::ui::incidents::tests::with_incidents();
+        if let Some(d) = app.daemon.as_mut() {
+            d.engine.connected = false;
+            d.audit_writable = false;
+            d.vault = VaultState::Sealed;
+        }
+        app.on_msg(Msg::Operators(Ok(vec![OperatorInfo {
+            uid: 0,
+            name: "root".into(),
+            platform_admin: true,
+            bindings: vec![],
+        }])));
+        let crawler = AgentRef {
+            tenant: Some("acme".into()),
+            name: "crawler".into(),
+        };
+        for v in View::ALL {
+            app.view = v;
+            if v == View::Describe {
+                app.run_command("describe acme/crawler");
+            }
+            if v == View::Logs {
+                app.run_command(&format!("logs {crawler}"));
+            }
+            for (w, h) in [(80, 24), (120, 40)] {
+                let t = super::testing::render(&app, w, h);
+                let first = super::testing::screen_text(&t)
+                    .chars()
+                    .take(w as usize)
+                    .collect::<String>();
+                assert!(
+                    first.contains("ENGINE DOWN") && first.contains("AUDIT CLOSED") && first.contains("SEALED"),
+                    "{v:?} {w}x{h}: {first}"
+                );
+                insta::assert_snapshot!(format!("view_{v:?}_{w}x{h}"), t.backend());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 pub mod testing {
     use super::*;
     use ratatui::backend::TestBackend;
