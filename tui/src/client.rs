@@ -245,6 +245,26 @@ async fn through_ssh(e: CliError, ep: &Endpoint, ssh: &Option<SshSide>) -> CliEr
     }
 }
 
+/// The protocol handshake; a failure through ssh says what ssh said.
+async fn hello(
+    client: FleetClient,
+    timeout: Duration,
+    ep: Endpoint,
+    ssh: Option<SshSide>,
+) -> Result<Hello, CliError> {
+    let h = async {
+        Ok::<_, CliError>(
+            client
+                .hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
+                .await??,
+        )
+    };
+    match h.await {
+        Ok(h) => Ok(h),
+        Err(e) => Err(through_ssh(e, &ep, &ssh).await),
+    }
+}
+
 /// A connected client (version-checked by `open`; by the caller after `open_pipelined`).
 #[derive(Clone)]
 pub struct Conn {
@@ -258,17 +278,7 @@ impl Conn {
     /// Connects and says hello.
     pub async fn open(ep: &Endpoint, timeout: Duration) -> Result<(Conn, Hello), CliError> {
         let (client, ssh) = Self::connect_to(ep).await?;
-        let hello = async {
-            Ok::<_, CliError>(
-                client
-                    .hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
-                    .await??,
-            )
-        };
-        let hello = match hello.await {
-            Ok(h) => h,
-            Err(e) => return Err(through_ssh(e, ep, &ssh).await),
-        };
+        let hello = hello(client.clone(), timeout, ep.clone(), ssh.clone()).await?;
         Ok((
             Conn {
                 client,
@@ -292,20 +302,7 @@ impl Conn {
         CliError,
     > {
         let (client, ssh) = Self::connect_to(ep).await?;
-        let c = client.clone();
-        let (side, ep) = (ssh.clone(), ep.clone());
-        let hello = async move {
-            let h = async {
-                Ok::<_, CliError>(
-                    c.hello(transport::context_with_timeout(timeout), PROTOCOL_VERSION)
-                        .await??,
-                )
-            };
-            match h.await {
-                Ok(h) => Ok(h),
-                Err(e) => Err(through_ssh(e, &ep, &side).await),
-            }
-        };
+        let hello = hello(client.clone(), timeout, ep.clone(), ssh.clone());
         Ok((
             Conn {
                 client,

@@ -450,8 +450,7 @@ impl App {
             );
             return vec![];
         };
-        if self.readonly {
-            self.flash("read-only console: shell is turned off (--readonly)", true);
+        if !self.writable("shell") {
             return vec![];
         }
         vec![Effect::Shell(agent, id)]

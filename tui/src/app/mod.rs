@@ -502,6 +502,11 @@ impl App {
                 return false;
             }
         }
+        self.writable(what)
+    }
+
+    /// False (and says so) on a `--readonly` console.
+    pub(super) fn writable(&mut self, what: &str) -> bool {
         if self.readonly {
             self.flash(
                 format!("read-only console: {what} is turned off (--readonly)"),
@@ -531,14 +536,7 @@ impl App {
                 return false;
             }
         }
-        if self.readonly {
-            self.flash(
-                format!("read-only console: {what} is turned off (--readonly)"),
-                true,
-            );
-            return false;
-        }
-        true
+        self.writable(what)
     }
 
     pub fn flash(&mut self, text: impl Into<String>, error: bool) {

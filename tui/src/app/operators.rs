@@ -61,8 +61,7 @@ impl App {
                     self.flash("no operator selected", true);
                     return vec![];
                 };
-                if self.readonly {
-                    self.flash("read-only console: roles are turned off (--readonly)", true);
+                if !self.writable("granting and revoking roles") {
                     return vec![];
                 }
                 // Revoking starts from the operator's first binding, to edit or accept.

@@ -174,7 +174,9 @@ mod every_view {
                     .take(w as usize)
                     .collect::<String>();
                 assert!(
-                    first.contains("ENGINE DOWN") && first.contains("AUDIT CLOSED") && first.contains("SEALED"),
+                    first.contains("ENGINE DOWN")
+                        && first.contains("AUDIT CLOSED")
+                        && first.contains("SEALED"),
                     "{v:?} {w}x{h}: {first}"
                 );
                 insta::assert_snapshot!(format!("view_{v:?}_{w}x{h}"), t.backend());
