@@ -16,9 +16,13 @@ pub async fn watcher(endpoint: Endpoint, host: Option<String>, timeout: Duration
         Some(h) => Msg::HostDisconnected(h.clone(), e),
         None => Msg::Disconnected(e),
     };
+    // Between attempts: 0.5 s, doubling to 10 s while the daemon does not answer (an ssh
+    // context's attempt starts a process), back to 0.5 s once it has.
+    let mut pause = Duration::from_millis(500);
     loop {
         match Conn::open(&endpoint, timeout).await {
             Ok((conn, hello)) => {
+                pause = Duration::from_millis(500);
                 if !tx.send(Inbox::Connected(host.clone(), conn.clone(), hello.caller)) {
                     return;
                 }
@@ -58,7 +62,8 @@ pub async fn watcher(endpoint: Endpoint, host: Option<String>, timeout: Duration
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
 
