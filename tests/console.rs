@@ -287,8 +287,9 @@ fn k9s_habits_drive_the_fleet() {
         s.contains("Grant project_viewer on default/default to uid 4242?")
     });
     t.keys(&["y"]);
-    t.wait_screen("the grant shown", |s| {
-        s.contains("val") && s.contains("project_viewer on default/default")
+    // (The dialog names the binding too: wait for the daemon's answer in the footer.)
+    t.wait_screen("the grant made", |s| {
+        s.contains("val (uid 4242): project_viewer on default/default")
     });
     let ops = d.json(&["operators", "list"]).to_string();
     assert!(ops.contains("project_viewer"), "{ops}");
