@@ -41,6 +41,7 @@ fn console_shows_the_live_fleet_and_acts_on_it() {
         s.contains("default/bravo") && s.contains("bravo working")
     });
     t.keys(&["Escape"]);
+    t.wait_screen("the detail pane closed", |s| !s.contains("in window)"));
 
     // Filter.
     t.keys(&["/", "a", "l", "p", "Enter"]);
@@ -162,6 +163,26 @@ fn k9s_habits_drive_the_fleet() {
     t.wait_screen("back to audit", |s| s.contains("Audit trail ("));
     t.keys(&["Escape"]);
     t.wait_screen("back to the fleet", |s| s.contains("Fleet (2)"));
+
+    // The pulse: followed live, it shows both agents running once a bucket has closed
+    // with them up (the daemon answers as each 10 s bucket closes).
+    t.keys(&[":"]);
+    typed(&t, "pulse");
+    t.keys(&["Enter"]);
+    t.wait_screen_for(
+        Duration::from_secs(40),
+        "the pulse view with both agents running",
+        |s| {
+            s.contains("Pulse — last")
+                && s.lines().any(|l| {
+                    l.contains("agents running") && l.split_whitespace().nth(2) == Some("2")
+                })
+        },
+    );
+    t.keys(&["Escape"]);
+    t.wait_screen("back to the fleet from the pulse", |s| {
+        s.contains("Fleet (2)")
+    });
 
     // Sort by name, then the other way round (the heading carries the direction).
     t.keys(&["N"]);

@@ -236,6 +236,41 @@ fn calls_outside_random_scopes_are_denied_every_time_through_the_real_socket() {
         .filter(|e| e["event"]["outcome"] == "deny")
         .count();
     assert_eq!(denies, denied);
+
+    // The pulse counts the same decisions once their bucket has closed (`--wait`: the
+    // one being filled now), and shows the agent running.
+    let pulse = d.json(&["pulse", "--wait"]);
+    let buckets = pulse["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 60, "ten minutes of 10 s buckets: {pulse}");
+    let sum = |k: &str| {
+        buckets
+            .iter()
+            .map(|b| b[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum("denied") as usize, denied, "{pulse}");
+    assert_eq!(sum("allowed") as usize, total - denied, "{pulse}");
+    assert_eq!(buckets[59]["running"], 1, "{pulse}");
+    // The agent's own memory history fills in as the stats are sampled.
+    let history = wait_for(
+        Duration::from_secs(60),
+        "a memory sample in the agent's history",
+        || {
+            let h = d.json(&["pulse", "--agent", "prop", "--wait"]);
+            let points = h["points"].as_array()?;
+            points
+                .iter()
+                .any(|p| p["memory_bytes"].as_u64().is_some_and(|m| m > 0))
+                .then_some(h)
+        },
+    );
+    let out = d.cli(&["pulse", "--agent", "prop"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("memory") && text.contains("cpu") && text.contains("PEAK"),
+        "{text}\n{history}"
+    );
 }
 
 const POLICY: &str = r#"

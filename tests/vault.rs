@@ -119,10 +119,16 @@ fn canary_appears_nowhere_but_in_the_agents_memory() {
     );
     let t = Tmux::start_sized(&cmd, 120, 40);
     let mut screens = t.wait_screen("the fleet", |s| s.contains("holder"));
-    for (key, what) in [("Enter", "log"), ("Escape", "Fleet"), ("2", "Audit trail")] {
-        t.keys(&[key]);
-        screens.push_str(&t.wait_screen(what, |s| s.contains(what)));
-    }
+    t.keys(&["Enter"]);
+    screens.push_str(&t.wait_screen("the detail pane", |s| s.contains("in window)")));
+    // Escape and the next key apart (together a terminal reads them as Alt-key): wait
+    // for the detail pane to close before pressing `2`.
+    t.keys(&["Escape"]);
+    screens.push_str(&t.wait_screen("the detail pane closed", |s| {
+        s.contains("Fleet") && !s.contains("in window)")
+    }));
+    t.keys(&["2"]);
+    screens.push_str(&t.wait_screen("the audit view", |s| s.contains("Audit trail")));
     drop(t);
     assert!(
         screens.contains("holder"),

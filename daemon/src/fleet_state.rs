@@ -233,6 +233,11 @@ impl FleetState {
         self.lock().agents.get(key).cloned()
     }
 
+    /// Looks at every agent under the lock (nothing cloned).
+    pub fn for_each(&self, mut f: impl FnMut(&AgentView)) {
+        self.lock().agents.values().for_each(&mut f);
+    }
+
     /// Every agent for which `visible` holds, and the revision they are current at.
     pub fn snapshot(
         &self,
@@ -364,11 +369,11 @@ impl FleetState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use agenfleet_protocol::{AgentState, DesiredState, EngineInfo};
 
-    fn daemon() -> DaemonInfo {
+    pub(crate) fn daemon() -> DaemonInfo {
         DaemonInfo {
             version: "t".into(),
             pid: 1,
@@ -384,10 +389,11 @@ mod tests {
             audit_writable: true,
             audit_problem: None,
             vault: agenfleet_protocol::VaultState::Uninitialized,
+            operations: Vec::new(),
         }
     }
 
-    fn view(tenant: &str, name: &str, state: AgentState) -> AgentView {
+    pub(crate) fn view(tenant: &str, name: &str, state: AgentState) -> AgentView {
         AgentView {
             tenant: tenant.into(),
             project: "p".into(),

@@ -12,7 +12,9 @@ pub mod fuzz;
 pub mod incidents;
 pub mod keyring;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
+pub mod pulse;
 pub mod rpc;
 pub mod runtime;
 pub mod service;
@@ -169,6 +171,7 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         audit_writable: true,
         audit_problem: None,
         vault: agenfleet_protocol::VaultState::Uninitialized,
+        operations: Vec::new(),
     });
     let vault = Arc::new(vault::Vault::open(store.clone(), instance.clone()));
     // The audit log, with its checkpoint key in the OS keyring (never in the state dir) and

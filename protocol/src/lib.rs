@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod incidents;
 pub mod names;
 pub mod policy;
+pub mod pulse;
 pub mod relay;
 pub mod roles;
 pub mod secret;

@@ -9,6 +9,7 @@ use crate::incidents::{Incident, Matrix, OutboxRow, Party, RoutesReport};
 use crate::policy::{
     EscalationView, PolicyCase, PolicyCaseResult, PolicyProblem, PolicyVersion, VersionHistory,
 };
+use crate::pulse::{AgentHistory, Pulse};
 use crate::secret::SecretValue;
 use crate::spec::{AgentSpec, ApplyOutcome, SpecHistory, SpecVersion};
 use crate::types::CallerInfo;
@@ -243,4 +244,13 @@ pub trait Fleet {
         tenant: String,
         audit_retention_days: Option<f64>,
     ) -> Result<TenantSettings, ApiError>;
+    /// The fleet the caller sees over the last ten minutes (see `pulse`); waits up to
+    /// `max_wait_ms` for a bucket newer than the one starting at `after_ms` to close.
+    async fn pulse(after_ms: u64, max_wait_ms: u64) -> Result<Pulse, ApiError>;
+    /// One agent's CPU and memory over the last ten minutes; waits like `pulse`.
+    async fn agent_history(
+        agent: AgentRef,
+        after_ms: u64,
+        max_wait_ms: u64,
+    ) -> Result<AgentHistory, ApiError>;
 }

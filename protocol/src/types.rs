@@ -346,6 +346,43 @@ pub struct DaemonInfo {
     pub audit_problem: Option<String>,
     /// Sealed, unsealed or uninitialised.
     pub vault: crate::vault::VaultState,
+    /// Long operations in progress (image builds, the agents' resync after an unseal).
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+}
+
+/// A long operation in progress, as far as it has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: u64,
+    /// What it is, for a person ("building image acme/bot:1", "unseal: resyncing agents").
+    pub what: String,
+    pub done: u64,
+    /// 0: not known yet.
+    pub total: u64,
+    /// What is counted ("steps", "agents", "bytes").
+    pub unit: String,
+    pub started_ms: u64,
+}
+
+impl Operation {
+    /// "3/7 steps" ("3 steps" while the total is not known).
+    pub fn progress(&self) -> String {
+        if self.total == 0 {
+            format!("{} {}", self.done, self.unit)
+        } else {
+            format!("{}/{} {}", self.done, self.total, self.unit)
+        }
+    }
+
+    /// Done as a fraction of the total (0 while it is not known).
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            (self.done as f64 / self.total as f64).clamp(0.0, 1.0)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,5 +10,6 @@ pub mod config;
 pub mod contexts;
 pub mod fmt;
 pub mod pins;
+pub mod pulse;
 pub mod tui;
 pub mod ui;

@@ -27,10 +27,14 @@ mod backup;
 mod guard;
 mod incidents;
 mod policy;
+mod pulse;
 mod specs;
 mod upstreams;
 
 pub use guard::FleetService;
+
+/// How long an unseal waits for the agents' resync before it answers.
+const UNSEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 use guard::{capped, vault_err};
 
 impl Fleet for FleetService {
@@ -446,7 +450,7 @@ impl Fleet for FleetService {
                 async move { vault.init().map_err(vault_err) },
             )
             .await?;
-        self.rt.vault_changed();
+        let _ = self.rt.vault_changed();
         self.rt.audit_key_follows_vault().await;
         Ok(rk)
     }
@@ -462,7 +466,7 @@ impl Fleet for FleetService {
             async move { vault.seal_and_forget().map_err(vault_err) },
         )
         .await?;
-        self.rt.vault_changed();
+        let _ = self.rt.vault_changed();
         self.rt.vault.status().map_err(vault_err)
     }
 
@@ -478,8 +482,15 @@ impl Fleet for FleetService {
             vault.unseal(&recovery_key).map_err(vault_err)
         })
         .await?;
-        self.rt.vault_changed();
+        let resync = self.rt.vault_changed();
         self.rt.audit_key_follows_vault().await;
+        // The caller hears once every agent has looked again (what was waiting for a
+        // credential starts), or after UNSEAL_WAIT: the rest goes on in the background.
+        if let Some(id) = resync {
+            if !self.rt.ops.wait_end(id, UNSEAL_WAIT).await {
+                tracing::warn!("the agents' resync after the unseal goes on after the answer");
+            }
+        }
         self.rt.vault.status().map_err(vault_err)
     }
 
@@ -860,5 +871,24 @@ impl Fleet for FleetService {
         audit_retention_days: Option<f64>,
     ) -> Result<agenfleet_protocol::TenantSettings, ApiError> {
         self.do_tenants_set(tenant, audit_retention_days).await
+    }
+
+    async fn pulse(
+        self,
+        _: Context,
+        after_ms: u64,
+        max_wait_ms: u64,
+    ) -> Result<agenfleet_protocol::pulse::Pulse, ApiError> {
+        self.do_pulse(after_ms, max_wait_ms).await
+    }
+
+    async fn agent_history(
+        self,
+        _: Context,
+        agent: AgentRef,
+        after_ms: u64,
+        max_wait_ms: u64,
+    ) -> Result<agenfleet_protocol::pulse::AgentHistory, ApiError> {
+        self.do_agent_history(agent, after_ms, max_wait_ms).await
     }
 }

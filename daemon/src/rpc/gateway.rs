@@ -328,6 +328,12 @@ impl GatewayService {
             .await?;
         self.signal_decision(&call.tool, allowed, decision_id);
         crate::metrics::counters().decision(ev.verdict, allowed, ev.latency_us);
+        crate::pulse::history().decision(
+            &self.key.tenant,
+            &self.project,
+            ev.verdict,
+            agenfleet_protocol::now_ms(),
+        );
         Ok(Decision {
             decision_id,
             allowed,

@@ -176,6 +176,12 @@ impl CallRecord {
         let seq = self.svc.audit(ev).await;
         let rt = self.svc.runtime();
         if self.class == UpstreamClass::Provider {
+            crate::pulse::history().tokens(
+                tenant,
+                self.svc.project(),
+                t.input + t.output,
+                agenfleet_protocol::now_ms(),
+            );
             rt.upstreams.meter.record(
                 tenant,
                 agent,

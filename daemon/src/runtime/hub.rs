@@ -71,6 +71,8 @@ pub struct Runtime {
     pub backups: crate::backup::Backups,
     /// What audit retention knows of the sealed segments.
     pub retention: super::retention::Surveys,
+    /// Long operations in progress.
+    pub ops: crate::ops::Ops,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -93,6 +95,7 @@ impl Runtime {
     pub fn new(p: Parts) -> Arc<Runtime> {
         let upstreams = crate::upstreams::Upstreams::new(p.store.clone(), p.vault.clone());
         let backups = crate::backup::Backups::new(&p.cfg.state_dir);
+        let ops = crate::ops::Ops::new(p.fleet.clone());
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -110,6 +113,7 @@ impl Runtime {
             cgroups: CgroupReader::default(),
             backups,
             retention: Default::default(),
+            ops,
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })
@@ -151,16 +155,27 @@ impl Runtime {
 
     /// After the vault changed (unsealed, initialised): publish its state and let every
     /// held-back agent try again.
-    pub fn vault_changed(&self) {
+    /// Answers the id of the agents' resync after an unseal (an operation that ends
+    /// when every runner has looked again; see `ops`).
+    pub fn vault_changed(&self) -> Option<u64> {
         let state = self.vault.state();
-        if state == agenfleet_protocol::VaultState::Unsealed {
+        let unsealed = state == agenfleet_protocol::VaultState::Unsealed;
+        if unsealed {
             self.incidents.signal(Signal::VaultOpen);
         }
         self.fleet.update_daemon(|d| d.vault = state);
         let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
+        let op = (unsealed && !handles.is_empty()).then(|| {
+            Arc::new(
+                self.ops
+                    .start("unseal: the agents resync", "agents", handles.len() as u64),
+            )
+        });
+        let id = op.as_ref().map(|o| o.id());
         for h in handles {
-            let _ = h.tx.send(Msg::Resync);
+            let _ = h.tx.send(Msg::Resync(op.clone()));
         }
+        id
     }
 
     /// After the vault opened: the audit log gets its signing key back from the vault, or
@@ -267,7 +282,7 @@ impl Runtime {
         h.creds_gen.send_modify(|g| *g += 1);
         let _ = h.tx.send(match rotated {
             Some(name) => Msg::CredentialsRotated(name),
-            None => Msg::Resync,
+            None => Msg::Resync(None),
         });
     }
 
@@ -279,7 +294,7 @@ impl Runtime {
     /// Lets one agent re-check whether it may start (its credentials changed).
     pub fn nudge(&self, key: &AgentKey) {
         if let Some(h) = self.runners().get(key) {
-            let _ = h.tx.send(Msg::Resync);
+            let _ = h.tx.send(Msg::Resync(None));
         }
     }
 
@@ -312,6 +327,7 @@ impl Runtime {
             self.cgroups.clone(),
             Duration::from_millis(self.cfg.stats_interval_ms),
         ));
+        tokio::spawn(crate::pulse::close_loop(self.fleet.clone()));
         Ok(())
     }
 
@@ -413,7 +429,7 @@ impl Runtime {
         }
         let handles: Vec<RunnerHandle> = self.runners().values().cloned().collect();
         for h in handles {
-            let _ = h.tx.send(Msg::Resync);
+            let _ = h.tx.send(Msg::Resync(None));
         }
     }
 
@@ -473,7 +489,7 @@ impl Runtime {
     /// Builds the agent image (again, with `force`).
     pub async fn build_image(&self, force: bool) -> Result<ImageInfo, ApiError> {
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
-        self.images.build(&docker, force).await
+        self.images.build(&docker, force, &self.ops).await
     }
 
     /// Builds an operator's image from the tar of a Dockerfile directory.
@@ -483,7 +499,7 @@ impl Runtime {
         context: Vec<u8>,
     ) -> Result<ImageInfo, ApiError> {
         let docker = self.engine.client_when_up(Duration::from_secs(10)).await?;
-        super::image::build_context(&docker, tag, context).await
+        super::image::build_context(&docker, tag, context, &self.ops).await
     }
 
     /// Everything a spec must pass before it is stored (by create or apply): its own

@@ -54,7 +54,12 @@ async fn inspect(docker: &Docker, tag: &str) -> Result<Option<ImageInfo>, ApiErr
 }
 
 /// Builds the built-in image unless it is present (or `force`).
-pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, ApiError> {
+/// `ops`: where a build shows its progress (None: quietly, as when an agent needs it).
+pub async fn ensure_builtin(
+    docker: &Docker,
+    force: bool,
+    ops: Option<&crate::ops::Ops>,
+) -> Result<ImageInfo, ApiError> {
     let tag = builtin_tag();
     if !force {
         if let Some(info) = inspect(docker, &tag).await? {
@@ -63,7 +68,8 @@ pub async fn ensure_builtin(docker: &Docker, force: bool) -> Result<ImageInfo, A
     }
     tracing::info!(%tag, bytes = AGENT_BINARY.len(), "building the agent image");
     let tar = context_tar().map_err(|e| ApiError::internal(format!("agent image context: {e}")))?;
-    let info = build_from_tar(docker, &tag, tar, "the agent image")
+    let op = ops.map(|o| o.start(format!("building the agent image {tag}"), "steps", 0));
+    let info = build_from_tar(docker, &tag, tar, "the agent image", op.as_ref())
         .await
         .map_err(|(e, _)| e)?;
     tracing::info!(%tag, id = %info.id, "agent image built");
@@ -80,6 +86,7 @@ async fn build_from_tar(
     tag: &str,
     tar: Vec<u8>,
     what: &str,
+    op: Option<&crate::ops::OpHandle>,
 ) -> Result<ImageInfo, (ApiError, Vec<String>)> {
     let opts = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
@@ -102,6 +109,10 @@ async fn build_from_tar(
             Err(e) => return Err((bollard_err(&format!("build {what}"), e), log.into())),
         };
         for line in info.stream.iter().flat_map(|s| s.lines()) {
+            if let (Some(op), Some((done, total))) = (op, crate::ops::build_step(line)) {
+                // "Step 3/7" starts step 3: two are done.
+                op.progress(done.saturating_sub(1), total);
+            }
             if !line.trim().is_empty() {
                 if log.len() == BUILD_LOG_LINES {
                     log.pop_front();
@@ -184,6 +195,7 @@ pub async fn build_context(
     docker: &Docker,
     tag: &str,
     context: Vec<u8>,
+    ops: &crate::ops::Ops,
 ) -> Result<ImageInfo, ApiError> {
     check_tag(tag).map_err(|e| ApiError::invalid(format!("image tag: {e}")))?;
     if context.len() > agenfleet_protocol::MAX_BUILD_CONTEXT_BYTES {
@@ -199,7 +211,8 @@ pub async fn build_context(
         ));
     }
     tracing::info!(%tag, bytes = context.len(), "building an image from a context");
-    build_from_tar(docker, tag, context, &format!("image `{tag}`"))
+    let op = ops.start(format!("building image {tag}"), "steps", 0);
+    build_from_tar(docker, tag, context, &format!("image `{tag}`"), Some(&op))
         .await
         .map_err(|(e, _)| e)
 }
@@ -312,7 +325,7 @@ impl Images {
             if let Some(tag) = ready.as_ref() {
                 return Ok(tag.clone());
             }
-            let info = ensure_builtin(docker, false).await?;
+            let info = ensure_builtin(docker, false, None).await?;
             *ready = Some(info.tag.clone());
             return Ok(info.tag);
         }
@@ -327,9 +340,14 @@ impl Images {
     }
 
     /// Builds the built-in agent image (again, with `force`).
-    pub async fn build(&self, docker: &Docker, force: bool) -> Result<ImageInfo, ApiError> {
+    pub async fn build(
+        &self,
+        docker: &Docker,
+        force: bool,
+        ops: &crate::ops::Ops,
+    ) -> Result<ImageInfo, ApiError> {
         let mut ready = self.builtin.lock().await;
-        let info = ensure_builtin(docker, force).await?;
+        let info = ensure_builtin(docker, force, Some(ops)).await?;
         *ready = Some(info.tag.clone());
         Ok(info)
     }

@@ -221,6 +221,10 @@ pub async fn sample_loop(fleet: FleetState, cgroups: CgroupReader, interval: Dur
                 ((cpu * 10.0).round() / 10.0, s.memory_bytes),
             );
         }
+        let now_ms = agenfleet_protocol::now_ms();
+        for (k, (cpu, mem)) in &results {
+            crate::pulse::history().agent_sample(k, *cpu, *mem, now_ms);
+        }
         prev.retain(|id, _| seen.contains(id));
         cgroups.retain(&seen);
         fleet.update_many(|k, v| {

@@ -178,6 +178,7 @@ impl App {
             "incidents" => return self.show(View::Incidents),
             "escalations" => return self.show(View::Escalations),
             "operators" => return self.show(View::Operators),
+            "pulse" => return self.show(View::Pulse),
             "help" => Action::Help,
             "quit" => Action::Quit,
             "describe" => Action::Describe,

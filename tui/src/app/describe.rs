@@ -1,6 +1,7 @@
 //! Console state for describing one agent (`d`): what the live view says (state, limits,
 //! network, credentials by name and mode, last exit) plus what is loaded once when it
-//! opens — the spec in force and the scopes version in force.
+//! opens — the spec in force and the scopes version in force — and its CPU and memory
+//! over the last ten minutes (`pulse.rs`).
 
 use super::{Action, App, Effect, Key, View};
 use agenfleet_protocol::spec::SpecVersion;
@@ -14,6 +15,8 @@ pub struct DescribePane {
     pub scopes_version: Option<u32>,
     pub error: Option<String>,
     pub scroll: usize,
+    /// CPU and memory over the last ten minutes (followed while shown).
+    pub history: Option<agenfleet_protocol::pulse::AgentHistory>,
 }
 
 impl App {
@@ -29,6 +32,7 @@ impl App {
             scopes_version: None,
             error: None,
             scroll: 0,
+            history: None,
         });
         let mut fx = self.show(View::Describe);
         fx.push(Effect::LoadDescribe(AgentRef {

@@ -486,6 +486,9 @@ pub const DESCRIBE: &[Binding] = &[
     ),
 ];
 
+/// The pulse view has nothing of its own: it is pictures (Esc goes back).
+pub const PULSE: &[Binding] = &[];
+
 pub const OPERATORS: &[Binding] = &[
     b(
         DOWN,
@@ -519,6 +522,7 @@ pub fn table(view: View) -> &'static [Binding] {
         View::Logs => LOGS,
         View::Describe => DESCRIBE,
         View::Operators => OPERATORS,
+        View::Pulse => PULSE,
     }
 }
 
@@ -664,6 +668,12 @@ pub const COMMANDS: &[Cmd] = &[
         aliases: &["cr"],
         arg: "AGENT",
         help: "an agent's credentials",
+    },
+    Cmd {
+        name: "pulse",
+        aliases: &["pu", "charts"],
+        arg: "",
+        help: "the fleet's last 10 minutes as sparklines",
     },
     Cmd {
         name: "operators",

@@ -24,6 +24,7 @@ pub mod incidents;
 pub mod keys;
 mod logs;
 pub mod operators;
+mod pulse;
 mod scopes;
 mod spec;
 use agenfleet_protocol::incidents::{Incident, Party};
@@ -35,6 +36,7 @@ pub use hosts::{split_host, HostState};
 pub use incidents::IncidentAction;
 pub use keys::{Action, Column};
 pub use logs::LogsPane;
+pub use pulse::PulseOf;
 pub use scopes::{ScopesPane, TextKind};
 pub use spec::SpecPane;
 
@@ -58,11 +60,13 @@ pub enum View {
     Describe,
     /// Operators and their role bindings (`:operators`).
     Operators,
+    /// The fleet's last ten minutes as sparklines (`:pulse`).
+    Pulse,
 }
 
 impl View {
     #[cfg(test)]
-    pub const ALL: [View; 7] = [
+    pub const ALL: [View; 8] = [
         View::Fleet,
         View::Audit,
         View::Escalations,
@@ -70,6 +74,7 @@ impl View {
         View::Logs,
         View::Describe,
         View::Operators,
+        View::Pulse,
     ];
 }
 
@@ -230,6 +235,10 @@ pub enum Msg {
     /// Where the full-screen logs were saved (or why not).
     Saved(Result<String, String>),
     Escalations(Vec<EscalationView>),
+    /// The fleet's short history (`:pulse`).
+    Pulse(agenfleet_protocol::pulse::Pulse),
+    /// An agent's CPU and memory history (the describe view; the agent as shown).
+    History(String, agenfleet_protocol::pulse::AgentHistory),
     Decided(u64, bool, Result<EscalationView, String>),
     Scopes(String, Result<VersionHistory, String>),
     ScopesPublished(String, Result<u32, String>),
@@ -319,6 +328,8 @@ pub enum Effect {
     Incident(u64, IncidentAction),
     /// Load an agent's spec history and one version (None: the one in force).
     LoadSpec(AgentRef, Option<u32>),
+    /// Follow the fleet's or an agent's short history (None: stop).
+    FollowPulse(Option<PulseOf>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +384,8 @@ pub struct App {
     pub describe: Option<DescribePane>,
     /// Operators and their bindings (loaded when the view opens).
     pub operators: Option<Vec<agenfleet_protocol::OperatorInfo>>,
+    /// The fleet's last ten minutes (while `:pulse` is shown).
+    pub pulse: Option<agenfleet_protocol::pulse::Pulse>,
     pub op_selected: usize,
     /// The context shown (None: the local socket, no context), and the contexts known
     /// (for `:ctx` and its completion).
@@ -440,6 +453,7 @@ impl App {
             logs_pane: LogsPane::default(),
             describe: None,
             operators: None,
+            pulse: None,
             op_selected: 0,
             ctx_current: None,
             ctx_names: Vec::new(),
@@ -605,7 +619,7 @@ impl App {
                     crate::fmt::duration_ms(self.now_ms.saturating_sub(i.first_ms)).hash(&mut h);
                 }
             }
-            View::Audit | View::Logs | View::Operators => {}
+            View::Audit | View::Logs | View::Operators | View::Pulse => {}
         }
         h.finish()
     }
@@ -634,6 +648,7 @@ impl App {
                         name: n.clone(),
                     })));
                 }
+                fx.extend(self.pulse_follow(self.view));
                 fx
             }
             Msg::Disconnected(e) => {
@@ -712,6 +727,14 @@ impl App {
                 vec![]
             }
             Msg::Decided(id, approve, r) => self.decided(id, approve, r),
+            Msg::Pulse(p) => {
+                self.apply_pulse(p);
+                vec![]
+            }
+            Msg::History(agent, h) => {
+                self.apply_history(&agent, h);
+                vec![]
+            }
             Msg::Scopes(agent, r) => {
                 self.apply_scopes(&agent, r);
                 vec![]
@@ -877,7 +900,9 @@ impl App {
                 View::Fleet => View::Audit,
                 View::Audit => View::Escalations,
                 View::Escalations => View::Incidents,
-                View::Incidents | View::Logs | View::Describe | View::Operators => View::Fleet,
+                View::Incidents | View::Logs | View::Describe | View::Operators | View::Pulse => {
+                    View::Fleet
+                }
             }),
             _ => match self.view {
                 View::Fleet => self.fleet_action(a),
@@ -887,6 +912,10 @@ impl App {
                 View::Logs => self.logs_action(a),
                 View::Describe => self.describe_action(a),
                 View::Operators => self.operators_action(a),
+                View::Pulse => {
+                    self.dirty = false;
+                    vec![]
+                }
             },
         }
     }
@@ -912,11 +941,11 @@ impl App {
         if self.multi()
             && matches!(
                 view,
-                View::Audit | View::Escalations | View::Incidents | View::Operators
+                View::Audit | View::Escalations | View::Incidents | View::Operators | View::Pulse
             )
         {
             self.flash(
-                "across contexts only the fleet is shown: `:ctx NAME` for one host's audit, escalations and incidents",
+                "across contexts only the fleet is shown: `:ctx NAME` for one host's audit, escalations, incidents and pulse",
                 true,
             );
             return vec![];
@@ -930,22 +959,32 @@ impl App {
         }
         let mut fx = self.leave(view);
         self.view = view;
-        match view {
-            View::Escalations => fx.push(Effect::LoadEscalations),
-            View::Operators => fx.push(Effect::LoadOperators),
-            _ => {}
-        }
+        fx.extend(self.enter(view));
         fx
+    }
+
+    /// What a view needs loaded or followed when it is shown.
+    fn enter(&mut self, view: View) -> Vec<Effect> {
+        match view {
+            View::Escalations => vec![Effect::LoadEscalations],
+            View::Operators => vec![Effect::LoadOperators],
+            View::Pulse | View::Describe => self.pulse_follow(view),
+            _ => vec![],
+        }
     }
 
     /// Leaving the full-screen logs for `next`: stop following unless the detail pane
     /// still shows them.
     fn leave(&mut self, next: View) -> Vec<Effect> {
+        let mut fx = vec![];
         if self.view == View::Logs && next != View::Logs && !self.detail_open {
             self.logs_for = None;
-            return vec![Effect::FollowLogs(None)];
+            fx.push(Effect::FollowLogs(None));
         }
-        vec![]
+        if matches!(self.view, View::Pulse | View::Describe) && next != self.view {
+            fx.push(Effect::FollowPulse(None));
+        }
+        fx
     }
 
     /// Esc: one level back — the filter, then the detail pane, then the view before.
@@ -967,11 +1006,9 @@ impl App {
         });
         match prev {
             Some(v) => {
-                let fx = self.leave(v);
+                let mut fx = self.leave(v);
                 self.view = v;
-                if v == View::Escalations {
-                    return [fx, vec![Effect::LoadEscalations]].concat();
-                }
+                fx.extend(self.enter(v));
                 fx
             }
             None => {

@@ -62,6 +62,7 @@ pub fn daemon() -> DaemonInfo {
         audit_writable: true,
         audit_problem: None,
         vault: agenfleet_protocol::VaultState::Uninitialized,
+        operations: Vec::new(),
     }
 }
 

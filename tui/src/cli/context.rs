@@ -186,6 +186,7 @@ fn reads_only(cmd: &Command) -> bool {
         Command::Status
             | Command::Retention
             | Command::Usage(_)
+            | Command::Pulse(_)
             | Command::Agents {
                 cmd: A::List | A::Show { .. }
             }

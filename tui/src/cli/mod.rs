@@ -12,6 +12,7 @@ pub mod info;
 pub mod logs;
 pub mod operators;
 pub mod policy;
+pub mod pulse;
 pub mod secret_input;
 pub mod status;
 pub mod tokens;
@@ -171,6 +172,9 @@ pub enum Command {
     },
     /// Model calls, errors and tokens per agent and tenant: last hour, day, 30 days.
     Usage(upstreams::UsageArgs),
+    /// The fleet's last ten minutes as sparklines: agents by state, restarts, decisions
+    /// per second, incidents opened, model tokens (`--agent A`: its CPU and memory).
+    Pulse(pulse::PulseArgs),
     /// Agent images: the built-in one, or one of yours from a Dockerfile directory.
     Image {
         #[command(subcommand)]
@@ -543,6 +547,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<
             .await
         }
         Command::Usage(a) => upstreams::usage(conn, out, a).await,
+        Command::Pulse(a) => pulse::run(conn, out, a).await,
         Command::Image {
             cmd: ImageCmd::Build { dir, tag, force },
         } => {

@@ -3,8 +3,8 @@
 //! as a follower (re)started or one RPC in the background whose answer comes back as a
 //! message.
 
-use super::tasks::{follow_audit, follow_logs, load_creds, watcher};
-use crate::app::{split_host, Effect, Msg};
+use super::tasks::{follow_audit, follow_logs, follow_pulse, load_creds, watcher};
+use crate::app::{split_host, Effect, Msg, PulseOf};
 use crate::client::{Conn, Endpoint};
 use agenfleet_protocol::{AgentRef, ApiError, CallerInfo};
 use std::collections::BTreeMap;
@@ -88,6 +88,7 @@ pub struct Io {
     watchers: Vec<JoinHandle<()>>,
     log_task: Option<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
+    pulse_task: Option<JoinHandle<()>>,
 }
 
 impl Io {
@@ -103,6 +104,7 @@ impl Io {
             watchers: Vec::new(),
             log_task: None,
             audit_task: None,
+            pulse_task: None,
         }
     }
 
@@ -145,9 +147,13 @@ impl Io {
         for t in self.watchers.drain(..) {
             t.abort();
         }
-        for t in [self.log_task.take(), self.audit_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.log_task.take(),
+            self.audit_task.take(),
+            self.pulse_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -265,6 +271,22 @@ impl Io {
                         let key = (a.tenant.clone().unwrap_or_default(), a.name.clone());
                         self.log_task = Some(tokio::spawn(follow_logs(c, real, key, self.tx())));
                     }
+                }
+            }
+            Effect::FollowPulse(of) => {
+                if let Some(t) = self.pulse_task.take() {
+                    t.abort();
+                }
+                let (conn, of) = match of {
+                    Some(PulseOf::Agent(a)) => {
+                        let (conn, real) = self.route(&a);
+                        (conn, Some((a.to_string(), real)))
+                    }
+                    Some(PulseOf::Fleet) => (self.conn.clone(), None),
+                    None => (None, None),
+                };
+                if let Some(c) = conn {
+                    self.pulse_task = Some(tokio::spawn(follow_pulse(c, of, self.tx())));
                 }
             }
             Effect::LoadCreds(agent) => {

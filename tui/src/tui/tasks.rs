@@ -1,5 +1,5 @@
 //! The console's background tasks: a watcher per daemon (long-poll with reconnect), the
-//! audit follower, the log follower and the credentials loader. Each sends what it learns
+//! audit, log and pulse followers and the credentials loader. Each sends what it learns
 //! to the loop through its `Tx` (stamped with the generation it was started in, so a
 //! context switch drops what the old ones still send).
 
@@ -165,6 +165,45 @@ pub async fn follow_logs(conn: Conn, agent: AgentRef, key: Key, tx: Tx) {
             }
             // The watcher reports the disconnection; a new connection restarts us.
             _ => return,
+        }
+    }
+}
+
+/// Follows the fleet's short history (`agent`: None) or one agent's (as the console names
+/// it, and as its daemon does): the newest now, then each time a bucket closes.
+pub async fn follow_pulse(conn: Conn, agent: Option<(String, AgentRef)>, tx: Tx) {
+    let mut after = u64::MAX;
+    loop {
+        let wait = if after == u64::MAX {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(20)
+        };
+        let ms = wait.as_millis() as u64;
+        let m = match &agent {
+            None => match conn.client.pulse(conn.ctx_wait(wait), after, ms).await {
+                Ok(Ok(p)) => {
+                    after = p.newest_ms();
+                    Msg::Pulse(p)
+                }
+                _ => return,
+            },
+            Some((shown, real)) => {
+                match conn
+                    .client
+                    .agent_history(conn.ctx_wait(wait), real.clone(), after, ms)
+                    .await
+                {
+                    Ok(Ok(h)) => {
+                        after = h.newest_ms();
+                        Msg::History(shown.clone(), h)
+                    }
+                    _ => return,
+                }
+            }
+        };
+        if !tx.news(m) {
+            return;
         }
     }
 }

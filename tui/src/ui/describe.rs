@@ -1,6 +1,7 @@
 //! The describe view of one agent: a field per line, like `kubectl describe` — what runs,
 //! its state and last exit, the spec in force, limits, network, credentials by name and
-//! delivery, files, workspace, providers, scopes version, today's model use.
+//! delivery, files, workspace, providers, scopes version, today's model use — and its CPU
+//! and memory over the last ten minutes as sparklines.
 
 use super::theme::Theme;
 use crate::app::App;
@@ -18,6 +19,14 @@ fn field(label: &str, value: impl Into<String>, t: &Theme) -> Line<'static> {
         Span::styled(format!("{label:<LABEL$}"), t.dim()),
         Span::raw(value.into()),
     ])
+}
+
+fn history_label(series: &str) -> &'static str {
+    if series == "cpu" {
+        "CPU 10m"
+    } else {
+        "Mem 10m"
+    }
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
@@ -68,6 +77,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         None => "-".into(),
     };
     l.push(field("Last exit", exit, t));
+    // CPU and memory over the last ten minutes, as wide as the pane allows.
+    let width = (area.width as usize).saturating_sub(LABEL + 2 + 30).min(60);
+    match &p.history {
+        Some(h) => {
+            for s in crate::pulse::agent(h) {
+                l.push(Line::from(vec![
+                    Span::styled(format!("{:<LABEL$}", history_label(s.label)), t.dim()),
+                    Span::styled(crate::pulse::sparkline(&s.values, width), t.title()),
+                    Span::raw(format!("  now {} · peak {}", s.now, s.peak)),
+                ]));
+            }
+        }
+        None => l.push(field("CPU / memory", "(history loading…)", t)),
+    }
     if let Some(m) = &v.message {
         l.push(field("Message", m.clone(), t));
     }
@@ -197,17 +220,55 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
 #[cfg(test)]
 mod tests {
     use crate::app::tests::sample_app;
+    use crate::app::{Effect, Msg, PulseOf};
     use crate::ui::testing::render;
+    use agenfleet_protocol::pulse::{AgentHistory, AgentPoint};
+    use agenfleet_protocol::AgentRef;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     #[test]
     fn describe_names_what_an_on_call_engineer_asks_first() {
         let mut app = sample_app();
         let fx = app.on_key(KeyEvent::new(KeyCode::Char('d'), KeyModifiers::NONE));
+        let crawler = AgentRef {
+            tenant: Some("acme".into()),
+            name: "crawler".into(),
+        };
         assert!(
-            matches!(&fx[..], [crate::app::Effect::LoadDescribe(r)] if r.to_string() == "acme/crawler"),
+            fx.contains(&Effect::LoadDescribe(crawler.clone())),
             "{fx:?}"
         );
+        assert!(
+            fx.contains(&Effect::FollowPulse(Some(PulseOf::Agent(crawler)))),
+            "the history is followed while described: {fx:?}"
+        );
         insta::assert_snapshot!("describe_loading_80x24", render(&app, 80, 24).backend());
+
+        // Its CPU and memory history arrives: a sparkline each, now and peak.
+        let points = (0..60u64)
+            .map(|i| AgentPoint {
+                start_ms: i * 10_000,
+                cpu_percent: (i >= 30).then_some(i as f32),
+                memory_bytes: (i >= 30).then_some(i << 20),
+            })
+            .collect();
+        app.on_msg(Msg::History(
+            "acme/crawler".into(),
+            AgentHistory {
+                bucket_ms: 10_000,
+                points,
+            },
+        ));
+        let screen = format!("{:?}", render(&app, 120, 40).backend());
+        assert!(screen.contains("now 59.0% · peak 59.0%"), "{screen}");
+        assert!(screen.contains("now 59.0M · peak 59.0M"), "{screen}");
+        insta::assert_snapshot!("describe_history_120x40", render(&app, 120, 40).backend());
+        // Another agent's history (an answer for an earlier describe) is not shown.
+        app.on_msg(Msg::History("acme/other".into(), AgentHistory::default()));
+        assert!(format!("{:?}", render(&app, 120, 40).backend()).contains("peak 59.0%"));
+
+        // Leaving stops following.
+        let fx = app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        assert!(fx.contains(&Effect::FollowPulse(None)), "{fx:?}");
     }
 }

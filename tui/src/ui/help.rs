@@ -20,6 +20,7 @@ fn view_name(v: View) -> &'static str {
         View::Logs => "the logs",
         View::Describe => "describe",
         View::Operators => "operators",
+        View::Pulse => "the pulse",
     }
 }
 

@@ -15,6 +15,7 @@ pub mod help;
 pub mod incidents;
 pub mod logs;
 pub mod operators;
+pub mod pulse;
 pub mod scopes;
 pub mod spec;
 pub mod theme;
@@ -44,6 +45,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         describe::draw(f, body, app, &theme);
     } else if app.view == View::Operators {
         operators::draw(f, body, app, &theme);
+    } else if app.view == View::Pulse {
+        pulse::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);

@@ -254,6 +254,17 @@ impl Theme {
     pub fn key(&self) -> Style {
         self.slot("key")
     }
+
+    /// A picture's row: good news as running, warnings as backing off, bad as failed.
+    pub fn tone(&self, tone: crate::pulse::Tone) -> Style {
+        use crate::pulse::Tone;
+        match tone {
+            Tone::Plain => self.title(),
+            Tone::Good => self.slot("running"),
+            Tone::Warn => self.slot("backing_off"),
+            Tone::Bad => self.slot("failed"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ pub enum Cmd {
 pub(super) enum Msg {
     Cmd(Cmd, oneshot::Sender<Result<AgentView, ApiError>>),
     Event(ContainerEvent),
-    Resync,
+    /// Look at the container again (with the operation it counts towards, if any).
+    Resync(Option<Arc<crate::ops::OpHandle>>),
     RestartDue(u64),
     /// A new version of the named credential.
     CredentialsRotated(String),
@@ -307,7 +308,12 @@ impl Runner {
                     }
                 }
                 Msg::Event(ev) => Box::pin(self.on_event(ev)).await,
-                Msg::Resync => Box::pin(self.resync()).await,
+                Msg::Resync(op) => {
+                    Box::pin(self.resync()).await;
+                    if let Some(op) = op {
+                        op.step();
+                    }
+                }
                 Msg::RestartDue(gen) => Box::pin(self.on_restart_due(gen)).await,
                 Msg::CredentialsRotated(name) => Box::pin(self.on_credentials_rotated(&name)).await,
                 Msg::Apply(a, reply) => {
@@ -695,6 +701,7 @@ impl Runner {
         }
         self.rec.restart_times.push(now_ms());
         self.rec.restarts += 1;
+        crate::pulse::history().restart(&self.rec.key.tenant, &self.rec.project, now_ms());
         let _ = self.start_or_fail().await;
     }
 }
