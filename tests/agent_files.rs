@@ -62,6 +62,37 @@ fn an_image_built_through_the_daemon_runs_with_files_and_a_workspace_that_outliv
         "{audit}"
     );
 
+    // In a terminal the CLI draws the build's progress (the engine's steps) on stderr
+    // while it waits, and clears it when the answer comes.
+    let slow = d.dir.join("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    std::fs::write(
+        slow.join("Dockerfile"),
+        format!("FROM {base}\nRUN sleep 2\nRUN true\n"),
+    )
+    .unwrap();
+    let cmd = format!(
+        "read go; {} --socket {} image build {} --tag {tag}-slow; echo EXIT=$?; sleep 600",
+        bin("agenfleet").display(),
+        d.socket.display(),
+        slow.display()
+    );
+    let t = Tmux::start(&cmd);
+    let seen = d.dir.join("terminal-output");
+    t.pipe_output(&seen);
+    t.keys(&["Enter"]);
+    t.wait_screen_for(WAIT, "the slow build's answer", |s| s.contains("EXIT=0"));
+    let drawn = read(&seen);
+    assert!(
+        drawn.contains(&format!("building image {tag}-slow")) && drawn.contains("/3 steps"),
+        "no progress bar in the terminal: {drawn:?}"
+    );
+    assert!(
+        drawn.contains("\x1b[2K"),
+        "the bar is drawn in place: {drawn:?}"
+    );
+    drop(t);
+
     // The spec, beside its files.
     let soul = "You are triage. Be brief.\n";
     std::fs::create_dir_all(d.dir.join("agents/triage")).unwrap();

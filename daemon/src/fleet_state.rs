@@ -371,7 +371,7 @@ impl FleetState {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use agenfleet_protocol::{AgentState, DesiredState, EngineInfo};
+    use agenfleet_protocol::{AgentState, EngineInfo};
 
     pub(crate) fn daemon() -> DaemonInfo {
         DaemonInfo {
@@ -395,38 +395,9 @@ pub(crate) mod tests {
 
     pub(crate) fn view(tenant: &str, name: &str, state: AgentState) -> AgentView {
         AgentView {
-            tenant: tenant.into(),
-            project: "p".into(),
-            name: name.into(),
-            image: "img".into(),
-            state,
-            desired: DesiredState::Running,
-            container_id: None,
-            started_at_ms: None,
-            restarts: 0,
-            restarts_in_window: 0,
             restart_budget: 5,
-            next_restart_at_ms: None,
-            last_exit: None,
-            message: None,
-            cpu_percent: None,
-            memory_bytes: None,
-            memory_limit_bytes: 0,
             spec_hash: "h".into(),
-            spec_version: 1,
-            description: String::new(),
-            created_at_ms: 0,
-            usage_today: Default::default(),
-            escalations: 0,
-            command: Vec::new(),
-            workdir: String::new(),
-            env: Default::default(),
-            ungoverned_egress: false,
-            health: None,
-            credentials: Vec::new(),
-            files: Vec::new(),
-            workspace_mb: None,
-            upstreams: Vec::new(),
+            ..AgentView::new(tenant, "p", name, "img", state)
         }
     }
 

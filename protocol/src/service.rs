@@ -253,4 +253,10 @@ pub trait Fleet {
         after_ms: u64,
         max_wait_ms: u64,
     ) -> Result<AgentHistory, ApiError>;
+    /// The long operations in progress and the revision of that list; waits up to
+    /// `max_wait_ms` for a revision after `since`.
+    async fn operations(
+        since: u64,
+        max_wait_ms: u64,
+    ) -> Result<(u64, Vec<crate::types::Operation>), ApiError>;
 }

@@ -165,6 +165,48 @@ pub struct AgentView {
     pub upstreams: Vec<String>,
 }
 
+impl AgentView {
+    /// An agent known by its names, image and state only: meant to run, no container
+    /// yet, nothing sampled or counted (what tests, benches and synthetic fleets start
+    /// from; the daemon fills in every field of the views it serves).
+    pub fn new(tenant: &str, project: &str, name: &str, image: &str, state: AgentState) -> Self {
+        AgentView {
+            tenant: tenant.into(),
+            project: project.into(),
+            name: name.into(),
+            image: image.into(),
+            state,
+            desired: DesiredState::Running,
+            container_id: None,
+            started_at_ms: None,
+            restarts: 0,
+            restarts_in_window: 0,
+            restart_budget: 0,
+            next_restart_at_ms: None,
+            last_exit: None,
+            message: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            memory_limit_bytes: 0,
+            spec_hash: String::new(),
+            spec_version: 1,
+            description: String::new(),
+            created_at_ms: 0,
+            escalations: 0,
+            command: Vec::new(),
+            workdir: String::new(),
+            env: Default::default(),
+            ungoverned_egress: false,
+            health: None,
+            credentials: Vec::new(),
+            usage_today: Default::default(),
+            files: Vec::new(),
+            workspace_mb: None,
+            upstreams: Vec::new(),
+        }
+    }
+}
+
 /// One of an agent's credentials, as `agents show` lists it: its name, how it is
 /// delivered (`api`, `file`, `env`) and where (the file's path or the variable's name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,9 +6,7 @@
 //! `cargo bench -p agenfleet-tui --bench console` (release build of this bench only).
 
 use agenfleet::app::{App, Msg};
-use agenfleet_protocol::{
-    AgentState, AgentView, CallerInfo, Change, DesiredState, ExitInfo, WatchReply,
-};
+use agenfleet_protocol::{AgentState, AgentView, CallerInfo, Change, ExitInfo, WatchReply};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -24,43 +22,27 @@ fn agent(i: usize) -> AgentView {
         _ => AgentState::Running,
     };
     AgentView {
-        tenant: format!("tenant-{:02}", i % 37),
-        project: format!("project-{}", i % 5),
-        name: format!("agent-{i:05}"),
-        image: "agenfleet/agent:0123456789ab".into(),
-        state,
-        desired: DesiredState::Running,
         container_id: Some(format!("{i:016x}")),
         started_at_ms: Some(1_000_000 + i as u64 * 977),
         restarts: (i % 7) as u32,
-        restarts_in_window: 0,
         restart_budget: 5,
-        next_restart_at_ms: None,
         last_exit: (state == AgentState::Failed).then_some(ExitInfo {
             code: 1,
             oom_killed: false,
             unhealthy: false,
             at_ms: 1_000_000,
         }),
-        message: None,
         cpu_percent: Some((i % 300) as f32 / 10.0),
         memory_bytes: Some(((i % 200) as u64 + 1) << 20),
         memory_limit_bytes: 256 << 20,
         spec_hash: "abcdef0123456789".into(),
-        spec_version: 1,
-        description: String::new(),
-        created_at_ms: 0,
-        escalations: 0,
-        command: Vec::new(),
-        workdir: String::new(),
-        env: Default::default(),
-        ungoverned_egress: false,
-        health: None,
-        credentials: Vec::new(),
-        usage_today: Default::default(),
-        files: Vec::new(),
-        workspace_mb: None,
-        upstreams: Vec::new(),
+        ..AgentView::new(
+            &format!("tenant-{:02}", i % 37),
+            &format!("project-{}", i % 5),
+            &format!("agent-{i:05}"),
+            "agenfleet/agent:0123456789ab",
+            state,
+        )
     }
 }
 

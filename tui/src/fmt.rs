@@ -31,6 +31,19 @@ pub fn duration_secs(s: &str) -> Result<u64, String> {
     n.checked_mul(unit).ok_or_else(bad)
 }
 
+/// A progress bar `width` cells wide, `ratio` of it full: "▕████▌     ▏".
+pub fn bar(ratio: f64, width: usize) -> String {
+    const PARTS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = (ratio.clamp(0.0, 1.0) * (width * 8) as f64).round() as usize;
+    let mut s = String::from("▕");
+    for cell in 0..width {
+        let filled = eighths.saturating_sub(cell * 8).min(8);
+        s.push(if filled == 8 { '█' } else { PARTS[filled] });
+    }
+    s.push('▏');
+    s
+}
+
 /// "512B", "12.3M", "1.5G" (binary units).
 pub fn bytes(b: u64) -> String {
     const K: f64 = 1024.0;
@@ -106,6 +119,15 @@ pub fn exit(v: &AgentView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bar_fills_by_eighths() {
+        assert_eq!(bar(0.0, 4), "▕    ▏");
+        assert_eq!(bar(0.5, 4), "▕██  ▏");
+        assert_eq!(bar(0.3, 4), "▕█▎  ▏");
+        assert_eq!(bar(1.0, 4), "▕████▏");
+        assert_eq!(bar(7.0, 2), "▕██▏", "more than done is full");
+    }
 
     #[test]
     fn durations_and_sizes() {

@@ -891,4 +891,13 @@ impl Fleet for FleetService {
     ) -> Result<agenfleet_protocol::pulse::AgentHistory, ApiError> {
         self.do_agent_history(agent, after_ms, max_wait_ms).await
     }
+
+    async fn operations(
+        self,
+        _: Context,
+        since: u64,
+        max_wait_ms: u64,
+    ) -> Result<(u64, Vec<agenfleet_protocol::Operation>), ApiError> {
+        self.do_operations(since, max_wait_ms).await
+    }
 }

@@ -1,48 +1,29 @@
 //! Unit tests of the console state, and the sample fleet the view snapshots draw.
 
 use super::*;
-use agenfleet_protocol::{AgentState, Change, DesiredState, EngineInfo, ExitInfo};
+use agenfleet_protocol::{AgentState, Change, EngineInfo, ExitInfo};
 
 pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> AgentView {
+    let failed = state == AgentState::Failed;
+    let running = state == AgentState::Running;
     AgentView {
-        tenant: tenant.into(),
-        project: project.into(),
-        name: name.into(),
-        image: "agenfleet/agent:0123456789ab".into(),
-        state,
-        desired: DesiredState::Running,
         container_id: Some("c0ffee0123456789".into()),
-        started_at_ms: (state == AgentState::Running).then_some(1_000_000),
-        restarts: if state == AgentState::Failed { 3 } else { 0 },
-        restarts_in_window: if state == AgentState::Failed { 3 } else { 0 },
+        started_at_ms: running.then_some(1_000_000),
+        restarts: if failed { 3 } else { 0 },
+        restarts_in_window: if failed { 3 } else { 0 },
         restart_budget: 3,
-        next_restart_at_ms: None,
-        last_exit: (state == AgentState::Failed).then_some(ExitInfo {
+        last_exit: failed.then_some(ExitInfo {
             code: 137,
             oom_killed: true,
             unhealthy: false,
             at_ms: 1_000_000,
         }),
-        message: (state == AgentState::Failed)
-            .then(|| "restart budget exhausted: 3 restarts within 120s".to_string()),
-        cpu_percent: (state == AgentState::Running).then_some(1.5),
-        memory_bytes: (state == AgentState::Running).then_some(3 * 1024 * 1024),
+        message: failed.then(|| "restart budget exhausted: 3 restarts within 120s".to_string()),
+        cpu_percent: running.then_some(1.5),
+        memory_bytes: running.then_some(3 * 1024 * 1024),
         memory_limit_bytes: 256 * 1024 * 1024,
         spec_hash: "abcdef0123456789".into(),
-        spec_version: 1,
-        description: String::new(),
-        created_at_ms: 0,
-        usage_today: Default::default(),
-        escalations: 0,
-        command: Vec::new(),
-        workdir: String::new(),
-        env: Default::default(),
-        ungoverned_egress: false,
-        health: None,
-        credentials: Vec::new(),
-        files: Vec::new(),
-        workspace_mb: None,
-        upstreams: Vec::new(),
+        ..AgentView::new(tenant, project, name, "agenfleet/agent:0123456789ab", state)
     }
 }
 

@@ -80,7 +80,7 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
             started: 0,
         })
     };
-    let (mut file, result) = stream(conn, file).await;
+    let (mut file, result) = stream(conn, file, super::progress::Bar::new(out)).await;
     let Streamed {
         info,
         manifest_sha256,
@@ -214,7 +214,11 @@ async fn write_chunk(mut out: Sink, data: Vec<u8>) -> (Sink, std::io::Result<()>
 /// Streams the archive into `file`; answers the backup, its manifest's SHA-256 and the
 /// seconds it took. Each chunk is written while the next one is asked for (the daemon
 /// reads ahead on its side too).
-async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
+async fn stream(
+    conn: &Conn,
+    file: Sink,
+    mut bar: super::progress::Bar,
+) -> (Sink, Result<Streamed, CliError>) {
     let started = std::time::Instant::now();
     let info = match conn.client.backup_create(conn.ctx()).await {
         Ok(Ok(i)) => i,
@@ -256,6 +260,15 @@ async fn stream(conn: &Conn, file: Sink) -> (Sink, Result<Streamed, CliError>) {
             return (out, Err(e));
         }
         offset += chunk.data.len() as u64;
+        bar.draw(super::progress::line(
+            "backup",
+            offset as f64 / info.bytes.max(1) as f64,
+            &format!(
+                "{} of {}",
+                crate::fmt::bytes(offset),
+                crate::fmt::bytes(info.bytes)
+            ),
+        ));
         if chunk.done {
             let (o, written) = write_chunk(out, chunk.data).await;
             out = o;

@@ -12,6 +12,7 @@ pub mod info;
 pub mod logs;
 pub mod operators;
 pub mod policy;
+pub mod progress;
 pub mod pulse;
 pub mod secret_input;
 pub mod status;
@@ -553,19 +554,19 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<
         } => {
             let info = match (dir, tag) {
                 (None, None) => {
-                    conn.client
-                        .build_image(conn.ctx_wait(Duration::from_secs(300)), *force)
-                        .await??
+                    let call = conn
+                        .client
+                        .build_image(conn.ctx_wait(Duration::from_secs(300)), *force);
+                    progress::during(conn, out, call).await??
                 }
                 (Some(dir), Some(tag)) => {
                     let context = build_context(dir)?;
-                    conn.client
-                        .build_context_image(
-                            conn.ctx_wait(Duration::from_secs(600)),
-                            tag.clone(),
-                            context,
-                        )
-                        .await??
+                    let call = conn.client.build_context_image(
+                        conn.ctx_wait(Duration::from_secs(600)),
+                        tag.clone(),
+                        context,
+                    );
+                    progress::during(conn, out, call).await??
                 }
                 (Some(_), None) => {
                     return Err(CliError::new(

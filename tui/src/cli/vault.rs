@@ -127,10 +127,11 @@ pub async fn run_vault(conn: &Conn, out: &Out, cmd: &VaultCmd) -> Result<(), Cli
         }
         VaultCmd::Unseal => {
             let rk = read_secret("recovery key")?;
-            let st = conn
+            // The daemon answers once the agents have resynced (at most 45 s).
+            let call = conn
                 .client
-                .vault_unseal(conn.ctx_wait(Duration::from_secs(30)), rk)
-                .await??;
+                .vault_unseal(conn.ctx_wait(Duration::from_secs(60)), rk);
+            let st = super::progress::during(conn, out, call).await??;
             out.print(&st, || format!("vault {}", st.state.as_str()))
         }
         VaultCmd::Seal => {

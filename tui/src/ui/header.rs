@@ -1,6 +1,6 @@
 //! The top line: the warnings first (DISCONNECTED, ENGINE DOWN, AUDIT CLOSED, SEALED — a
-//! narrow terminal cuts the end, never them), then escalations, incidents, counts by
-//! state, who you are and the engine. Across contexts (`:ctx all`): each host's state.
+//! narrow terminal cuts the end, never them), then escalations, incidents, long
+//! operations in progress, counts by state, who you are and the engine. Across contexts (`:ctx all`): each host's state.
 
 use super::theme::Theme;
 use crate::app::{App, ConnState};
@@ -121,6 +121,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                     t.alert(),
                 ));
             }
+            // Long operations in progress, with how far they have got.
+            for o in app.daemon.iter().flat_map(|d| &d.operations) {
+                spans.push(Span::styled(
+                    format!(
+                        " ⟳ {} {} {} ",
+                        o.what,
+                        crate::fmt::bar(o.ratio(), 10),
+                        o.progress()
+                    ),
+                    t.title(),
+                ));
+            }
             spans.push(Span::raw(format!("│ {} agents: ", app.agents.len())));
             for s in [
                 AgentState::Failed,
@@ -205,5 +217,28 @@ mod tests {
         let mut app = sample_app();
         app.readonly = true;
         insta::assert_snapshot!(render_part(&app, 80, 2, super::draw).backend());
+    }
+
+    /// A long operation shows with its bar and how far it got, after the warnings.
+    #[test]
+    fn a_long_operation_shows_its_progress() {
+        let mut app = sample_app();
+        if let Some(d) = app.daemon.as_mut() {
+            d.vault = agenfleet_protocol::VaultState::Sealed;
+            d.operations.push(agenfleet_protocol::Operation {
+                id: 1,
+                what: "unseal: the agents resync".into(),
+                done: 30,
+                total: 40,
+                unit: "agents".into(),
+                started_ms: 0,
+            });
+        }
+        let s = crate::ui::testing::screen_text(&render_part(&app, 160, 1, super::draw));
+        assert!(
+            s.contains("⟳ unseal: the agents resync ▕███████▌  ▏ 30/40 agents"),
+            "{s}"
+        );
+        assert!(s.find("SEALED") < s.find("⟳"), "{s}");
     }
 }

@@ -1,6 +1,6 @@
 //! The short histories for the console's pictures: the fleet the caller sees (summed over
 //! the projects it may read) and one agent it sees, each answered when a newer bucket has
-//! closed (long-poll) — see `crate::pulse`.
+//! closed (long-poll) — see `crate::pulse` — and the long operations in progress (`ops`).
 
 use super::guard::capped;
 use super::incidents::sees_incident;
@@ -44,5 +44,16 @@ impl FleetService {
         let history = crate::pulse::history();
         history.wait_newer(after_ms, capped(max_wait_ms)).await;
         Ok(history.agent(&key))
+    }
+
+    /// The long operations in progress (platform-level facts, like the engine's state:
+    /// everyone who reads a fleet sees them in the daemon's facts already).
+    pub(super) async fn do_operations(
+        &self,
+        since: u64,
+        max_wait_ms: u64,
+    ) -> Result<(u64, Vec<agenfleet_protocol::Operation>), ApiError> {
+        self.check_any(Permission::FleetRead, "operations").await?;
+        Ok(self.rt.ops.wait(since, capped(max_wait_ms)).await)
     }
 }
