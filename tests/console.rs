@@ -275,18 +275,17 @@ fn k9s_habits_drive_the_fleet() {
         "{notes}"
     );
 
-    // Operators and their roles: a grant typed, asked, made by the daemon.
-    let out = d.cli(&["operators", "add", "4242", "val"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Operators and their roles: one added, a grant typed, asked, made by the daemon,
+    // then the operator removed (Enter cancels, `y` removes).
     t.keys(&[":"]);
     typed(&t, "operators");
     t.keys(&["Enter"]);
-    t.wait_screen("the operators", |s| {
-        s.contains("Operators (") && s.contains("val")
+    t.wait_screen("the operators", |s| s.contains("Operators ("));
+    t.keys(&["+"]);
+    typed(&t, "4242 val");
+    t.keys(&["Enter"]);
+    t.wait_screen("val added", |s| {
+        s.contains("val (uid 4242): no roles") && s.contains("Operators (")
     });
     t.keys(&["G"]);
     let s = t.screen();
@@ -314,6 +313,23 @@ fn k9s_habits_drive_the_fleet() {
     });
     let ops = d.json(&["operators", "list"]).to_string();
     assert!(ops.contains("project_viewer"), "{ops}");
+    t.keys(&["C-d"]);
+    t.wait_screen("the removal asked", |s| {
+        s.contains("Remove operator val (uid 4242)")
+    });
+    t.keys(&["Enter"]);
+    t.wait_screen("the removal cancelled", |s| s.contains("cancelled"));
+    assert!(d.json(&["operators", "list"]).to_string().contains("4242"));
+    t.keys(&["C-d"]);
+    t.wait_screen("the removal asked again", |s| {
+        s.contains("Remove operator val (uid 4242)")
+    });
+    t.keys(&["y"]);
+    t.wait_screen("val removed", |s| {
+        s.contains("uid 4242 is no longer an operator")
+    });
+    let ops = d.json(&["operators", "list"]).to_string();
+    assert!(!ops.contains("4242"), "{ops}");
     t.keys(&["Escape"]);
     t.wait_screen("back to the fleet", |s| s.contains("Fleet (2)"));
 

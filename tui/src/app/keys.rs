@@ -49,6 +49,8 @@ pub enum Action {
     Evidence,
     Grant,
     RevokeRole,
+    AddOperator,
+    RemoveOperator,
     Follow,
     Wrap,
     Timestamps,
@@ -508,6 +510,18 @@ pub const OPERATORS: &[Binding] = &[
         Action::RevokeRole,
         "revoke",
         "revoke a role binding (asks first)",
+    ),
+    w(
+        &[ch('+', "+")],
+        Action::AddOperator,
+        "add",
+        "add an operator: UID NAME [admin] (platform admins)",
+    ),
+    w(
+        &[ctrl('d', "Ctrl-D")],
+        Action::RemoveOperator,
+        "remove",
+        "remove the operator and every role it holds (asks first)",
     ),
     b(&[ch('r', "r")], Action::Reload, None, "load the list again"),
 ];

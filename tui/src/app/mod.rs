@@ -166,6 +166,15 @@ pub enum Mode {
         grant: bool,
         binding: agenfleet_protocol::RoleBinding,
     },
+    /// Typing a new operator: `UID NAME [admin]`.
+    OperatorInput {
+        typed: String,
+    },
+    /// Confirming an operator's removal.
+    OperatorRemove {
+        uid: u32,
+        name: String,
+    },
     /// Typing the reason to approve or deny an escalation.
     Decide {
         id: u64,
@@ -223,6 +232,8 @@ pub enum Msg {
     Revoked(String, Result<CredentialInfo, String>),
     Operators(Result<Vec<agenfleet_protocol::OperatorInfo>, String>),
     RoleChanged(Result<agenfleet_protocol::OperatorInfo, String>),
+    /// An operator was removed (its uid) or not.
+    OperatorRemoved(u32, Result<(), String>),
     /// An incident's note was recorded (the audit record's number) or not.
     Noted(u64, Result<u64, String>),
     ActionDone(AgentAction, String, Result<Box<AgentView>, String>),
@@ -295,6 +306,13 @@ pub enum Effect {
     /// Record a note on an incident in the audit log.
     NoteIncident(u64, String),
     LoadOperators,
+    /// Register a uid as an operator (answered as `RoleChanged`).
+    AddOperator {
+        uid: u32,
+        name: String,
+        admin: bool,
+    },
+    RemoveOperator(u32),
     /// Grant or revoke a role binding.
     Role {
         uid: u32,
@@ -412,6 +430,22 @@ pub struct App {
     pub dirty: bool,
 }
 
+/// Whether the caller's roles grant `perm` on `tenant` (None: the whole tenant) or one of
+/// its projects, by the daemon's own role table: a platform admin, or a binding on the
+/// tenant (or that project) whose role holds `perm`.
+fn grants(c: &CallerInfo, perm: Permission, tenant: &str, project: Option<&str>) -> bool {
+    c.role == "platform_admin"
+        || c.bindings.iter().any(|b| {
+            b.tenant == tenant
+                && match (&b.project, project) {
+                    (None, _) => true,
+                    (Some(bp), Some(p)) => bp == p,
+                    (Some(_), None) => false,
+                }
+                && ScopedRole::parse(&b.role).is_some_and(|r| r.permissions().contains(&perm))
+        })
+}
+
 pub(crate) fn key_of(v: &AgentView) -> Key {
     (v.tenant.clone(), v.name.clone())
 }
@@ -473,18 +507,7 @@ impl App {
     /// only spares a refused round trip and says why up front).
     pub fn may(&self, perm: Permission, v: &AgentView) -> Result<(), String> {
         let Some(c) = &self.caller else { return Ok(()) };
-        if c.role == "platform_admin" {
-            return Ok(());
-        }
-        // The daemon's own role table.
-        let grants =
-            |role: &str| ScopedRole::parse(role).is_some_and(|r| r.permissions().contains(&perm));
-        let ok = c.bindings.iter().any(|b| {
-            b.tenant == v.tenant
-                && b.project.as_ref().is_none_or(|p| p == &v.project)
-                && grants(&b.role)
-        });
-        if ok {
+        if grants(c, perm, &v.tenant, Some(&v.project)) {
             Ok(())
         } else {
             Err(format!(
@@ -535,14 +558,7 @@ impl App {
     /// binding on the whole tenant whose role grants `perm`; and not read-only.
     pub(super) fn may_change_tenant(&mut self, perm: Permission, tenant: &str, what: &str) -> bool {
         if let Some(c) = &self.caller {
-            let grants = |role: &str| {
-                ScopedRole::parse(role).is_some_and(|r| r.permissions().contains(&perm))
-            };
-            let ok = c.role == "platform_admin"
-                || c.bindings
-                    .iter()
-                    .any(|b| b.tenant == tenant && b.project.is_none() && grants(&b.role));
-            if !ok {
+            if !grants(c, perm, tenant, None) {
                 self.flash(
                     format!("not permitted: needs {} on tenant {tenant}", perm.as_str()),
                     true,
@@ -693,6 +709,7 @@ impl App {
                 vec![]
             }
             Msg::RoleChanged(r) => self.role_changed(r),
+            Msg::OperatorRemoved(uid, r) => self.operator_removed(uid, r),
             Msg::Noted(id, r) => {
                 match r {
                     Ok(seq) => self.flash(
@@ -805,6 +822,8 @@ impl App {
                 binding,
             } => self.on_role_confirm_key(k.code, uid, grant, binding),
             Mode::IncidentNote { id, text } => self.on_note_key(k.code, id, text),
+            Mode::OperatorInput { typed } => self.on_operator_input_key(k.code, typed),
+            Mode::OperatorRemove { uid, name } => self.on_operator_remove_key(k.code, uid, name),
             Mode::Decide {
                 id,
                 approve,

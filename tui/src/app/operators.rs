@@ -1,6 +1,7 @@
 //! Console state for operators and their role bindings (`:operators`): the list from the
-//! daemon, and granting or revoking a binding typed as `ROLE TENANT[/PROJECT]` — asked
-//! first, only `y` goes ahead; the daemon decides who may (its answer is shown).
+//! daemon, granting or revoking a binding typed as `ROLE TENANT[/PROJECT]`, registering
+//! a uid (`UID NAME [admin]`) and removing an operator — changes asked first, only `y`
+//! goes ahead; the daemon decides who may (its answer is shown).
 
 use super::{Action, App, Effect, Mode};
 use agenfleet_protocol::{OperatorInfo, RoleBinding};
@@ -33,6 +34,24 @@ pub fn parse_binding(typed: &str) -> Result<RoleBinding, String> {
     })
 }
 
+/// `UID NAME [admin]` as a new operator, or what is wrong with it.
+pub fn parse_operator(typed: &str) -> Result<(u32, String, bool), String> {
+    let mut words = typed.split_whitespace();
+    let usage = || "write UID NAME, or UID NAME admin for a platform admin".to_string();
+    let (Some(uid), Some(name)) = (words.next(), words.next()) else {
+        return Err(usage());
+    };
+    let uid: u32 = uid
+        .parse()
+        .map_err(|_| format!("bad uid `{uid}`: a number (see `id -u NAME`)"))?;
+    let admin = match (words.next(), words.next()) {
+        (None, _) => false,
+        (Some("admin"), None) => true,
+        _ => return Err(usage()),
+    };
+    Ok((uid, name.to_string(), admin))
+}
+
 impl App {
     pub fn apply_operators(&mut self, r: Result<Vec<OperatorInfo>, String>) {
         match r {
@@ -56,6 +75,23 @@ impl App {
             Action::Down => self.op_selected = (self.op_selected + 1).min(n.saturating_sub(1)),
             Action::Up => self.op_selected = self.op_selected.saturating_sub(1),
             Action::Reload => return vec![Effect::LoadOperators],
+            Action::AddOperator => {
+                if self.writable("adding operators") {
+                    self.mode = Mode::OperatorInput {
+                        typed: String::new(),
+                    };
+                }
+            }
+            Action::RemoveOperator => {
+                let Some((uid, name)) = self.selected_operator().map(|o| (o.uid, o.name.clone()))
+                else {
+                    self.flash("no operator selected", true);
+                    return vec![];
+                };
+                if self.writable("removing operators") {
+                    self.mode = Mode::OperatorRemove { uid, name };
+                }
+            }
             Action::Grant | Action::RevokeRole => {
                 let Some(uid) = self.selected_operator().map(|o| o.uid) else {
                     self.flash("no operator selected", true);
@@ -125,6 +161,68 @@ impl App {
         vec![]
     }
 
+    /// Typing a new operator; Enter sends it (the daemon decides who may add).
+    pub(super) fn on_operator_input_key(
+        &mut self,
+        code: KeyCode,
+        mut typed: String,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Enter => match parse_operator(&typed) {
+                Ok((uid, name, admin)) => {
+                    self.mode = Mode::Normal;
+                    self.flash(format!("adding {name} (uid {uid})…"), false);
+                    return vec![Effect::AddOperator { uid, name, admin }];
+                }
+                Err(e) => {
+                    self.flash(e, true);
+                    self.mode = Mode::OperatorInput { typed };
+                }
+            },
+            KeyCode::Backspace => {
+                typed.pop();
+                self.mode = Mode::OperatorInput { typed };
+            }
+            KeyCode::Char(c) => {
+                typed.push(c);
+                self.mode = Mode::OperatorInput { typed };
+            }
+            _ => self.mode = Mode::OperatorInput { typed },
+        }
+        vec![]
+    }
+
+    /// Confirming a removal: only `y` goes ahead.
+    pub(super) fn on_operator_remove_key(
+        &mut self,
+        code: KeyCode,
+        uid: u32,
+        name: String,
+    ) -> Vec<Effect> {
+        self.mode = Mode::Normal;
+        if code == KeyCode::Char('y') {
+            self.flash(format!("removing {name} (uid {uid})…"), false);
+            return vec![Effect::RemoveOperator(uid)];
+        }
+        self.flash("cancelled", false);
+        vec![]
+    }
+
+    /// The daemon answered a removal.
+    pub(super) fn operator_removed(&mut self, uid: u32, r: Result<(), String>) -> Vec<Effect> {
+        match r {
+            Ok(()) => {
+                self.flash(format!("uid {uid} is no longer an operator"), false);
+                vec![Effect::LoadOperators]
+            }
+            Err(e) => {
+                self.flash(format!("not removed: {e}"), true);
+                vec![]
+            }
+        }
+    }
+
     /// Confirming a grant or revocation: only `y` goes ahead.
     pub(super) fn on_role_confirm_key(
         &mut self,
@@ -177,7 +275,18 @@ impl App {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_binding;
+    use super::{parse_binding, parse_operator};
+
+    #[test]
+    fn operators_are_typed_as_uid_name_and_maybe_admin() {
+        assert_eq!(parse_operator("1001 val"), Ok((1001, "val".into(), false)));
+        assert_eq!(parse_operator("0 root admin"), Ok((0, "root".into(), true)));
+        assert!(parse_operator("val 1001").unwrap_err().contains("bad uid"));
+        assert!(parse_operator("1001").unwrap_err().contains("UID NAME"));
+        assert!(parse_operator("1001 val root")
+            .unwrap_err()
+            .contains("UID NAME"));
+    }
 
     #[test]
     fn bindings_are_typed_as_role_and_scope() {

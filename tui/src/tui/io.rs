@@ -322,6 +322,20 @@ impl Io {
                 });
                 return Done::sent(sent);
             }
+            Effect::AddOperator { uid, name, admin } => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    let r = flat(c.client.operators_add(c.ctx(), uid, name, admin).await);
+                    Some(Msg::RoleChanged(r))
+                });
+                return Done::sent(sent);
+            }
+            Effect::RemoveOperator(uid) => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    let r = flat(c.client.operators_remove(c.ctx(), uid).await);
+                    Some(Msg::OperatorRemoved(uid, r))
+                });
+                return Done::sent(sent);
+            }
             Effect::LoadOperators => {
                 self.background(self.conn.clone(), |c| async move {
                     Some(Msg::Operators(flat(c.client.operators_list(c.ctx()).await)))

@@ -1,5 +1,5 @@
 //! The operators view: each operator's uid, name, platform admin or not, and role
-//! bindings; the grant / revoke input and its confirmation.
+//! bindings; the grant / revoke and add inputs and the confirmations.
 
 use super::theme::Theme;
 use crate::app::{App, Mode};
@@ -65,6 +65,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
             typed,
             t,
         ),
+        Mode::OperatorInput { typed } => super::input_box(
+            f,
+            "Add operator",
+            "UID NAME, or UID NAME admin for a platform admin".to_string(),
+            typed,
+            t,
+        ),
+        Mode::OperatorRemove { uid, name } => {
+            let lines = vec![Line::from(format!(
+                "Remove operator {name} (uid {uid}) and every role it holds?"
+            ))];
+            super::confirm::dialog(f, super::centered(f.area(), 72, 5), lines, t);
+        }
         Mode::RoleConfirm { uid, grant, binding } => {
             let lines = vec![Line::from(format!(
                 "{} {binding} {} uid {uid}?",
@@ -138,5 +151,43 @@ mod tests {
             "{fx:?}"
         );
         insta::assert_snapshot!(render(&app, 100, 24).backend());
+
+        // `+` adds an operator typed as UID NAME [admin]; a bad uid is named.
+        app.on_key(key(KeyCode::Char('+')));
+        for c in "x ana".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert!(app.on_key(key(KeyCode::Enter)).is_empty());
+        assert!(screen_text(&render(&app, 100, 24)).contains("bad uid `x`"));
+        for _ in 0..5 {
+            app.on_key(key(KeyCode::Backspace));
+        }
+        for c in "1002 ana".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        let fx = app.on_key(key(KeyCode::Enter));
+        assert_eq!(
+            fx,
+            vec![Effect::AddOperator {
+                uid: 1002,
+                name: "ana".into(),
+                admin: false
+            }]
+        );
+        // Ctrl-D removes the selected operator: Enter cancels, `y` removes.
+        let ctrl_d = KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL);
+        app.on_key(ctrl_d);
+        let s = screen_text(&render(&app, 100, 24));
+        assert!(s.contains("Remove operator val (uid 1001)"), "{s}");
+        assert!(app.on_key(key(KeyCode::Enter)).is_empty(), "Enter is no");
+        app.on_key(ctrl_d);
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('y'))),
+            vec![Effect::RemoveOperator(1001)]
+        );
+        assert_eq!(
+            app.on_msg(Msg::OperatorRemoved(1001, Ok(()))),
+            vec![Effect::LoadOperators]
+        );
     }
 }
