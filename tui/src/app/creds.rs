@@ -2,7 +2,7 @@
 //! value), the runs since the last rotation, and rotation with a masked input that is
 //! zeroed on drop and confirmed before it is sent.
 
-use super::{App, Effect, Mode};
+use super::{typing, App, Effect, Mode, Typing};
 use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::{AgentRef, AuditEntry, CredentialInfo, SecretValue};
 use crossterm::event::KeyCode;
@@ -235,11 +235,11 @@ impl App {
         &mut self,
         code: KeyCode,
         name: String,
-        mut typed: String,
+        typed: String,
     ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Creds,
-            KeyCode::Enter => {
+        match typing(code, typed, |c| c.is_ascii_digit() || c == 'v') {
+            Typing::Cancel => self.mode = Mode::Creds,
+            Typing::Submit(typed) => {
                 let version = match typed.trim().trim_start_matches('v') {
                     "" => None,
                     v => match v.parse::<u32>() {
@@ -256,15 +256,7 @@ impl App {
                 };
                 self.mode = Mode::RevokeConfirm { name, version };
             }
-            KeyCode::Backspace => {
-                typed.pop();
-                self.mode = Mode::RevokeInput { name, typed };
-            }
-            KeyCode::Char(c) if c.is_ascii_digit() || c == 'v' => {
-                typed.push(c);
-                self.mode = Mode::RevokeInput { name, typed };
-            }
-            _ => self.mode = Mode::RevokeInput { name, typed },
+            Typing::Edit(typed) => self.mode = Mode::RevokeInput { name, typed },
         }
         vec![]
     }

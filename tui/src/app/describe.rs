@@ -42,12 +42,16 @@ impl App {
         fx
     }
 
-    pub(super) fn apply_describe(&mut self, agent: &str, r: Result<(SpecVersion, u32), String>) {
-        let Some(p) = self
-            .describe
+    /// The describe pane if it shows `agent` (as the console names it): an answer for an
+    /// agent described before goes nowhere.
+    pub(super) fn describing(&mut self, agent: &str) -> Option<&mut DescribePane> {
+        self.describe
             .as_mut()
             .filter(|p| format!("{}/{}", p.agent.0, p.agent.1) == agent)
-        else {
+    }
+
+    pub(super) fn apply_describe(&mut self, agent: &str, r: Result<(SpecVersion, u32), String>) {
+        let Some(p) = self.describing(agent) else {
             return;
         };
         match r {

@@ -2,7 +2,7 @@
 //! when the pending count in the fleet moves, approved or denied with a typed reason (the
 //! decision is bound to the escalated request's hash).
 
-use super::{Action, App, Effect, Mode, View};
+use super::{typing, Action, App, Effect, Mode, Typing, View};
 use agenfleet_protocol::policy::EscalationView;
 use agenfleet_protocol::roles::Permission;
 use crossterm::event::KeyCode;
@@ -55,11 +55,11 @@ impl App {
         code: KeyCode,
         id: u64,
         approve: bool,
-        mut reason: String,
+        reason: String,
     ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter if reason.trim().is_empty() => {
+        match typing(code, reason, |_| true) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(reason) if reason.trim().is_empty() => {
                 self.flash("a reason is required", true);
                 self.mode = Mode::Decide {
                     id,
@@ -67,7 +67,7 @@ impl App {
                     reason,
                 };
             }
-            KeyCode::Enter => {
+            Typing::Submit(reason) => {
                 self.mode = Mode::Normal;
                 let Some(request_hash) = self
                     .escalations
@@ -92,23 +92,7 @@ impl App {
                     reason,
                 }];
             }
-            KeyCode::Backspace => {
-                reason.pop();
-                self.mode = Mode::Decide {
-                    id,
-                    approve,
-                    reason,
-                };
-            }
-            KeyCode::Char(c) => {
-                reason.push(c);
-                self.mode = Mode::Decide {
-                    id,
-                    approve,
-                    reason,
-                };
-            }
-            _ => {
+            Typing::Edit(reason) => {
                 self.mode = Mode::Decide {
                     id,
                     approve,

@@ -3,7 +3,7 @@
 //! acknowledge, resolve, reassign and silence them, and the jumps from an incident to its
 //! agent and to its audit evidence.
 
-use super::{Action, App, Effect, Mode, View};
+use super::{typing, Action, App, Effect, Mode, Typing, View};
 use agenfleet_protocol::incidents::{Incident, IncidentState, Party};
 use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::AgentRef;
@@ -187,52 +187,40 @@ impl App {
         code: KeyCode,
         id: u64,
         party: Party,
-        mut reason: String,
+        reason: String,
     ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Tab => {
-                let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
-                self.mode = Mode::Reassign {
-                    id,
-                    party: Party::ALL[(i + 1) % Party::ALL.len()],
-                    reason,
-                };
-            }
-            KeyCode::Enter if reason.trim().is_empty() => {
+        if code == KeyCode::Tab {
+            let i = Party::ALL.iter().position(|p| *p == party).unwrap_or(0);
+            self.mode = Mode::Reassign {
+                id,
+                party: Party::ALL[(i + 1) % Party::ALL.len()],
+                reason,
+            };
+            return vec![];
+        }
+        match typing(code, reason, |_| true) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(reason) if reason.trim().is_empty() => {
                 self.flash("a reason is required", true);
                 self.mode = Mode::Reassign { id, party, reason };
             }
-            KeyCode::Enter => {
+            Typing::Submit(reason) => {
                 self.mode = Mode::Normal;
                 return vec![Effect::Incident(
                     id,
                     IncidentAction::Reassign(party, reason),
                 )];
             }
-            KeyCode::Backspace => {
-                reason.pop();
-                self.mode = Mode::Reassign { id, party, reason };
-            }
-            KeyCode::Char(c) => {
-                reason.push(c);
-                self.mode = Mode::Reassign { id, party, reason };
-            }
-            _ => self.mode = Mode::Reassign { id, party, reason },
+            Typing::Edit(reason) => self.mode = Mode::Reassign { id, party, reason },
         }
         vec![]
     }
 
     /// Typing how long to silence: `90s`, `30m`, `2h`, `1d`; empty is an hour.
-    pub(super) fn on_silence_key(
-        &mut self,
-        code: KeyCode,
-        id: u64,
-        mut typed: String,
-    ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter => {
+    pub(super) fn on_silence_key(&mut self, code: KeyCode, id: u64, typed: String) -> Vec<Effect> {
+        match typing(code, typed, |c| c.is_ascii_alphanumeric()) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(typed) => {
                 let secs = if typed.trim().is_empty() {
                     Ok(3600)
                 } else {
@@ -248,40 +236,24 @@ impl App {
                 }
                 self.mode = Mode::SilenceFor { id, typed };
             }
-            KeyCode::Backspace => {
-                typed.pop();
-                self.mode = Mode::SilenceFor { id, typed };
-            }
-            KeyCode::Char(c) if c.is_ascii_alphanumeric() => {
-                typed.push(c);
-                self.mode = Mode::SilenceFor { id, typed };
-            }
-            _ => self.mode = Mode::SilenceFor { id, typed },
+            Typing::Edit(typed) => self.mode = Mode::SilenceFor { id, typed },
         }
         vec![]
     }
 
     /// Typing a note on an incident; Enter records it (in the audit log, with the id).
-    pub(super) fn on_note_key(&mut self, code: KeyCode, id: u64, mut text: String) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter if text.trim().is_empty() => {
+    pub(super) fn on_note_key(&mut self, code: KeyCode, id: u64, text: String) -> Vec<Effect> {
+        match typing(code, text, |_| true) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(text) if text.trim().is_empty() => {
                 self.flash("an empty note is not recorded", true);
                 self.mode = Mode::IncidentNote { id, text };
             }
-            KeyCode::Enter => {
+            Typing::Submit(text) => {
                 self.mode = Mode::Normal;
                 return vec![Effect::NoteIncident(id, text.trim().to_string())];
             }
-            KeyCode::Backspace => {
-                text.pop();
-                self.mode = Mode::IncidentNote { id, text };
-            }
-            KeyCode::Char(c) => {
-                text.push(c);
-                self.mode = Mode::IncidentNote { id, text };
-            }
-            _ => self.mode = Mode::IncidentNote { id, text },
+            Typing::Edit(text) => self.mode = Mode::IncidentNote { id, text },
         }
         vec![]
     }

@@ -430,6 +430,30 @@ pub struct App {
     pub dirty: bool,
 }
 
+/// What a key does to a line being typed: Esc leaves it, Enter hands it in, Backspace
+/// and the characters `accept` lets through edit it (anything else leaves it as it is).
+pub(crate) enum Typing {
+    Cancel,
+    Submit(String),
+    Edit(String),
+}
+
+pub(crate) fn typing(code: KeyCode, mut text: String, accept: impl Fn(char) -> bool) -> Typing {
+    match code {
+        KeyCode::Esc => Typing::Cancel,
+        KeyCode::Enter => Typing::Submit(text),
+        KeyCode::Backspace => {
+            text.pop();
+            Typing::Edit(text)
+        }
+        KeyCode::Char(c) if accept(c) => {
+            text.push(c);
+            Typing::Edit(text)
+        }
+        _ => Typing::Edit(text),
+    }
+}
+
 /// Whether the caller's roles grant `perm` on `tenant` (None: the whole tenant) or one of
 /// its projects, by the daemon's own role table: a platform admin, or a binding on the
 /// tenant (or that project) whose role holds `perm`.

@@ -3,7 +3,7 @@
 //! a uid (`UID NAME [admin]`) and removing an operator — changes asked first, only `y`
 //! goes ahead; the daemon decides who may (its answer is shown).
 
-use super::{Action, App, Effect, Mode};
+use super::{typing, Action, App, Effect, Mode, Typing};
 use agenfleet_protocol::{OperatorInfo, RoleBinding};
 use crossterm::event::KeyCode;
 
@@ -131,11 +131,11 @@ impl App {
         code: KeyCode,
         uid: u32,
         grant: bool,
-        mut typed: String,
+        typed: String,
     ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter => match parse_binding(&typed) {
+        match typing(code, typed, |_| true) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(typed) => match parse_binding(&typed) {
                 Ok(binding) => {
                     self.mode = Mode::RoleConfirm {
                         uid,
@@ -148,28 +148,16 @@ impl App {
                     self.mode = Mode::RoleInput { uid, grant, typed };
                 }
             },
-            KeyCode::Backspace => {
-                typed.pop();
-                self.mode = Mode::RoleInput { uid, grant, typed };
-            }
-            KeyCode::Char(c) => {
-                typed.push(c);
-                self.mode = Mode::RoleInput { uid, grant, typed };
-            }
-            _ => self.mode = Mode::RoleInput { uid, grant, typed },
+            Typing::Edit(typed) => self.mode = Mode::RoleInput { uid, grant, typed },
         }
         vec![]
     }
 
     /// Typing a new operator; Enter sends it (the daemon decides who may add).
-    pub(super) fn on_operator_input_key(
-        &mut self,
-        code: KeyCode,
-        mut typed: String,
-    ) -> Vec<Effect> {
-        match code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter => match parse_operator(&typed) {
+    pub(super) fn on_operator_input_key(&mut self, code: KeyCode, typed: String) -> Vec<Effect> {
+        match typing(code, typed, |_| true) {
+            Typing::Cancel => self.mode = Mode::Normal,
+            Typing::Submit(typed) => match parse_operator(&typed) {
                 Ok((uid, name, admin)) => {
                     self.mode = Mode::Normal;
                     self.flash(format!("adding {name} (uid {uid})…"), false);
@@ -180,15 +168,7 @@ impl App {
                     self.mode = Mode::OperatorInput { typed };
                 }
             },
-            KeyCode::Backspace => {
-                typed.pop();
-                self.mode = Mode::OperatorInput { typed };
-            }
-            KeyCode::Char(c) => {
-                typed.push(c);
-                self.mode = Mode::OperatorInput { typed };
-            }
-            _ => self.mode = Mode::OperatorInput { typed },
+            Typing::Edit(typed) => self.mode = Mode::OperatorInput { typed },
         }
         vec![]
     }

@@ -35,11 +35,7 @@ impl App {
     }
 
     pub(super) fn apply_history(&mut self, agent: &str, h: AgentHistory) {
-        let Some(p) = self
-            .describe
-            .as_mut()
-            .filter(|p| format!("{}/{}", p.agent.0, p.agent.1) == agent)
-        else {
+        let Some(p) = self.describing(agent) else {
             return;
         };
         if p.history.as_ref() != Some(&h) {
