@@ -66,9 +66,11 @@ fn an_image_built_through_the_daemon_runs_with_files_and_a_workspace_that_outliv
     // while it waits, and clears it when the answer comes.
     let slow = d.dir.join("slow");
     std::fs::create_dir_all(&slow).unwrap();
+    // (A step of its own each run: the engine's build cache would make it instant.)
+    let nonce = format!("{:?}", std::time::SystemTime::now());
     std::fs::write(
         slow.join("Dockerfile"),
-        format!("FROM {base}\nRUN sleep 2\nRUN true\n"),
+        format!("FROM {base}\nRUN echo '{nonce}' && sleep 2\nRUN true\n"),
     )
     .unwrap();
     let cmd = format!(

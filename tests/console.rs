@@ -364,6 +364,22 @@ fn k9s_habits_drive_the_fleet() {
     t.wait_screen("published", |s| s.contains("v1 in force"));
     let shown = d.json(&["policy", "show", "default"]).to_string();
     assert!(shown.contains("context.method"), "{shown}");
+    // Its test cases run from the pane against the version in force: a case that holds
+    // and one that does not (alpha has no scopes: every call is denied).
+    let cases = d.file(
+        "cases.toml",
+        "[[case]]\nname = \"no-deletes\"\nagent = \"alpha\"\ntool = \"http_request\"\n\
+         args = { method = \"DELETE\", url = \"https://x.example.com/a\" }\nexpect = \"deny\"\n\
+         [[case]]\nname = \"reads\"\nagent = \"alpha\"\ntool = \"http_request\"\n\
+         args = { method = \"GET\", url = \"https://x.example.com/a\" }\nexpect = \"allow\"\n",
+    );
+    t.keys(&["t"]);
+    t.wait_screen("the cases file asked", |s| s.contains("Test the policy"));
+    typed(&t, &cases);
+    t.keys(&["Enter"]);
+    t.wait_screen("the cases' results", |s| {
+        s.contains("PASS no-deletes") && s.contains("FAIL reads") && s.contains("1 failed")
+    });
     t.keys(&["Escape"]);
     t.wait_screen("the fleet", |s| {
         s.contains("Fleet (2)") && !s.contains("Policy of")

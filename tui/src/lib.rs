@@ -10,6 +10,7 @@ pub mod config;
 pub mod contexts;
 pub mod fmt;
 pub mod pins;
+pub mod policy_cases;
 pub mod pulse;
 pub mod tui;
 pub mod ui;

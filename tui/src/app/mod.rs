@@ -187,6 +187,12 @@ pub enum Mode {
     ScopesEdit,
     /// The diff, before publishing.
     ScopesConfirm,
+    /// Typing the case file to test the policy with (`editing`: the edited text, else the
+    /// version in force).
+    PolicyTestInput {
+        typed: String,
+        editing: bool,
+    },
     /// Confirming a rollback to an earlier version.
     ScopesRollback {
         version: u32,
@@ -256,6 +262,8 @@ pub enum Msg {
     /// A tenant's policy and its history.
     Policy(String, Result<VersionHistory, String>),
     /// The daemon's check of the edited policy (which keystroke's, and the problems).
+    /// How a case file's cases came out against a tenant's policy (or why they did not run).
+    PolicyTested(Result<Vec<agenfleet_protocol::policy::PolicyCaseResult>, String>),
     PolicyChecked(
         u64,
         Result<Vec<agenfleet_protocol::policy::PolicyProblem>, String>,
@@ -342,6 +350,13 @@ pub enum Effect {
     /// `ScopesPublished`).
     PublishPolicy(String, String),
     RollbackPolicy(String, u32),
+    /// Run a case file (read by the loop) against a tenant's policy: the edited text, or
+    /// the one in force (None).
+    TestPolicy {
+        tenant: String,
+        file: String,
+        candidate: Option<String>,
+    },
     /// Acknowledge, resolve, silence or reassign an incident.
     Incident(u64, IncidentAction),
     /// Load an agent's spec history and one version (None: the one in force).
@@ -785,6 +800,10 @@ impl App {
                 self.apply_text(scopes::TextKind::Policy, &tenant, r);
                 vec![]
             }
+            Msg::PolicyTested(r) => {
+                self.policy_tested(r);
+                vec![]
+            }
             Msg::PolicyChecked(gen, r) => {
                 self.policy_checked(gen, r);
                 vec![]
@@ -858,6 +877,9 @@ impl App {
             Mode::ScopesEdit => self.on_scopes_edit_key(k),
             Mode::ScopesConfirm => self.on_scopes_confirm_key(k.code),
             Mode::ScopesRollback { version } => self.on_rollback_key(k.code, version),
+            Mode::PolicyTestInput { typed, editing } => {
+                self.on_policy_test_key(k.code, typed, editing)
+            }
             Mode::Reassign { id, party, reason } => self.on_reassign_key(k.code, id, party, reason),
             Mode::ResolveIncident { id } => self.on_resolve_key(k.code, id),
             Mode::Normal => match keys::lookup(self.view, &k) {

@@ -6,7 +6,7 @@
 
 use super::editor::Editor;
 use super::{App, Effect, Mode};
-use agenfleet_protocol::policy::{ScopeError, Scopes, VersionHistory};
+use agenfleet_protocol::policy::{PolicyCaseResult, ScopeError, Scopes, VersionHistory};
 use agenfleet_protocol::roles::Permission;
 use agenfleet_protocol::AgentRef;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -39,6 +39,10 @@ pub struct ScopesPane {
     /// The diff shown before publishing.
     pub diff: Option<String>,
     pub error: Option<String>,
+    /// Policy: the case file last tested, and how its cases came out (or why they did not
+    /// run), for the text that was shown then.
+    pub cases_file: String,
+    pub tested: Option<Result<Vec<PolicyCaseResult>, String>>,
 }
 
 impl ScopesPane {
@@ -207,6 +211,12 @@ impl App {
                 }
                 self.mode = Mode::ScopesEdit;
             }
+            KeyCode::Char('t') if pane.kind == TextKind::Policy => {
+                self.mode = Mode::PolicyTestInput {
+                    typed: pane.cases_file.clone(),
+                    editing: false,
+                };
+            }
             KeyCode::Char('R') => {
                 let agent = pane.agent.clone();
                 let Some(version) = pane.selected_version() else {
@@ -277,6 +287,12 @@ impl App {
                 pane.diff = Some(d);
                 self.mode = Mode::ScopesConfirm;
             }
+            KeyCode::Char('t') if ctrl && pane.kind == TextKind::Policy => {
+                self.mode = Mode::PolicyTestInput {
+                    typed: pane.cases_file.clone(),
+                    editing: true,
+                };
+            }
             _ => {
                 if ed.key(k) {
                     match pane.kind {
@@ -290,6 +306,78 @@ impl App {
             }
         }
         vec![]
+    }
+
+    /// Typing the case file to test the policy shown with (the edited text while editing,
+    /// else the version in force); Enter runs the cases, Esc goes back.
+    pub(super) fn on_policy_test_key(
+        &mut self,
+        code: KeyCode,
+        typed: String,
+        editing: bool,
+    ) -> Vec<Effect> {
+        let back = if editing {
+            Mode::ScopesEdit
+        } else {
+            Mode::Scopes
+        };
+        match super::typing(code, typed, |_| true) {
+            super::Typing::Cancel => self.mode = back,
+            super::Typing::Submit(typed) if typed.trim().is_empty() => {
+                self.flash(
+                    "type the path of a case file (as `agenfleet policy test` takes)",
+                    true,
+                );
+                self.mode = Mode::PolicyTestInput { typed, editing };
+            }
+            super::Typing::Submit(typed) => {
+                self.mode = back;
+                let Some(p) = self.scopes.as_mut() else {
+                    return vec![];
+                };
+                p.cases_file = typed.trim().to_string();
+                let candidate = if editing {
+                    p.editor.as_ref().map(Editor::text)
+                } else {
+                    None
+                };
+                let effect = Effect::TestPolicy {
+                    tenant: p.agent.clone(),
+                    file: p.cases_file.clone(),
+                    candidate,
+                };
+                self.flash(format!("running the cases of {}…", typed.trim()), false);
+                return vec![effect];
+            }
+            super::Typing::Edit(typed) => self.mode = Mode::PolicyTestInput { typed, editing },
+        }
+        vec![]
+    }
+
+    /// How the cases came out.
+    pub(super) fn policy_tested(&mut self, r: Result<Vec<PolicyCaseResult>, String>) {
+        if !self
+            .scopes
+            .as_ref()
+            .is_some_and(|p| p.kind == TextKind::Policy)
+        {
+            return;
+        }
+        match &r {
+            Ok(results) => {
+                let failed = results
+                    .iter()
+                    .filter(|r| !crate::policy_cases::passed(r))
+                    .count();
+                let text = format!("{} case(s), {failed} failed", results.len());
+                self.flash(text, failed > 0);
+            }
+            Err(e) => self.flash(format!("cases not run: {e}"), true),
+        }
+        if let Some(p) = self.scopes.as_mut() {
+            p.tested = Some(r);
+        }
+        self.dirty = true;
     }
 
     /// The diff before publishing: only `y` publishes; Enter, `n` and Esc go back to

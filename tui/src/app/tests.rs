@@ -695,3 +695,78 @@ fn the_mouse_scrolls_selects_and_a_double_click_opens() {
         ))
         .is_empty());
 }
+
+#[test]
+fn the_policy_is_tested_from_its_pane_against_what_is_shown() {
+    use agenfleet_protocol::policy::{PolicyCaseResult, Verdict};
+    let mut app = sample_app();
+    app.run_command("policy acme");
+    app.on_msg(Msg::Policy(
+        "acme".into(),
+        Ok(agenfleet_protocol::policy::VersionHistory {
+            current: 0,
+            versions: vec![],
+        }),
+    ));
+    // `t`: the cases run against the version in force.
+    app.on_key(key(KeyCode::Char('t')));
+    assert!(matches!(
+        app.mode,
+        Mode::PolicyTestInput { editing: false, .. }
+    ));
+    let s = crate::ui::testing::screen_text(&crate::ui::testing::render(&app, 120, 40));
+    assert!(
+        s.contains("Test the policy") && s.contains("Policy of tenant acme"),
+        "the question is asked over the pane: {s}"
+    );
+    assert!(
+        app.on_key(key(KeyCode::Enter)).is_empty(),
+        "a path is needed"
+    );
+    for c in "cases.toml".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        vec![Effect::TestPolicy {
+            tenant: "acme".into(),
+            file: "cases.toml".into(),
+            candidate: None,
+        }]
+    );
+    assert_eq!(app.mode, Mode::Scopes);
+    let case = |name: &str, expect, got| PolicyCaseResult {
+        name: name.into(),
+        expect,
+        got,
+        reason: "because".into(),
+        policies: vec![],
+    };
+    app.on_msg(Msg::PolicyTested(Ok(vec![
+        case("reads", Verdict::Allow, Verdict::Allow),
+        case("deletes", Verdict::Deny, Verdict::Allow),
+    ])));
+    assert!(app
+        .flash
+        .as_ref()
+        .is_some_and(|f| f.error && f.text == "2 case(s), 1 failed"));
+    let s = crate::ui::testing::screen_text(&crate::ui::testing::render(&app, 120, 40));
+    assert!(
+        s.contains("PASS reads") && s.contains("FAIL deletes"),
+        "{s}"
+    );
+    assert!(s.contains("cases of cases.toml — 1 failed"), "{s}");
+    // Ctrl-T while editing: the edited text is the candidate, the path remembered.
+    app.on_key(key(KeyCode::Char('e')));
+    app.on_key(key(KeyCode::Char('x')));
+    app.on_key(KeyEvent::new(KeyCode::Char('t'), KeyModifiers::CONTROL));
+    assert!(
+        matches!(&app.mode, Mode::PolicyTestInput { editing: true, typed } if typed == "cases.toml")
+    );
+    let fx = app.on_key(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::TestPolicy { candidate: Some(t), .. }] if t.contains('x')),
+        "{fx:?}"
+    );
+    assert_eq!(app.mode, Mode::ScopesEdit);
+}

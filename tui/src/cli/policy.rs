@@ -6,9 +6,7 @@
 
 use super::Out;
 use crate::client::{CliError, Conn};
-use agenfleet_protocol::policy::{
-    EscalationView, PolicyCase, PolicyVersion, Scopes, ToolCall, Verdict, VersionHistory,
-};
+use agenfleet_protocol::policy::{EscalationView, PolicyVersion, Scopes, VersionHistory};
 use agenfleet_protocol::AgentRef;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -360,37 +358,6 @@ async fn edit(conn: &Conn, out: &Out, agent: &str, yes: bool, note: &str) -> Res
     out.print(&v, || published(&v, &format!("scopes of {agent}")))
 }
 
-/// A `policy test` file.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TestFile {
-    #[serde(default = "default_tenant")]
-    tenant: String,
-    /// A policy file to test instead of the one in force (relative to the test file).
-    policy: Option<PathBuf>,
-    #[serde(rename = "case", default)]
-    cases: Vec<TestCase>,
-}
-
-fn default_tenant() -> String {
-    agenfleet_protocol::DEFAULT_TENANT.into()
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TestCase {
-    name: String,
-    agent: String,
-    tool: String,
-    #[serde(default = "empty_args")]
-    args: toml::Value,
-    expect: Verdict,
-}
-
-fn empty_args() -> toml::Value {
-    toml::Value::Table(Default::default())
-}
-
 pub async fn run_policy(conn: &Conn, out: &Out, cmd: &PolicyCmd) -> Result<(), CliError> {
     match cmd {
         PolicyCmd::Show { tenant, version } => {
@@ -441,51 +408,26 @@ pub async fn run_policy(conn: &Conn, out: &Out, cmd: &PolicyCmd) -> Result<(), C
         }
         PolicyCmd::Test { file, policy } => {
             let text = read(file)?;
-            let tf: TestFile = toml::from_str(&text)
-                .map_err(|e| invalid(format!("{}: {}", file.display(), e.message().trim())))?;
+            let tf = crate::policy_cases::parse(&text)
+                .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
             let candidate_path = policy.clone().or_else(|| {
                 tf.policy
                     .as_ref()
                     .map(|p| file.parent().unwrap_or(Path::new(".")).join(p))
             });
             let candidate = candidate_path.as_deref().map(read).transpose()?;
-            let mut cases = Vec::with_capacity(tf.cases.len());
-            for c in tf.cases {
-                let args = serde_json::to_string(&c.args)
-                    .map_err(|e| invalid(format!("case `{}`: bad args: {e}", c.name)))?;
-                cases.push(PolicyCase {
-                    name: c.name,
-                    agent: c.agent,
-                    call: ToolCall {
-                        tool: c.tool,
-                        args_json: args,
-                    },
-                    expect: c.expect,
-                });
-            }
             let results = conn
                 .client
-                .policy_test(conn.ctx(), tf.tenant, candidate, cases)
+                .policy_test(conn.ctx(), tf.tenant, candidate, tf.cases)
                 .await??;
-            let failed = results.iter().filter(|r| r.got != r.expect).count();
+            let failed = results
+                .iter()
+                .filter(|r| !crate::policy_cases::passed(r))
+                .count();
             out.print(&results, || {
                 let mut lines: Vec<String> = results
                     .iter()
-                    .map(|r| {
-                        format!(
-                            "{} {}: expected {}, got {} — {}{}",
-                            if r.got == r.expect { "PASS" } else { "FAIL" },
-                            r.name,
-                            r.expect,
-                            r.got,
-                            r.reason,
-                            if r.policies.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" [{}]", r.policies.join(", "))
-                            }
-                        )
-                    })
+                    .map(crate::policy_cases::result_line)
                     .collect();
                 lines.push(format!("{} case(s), {failed} failed", results.len()));
                 lines.join("\n")

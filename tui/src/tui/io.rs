@@ -457,6 +457,18 @@ impl Io {
                 });
                 return Done::sent(sent);
             }
+            Effect::TestPolicy {
+                tenant,
+                file,
+                candidate,
+            } => {
+                let sent = self.background(self.conn.clone(), move |c| async move {
+                    Some(Msg::PolicyTested(
+                        test_policy(&c, &tenant, &file, candidate).await,
+                    ))
+                });
+                return Done::sent(sent);
+            }
             Effect::Incident(id, act) => {
                 let sent = self.background(self.conn.clone(), move |c| async move {
                     use crate::app::IncidentAction as A;
@@ -487,4 +499,30 @@ impl Io {
         }
         Done::Ok
     }
+}
+
+/// Reads a case file and runs its cases against `tenant`'s policy (`candidate`: the
+/// edited text; else the version in force). A file written for another tenant is
+/// refused: the console tests what it shows.
+async fn test_policy(
+    c: &Conn,
+    tenant: &str,
+    file: &str,
+    candidate: Option<String>,
+) -> Result<Vec<agenfleet_protocol::policy::PolicyCaseResult>, String> {
+    let text = tokio::fs::read_to_string(file)
+        .await
+        .map_err(|e| format!("cannot read {file}: {e}"))?;
+    let cases = crate::policy_cases::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    if cases.tenant != tenant {
+        return Err(format!(
+            "{file} tests tenant {} (this is {tenant}'s policy)",
+            cases.tenant
+        ));
+    }
+    flat(
+        c.client
+            .policy_test(c.ctx(), tenant.to_string(), candidate, cases.cases)
+            .await,
+    )
 }

@@ -64,9 +64,11 @@ pub fn draw(f: &mut Frame, app: &App) {
         | Mode::RotateConfirm { .. }
         | Mode::RevokeInput { .. }
         | Mode::RevokeConfirm { .. } => creds::draw(f, f.area(), app, &theme),
-        Mode::Scopes | Mode::ScopesEdit | Mode::ScopesConfirm | Mode::ScopesRollback { .. } => {
-            scopes::draw(f, f.area(), app, &theme)
-        }
+        Mode::Scopes
+        | Mode::ScopesEdit
+        | Mode::ScopesConfirm
+        | Mode::ScopesRollback { .. }
+        | Mode::PolicyTestInput { .. } => scopes::draw(f, f.area(), app, &theme),
         Mode::Spec => spec::draw(f, f.area(), app, &theme),
         _ => {}
     }

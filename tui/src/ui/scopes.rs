@@ -1,6 +1,7 @@
 //! The scopes pane of one agent: the scopes in force (or the editor, with the line that
 //! does not validate marked and the problem said under it), the version history with
-//! rollback, the diff shown before publishing, and the rollback confirmation.
+//! rollback, the diff shown before publishing, and the rollback confirmation; for a
+//! tenant's policy also the test cases run against it (`t`, or Ctrl-T while editing).
 
 use super::theme::Theme;
 use crate::app::{App, Mode};
@@ -31,6 +32,41 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Constraint::Length(1),
     ])
     .areas(inner);
+    // A policy's test cases, when run, under the text and history.
+    let results: Option<Vec<Line>> = pane.tested.as_ref().filter(|_| policy).map(|r| match r {
+        Ok(list) => list
+            .iter()
+            .map(|c| {
+                let style = if crate::policy_cases::passed(c) {
+                    t.added()
+                } else {
+                    t.error()
+                };
+                Line::from(Span::styled(crate::policy_cases::result_line(c), style))
+            })
+            .collect(),
+        Err(e) => vec![Line::from(Span::styled(
+            format!("cases not run: {e}"),
+            t.error(),
+        ))],
+    });
+    let shown = results.as_ref().map_or(0, |r| (r.len() as u16 + 2).min(8));
+    let [main, cases_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(shown)]).areas(main);
+    if let Some(lines) = results {
+        let failed = pane
+            .tested
+            .as_ref()
+            .and_then(|r| r.as_ref().ok())
+            .map_or(0, |l| {
+                l.iter().filter(|c| !crate::policy_cases::passed(c)).count()
+            });
+        let title = format!(" cases of {} — {failed} failed ", pane.cases_file);
+        f.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(Span::styled(title, t.title()))),
+            cases_area,
+        );
+    }
     let [text_area, hist_area] =
         Layout::horizontal([Constraint::Min(30), Constraint::Length(38)]).areas(main);
 
@@ -154,15 +190,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     );
     let k =
         |key: &'static str, what: &'static str| vec![Span::styled(key, t.key()), Span::raw(what)];
+    let test_key = |key| {
+        if policy {
+            k(key, " test cases  ")
+        } else {
+            vec![]
+        }
+    };
     let keys_line: Vec<Span> = if pane.editor.is_some() {
         [
             k("Ctrl-S", " check, diff, publish  "),
+            test_key("Ctrl-T"),
             k("Esc", " discard edit"),
         ]
         .concat()
     } else {
         [
             k("e", " edit  "),
+            test_key("t"),
             k("j/k", " version  "),
             k("R", " roll back to it  "),
             k("Esc", " close"),
@@ -196,6 +241,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 d,
             );
         }
+        Mode::PolicyTestInput { typed, editing } => super::input_box(
+            f,
+            "Test the policy",
+            format!(
+                "cases file (TOML, as `agenfleet policy test` takes), run against {}",
+                if *editing {
+                    "the edited text"
+                } else {
+                    "the version in force"
+                }
+            ),
+            typed,
+            t,
+        ),
         Mode::ScopesRollback { version } => {
             let lines = vec![
                 Line::from(format!(
