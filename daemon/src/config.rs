@@ -23,6 +23,9 @@ pub enum ConfigError {
     },
 }
 
+/// The longest `purge_after_secs`: 30 days.
+pub const MAX_PURGE_AFTER_SECS: u64 = 30 * 86_400;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -81,9 +84,15 @@ pub struct Config {
     /// The whole audit log is verified in the background this often (0: only at start
     /// and on `agenfleet audit verify`).
     pub audit_verify_secs: u64,
-    /// A deleted agent's data (record, credentials) is purged this many seconds after
-    /// the deletion (its container, network and gateway go at once). 0: at once.
+    /// A deleted agent's data (record, credentials, workspace, memory) is purged this many
+    /// seconds after the deletion (its container, network and gateway go at once). 0: at
+    /// once; at most 30 days (the data-isolation promise).
     pub purge_after_secs: u64,
+    /// Each agent's memory (`/v1/memory`): the largest value, and its quota in keys and
+    /// in bytes of values.
+    pub memory_max_value_bytes: u64,
+    pub memory_max_keys: u64,
+    pub memory_max_bytes: u64,
     /// An approved escalation also allows a retry of the very same request for this long.
     pub approval_ttl_secs: u64,
     /// An operator's file of extra incident scenarios (same shape as
@@ -229,6 +238,9 @@ impl Default for Config {
             audit_segment_bytes: crate::audit::SEGMENT_BYTES,
             audit_verify_secs: 3600,
             purge_after_secs: 0,
+            memory_max_value_bytes: 256 * 1024,
+            memory_max_keys: 100_000,
+            memory_max_bytes: 256 * 1024 * 1024,
             approval_ttl_secs: 600,
             incident_matrix: PathBuf::new(),
             crash_loop_exits: 3,
@@ -528,6 +540,31 @@ impl Config {
         }
         if self.stats_interval_ms < 200 {
             return Err(("stats_interval_ms", "must be at least 200".into()));
+        }
+        if self.purge_after_secs > MAX_PURGE_AFTER_SECS {
+            return Err((
+                "purge_after_secs",
+                format!(
+                    "must be at most {MAX_PURGE_AFTER_SECS} (30 days: a deleted agent's data, its memory included, goes within 30 days)"
+                ),
+            ));
+        }
+        if !(1..=agenfleet_protocol::gateway::MAX_LOCAL_API_BODY as u64)
+            .contains(&self.memory_max_value_bytes)
+        {
+            return Err((
+                "memory_max_value_bytes",
+                format!(
+                    "must be between 1 and {} (the local API's largest body)",
+                    agenfleet_protocol::gateway::MAX_LOCAL_API_BODY
+                ),
+            ));
+        }
+        if self.memory_max_keys == 0 || self.memory_max_bytes < self.memory_max_value_bytes {
+            return Err((
+                "memory_max_keys",
+                "memory_max_keys must be above 0 and memory_max_bytes at least memory_max_value_bytes".into(),
+            ));
         }
         if self.crash_loop_exits < 2 || self.denial_spike < 2 {
             return Err((

@@ -11,6 +11,7 @@ pub mod fleet_state;
 pub mod fuzz;
 pub mod incidents;
 pub mod keyring;
+pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

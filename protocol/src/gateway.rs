@@ -57,3 +57,6 @@ pub trait Gateway {
     /// audit sequence number.
     async fn report(report: AgentReport) -> Result<u64, ApiError>;
 }
+
+/// The largest request body the agent's local API takes (a memory value included).
+pub const MAX_LOCAL_API_BODY: usize = 1024 * 1024;

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod error;
 pub mod gateway;
 pub mod incidents;
+pub mod memory;
 pub mod names;
 pub mod policy;
 pub mod pulse;

@@ -33,6 +33,10 @@ pub enum Permission {
     /// Add, change and remove the tenant's providers and connections (held at tenant
     /// level only, like the tenant's policy).
     UpstreamsWrite,
+    /// Read an agent's memory values (an export, audited as a reveal).
+    MemoryExport,
+    /// Copy values from one agent's memory into another's of the same tenant.
+    MemoryHandoff,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -40,7 +44,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 18] = [
+    pub const ALL: [Permission; 20] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -56,6 +60,8 @@ impl Permission {
         P::EscalationsDecide,
         P::IncidentsManage,
         P::UpstreamsWrite,
+        P::MemoryExport,
+        P::MemoryHandoff,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -82,6 +88,8 @@ impl Permission {
             Permission::EscalationsDecide => "escalations.decide",
             Permission::IncidentsManage => "incidents.manage",
             Permission::UpstreamsWrite => "upstreams.write",
+            Permission::MemoryExport => "memory.export",
+            Permission::MemoryHandoff => "memory.handoff",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -126,6 +134,8 @@ const ADMIN: &[Permission] = &[
     P::EscalationsDecide,
     P::IncidentsManage,
     P::UpstreamsWrite,
+    P::MemoryExport,
+    P::MemoryHandoff,
 ];
 
 impl ScopedRole {

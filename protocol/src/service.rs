@@ -259,4 +259,17 @@ pub trait Fleet {
         since: u64,
         max_wait_ms: u64,
     ) -> Result<(u64, Vec<crate::types::Operation>), ApiError>;
+    /// How much an agent's memory holds (never a value).
+    async fn memory_stats(agent: AgentRef) -> Result<crate::memory::MemoryStats, ApiError>;
+    /// Every value of an agent's memory, decrypted (memory.export; audited as a reveal
+    /// before it is answered).
+    async fn memory_export(agent: AgentRef) -> Result<Vec<crate::memory::MemoryEntry>, ApiError>;
+    /// Copies the values whose keys start with `prefix` from one agent's memory into
+    /// another's of the same tenant (memory.handoff on both; audited with the reason).
+    async fn memory_handoff(
+        from: AgentRef,
+        to: AgentRef,
+        prefix: String,
+        reason: String,
+    ) -> Result<crate::memory::Handoff, ApiError>;
 }

@@ -26,6 +26,7 @@ mod access;
 mod backup;
 mod guard;
 mod incidents;
+mod memory;
 mod policy;
 mod pulse;
 mod specs;
@@ -899,5 +900,32 @@ impl Fleet for FleetService {
         max_wait_ms: u64,
     ) -> Result<(u64, Vec<agenfleet_protocol::Operation>), ApiError> {
         self.do_operations(since, max_wait_ms).await
+    }
+
+    async fn memory_stats(
+        self,
+        _: Context,
+        agent: AgentRef,
+    ) -> Result<agenfleet_protocol::memory::MemoryStats, ApiError> {
+        self.do_memory_stats(agent).await
+    }
+
+    async fn memory_export(
+        self,
+        _: Context,
+        agent: AgentRef,
+    ) -> Result<Vec<agenfleet_protocol::memory::MemoryEntry>, ApiError> {
+        self.do_memory_export(agent).await
+    }
+
+    async fn memory_handoff(
+        self,
+        _: Context,
+        from: AgentRef,
+        to: AgentRef,
+        prefix: String,
+        reason: String,
+    ) -> Result<agenfleet_protocol::memory::Handoff, ApiError> {
+        self.do_memory_handoff(from, to, prefix, reason).await
     }
 }

@@ -6,7 +6,8 @@
 //! answer), a credential is delivered and audited as the gateway delivers it.
 //!
 //! `GET /v1/health`, `POST /v1/authorize`, `GET /v1/credentials/{name}`, `POST /v1/report`
-//! (assets/api/openapi.yaml), and the calls to the agent's providers and connections
+//! (assets/api/openapi.yaml), the agent's own memory (`/v1/memory…`: `memory_api.rs`),
+//! and the calls to the agent's providers and connections
 //! (`/providers/{name}/…`, `/connections/{name}/…`: `upstream_api.rs`). Bodies are JSON objects of at most 1 MiB with no unknown
 //! fields; anything else gets a 4xx with a JSON `{"error": {"code", "message"}}` naming the
 //! problem, and the connection stays usable.
@@ -22,11 +23,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
 /// Largest request body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub const MAX_BODY: usize = agenfleet_protocol::gateway::MAX_LOCAL_API_BODY;
 
-type Reply = Response<super::upstream_api::ApiBody>;
+pub(super) type Reply = Response<super::upstream_api::ApiBody>;
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Reply {
+pub(super) fn json(status: StatusCode, v: &serde_json::Value) -> Reply {
     let mut r = Response::new(super::upstream_api::full(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -36,7 +37,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Reply {
     r
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     json(
         status,
         &serde_json::json!({"error": {"code": code, "message": message.into()}}),
@@ -222,6 +223,10 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
                 Err(e) => api_error(&e),
             }
         }
+        (_, p) if p == "/v1/memory" || p.starts_with("/v1/memory/") => {
+            let rest = p["/v1/memory".len()..].to_string();
+            super::memory_api::handle(svc, req, &rest).await
+        }
         (_, p) if p.starts_with("/providers/") => {
             let rest = p["/providers/".len()..].to_string();
             super::upstream_api::handle(svc, req, agenfleet_protocol::UpstreamClass::Provider, &rest)
@@ -245,7 +250,7 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME, POST /v1/report, and the agent's providers and connections at /providers/NAME/… and /connections/NAME/…"),
+            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME, POST /v1/report, the agent's memory at /v1/memory/KEY (GET, PUT, DELETE; GET /v1/memory lists, GET /v1/memory/search?q= searches), and the agent's providers and connections at /providers/NAME/… and /connections/NAME/…"),
         ),
     }
 }

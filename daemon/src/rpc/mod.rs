@@ -11,6 +11,7 @@ pub mod egress;
 pub mod fleet;
 pub mod gateway;
 pub mod local_api;
+pub mod memory_api;
 pub mod operator;
 pub mod tls_inspect;
 pub mod upstream_api;

@@ -73,6 +73,8 @@ pub struct Runtime {
     pub retention: super::retention::Surveys,
     /// Long operations in progress.
     pub ops: crate::ops::Ops,
+    /// Each agent's private memory.
+    pub memory: Arc<crate::memory::Memory>,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -96,6 +98,15 @@ impl Runtime {
         let upstreams = crate::upstreams::Upstreams::new(p.store.clone(), p.vault.clone());
         let backups = crate::backup::Backups::new(&p.cfg.state_dir);
         let ops = crate::ops::Ops::new(p.fleet.clone());
+        let memory = Arc::new(crate::memory::Memory::new(
+            &p.cfg.state_dir,
+            p.vault.clone(),
+            crate::memory::Limits {
+                max_value_bytes: p.cfg.memory_max_value_bytes,
+                max_keys: p.cfg.memory_max_keys,
+                max_bytes: p.cfg.memory_max_bytes,
+            },
+        ));
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -114,6 +125,7 @@ impl Runtime {
             backups,
             retention: Default::default(),
             ops,
+            memory,
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })
@@ -225,6 +237,16 @@ impl Runtime {
         let what = match workspace {
             Some(mb) => format!("{what}; workspace removed ({mb} MiB)"),
             None => what,
+        };
+        // Its memory file next, on the same terms (removed, not emptied).
+        let what = match self.memory.purge(key) {
+            Ok(Some(bytes)) => format!("{what}; memory store removed ({bytes} bytes)"),
+            Ok(None) => what,
+            Err(e) => {
+                return Err(ApiError::internal(format!(
+                    "cannot purge the agent's memory: {e}"
+                )))
+            }
         };
         self.store
             .delete_agent(key)

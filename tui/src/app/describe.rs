@@ -17,6 +17,8 @@ pub struct DescribePane {
     pub scroll: usize,
     /// CPU and memory over the last ten minutes (followed while shown).
     pub history: Option<agenfleet_protocol::pulse::AgentHistory>,
+    /// What its private memory holds (or why that is not known).
+    pub memory: Option<Result<agenfleet_protocol::memory::MemoryStats, String>>,
 }
 
 impl App {
@@ -33,6 +35,7 @@ impl App {
             error: None,
             scroll: 0,
             history: None,
+            memory: None,
         });
         let mut fx = self.show(View::Describe);
         fx.push(Effect::LoadDescribe(AgentRef {

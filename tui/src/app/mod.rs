@@ -249,6 +249,11 @@ pub enum Msg {
         String,
         Box<Result<(agenfleet_protocol::spec::SpecVersion, u32), String>>,
     ),
+    /// How much the described agent's memory holds.
+    MemoryStats(
+        String,
+        Result<agenfleet_protocol::memory::MemoryStats, String>,
+    ),
     /// Where the full-screen logs were saved (or why not).
     Saved(Result<String, String>),
     Escalations(Vec<EscalationView>),
@@ -765,6 +770,13 @@ impl App {
             }
             Msg::Deleted(agent, r) => {
                 self.deleted(&agent, r);
+                vec![]
+            }
+            Msg::MemoryStats(agent, r) => {
+                if let Some(p) = self.describing(&agent) {
+                    p.memory = Some(r);
+                    self.dirty = true;
+                }
                 vec![]
             }
             Msg::Described(agent, r) => {

@@ -187,6 +187,9 @@ fn reads_only(cmd: &Command) -> bool {
             | Command::Retention
             | Command::Usage(_)
             | Command::Pulse(_)
+            | Command::Memory {
+                cmd: super::memory::MemoryCmd::Stats { .. }
+            }
             | Command::Agents {
                 cmd: A::List | A::Show { .. }
             }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod incidents;
 pub mod info;
 pub mod logs;
+pub mod memory;
 pub mod operators;
 pub mod policy;
 pub mod progress;
@@ -173,6 +174,11 @@ pub enum Command {
     },
     /// Model calls, errors and tokens per agent and tenant: last hour, day, 30 days.
     Usage(upstreams::UsageArgs),
+    /// Agents' private memory: stats, an admin's export, a handoff between two agents.
+    Memory {
+        #[command(subcommand)]
+        cmd: memory::MemoryCmd,
+    },
     /// The fleet's last ten minutes as sparklines: agents by state, restarts, decisions
     /// per second, incidents opened, model tokens (`--agent A`: its CPU and memory).
     Pulse(pulse::PulseArgs),
@@ -549,6 +555,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<
         }
         Command::Usage(a) => upstreams::usage(conn, out, a).await,
         Command::Pulse(a) => pulse::run(conn, out, a).await,
+        Command::Memory { cmd } => memory::run(conn, out, cmd).await,
         Command::Image {
             cmd: ImageCmd::Build { dir, tag, force },
         } => {

@@ -240,6 +240,11 @@ impl Io {
             }
             Effect::LoadDescribe(agent) => {
                 let (conn, real) = self.route(&agent);
+                let (shown, of) = (agent.to_string(), real.clone());
+                self.background(conn.clone(), move |c| async move {
+                    let r = flat(c.client.memory_stats(c.ctx(), of).await);
+                    Some(Msg::MemoryStats(shown, r))
+                });
                 self.background(conn, move |c| async move {
                     let r = tokio::try_join!(
                         c.client.agents_spec(c.ctx(), real.clone(), None),

@@ -190,6 +190,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         None => "…".into(),
     };
     l.push(field("Scopes", scopes, t));
+    let memory = match &p.memory {
+        None => "…".to_string(),
+        Some(Err(e)) => format!("unknown: {e}"),
+        Some(Ok(m)) => format!(
+            "{} of {} keys, {} of {}; last write {}",
+            m.keys,
+            m.max_keys,
+            fmt::bytes(m.bytes),
+            fmt::bytes(m.max_bytes),
+            m.last_write_ms
+                .map(fmt::timestamp)
+                .unwrap_or_else(|| "never".into())
+        ),
+    };
+    l.push(field("Agent memory", memory, t));
     for file in &v.files {
         l.push(field(
             "File",
@@ -237,6 +252,24 @@ mod tests {
         assert!(
             fx.contains(&Effect::LoadDescribe(crawler.clone())),
             "{fx:?}"
+        );
+        // What its private memory holds (never a value).
+        app.on_msg(Msg::MemoryStats(
+            "acme/crawler".into(),
+            Ok(agenfleet_protocol::memory::MemoryStats {
+                agent: "acme/crawler".into(),
+                keys: 12,
+                bytes: 4096,
+                last_write_ms: None,
+                max_keys: 100,
+                max_bytes: 1 << 20,
+                max_value_bytes: 1024,
+            }),
+        ));
+        let s = format!("{:?}", render(&app, 120, 40).backend());
+        assert!(
+            s.contains("12 of 100 keys, 4.0K of 1.0M; last write never"),
+            "{s}"
         );
         assert!(
             fx.contains(&Effect::FollowPulse(Some(PulseOf::Agent(crawler)))),
