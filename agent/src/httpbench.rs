@@ -9,9 +9,10 @@
 //! {"n", "ok", "secs", "p50_us", "p99_us", "start_ms", "end_ms", "late"}.
 //! `http-bench connect HOST:PORT BYTES [--proxy HOST:PORT]`: opens a tunnel (or a direct
 //! connection), reads BYTES and prints {"bytes", "secs"}.
-//! `http-bench post URL N BODY [--start-at UNIX_MS]`: N POSTs of the JSON text BODY, one
-//! after the other on one keep-alive connection (as an SDK does); prints the `get` line
-//! plus `fb50_us`/`fb99_us`, the time to the answer's first byte.
+//! `http-bench post URL N BODY [--start-at UNIX_MS] [--method M]`: N POSTs (or M: `GET`,
+//! `PUT`…) of the JSON text BODY, one after the other on one keep-alive connection (as an
+//! SDK does); prints the `get` line plus `fb50_us`/`fb99_us`, the time to the answer's
+//! first byte.
 //!
 //! Also here, the other small HTTP client of the shim: `health-http PORT PATH`, the probe
 //! the engine runs for a `[health] http` check.
@@ -233,7 +234,7 @@ pub fn main() -> i32 {
                 args.get(2).and_then(|n| n.parse::<usize>().ok()),
                 args.get(3),
             ) else {
-                eprintln!("usage: http-bench post URL N BODY [--start-at UNIX_MS]");
+                eprintln!("usage: http-bench post URL N BODY [--start-at UNIX_MS] [--method M]");
                 return 64;
             };
             let Some(rest) = url.strip_prefix("http://") else {
@@ -258,8 +259,9 @@ pub fn main() -> i32 {
                 }
             };
             let mut r = std::io::BufReader::new(stream);
+            let method = flag(&args, "--method").unwrap_or_else(|| "POST".into());
             let req = format!(
-                "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAuthorization: Bearer agf-placeholder\r\nContent-Length: {}\r\n\r\n{body}",
+                "{method} /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAuthorization: Bearer agf-placeholder\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             let start_ms = now_ms();
