@@ -170,6 +170,20 @@ fn an_agents_memory_is_its_own_sealed_searchable_and_purged() {
     let (s, body) = api(&a, "PUT", "/v1/memory/k6", "", b"6");
     assert_eq!(s, 507, "over the keys quota: {body}");
     assert!(body.contains("memory_max_keys"), "{body}");
+    let puts = d
+        .json(&[
+            "audit",
+            "search",
+            "--action",
+            "memory.put",
+            "--limit",
+            "100",
+        ])
+        .to_string();
+    assert!(
+        puts.contains("refused") && puts.contains("memory_max_keys") && puts.contains("requested"),
+        "a refused write is recorded as refused: {puts}"
+    );
     let (s, body) = api(&a, "PUT", "/v1/memory/search", "text/plain", b"x");
     assert_eq!(s, 400, "{body}");
     let (s, body) = api(

@@ -141,15 +141,26 @@ async fn value(req: Request<Incoming>, max: u64) -> Result<(Kind, Bytes), Reply>
     Ok((kind, body))
 }
 
-/// Records a write before it is made; None (and the 503 to answer) when it cannot be.
+/// Records a write before it is made (outcome `requested`; a write then refused — over
+/// the quota, say — is recorded again as `refused` with the reason); None, or the 503 to
+/// answer when it cannot be recorded.
 async fn record(svc: &GatewayService, action: &str, detail: String) -> Option<Reply> {
+    record_as(svc, action, "requested", detail).await
+}
+
+async fn record_as(
+    svc: &GatewayService,
+    action: &str,
+    outcome: &str,
+    detail: String,
+) -> Option<Reply> {
     let (tenant, agent) = svc.agent();
     let ev = AuditEvent {
         actor: format!("agent {tenant}/{agent}"),
         action: action.into(),
         tenant: Some(tenant.to_string()),
         agent: Some(agent.to_string()),
-        outcome: "ok".into(),
+        outcome: outcome.into(),
         detail,
     };
     match svc.audit(ev).await {
@@ -288,7 +299,11 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>, rest: &s
                     StatusCode::OK,
                     &serde_json::json!({"key": key, "size": body.len(), "keys": u.keys, "bytes": u.bytes}),
                 ),
-                Err(e) => mem_error(&e),
+                Err(e) => {
+                    let detail = format!("key `{key}`: {e}");
+                    let _ = record_as(&svc, "memory.put", "refused", detail).await;
+                    mem_error(&e)
+                }
             }
         }
         Method::DELETE => {
