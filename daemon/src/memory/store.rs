@@ -79,6 +79,24 @@ fn value_aad(a: &AgentKey, key: &str) -> Vec<u8> {
     format!("agenfleet|memory|{}|{}|{key}", a.tenant, a.name).into_bytes()
 }
 
+/// Stamps the store's last write into the same transaction, and commits it.
+fn commit_write(tx: rusqlite::Transaction<'_>, now_ms: u64) -> Result<(), MemError> {
+    tx.execute(
+        "UPDATE meta SET last_write_ms = ?1 WHERE id = 1",
+        params![now_ms as i64],
+    )
+    .map_err(sql)?;
+    tx.commit().map_err(sql)
+}
+
+/// Drops a key's words from the search index.
+fn forget_words(index: &Connection, key: &str) -> Result<(), MemError> {
+    index
+        .execute("DELETE FROM words WHERE key = ?1", params![key])
+        .map(|_| ())
+        .map_err(sql)
+}
+
 fn sql(e: rusqlite::Error) -> MemError {
     MemError::Io(format!("memory store: {e}"))
 }
@@ -273,16 +291,8 @@ impl AgentStore {
             ],
         )
         .map_err(sql)?;
-        tx.execute(
-            "UPDATE meta SET last_write_ms = ?1 WHERE id = 1",
-            params![now_ms as i64],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        inner
-            .index
-            .execute("DELETE FROM words WHERE key = ?1", params![key])
-            .map_err(sql)?;
+        commit_write(tx, now_ms)?;
+        forget_words(&inner.index, key)?;
         if kind.searchable() {
             inner
                 .index
@@ -340,16 +350,8 @@ impl AgentStore {
         let Some(size) = old else {
             return Ok(false);
         };
-        tx.execute(
-            "UPDATE meta SET last_write_ms = ?1 WHERE id = 1",
-            params![now_ms as i64],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        inner
-            .index
-            .execute("DELETE FROM words WHERE key = ?1", params![key])
-            .map_err(sql)?;
+        commit_write(tx, now_ms)?;
+        forget_words(&inner.index, key)?;
         inner.usage.keys -= 1;
         inner.usage.bytes -= size as u64;
         inner.usage.last_write_ms = now_ms;
