@@ -131,33 +131,10 @@ fn main() {
     // one wall-clock instant (a `docker exec` takes a while to start; that is not the
     // proxy's time), the rate is their requests over first start to last end.
     let each = "300";
-    let together = |cmds: Vec<Command>| -> f64 {
-        let at = now_ms() + 3000;
-        let outs: Vec<Value> = std::thread::scope(|s| {
-            let hs: Vec<_> = cmds
-                .into_iter()
-                .map(|mut c| {
-                    c.args(["--start-at", &at.to_string()]);
-                    s.spawn(move || run_json(c))
-                })
-                .collect();
-            hs.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        assert!(
-            outs.iter().all(|o| o["late"] == false),
-            "a generator started after the start time: {outs:?}"
-        );
-        let ok: u64 = outs.iter().map(|o| o["ok"].as_u64().unwrap_or(0)).sum();
-        let end = outs
-            .iter()
-            .map(|o| o["end_ms"].as_u64().unwrap_or(0))
-            .max()
-            .unwrap_or(at);
-        ok as f64 / ((end.saturating_sub(at)).max(1) as f64 / 1000.0)
-    };
-    let direct_rate = together((0..16).map(|_| host_bench(&["get", &url, each])).collect());
+    let rate_of = |cmds: Vec<Command>| together(cmds).0;
+    let direct_rate = rate_of((0..16).map(|_| host_bench(&["get", &url, each])).collect());
     let url = url.as_str();
-    let proxied_rate = together(
+    let proxied_rate = rate_of(
         cids.iter()
             .map(|c| agent_bench(c, &["get", url, each]))
             .collect(),

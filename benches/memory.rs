@@ -84,29 +84,12 @@ fn main() {
 
     // 2. 16 agents at once, each its own memory.
     let each = 5000;
-    let at = now_ms() + 3000;
-    let outs: Vec<serde_json::Value> = std::thread::scope(|s| {
-        let hs: Vec<_> = cids
-            .iter()
-            .map(|c| {
-                let mut cmd = memory_call(c, "GET", "profile", each, "");
-                cmd.args(["--start-at", &at.to_string()]);
-                s.spawn(move || run_json(cmd))
-            })
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    assert!(
-        outs.iter().all(|o| o["late"] == false),
-        "a generator started late: {outs:?}"
+    let (rate, outs) = together(
+        cids.iter()
+            .map(|c| memory_call(c, "GET", "profile", each, ""))
+            .collect(),
     );
     let ok: u64 = outs.iter().map(|o| o["ok"].as_u64().unwrap_or(0)).sum();
-    let end = outs
-        .iter()
-        .map(|o| o["end_ms"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(at);
-    let rate = ok as f64 / (end.saturating_sub(at).max(1) as f64 / 1000.0);
     let p50s: Vec<f64> = outs.iter().map(|o| f(o, "p50_us")).collect();
     let p99s: Vec<f64> = outs.iter().map(|o| f(o, "p99_us")).collect();
     println!(

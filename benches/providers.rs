@@ -283,35 +283,10 @@ fn main() {
         (16 * each) as f64
             / ((ends.iter().max().copied().unwrap_or(at) - at).max(1) as f64 / 1000.0)
     };
-    let together = |per: usize| -> (f64, Vec<Value>) {
-        let at = now_ms() + 3000;
-        let outs: Vec<Value> = std::thread::scope(|s| {
-            let hs: Vec<_> = cids
-                .iter()
-                .map(|c| {
-                    let mut cmd = agent_post(c, "openai", per);
-                    cmd.args(["--start-at", &at.to_string()]);
-                    s.spawn(move || run_json(cmd))
-                })
-                .collect();
-            hs.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        let ok: u64 = outs.iter().map(|o| o["ok"].as_u64().unwrap_or(0)).sum();
-        let end = outs
-            .iter()
-            .map(|o| o["end_ms"].as_u64().unwrap_or(0))
-            .max()
-            .unwrap_or(at);
-        (
-            ok as f64 / ((end.saturating_sub(at)).max(1) as f64 / 1000.0),
-            outs,
-        )
+    let agents_at_once = |per: usize| -> (f64, Vec<Value>) {
+        together(cids.iter().map(|c| agent_post(c, "openai", per)).collect())
     };
-    let (proxied_rate, outs) = together(each);
-    assert!(
-        outs.iter().all(|o| o["late"] == false),
-        "a generator started late: {outs:?}"
-    );
+    let (proxied_rate, _) = agents_at_once(each);
     println!("16 at once ({each} calls each, keep-alive):");
     println!(
         "  direct: {direct_rate:.0} calls/s; through the gateway: {proxied_rate:.0} calls/s = {:.0}%",
@@ -328,7 +303,7 @@ fn main() {
     let t = Instant::now();
     while done < total {
         let per = (step.min(total - done) / 16).max(1);
-        let (rate, _) = together(per);
+        let (rate, _) = agents_at_once(per);
         done += per * 16;
         println!(
             "  after {done:>9} calls: {:.1} MB  ({rate:.0} calls/s, {:.0} s so far)",

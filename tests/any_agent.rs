@@ -194,37 +194,10 @@ fn exit_codes_and_the_images_own_program() {
     );
 }
 
-/// Sends `request` (raw bytes) to `127.0.0.1:port` from inside container `cid` with
-/// busybox nc, and answers all that came back. nc's input stays open until the other side
-/// has answered and closed (nc may stop reading once its input ends).
-fn nc(cid: &str, port: u16, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut child = std::process::Command::new("docker")
-        .args(["exec", "-i", cid, "nc", "127.0.0.1", &port.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker exec nc");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(request.as_bytes())
-        .expect("send the request");
-    let mut out = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut out)
-        .expect("read the answer");
-    drop(input);
-    let _ = child.wait();
-    String::from_utf8_lossy(&out).to_string()
-}
-
 /// `request` (raw HTTP) to the local API from inside container `cid`, through the shim's
 /// relay on 127.0.0.1:4180.
 fn raw_api(cid: &str, request: &str) -> String {
-    nc(cid, 4180, request)
+    nc(cid, 4180, request.as_bytes())
 }
 
 fn post(path: &str, body: &str) -> String {
@@ -498,7 +471,7 @@ fn egress_leaves_only_through_the_gateway_and_only_as_decided() {
         .as_str()
         .expect("cid")
         .to_string();
-    let proxy = |req: String| nc(&cid, 3128, &req);
+    let proxy = |req: String| nc(&cid, 3128, req.as_bytes());
     let get = |port: u16, path: &str| {
         proxy(format!(
             "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"

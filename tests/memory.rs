@@ -13,7 +13,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// One HTTP request to the local API from inside container `cid`: (status, body).
 fn api(cid: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -24,24 +23,7 @@ fn api(cid: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> 
     }
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body);
-    let mut child = std::process::Command::new("docker")
-        .args(["exec", "-i", cid, "nc", "127.0.0.1", "4180"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker exec nc");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(&req).expect("send");
-    let mut out = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_end(&mut out)
-        .expect("read");
-    drop(input);
-    let _ = child.wait();
-    let text = String::from_utf8_lossy(&out).to_string();
+    let text = nc(cid, 4180, &req);
     let status = text
         .split_whitespace()
         .nth(1)

@@ -73,3 +73,28 @@ pub fn container_calls(cid: &str, exec_args: &[&str], calls: &[Value]) -> Vec<Va
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l:?}: {e}")))
         .collect()
 }
+
+/// Sends `request` (raw bytes) to `127.0.0.1:port` from inside container `cid` with
+/// busybox nc, and answers all that came back. nc's input stays open until the other side
+/// has answered and closed (nc may stop reading once its input ends).
+pub fn nc(cid: &str, port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut child = Command::new("docker")
+        .args(["exec", "-i", cid, "nc", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("docker exec nc");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(request).expect("send the request");
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read the answer");
+    drop(input);
+    let _ = child.wait();
+    String::from_utf8_lossy(&out).to_string()
+}

@@ -43,3 +43,36 @@ pub fn run_json(mut c: std::process::Command) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("json")
 }
+
+/// Runs load generators (`agenfleet-agent http-bench …`) so that all start sending at one
+/// wall-clock instant, 3 s from now (`--start-at`: a `docker exec` takes a while to start,
+/// which is not the server's time), and answers the rate — their `ok` requests over the
+/// start to the last end — and each one's JSON line. A generator that started after the
+/// instant fails the run.
+pub fn together(cmds: Vec<std::process::Command>) -> (f64, Vec<serde_json::Value>) {
+    let at = crate::now_ms() + 3000;
+    let outs: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = cmds
+            .into_iter()
+            .map(|mut c| {
+                c.args(["--start-at", &at.to_string()]);
+                s.spawn(move || run_json(c))
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    assert!(
+        outs.iter().all(|o| o["late"] == false),
+        "a generator started after the start time: {outs:?}"
+    );
+    let ok: u64 = outs.iter().map(|o| o["ok"].as_u64().unwrap_or(0)).sum();
+    let end = outs
+        .iter()
+        .map(|o| o["end_ms"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(at);
+    (
+        ok as f64 / (end.saturating_sub(at).max(1) as f64 / 1000.0),
+        outs,
+    )
+}
