@@ -15,7 +15,8 @@ use crate::spec::{AgentSpec, ApplyOutcome, SpecHistory, SpecVersion};
 use crate::types::CallerInfo;
 use crate::types::{
     AgentAction, AgentRef, AgentView, FleetStatus, Hello, HostInfo, ImageInfo, LogChunk, NewToken,
-    OperatorInfo, RetentionReport, RoleBinding, TenantSettings, TokenInfo, WatchReply,
+    OperatorInfo, RetentionReport, RoleBinding, TenantInfo, TenantMoved, TenantSettings, TokenInfo,
+    WatchReply,
 };
 use crate::upstream::{UpstreamClass, UpstreamSpec, UpstreamView, UsageRow};
 use crate::vault::{CredentialInfo, VaultStatus};
@@ -244,6 +245,13 @@ pub trait Fleet {
         tenant: String,
         audit_retention_days: Option<f64>,
     ) -> Result<TenantSettings, ApiError>;
+    /// The tenants the caller sees, with their tier (platform admins: every tenant).
+    async fn tenants_list() -> Result<Vec<TenantInfo>, ApiError>;
+    /// Creates an empty tenant in `tier` (`standard` or `dedicated`; platform admins).
+    async fn tenants_create(tenant: String, tier: String) -> Result<TenantInfo, ApiError>;
+    /// Moves a tenant's rows to `tier`: copied, every table's rows and digest checked on
+    /// both sides, then switched in one step (platform admins; audited).
+    async fn tenants_move(tenant: String, tier: String) -> Result<TenantMoved, ApiError>;
     /// The fleet the caller sees over the last ten minutes (see `pulse`); waits up to
     /// `max_wait_ms` for a bucket newer than the one starting at `after_ms` to close.
     async fn pulse(after_ms: u64, max_wait_ms: u64) -> Result<Pulse, ApiError>;

@@ -363,6 +363,41 @@ pub struct TenantSettings {
     pub audit_retention_days: Option<f64>,
 }
 
+/// A tenant as `agenfleet tenants list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub tenant: String,
+    /// `standard` (rows in the shared database, behind the tenant guard) or `dedicated`
+    /// (a database file of its own).
+    pub tier: String,
+    /// Its database file (dedicated), relative to the state dir.
+    pub file: Option<String>,
+    /// Agents in it (not counting deleted ones waiting for their purge).
+    pub agents: u32,
+    /// Its records' audit retention in days (None: the platform's; 0: for ever).
+    pub audit_retention_days: Option<f64>,
+}
+
+/// One table of a tenant's move: the same row count and digest on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedTable {
+    pub table: String,
+    pub rows: u64,
+    /// SHA-256 over every value of every row, in one fixed order.
+    pub sha256: String,
+}
+
+/// What `agenfleet tenants move` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantMoved {
+    pub tenant: String,
+    pub from: String,
+    pub to: String,
+    pub tables: Vec<MovedTable>,
+    /// How long every other database statement waited for the move.
+    pub held_ms: u64,
+}
+
 /// The container engine as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {

@@ -417,11 +417,17 @@ pub fn add_operator(
 
 pub fn remove_operator(store: &Store, uid: u32) -> Result<(), RoleError> {
     // The operator's bindings first, tenant by tenant through each tenant's handle.
-    let tenants: Vec<String> = store.with(|c| {
-        let mut st = c.prepare("SELECT DISTINCT tenant_id FROM role_bindings WHERE uid = ?1")?;
-        let v = st.query_map(params![uid], |r| r.get(0))?.collect();
-        v
-    })?;
+    let tenants: Vec<String> = store
+        .each(|c| {
+            let mut st =
+                c.prepare("SELECT DISTINCT tenant_id FROM role_bindings WHERE uid = ?1")?;
+            let v: rusqlite::Result<Vec<String>> =
+                st.query_map(params![uid], |r| r.get(0))?.collect();
+            v
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
     for t in tenants {
         store
             .tenant(&t)
@@ -456,15 +462,7 @@ pub fn parse_binding(store: &Store, b: &RoleBinding) -> Result<Binding, RoleErro
         }
         _ => {}
     }
-    let tenant_ok: bool = store.with(|c| {
-        c.query_row(
-            "SELECT 1 FROM tenants WHERE id = ?1",
-            params![b.tenant],
-            |_| Ok(true),
-        )
-        .optional()
-        .map(|o| o.is_some())
-    })?;
+    let tenant_ok = store.tenant_exists(&b.tenant)?;
     if !tenant_ok {
         return Err(RoleError::NotFound(format!("no tenant `{}`", b.tenant)));
     }
@@ -535,33 +533,42 @@ pub fn revoke(store: &Store, uid: u32, b: &Binding) -> Result<(), RoleError> {
 
 /// One operator and its bindings, from the store.
 pub fn load_operator(store: &Store, uid: u32) -> Result<Option<Caller>, StoreError> {
-    store.with(|c| {
-        let row: Option<(String, String)> = c
-            .query_row("SELECT name, role FROM operators WHERE uid = ?1", params![uid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((name, role)) = row else { return Ok(None) };
-        let mut st = c.prepare("SELECT role, tenant_id, project_id FROM role_bindings WHERE uid = ?1 ORDER BY tenant_id, project_id, role")?;
-        let bindings = st
-            .query_map(params![uid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-            .filter_map(|r| r.ok())
-            .filter_map(|(role, tenant, project)| {
-                Some(Binding {
-                    role: ScopedRole::parse(&role)?,
-                    tenant,
-                    project: (!project.is_empty()).then_some(project),
-                })
+    let Some((name, role)) = store.operator_by_uid(uid)? else {
+        return Ok(None);
+    };
+    // A dedicated tenant's bindings are in its own file: every file is asked.
+    let mut rows: Vec<(String, String, String)> = store
+        .each(|c| {
+            let mut st = c
+                .prepare("SELECT tenant_id, project_id, role FROM role_bindings WHERE uid = ?1")?;
+            let v: rusqlite::Result<Vec<(String, String, String)>> = st
+                .query_map(params![uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect();
+            v
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+    rows.sort();
+    let bindings = rows
+        .into_iter()
+        .filter_map(|(tenant, project, role)| {
+            Some(Binding {
+                role: ScopedRole::parse(&role)?,
+                tenant,
+                project: (!project.is_empty()).then_some(project),
             })
-            .collect();
-        Ok(Some(Caller {
-            uid,
-            operator: name,
-            platform_admin: role == "platform_admin",
-            known: true,
-            bindings,
-            token: None,
-            denial: None,
-        }))
-    })
+        })
+        .collect();
+    Ok(Some(Caller {
+        uid,
+        operator: name,
+        platform_admin: role == "platform_admin",
+        known: true,
+        bindings,
+        token: None,
+        denial: None,
+    }))
 }
 
 #[cfg(test)]

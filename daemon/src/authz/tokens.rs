@@ -101,8 +101,9 @@ pub fn create(
 }
 
 pub fn get(store: &Store, id: &str) -> Result<Option<TokenInfo>, RoleError> {
+    // A dedicated tenant's tokens are in its own file: every file is asked.
     Ok(store
-        .with(|c| {
+        .each(|c| {
             c.query_row(
                 "SELECT id, name, creator_uid, tenant_id, project_id, permissions, created_ms, expires_ms, revoked_ms FROM tokens WHERE id = ?1",
                 params![id],
@@ -123,20 +124,30 @@ pub fn get(store: &Store, id: &str) -> Result<Option<TokenInfo>, RoleError> {
                 },
             )
             .optional()
-        })?)
+        })?
+        .into_iter()
+        .flatten()
+        .next())
 }
 
 pub fn list(store: &Store, caller: &Caller) -> Result<Vec<TokenInfo>, RoleError> {
-    let ids: Vec<String> = store.with(|c| {
-        let mut st = c.prepare("SELECT id, creator_uid FROM tokens ORDER BY created_ms")?;
-        let v = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
-            .filter_map(|r| r.ok())
-            .filter(|(_, uid)| caller.platform_admin || *uid == caller.uid)
-            .map(|(id, _)| id)
-            .collect();
-        Ok(v)
-    })?;
+    let mut rows: Vec<(i64, String, u32)> = store
+        .each(|c| {
+            let mut st = c.prepare("SELECT created_ms, id, creator_uid FROM tokens")?;
+            let v: rusqlite::Result<Vec<(i64, String, u32)>> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect();
+            v
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+    rows.sort();
+    let ids: Vec<String> = rows
+        .into_iter()
+        .filter(|(_, _, uid)| caller.platform_admin || *uid == caller.uid)
+        .map(|(_, id, _)| id)
+        .collect();
     let mut out = Vec::new();
     for id in ids {
         out.extend(get(store, &id)?);
@@ -174,7 +185,7 @@ pub fn resolve(
         return Err("malformed token (expected agf_<id>_<secret>)".into());
     }
     let stored: Option<String> = store
-        .with(|c| {
+        .each(|c| {
             c.query_row(
                 "SELECT secret_sha256 FROM tokens WHERE id = ?1",
                 params![id],
@@ -182,7 +193,10 @@ pub fn resolve(
             )
             .optional()
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flatten()
+        .next();
     let info = match (stored, get(store, id).map_err(|e| e.to_string())?) {
         (Some(h), Some(info)) if same(&h, &sha(text.trim())) => info,
         _ => return Err("unknown token".into()),

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod restore;
 
 use crate::audit::{checkpoint, format, AuditLog};
+use crate::store::tiers::TENANTS_DIR;
 use agenfleet_protocol::backup::{BackupChunk, BackupInfo, BackupManifest, BACKUP_FORMAT};
 use archive::{Item, Source, Stream};
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ pub const CONFIG_NAME: &str = "agenfleetd.toml.at-backup";
 pub fn allowed_name(name: &str) -> bool {
     match name.split_once('/') {
         None => name == DB_NAME || name == CONFIG_NAME,
+        Some((TENANTS_DIR, f)) => f
+            .strip_suffix(".db")
+            .is_some_and(|t| agenfleet_protocol::spec::check_name("tenant", t).is_ok()),
         Some(("audit", f)) => {
             f == checkpoint::CHECKPOINTS_FILE
                 || f == checkpoint::PUBLIC_KEY_FILE
@@ -156,6 +160,7 @@ impl Backups {
     /// signed for this backup. `config` is the config file in force (if any).
     pub async fn create(
         &self,
+        store: &crate::store::Store,
         db: &Path,
         audit: &AuditLog,
         config: Option<&Path>,
@@ -172,7 +177,7 @@ impl Backups {
         let staging = self.dir.join(&id);
         std::fs::create_dir_all(&staging).map_err(io("cannot create the staging dir"))?;
         let made = self
-            .prepare(db, audit, config, instance_id, &id, &staging)
+            .prepare(store, db, audit, config, instance_id, &id, &staging)
             .await;
         let p = match made {
             Ok(p) => p,
@@ -209,8 +214,10 @@ impl Backups {
         Ok(info)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn prepare(
         &self,
+        store: &crate::store::Store,
         db: &Path,
         audit: &AuditLog,
         config: Option<&Path>,
@@ -219,13 +226,37 @@ impl Backups {
         staging: &Path,
     ) -> Result<Prepared, BackupError> {
         let copy = staging.join(DB_NAME);
-        {
-            let (db, copy) = (db.to_path_buf(), copy.clone());
-            tokio::task::spawn_blocking(move || crate::store::snapshot_file(&db, &copy))
-                .await
-                .map_err(|e| BackupError::Io(e.to_string()))?
-                .map_err(BackupError::Io)?;
-        }
+        // The shared file and every dedicated tenant's, in one state of the tiers (no
+        // tenant moves between two of the copies).
+        let tenant_copies: Vec<(String, PathBuf)> = {
+            let (db, copy, store, staging) = (
+                db.to_path_buf(),
+                copy.clone(),
+                store.clone(),
+                staging.to_path_buf(),
+            );
+            tokio::task::spawn_blocking(move || {
+                store
+                    .holding_tiers(|| {
+                        crate::store::snapshot_file(&db, &copy)?;
+                        let files = store.dedicated_files().map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(staging.join(TENANTS_DIR))
+                            .map_err(|e| e.to_string())?;
+                        let mut out = Vec::new();
+                        for (tenant, path) in files {
+                            let name = format!("{TENANTS_DIR}/{tenant}.db");
+                            let to = staging.join(&name);
+                            crate::store::snapshot_file(&path, &to)?;
+                            out.push((name, to));
+                        }
+                        Ok(out)
+                    })
+                    .map_err(|e| e.to_string())?
+            })
+            .await
+            .map_err(|e| BackupError::Io(e.to_string()))?
+            .map_err(BackupError::Io)?
+        };
         let cut = audit
             .cut()
             .await
@@ -235,6 +266,10 @@ impl Backups {
             .map_err(io("the database copy"))?
             .len();
         let mut items = vec![Item::file(DB_NAME.into(), &copy, db_len).map_err(io(DB_NAME))?];
+        for (name, path) in &tenant_copies {
+            let len = std::fs::metadata(path).map_err(io(name))?.len();
+            items.push(Item::file(name.clone(), path, len).map_err(io(name))?);
+        }
         let anchor = checkpoint::load_anchor(&dir).map_err(BackupError::Io)?;
         // Whole segments before the one being written, and that one up to the cut.
         if let Some((current, cut_len)) = &cut.segment {

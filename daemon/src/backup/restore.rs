@@ -210,6 +210,18 @@ fn unpack_and_check(
             manifest.instance_id
         )));
     }
+    // Dedicated tenants' files: the same check, and each is the file of the tenant it is
+    // named after.
+    for f in manifest.files.iter().filter(|f| f.name.starts_with("tenants/")) {
+        let tenant = crate::store::check_tenant_file(&staging.join(&f.name))
+            .map_err(|e| RestoreError::Damaged(format!("{} {e}", f.name)))?;
+        if f.name != format!("tenants/{tenant}.db") {
+            return Err(RestoreError::Damaged(format!(
+                "{} holds tenant {tenant}'s rows",
+                f.name
+            )));
+        }
+    }
     sync_tree(staging).map_err(io("cannot sync the restored files"))?;
     Ok((manifest, report.head_seq))
 }

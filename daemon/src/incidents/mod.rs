@@ -154,28 +154,37 @@ impl Incidents {
                 let _ = report_tx.send(r);
             }),
         )?;
-        let rows: Vec<String> = store
-            .with(|c| {
+        // Every file's (a dedicated tenant's incidents are in its own): the open ones and
+        // the newest resolved ones, with the highest id each file holds.
+        let files: Vec<(Vec<(i64, String)>, i64)> = store
+            .each(|c| {
                 let mut st = c.prepare(
-                    "SELECT body_json FROM incidents WHERE state != 'resolved'
+                    "SELECT id, body_json FROM incidents WHERE state != 'resolved'
                      UNION ALL
-                     SELECT body_json FROM (SELECT body_json FROM incidents WHERE state = 'resolved' ORDER BY id DESC LIMIT ?1)",
+                     SELECT id, body_json FROM (SELECT id, body_json FROM incidents WHERE state = 'resolved' ORDER BY id DESC LIMIT ?1)",
                 )?;
-                let rows = st.query_map(params![KEEP_RESOLVED as i64], |r| r.get(0))?;
-                rows.collect()
+                let rows: rusqlite::Result<Vec<(i64, String)>> = st
+                    .query_map(params![KEEP_RESOLVED as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect();
+                let top: i64 =
+                    c.query_row("SELECT COALESCE(MAX(id), 0) FROM incidents", [], |r| r.get(0))?;
+                Ok((rows?, top))
             })
             .map_err(|e| e.to_string())?;
         // Past every incident kept, and every one removed by retention (never reused).
-        let max_id: i64 = store
+        let floor: i64 = store
             .with(|c| {
                 c.query_row(
-                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM incidents), 0),
-                                COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'incident_id_floor'), 0))",
+                    "SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'incident_id_floor'), 0)",
                     [],
                     |r| r.get(0),
                 )
             })
             .map_err(|e| e.to_string())?;
+        let max_id = files.iter().map(|f| f.1).fold(floor, i64::max);
+        let mut rows: Vec<(i64, String)> = files.into_iter().flat_map(|f| f.0).collect();
+        rows.sort_by_key(|r| r.0);
+        let rows: Vec<String> = rows.into_iter().map(|r| r.1).collect();
         let mut inner = Inner {
             next_id: max_id as u64 + 1,
             ..Default::default()
@@ -300,20 +309,28 @@ impl Incidents {
             return Ok(());
         }
         let now = now_ms() as i64;
-        self.store
-            .with(|c| {
-                let tx = c.transaction()?;
-                for (id, key, state, tenant, body) in &rows {
-                    tx.execute(
-                        "INSERT INTO incidents (id, dedup_key, state, tenant_id, body_json, updated_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                         ON CONFLICT(id) DO UPDATE SET state = ?3, body_json = ?5, updated_ms = ?6",
-                        params![*id as i64, key, state, tenant, body, now],
-                    )?;
-                }
-                tx.commit()
-            })
-            .map_err(store_err)
+        // Each incident is kept with its tenant's rows: one transaction per file.
+        let mut by_tenant: std::collections::BTreeMap<Option<String>, Vec<_>> = Default::default();
+        for row in rows {
+            by_tenant.entry(row.3.clone()).or_default().push(row);
+        }
+        for (tenant, rows) in by_tenant {
+            self.store
+                .with_rows_of(tenant.as_deref(), |c| {
+                    let tx = c.transaction()?;
+                    for (id, key, state, tenant, body) in &rows {
+                        tx.execute(
+                            "INSERT INTO incidents (id, dedup_key, state, tenant_id, body_json, updated_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                             ON CONFLICT(id) DO UPDATE SET state = ?3, body_json = ?5, updated_ms = ?6",
+                            params![*id as i64, key, state, tenant, body, now],
+                        )?;
+                    }
+                    tx.commit()
+                })
+                .map_err(store_err)?;
+        }
+        Ok(())
     }
 
     /// Removes incidents resolved more than `keep_ms` ago, from the store and from what
@@ -338,38 +355,50 @@ impl Incidents {
             ids
         };
         self.fleet.forget_incidents(&gone);
-        let deleted = self.store.with(|c| {
-            let tx = c.transaction()?;
-            // Resolved incidents are stored with their resolution in the body; the row's
-            // update time is the resolution's (a resolved incident no longer changes).
-            // Removed: resolved rows last written before the cutoff, and those the memory
-            // judged by their resolution time (a later delivery record may have touched
-            // their row since). Ids are never given again: the highest removed stays as a
-            // floor.
-            let ids_json = serde_json::to_string(&gone).unwrap_or_default();
-            let top: Option<i64> = tx.query_row(
-                "SELECT MAX(id) FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
-                params![cutoff, ids_json],
-                |r| r.get(0),
-            )?;
-            if let Some(top) = top {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('incident_id_floor', ?1)
-                     ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), ?1)",
-                    params![top],
+        let ids_json = serde_json::to_string(&gone).unwrap_or_default();
+        // Every file's (a dedicated tenant's incidents are in its own).
+        let deleted = self
+            .store
+            .each(|c| {
+                let tx = c.transaction()?;
+                // Resolved incidents are stored with their resolution in the body; the
+                // row's update time is the resolution's (a resolved incident no longer
+                // changes). Removed: resolved rows last written before the cutoff, and
+                // those the memory judged by their resolution time (a later delivery
+                // record may have touched their row since).
+                let top: Option<i64> = tx.query_row(
+                    "SELECT MAX(id) FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
+                    params![cutoff, ids_json],
+                    |r| r.get(0),
                 )?;
-            }
-            let n = tx.execute(
-                "DELETE FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
-                params![cutoff, ids_json],
-            )?;
-            let f = tx.execute(
-                "DELETE FROM outbox WHERE state = 'failed' AND updated_ms < ?1",
-                params![cutoff],
-            )?;
-            tx.commit()?;
-            Ok((n, f))
-        });
+                let n = tx.execute(
+                    "DELETE FROM incidents WHERE state = 'resolved' AND (updated_ms < ?1 OR id IN (SELECT value FROM json_each(?2)))",
+                    params![cutoff, ids_json],
+                )?;
+                tx.commit()?;
+                Ok((top, n))
+            })
+            .and_then(|files| {
+                let top = files.iter().filter_map(|f| f.0).max();
+                let n: usize = files.iter().map(|f| f.1).sum();
+                self.store.with(|c| {
+                    let tx = c.transaction()?;
+                    // Ids are never given again: the highest removed stays as a floor.
+                    if let Some(top) = top {
+                        tx.execute(
+                            "INSERT INTO meta (key, value) VALUES ('incident_id_floor', ?1)
+                             ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), ?1)",
+                            params![top],
+                        )?;
+                    }
+                    let f = tx.execute(
+                        "DELETE FROM outbox WHERE state = 'failed' AND updated_ms < ?1",
+                        params![cutoff],
+                    )?;
+                    tx.commit()?;
+                    Ok((n, f))
+                })
+            });
         match deleted {
             Ok((0, 0)) => {}
             Ok((n, f)) => {

@@ -149,7 +149,8 @@ impl Escalations {
                 return;
             }
         };
-        let res = store.with(|c| {
+        // Kept with its tenant's rows (a dedicated tenant's own file).
+        let res = store.with_rows_of(Some(&v.tenant), |c| {
             c.execute(
                 "INSERT INTO escalations (id, tenant_id, agent, state, body_json, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -177,16 +178,20 @@ impl Escalations {
             return Ok(());
         };
         let rows: Vec<String> = store
-            .with(|c| {
+            .each(|c| {
                 let mut st = c.prepare(
                     "SELECT body_json FROM escalations WHERE state = 'pending'
                      UNION ALL
                      SELECT body_json FROM (SELECT body_json FROM escalations WHERE state != 'pending' ORDER BY id DESC LIMIT ?1)",
                 )?;
-                let rows = st.query_map(params![KEEP_DONE as i64], |r| r.get(0))?;
-                rows.collect()
+                let rows: rusqlite::Result<Vec<String>> =
+                    st.query_map(params![KEEP_DONE as i64], |r| r.get(0))?.collect();
+                rows
             })
-            .map_err(|e| format!("cannot read the stored escalations: {e}"))?;
+            .map_err(|e| format!("cannot read the stored escalations: {e}"))?
+            .into_iter()
+            .flatten()
+            .collect();
         let now = now_ms();
         let mut views: Vec<EscalationView> = rows
             .iter()
@@ -434,7 +439,7 @@ impl Escalations {
             return Ok(());
         };
         store
-            .with(|c| {
+            .with_rows_of(Some(tenant), |c| {
                 c.execute(
                     "DELETE FROM escalations WHERE tenant_id = ?1",
                     params![tenant],

@@ -874,6 +874,31 @@ impl Fleet for FleetService {
         self.do_tenants_set(tenant, audit_retention_days).await
     }
 
+    async fn tenants_list(
+        self,
+        _: Context,
+    ) -> Result<Vec<agenfleet_protocol::TenantInfo>, ApiError> {
+        self.do_tenants_list().await
+    }
+
+    async fn tenants_create(
+        self,
+        _: Context,
+        tenant: String,
+        tier: String,
+    ) -> Result<agenfleet_protocol::TenantInfo, ApiError> {
+        self.do_tenants_create(tenant, tier).await
+    }
+
+    async fn tenants_move(
+        self,
+        _: Context,
+        tenant: String,
+        tier: String,
+    ) -> Result<agenfleet_protocol::TenantMoved, ApiError> {
+        self.do_tenants_move(tenant, tier).await
+    }
+
     async fn pulse(
         self,
         _: Context,

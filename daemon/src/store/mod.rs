@@ -9,13 +9,16 @@ use agenfleet_protocol::spec::SpecVersion;
 use agenfleet_protocol::{AgentSpec, AgentState, DesiredState, ExitInfo};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 mod schema;
 pub mod tenant;
+pub mod tiers;
 
 use schema::MIGRATIONS;
 pub use tenant::{TenantStore, TENANT_TABLES};
+pub use tiers::{MoveReport, Tier};
+use tiers::{DbFile, Tiers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +30,12 @@ pub enum StoreError {
     Exists(String),
     #[error("the database lock was poisoned by a panic")]
     Poisoned,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
 }
 
 /// The key of an agent: its tenant and its name (unique inside the tenant).
@@ -60,12 +69,15 @@ pub struct AgentRecord {
     pub created_at_ms: u64,
 }
 
-/// A handle on the database; cheap to clone.
+/// A handle on the database: the shared file, and the files of dedicated tenants (see
+/// `tiers`); cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
-    /// The tenant bound while a tenant-bound handle runs (see `tenant`).
-    bound: Arc<tenant::Bound>,
+    shared: Arc<DbFile>,
+    tiers: Arc<std::sync::RwLock<Tiers>>,
+    /// The directory of the shared file (dedicated tenants' files are in `tenants/`
+    /// under it); None for an in-memory store.
+    dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl AgentRecord {
@@ -174,58 +186,53 @@ pub fn check_file(db: &Path) -> Result<String, String> {
     .map_err(|e| format!("has no instance id: {e}"))
 }
 
+/// Checks a dedicated tenant's database file offline (as `check_file`) and answers the
+/// tenant it belongs to.
+pub fn check_tenant_file(db: &Path) -> Result<String, String> {
+    let conn = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("does not open: {e}"))?;
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if check != "ok" {
+        return Err(format!("fails SQLite's integrity check: {check}"));
+    }
+    conn.query_row("SELECT value FROM meta WHERE key = 'tenant'", [], |r| {
+        r.get(0)
+    })
+    .map_err(|e| format!("names no tenant: {e}"))
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date,
+    /// with the files of the dedicated tenants it names (in `tenants/` beside it).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        let shared = DbFile::open(Connection::open(path)?, None)?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let tiers = Tiers::load(&shared, &dir)?;
+        Ok(Store {
+            shared: Arc::new(shared),
+            tiers: Arc::new(std::sync::RwLock::new(tiers)),
+            dir: Some(Arc::new(dir)),
+        })
     }
 
     /// An in-memory database (unit tests).
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    fn init(conn: Connection) -> Result<Store, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Foreign keys are off while migrations rebuild tables, checked after, then on.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            let v = i as i64 + 1;
-            if v > version {
-                let tx = conn.unchecked_transaction()?;
-                tx.execute_batch(m)?;
-                let broken: Option<String> = tx
-                    .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
-                    .optional()?;
-                if let Some(table) = broken {
-                    return Err(StoreError::Corrupt(format!(
-                        "migration {v} leaves a row of `{table}` without its parent"
-                    )));
-                }
-                tx.pragma_update(None, "user_version", v)?;
-                tx.commit()?;
-            }
-        }
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let bound = Arc::new(tenant::Bound::default());
-        tenant::register(&conn, bound.clone())?;
-        conn.execute_batch(&tenant::views_sql(&conn)?)?;
-        let b = bound.clone();
-        conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
-            tenant::authorize(&b, ctx)
-        }));
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            bound,
+            shared: Arc::new(DbFile::open(Connection::open_in_memory()?, None)?),
+            tiers: Arc::default(),
+            dir: None,
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    /// The tiers, shared: every statement runs under this, so a tenant's move (which
+    /// holds it exclusively) never interleaves with one.
+    fn tiers(&self) -> Result<std::sync::RwLockReadGuard<'_, Tiers>, StoreError> {
+        self.tiers.read().map_err(|_| StoreError::Poisoned)
     }
 
     /// A handle bound to `tenant` (see `TenantStore`).
@@ -242,14 +249,45 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock()?;
+        let _tiers = self.tiers()?;
+        let mut conn = self.shared.lock()?;
+        Ok(f(&mut conn)?)
+    }
+
+    /// Runs `f` with platform-wide reach on every file — the shared one first, then each
+    /// dedicated tenant's in name order — and answers what each gave. For the few reads
+    /// that span tenants (all agents at start, a token by id, an operator's roles).
+    pub fn each<T>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let tiers = self.tiers()?;
+        let mut out = Vec::with_capacity(1 + tiers.dedicated.len());
+        for file in std::iter::once(&self.shared).chain(tiers.dedicated.values()) {
+            out.push(f(&mut *file.lock()?)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` with platform-wide reach on the file that holds `tenant`'s rows (the
+    /// shared one for a standard tenant and for the platform's own, `None`): incidents
+    /// and escalations, which are not behind the tenant views, are kept with their tenant.
+    pub fn with_rows_of<T>(
+        &self,
+        tenant: Option<&str>,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let tiers = self.tiers()?;
+        let file = tiers.file_of(tenant, &self.shared);
+        let mut conn = file.lock()?;
         Ok(f(&mut conn)?)
     }
 
     /// The id of this daemon's installation, created on first use. Its containers carry it
     /// in a label, so two daemons on one engine never touch each other's containers.
     pub fn instance_id(&self) -> Result<String, StoreError> {
-        let conn = self.lock()?;
+        let _tiers = self.tiers()?;
+        let conn = self.shared.lock()?;
         let existing: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'instance_id'",
@@ -489,11 +527,18 @@ impl Store {
 
     /// Every tenant's id, sorted (platform-wide).
     pub fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT id FROM tenants ORDER BY id")?;
-            let ids = st.query_map([], |r| r.get(0))?.collect();
-            ids
-        })
+        let mut ids: Vec<String> = self
+            .each(|c| {
+                let mut st = c.prepare("SELECT id FROM tenants")?;
+                let ids: rusqlite::Result<Vec<String>> =
+                    st.query_map([], |r| r.get(0))?.collect();
+                ids
+            })?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<String>>();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Sets a tenant's own audit retention in days (None: the platform's). False when
@@ -518,14 +563,21 @@ impl Store {
 
     /// Tenants with an audit retention of their own: (tenant, days).
     pub fn tenant_audit_retention(&self) -> Result<Vec<(String, f64)>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, audit_retention_days FROM tenants
-                 WHERE audit_retention_days IS NOT NULL ORDER BY id",
-            )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
-            rows
-        })
+        let mut rows: Vec<(String, f64)> = self
+            .each(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, audit_retention_days FROM tenants
+                     WHERE audit_retention_days IS NOT NULL",
+                )?;
+                let rows: rusqlite::Result<Vec<(String, f64)>> =
+                    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+                rows
+            })?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<(String, f64)>>();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows)
     }
 
     /// Whether the tenant exists (it does while it has an agent, project, role or token).
@@ -563,6 +615,9 @@ impl Store {
             }
             tx.commit()
         })?;
+        if waiting == 0 {
+            self.retire_dedicated(tenant)?;
+        }
         if waiting > 0 {
             self.with(|c| {
                 c.execute(
@@ -605,6 +660,7 @@ impl Store {
                 params![tenant],
             )
         })?;
+        self.retire_dedicated(tenant)?;
         Ok(true)
     }
 
@@ -651,52 +707,61 @@ impl Store {
 
     /// Deleted agents whose data waits for a purge, with when it is due.
     pub fn pending_purges(&self) -> Result<Vec<(AgentKey, u64)>, StoreError> {
-        let conn = self.lock()?;
-        let mut st = conn.prepare(
-            "SELECT tenant_id, name, purge_at_ms FROM agents WHERE purge_at_ms IS NOT NULL ORDER BY purge_at_ms",
-        )?;
-        let v = st
-            .query_map([], |r| {
-                Ok((
-                    AgentKey {
-                        tenant: r.get(0)?,
-                        name: r.get(1)?,
-                    },
-                    r.get::<_, i64>(2)?.max(0) as u64,
-                ))
+        let mut v: Vec<(AgentKey, u64)> = self
+            .each(|conn| {
+                let mut st = conn.prepare(
+                    "SELECT tenant_id, name, purge_at_ms FROM agents WHERE purge_at_ms IS NOT NULL",
+                )?;
+                let v = st
+                    .query_map([], |r| {
+                        Ok((
+                            AgentKey {
+                                tenant: r.get(0)?,
+                                name: r.get(1)?,
+                            },
+                            r.get::<_, i64>(2)?.max(0) as u64,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>();
+                v
             })?
-            .collect::<Result<Vec<_>, _>>()?;
+            .into_iter()
+            .flatten()
+            .collect();
+        v.sort_by_key(|(_, at)| *at);
         Ok(v)
     }
 
     /// Every agent, ordered by tenant and name.
     pub fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
-            "SELECT tenant_id, name, project_id, spec_json, desired, state, message,
-                    container_id, image_ref, restarts, restart_times_json, last_exit_json,
-                    created_at_ms
-             FROM agents WHERE purge_at_ms IS NULL ORDER BY tenant_id, name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, u32>(9)?,
-                r.get::<_, String>(10)?,
-                r.get::<_, Option<String>>(11)?,
-                r.get::<_, i64>(12)?,
-            ))
+        let rows = self.each(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT tenant_id, name, project_id, spec_json, desired, state, message,
+                        container_id, image_ref, restarts, restart_times_json, last_exit_json,
+                        created_at_ms
+                 FROM agents WHERE purge_at_ms IS NULL",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, u32>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, Option<String>>(11)?,
+                    r.get::<_, i64>(12)?,
+                ))
+                })?;
+            rows.collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::new();
-        for row in rows {
+        for row in rows.into_iter().flatten() {
             let (
                 tenant,
                 name,
@@ -711,7 +776,7 @@ impl Store {
                 times,
                 exit,
                 created,
-            ) = row?;
+            ) = row;
             let spec: AgentSpec = serde_json::from_str(&spec_json)
                 .map_err(|e| StoreError::Corrupt(format!("agent {tenant}/{name}: spec: {e}")))?;
             let restart_times: Vec<u64> = serde_json::from_str(&times).map_err(|e| {
@@ -746,12 +811,14 @@ impl Store {
                 created_at_ms: created.max(0) as u64,
             });
         }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     /// The operator registered for a uid: (name, role).
     pub fn operator_by_uid(&self, uid: u32) -> Result<Option<(String, String)>, StoreError> {
-        let conn = self.lock()?;
+        let _tiers = self.tiers()?;
+        let conn = self.shared.lock()?;
         Ok(conn
             .query_row(
                 "SELECT name, role FROM operators WHERE uid = ?1",

@@ -257,4 +257,10 @@ pub const MIGRATIONS: &[&str] = &[
         FROM agents;",
     // 15: a tenant's own audit retention (NULL: the platform's `audit_retention_days`).
     "ALTER TABLE tenants ADD COLUMN audit_retention_days REAL;",
+    // 16: the isolation tiers' registry: a dedicated tenant (its rows in
+    // `tenants/<tenant>.db`, see tiers.rs) has a row; a standard one has none.
+    "CREATE TABLE tenant_tiers (
+        tenant_id TEXT PRIMARY KEY,
+        tier TEXT NOT NULL,
+        since_ms INTEGER NOT NULL);",
 ];

@@ -26,13 +26,28 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The tenant bound to the connection while a `TenantStore` runs (None: platform-wide).
+/// The tenant bound to the connection while a `TenantStore` runs (None: platform-wide),
+/// and two facts about the connection the authorizer needs.
 #[derive(Default)]
-pub struct Bound(Mutex<Option<Arc<str>>>);
+pub struct Bound {
+    tenant: Mutex<Option<Arc<str>>>,
+    /// A dedicated tenant's own file: the platform's tables in it stay empty (see `tiers`).
+    pub(super) dedicated: bool,
+    /// Set only while `tiers` moves a tenant's rows between files, under the store's
+    /// exclusive lock: rows are copied and removed whole, not through the views.
+    pub(super) moving: std::sync::atomic::AtomicBool,
+}
 
 impl Bound {
     fn get(&self) -> MutexGuard<'_, Option<Arc<str>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.tenant.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn for_file(dedicated: bool) -> Bound {
+        Bound {
+            dedicated,
+            ..Bound::default()
+        }
     }
 
     fn is_bound(&self) -> bool {
@@ -134,6 +149,17 @@ fn is_tenant_table(name: &str) -> bool {
     TENANT_TABLES.iter().any(|t| t.name == name)
 }
 
+/// The platform's own tables: never written in a dedicated tenant's file, where they
+/// exist (one schema for every file) but stay empty.
+const PLATFORM_TABLES: &[&str] = &[
+    "operators",
+    "vault_meta",
+    "vault_keys",
+    "outbox",
+    "tenant_purges",
+    "tenant_tiers",
+];
+
 const BOUND: &str = "agf_tenant()";
 
 /// The views and triggers, made from each table's columns as the schema has them now.
@@ -200,7 +226,17 @@ END;
 /// The authorizer's rules (see the module's header).
 pub fn authorize(bound: &Bound, ctx: AuthContext<'_>) -> Authorization {
     let ours = ctx.accessor.is_some_and(|a| a.starts_with("t_"));
+    if bound.moving.load(std::sync::atomic::Ordering::Acquire) {
+        return Authorization::Allow;
+    }
     match ctx.action {
+        AuthAction::Insert { table_name }
+        | AuthAction::Delete { table_name }
+        | AuthAction::Update { table_name, .. }
+            if bound.dedicated && PLATFORM_TABLES.contains(&table_name) =>
+        {
+            Authorization::Deny
+        }
         AuthAction::Insert { table_name }
         | AuthAction::Delete { table_name }
         | AuthAction::Update { table_name, .. }
@@ -218,7 +254,9 @@ pub fn authorize(bound: &Bound, ctx: AuthContext<'_>) -> Authorization {
 }
 
 /// A handle bound to one tenant: its statements see and write that tenant's rows only
-/// (through the `t_*` views); anything else is refused by the database.
+/// (through the `t_*` views); anything else is refused by the database. A dedicated
+/// tenant's handle works on that tenant's own file (see `tiers`), a standard one's on
+/// the shared file.
 pub struct TenantStore<'a> {
     pub(super) store: &'a super::Store,
     pub(super) tenant: String,
@@ -230,7 +268,9 @@ impl TenantStore<'_> {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, super::StoreError> {
-        let mut conn = self.store.lock()?;
+        let tiers = self.store.tiers()?;
+        let file = tiers.file_of(Some(&self.tenant), &self.store.shared);
+        let mut conn = file.lock()?;
         // Cleared however `f` ends (an error, a panic).
         struct Unbind<'m>(&'m Bound);
         impl Drop for Unbind<'_> {
@@ -238,8 +278,8 @@ impl TenantStore<'_> {
                 *self.0.get() = None;
             }
         }
-        *self.store.bound.get() = Some(Arc::from(self.tenant.as_str()));
-        let unbind = Unbind(&self.store.bound);
+        *file.bound.get() = Some(Arc::from(self.tenant.as_str()));
+        let unbind = Unbind(&file.bound);
         let out = f(&mut conn);
         drop(unbind);
         Ok(out?)

@@ -255,7 +255,7 @@ impl Vault {
     }
 
     pub fn status(&self) -> Result<VaultStatus, VaultError> {
-        let (data_keys, active, uses, creds): (i64, Option<i64>, Option<i64>, i64) =
+        let (data_keys, active, uses): (i64, Option<i64>, Option<i64>) =
             self.store.with(|c| {
                 let n: i64 = c.query_row("SELECT COUNT(*) FROM vault_keys", [], |r| r.get(0))?;
                 let a: Option<(i64, i64)> = c
@@ -265,10 +265,14 @@ impl Vault {
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                let creds: i64 =
-                    c.query_row("SELECT COUNT(*) FROM credential_meta", [], |r| r.get(0))?;
-                Ok((n, a.map(|x| x.0), a.map(|x| x.1), creds))
+                Ok((n, a.map(|x| x.0), a.map(|x| x.1)))
             })?;
+        // Credentials of dedicated tenants are in their own files: every file counts.
+        let creds: i64 = self
+            .store
+            .each(|c| c.query_row("SELECT COUNT(*) FROM credential_meta", [], |r| r.get::<_, i64>(0)))?
+            .into_iter()
+            .sum();
         Ok(VaultStatus {
             state: self.state(),
             data_keys: data_keys as u32,

@@ -1,9 +1,10 @@
-//! `agenfleet whoami`, `agenfleet operators list|add|remove` and
+//! `agenfleet whoami`, `agenfleet operators list|add|remove`, `agenfleet tenants
+//! list|create|move|set|delete` and
 //! `agenfleet roles grant|revoke UID ROLE TENANT[/PROJECT]`.
 
 use super::Out;
 use crate::client::{CliError, Conn};
-use agenfleet_protocol::{OperatorInfo, RoleBinding};
+use agenfleet_protocol::{OperatorInfo, RoleBinding, TenantInfo};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -23,6 +24,22 @@ pub enum OperatorsCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum TenantsCmd {
+    /// Tenants you can see, with their isolation tier and agents.
+    List,
+    /// Create an empty tenant. `--tier dedicated` gives it a database file of its own
+    /// (`<state>/tenants/<tenant>.db`); `standard` keeps its rows in the shared one.
+    Create {
+        tenant: String,
+        #[arg(long, default_value = "standard", value_name = "standard|dedicated")]
+        tier: String,
+    },
+    /// Move a tenant's rows to another tier: copied, every table's rows and SHA-256
+    /// checked on both sides, then switched in one step. Everything else waits meanwhile.
+    Move {
+        tenant: String,
+        #[arg(long, value_name = "standard|dedicated")]
+        tier: String,
+    },
     /// Delete a tenant: every agent purged (containers, credentials, records), then its
     /// projects, roles and tokens. Needs --yes.
     Delete {
@@ -41,8 +58,73 @@ pub enum TenantsCmd {
     },
 }
 
+fn tenant_line(t: &TenantInfo) -> String {
+    let retention = match t.audit_retention_days {
+        None => "platform's".to_string(),
+        Some(0.0) => "for ever".to_string(),
+        Some(d) => format!("{d} days"),
+    };
+    format!(
+        "{:<24} {:<10} {:>6}  {:<16} {}",
+        t.tenant,
+        t.tier,
+        t.agents,
+        retention,
+        t.file.as_deref().unwrap_or("(shared)")
+    )
+}
+
 pub async fn run_tenants(conn: &Conn, out: &Out, cmd: &TenantsCmd) -> Result<(), CliError> {
     let (tenant, yes) = match cmd {
+        TenantsCmd::List => {
+            let list = conn.client.tenants_list(conn.ctx()).await??;
+            return out.print(&list, || {
+                let mut s = format!(
+                    "{:<24} {:<10} {:>6}  {:<16} {}",
+                    "TENANT", "TIER", "AGENTS", "AUDIT KEPT", "DATABASE"
+                );
+                for t in &list {
+                    s.push('\n');
+                    s.push_str(&tenant_line(t));
+                }
+                s
+            });
+        }
+        TenantsCmd::Create { tenant, tier } => {
+            let t = conn
+                .client
+                .tenants_create(conn.ctx(), tenant.clone(), tier.clone())
+                .await??;
+            return out.print(&t, || match &t.file {
+                Some(f) => format!("created tenant {} ({} tier, {f})", t.tenant, t.tier),
+                None => format!("created tenant {} ({} tier)", t.tenant, t.tier),
+            });
+        }
+        TenantsCmd::Move { tenant, tier } => {
+            let m = conn
+                .client
+                .tenants_move(
+                    conn.ctx_wait(std::time::Duration::from_secs(600)),
+                    tenant.clone(),
+                    tier.clone(),
+                )
+                .await??;
+            return out.print(&m, || {
+                let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
+                let mut s = format!(
+                    "moved tenant {} from {} to {}: {rows} rows in {} tables, each checked (rows and SHA-256); the store was held {} ms",
+                    m.tenant,
+                    m.from,
+                    m.to,
+                    m.tables.len(),
+                    m.held_ms
+                );
+                for t in m.tables.iter().filter(|t| t.rows > 0) {
+                    s.push_str(&format!("\n  {:<18} {:>8}  {}", t.table, t.rows, &t.sha256[..16]));
+                }
+                s
+            });
+        }
         TenantsCmd::Delete { tenant, yes } => (tenant, yes),
         TenantsCmd::Set {
             tenant,

@@ -1,5 +1,6 @@
 //! Operators, roles, tenants and tokens: who may connect and what they may do. Granting
-//! needs the power to grant what is granted; deleting a tenant purges everything in it;
+//! needs the power to grant what is granted; deleting a tenant purges everything in it; a tenant is created in, and moved between,
+//! the isolation tiers (`store::tiers`);
 //! tokens are minted by the operator they belong to, scoped, expiring, stored hashed, and a
 //! revocation applies at once on every connection.
 
@@ -7,7 +8,7 @@ use super::guard::{operator_info, role_err};
 use super::FleetService;
 use crate::authz::{Permission, Scope, ScopedRole};
 use crate::runtime::Cmd;
-use crate::store::AgentKey;
+use crate::store::{AgentKey, Tier};
 use agenfleet_protocol::{
     ApiError, CallerInfo, NewToken, OperatorInfo, RoleBinding, SecretValue, TokenInfo,
 };
@@ -134,6 +135,144 @@ impl FleetService {
             })
         })
         .await
+    }
+
+    /// One tenant as `tenants list` shows it.
+    fn tenant_info(&self, tenant: &str) -> Result<agenfleet_protocol::TenantInfo, ApiError> {
+        let store = &self.rt.store;
+        let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
+        let tier = store.tier_of(tenant).map_err(internal)?;
+        let retention = store.tenant_audit_retention().map_err(internal)?;
+        let (_, _, agents) = self.rt.fleet.snapshot(|v| v.tenant == tenant);
+        Ok(agenfleet_protocol::TenantInfo {
+            tenant: tenant.to_string(),
+            tier: tier.as_str().to_string(),
+            file: (tier == Tier::Dedicated).then(|| {
+                format!("{}/{tenant}.db", crate::store::tiers::TENANTS_DIR)
+            }),
+            agents: agents.len() as u32,
+            audit_retention_days: retention
+                .into_iter()
+                .find(|(t, _)| t == tenant)
+                .map(|(_, d)| d),
+        })
+    }
+
+    pub(super) async fn do_tenants_list(
+        &self,
+    ) -> Result<Vec<agenfleet_protocol::TenantInfo>, ApiError> {
+        self.check_any(Permission::FleetRead, "tenants_list").await?;
+        let caller = self.caller();
+        let ids = self
+            .rt
+            .store
+            .tenant_ids()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        ids.iter()
+            .filter(|t| caller.sees_row(Permission::FleetRead, Some(t), None))
+            .map(|t| self.tenant_info(t))
+            .collect()
+    }
+
+    fn parse_tier(tier: &str) -> Result<Tier, ApiError> {
+        Tier::parse(tier).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown tier `{tier}`: give `standard` or `dedicated`"
+            ))
+        })
+    }
+
+    pub(super) async fn do_tenants_create(
+        &self,
+        tenant: String,
+        tier: String,
+    ) -> Result<agenfleet_protocol::TenantInfo, ApiError> {
+        self.check(Permission::OperatorsAdmin, Scope::Platform, "tenants_create")
+            .await?;
+        agenfleet_protocol::spec::check_name("tenant", &tenant).map_err(ApiError::invalid)?;
+        let t = Self::parse_tier(&tier)?;
+        let store = self.rt.store.clone();
+        let name = tenant.clone();
+        self.audited(
+            "tenant.create",
+            None,
+            format!("tenant {tenant}: created, {} tier", t.as_str()),
+            async move {
+                tokio::task::spawn_blocking(move || store.create_tenant(&name, t))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(store_api_error)
+            },
+        )
+        .await?;
+        self.rt.authz.invalidate();
+        self.tenant_info(&tenant)
+    }
+
+    pub(super) async fn do_tenants_move(
+        &self,
+        tenant: String,
+        tier: String,
+    ) -> Result<agenfleet_protocol::TenantMoved, ApiError> {
+        self.check(Permission::OperatorsAdmin, Scope::Platform, "tenants_move")
+            .await?;
+        agenfleet_protocol::spec::check_name("tenant", &tenant).map_err(ApiError::invalid)?;
+        let to = Self::parse_tier(&tier)?;
+        let store = self.rt.store.clone();
+        let name = tenant.clone();
+        // Recorded before (requested), and after with every table's rows and digest.
+        self.rt
+            .audit_event(self.event(
+                "tenant.move",
+                None,
+                "requested",
+                format!("tenant {tenant}: to the {} tier", to.as_str()),
+            ))
+            .await?;
+        let moved = tokio::task::spawn_blocking(move || store.move_tenant(&name, to))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+            .and_then(|r| r.map_err(store_api_error));
+        let (outcome, detail) = match &moved {
+            Ok(r) => (
+                "ok",
+                serde_json::json!({
+                    "tenant": tenant,
+                    "from": r.from.as_str(),
+                    "to": r.to.as_str(),
+                    "held_ms": r.held_ms,
+                    "tables": r.tables.iter().map(|t| serde_json::json!({
+                        "table": t.table, "rows": t.rows, "sha256": t.sha256,
+                    })).collect::<Vec<_>>(),
+                })
+                .to_string(),
+            ),
+            Err(e) => ("failed", format!("tenant {tenant}: {}", e.message)),
+        };
+        if let Err(e) = self
+            .rt
+            .audit_event(self.event("tenant.move", None, outcome, detail))
+            .await
+        {
+            tracing::error!(error = %e.message, "cannot record the outcome of tenant.move");
+        }
+        let r = moved?;
+        tracing::info!(tenant = %tenant, to = r.to.as_str(), held_ms = r.held_ms, "tenant moved");
+        Ok(agenfleet_protocol::TenantMoved {
+            tenant,
+            from: r.from.as_str().into(),
+            to: r.to.as_str().into(),
+            tables: r
+                .tables
+                .into_iter()
+                .map(|t| agenfleet_protocol::MovedTable {
+                    table: t.table,
+                    rows: t.rows,
+                    sha256: t.sha256,
+                })
+                .collect(),
+            held_ms: r.held_ms,
+        })
     }
 
     pub(super) async fn do_tenants_delete(&self, tenant: String) -> Result<u32, ApiError> {
@@ -272,5 +411,17 @@ impl FleetService {
         // Cached resolutions of it are dropped: the next call on any connection refuses.
         self.rt.authz.invalidate();
         Ok(revoked)
+    }
+}
+
+/// A store error as the caller should see it: unknown and existing names, and bad input,
+/// as such; the rest as internal.
+fn store_api_error(e: crate::store::StoreError) -> ApiError {
+    use crate::store::StoreError as E;
+    match e {
+        E::NotFound(m) => ApiError::not_found(m),
+        E::Exists(m) => ApiError::exists(format!("{m} exists already")),
+        E::Invalid(m) => ApiError::invalid(m),
+        e => ApiError::internal(e.to_string()),
     }
 }

@@ -32,7 +32,7 @@ impl FleetService {
                 "database snapshot and the audit log up to a checkpoint signed for it".into(),
                 async move {
                     rt.backups
-                        .create(&db, &rt.audit, config.as_deref(), &rt.instance)
+                        .create(&rt.store, &db, &rt.audit, config.as_deref(), &rt.instance)
                         .await
                         .map_err(backup_err)
                 },
