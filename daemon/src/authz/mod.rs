@@ -539,8 +539,8 @@ pub fn load_operator(store: &Store, uid: u32) -> Result<Option<Caller>, StoreErr
     // A dedicated tenant's bindings are in its own file: every file is asked.
     let mut rows: Vec<(String, String, String)> = store
         .each(|c| {
-            let mut st = c
-                .prepare("SELECT tenant_id, project_id, role FROM role_bindings WHERE uid = ?1")?;
+            let mut st =
+                c.prepare("SELECT tenant_id, project_id, role FROM role_bindings WHERE uid = ?1")?;
             let v: rusqlite::Result<Vec<(String, String, String)>> = st
                 .query_map(params![uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect();

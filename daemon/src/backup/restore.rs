@@ -212,7 +212,11 @@ fn unpack_and_check(
     }
     // Dedicated tenants' files: the same check, and each is the file of the tenant it is
     // named after.
-    for f in manifest.files.iter().filter(|f| f.name.starts_with("tenants/")) {
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| f.name.starts_with("tenants/"))
+    {
         let tenant = crate::store::check_tenant_file(&staging.join(&f.name))
             .map_err(|e| RestoreError::Damaged(format!("{} {e}", f.name)))?;
         if f.name != format!("tenants/{tenant}.db") {

@@ -17,8 +17,8 @@ pub mod tiers;
 
 use schema::MIGRATIONS;
 pub use tenant::{TenantStore, TENANT_TABLES};
-pub use tiers::{MoveReport, Tier};
 use tiers::{DbFile, Tiers};
+pub use tiers::{MoveReport, Tier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -530,8 +530,7 @@ impl Store {
         let mut ids: Vec<String> = self
             .each(|c| {
                 let mut st = c.prepare("SELECT id FROM tenants")?;
-                let ids: rusqlite::Result<Vec<String>> =
-                    st.query_map([], |r| r.get(0))?.collect();
+                let ids: rusqlite::Result<Vec<String>> = st.query_map([], |r| r.get(0))?.collect();
                 ids
             })?
             .into_iter()
@@ -757,7 +756,7 @@ impl Store {
                     r.get::<_, Option<String>>(11)?,
                     r.get::<_, i64>(12)?,
                 ))
-                })?;
+            })?;
             rows.collect::<Result<Vec<_>, _>>()
         })?;
         let mut out = Vec::new();

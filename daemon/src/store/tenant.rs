@@ -149,8 +149,8 @@ fn is_tenant_table(name: &str) -> bool {
     TENANT_TABLES.iter().any(|t| t.name == name)
 }
 
-/// The platform's own tables: never written in a dedicated tenant's file, where they
-/// exist (one schema for every file) but stay empty.
+/// The platform's own tables: never read or written in a dedicated tenant's file, where
+/// they exist (one schema for every file) but stay empty.
 const PLATFORM_TABLES: &[&str] = &[
     "operators",
     "vault_meta",
@@ -230,9 +230,12 @@ pub fn authorize(bound: &Bound, ctx: AuthContext<'_>) -> Authorization {
         return Authorization::Allow;
     }
     match ctx.action {
+        // In a dedicated tenant's file the platform's tables are empty: reading one
+        // would be a statement meant for the shared file, so it is refused too.
         AuthAction::Insert { table_name }
         | AuthAction::Delete { table_name }
         | AuthAction::Update { table_name, .. }
+        | AuthAction::Read { table_name, .. }
             if bound.dedicated && PLATFORM_TABLES.contains(&table_name) =>
         {
             Authorization::Deny

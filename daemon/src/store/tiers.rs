@@ -151,9 +151,7 @@ impl Tiers {
         tenant: Option<&str>,
         shared: &'a Arc<DbFile>,
     ) -> &'a Arc<DbFile> {
-        tenant
-            .and_then(|t| self.dedicated.get(t))
-            .unwrap_or(shared)
+        tenant.and_then(|t| self.dedicated.get(t)).unwrap_or(shared)
     }
 
     /// Opens the files the registry names; a file it does not name (a move cut short, or
@@ -337,9 +335,10 @@ fn remove_db_files(path: &Path) {
 
 impl super::Store {
     fn tiers_dir(&self) -> Result<&Path, StoreError> {
-        self.dir.as_deref().map(|d| d.as_path()).ok_or_else(|| {
-            StoreError::Invalid("an in-memory store has no tiers".into())
-        })
+        self.dir
+            .as_deref()
+            .map(|d| d.as_path())
+            .ok_or_else(|| StoreError::Invalid("an in-memory store has no tiers".into()))
     }
 
     /// The tier of a tenant (standard unless the registry names it).
@@ -432,11 +431,14 @@ impl super::Store {
             true => Tier::Dedicated,
             false => Tier::Standard,
         };
-        let exists: i64 = tiers.file_of(Some(tenant), &self.shared).lock()?.query_row(
-            "SELECT COUNT(*) FROM tenants WHERE id = ?1",
-            params![tenant],
-            |r| r.get(0),
-        )?;
+        let exists: i64 = tiers
+            .file_of(Some(tenant), &self.shared)
+            .lock()?
+            .query_row(
+                "SELECT COUNT(*) FROM tenants WHERE id = ?1",
+                params![tenant],
+                |r| r.get(0),
+            )?;
         if exists == 0 {
             return Err(StoreError::NotFound(format!("no tenant `{tenant}`")));
         }

@@ -130,7 +130,12 @@ fn a_dedicated_tenants_rows_live_only_in_its_file_and_move_both_ways_whole() {
     let moved: u64 = r.tables.iter().map(|t| t.rows).sum();
     assert_eq!(moved as i64, total(&acme_rows));
     let file = file_path(dir.path(), "acme");
-    assert_eq!(total(&rows_in(&db, "acme")), 0, "{:?}", rows_in(&db, "acme"));
+    assert_eq!(
+        total(&rows_in(&db, "acme")),
+        0,
+        "{:?}",
+        rows_in(&db, "acme")
+    );
     assert_eq!(rows_in(&file, "acme"), acme_rows);
     // The other tenant is untouched, and never in acme's file.
     assert_eq!(total(&rows_in(&file, "beta")), 0);
@@ -155,8 +160,10 @@ fn a_dedicated_tenants_rows_live_only_in_its_file_and_move_both_ways_whole() {
     assert_eq!(s.spec_version(&key).unwrap(), 1);
     let tokens: Vec<Option<String>> = s
         .each(|c| {
-            c.query_row("SELECT id FROM tokens WHERE id = 'tokacme'", [], |r| r.get(0))
-                .optional()
+            c.query_row("SELECT id FROM tokens WHERE id = 'tokacme'", [], |r| {
+                r.get(0)
+            })
+            .optional()
         })
         .unwrap();
     assert_eq!(tokens, vec![None, Some("tokacme".to_string())]);
@@ -198,7 +205,10 @@ fn bad_moves_change_nothing_and_say_why() {
     let s = Store::open(&db).unwrap();
     fill(&s, "acme", 1);
     let e = s.move_tenant("nope", Tier::Dedicated).unwrap_err();
-    assert!(matches!(&e, StoreError::NotFound(m) if m.contains("nope")), "{e}");
+    assert!(
+        matches!(&e, StoreError::NotFound(m) if m.contains("nope")),
+        "{e}"
+    );
     let e = s.move_tenant("acme", Tier::Standard).unwrap_err();
     assert!(e.to_string().contains("standard already"), "{e}");
     assert!(!dir.path().join(TENANTS_DIR).join("acme.db").exists());
@@ -263,8 +273,18 @@ fn a_file_the_registry_does_not_name_is_set_aside_and_a_missing_one_stops_the_st
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert!(names.iter().any(|n| n.starts_with("beta.db.making.unregistered-")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("gamma.db.unregistered-")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("beta.db.making.unregistered-")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("gamma.db.unregistered-")),
+        "{names:?}"
+    );
     assert!(names.contains(&"acme.db".to_string()));
     drop(s);
     // The registry names a file that is gone: the start stops, naming it.

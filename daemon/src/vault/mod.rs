@@ -255,22 +255,25 @@ impl Vault {
     }
 
     pub fn status(&self) -> Result<VaultStatus, VaultError> {
-        let (data_keys, active, uses): (i64, Option<i64>, Option<i64>) =
-            self.store.with(|c| {
-                let n: i64 = c.query_row("SELECT COUNT(*) FROM vault_keys", [], |r| r.get(0))?;
-                let a: Option<(i64, i64)> = c
-                    .query_row(
-                        "SELECT id, uses FROM vault_keys WHERE active = 1",
-                        [],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                Ok((n, a.map(|x| x.0), a.map(|x| x.1)))
-            })?;
+        let (data_keys, active, uses): (i64, Option<i64>, Option<i64>) = self.store.with(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM vault_keys", [], |r| r.get(0))?;
+            let a: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT id, uses FROM vault_keys WHERE active = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok((n, a.map(|x| x.0), a.map(|x| x.1)))
+        })?;
         // Credentials of dedicated tenants are in their own files: every file counts.
         let creds: i64 = self
             .store
-            .each(|c| c.query_row("SELECT COUNT(*) FROM credential_meta", [], |r| r.get::<_, i64>(0)))?
+            .each(|c| {
+                c.query_row("SELECT COUNT(*) FROM credential_meta", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })?
             .into_iter()
             .sum();
         Ok(VaultStatus {
@@ -478,6 +481,15 @@ impl Vault {
         let (key_id, sealed_for) = self.active_key()?;
         let now = now_ms() as i64;
         let who = format!("{}/{name}", agent);
+        // The key's use is counted first, in the platform's file (a dedicated tenant's
+        // credentials are in a file of its own): a write that then fails counts one use
+        // too many, the safe side of a limit on uses.
+        self.store.with(|c| {
+            c.execute(
+                "UPDATE vault_keys SET uses = uses + 1 WHERE id = ?1",
+                params![key_id as i64],
+            )
+        })?;
         self.store.tenant(&agent.tenant).with(|c| -> rusqlite::Result<Result<(), VaultError>> {
             let tx = c.transaction()?;
             let current: Option<i64> = tx.query_row(
@@ -497,7 +509,6 @@ impl Vault {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![agent.name, name, version, key_id as i64, sealed, hmac, now],
             )?;
-            tx.execute("UPDATE vault_keys SET uses = uses + 1 WHERE id = ?1", params![key_id as i64])?;
             if rotate {
                 let at = now + (grace_secs as i64) * 1000;
                 if grace_secs == 0 {

@@ -147,9 +147,8 @@ impl FleetService {
         Ok(agenfleet_protocol::TenantInfo {
             tenant: tenant.to_string(),
             tier: tier.as_str().to_string(),
-            file: (tier == Tier::Dedicated).then(|| {
-                format!("{}/{tenant}.db", crate::store::tiers::TENANTS_DIR)
-            }),
+            file: (tier == Tier::Dedicated)
+                .then(|| format!("{}/{tenant}.db", crate::store::tiers::TENANTS_DIR)),
             agents: agents.len() as u32,
             audit_retention_days: retention
                 .into_iter()
@@ -161,7 +160,8 @@ impl FleetService {
     pub(super) async fn do_tenants_list(
         &self,
     ) -> Result<Vec<agenfleet_protocol::TenantInfo>, ApiError> {
-        self.check_any(Permission::FleetRead, "tenants_list").await?;
+        self.check_any(Permission::FleetRead, "tenants_list")
+            .await?;
         let caller = self.caller();
         let ids = self
             .rt
@@ -187,8 +187,12 @@ impl FleetService {
         tenant: String,
         tier: String,
     ) -> Result<agenfleet_protocol::TenantInfo, ApiError> {
-        self.check(Permission::OperatorsAdmin, Scope::Platform, "tenants_create")
-            .await?;
+        self.check(
+            Permission::OperatorsAdmin,
+            Scope::Platform,
+            "tenants_create",
+        )
+        .await?;
         agenfleet_protocol::spec::check_name("tenant", &tenant).map_err(ApiError::invalid)?;
         let t = Self::parse_tier(&tier)?;
         let store = self.rt.store.clone();
