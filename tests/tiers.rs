@@ -185,6 +185,18 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     let digest = moved["tables"][3]["sha256"].as_str().unwrap();
     assert!(audit.to_string().contains(digest), "{audit}");
 
+    // The console: narrowed to acme (`t`), its header names the tier.
+    let console = Tmux::start(&format!(
+        "{} --socket {}",
+        bin("agenfleet").display(),
+        d.socket.display()
+    ));
+    console.wait_screen("the fleet", |s| s.contains("a1") && s.contains("s1"));
+    console.keys(&["t"]);
+    console.wait_screen("acme's tier in the header", |s| {
+        s.contains("in acme · dedicated")
+    });
+
     // Bad moves: refused with the reason, nothing changes.
     let out = d.cli(&["tenants", "move", "acme", "--tier", "gold"]);
     assert_eq!(out.status.code(), Some(6));
@@ -231,6 +243,16 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     assert!(!acme_file.exists());
     assert_eq!(rows_of(&shared, "acme"), acme_before);
     assert_eq!(d.running_container("a1", WAIT), a1);
+    // Once round the contexts (acme/default, solo, solo/default, all) back to acme: the
+    // tier is asked again.
+    // (Once the console is connected again after the kill -9: it shows the incident the
+    // restart raised.)
+    console.wait_screen("the console connected again", |s| {
+        !s.contains("DISCONNECTED") && s.contains("INC plat")
+    });
+    console.keys(&["t", "t", "t", "t", "t"]);
+    console.wait_screen("acme standard again", |s| s.contains("in acme · standard"));
+    drop(console);
 
     // A full backup carries the dedicated tenant's file; restored on a wiped host, the
     // tenant is dedicated again with its agent.

@@ -468,6 +468,11 @@ impl App {
             Some((t, Some(p))) => format!("project {t}/{p}"),
         };
         self.flash(format!("context: {label}"), false);
-        vec![]
+        // The header shows the tenant's tier: asked again each time the context lands on
+        // a tenant (a move may have changed it).
+        match (&self.context, self.multi()) {
+            (Some((_, None)), false) => vec![Effect::LoadTenants],
+            _ => vec![],
+        }
     }
 }

@@ -237,6 +237,8 @@ pub enum Msg {
     Rotated(String, Result<CredentialInfo, String>),
     Revoked(String, Result<CredentialInfo, String>),
     Operators(Result<Vec<agenfleet_protocol::OperatorInfo>, String>),
+    /// The tenants the caller sees, with their isolation tier.
+    Tenants(Result<Vec<agenfleet_protocol::TenantInfo>, String>),
     RoleChanged(Result<agenfleet_protocol::OperatorInfo, String>),
     /// An operator was removed (its uid) or not.
     OperatorRemoved(u32, Result<(), String>),
@@ -319,6 +321,8 @@ pub enum Effect {
     /// Record a note on an incident in the audit log.
     NoteIncident(u64, String),
     LoadOperators,
+    /// The tenants and their tiers (for the tenant context's label).
+    LoadTenants,
     /// Register a uid as an operator (answered as `RoleChanged`).
     AddOperator {
         uid: u32,
@@ -410,6 +414,8 @@ pub struct App {
     pub creds: Option<CredsPane>,
     /// The tenant (and project) the fleet view is narrowed to; `t` cycles.
     pub context: Option<(String, Option<String>)>,
+    /// Each tenant's isolation tier, as last loaded (when the context lands on a tenant).
+    pub tenant_tiers: BTreeMap<String, String>,
     /// Escalated tool calls waiting for a person (loaded when the count changes).
     pub escalations: Vec<EscalationView>,
     pub esc_selected: usize,
@@ -522,6 +528,7 @@ impl App {
             audit_scroll: 0,
             creds: None,
             context: None,
+            tenant_tiers: BTreeMap::new(),
             escalations: Vec::new(),
             esc_selected: 0,
             scopes: None,
@@ -750,6 +757,17 @@ impl App {
             Msg::Revoked(agent, r) => self.revoked(&agent, r),
             Msg::Operators(r) => {
                 self.apply_operators(r);
+                vec![]
+            }
+            Msg::Tenants(r) => {
+                match r {
+                    Ok(list) => {
+                        self.tenant_tiers = list.into_iter().map(|t| (t.tenant, t.tier)).collect();
+                        self.dirty = true;
+                    }
+                    // The label goes without its tier; the context itself still works.
+                    Err(e) => tracing::debug!(error = %e, "tenants not loaded"),
+                }
                 vec![]
             }
             Msg::RoleChanged(r) => self.role_changed(r),

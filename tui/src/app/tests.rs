@@ -175,10 +175,33 @@ fn a_viewer_is_told_why_before_any_round_trip_and_contexts_narrow_the_fleet() {
         "{}",
         f.text
     );
-    // t cycles: all → tenant acme → project acme/ops → …
-    app.on_key(key(KeyCode::Char('t')));
+    // t cycles: all → tenant acme → project acme/ops → …; landing on a tenant asks for
+    // the tiers, and the header then names the tenant's.
+    let fx = app.on_key(key(KeyCode::Char('t')));
     assert_eq!(app.context, Some(("acme".into(), None)));
     assert_eq!(app.visible().len(), 3);
+    assert!(fx.contains(&Effect::LoadTenants), "{fx:?}");
+    let header = |app: &App| {
+        crate::ui::testing::screen_text(&crate::ui::testing::render_part(
+            app,
+            160,
+            1,
+            crate::ui::header::draw,
+        ))
+    };
+    assert!(header(&app).contains(" in acme "), "{}", header(&app));
+    app.on_msg(Msg::Tenants(Ok(vec![agenfleet_protocol::TenantInfo {
+        tenant: "acme".into(),
+        tier: "dedicated".into(),
+        file: Some("tenants/acme.db".into()),
+        agents: 3,
+        audit_retention_days: None,
+    }])));
+    assert!(
+        header(&app).contains(" in acme · dedicated "),
+        "{}",
+        header(&app)
+    );
     app.on_key(key(KeyCode::Char('t')));
     assert_eq!(app.visible().len(), 1);
 }

@@ -341,6 +341,11 @@ impl Io {
                 });
                 return Done::sent(sent);
             }
+            Effect::LoadTenants => {
+                self.background(self.conn.clone(), |c| async move {
+                    Some(Msg::Tenants(flat(c.client.tenants_list(c.ctx()).await)))
+                });
+            }
             Effect::LoadOperators => {
                 self.background(self.conn.clone(), |c| async move {
                     Some(Msg::Operators(flat(c.client.operators_list(c.ctx()).await)))

@@ -151,10 +151,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 spans.push(Span::styled(" READ-ONLY ", t.alert()));
             }
             if let Some((tn, p)) = &app.context {
-                let label = match p {
+                let mut label = match p {
                     Some(p) => format!("{tn}/{p}"),
                     None => tn.clone(),
                 };
+                if let Some(tier) = app.tenant_tiers.get(tn) {
+                    label.push_str(&format!(" · {tier}"));
+                }
                 spans.push(Span::styled(format!(" in {label} "), t.title()));
             }
             if let Some(c) = &app.caller {
