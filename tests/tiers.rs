@@ -80,7 +80,10 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     bin_for_other_uids("agenfleet");
     let mut d = Daemon::start("tiers", "");
     d.open_to_other_uids();
-    d.json(&["vault", "init"]);
+    let recovery = d.json(&["vault", "init"])["recovery_key"]
+        .as_str()
+        .expect("recovery key")
+        .to_string();
     let state = d.dir.join("state");
     let shared = state.join("agenfleet.db");
 
@@ -111,6 +114,61 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The dedicated tenant backed up alone (a standard one cannot be: refused, exit 8).
+    let solo_archive = d.dir.join("solo.agfbackup");
+    let made = d.json(&[
+        "backup",
+        "--tenant",
+        "solo",
+        "--out",
+        solo_archive.to_str().unwrap(),
+    ]);
+    // Its vault is its own: a recovery key of its own, shown once.
+    let solo_recovery = made["recovery_key"]
+        .as_str()
+        .expect("recovery key")
+        .to_string();
+    assert_ne!(solo_recovery, recovery);
+    let trail = d
+        .json(&["audit", "search", "--action", "backup.create"])
+        .to_string();
+    assert!(
+        trail.contains("tenant solo alone") && !trail.contains(&solo_recovery),
+        "{trail}"
+    );
+    let listed = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&solo_archive)
+        .output()
+        .expect("tar");
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec![
+            "agenfleet.db",
+            "tenants/solo.db",
+            "manifest.json",
+            "manifest.sha256"
+        ],
+        "{listed}"
+    );
+    let refused = d.dir.join("acme.agfbackup");
+    let out = d.cli(&[
+        "backup",
+        "--tenant",
+        "acme",
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("acme is standard"));
+    assert!(!refused.exists(), "a refused backup leaves no file");
+
     // A tenant admin of acme (a role binding, one of acme's rows).
     const ADMIN: u32 = 62001;
     d.json(&["operators", "add", &ADMIN.to_string(), "acme-admin"]);
@@ -300,4 +358,55 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     assert_eq!(tier_of(&d, "solo"), "dedicated");
     let agents = d.json(&["agents", "list"]);
     assert!(agents.to_string().contains("\"s1\""), "{agents}");
+
+    // The tenant's own archive restores into a fresh daemon, alone: a new installation
+    // (its own containers), solo and nothing else, sealed until the archive's own recovery
+    // key opens the credentials — then its agent starts.
+    let mut fresh = Daemon::start("tiers-fresh", "");
+    fresh.kill9();
+    let fresh_state = fresh.dir.join("state");
+    std::fs::remove_dir_all(&fresh_state).expect("wipe the fresh state");
+    let out = restore_cmd(&solo_archive, &fresh_state)
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dedicated tenant solo alone"));
+    assert_eq!(rows_of(&fresh_state.join("agenfleet.db"), "acme"), vec![]);
+    fresh.restart();
+    let tenants = fresh.json(&["tenants", "list"]);
+    assert_eq!(tenants.as_array().unwrap().len(), 1, "{tenants}");
+    assert_eq!(
+        (&tenants[0]["tenant"], &tenants[0]["tier"]),
+        (&"solo".into(), &"dedicated".into())
+    );
+    let st = fresh.json(&["status"]);
+    assert_ne!(
+        st["daemon"]["instance_id"],
+        d.json(&["status"])["daemon"]["instance_id"]
+    );
+    assert_eq!(fresh.json(&["vault", "status"])["state"], "Sealed");
+    // The source's recovery key does not open it; the archive's does.
+    let out = fresh.cli_stdin(&["vault", "unseal"], &recovery);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fresh.cli_stdin(&["vault", "unseal"], &solo_recovery);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s1_fresh = fresh.running_container("s1", WAIT);
+    assert_ne!(s1_fresh, s1, "its own container, not the source's");
+    let creds = fresh.json(&["creds", "list", "solo/s1"]);
+    assert!(creds.to_string().contains("token"), "{creds}");
+    let agents = fresh.json(&["agents", "list"]);
+    assert!(!agents.to_string().contains("\"a1\""), "{agents}");
 }

@@ -171,12 +171,19 @@ fn restore(
                 "  instance {}, backed up by agenfleetd {} at {} ms",
                 m.instance_id, m.software_version, m.created_ms
             );
-            println!(
-                "  audit log: {} records, the chain verified up to the backup's checkpoint (seq {}, hash {}…)",
-                r.audit_records,
-                m.checkpoint.seq,
-                &m.checkpoint.hash[..m.checkpoint.hash.len().min(16)]
-            );
+            match &m.tenant {
+                Some(t) => println!(
+                    "  dedicated tenant {t} alone, a new installation; no audit log (the source's stood at seq {}, hash {}…, when it was taken: its records of {t} are there)",
+                    m.checkpoint.seq,
+                    &m.checkpoint.hash[..m.checkpoint.hash.len().min(16)]
+                ),
+                None => println!(
+                    "  audit log: {} records, the chain verified up to the backup's checkpoint (seq {}, hash {}…)",
+                    r.audit_records,
+                    m.checkpoint.seq,
+                    &m.checkpoint.hash[..m.checkpoint.hash.len().min(16)]
+                ),
+            }
             println!(
                 "  database: SQLite integrity check ok; {} files in all",
                 m.files.len()

@@ -27,6 +27,10 @@ pub struct BackupInfo {
     pub created_ms: u64,
     /// Time taken to fix the snapshot (the database copy and the audit cut).
     pub prepare_ms: u64,
+    /// A dedicated tenant's archive: the recovery key of the vault made for it (shown
+    /// once, kept nowhere; `agenfleet vault unseal` with it on the restored daemon).
+    #[serde(default)]
+    pub recovery_key: Option<crate::secret::SecretValue>,
 }
 
 /// Bytes of an archive from `offset`; `sha256` comes with the last: the manifest's, which
@@ -63,4 +67,9 @@ pub struct BackupManifest {
     /// it was.
     pub config_source: Option<String>,
     pub files: Vec<BackupFile>,
+    /// A dedicated tenant's archive (that tenant alone): no audit log in it (the
+    /// checkpoint says where the source's log stood), and `agenfleet.db` holds only the
+    /// platform rows a fresh daemon needs to open the tenant's secrets.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }

@@ -237,7 +237,9 @@ pub trait Fleet {
     async fn usage(tenant: Option<String>) -> Result<Vec<UsageRow>, ApiError>;
     /// Prepares a backup of the whole host's state (platform admins: vault.admin on the
     /// platform): a database snapshot and the audit log up to a checkpoint signed for it.
-    async fn backup_create() -> Result<BackupInfo, ApiError>;
+    /// With `tenant`: that dedicated tenant alone (its file and the vault's wrapped keys its
+    /// rows need), to restore into a fresh daemon.
+    async fn backup_create(tenant: Option<String>) -> Result<BackupInfo, ApiError>;
     /// The archive's bytes from `offset` (the next byte not yet read), at most `max`.
     async fn backup_read(id: String, offset: u64, max: u32) -> Result<BackupChunk, ApiError>;
     /// Sets a tenant's own settings (platform admins: operators.admin on the platform).

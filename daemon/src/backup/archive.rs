@@ -536,6 +536,7 @@ mod tests {
             },
             config_source: None,
             files: vec![],
+            tenant: None,
         }
     }
 

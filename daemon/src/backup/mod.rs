@@ -59,6 +59,8 @@ pub enum BackupError {
     Audit(String),
     #[error("backup: {0}")]
     Io(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 struct Prepared {
@@ -66,6 +68,10 @@ struct Prepared {
     files: u32,
     checkpoint: agenfleet_protocol::Checkpoint,
     created_ms: u64,
+    /// The installation the archive restores as (a tenant's archive: a new one).
+    instance_id: String,
+    /// A tenant's archive: the recovery key of the vault made for it.
+    recovery_key: Option<agenfleet_protocol::SecretValue>,
 }
 
 /// A chunk the producer made, or why it stopped.
@@ -158,13 +164,17 @@ impl Backups {
 
     /// Fixes a snapshot: the database copied, then the audit log cut at a checkpoint
     /// signed for this backup. `config` is the config file in force (if any).
+    /// A backup of the whole host, or (`tenant`) of one dedicated tenant alone.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         store: &crate::store::Store,
+        vault: &Arc<crate::vault::Vault>,
         db: &Path,
         audit: &AuditLog,
         config: Option<&Path>,
         instance_id: &str,
+        tenant: Option<&str>,
     ) -> Result<BackupInfo, BackupError> {
         self.expire();
         if self.sessions().len() >= MAX_OPEN {
@@ -176,9 +186,13 @@ impl Backups {
         let id = hex::encode(rand::random::<[u8; 8]>());
         let staging = self.dir.join(&id);
         std::fs::create_dir_all(&staging).map_err(io("cannot create the staging dir"))?;
-        let made = self
-            .prepare(store, db, audit, config, instance_id, &id, &staging)
-            .await;
+        let made = match tenant {
+            None => {
+                self.prepare(store, db, audit, config, instance_id, &id, &staging)
+                    .await
+            }
+            Some(t) => prepare_tenant(store, vault, audit, t, &id, &staging).await,
+        };
         let p = match made {
             Ok(p) => p,
             Err(e) => {
@@ -191,7 +205,8 @@ impl Backups {
             bytes: p.stream.total(),
             files: p.files,
             checkpoint: p.checkpoint,
-            instance_id: instance_id.to_string(),
+            instance_id: p.instance_id,
+            recovery_key: p.recovery_key,
             created_ms: p.created_ms,
             prepare_ms: started.elapsed().as_millis() as u64,
         };
@@ -333,6 +348,7 @@ impl Backups {
             checkpoint: cut.checkpoint,
             config_source: config.map(|c| c.display().to_string()),
             files: vec![],
+            tenant: None,
         };
         let files = items.len() as u32 + 2;
         let (checkpoint, created_ms) = (manifest.checkpoint.clone(), manifest.created_ms);
@@ -342,6 +358,8 @@ impl Backups {
             files,
             checkpoint,
             created_ms,
+            instance_id: instance_id.to_string(),
+            recovery_key: None,
         })
     }
 
@@ -396,6 +414,74 @@ impl Backups {
         }
         Ok(chunk)
     }
+}
+
+/// A dedicated tenant alone: its file (copied as one snapshot), and a new platform
+/// database holding only what a fresh daemon needs to open the tenant's secrets — the
+/// vault's check, recovery-wrapped master key and HMAC key, the wrapped data keys the
+/// tenant's rows name, and the tier registry's row — under a new installation id (the
+/// fresh daemon never takes the source's containers for its own). No audit log: the
+/// checkpoint, signed for this backup, says where the source's log stood.
+async fn prepare_tenant(
+    store: &crate::store::Store,
+    vault: &Arc<crate::vault::Vault>,
+    audit: &AuditLog,
+    tenant: &str,
+    id: &str,
+    staging: &Path,
+) -> Result<Prepared, BackupError> {
+    let (made, recovery) = {
+        let (store, tenant, staging) = (store.clone(), tenant.to_string(), staging.to_path_buf());
+        let vault = vault.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut recovery = None;
+            let wrap = |instance: &str, ids: &[u64]| {
+                let v = vault.export_for(instance, ids).map_err(|e| e.to_string())?;
+                recovery = Some(v.recovery);
+                Ok((v.meta, v.keys))
+            };
+            crate::store::tiers::export_tenant(&store, &tenant, &staging, wrap)
+                .map(|made| (made, recovery))
+                .map_err(|e| match e {
+                    crate::store::StoreError::Invalid(m)
+                    | crate::store::StoreError::NotFound(m) => BackupError::Refused(m),
+                    e => BackupError::Io(e.to_string()),
+                })
+        })
+        .await
+        .map_err(|e| BackupError::Io(e.to_string()))??
+    };
+    let cut = audit
+        .cut()
+        .await
+        .map_err(|e| BackupError::Audit(e.to_string()))?;
+    let mut items = Vec::new();
+    for name in [DB_NAME.to_string(), format!("{TENANTS_DIR}/{tenant}.db")] {
+        let path = staging.join(&name);
+        let len = std::fs::metadata(&path).map_err(io(&name))?.len();
+        items.push(Item::file(name.clone(), &path, len).map_err(io(&name))?);
+    }
+    tracing::info!(backup = %id, tenant, audit_seq = cut.checkpoint.seq, "tenant backup prepared");
+    let manifest = BackupManifest {
+        format: BACKUP_FORMAT.into(),
+        software_version: agenfleet_protocol::SOFTWARE_VERSION.into(),
+        instance_id: made.clone(),
+        created_ms: agenfleet_protocol::now_ms(),
+        checkpoint: cut.checkpoint,
+        config_source: None,
+        files: vec![],
+        tenant: Some(tenant.to_string()),
+    };
+    let files = items.len() as u32 + 2;
+    let (checkpoint, created_ms) = (manifest.checkpoint.clone(), manifest.created_ms);
+    Ok(Prepared {
+        stream: Stream::new(items, manifest),
+        files,
+        checkpoint,
+        created_ms,
+        instance_id: made,
+        recovery_key: recovery,
+    })
 }
 
 #[cfg(test)]

@@ -187,6 +187,21 @@ fn unpack_and_check(
             "the backup's audit checkpoint does not verify: {e}"
         ))
     })?;
+    // A dedicated tenant's archive holds no audit log (its checkpoint says where the
+    // source's stood): exactly the platform database and the tenant's file.
+    if let Some(t) = &manifest.tenant {
+        let mut names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        let want = format!("tenants/{t}.db");
+        if names != [DB_NAME, want.as_str()] {
+            return Err(RestoreError::Damaged(format!(
+                "tenant {t}'s archive holds {names:?}, not {DB_NAME} and {want} alone"
+            )));
+        }
+        check_databases(&manifest, staging)?;
+        sync_tree(staging).map_err(io("cannot sync the restored files"))?;
+        return Ok((manifest, 0));
+    }
     let report = crate::audit::verify_dir(&staging.join("audit"), Some(cp));
     if !report.valid {
         return Err(RestoreError::Damaged(format!(
@@ -200,7 +215,14 @@ fn unpack_and_check(
             report.head_seq, cp.seq
         )));
     }
-    // The database: SQLite's own check, and the installation it belongs to.
+    check_databases(&manifest, staging)?;
+    sync_tree(staging).map_err(io("cannot sync the restored files"))?;
+    Ok((manifest, report.head_seq))
+}
+
+/// The databases: SQLite's own check of each, the installation the platform one belongs
+/// to, and each tenant file is the file of the tenant it is named after.
+fn check_databases(manifest: &BackupManifest, staging: &Path) -> Result<(), RestoreError> {
     let db = staging.join(DB_NAME);
     let instance = crate::store::check_file(&db)
         .map_err(|e| RestoreError::Damaged(format!("{DB_NAME} {e}")))?;
@@ -226,8 +248,7 @@ fn unpack_and_check(
             )));
         }
     }
-    sync_tree(staging).map_err(io("cannot sync the restored files"))?;
-    Ok((manifest, report.head_seq))
+    Ok(())
 }
 
 /// Syncs every file under `dir`, then the directories themselves.

@@ -851,8 +851,12 @@ impl Fleet for FleetService {
         self.do_usage(tenant).await
     }
 
-    async fn backup_create(self, _: Context) -> Result<BackupInfo, ApiError> {
-        self.do_backup_create().await
+    async fn backup_create(
+        self,
+        _: Context,
+        tenant: Option<String>,
+    ) -> Result<BackupInfo, ApiError> {
+        self.do_backup_create(tenant).await
     }
 
     async fn backup_read(

@@ -75,6 +75,9 @@ pub struct AgentRecord {
 pub struct Store {
     shared: Arc<DbFile>,
     tiers: Arc<std::sync::RwLock<Tiers>>,
+    /// Held by a tenant's change of tier, and by whoever needs none to happen for a
+    /// while (a backup); taken before `tiers`, never while holding it.
+    moves: Arc<std::sync::Mutex<()>>,
     /// The directory of the shared file (dedicated tenants' files are in `tenants/`
     /// under it); None for an in-memory store.
     dir: Option<Arc<std::path::PathBuf>>,
@@ -216,6 +219,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(shared),
             tiers: Arc::new(std::sync::RwLock::new(tiers)),
+            moves: Arc::default(),
             dir: Some(Arc::new(dir)),
         })
     }
@@ -225,6 +229,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(DbFile::open(Connection::open_in_memory()?, None)?),
             tiers: Arc::default(),
+            moves: Arc::default(),
             dir: None,
         })
     }

@@ -363,10 +363,10 @@ impl super::Store {
             .collect())
     }
 
-    /// Runs `f` while no move can start or finish (a backup copies every file in one
-    /// state of the tiers).
+    /// Runs `f` while no tenant can change tier (a backup copies every file in one state
+    /// of the tiers). Statements go on meanwhile: `f` may use the store.
     pub fn holding_tiers<T>(&self, f: impl FnOnce() -> T) -> Result<T, StoreError> {
-        let _tiers = self.tiers()?;
+        let _moves = self.moves.lock().map_err(|_| StoreError::Poisoned)?;
         Ok(f())
     }
 
@@ -387,6 +387,7 @@ impl super::Store {
             }
             Tier::Dedicated => {
                 let dir = self.tiers_dir()?.to_path_buf();
+                let _moves = self.moves.lock().map_err(|_| StoreError::Poisoned)?;
                 let mut tiers = self.tiers.write().map_err(|_| StoreError::Poisoned)?;
                 // Made aside, then named, then registered: a crash in between leaves an
                 // unregistered file, set aside at the next start.
@@ -425,6 +426,7 @@ impl super::Store {
     /// Moves a tenant's rows to `to` (see the module's header). Everything else waits.
     pub fn move_tenant(&self, tenant: &str, to: Tier) -> Result<MoveReport, StoreError> {
         let dir = self.tiers_dir()?.to_path_buf();
+        let _moves = self.moves.lock().map_err(|_| StoreError::Poisoned)?;
         let mut tiers = self.tiers.write().map_err(|_| StoreError::Poisoned)?;
         let started = Instant::now();
         let from = match tiers.dedicated.contains_key(tenant) {
@@ -569,6 +571,7 @@ impl super::Store {
         let Some(dir) = self.dir.as_deref().cloned() else {
             return Ok(());
         };
+        let _moves = self.moves.lock().map_err(|_| StoreError::Poisoned)?;
         let mut tiers = self.tiers.write().map_err(|_| StoreError::Poisoned)?;
         if tiers.dedicated.remove(tenant).is_none() {
             return Ok(());
@@ -580,6 +583,98 @@ impl super::Store {
         remove_db_files(&file_path(&dir, tenant));
         sync_dir(&dir.join(TENANTS_DIR))
     }
+}
+
+/// Writes a dedicated tenant's archive files into `staging`: `agenfleet.db`, a new
+/// platform database (a new installation id; a vault of its own for it — check value,
+/// recovery-wrapped master key, HMAC key — holding the data keys the tenant's rows name,
+/// the newest of them active; the tier registry's row), and `tenants/<tenant>.db`, a
+/// snapshot of its file. Answers the new installation id.
+/// `wrap(instance, key ids)` answers the vault's rows for the new installation: its
+/// `vault_meta` rows, and each data key wrapped for it.
+#[allow(clippy::type_complexity)]
+pub fn export_tenant(
+    store: &super::Store,
+    tenant: &str,
+    staging: &Path,
+    wrap: impl FnOnce(&str, &[u64]) -> Result<(Vec<(String, Vec<u8>)>, Vec<(u64, Vec<u8>)>), String>,
+) -> Result<String, StoreError> {
+    let dir = store.tiers_dir()?.to_path_buf();
+    let db = staging.join("agenfleet.db");
+    let instance = super::Store::open(&db)?.instance_id()?;
+    store.holding_tiers(|| -> Result<(), StoreError> {
+        if store.tier_of(tenant)? != Tier::Dedicated {
+            return Err(match store.tenant_exists(tenant)? {
+                true => StoreError::Invalid(format!(
+                    "tenant {tenant} is standard: only a dedicated tenant is backed up alone (`agenfleet tenants move {tenant} --tier dedicated`, or a full backup)"
+                )),
+                false => StoreError::NotFound(format!("no tenant `{tenant}`")),
+            });
+        }
+        let mut keys: Vec<i64> = store.with_rows_of(Some(tenant), |c| {
+            let mut st = c.prepare(
+                "SELECT key_id FROM credentials UNION SELECT key_id FROM upstreams",
+            )?;
+            let v = st.query_map([], |r| r.get(0))?.collect();
+            v
+        })?;
+        // (id, created, uses) of each data key the tenant's rows name (the active one if
+        // none: the restored vault needs one to seal new values).
+        let rows: Vec<(i64, i64, i64)> = store.with(|c| {
+            if keys.is_empty() {
+                keys.extend(
+                    c.query_row("SELECT id FROM vault_keys WHERE active = 1", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()?,
+                );
+            }
+            let mut st = c.prepare(
+                "SELECT id, created_ms, uses FROM vault_keys
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            )?;
+            let ids = serde_json::to_string(&keys).unwrap_or_default();
+            let rows = st
+                .query_map(params![ids], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>();
+            rows
+        })?;
+        let ids: Vec<u64> = rows.iter().map(|r| r.0 as u64).collect();
+        let (meta, wrapped) = wrap(&instance, &ids).map_err(StoreError::Invalid)?;
+        // Written with a plain connection: this file is made here, for the archive.
+        let c = Connection::open(&db)?;
+        c.pragma_update(None, "synchronous", "FULL")?;
+        let tx = c.unchecked_transaction()?;
+        for (k, v) in &meta {
+            tx.execute("INSERT INTO vault_meta (key, value) VALUES (?1, ?2)", params![k, v])?;
+        }
+        let newest = rows.iter().map(|r| r.0).max();
+        for (id, created, uses) in &rows {
+            let w = wrapped
+                .iter()
+                .find(|w| w.0 as i64 == *id)
+                .ok_or_else(|| StoreError::Invalid(format!("data key {id} was not wrapped")))?;
+            tx.execute(
+                "INSERT INTO vault_keys (id, wrapped, created_ms, uses, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, w.1, created, uses, Some(*id) == newest],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO tenant_tiers (tenant_id, tier, since_ms) VALUES (?1, 'dedicated', ?2)",
+            params![tenant, now()],
+        )?;
+        tx.commit()?;
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        drop(c);
+        std::fs::create_dir_all(staging.join(TENANTS_DIR))
+            .map_err(|e| StoreError::Io(format!("cannot make tenants/: {e}")))?;
+        super::snapshot_file(
+            &file_path(&dir, tenant),
+            &staging.join(TENANTS_DIR).join(format!("{tenant}.db")),
+        )
+        .map_err(StoreError::Io)
+    })??;
+    Ok(instance)
 }
 
 #[cfg(test)]

@@ -67,6 +67,13 @@ struct Keys {
     active: u64,
 }
 
+/// What `export_for` answers.
+pub struct ExportedVault {
+    pub meta: Vec<(String, Vec<u8>)>,
+    pub keys: Vec<(u64, Vec<u8>)>,
+    pub recovery: SecretValue,
+}
+
 pub struct Vault {
     store: Store,
     instance: String,
@@ -160,6 +167,46 @@ impl Vault {
 
     fn instance_aad(&self, what: &str) -> Vec<u8> {
         format!("agenfleet|{what}|{}", self.instance).into_bytes()
+    }
+
+    /// The vault material another installation (`instance`) needs to open what is sealed
+    /// under data keys `key_ids`, under a new master key of its own whose recovery key is
+    /// answered (once; it is kept nowhere): the check value, the recovery-wrapped master
+    /// key, the HMAC key (as `vault_meta` rows), and each data key wrapped anew (id →
+    /// wrapped). The values themselves are not touched (their associated data names no
+    /// installation), and this vault's own master key never leaves it.
+    pub fn export_for(&self, instance: &str, key_ids: &[u64]) -> Result<ExportedVault, VaultError> {
+        self.with_keys(|k| {
+            let mk = crypto::random_key();
+            let rk = crypto::random_key();
+            let aad = |what: &str| format!("agenfleet|{what}|{instance}").into_bytes();
+            let meta = vec![
+                (
+                    "mk_check".to_string(),
+                    crypto::seal(&mk, b"agenfleet-vault-check", &aad("mk-check")),
+                ),
+                (
+                    "mk_recovery".to_string(),
+                    crypto::seal(&rk, mk.as_slice(), &aad("mk-recovery")),
+                ),
+                (
+                    "hmac_key".to_string(),
+                    crypto::seal(&mk, k.hmac.as_slice(), &aad("hmac-key")),
+                ),
+            ];
+            let mut keys = Vec::new();
+            for id in key_ids {
+                let dk = k.data.get(id).ok_or_else(|| {
+                    VaultError::Corrupt(format!("data key {id} is not in the vault"))
+                })?;
+                keys.push((*id, crypto::seal(&mk, dk.as_slice(), &aad_dk(*id))));
+            }
+            Ok(ExportedVault {
+                meta,
+                keys,
+                recovery: SecretValue::new(format_recovery(&rk).into_bytes()),
+            })
+        })
     }
 
     /// Opens the vault: unsealed if the keyring holds this vault's master key.

@@ -21,6 +21,10 @@ pub struct BackupArgs {
     /// Where to write the archive (must not exist; `-` for stdout).
     #[arg(long, short)]
     pub out: PathBuf,
+    /// One dedicated tenant alone (its database and the vault's wrapped keys its secrets
+    /// need), to restore into a fresh daemon with `agenfleetd restore`.
+    #[arg(long)]
+    pub tenant: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,12 @@ struct Written {
     checkpoint: agenfleet_protocol::Checkpoint,
     prepare_ms: u64,
     seconds: f64,
+    /// A dedicated tenant's archive: the tenant, and the recovery key of the vault made
+    /// for it (shown once here, kept nowhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_key: Option<String>,
 }
 
 fn ioerr(what: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
@@ -80,7 +90,13 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
             started: 0,
         })
     };
-    let (mut file, result) = stream(conn, file, super::progress::Bar::new(out)).await;
+    let (mut file, result) = stream(
+        conn,
+        file,
+        args.tenant.clone(),
+        super::progress::Bar::new(out),
+    )
+    .await;
     let Streamed {
         info,
         manifest_sha256,
@@ -116,8 +132,29 @@ pub async fn run(conn: &Conn, out: &Out, args: &BackupArgs) -> Result<(), CliErr
         checkpoint: info.checkpoint,
         prepare_ms: info.prepare_ms,
         seconds,
+        tenant: args.tenant.clone(),
+        recovery_key: info
+            .recovery_key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k.expose()).to_string()),
     };
     let human = || {
+        if let (Some(t), Some(k)) = (&w.tenant, &w.recovery_key) {
+            return format!(
+                "backup {} of tenant {t} alone written to {}: {:.1} MB, {} files, {:.2} s; manifest sha256 {}\n\
+                 the source's audit log stood at record {} (its records of {t} stay there)\n\
+                 Its vault is its own. Recovery key (shown once, kept nowhere — store it apart from the archive):\n  {k}\n\
+                 Restore into a fresh daemon: agenfleetd restore {} --state-dir DIR, start it, then `agenfleet vault unseal` with that key",
+                w.id,
+                w.file,
+                w.bytes as f64 / 1e6,
+                w.files,
+                w.seconds,
+                w.manifest_sha256,
+                w.checkpoint.seq,
+                w.file
+            );
+        }
         format!(
             "backup {} written to {}: {:.1} MB, {} files, {:.2} s ({:.0} MB/s; snapshot fixed in {} ms)\n\
              manifest sha256 {} (every file's SHA-256 is in the manifest)\n\
@@ -217,10 +254,11 @@ async fn write_chunk(mut out: Sink, data: Vec<u8>) -> (Sink, std::io::Result<()>
 async fn stream(
     conn: &Conn,
     file: Sink,
+    tenant: Option<String>,
     mut bar: super::progress::Bar,
 ) -> (Sink, Result<Streamed, CliError>) {
     let started = std::time::Instant::now();
-    let info = match conn.client.backup_create(conn.ctx()).await {
+    let info = match conn.client.backup_create(conn.ctx(), tenant).await {
         Ok(Ok(i)) => i,
         Ok(Err(e)) => return (file, Err(e.into())),
         Err(e) => return (file, Err(e.into())),

@@ -15,28 +15,44 @@ fn backup_err(e: BackupError) -> ApiError {
         BackupError::Offset { .. } => ApiError::invalid(e.to_string()),
         BackupError::Audit(_) => ApiError::precondition(e.to_string()),
         BackupError::Io(_) => ApiError::internal(e.to_string()),
+        BackupError::Refused(m) => ApiError::precondition(m),
     }
 }
 
 impl FleetService {
-    pub(super) async fn do_backup_create(&self) -> Result<BackupInfo, ApiError> {
+    pub(super) async fn do_backup_create(
+        &self,
+        tenant: Option<String>,
+    ) -> Result<BackupInfo, ApiError> {
         self.check(Permission::VaultAdmin, Scope::Platform, "backup_create")
             .await?;
         let rt = self.rt.clone();
         let config = rt.cfg.source.is_file().then(|| rt.cfg.source.clone());
         let db = rt.cfg.state_dir.join(crate::backup::DB_NAME);
+        if let Some(t) = &tenant {
+            agenfleet_protocol::spec::check_name("tenant", t).map_err(ApiError::invalid)?;
+        }
+        let detail = match &tenant {
+            None => "database snapshot and the audit log up to a checkpoint signed for it".into(),
+            Some(t) => format!(
+                "dedicated tenant {t} alone: its database and the wrapped keys its secrets need"
+            ),
+        };
         let info = self
-            .audited(
-                "backup.create",
-                None,
-                "database snapshot and the audit log up to a checkpoint signed for it".into(),
-                async move {
-                    rt.backups
-                        .create(&rt.store, &db, &rt.audit, config.as_deref(), &rt.instance)
-                        .await
-                        .map_err(backup_err)
-                },
-            )
+            .audited("backup.create", None, detail, async move {
+                rt.backups
+                    .create(
+                        &rt.store,
+                        &rt.vault,
+                        &db,
+                        &rt.audit,
+                        config.as_deref(),
+                        &rt.instance,
+                        tenant.as_deref(),
+                    )
+                    .await
+                    .map_err(backup_err)
+            })
             .await?;
         tracing::info!(backup = %info.id, bytes = info.bytes, seq = info.checkpoint.seq, "backup ready to stream");
         Ok(info)
