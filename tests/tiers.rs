@@ -56,6 +56,21 @@ fn idle_agent(name: &str, tenant: &str, image: &str) -> String {
     )
 }
 
+/// One request to an agent's memory through its local API, from inside its container:
+/// the response's body (after the status line and headers).
+fn memory(cid: &str, method: &str, key: &str, value: &str) -> String {
+    let req = format!(
+        "{method} /v1/memory/{key} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{value}",
+        value.len()
+    );
+    let text = nc(cid, 4180, req.as_bytes());
+    assert!(text.starts_with("HTTP/1.1 200"), "{method} {key}: {text}");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 fn tier_of(d: &Daemon, tenant: &str) -> String {
     let list = d.json(&["tenants", "list"]);
     list.as_array()
@@ -97,6 +112,9 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     d.create(&idle_agent("a1", "acme", &image));
     let s1 = d.running_container("s1", WAIT);
     let a1 = d.running_container("a1", WAIT);
+    // Each agent remembers something (its memory store is a file of its own).
+    memory(&a1, "PUT", "note", "memo-of-a1");
+    memory(&s1, "PUT", "note", "memo-of-s1");
     for (agent, value) in [("solo/s1", "CANARY-tier-s1"), ("acme/a1", "CANARY-tier-a1")] {
         let out = d.cli_stdin(&["creds", "set", agent, "token"], value);
         assert!(
@@ -147,6 +165,7 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
         vec![
             "agenfleet.db",
             "tenants/solo.db",
+            "memory/solo/s1.db",
             "manifest.json",
             "manifest.sha256"
         ],
@@ -358,6 +377,10 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     assert_eq!(tier_of(&d, "solo"), "dedicated");
     let agents = d.json(&["agents", "list"]);
     assert!(agents.to_string().contains("\"s1\""), "{agents}");
+    // The agents' memory came back with the host (the containers are new).
+    let a1_back = d.running_container("a1", WAIT);
+    assert_ne!(a1_back, a1);
+    assert!(memory(&a1_back, "GET", "note", "").contains("memo-of-a1"));
 
     // The tenant's own archive restores into a fresh daemon, alone: a new installation
     // (its own containers), solo and nothing else, sealed until the archive's own recovery
@@ -405,6 +428,7 @@ fn a_dedicated_tenant_lives_in_its_own_file_moves_both_ways_and_restores() {
     );
     let s1_fresh = fresh.running_container("s1", WAIT);
     assert_ne!(s1_fresh, s1, "its own container, not the source's");
+    assert!(memory(&s1_fresh, "GET", "note", "").contains("memo-of-s1"));
     let creds = fresh.json(&["creds", "list", "solo/s1"]);
     assert!(creds.to_string().contains("token"), "{creds}");
     let agents = fresh.json(&["agents", "list"]);

@@ -288,11 +288,11 @@ fn damaged(s: impl Into<String>) -> ArchiveError {
     ArchiveError::Damaged(s.into())
 }
 
-/// Names an archive may hold: relative, plain (letters, digits, `._-`), one level of
-/// directory at most, never `.` or `..`.
+/// Names an archive may hold: relative, plain (letters, digits, `._-`), two levels of
+/// directory at most (`memory/<tenant>/<agent>.db`), never `.` or `..`.
 fn safe_name(name: &str) -> bool {
     let parts: Vec<&str> = name.split('/').collect();
-    parts.len() <= 2
+    parts.len() <= 3
         && parts.iter().all(|p| {
             !p.is_empty()
                 && *p != "."
@@ -638,13 +638,23 @@ mod tests {
 
     #[test]
     fn unsafe_names_are_refused() {
-        for n in ["../x", "/etc/passwd", "a/b/c", "a/../b", ".", "a b"] {
+        for n in [
+            "../x",
+            "/etc/passwd",
+            "a/b/c/d",
+            "a/../b",
+            "a/./b",
+            ".",
+            "a b",
+            "a//b",
+        ] {
             assert!(!safe_name(n), "{n}");
         }
         for n in [
             "agenfleet.db",
             "audit/00000000000000000001.seg",
             "agenfleetd.toml",
+            "memory/acme/a1.db",
         ] {
             assert!(safe_name(n), "{n}");
         }

@@ -24,6 +24,8 @@ const IDLE: Duration = Duration::from_secs(600);
 const MAX_OPEN: usize = 2;
 /// The database file in a state dir and in an archive.
 pub const DB_NAME: &str = "agenfleet.db";
+/// Agents' memory stores, in a state dir and in an archive (`memory/<tenant>/<agent>.db`).
+pub const MEMORY_DIR: &str = "memory";
 /// The config in force at backup time, in an archive and in a restored state dir.
 pub const CONFIG_NAME: &str = "agenfleetd.toml.at-backup";
 
@@ -35,6 +37,11 @@ pub fn allowed_name(name: &str) -> bool {
         Some((TENANTS_DIR, f)) => f
             .strip_suffix(".db")
             .is_some_and(|t| agenfleet_protocol::spec::check_name("tenant", t).is_ok()),
+        Some((MEMORY_DIR, f)) => f.split_once('/').is_some_and(|(t, a)| {
+            agenfleet_protocol::spec::check_name("tenant", t).is_ok()
+                && a.strip_suffix(".db")
+                    .is_some_and(|a| agenfleet_protocol::spec::check_name("agent", a).is_ok())
+        }),
         Some(("audit", f)) => {
             f == checkpoint::CHECKPOINTS_FILE
                 || f == checkpoint::PUBLIC_KEY_FILE
@@ -191,7 +198,10 @@ impl Backups {
                 self.prepare(store, db, audit, config, instance_id, &id, &staging)
                     .await
             }
-            Some(t) => prepare_tenant(store, vault, audit, t, &id, &staging).await,
+            Some(t) => {
+                let state = db.parent().unwrap_or(Path::new("."));
+                prepare_tenant(state, store, vault, audit, t, &id, &staging).await
+            }
         };
         let p = match made {
             Ok(p) => p,
@@ -242,7 +252,7 @@ impl Backups {
     ) -> Result<Prepared, BackupError> {
         let copy = staging.join(DB_NAME);
         // The shared file and every dedicated tenant's, in one state of the tiers (no
-        // tenant moves between two of the copies).
+        // tenant moves between two of the copies), and the agents' memory stores.
         let tenant_copies: Vec<(String, PathBuf)> = {
             let (db, copy, store, staging) = (
                 db.to_path_buf(),
@@ -262,6 +272,10 @@ impl Backups {
                             let name = format!("{TENANTS_DIR}/{tenant}.db");
                             let to = staging.join(&name);
                             crate::store::snapshot_file(&path, &to)?;
+                            out.push((name, to));
+                        }
+                        let state = db.parent().unwrap_or(Path::new("."));
+                        for (name, to, _) in snapshot_memory(state, None, &staging)? {
                             out.push((name, to));
                         }
                         Ok(out)
@@ -416,6 +430,56 @@ impl Backups {
     }
 }
 
+/// Copies the agents' memory stores (of `tenant`, or every one) under `state_dir` into
+/// `staging`, each as one snapshot: (archive name, copy, the data key its memory key is
+/// wrapped with).
+fn snapshot_memory(
+    state_dir: &Path,
+    tenant: Option<&str>,
+    staging: &Path,
+) -> Result<Vec<(String, PathBuf, u64)>, String> {
+    let root = state_dir.join(MEMORY_DIR);
+    let mut out = Vec::new();
+    let tenants: Vec<String> = match tenant {
+        Some(t) => vec![t.to_string()],
+        None => match std::fs::read_dir(&root) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(format!("cannot list {}: {e}", root.display())),
+        },
+    };
+    for t in tenants {
+        let entries = match std::fs::read_dir(root.join(&t)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot list the memory of {t}: {e}")),
+        };
+        let mut files: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        for f in files {
+            let name = format!("{MEMORY_DIR}/{t}/{f}");
+            if !allowed_name(&name) {
+                continue; // a WAL or shared-memory file beside a store
+            }
+            let to = staging.join(&name);
+            std::fs::create_dir_all(staging.join(MEMORY_DIR).join(&t))
+                .map_err(|e| format!("cannot make {}: {e}", to.display()))?;
+            crate::store::snapshot_file(&root.join(&t).join(&f), &to)?;
+            let key: i64 = rusqlite::Connection::open(&to)
+                .and_then(|c| c.query_row("SELECT key_id FROM meta WHERE id = 1", [], |r| r.get(0)))
+                .map_err(|e| format!("{name}: no memory key: {e}"))?;
+            out.push((name, to, key as u64));
+        }
+    }
+    Ok(out)
+}
+
 /// A dedicated tenant alone: its file (copied as one snapshot), and a new platform
 /// database holding only what a fresh daemon needs to open the tenant's secrets — the
 /// vault's check, recovery-wrapped master key and HMAC key, the wrapped data keys the
@@ -423,6 +487,7 @@ impl Backups {
 /// fresh daemon never takes the source's containers for its own). No audit log: the
 /// checkpoint, signed for this backup, says where the source's log stood.
 async fn prepare_tenant(
+    state_dir: &Path,
     store: &crate::store::Store,
     vault: &Arc<crate::vault::Vault>,
     audit: &AuditLog,
@@ -430,18 +495,28 @@ async fn prepare_tenant(
     id: &str,
     staging: &Path,
 ) -> Result<Prepared, BackupError> {
-    let (made, recovery) = {
+    let (made, recovery, memory) = {
         let (store, tenant, staging) = (store.clone(), tenant.to_string(), staging.to_path_buf());
         let vault = vault.clone();
+        let state = state_dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut recovery = None;
+            let mut memory = Vec::new();
             let wrap = |instance: &str, ids: &[u64]| {
-                let v = vault.export_for(instance, ids).map_err(|e| e.to_string())?;
+                // The tenant's agents' memory stores, and the data keys their keys need.
+                memory = snapshot_memory(&state, Some(&tenant), &staging)?;
+                let mut ids = ids.to_vec();
+                ids.extend(memory.iter().map(|m| m.2));
+                ids.sort();
+                ids.dedup();
+                let v = vault
+                    .export_for(instance, &ids)
+                    .map_err(|e| e.to_string())?;
                 recovery = Some(v.recovery);
                 Ok((v.meta, v.keys))
             };
             crate::store::tiers::export_tenant(&store, &tenant, &staging, wrap)
-                .map(|made| (made, recovery))
+                .map(|made| (made, recovery, memory))
                 .map_err(|e| match e {
                     crate::store::StoreError::Invalid(m)
                     | crate::store::StoreError::NotFound(m) => BackupError::Refused(m),
@@ -456,7 +531,8 @@ async fn prepare_tenant(
         .await
         .map_err(|e| BackupError::Audit(e.to_string()))?;
     let mut items = Vec::new();
-    for name in [DB_NAME.to_string(), format!("{TENANTS_DIR}/{tenant}.db")] {
+    let names = [DB_NAME.to_string(), format!("{TENANTS_DIR}/{tenant}.db")];
+    for name in names.into_iter().chain(memory.into_iter().map(|m| m.0)) {
         let path = staging.join(&name);
         let len = std::fs::metadata(&path).map_err(io(&name))?.len();
         items.push(Item::file(name.clone(), &path, len).map_err(io(&name))?);
@@ -495,6 +571,8 @@ mod tests {
             "audit/checkpoints.jsonl",
             "audit/audit-signing.pub",
             "audit/anchor.json",
+            "tenants/acme.db",
+            "memory/acme/a1.db",
         ] {
             assert!(super::allowed_name(ok), "{ok}");
         }
@@ -506,6 +584,11 @@ mod tests {
             "audit/audit-1.seg",
             "audit/other",
             "gateways/t.a/gateway.sock",
+            "tenants/Acme.db",
+            "tenants/acme.db-wal",
+            "memory/acme/a1.db-wal",
+            "memory/acme/../a1.db",
+            "memory/acme.db",
         ] {
             assert!(!super::allowed_name(bad), "{bad}");
         }

@@ -3,7 +3,7 @@
 //! backup signed, and the database's integrity, and only then moves the result into
 //! place. DIR must be new or empty; a damaged archive changes nothing and is named.
 
-use super::{archive, CONFIG_NAME, DB_NAME};
+use super::{archive, CONFIG_NAME, DB_NAME, MEMORY_DIR};
 use agenfleet_protocol::backup::BackupManifest;
 use std::path::{Path, PathBuf};
 
@@ -190,12 +190,15 @@ fn unpack_and_check(
     // A dedicated tenant's archive holds no audit log (its checkpoint says where the
     // source's stood): exactly the platform database and the tenant's file.
     if let Some(t) = &manifest.tenant {
-        let mut names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
-        names.sort();
+        let names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
         let want = format!("tenants/{t}.db");
-        if names != [DB_NAME, want.as_str()] {
+        let memory = format!("{MEMORY_DIR}/{t}/");
+        let foreign = names
+            .iter()
+            .find(|n| **n != DB_NAME && **n != want && !n.starts_with(&memory));
+        if let Some(n) = foreign.or([DB_NAME, want.as_str()].iter().find(|w| !names.contains(w))) {
             return Err(RestoreError::Damaged(format!(
-                "tenant {t}'s archive holds {names:?}, not {DB_NAME} and {want} alone"
+                "tenant {t}'s archive must hold {DB_NAME}, {want} and its agents' memory alone: {n} (nothing restored)"
             )));
         }
         check_databases(&manifest, staging)?;
@@ -247,6 +250,15 @@ fn check_databases(manifest: &BackupManifest, staging: &Path) -> Result<(), Rest
                 f.name
             )));
         }
+    }
+    // Agents' memory stores: SQLite's check.
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| f.name.starts_with(MEMORY_DIR))
+    {
+        crate::store::check_integrity(&staging.join(&f.name))
+            .map_err(|e| RestoreError::Damaged(format!("{} {e}", f.name)))?;
     }
     Ok(())
 }

@@ -170,17 +170,7 @@ pub fn snapshot_file(db: &Path, to: &Path) -> Result<(), String> {
 /// Checks a database file offline (SQLite's `integrity_check`) and answers the instance it
 /// belongs to; the error says what is wrong.
 pub fn check_file(db: &Path) -> Result<String, String> {
-    let conn = Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("does not open: {e}"))?;
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if check != "ok" {
-        return Err(format!("fails SQLite's integrity check: {check}"));
-    }
+    let conn = check_integrity(db)?;
     conn.query_row(
         "SELECT value FROM meta WHERE key = 'instance_id'",
         [],
@@ -189,9 +179,8 @@ pub fn check_file(db: &Path) -> Result<String, String> {
     .map_err(|e| format!("has no instance id: {e}"))
 }
 
-/// Checks a dedicated tenant's database file offline (as `check_file`) and answers the
-/// tenant it belongs to.
-pub fn check_tenant_file(db: &Path) -> Result<String, String> {
+/// Opens a database file read-only and runs SQLite's integrity check on it.
+pub fn check_integrity(db: &Path) -> Result<Connection, String> {
     let conn = Connection::open_with_flags(
         db,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -203,6 +192,13 @@ pub fn check_tenant_file(db: &Path) -> Result<String, String> {
     if check != "ok" {
         return Err(format!("fails SQLite's integrity check: {check}"));
     }
+    Ok(conn)
+}
+
+/// Checks a dedicated tenant's database file offline (as `check_file`) and answers the
+/// tenant it belongs to.
+pub fn check_tenant_file(db: &Path) -> Result<String, String> {
+    let conn = check_integrity(db)?;
     conn.query_row("SELECT value FROM meta WHERE key = 'tenant'", [], |r| {
         r.get(0)
     })
