@@ -372,23 +372,39 @@ impl super::Store {
 
     /// Creates a tenant with no agents yet, in `tier`. `Exists` if it exists.
     pub fn create_tenant(&self, tenant: &str, tier: Tier) -> Result<(), StoreError> {
-        if self.tenant_exists(tenant)? {
-            return Err(StoreError::Exists(format!("tenant {tenant}")));
-        }
+        let exists = || StoreError::Exists(format!("tenant {tenant}"));
         match tier {
             Tier::Standard => {
-                self.tenant(tenant).with(|c| {
+                // One insert decides (a tenant made meanwhile makes it fail), through the
+                // tenant's handle: into its own file if it is a dedicated one.
+                let r = self.tenant(tenant).with(|c| {
                     c.execute(
-                        "INSERT OR IGNORE INTO t_tenants (created_at_ms) VALUES (?1)",
+                        "INSERT INTO t_tenants (created_at_ms) VALUES (?1)",
                         params![now()],
                     )
-                })?;
-                Ok(())
+                });
+                match r {
+                    Err(StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        Err(exists())
+                    }
+                    r => r.map(|_| ()),
+                }
             }
             Tier::Dedicated => {
                 let dir = self.tiers_dir()?.to_path_buf();
                 let _moves = self.moves.lock().map_err(|_| StoreError::Poisoned)?;
                 let mut tiers = self.tiers.write().map_err(|_| StoreError::Poisoned)?;
+                // Checked under the locks: nothing can make the tenant meanwhile.
+                let in_shared: i64 = self.shared.lock()?.query_row(
+                    "SELECT COUNT(*) FROM tenants WHERE id = ?1",
+                    params![tenant],
+                    |r| r.get(0),
+                )?;
+                if in_shared > 0 || tiers.dedicated.contains_key(tenant) {
+                    return Err(exists());
+                }
                 // Made aside, then named, then registered: a crash in between leaves an
                 // unregistered file, set aside at the next start.
                 let path = file_path(&dir, tenant);
@@ -513,9 +529,12 @@ impl super::Store {
             c.execute_batch("PRAGMA mv.wal_checkpoint(TRUNCATE);")?;
             Ok(checks)
         })();
-        c.execute_batch("DETACH DATABASE mv;")?;
-        c.pragma_update(None, "foreign_keys", "ON")?;
+        // Both restored whatever happened above.
+        let detached = c.execute_batch("DETACH DATABASE mv;");
+        let keys_on = c.pragma_update(None, "foreign_keys", "ON");
         let checks = copied?;
+        detached?;
+        keys_on?;
         std::fs::File::open(making)
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError::Io(format!("cannot sync {}: {e}", making.display())))?;

@@ -214,6 +214,16 @@ fn bad_moves_change_nothing_and_say_why() {
     assert!(!dir.path().join(TENANTS_DIR).join("acme.db").exists());
     let e = s.create_tenant("acme", Tier::Dedicated).unwrap_err();
     assert!(matches!(e, StoreError::Exists(_)), "{e}");
+    let e = s.create_tenant("acme", Tier::Standard).unwrap_err();
+    assert!(matches!(e, StoreError::Exists(_)), "{e}");
+    // Nor a dedicated one again, in either tier.
+    s.create_tenant("solo", Tier::Dedicated).unwrap();
+    for tier in [Tier::Standard, Tier::Dedicated] {
+        let e = s.create_tenant("solo", tier).unwrap_err();
+        assert!(matches!(e, StoreError::Exists(_)), "{tier:?}: {e}");
+    }
+    s.create_tenant("plain", Tier::Standard).unwrap();
+    assert!(s.tenant_exists("plain").unwrap());
     // An in-memory store has no files to give a tenant.
     let m = Store::open_in_memory().unwrap();
     fill(&m, "acme", 1);
