@@ -275,6 +275,24 @@ mod tests {
         assert!(!tar_has_dockerfile(b"not a tar at all"));
         assert!(tar_has_dockerfile(&context_tar().unwrap()));
     }
+
+    #[test]
+    fn agents_starting_at_once_each_get_the_whole_shim() {
+        // After a restore every agent starts at once into a state dir with no shim yet.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let paths: Vec<_> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| super::shim_on_host(dir.path())))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for p in paths {
+                let p = p.expect("every caller gets the shim");
+                assert_eq!(std::fs::read(&p).unwrap(), super::AGENT_BINARY);
+            }
+        }
+    }
 }
 
 /// The shim as a file on the host, `<state_dir>/bin/agenfleet-agent-<12 hex>`, written
@@ -291,7 +309,14 @@ pub fn shim_on_host(state_dir: &std::path::Path) -> std::io::Result<std::path::P
     }
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    let tmp = dir.join(format!(".agenfleet-agent-{digest}.{}", std::process::id()));
+    // A name of this call's own: several agents may start at once (after a restore, all
+    // of them), and with one shared temporary name one writer's rename would take the
+    // file from under another's.
+    let tmp = dir.join(format!(
+        ".agenfleet-agent-{digest}.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::write(&tmp, AGENT_BINARY)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &path)?;
