@@ -417,17 +417,11 @@ pub fn add_operator(
 
 pub fn remove_operator(store: &Store, uid: u32) -> Result<(), RoleError> {
     // The operator's bindings first, tenant by tenant through each tenant's handle.
-    let tenants: Vec<String> = store
-        .each(|c| {
-            let mut st =
-                c.prepare("SELECT DISTINCT tenant_id FROM role_bindings WHERE uid = ?1")?;
-            let v: rusqlite::Result<Vec<String>> =
-                st.query_map(params![uid], |r| r.get(0))?.collect();
-            v
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
+    let tenants: Vec<String> = store.rows_everywhere(
+        "SELECT DISTINCT tenant_id FROM role_bindings WHERE uid = ?1",
+        &[&uid],
+        |r| r.get(0),
+    )?;
     for t in tenants {
         store
             .tenant(&t)
@@ -537,18 +531,11 @@ pub fn load_operator(store: &Store, uid: u32) -> Result<Option<Caller>, StoreErr
         return Ok(None);
     };
     // A dedicated tenant's bindings are in its own file: every file is asked.
-    let mut rows: Vec<(String, String, String)> = store
-        .each(|c| {
-            let mut st =
-                c.prepare("SELECT tenant_id, project_id, role FROM role_bindings WHERE uid = ?1")?;
-            let v: rusqlite::Result<Vec<(String, String, String)>> = st
-                .query_map(params![uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect();
-            v
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut rows: Vec<(String, String, String)> = store.rows_everywhere(
+        "SELECT tenant_id, project_id, role FROM role_bindings WHERE uid = ?1",
+        &[&uid],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     rows.sort();
     let bindings = rows
         .into_iter()

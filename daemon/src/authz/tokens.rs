@@ -131,17 +131,10 @@ pub fn get(store: &Store, id: &str) -> Result<Option<TokenInfo>, RoleError> {
 }
 
 pub fn list(store: &Store, caller: &Caller) -> Result<Vec<TokenInfo>, RoleError> {
-    let mut rows: Vec<(i64, String, u32)> = store
-        .each(|c| {
-            let mut st = c.prepare("SELECT created_ms, id, creator_uid FROM tokens")?;
-            let v: rusqlite::Result<Vec<(i64, String, u32)>> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect();
-            v
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut rows: Vec<(i64, String, u32)> =
+        store.rows_everywhere("SELECT created_ms, id, creator_uid FROM tokens", &[], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     rows.sort();
     let ids: Vec<String> = rows
         .into_iter()

@@ -178,20 +178,14 @@ impl Escalations {
             return Ok(());
         };
         let rows: Vec<String> = store
-            .each(|c| {
-                let mut st = c.prepare(
-                    "SELECT body_json FROM escalations WHERE state = 'pending'
-                     UNION ALL
-                     SELECT body_json FROM (SELECT body_json FROM escalations WHERE state != 'pending' ORDER BY id DESC LIMIT ?1)",
-                )?;
-                let rows: rusqlite::Result<Vec<String>> =
-                    st.query_map(params![KEEP_DONE as i64], |r| r.get(0))?.collect();
-                rows
-            })
-            .map_err(|e| format!("cannot read the stored escalations: {e}"))?
-            .into_iter()
-            .flatten()
-            .collect();
+            .rows_everywhere(
+                "SELECT body_json FROM escalations WHERE state = 'pending'
+                 UNION ALL
+                 SELECT body_json FROM (SELECT body_json FROM escalations WHERE state != 'pending' ORDER BY id DESC LIMIT ?1)",
+                &[&(KEEP_DONE as i64)],
+                |r| r.get(0),
+            )
+            .map_err(|e| format!("cannot read the stored escalations: {e}"))?;
         let now = now_ms();
         let mut views: Vec<EscalationView> = rows
             .iter()

@@ -270,6 +270,26 @@ impl Store {
         Ok(out)
     }
 
+    /// The rows `sql` gives in every file (see `each`), as one list in file order.
+    pub fn rows_everywhere<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .each(|c| {
+                let mut st = c.prepare(sql)?;
+                let rows = st
+                    .query_map(params, &mut map)?
+                    .collect::<Result<Vec<T>, _>>();
+                rows
+            })?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     /// Runs `f` with platform-wide reach on the file that holds `tenant`'s rows (the
     /// shared one for a standard tenant and for the platform's own, `None`): incidents
     /// and escalations, which are not behind the tenant views, are kept with their tenant.
@@ -528,15 +548,7 @@ impl Store {
 
     /// Every tenant's id, sorted (platform-wide).
     pub fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self
-            .each(|c| {
-                let mut st = c.prepare("SELECT id FROM tenants")?;
-                let ids: rusqlite::Result<Vec<String>> = st.query_map([], |r| r.get(0))?.collect();
-                ids
-            })?
-            .into_iter()
-            .flatten()
-            .collect::<Vec<String>>();
+        let mut ids = self.rows_everywhere("SELECT id FROM tenants", &[], |r| r.get(0))?;
         ids.sort();
         Ok(ids)
     }
@@ -563,19 +575,11 @@ impl Store {
 
     /// Tenants with an audit retention of their own: (tenant, days).
     pub fn tenant_audit_retention(&self) -> Result<Vec<(String, f64)>, StoreError> {
-        let mut rows: Vec<(String, f64)> = self
-            .each(|c| {
-                let mut st = c.prepare(
-                    "SELECT id, audit_retention_days FROM tenants
-                     WHERE audit_retention_days IS NOT NULL",
-                )?;
-                let rows: rusqlite::Result<Vec<(String, f64)>> =
-                    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
-                rows
-            })?
-            .into_iter()
-            .flatten()
-            .collect::<Vec<(String, f64)>>();
+        let mut rows: Vec<(String, f64)> = self.rows_everywhere(
+            "SELECT id, audit_retention_days FROM tenants WHERE audit_retention_days IS NOT NULL",
+            &[],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
     }
@@ -707,41 +711,32 @@ impl Store {
 
     /// Deleted agents whose data waits for a purge, with when it is due.
     pub fn pending_purges(&self) -> Result<Vec<(AgentKey, u64)>, StoreError> {
-        let mut v: Vec<(AgentKey, u64)> = self
-            .each(|conn| {
-                let mut st = conn.prepare(
-                    "SELECT tenant_id, name, purge_at_ms FROM agents WHERE purge_at_ms IS NOT NULL",
-                )?;
-                let v = st
-                    .query_map([], |r| {
-                        Ok((
-                            AgentKey {
-                                tenant: r.get(0)?,
-                                name: r.get(1)?,
-                            },
-                            r.get::<_, i64>(2)?.max(0) as u64,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>();
-                v
-            })?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut v = self.rows_everywhere(
+            "SELECT tenant_id, name, purge_at_ms FROM agents WHERE purge_at_ms IS NOT NULL",
+            &[],
+            |r| {
+                Ok((
+                    AgentKey {
+                        tenant: r.get(0)?,
+                        name: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            },
+        )?;
         v.sort_by_key(|(_, at)| *at);
         Ok(v)
     }
 
     /// Every agent, ordered by tenant and name.
     pub fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let rows = self.each(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT tenant_id, name, project_id, spec_json, desired, state, message,
+        let rows = self.rows_everywhere(
+            "SELECT tenant_id, name, project_id, spec_json, desired, state, message,
                         container_id, image_ref, restarts, restart_times_json, last_exit_json,
                         created_at_ms
                  FROM agents WHERE purge_at_ms IS NULL",
-            )?;
-            let rows = stmt.query_map([], |r| {
+            &[],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -757,11 +752,10 @@ impl Store {
                     r.get::<_, Option<String>>(11)?,
                     r.get::<_, i64>(12)?,
                 ))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })?;
+            },
+        )?;
         let mut out = Vec::new();
-        for row in rows.into_iter().flatten() {
+        for row in rows {
             let (
                 tenant,
                 name,
