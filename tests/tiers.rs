@@ -25,6 +25,7 @@ const TABLES: &[(&str, &str)] = &[
     ("upstreams", "tenant_id"),
     ("spec_versions", "tenant_id"),
     ("usage_snapshots", "tenant_id"),
+    ("runs", "tenant_id"),
     ("incidents", "tenant_id"),
     ("escalations", "tenant_id"),
 ];

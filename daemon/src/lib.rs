@@ -17,6 +17,7 @@ pub mod ops;
 pub mod policy;
 pub mod pulse;
 pub mod rpc;
+pub mod runs;
 pub mod runtime;
 pub mod service;
 pub mod store;
@@ -307,6 +308,14 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         Err(e) => {
             tracing::error!(error = %e, "model usage could not be restored; it starts from zero")
         }
+    }
+    // Queued runs wait again; running ones were interrupted (recorded).
+    match rt.runs.recover().await {
+        Ok((queued, interrupted)) if queued + interrupted > 0 => {
+            tracing::info!(queued, interrupted, "runs recovered")
+        }
+        Ok(_) => {}
+        Err(e) => anyhow::bail!("runs: {}", e.message),
     }
     rt.start().context("cannot load the stored agents")?;
     runtime::retention::spawn(rt.clone());

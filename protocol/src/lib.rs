@@ -15,6 +15,7 @@ pub mod policy;
 pub mod pulse;
 pub mod relay;
 pub mod roles;
+pub mod runs;
 pub mod secret;
 pub mod service;
 pub mod spec;
@@ -31,7 +32,8 @@ pub use secret::SecretValue;
 pub use service::{Fleet, FleetClient};
 pub use spec::{
     AgentSpec, CredentialRefresh, CredentialUse, Delivery, FileSpec, Limits, NetworkMode,
-    NetworkSpec, RestartMode, RestartSpec, SpecError, Workload, WorkspaceSpec, BUILTIN_IMAGE,
+    NetworkSpec, RestartMode, RestartSpec, RunsSpec, SpecError, Workload, WorkspaceSpec,
+    BUILTIN_IMAGE,
 };
 pub use types::*;
 pub use upstream::{Injection, UpstreamClass, UpstreamKind, UpstreamSpec, UpstreamView};

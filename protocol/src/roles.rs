@@ -37,6 +37,10 @@ pub enum Permission {
     MemoryExport,
     /// Copy values from one agent's memory into another's of the same tenant.
     MemoryHandoff,
+    /// See runs (input, outcome, timeline).
+    RunsRead,
+    /// Start and cancel runs.
+    RunsTrigger,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -44,7 +48,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 22] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -62,6 +66,8 @@ impl Permission {
         P::UpstreamsWrite,
         P::MemoryExport,
         P::MemoryHandoff,
+        P::RunsRead,
+        P::RunsTrigger,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -90,6 +96,8 @@ impl Permission {
             Permission::UpstreamsWrite => "upstreams.write",
             Permission::MemoryExport => "memory.export",
             Permission::MemoryHandoff => "memory.handoff",
+            Permission::RunsRead => "runs.read",
+            Permission::RunsTrigger => "runs.trigger",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -107,7 +115,7 @@ pub enum ScopedRole {
 }
 
 use Permission as P;
-const VIEWER: &[Permission] = &[P::FleetRead, P::AuditRead, P::CredsRead];
+const VIEWER: &[Permission] = &[P::FleetRead, P::AuditRead, P::CredsRead, P::RunsRead];
 const CONTRIBUTOR: &[Permission] = &[
     P::FleetRead,
     P::AuditRead,
@@ -117,6 +125,8 @@ const CONTRIBUTOR: &[Permission] = &[
     P::AuditWrite,
     P::EscalationsDecide,
     P::IncidentsManage,
+    P::RunsRead,
+    P::RunsTrigger,
 ];
 const ADMIN: &[Permission] = &[
     P::FleetRead,
@@ -136,6 +146,8 @@ const ADMIN: &[Permission] = &[
     P::UpstreamsWrite,
     P::MemoryExport,
     P::MemoryHandoff,
+    P::RunsRead,
+    P::RunsTrigger,
 ];
 
 impl ScopedRole {

@@ -282,4 +282,16 @@ pub trait Fleet {
         prefix: String,
         reason: String,
     ) -> Result<crate::memory::Handoff, ApiError>;
+    /// Queues a run of `agent` with `input_json` (JSON text, at most `MAX_RUN_INPUT`).
+    async fn runs_start(
+        agent: AgentRef,
+        input_json: String,
+    ) -> Result<crate::runs::RunView, ApiError>;
+    /// Runs the caller may see, newest first.
+    async fn runs_list(query: crate::runs::RunQuery)
+        -> Result<Vec<crate::runs::RunView>, ApiError>;
+    /// One run; with `wait_ms`, answered once it has ended or the wait is over.
+    async fn runs_get(id: u64, wait_ms: u64) -> Result<crate::runs::RunView, ApiError>;
+    /// Cancels a queued or running run.
+    async fn runs_cancel(id: u64) -> Result<crate::runs::RunView, ApiError>;
 }

@@ -29,6 +29,7 @@ mod incidents;
 mod memory;
 mod policy;
 mod pulse;
+mod runs;
 mod specs;
 mod upstreams;
 
@@ -956,5 +957,39 @@ impl Fleet for FleetService {
         reason: String,
     ) -> Result<agenfleet_protocol::memory::Handoff, ApiError> {
         self.do_memory_handoff(from, to, prefix, reason).await
+    }
+
+    async fn runs_start(
+        self,
+        _: Context,
+        agent: AgentRef,
+        input_json: String,
+    ) -> Result<agenfleet_protocol::runs::RunView, ApiError> {
+        self.do_runs_start(agent, input_json).await
+    }
+
+    async fn runs_list(
+        self,
+        _: Context,
+        query: agenfleet_protocol::runs::RunQuery,
+    ) -> Result<Vec<agenfleet_protocol::runs::RunView>, ApiError> {
+        self.do_runs_list(query).await
+    }
+
+    async fn runs_get(
+        self,
+        _: Context,
+        id: u64,
+        wait_ms: u64,
+    ) -> Result<agenfleet_protocol::runs::RunView, ApiError> {
+        self.do_runs_get(id, wait_ms).await
+    }
+
+    async fn runs_cancel(
+        self,
+        _: Context,
+        id: u64,
+    ) -> Result<agenfleet_protocol::runs::RunView, ApiError> {
+        self.do_runs_cancel(id).await
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! `GET /v1/health`, `POST /v1/authorize`, `GET /v1/credentials/{name}`, `POST /v1/report`
 //! (assets/api/openapi.yaml), the agent's own memory (`/v1/memory…`: `memory_api.rs`),
+//! its runs (`/v1/runs/next`, `/v1/runs/{id}/result`: `runs_api.rs`),
 //! and the calls to the agent's providers and connections
 //! (`/providers/{name}/…`, `/connections/{name}/…`: `upstream_api.rs`). Bodies are JSON objects of at most 1 MiB with no unknown
 //! fields; anything else gets a 4xx with a JSON `{"error": {"code", "message"}}` naming the
@@ -44,7 +45,7 @@ pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
     )
 }
 
-fn api_error(e: &ApiError) -> Reply {
+pub(super) fn api_error(e: &ApiError) -> Reply {
     let (status, code) = match e.code {
         ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
         ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -88,7 +89,9 @@ struct ReportBody {
 
 /// Reads a JSON body of at most `MAX_BODY` bytes into `T`; the error reply names the
 /// problem (too large, not JSON, a missing or unknown field).
-async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+pub(super) async fn body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Reply> {
     use hyper::body::Body;
     let announced = req.body().size_hint().lower();
     if announced > MAX_BODY as u64 {
@@ -223,6 +226,10 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
                 Err(e) => api_error(&e),
             }
         }
+        (_, p) if p.starts_with("/v1/runs/") => {
+            let rest = p["/v1/runs".len()..].to_string();
+            super::runs_api::handle(svc, req, &rest).await
+        }
         (_, p) if p == "/v1/memory" || p.starts_with("/v1/memory/") => {
             let rest = p["/v1/memory".len()..].to_string();
             super::memory_api::handle(svc, req, &rest).await
@@ -250,7 +257,7 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME, POST /v1/report, the agent's memory at /v1/memory/KEY (GET, PUT, DELETE; GET /v1/memory lists, GET /v1/memory/search?q= searches), and the agent's providers and connections at /providers/NAME/… and /connections/NAME/…"),
+            format!("no endpoint {path}: the local API has GET /v1/health, POST /v1/authorize, GET /v1/credentials/NAME, POST /v1/report, the agent's memory at /v1/memory/KEY (GET, PUT, DELETE; GET /v1/memory lists, GET /v1/memory/search?q= searches), its runs at /v1/runs/next and /v1/runs/ID/result, and the agent's providers and connections at /providers/NAME/… and /connections/NAME/…"),
         ),
     }
 }

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod local_api;
 pub mod memory_api;
 pub mod operator;
+mod runs_api;
 pub mod tls_inspect;
 pub mod upstream_api;
 

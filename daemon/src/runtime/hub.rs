@@ -75,6 +75,8 @@ pub struct Runtime {
     pub ops: crate::ops::Ops,
     /// Each agent's private memory.
     pub memory: Arc<crate::memory::Memory>,
+    /// Runs handed to agents.
+    pub runs: Arc<crate::runs::Runs>,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -107,6 +109,7 @@ impl Runtime {
                 max_bytes: p.cfg.memory_max_bytes,
             },
         ));
+        let runs = Arc::new(crate::runs::Runs::new(p.store.clone(), p.audit.clone()));
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -126,6 +129,7 @@ impl Runtime {
             retention: Default::default(),
             ops,
             memory,
+            runs,
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })

@@ -263,4 +263,25 @@ pub const MIGRATIONS: &[&str] = &[
         tenant_id TEXT PRIMARY KEY,
         tier TEXT NOT NULL,
         since_ms INTEGER NOT NULL);",
+    // 17: runs (one unit of work for one agent each): queued, running, and how each
+    // ended. Ids are the daemon's, unique across tenants.
+    "CREATE TABLE runs (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        project TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        state TEXT NOT NULL,
+        input_json TEXT NOT NULL,
+        result_json TEXT,
+        error TEXT,
+        created_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        ended_ms INTEGER,
+        deadline_ms INTEGER,
+        PRIMARY KEY (tenant_id, id),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     CREATE INDEX runs_agent ON runs(tenant_id, agent, id);
+     CREATE INDEX runs_state ON runs(state);",
 ];

@@ -96,6 +96,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             ("credential_meta", AGENT_CHILD),
             ("scope_versions", AGENT_CHILD),
             ("spec_versions", AGENT_CHILD),
+            ("runs", AGENT_CHILD),
         ],
     },
     TenantTable {
@@ -140,6 +141,11 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     },
     TenantTable {
         name: "usage_snapshots",
+        tenant_column: "tenant_id",
+        children: &[],
+    },
+    TenantTable {
+        name: "runs",
         tenant_column: "tenant_id",
         children: &[],
     },

@@ -13,7 +13,7 @@ fn rec(tenant: &str, name: &str) -> AgentRecord {
 }
 
 /// Gives `tenant` a row in every moved table: agents (with their spec versions),
-/// credentials, a policy, scopes, a token, usage, an incident and an escalation.
+/// credentials, a policy, scopes, a token, usage, a run, an incident and an escalation.
 fn fill(s: &Store, tenant: &str, agents: usize) {
     s.with(|c| {
         c.execute(
@@ -67,6 +67,11 @@ fn fill(s: &Store, tenant: &str, agents: usize) {
                     sealed, value_hmac, created_ms, author, note)
                  VALUES ('openai', 1, 'provider', '{}', 1, 1, x'03', 'h', 5, 'me', '')",
                 [],
+            )?;
+            c.execute(
+                "INSERT INTO t_runs (id, project, agent, trigger, requested_by, state, input_json, created_ms)
+                 VALUES (?1, 'default', 'a0', 'cli', 'ann', 'succeeded', '{}', 5)",
+                params![2000 + tenant.as_bytes()[0] as i64],
             )?;
             c.execute(
                 "INSERT INTO t_usage_snapshots (seq, body_json, saved_ms) VALUES (7, '{}', 5)",

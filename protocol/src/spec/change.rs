@@ -8,9 +8,15 @@ use super::{AgentSpec, Budget, RestartSpec};
 use serde::{Deserialize, Serialize};
 
 /// Fields a running agent takes up without a new container: the restart policy (its
-/// supervisor's), the model budget and fallbacks (decided by the gateway per call) and the
-/// description. Every other field shapes the container or what the init does in it.
-pub const IN_PLACE_FIELDS: &[&str] = &["restart", "budget", "model_fallbacks", "description"];
+/// supervisor's), the model budget and fallbacks (decided by the gateway per call), the
+/// description and how it takes runs (the daemon's queue). Every other field shapes the container or what the init does in it.
+pub const IN_PLACE_FIELDS: &[&str] = &[
+    "restart",
+    "budget",
+    "model_fallbacks",
+    "description",
+    "runs",
+];
 
 /// What a new spec changes against the one in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +196,7 @@ impl AgentSpec {
         s.budget = Budget::default();
         s.model_fallbacks.clear();
         s.description.clear();
+        s.runs = super::RunsSpec::default();
         s.hash()
     }
 
@@ -299,6 +306,7 @@ fn fields_json(s: &AgentSpec) -> Vec<(&'static str, serde_json::Value)> {
         providers,
         connections,
         budget,
+        runs,
     } = s;
     vec![
         ("name", j(name)),
@@ -322,5 +330,6 @@ fn fields_json(s: &AgentSpec) -> Vec<(&'static str, serde_json::Value)> {
         ("providers", j(providers)),
         ("connections", j(connections)),
         ("budget", j(budget)),
+        ("runs", j(runs)),
     ]
 }

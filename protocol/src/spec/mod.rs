@@ -84,6 +84,29 @@ pub struct AgentSpec {
     /// Limits on the agent's model calls, enforced by the gateway.
     #[serde(default)]
     pub budget: Budget,
+    /// How it takes runs (units of work handed to it; see `runs`).
+    #[serde(default)]
+    pub runs: RunsSpec,
+}
+
+/// How an agent takes runs: at most `max_concurrent` at once, each timed out after
+/// `timeout_secs`, at most `queue` waiting (more are refused with the reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsSpec {
+    pub max_concurrent: u32,
+    pub timeout_secs: u64,
+    pub queue: u32,
+}
+
+impl Default for RunsSpec {
+    fn default() -> Self {
+        RunsSpec {
+            max_concurrent: 1,
+            timeout_secs: 600,
+            queue: 100,
+        }
+    }
 }
 
 /// Limits on an agent's model calls; 0 is no limit. Over one, the gateway answers 429
@@ -403,6 +426,7 @@ impl AgentSpec {
             && self.connections.is_empty()
             && self.budget.is_unlimited()
             && self.description.is_empty()
+            && self.runs == RunsSpec::default()
         {
             serde_json::to_vec(&First {
                 name: &self.name,
@@ -464,6 +488,9 @@ impl Serialize for Hashed<'_> {
         }
         if !a.description.is_empty() {
             st.serialize_field("description", &a.description)?;
+        }
+        if a.runs != RunsSpec::default() {
+            st.serialize_field("runs", &a.runs)?;
         }
         st.end()
     }

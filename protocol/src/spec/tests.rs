@@ -125,6 +125,25 @@ fn bad_limit_names_field_and_reason() {
 }
 
 #[test]
+fn runs_settings_are_checked_and_named() {
+    for (toml, field) in [
+        ("max_concurrent = 0", "runs.max_concurrent"),
+        ("max_concurrent = 65", "runs.max_concurrent"),
+        ("timeout_secs = 0", "runs.timeout_secs"),
+        ("queue = 10001", "runs.queue"),
+    ] {
+        let s = AgentSpec::from_toml(&format!("{}[runs]\n{toml}\n", base())).unwrap();
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.field, field, "{toml}");
+        assert!(e.reason.contains("out of range"), "{toml}: {}", e.reason);
+    }
+    let e = AgentSpec::from_toml(&format!("{}[runs]\nparallel = 2\n", base())).unwrap_err();
+    assert!(e.contains("parallel"), "{e}");
+    let s = AgentSpec::from_toml(&format!("{}[runs]\nqueue = 0\n", base())).unwrap();
+    assert!(s.validate().is_ok(), "a queue of 0 takes no run: allowed");
+}
+
+#[test]
 fn bad_names_are_refused() {
     let s = AgentSpec::from_toml("name = \"Bad_Name\"\nimage = \"x\"\n").unwrap();
     assert_eq!(s.validate().unwrap_err().field, "name");
@@ -222,8 +241,12 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
     )
     .unwrap();
     let full = serde_json::to_string(&spec).unwrap();
-    // (and minus the description, added later still)
+    // (and minus the description and the runs, added later still)
     let old = full.replace(",\"description\":\"\"", "");
+    let old = old.replace(
+        ",\"runs\":{\"max_concurrent\":1,\"timeout_secs\":600,\"queue\":100}",
+        "",
+    );
     let old = old.replace(
         ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
         "",
@@ -233,6 +256,14 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
     let mut with = spec.clone();
     with.providers = vec!["openai".into()];
     assert_ne!(with.hash(), spec.hash());
+    let mut runs = spec.clone();
+    runs.runs.queue = 5;
+    assert_ne!(runs.hash(), spec.hash());
+    assert_eq!(
+        runs.container_hash(),
+        spec.container_hash(),
+        "taken up in place"
+    );
 }
 
 fn spec(extra: &str) -> AgentSpec {

@@ -29,6 +29,25 @@ impl AgentSpec {
                 format!("`{image}` is not a valid image reference"),
             ));
         }
+        let r = &self.runs;
+        if !(1..=64).contains(&r.max_concurrent) {
+            return Err(err(
+                "runs.max_concurrent",
+                format!("{} is out of range (1 to 64)", r.max_concurrent),
+            ));
+        }
+        if !(1..=86_400).contains(&r.timeout_secs) {
+            return Err(err(
+                "runs.timeout_secs",
+                format!("{} is out of range (1 to 86400 seconds)", r.timeout_secs),
+            ));
+        }
+        if r.queue > 10_000 {
+            return Err(err(
+                "runs.queue",
+                format!("{} is out of range (0 to 10000)", r.queue),
+            ));
+        }
         self.validate_program()?;
         let l = &self.limits;
         if !(16..=65_536).contains(&l.memory_mb) {

@@ -15,6 +15,7 @@ pub mod operators;
 pub mod policy;
 pub mod progress;
 pub mod pulse;
+pub mod runs;
 pub mod secret_input;
 pub mod status;
 pub mod tokens;
@@ -178,6 +179,11 @@ pub enum Command {
     Memory {
         #[command(subcommand)]
         cmd: memory::MemoryCmd,
+    },
+    /// Runs: units of work handed to agents — start, list, show, cancel.
+    Runs {
+        #[command(subcommand)]
+        cmd: runs::RunsCmd,
     },
     /// The fleet's last ten minutes as sparklines: agents by state, restarts, decisions
     /// per second, incidents opened, model tokens (`--agent A`: its CPU and memory).
@@ -360,9 +366,10 @@ pub fn duration_secs(s: &str) -> Result<u64, CliError> {
 }
 
 /// Prints an error for a person (stderr) and, with `--json`, for a script (stdout) —
-/// except a partial answer of `--context all`, whose JSON already names each failure.
+/// except where the JSON answer already says it: a partial answer of `--context all`
+/// (each failure named), a run waited for that did not succeed (the run, with its state).
 pub fn report(err: &CliError, json: bool) {
-    if json && err.code != "partial" {
+    if json && err.code != "partial" && err.code != "run_failed" {
         let v = serde_json::json!({"error": {"code": err.code, "message": err.message, "exit_code": err.exit_code}});
         println!("{v}");
     }
@@ -556,6 +563,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<
         Command::Usage(a) => upstreams::usage(conn, out, a).await,
         Command::Pulse(a) => pulse::run(conn, out, a).await,
         Command::Memory { cmd } => memory::run(conn, out, cmd).await,
+        Command::Runs { cmd } => runs::run(conn, out, cmd).await,
         Command::Image {
             cmd: ImageCmd::Build { dir, tag, force },
         } => {

@@ -422,6 +422,11 @@ impl Runner {
                 }
                 let _ =
                     std::fs::remove_dir_all(container::gateway_dir(&self.rt.cfg.state_dir, &key));
+                // Its runs end with it (each end recorded).
+                self.rt
+                    .runs
+                    .end_agent(&key, "cancelled: the agent was deleted")
+                    .await;
                 self.rt.fleet.remove(&key);
                 if self.rt.cfg.purge_after_secs == 0 {
                     self.rt.purge_now(&key, purge).await?;

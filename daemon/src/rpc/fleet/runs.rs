@@ -1,0 +1,141 @@
+//! Runs over the operator socket: `runs_start` (needs `runs.trigger` on the agent's
+//! project; recorded as `run.start` before the run is queued), `runs_list` and `runs_get`
+//! (`runs.read`; another project's runs are not shown, and one named by id answers like
+//! an unknown one), `runs_cancel` (`runs.trigger`; recorded as the run's end).
+
+use super::FleetService;
+use crate::authz::Permission;
+use crate::store::AgentKey;
+use agenfleet_protocol::runs::{RunQuery, RunState, RunView};
+use agenfleet_protocol::{AgentRef, ApiError};
+use sha2::Digest;
+use std::time::Duration;
+
+/// The longest `runs_get` waits for a run's end.
+const MAX_GET_WAIT: Duration = Duration::from_secs(600);
+
+impl FleetService {
+    /// The agent's spec for runs, and its project.
+    fn runs_spec(&self, key: &AgentKey) -> Result<agenfleet_protocol::RunsSpec, ApiError> {
+        self.rt
+            .store
+            .agent_spec(key)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map(|s| s.runs)
+            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))
+    }
+
+    pub(super) async fn do_runs_start(
+        &self,
+        agent: AgentRef,
+        input_json: String,
+    ) -> Result<RunView, ApiError> {
+        let key = self
+            .find_for(&agent, Permission::RunsTrigger, "runs_start")
+            .await?;
+        let spec = self.runs_spec(&key)?;
+        let (_, project) = self.agent_scope(&key);
+        let detail = |run: Option<u64>| {
+            serde_json::json!({
+                "run": run,
+                "trigger": "cli",
+                "input_bytes": input_json.len(),
+                "input_sha256": hex::encode(sha2::Sha256::digest(input_json.as_bytes())),
+            })
+            .to_string()
+        };
+        // Recorded before it is queued, and again with the run's id once it is.
+        self.rt
+            .audit_event(self.event("run.start", Some(&key), "requested", detail(None)))
+            .await?;
+        let queued = self
+            .rt
+            .runs
+            .start(&key, &project, &spec, "cli", &self.actor(), &input_json);
+        let (outcome, text) = match &queued {
+            Ok(v) => ("ok", detail(Some(v.id))),
+            Err(e) => ("failed", e.message.clone()),
+        };
+        if let Err(e) = self
+            .rt
+            .audit_event(self.event("run.start", Some(&key), outcome, text))
+            .await
+        {
+            tracing::error!(error = %e.message, "cannot record the outcome of run.start");
+        }
+        let v = queued?;
+        tracing::info!(run = v.id, agent = %v.agent_ref(), "run queued");
+        Ok(v)
+    }
+
+    pub(super) async fn do_runs_list(&self, query: RunQuery) -> Result<Vec<RunView>, ApiError> {
+        self.check_any(Permission::RunsRead, "runs_list").await?;
+        let mut q = query;
+        if let Some(a) = &q.agent {
+            let key = self.find_for(a, Permission::RunsRead, "runs_list").await?;
+            q.agent = Some(AgentRef {
+                tenant: Some(key.tenant),
+                name: key.name,
+            });
+        }
+        let caller = self.caller();
+        self.rt
+            .runs
+            .list(&q, |v| {
+                caller.sees_row(Permission::RunsRead, Some(&v.tenant), Some(&v.project))
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// A run the caller may see with `p`; others answer like unknown ids.
+    async fn visible_run(&self, id: u64, p: Permission, rpc: &str) -> Result<RunView, ApiError> {
+        self.check_any(p, rpc).await?;
+        let v = self
+            .rt
+            .runs
+            .get(id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match v {
+            Some(v) if self.caller().sees_row(p, Some(&v.tenant), Some(&v.project)) => Ok(v),
+            _ => Err(self
+                .refused(rpc, ApiError::not_found(format!("no run {id}")))
+                .await),
+        }
+    }
+
+    pub(super) async fn do_runs_get(&self, id: u64, wait_ms: u64) -> Result<RunView, ApiError> {
+        let v = self
+            .visible_run(id, Permission::RunsRead, "runs_get")
+            .await?;
+        if wait_ms == 0 || v.state.ended() {
+            return Ok(v);
+        }
+        let wait = Duration::from_millis(wait_ms).min(MAX_GET_WAIT);
+        self.rt
+            .runs
+            .wait_end(id, wait)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found(format!("no run {id}")))
+    }
+
+    pub(super) async fn do_runs_cancel(&self, id: u64) -> Result<RunView, ApiError> {
+        let v = self
+            .visible_run(id, Permission::RunsTrigger, "runs_cancel")
+            .await?;
+        let key = AgentKey {
+            tenant: v.tenant.clone(),
+            name: v.agent.clone(),
+        };
+        self.check_agent(Permission::RunsTrigger, &key, "runs_cancel")
+            .await?;
+        let why = format!("cancelled by {}", self.actor());
+        let v = self
+            .rt
+            .runs
+            .end(id, None, RunState::Cancelled, None, Some(why))
+            .await?;
+        tracing::info!(run = id, agent = %v.agent_ref(), "run cancelled");
+        Ok(v)
+    }
+}

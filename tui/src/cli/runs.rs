@@ -1,0 +1,200 @@
+//! `agenfleet runs`: start a run of an agent (`start`, with `--wait` for its end), list
+//! runs (`list`, newest first; `--failed`, `--since`), show one (`show`, its input,
+//! timeline and outcome), cancel one (`cancel`).
+
+use super::{CliError, Out};
+use crate::client::Conn;
+use agenfleet_protocol::runs::{RunQuery, RunState, RunView};
+use agenfleet_protocol::AgentRef;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// Queue a run of AGENT (runs.trigger); its input is a JSON file (`-`: stdin), `{}`
+    /// when none is given. `--wait`: until it ends (exit 14 when it did not succeed).
+    Start {
+        agent: String,
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Runs you can see, newest first.
+    List {
+        agent: Option<String>,
+        /// Only runs that failed or timed out.
+        #[arg(long)]
+        failed: bool,
+        /// Only runs queued in the last DURATION (`90s`, `15m`, `12h`, `30d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run: who started it and how, its input, when it was queued, started and ended,
+    /// and its outcome. `--wait`: once it has ended.
+    Show {
+        id: u64,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a queued or running run (runs.trigger).
+    Cancel { id: u64 },
+}
+
+/// Exit code of `runs start --wait` / `runs show --wait` when the run did not succeed.
+pub const EXIT_RUN_FAILED: i32 = 14;
+
+/// How long `--wait` waits for a run's end.
+const WAIT: Duration = Duration::from_secs(600);
+
+fn agent(s: &str) -> Result<AgentRef, CliError> {
+    AgentRef::parse(s)
+        .map_err(|e| CliError::new(6, "invalid_argument", format!("bad agent name: {e}")))
+}
+
+fn since_ms(s: &str) -> Result<u64, CliError> {
+    let secs = super::duration_secs(s)?;
+    Ok(agenfleet_protocol::now_ms().saturating_sub(secs * 1000))
+}
+
+fn line(v: &RunView) -> String {
+    let took = match (v.started_ms, v.ended_ms) {
+        (Some(s), Some(e)) => crate::fmt::duration_ms(e.saturating_sub(s)),
+        _ => "-".into(),
+    };
+    format!(
+        "{:>8}  {:<28} {:<10} {:<9} {:>8}  {}{}",
+        v.id,
+        v.agent_ref(),
+        v.state.as_str(),
+        v.trigger,
+        took,
+        crate::fmt::timestamp(v.created_ms),
+        v.error
+            .as_deref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default()
+    )
+}
+
+fn describe(v: &RunView) -> String {
+    let t = |ms: Option<u64>| ms.map(crate::fmt::timestamp).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "run {} of {} ({})\n  state      {}\n  trigger    {} by {}\n  queued     {}\n  started    {}\n  ended      {}",
+        v.id,
+        v.agent_ref(),
+        v.project,
+        v.state,
+        v.trigger,
+        v.requested_by,
+        crate::fmt::timestamp(v.created_ms),
+        t(v.started_ms),
+        t(v.ended_ms),
+    );
+    if let (Some(d), false) = (v.deadline_ms, v.state.ended()) {
+        s.push_str(&format!("\n  times out  {}", crate::fmt::timestamp(d)));
+    }
+    s.push_str(&format!("\n  input      {}", v.input_json));
+    if let Some(r) = &v.result_json {
+        s.push_str(&format!("\n  result     {r}"));
+    }
+    if let Some(e) = &v.error {
+        s.push_str(&format!("\n  error      {e}"));
+    }
+    s
+}
+
+/// Prints the run; after a wait, a run that did not succeed is exit 14.
+fn print_run(out: &Out, v: &RunView, waited: bool) -> Result<(), CliError> {
+    out.print(v, || describe(v))?;
+    if waited && v.state != RunState::Succeeded {
+        return Err(CliError::new(
+            EXIT_RUN_FAILED,
+            "run_failed",
+            format!("run {} {}", v.id, v.state),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn run(conn: &Conn, out: &Out, cmd: &RunsCmd) -> Result<(), CliError> {
+    match cmd {
+        RunsCmd::Start {
+            agent: a,
+            input,
+            wait,
+        } => {
+            let input_json = match input {
+                None => "{}".to_string(),
+                Some(p) if p.as_os_str() == "-" => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| {
+                        CliError::new(6, "invalid_argument", format!("cannot read stdin: {e}"))
+                    })?;
+                    s
+                }
+                Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                    CliError::new(
+                        6,
+                        "invalid_argument",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?,
+            };
+            let v = conn
+                .client
+                .runs_start(conn.ctx(), agent(a)?, input_json)
+                .await??;
+            if !wait {
+                return out.print(&v, || format!("run {} of {} queued", v.id, v.agent_ref()));
+            }
+            let v = conn
+                .client
+                .runs_get(conn.ctx_wait(WAIT), v.id, WAIT.as_millis() as u64)
+                .await??;
+            print_run(out, &v, true)
+        }
+        RunsCmd::List {
+            agent: a,
+            failed,
+            since,
+            limit,
+        } => {
+            let q = RunQuery {
+                agent: a.as_deref().map(agent).transpose()?,
+                failed: *failed,
+                since_ms: since.as_deref().map(since_ms).transpose()?,
+                limit: *limit,
+            };
+            let list = conn.client.runs_list(conn.ctx(), q).await??;
+            out.print(&list, || {
+                let mut s = format!(
+                    "{:>8}  {:<28} {:<10} {:<9} {:>8}  {}",
+                    "RUN", "AGENT", "STATE", "TRIGGER", "TOOK", "QUEUED"
+                );
+                for v in &list {
+                    s.push('\n');
+                    s.push_str(&line(v));
+                }
+                s
+            })
+        }
+        RunsCmd::Show { id, wait } => {
+            let (ctx, ms) = match wait {
+                true => (conn.ctx_wait(WAIT), WAIT.as_millis() as u64),
+                false => (conn.ctx(), 0),
+            };
+            let v = conn.client.runs_get(ctx, *id, ms).await??;
+            print_run(out, &v, *wait)
+        }
+        RunsCmd::Cancel { id } => {
+            let v = conn.client.runs_cancel(conn.ctx(), *id).await??;
+            out.print(&v, || {
+                format!("run {} of {} cancelled", v.id, v.agent_ref())
+            })
+        }
+    }
+}
