@@ -95,6 +95,27 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
         "{v}"
     );
 
+    // The console's describe view of svc lists its last runs, newest first.
+    let console = Tmux::start_sized(
+        &format!(
+            "{} --socket {}",
+            bin("agenfleet").display(),
+            d.socket.display()
+        ),
+        140,
+        50,
+    );
+    console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
+    console.keys(&[":"]);
+    console.keys(&["describe svc", "Enter"]);
+    let screen = console.wait_screen("svc's last runs", |s| s.contains("Last runs"));
+    let order: Vec<usize> = ["timed-out (cli", "failed (cli", "succeeded (cli"]
+        .iter()
+        .map(|w| screen.find(w).unwrap_or_else(|| panic!("{w} in {screen}")))
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{screen}");
+    drop(console);
+
     // An agent that never asks: its runs wait; its queue holds 2; one is cancelled.
     let (_, q1) = start(&d, "mute", "{}", false);
     let (_, q2) = start(&d, "mute", "{}", false);

@@ -1,7 +1,7 @@
 //! Console state for describing one agent (`d`): what the live view says (state, limits,
 //! network, credentials by name and mode, last exit) plus what is loaded once when it
-//! opens — the spec in force and the scopes version in force — and its CPU and memory
-//! over the last ten minutes (`pulse.rs`).
+//! opens — the spec in force, the scopes version in force, its memory's stats and its
+//! last runs — and its CPU and memory over the last ten minutes (`pulse.rs`).
 
 use super::{Action, App, Effect, Key, View};
 use agenfleet_protocol::spec::SpecVersion;
@@ -19,6 +19,8 @@ pub struct DescribePane {
     pub history: Option<agenfleet_protocol::pulse::AgentHistory>,
     /// What its private memory holds (or why that is not known).
     pub memory: Option<Result<agenfleet_protocol::memory::MemoryStats, String>>,
+    /// Its last runs, newest first (or why they are not known).
+    pub runs: Option<Result<Vec<agenfleet_protocol::runs::RunView>, String>>,
 }
 
 impl App {
@@ -36,6 +38,7 @@ impl App {
             scroll: 0,
             history: None,
             memory: None,
+            runs: None,
         });
         let mut fx = self.show(View::Describe);
         fx.push(Effect::LoadDescribe(AgentRef {

@@ -651,7 +651,7 @@ pub const COMMANDS: &[Cmd] = &[
         name: "describe",
         aliases: &["desc", "d"],
         arg: "AGENT",
-        help: "an agent described: spec, limits, network",
+        help: "an agent described: spec, limits, network, runs",
     },
     Cmd {
         name: "logs",

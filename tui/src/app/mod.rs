@@ -252,6 +252,11 @@ pub enum Msg {
         Box<Result<(agenfleet_protocol::spec::SpecVersion, u32), String>>,
     ),
     /// How much the described agent's memory holds.
+    /// The described agent's last runs.
+    Runs(
+        String,
+        Result<Vec<agenfleet_protocol::runs::RunView>, String>,
+    ),
     MemoryStats(
         String,
         Result<agenfleet_protocol::memory::MemoryStats, String>,
@@ -793,6 +798,13 @@ impl App {
             Msg::MemoryStats(agent, r) => {
                 if let Some(p) = self.describing(&agent) {
                     p.memory = Some(r);
+                    self.dirty = true;
+                }
+                vec![]
+            }
+            Msg::Runs(agent, r) => {
+                if let Some(p) = self.describing(&agent) {
+                    p.runs = Some(r);
                     self.dirty = true;
                 }
                 vec![]

@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// How many of an agent's last runs its describe view shows.
+const DESCRIBE_RUNS: u32 = 5;
+
 /// What the background tasks send the loop: a new connection (kept here, where the I/O
 /// is; with its context's name in `:ctx all`), or news for the app.
 pub enum Inbox {
@@ -241,9 +244,19 @@ impl Io {
             Effect::LoadDescribe(agent) => {
                 let (conn, real) = self.route(&agent);
                 let (shown, of) = (agent.to_string(), real.clone());
+                let (shown_runs, of_runs) = (shown.clone(), of.clone());
                 self.background(conn.clone(), move |c| async move {
                     let r = flat(c.client.memory_stats(c.ctx(), of).await);
                     Some(Msg::MemoryStats(shown, r))
+                });
+                self.background(conn.clone(), move |c| async move {
+                    let q = agenfleet_protocol::runs::RunQuery {
+                        agent: Some(of_runs),
+                        limit: DESCRIBE_RUNS,
+                        ..Default::default()
+                    };
+                    let r = flat(c.client.runs_list(c.ctx(), q).await);
+                    Some(Msg::Runs(shown_runs, r))
                 });
                 self.background(conn, move |c| async move {
                     let r = tokio::try_join!(

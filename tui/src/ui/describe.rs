@@ -205,6 +205,31 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         ),
     };
     l.push(field("Agent memory", memory, t));
+    match &p.runs {
+        None => l.push(field("Last runs", "loading…", t)),
+        Some(Err(e)) => l.push(field("Last runs", format!("not known: {e}"), t)),
+        Some(Ok(runs)) if runs.is_empty() => l.push(field("Last runs", "none", t)),
+        Some(Ok(runs)) => {
+            for (i, r) in runs.iter().enumerate() {
+                let took = match (r.started_ms, r.ended_ms) {
+                    (Some(s), Some(e)) => fmt::duration_ms(e.saturating_sub(s)),
+                    _ => "-".into(),
+                };
+                let mut text = format!(
+                    "#{} {} ({}, {}) {}",
+                    r.id,
+                    r.state,
+                    r.trigger,
+                    took,
+                    fmt::timestamp(r.created_ms)
+                );
+                if let Some(e) = &r.error {
+                    text.push_str(&format!(" — {e}"));
+                }
+                l.push(field(if i == 0 { "Last runs" } else { "" }, text, t));
+            }
+        }
+    }
     for file in &v.files {
         l.push(field(
             "File",
@@ -271,6 +296,35 @@ mod tests {
             s.contains("12 of 100 keys, 4.0K of 1.0M; last write never"),
             "{s}"
         );
+        // Its last runs, newest first, each with how it ended.
+        let run = |id: u64, state, error: Option<&str>| agenfleet_protocol::runs::RunView {
+            id,
+            tenant: "acme".into(),
+            project: "research".into(),
+            agent: "crawler".into(),
+            trigger: "cli".into(),
+            requested_by: "ann".into(),
+            state,
+            input_json: "{}".into(),
+            result_json: None,
+            error: error.map(str::to_string),
+            created_ms: 1_700_000_000_000,
+            started_ms: Some(1_700_000_000_000),
+            ended_ms: Some(1_700_000_002_000),
+            deadline_ms: None,
+        };
+        use agenfleet_protocol::runs::RunState;
+        app.on_msg(Msg::Runs(
+            "acme/crawler".into(),
+            Ok(vec![
+                run(8, RunState::Failed, Some("asked to fail")),
+                run(7, RunState::Succeeded, None),
+            ]),
+        ));
+        let s = format!("{:?}", render(&app, 120, 40).backend());
+        assert!(s.contains("#8 failed (cli, 2s)"), "{s}");
+        assert!(s.contains("— asked to fail"), "{s}");
+        assert!(s.contains("#7 succeeded (cli, 2s)"), "{s}");
         assert!(
             fx.contains(&Effect::FollowPulse(Some(PulseOf::Agent(crawler)))),
             "the history is followed while described: {fx:?}"
