@@ -32,6 +32,9 @@ struct Inner {
     open: BTreeMap<u64, RunView>,
     /// Each agent's queued runs, oldest first.
     queues: HashMap<AgentKey, VecDeque<u64>>,
+    /// Runs whose end is being recorded: one end per run (a timeout racing a result,
+    /// say, leaves one `run.end` record, not two).
+    ending: std::collections::HashSet<u64>,
 }
 
 pub struct Runs {
@@ -330,7 +333,16 @@ impl Runs {
                 )));
             }
         }
-        let current = self.lock().open.get(&id).cloned();
+        let current = {
+            let mut inner = self.lock();
+            let v = inner.open.get(&id).cloned();
+            if v.is_some() && !inner.ending.insert(id) {
+                return Err(ApiError::precondition(format!(
+                    "run {id} is ending already"
+                )));
+            }
+            v
+        };
         let Some(v) = current else {
             return Err(match self.get(id).map_err(store_err)? {
                 Some(v) if by.is_none_or(|k| *k == key_of(&v)) => ApiError::precondition(format!(
@@ -341,6 +353,21 @@ impl Runs {
                 _ => ApiError::not_found(format!("no run {id}")),
             });
         };
+        let ended = self.end_claimed(v, by, state, result_json, error).await;
+        self.lock().ending.remove(&id);
+        ended
+    }
+
+    /// `end` of a run this call has claimed.
+    async fn end_claimed(
+        &self,
+        v: RunView,
+        by: Option<&AgentKey>,
+        state: RunState,
+        result_json: Option<String>,
+        error: Option<String>,
+    ) -> Result<RunView, ApiError> {
+        let id = v.id;
         if let Some(k) = by {
             // Another agent's run answers as unknown; a queued one was not handed out.
             if *k != key_of(&v) {
@@ -383,13 +410,11 @@ impl Runs {
             ))
         })?;
         let mut inner = self.lock();
-        // Ended meanwhile by someone else (a timeout racing a result): the first end stands.
+        // Claimed by this call, so still open.
         let Some(mut v) = inner.open.get(&id).cloned() else {
-            drop(inner);
-            return self
-                .get(id)
-                .map_err(store_err)?
-                .ok_or_else(|| ApiError::not_found(format!("no run {id}")));
+            return Err(ApiError::internal(format!(
+                "run {id} vanished while ending"
+            )));
         };
         v.state = state;
         v.result_json = result_json;

@@ -192,3 +192,37 @@ async fn a_run_times_out_is_cancelled_and_a_restart_interrupts_the_running_one()
     let states: Vec<RunState> = failed.iter().map(|v| v.state).collect();
     assert_eq!(states, vec![RunState::Failed, RunState::TimedOut]);
 }
+
+#[tokio::test]
+async fn two_ends_of_one_run_at_once_leave_one_end_and_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, _, audit, key) = setup(dir.path());
+    runs.recover().await.unwrap();
+    let sp = spec(1, 600, 10);
+    for _ in 0..20 {
+        let r = runs.start(&key, "p", &sp, "cli", "ann", "{}").unwrap();
+        runs.next(&key, &sp, Duration::ZERO).await.unwrap().unwrap();
+        let (a, b) = tokio::join!(
+            runs.end(r.id, Some(&key), RunState::Succeeded, None, None),
+            runs.end(r.id, None, RunState::TimedOut, None, Some("late".into())),
+        );
+        assert!(a.is_ok() != b.is_ok(), "exactly one end: {a:?} {b:?}");
+        let stored = runs.get(r.id).unwrap().unwrap();
+        let won = if a.is_ok() {
+            RunState::Succeeded
+        } else {
+            RunState::TimedOut
+        };
+        assert_eq!(stored.state, won);
+    }
+    let ends = audit
+        .query(
+            &agenfleet_protocol::AuditQuery {
+                action: Some("run.end".into()),
+                ..Default::default()
+            },
+            &|_| true,
+        )
+        .unwrap();
+    assert_eq!(ends.len(), 20, "one record per run");
+}
