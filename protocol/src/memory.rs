@@ -29,6 +29,17 @@ pub struct MemoryEntry {
     pub updated_ms: u64,
 }
 
+/// One page of an export: values in key order; `next` is the key to ask after for the
+/// next page (None: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryExportPage {
+    pub entries: Vec<MemoryEntry>,
+    pub next: Option<String>,
+}
+
+/// The most value bytes one export page carries (pages stay well inside a frame).
+pub const MAX_EXPORT_PAGE_BYTES: u64 = 1024 * 1024;
+
 /// What a handoff copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {

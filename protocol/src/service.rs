@@ -271,9 +271,13 @@ pub trait Fleet {
     ) -> Result<(u64, Vec<crate::types::Operation>), ApiError>;
     /// How much an agent's memory holds (never a value).
     async fn memory_stats(agent: AgentRef) -> Result<crate::memory::MemoryStats, ApiError>;
-    /// Every value of an agent's memory, decrypted (memory.export; audited as a reveal
+    /// An agent's memory's values, decrypted, a page at a time in key order after
+    /// `after` ("" for the first page; memory.export; each page audited as a reveal
     /// before it is answered).
-    async fn memory_export(agent: AgentRef) -> Result<Vec<crate::memory::MemoryEntry>, ApiError>;
+    async fn memory_export(
+        agent: AgentRef,
+        after: String,
+    ) -> Result<crate::memory::MemoryExportPage, ApiError>;
     /// Copies the values whose keys start with `prefix` from one agent's memory into
     /// another's of the same tenant (memory.handoff on both; audited with the reason).
     async fn memory_handoff(

@@ -358,6 +358,35 @@ impl AgentStore {
         Ok(true)
     }
 
+    /// The keys of one export page after `after`, in order: as many as fit in
+    /// `max_bytes` of values (at least one), and the key to ask after for the next page
+    /// (None: none left).
+    pub fn export_keys(
+        &self,
+        after: &str,
+        max_bytes: u64,
+    ) -> Result<(Vec<String>, Option<String>), MemError> {
+        let mut keys = Vec::new();
+        let mut bytes = 0u64;
+        let mut from = after.to_string();
+        loop {
+            let page = self.list("", &from, 1000)?;
+            let full = page.len() == 1000;
+            for e in page {
+                if !keys.is_empty() && bytes + e.size > max_bytes {
+                    let next = keys.last().cloned();
+                    return Ok((keys, next));
+                }
+                bytes += e.size;
+                from = e.key.clone();
+                keys.push(e.key);
+            }
+            if !full {
+                return Ok((keys, None));
+            }
+        }
+    }
+
     /// Keys starting with `prefix`, in order, after `after` (a page's last key), at most
     /// `limit`.
     pub fn list(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<Entry>, MemError> {

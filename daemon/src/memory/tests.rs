@@ -220,3 +220,39 @@ fn keys_are_checked_and_the_purge_removes_the_file() {
     assert!(!mem.path(&a).exists(), "the file is removed");
     assert_eq!(mem.purge(&a).expect("purge again"), None);
 }
+
+#[test]
+fn an_export_goes_in_pages_each_key_once_in_order() {
+    let (_dir, mem, a, _) = setup();
+    let s = mem.store(&a).expect("store");
+    let l = mem.limits;
+    for (i, size) in [100usize, 100, 900, 100, 100].into_iter().enumerate() {
+        s.put(&format!("k{i}"), Kind::Bytes, &vec![b'x'; size], &l, 1)
+            .expect("put");
+    }
+    // Pages of at most 250 bytes of values; one value larger than that is a page alone.
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (keys, next) = s.export_keys(&after, 250).expect("page");
+        pages.push(keys);
+        match next {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            vec!["k0".to_string(), "k1".into()],
+            vec!["k2".into()],
+            vec!["k3".into(), "k4".into()],
+        ]
+    );
+    // An empty memory: one empty page, no next.
+    let (_dir2, mem2, _, b) = setup();
+    assert_eq!(
+        mem2.store(&b).unwrap().export_keys("", 250).unwrap(),
+        (vec![], None)
+    );
+}

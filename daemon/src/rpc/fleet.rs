@@ -944,8 +944,9 @@ impl Fleet for FleetService {
         self,
         _: Context,
         agent: AgentRef,
-    ) -> Result<Vec<agenfleet_protocol::memory::MemoryEntry>, ApiError> {
-        self.do_memory_export(agent).await
+        after: String,
+    ) -> Result<agenfleet_protocol::memory::MemoryExportPage, ApiError> {
+        self.do_memory_export(agent, after).await
     }
 
     async fn memory_handoff(

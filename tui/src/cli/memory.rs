@@ -34,6 +34,30 @@ fn agent(s: &str) -> Result<AgentRef, CliError> {
         .map_err(|e| CliError::new(6, "invalid_argument", format!("bad agent name: {e}")))
 }
 
+/// One exported value: a JSON object (`--json`: text values as `value`, others as
+/// `value_hex`) or `KEY<TAB>KIND<TAB>VALUE` (others as `hex:…`).
+fn export_line(e: &agenfleet_protocol::memory::MemoryEntry, json: bool) -> String {
+    let v = e.value.expose();
+    let text = match (e.kind.as_str(), std::str::from_utf8(v)) {
+        ("bytes", _) | (_, Err(_)) => None,
+        (_, Ok(t)) => Some(t),
+    };
+    if !json {
+        let shown = text
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("hex:{}", hex::encode(v)));
+        return format!("{}\t{}\t{shown}", e.key, e.kind);
+    }
+    let mut o = serde_json::json!({"key": e.key, "kind": e.kind, "updated_ms": e.updated_ms});
+    if let Some(o) = o.as_object_mut() {
+        match text {
+            Some(t) => o.insert("value".into(), t.into()),
+            None => o.insert("value_hex".into(), hex::encode(v).into()),
+        };
+    }
+    o.to_string()
+}
+
 pub async fn run(conn: &Conn, out: &Out, cmd: &MemoryCmd) -> Result<(), CliError> {
     match cmd {
         MemoryCmd::Stats { agent: a } => {
@@ -54,39 +78,26 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &MemoryCmd) -> Result<(), CliError
             })
         }
         MemoryCmd::Export { agent: a } => {
-            let entries = conn.client.memory_export(conn.ctx(), agent(a)?).await??;
-            if out.json {
-                for e in &entries {
-                    let v = e.value.expose();
-                    let value = match (e.kind.as_str(), std::str::from_utf8(v)) {
-                        ("bytes", _) | (_, Err(_)) => {
-                            serde_json::json!({"value_hex": hex::encode(v)})
-                        }
-                        (_, Ok(t)) => serde_json::json!({"value": t}),
-                    };
-                    let mut o = serde_json::json!({
-                        "key": e.key, "kind": e.kind, "updated_ms": e.updated_ms,
-                    });
-                    if let (Some(o), Some(v)) = (o.as_object_mut(), value.as_object()) {
-                        o.extend(v.clone());
-                    }
-                    out.raw(&o.to_string());
+            // Page by page (each recorded as a reveal), printed as they come.
+            let who = agent(a)?;
+            let (mut after, mut any) = (String::new(), false);
+            loop {
+                let page = conn
+                    .client
+                    .memory_export(conn.ctx(), who.clone(), after.clone())
+                    .await??;
+                for e in &page.entries {
+                    any = true;
+                    out.raw(&export_line(e, out.json));
                 }
-                return Ok(());
+                match page.next {
+                    Some(n) => after = n,
+                    None => break,
+                }
             }
-            let mut lines = Vec::new();
-            for e in &entries {
-                let v = e.value.expose();
-                let shown = match (e.kind.as_str(), std::str::from_utf8(v)) {
-                    ("bytes", _) | (_, Err(_)) => format!("hex:{}", hex::encode(v)),
-                    (_, Ok(t)) => t.to_string(),
-                };
-                lines.push(format!("{}\t{}\t{shown}", e.key, e.kind));
+            if !any && !out.json {
+                out.raw("(the agent's memory is empty)");
             }
-            if lines.is_empty() {
-                lines.push("(the agent's memory is empty)".into());
-            }
-            out.raw(&lines.join("\n"));
             Ok(())
         }
         MemoryCmd::Handoff {

@@ -1,13 +1,15 @@
 //! The operator side of agents' memory: stats for anyone who sees the agent (counts and
-//! sizes, never values), an export for those holding `memory.export` (every value,
-//! recorded as a reveal before it is answered), and a handoff for those holding
+//! sizes, never values), an export for those holding `memory.export` (every value, a
+//! page at a time, each page recorded as a reveal — with its keys — before it is answered), and a handoff for those holding
 //! `memory.handoff` on both agents — the one path by which values of one agent reach
 //! another, same tenant only, recorded with its reason and the keys it copied.
 
 use super::FleetService;
 use crate::authz::Permission;
 use crate::memory::MemError;
-use agenfleet_protocol::memory::{Handoff, MemoryEntry, MemoryStats};
+use agenfleet_protocol::memory::{
+    Handoff, MemoryEntry, MemoryExportPage, MemoryStats, MAX_EXPORT_PAGE_BYTES,
+};
 use agenfleet_protocol::{AgentRef, ApiError, SecretValue};
 
 /// Most values one handoff copies.
@@ -43,35 +45,43 @@ impl FleetService {
     pub(super) async fn do_memory_export(
         &self,
         agent: AgentRef,
-    ) -> Result<Vec<MemoryEntry>, ApiError> {
+        after: String,
+    ) -> Result<MemoryExportPage, ApiError> {
         let key = self
             .find_for(&agent, Permission::MemoryExport, "memory_export")
             .await?;
         let store = self.rt.memory.store(&key).map_err(mem_err)?;
+        // Which values go is known before they are revealed: the page's keys, listed
+        // first and recorded with the reveal.
+        let (keys, next) = store
+            .export_keys(&after, MAX_EXPORT_PAGE_BYTES)
+            .map_err(mem_err)?;
         let usage = store.usage();
         let detail = format!(
-            "reveal: every value of the agent's memory ({} keys, {} bytes) to the caller",
-            usage.keys, usage.bytes
+            "reveal: {} value(s) of the agent's memory ({} keys, {} bytes in all), keys {}{} to the caller",
+            keys.len(),
+            usage.keys,
+            usage.bytes,
+            keys.first().map(String::as_str).unwrap_or("-"),
+            keys.last()
+                .filter(|_| keys.len() > 1)
+                .map(|k| format!(" … {k}"))
+                .unwrap_or_default()
         );
         self.audited("memory.export", Some(&key), detail, async move {
-            let mut out = Vec::new();
-            let mut after = String::new();
-            loop {
-                let page = store.list("", &after, 1000).map_err(mem_err)?;
-                let Some(last) = page.last() else { break };
-                after = last.key.clone();
-                for e in page {
-                    if let Some((kind, v, updated)) = store.get(&e.key).map_err(mem_err)? {
-                        out.push(MemoryEntry {
-                            key: e.key,
-                            kind: kind.as_str().into(),
-                            value: SecretValue::new(v.to_vec()),
-                            updated_ms: updated,
-                        });
-                    }
+            let mut entries = Vec::with_capacity(keys.len());
+            for k in keys {
+                // (A value deleted since the listing is not in the page.)
+                if let Some((kind, v, updated)) = store.get(&k).map_err(mem_err)? {
+                    entries.push(MemoryEntry {
+                        key: k,
+                        kind: kind.as_str().into(),
+                        value: SecretValue::new(v.to_vec()),
+                        updated_ms: updated,
+                    });
                 }
             }
-            Ok(out)
+            Ok(MemoryExportPage { entries, next })
         })
         .await
     }
