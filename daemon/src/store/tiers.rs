@@ -659,7 +659,7 @@ pub fn export_tenant(
             rows
         })?;
         let ids: Vec<u64> = rows.iter().map(|r| r.0 as u64).collect();
-        let (meta, wrapped) = wrap(&instance, &ids).map_err(StoreError::Invalid)?;
+        let (meta, wrapped) = wrap(&instance, &ids).map_err(StoreError::Io)?;
         // Written with a plain connection: this file is made here, for the archive.
         let c = Connection::open(&db)?;
         c.pragma_update(None, "synchronous", "FULL")?;
