@@ -97,12 +97,22 @@ pub fn search_words(q: &str) -> Result<Vec<String>, MemError> {
     Ok(words)
 }
 
+/// Stores kept open at most (each holds a file and its search index); past it, the least
+/// recently used one nobody holds is closed (and opened again when next needed).
+pub const MAX_OPEN_STORES: usize = 256;
+
+struct Open {
+    store: Arc<AgentStore>,
+    used: std::time::Instant,
+}
+
 /// Every agent's memory on this host.
 pub struct Memory {
     dir: PathBuf,
     vault: Arc<Vault>,
     pub limits: Limits,
-    open: Mutex<HashMap<AgentKey, Arc<AgentStore>>>,
+    open: Mutex<HashMap<AgentKey, Open>>,
+    max_open: usize,
 }
 
 impl Memory {
@@ -112,7 +122,19 @@ impl Memory {
             vault,
             limits,
             open: Mutex::default(),
+            max_open: MAX_OPEN_STORES,
         }
+    }
+
+    /// `new`, keeping at most `max_open` stores open (tests).
+    pub fn with_max_open(mut self, max_open: usize) -> Memory {
+        self.max_open = max_open.max(1);
+        self
+    }
+
+    /// How many stores are open.
+    pub fn open_stores(&self) -> usize {
+        self.lock().len()
     }
 
     /// Where `agent`'s file is (tenant and agent names are checked names: no `/`, no `..`).
@@ -122,14 +144,15 @@ impl Memory {
             .join(format!("{}.db", agent.name))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, Arc<AgentStore>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, Open>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `agent`'s store, opened (and made, with its directory, 0700) on first use.
     pub fn store(&self, agent: &AgentKey) -> Result<Arc<AgentStore>, MemError> {
-        if let Some(s) = self.lock().get(agent) {
-            return Ok(s.clone());
+        if let Some(o) = self.lock().get_mut(agent) {
+            o.used = std::time::Instant::now();
+            return Ok(o.store.clone());
         }
         let path = self.path(agent);
         if let Some(dir) = path.parent() {
@@ -145,7 +168,26 @@ impl Memory {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
-        Ok(self.lock().entry(agent.clone()).or_insert(s).clone())
+        let mut open = self.lock();
+        // Room first: the least recently used stores nobody holds are closed.
+        while open.len() >= self.max_open {
+            let idle = open
+                .iter()
+                .filter(|(_, o)| Arc::strong_count(&o.store) == 1)
+                .min_by_key(|(_, o)| o.used)
+                .map(|(k, _)| k.clone());
+            match idle {
+                Some(k) => {
+                    open.remove(&k);
+                }
+                None => break, // all in use: one more stays open for now
+            }
+        }
+        let o = open.entry(agent.clone()).or_insert(Open {
+            store: s,
+            used: std::time::Instant::now(),
+        });
+        Ok(o.store.clone())
     }
 
     /// What `agent`'s memory holds, without opening a file it never had.
@@ -158,7 +200,7 @@ impl Memory {
 
     /// Removes `agent`'s file (and its WAL); answers the bytes it held (None: it had none).
     pub fn purge(&self, agent: &AgentKey) -> Result<Option<u64>, MemError> {
-        let held = self.lock().remove(agent).map(|s| s.usage().bytes);
+        let held = self.lock().remove(agent).map(|o| o.store.usage().bytes);
         let path = self.path(agent);
         if !path.exists() {
             return Ok(held);

@@ -256,3 +256,32 @@ fn an_export_goes_in_pages_each_key_once_in_order() {
         (vec![], None)
     );
 }
+
+#[test]
+fn idle_stores_are_closed_past_the_limit_and_reopen_whole() {
+    let (_dir, mem, a, b) = setup();
+    let mem = mem.with_max_open(2);
+    let l = mem.limits;
+    let c = AgentKey {
+        tenant: "t".into(),
+        name: "c".into(),
+    };
+    mem.store(&a)
+        .unwrap()
+        .put("k", Kind::Text, b"of a", &l, 1)
+        .unwrap();
+    let held_b = mem.store(&b).unwrap();
+    held_b.put("k", Kind::Text, b"of b", &l, 1).unwrap();
+    // A third store: a, idle, is closed; b, held, stays.
+    mem.store(&c)
+        .unwrap()
+        .put("k", Kind::Text, b"of c", &l, 1)
+        .unwrap();
+    assert_eq!(mem.open_stores(), 2);
+    // Reopened when needed, whole: its value and its search index.
+    let sa = mem.store(&a).unwrap();
+    assert_eq!(&sa.get("k").unwrap().unwrap().1[..], b"of a");
+    assert_eq!(sa.usage().keys, 1);
+    assert_eq!(&held_b.get("k").unwrap().unwrap().1[..], b"of b");
+    assert!(mem.open_stores() <= 2);
+}
