@@ -251,12 +251,12 @@ pub enum Msg {
         String,
         Box<Result<(agenfleet_protocol::spec::SpecVersion, u32), String>>,
     ),
-    /// How much the described agent's memory holds.
     /// The described agent's last runs.
     Runs(
         String,
         Result<Vec<agenfleet_protocol::runs::RunView>, String>,
     ),
+    /// How much the described agent's memory holds.
     MemoryStats(
         String,
         Result<agenfleet_protocol::memory::MemoryStats, String>,
