@@ -137,24 +137,37 @@ impl FleetService {
         .await
     }
 
-    /// One tenant as `tenants list` shows it.
-    fn tenant_info(&self, tenant: &str) -> Result<agenfleet_protocol::TenantInfo, ApiError> {
+    /// Tenants as `tenants list` shows them (the store and the fleet read once).
+    fn tenant_infos(
+        &self,
+        tenants: &[String],
+    ) -> Result<Vec<agenfleet_protocol::TenantInfo>, ApiError> {
         let store = &self.rt.store;
         let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
-        let tier = store.tier_of(tenant).map_err(internal)?;
-        let retention = store.tenant_audit_retention().map_err(internal)?;
-        let (_, _, agents) = self.rt.fleet.snapshot(|v| v.tenant == tenant);
-        Ok(agenfleet_protocol::TenantInfo {
-            tenant: tenant.to_string(),
-            tier: tier.as_str().to_string(),
-            file: (tier == Tier::Dedicated)
-                .then(|| format!("{}/{tenant}.db", crate::store::tiers::TENANTS_DIR)),
-            agents: agents.len() as u32,
-            audit_retention_days: retention
-                .into_iter()
-                .find(|(t, _)| t == tenant)
-                .map(|(_, d)| d),
-        })
+        let retention: std::collections::HashMap<String, f64> = store
+            .tenant_audit_retention()
+            .map_err(internal)?
+            .into_iter()
+            .collect();
+        let mut agents: std::collections::HashMap<String, u32> = Default::default();
+        let (_, _, views) = self.rt.fleet.snapshot(|v| tenants.contains(&v.tenant));
+        for v in views {
+            *agents.entry(v.tenant).or_default() += 1;
+        }
+        tenants
+            .iter()
+            .map(|t| {
+                let tier = store.tier_of(t).map_err(internal)?;
+                Ok(agenfleet_protocol::TenantInfo {
+                    tenant: t.clone(),
+                    tier: tier.as_str().to_string(),
+                    file: (tier == Tier::Dedicated)
+                        .then(|| format!("{}/{t}.db", crate::store::tiers::TENANTS_DIR)),
+                    agents: agents.get(t).copied().unwrap_or(0),
+                    audit_retention_days: retention.get(t).copied(),
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn do_tenants_list(
@@ -163,15 +176,19 @@ impl FleetService {
         self.check_any(Permission::FleetRead, "tenants_list")
             .await?;
         let caller = self.caller();
-        let ids = self
+        let ids: Vec<String> = self
             .rt
             .store
             .tenant_ids()
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        ids.iter()
-            .filter(|t| caller.sees_row(Permission::FleetRead, Some(t), None))
-            .map(|t| self.tenant_info(t))
-            .collect()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            // A tenant the caller holds any role in (a project's too).
+            .filter(|t| {
+                caller.sees_row(Permission::FleetRead, Some(t), None)
+                    || caller.bindings.iter().any(|b| b.tenant == *t)
+            })
+            .collect();
+        self.tenant_infos(&ids)
     }
 
     fn parse_tier(tier: &str) -> Result<Tier, ApiError> {
@@ -210,7 +227,10 @@ impl FleetService {
         )
         .await?;
         self.rt.authz.invalidate();
-        self.tenant_info(&tenant)
+        self.tenant_infos(std::slice::from_ref(&tenant))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal(format!("tenant {tenant} vanished")))
     }
 
     pub(super) async fn do_tenants_move(
