@@ -108,7 +108,10 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
     console.keys(&[":"]);
     console.keys(&["describe svc", "Enter"]);
-    let screen = console.wait_screen("svc's last runs", |s| s.contains("Last runs"));
+    // (The label shows "loading…" first: wait for the runs themselves.)
+    let screen = console.wait_screen("svc's last runs", |s| {
+        s.contains("Last runs") && s.contains("succeeded (cli")
+    });
     let order: Vec<usize> = ["timed-out (cli", "failed (cli", "succeeded (cli"]
         .iter()
         .map(|w| screen.find(w).unwrap_or_else(|| panic!("{w} in {screen}")))
