@@ -21,6 +21,20 @@ fn setup(dir: &std::path::Path) -> (Arc<Runs>, Store, AuditLog, AgentKey) {
     (runs, store, audit, key)
 }
 
+/// How many `run.end` records the log holds.
+fn run_ends(audit: &AuditLog) -> usize {
+    audit
+        .query(
+            &agenfleet_protocol::AuditQuery {
+                action: Some("run.end".into()),
+                ..Default::default()
+            },
+            &|_| true,
+        )
+        .unwrap()
+        .len()
+}
+
 fn spec(max_concurrent: u32, timeout_secs: u64, queue: u32) -> RunsSpec {
     RunsSpec {
         max_concurrent,
@@ -97,16 +111,7 @@ async fn runs_queue_go_to_their_agent_in_order_within_its_limit_and_end_with_a_r
     // Stored: read back as it ended; its end recorded.
     let back = runs.get(r1.id).unwrap().unwrap();
     assert_eq!(back.result_json.as_deref(), Some(r#"{"ok":1}"#));
-    let ends = audit
-        .query(
-            &agenfleet_protocol::AuditQuery {
-                action: Some("run.end".into()),
-                ..Default::default()
-            },
-            &|_| true,
-        )
-        .unwrap();
-    assert_eq!(ends.len(), 1);
+    assert_eq!(run_ends(&audit), 1);
     // A waiting agent is woken by a new run, not by a clock.
     let waiter = {
         let (runs, key, sp) = (runs.clone(), key.clone(), sp);
@@ -215,14 +220,5 @@ async fn two_ends_of_one_run_at_once_leave_one_end_and_one_record() {
         };
         assert_eq!(stored.state, won);
     }
-    let ends = audit
-        .query(
-            &agenfleet_protocol::AuditQuery {
-                action: Some("run.end".into()),
-                ..Default::default()
-            },
-            &|_| true,
-        )
-        .unwrap();
-    assert_eq!(ends.len(), 20, "one record per run");
+    assert_eq!(run_ends(&audit), 20, "one record per run");
 }
