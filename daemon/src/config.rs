@@ -119,6 +119,8 @@ pub struct Config {
     pub incident_route: Vec<RouteConfig>,
     /// When unacknowledged incidents are delivered again.
     pub escalation: EscalationDelays,
+    /// The inbound webhook listener (`[http]`; off unless `listen` is set).
+    pub http: HttpConfig,
     /// The file this config was read from (named in errors); not a config key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -209,6 +211,90 @@ impl Default for EscalationDelays {
     }
 }
 
+/// The daemon's inbound webhook listener: where subscriptions' signed requests start runs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port`; empty: no listener (webhooks refused by construction).
+    pub listen: String,
+    /// PEM certificate chain and private key: the listener speaks TLS (direct exposure).
+    /// Empty: plain HTTP (loopback, or behind a reverse proxy that terminates TLS).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// The URL senders reach the listener at (a proxy's, say), shown by `triggers add`.
+    pub public_url: String,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// How far a request's `X-AgenFleet-Timestamp` may be from now, either way.
+    pub skew_secs: u64,
+    /// Take the source address recorded with a rejection from `X-Forwarded-For` (set it
+    /// only behind a proxy that overwrites that header).
+    pub forwarded_for: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            public_url: String::new(),
+            max_body_bytes: agenfleet_protocol::runs::MAX_RUN_INPUT,
+            skew_secs: 300,
+            forwarded_for: false,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The base URL shown with a subscription: `public_url`, else the listener's own.
+    pub fn base_url(&self) -> Option<String> {
+        if !self.public_url.is_empty() {
+            return Some(self.public_url.trim_end_matches('/').to_string());
+        }
+        if self.listen.is_empty() {
+            return None;
+        }
+        let scheme = if self.tls_cert.as_os_str().is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        Some(format!("{scheme}://{}", self.listen))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.listen.is_empty() {
+            self.listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("listen `{}` is not host:port: {e}", self.listen))?;
+        }
+        if self.tls_cert.as_os_str().is_empty() != self.tls_key.as_os_str().is_empty() {
+            return Err("give both `tls_cert` and `tls_key`, or neither".into());
+        }
+        if !self.public_url.is_empty() {
+            let u = url::Url::parse(&self.public_url)
+                .map_err(|e| format!("public_url `{}` is not a URL: {e}", self.public_url))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(format!(
+                    "public_url `{}` is not http or https",
+                    self.public_url
+                ));
+            }
+        }
+        if !(1024..=agenfleet_protocol::runs::MAX_RUN_INPUT).contains(&self.max_body_bytes) {
+            return Err(format!(
+                "max_body_bytes must be between 1024 and {} (a run's largest input)",
+                agenfleet_protocol::runs::MAX_RUN_INPUT
+            ));
+        }
+        if !(1..=3600).contains(&self.skew_secs) {
+            return Err("skew_secs must be between 1 and 3600".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         let (state_dir, socket) = default_paths();
@@ -252,6 +338,7 @@ impl Default for Config {
             audit_retention_days: 0.0,
             audit_retention_check_secs: 3600,
             escalation: EscalationDelays::default(),
+            http: HttpConfig::default(),
             source: PathBuf::new(),
         }
     }
@@ -600,6 +687,7 @@ impl Config {
                     )
                 })?;
         }
+        self.http.check().map_err(|e| ("http", e))?;
         if !self.socket_group.is_empty() {
             crate::service::group_id(&self.socket_group).map_err(|e| ("socket_group", e))?;
         }

@@ -21,6 +21,7 @@ pub mod runs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod triggers;
 pub mod upstreams;
 pub mod vault;
 
@@ -317,6 +318,12 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         Ok(_) => {}
         Err(e) => anyhow::bail!("runs: {}", e.message),
     }
+    match rt.triggers.load() {
+        Ok(n) if n > 0 => tracing::info!(triggers = n, "triggers loaded"),
+        Ok(_) => {}
+        Err(e) => anyhow::bail!("triggers: {}", e.message),
+    }
+    let _scheduler = rt.triggers.spawn_scheduler();
     rt.start().context("cannot load the stored agents")?;
     runtime::retention::spawn(rt.clone());
     // Each agent's usage today reaches the fleet view once a second while it changes;
@@ -358,6 +365,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         metrics::serve(rt.clone(), addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    }
+    if !cfg.http.listen.is_empty() {
+        triggers::http::serve(rt.triggers.clone(), &cfg.http).await?;
     }
     service::notify(&format!("READY=1\nSTATUS=serving {}", cfg.socket.display()));
     service::spawn_watchdog();

@@ -21,6 +21,7 @@ pub mod service;
 pub mod spec;
 pub mod time;
 pub mod transport;
+pub mod triggers;
 pub mod types;
 pub mod upstream;
 pub mod vault;

@@ -41,6 +41,9 @@ pub enum Permission {
     RunsRead,
     /// Start and cancel runs.
     RunsTrigger,
+    /// Add, revoke and rotate the triggers (webhook subscriptions, schedules) that start
+    /// runs.
+    TriggersWrite,
     // Platform-wide: platform admins only.
     ImageBuild,
     VaultAdmin,
@@ -48,7 +51,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 23] = [
         P::FleetRead,
         P::LogsRead,
         P::AgentControl,
@@ -68,6 +71,7 @@ impl Permission {
         P::MemoryHandoff,
         P::RunsRead,
         P::RunsTrigger,
+        P::TriggersWrite,
         P::ImageBuild,
         P::VaultAdmin,
         P::OperatorsAdmin,
@@ -98,6 +102,7 @@ impl Permission {
             Permission::MemoryHandoff => "memory.handoff",
             Permission::RunsRead => "runs.read",
             Permission::RunsTrigger => "runs.trigger",
+            Permission::TriggersWrite => "triggers.write",
             Permission::ImageBuild => "image.build",
             Permission::VaultAdmin => "vault.admin",
             Permission::OperatorsAdmin => "operators.admin",
@@ -148,6 +153,7 @@ const ADMIN: &[Permission] = &[
     P::MemoryHandoff,
     P::RunsRead,
     P::RunsTrigger,
+    P::TriggersWrite,
 ];
 
 impl ScopedRole {

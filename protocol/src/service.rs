@@ -298,4 +298,24 @@ pub trait Fleet {
     async fn runs_get(id: u64, wait_ms: u64) -> Result<crate::runs::RunView, ApiError>;
     /// Cancels a queued or running run.
     async fn runs_cancel(id: u64) -> Result<crate::runs::RunView, ApiError>;
+    /// Adds a trigger to `agent`: a webhook subscription (its token and secret answered
+    /// once) or a schedule.
+    async fn triggers_add(
+        agent: AgentRef,
+        new: crate::triggers::TriggerNew,
+    ) -> Result<crate::triggers::TriggerCreated, ApiError>;
+    /// Triggers the caller may see (of `agent`, or all), revoked ones included.
+    async fn triggers_list(
+        agent: Option<AgentRef>,
+    ) -> Result<Vec<crate::triggers::TriggerView>, ApiError>;
+    /// One trigger.
+    async fn triggers_get(id: String) -> Result<crate::triggers::TriggerView, ApiError>;
+    /// Revokes a trigger at once: its token and secret stop working, its schedule stops.
+    async fn triggers_revoke(id: String) -> Result<crate::triggers::TriggerView, ApiError>;
+    /// A new signing secret for a webhook (answered once); the one before still verifies
+    /// for `overlap_secs`.
+    async fn triggers_rotate_secret(
+        id: String,
+        overlap_secs: u64,
+    ) -> Result<crate::triggers::TriggerCreated, ApiError>;
 }

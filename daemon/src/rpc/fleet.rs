@@ -31,6 +31,7 @@ mod policy;
 mod pulse;
 mod runs;
 mod specs;
+mod triggers;
 mod upstreams;
 
 pub use guard::FleetService;
@@ -992,5 +993,47 @@ impl Fleet for FleetService {
         id: u64,
     ) -> Result<agenfleet_protocol::runs::RunView, ApiError> {
         self.do_runs_cancel(id).await
+    }
+
+    async fn triggers_add(
+        self,
+        _: Context,
+        agent: AgentRef,
+        new: agenfleet_protocol::triggers::TriggerNew,
+    ) -> Result<agenfleet_protocol::triggers::TriggerCreated, ApiError> {
+        self.do_triggers_add(agent, new).await
+    }
+
+    async fn triggers_list(
+        self,
+        _: Context,
+        agent: Option<AgentRef>,
+    ) -> Result<Vec<agenfleet_protocol::triggers::TriggerView>, ApiError> {
+        self.do_triggers_list(agent).await
+    }
+
+    async fn triggers_get(
+        self,
+        _: Context,
+        id: String,
+    ) -> Result<agenfleet_protocol::triggers::TriggerView, ApiError> {
+        self.do_triggers_get(id).await
+    }
+
+    async fn triggers_revoke(
+        self,
+        _: Context,
+        id: String,
+    ) -> Result<agenfleet_protocol::triggers::TriggerView, ApiError> {
+        self.do_triggers_revoke(id).await
+    }
+
+    async fn triggers_rotate_secret(
+        self,
+        _: Context,
+        id: String,
+        overlap_secs: u64,
+    ) -> Result<agenfleet_protocol::triggers::TriggerCreated, ApiError> {
+        self.do_triggers_rotate_secret(id, overlap_secs).await
     }
 }

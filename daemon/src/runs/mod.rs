@@ -449,6 +449,15 @@ impl Runs {
         }
     }
 
+    /// How many runs asked for by `requested_by` are queued or running.
+    pub fn open_by(&self, requested_by: &str) -> usize {
+        self.lock()
+            .open
+            .values()
+            .filter(|v| v.requested_by == requested_by)
+            .count()
+    }
+
     /// One run, from memory if open, else from the store.
     pub fn get(&self, id: u64) -> Result<Option<RunView>, StoreError> {
         if let Some(v) = self.lock().open.get(&id) {

@@ -77,6 +77,8 @@ pub struct Runtime {
     pub memory: Arc<crate::memory::Memory>,
     /// Runs handed to agents.
     pub runs: Arc<crate::runs::Runs>,
+    /// Webhook subscriptions and schedules that start runs.
+    pub triggers: Arc<crate::triggers::Triggers>,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -110,6 +112,16 @@ impl Runtime {
             },
         ));
         let runs = Arc::new(crate::runs::Runs::new(p.store.clone(), p.audit.clone()));
+        let triggers = Arc::new(crate::triggers::Triggers::new(
+            p.store.clone(),
+            p.vault.clone(),
+            p.audit.clone(),
+            runs.clone(),
+            crate::triggers::Limits {
+                skew_secs: p.cfg.http.skew_secs,
+                max_body_bytes: p.cfg.http.max_body_bytes,
+            },
+        ));
         Arc::new(Runtime {
             cfg: p.cfg,
             authz: crate::authz::Authz::new(p.store.clone()),
@@ -130,6 +142,7 @@ impl Runtime {
             ops,
             memory,
             runs,
+            triggers,
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })

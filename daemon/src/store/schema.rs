@@ -284,4 +284,32 @@ pub const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
      CREATE INDEX runs_agent ON runs(tenant_id, agent, id);
      CREATE INDEX runs_state ON runs(state);",
+    // 18: triggers: webhook subscriptions (token kept as its SHA-256, signing secret
+    // sealed by the vault; a rotated-out secret verifies until old_until_ms) and
+    // schedules (cron, UTC; last_due_ms is the last due time handled).
+    "CREATE TABLE triggers (
+        tenant_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        id TEXT NOT NULL,
+        project TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER,
+        token_sha256 TEXT,
+        secret_key INTEGER,
+        secret_sealed BLOB,
+        rotated_ms INTEGER,
+        old_secret_key INTEGER,
+        old_secret_sealed BLOB,
+        old_until_ms INTEGER,
+        rate_per_min INTEGER NOT NULL DEFAULT 60,
+        cron TEXT,
+        input_json TEXT NOT NULL DEFAULT '{}',
+        catch_up TEXT NOT NULL DEFAULT 'skip',
+        overlap INTEGER NOT NULL DEFAULT 0,
+        last_due_ms INTEGER,
+        PRIMARY KEY (tenant_id, id),
+        FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
+     CREATE INDEX triggers_agent ON triggers(tenant_id, agent);",
 ];

@@ -97,6 +97,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             ("scope_versions", AGENT_CHILD),
             ("spec_versions", AGENT_CHILD),
             ("runs", AGENT_CHILD),
+            ("triggers", AGENT_CHILD),
         ],
     },
     TenantTable {
@@ -146,6 +147,11 @@ pub const TENANT_TABLES: &[TenantTable] = &[
     },
     TenantTable {
         name: "runs",
+        tenant_column: "tenant_id",
+        children: &[],
+    },
+    TenantTable {
+        name: "triggers",
         tenant_column: "tenant_id",
         children: &[],
     },

@@ -632,7 +632,9 @@ pub fn export_tenant(
         }
         let mut keys: Vec<i64> = store.with_rows_of(Some(tenant), |c| {
             let mut st = c.prepare(
-                "SELECT key_id FROM credentials UNION SELECT key_id FROM upstreams",
+                "SELECT key_id FROM credentials UNION SELECT key_id FROM upstreams
+                 UNION SELECT secret_key FROM triggers WHERE secret_key IS NOT NULL
+                 UNION SELECT old_secret_key FROM triggers WHERE old_secret_key IS NOT NULL",
             )?;
             let v = st.query_map([], |r| r.get(0))?.collect();
             v

@@ -13,7 +13,7 @@ fn rec(tenant: &str, name: &str) -> AgentRecord {
 }
 
 /// Gives `tenant` a row in every moved table: agents (with their spec versions),
-/// credentials, a policy, scopes, a token, usage, a run, an incident and an escalation.
+/// credentials, a policy, scopes, a token, usage, a run, a trigger, an incident and an escalation.
 fn fill(s: &Store, tenant: &str, agents: usize) {
     s.with(|c| {
         c.execute(
@@ -72,6 +72,12 @@ fn fill(s: &Store, tenant: &str, agents: usize) {
                 "INSERT INTO t_runs (id, project, agent, trigger, requested_by, state, input_json, created_ms)
                  VALUES (?1, 'default', 'a0', 'cli', 'ann', 'succeeded', '{}', 5)",
                 params![2000 + tenant.as_bytes()[0] as i64],
+            )?;
+            c.execute(
+                "INSERT INTO t_triggers (id, project, agent, kind, created_by, created_ms,
+                    token_sha256, secret_key, secret_sealed)
+                 VALUES ('trg_1', 'default', 'a0', 'webhook', 'ann', 5, 'ab', 1, x'04')",
+                [],
             )?;
             c.execute(
                 "INSERT INTO t_usage_snapshots (seq, body_json, saved_ms) VALUES (7, '{}', 5)",

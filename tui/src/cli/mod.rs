@@ -19,6 +19,7 @@ pub mod runs;
 pub mod secret_input;
 pub mod status;
 pub mod tokens;
+pub mod triggers;
 pub mod upstreams;
 pub mod vault;
 pub mod watch;
@@ -184,6 +185,12 @@ pub enum Command {
     Runs {
         #[command(subcommand)]
         cmd: runs::RunsCmd,
+    },
+    /// Triggers that start runs: signed webhook subscriptions and schedules — add, list,
+    /// show, revoke, rotate-secret.
+    Triggers {
+        #[command(subcommand)]
+        cmd: triggers::TriggersCmd,
     },
     /// The fleet's last ten minutes as sparklines: agents by state, restarts, decisions
     /// per second, incidents opened, model tokens (`--agent A`: its CPU and memory).
@@ -564,6 +571,7 @@ async fn one_shot(conn: &Conn, out: &Out, cmd: &Command, place: &str) -> Result<
         Command::Pulse(a) => pulse::run(conn, out, a).await,
         Command::Memory { cmd } => memory::run(conn, out, cmd).await,
         Command::Runs { cmd } => runs::run(conn, out, cmd).await,
+        Command::Triggers { cmd } => triggers::run(conn, out, cmd).await,
         Command::Image {
             cmd: ImageCmd::Build { dir, tag, force },
         } => {

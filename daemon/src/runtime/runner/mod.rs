@@ -422,7 +422,8 @@ impl Runner {
                 }
                 let _ =
                     std::fs::remove_dir_all(container::gateway_dir(&self.rt.cfg.state_dir, &key));
-                // Its runs end with it (each end recorded).
+                // Its triggers stop, and its runs end with it (each end recorded).
+                self.rt.triggers.revoke_agent(&key);
                 self.rt
                     .runs
                     .end_agent(&key, "cancelled: the agent was deleted")
