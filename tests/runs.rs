@@ -10,33 +10,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A service agent: takes runs one by one; echoes the input as its result, fails when the
-/// input says `"fail"`, never answers when it says `"hang"`.
-fn service(name: &str, image: &str) -> String {
-    format!(
-        r#"name = "{name}"
-image = "{image}"
-command = ["sh", "-c", '''
-trap 'exit 0' TERM
-while :; do
-  resp=$(printf 'GET /v1/runs/next?wait_ms=20000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n' | nc 127.0.0.1 4180)
-  case "$resp" in *"HTTP/1.1 200"*) ;; *) sleep 0.2; continue ;; esac
-  id=$(echo "$resp" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-  input=$(echo "$resp" | sed -n 's/.*"input":\({{[^}}]*}}\).*/\1/p')
-  case "$input" in
-    *hang*) continue ;;
-    *fail*) body='{{"ok":false,"error":"asked to fail"}}' ;;
-    *) body="{{\"ok\":true,\"result\":{{\"echo\":$input}}}}" ;;
-  esac
-  printf 'POST /v1/runs/%s/result HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$id" "${{#body}}" "$body" | nc 127.0.0.1 4180 >/dev/null
-done
-''']
-[runs]
-timeout_secs = 3
-"#
-    )
-}
-
 fn idle(name: &str, image: &str) -> String {
     format!(
         "name = \"{name}\"\nimage = \"{image}\"\n\
@@ -66,7 +39,7 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
         return;
     };
     let mut d = Daemon::start("runs", "");
-    d.create(&service("svc", &image));
+    d.create(&service_agent("svc", &image, 3));
     d.create(&idle("mute", &image));
     d.running_container("svc", WAIT);
     let mute = d.running_container("mute", WAIT);
