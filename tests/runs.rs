@@ -41,7 +41,7 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     let mut d = Daemon::start("runs", "");
     d.create(&service_agent("svc", &image, 3));
     d.create(&idle("mute", &image));
-    d.running_container("svc", WAIT);
+    let svc = d.running_container("svc", WAIT);
     let mute = d.running_container("mute", WAIT);
 
     // A run answered: its result, from the agent, on the run.
@@ -162,11 +162,49 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     wait_for(WAIT, "the agent to take the run", || {
         (d.json(&["runs", "show", &id])["state"] == "running").then_some(())
     });
+    // A tool call the agent makes meanwhile is the run's (its only running one).
+    let call = r#"{"tool":"lookup_ticket","args":{}}"#;
+    let req = format!(
+        "POST /v1/authorize HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    );
+    let text = nc(&svc, 4180, req.as_bytes());
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     d.kill9();
     d.restart();
     let v = d.json(&["runs", "show", &id]);
     assert_eq!(v["state"], "failed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("interrupted"), "{v}");
+    // Its story: started, the decision, the end — oldest first, nothing of other runs.
+    let story: Vec<(String, String)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["action"].as_str().unwrap().to_string(),
+                e["event"]["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("run.start", "ok"),
+        ("tool.decide", "deny"),
+        ("run.end", "failed"),
+    ]
+    .iter()
+    .map(|(a, o)| (a.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(story, want, "{v}");
+    assert!(v["timeline"][1]["event"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("lookup_ticket"));
+    let text = String::from_utf8_lossy(&d.cli(&["runs", "show", &id]).stdout).to_string();
+    assert!(
+        text.contains("tool.decide") && text.contains("tool=lookup_ticket"),
+        "{text}"
+    );
     assert_eq!(
         d.json(&["runs", "show", &q2["id"].to_string()])["state"],
         "queued"

@@ -298,6 +298,9 @@ pub trait Fleet {
     async fn runs_get(id: u64, wait_ms: u64) -> Result<crate::runs::RunView, ApiError>;
     /// Cancels a queued or running run.
     async fn runs_cancel(id: u64) -> Result<crate::runs::RunView, ApiError>;
+    /// A run's story from the audit log, oldest first: its start, each tool decision and
+    /// model or connection call its agent made while working on it, its end.
+    async fn runs_timeline(id: u64) -> Result<Vec<crate::AuditEntry>, ApiError>;
     /// Adds a trigger to `agent`: a webhook subscription (its token and secret answered
     /// once) or a schedule.
     async fn triggers_add(

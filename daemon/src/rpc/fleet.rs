@@ -995,6 +995,14 @@ impl Fleet for FleetService {
         self.do_runs_cancel(id).await
     }
 
+    async fn runs_timeline(
+        self,
+        _: Context,
+        id: u64,
+    ) -> Result<Vec<agenfleet_protocol::AuditEntry>, ApiError> {
+        self.do_runs_timeline(id).await
+    }
+
     async fn triggers_add(
         self,
         _: Context,

@@ -203,6 +203,7 @@ impl GatewayService {
             "reviewer": reviewer,
             "latency_us": ev.latency_us,
             "reason": reason,
+            "run": self.rt.runs.current_of(&self.key),
         })
         .to_string();
         let outcome = if allowed { "allow" } else { "deny" };

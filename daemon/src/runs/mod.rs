@@ -449,6 +449,19 @@ impl Runs {
         }
     }
 
+    /// The run `key` is working on, when it runs exactly one: its gateway calls (tool
+    /// decisions, model and connection calls) are that run's. With several at once a call
+    /// cannot be told apart, and is linked to none.
+    pub fn current_of(&self, key: &AgentKey) -> Option<u64> {
+        let inner = self.lock();
+        let mut running = inner
+            .open
+            .values()
+            .filter(|v| v.state == RunState::Running && key_of(v) == *key);
+        let first = running.next()?.id;
+        running.next().is_none().then_some(first)
+    }
+
     /// How many runs asked for by `requested_by` are queued or running.
     pub fn open_by(&self, requested_by: &str) -> usize {
         self.lock()

@@ -1,7 +1,8 @@
 //! The inbound webhook listener (`[http] listen`; off by default): HTTP/1.1, or TLS with
-//! the configured certificate. It answers `POST /v1/hooks/<id>` only: the body is read up
-//! to `max_body_bytes` (a larger declared or sent body is 413 and never read whole), the
-//! request is checked by `Triggers::verify`, and a run is queued. A rejection is answered
+//! the configured certificate. It answers `POST /v1/hooks/<id>` only: the token is checked
+//! on the headers alone, then the body is read up to `max_body_bytes` (a larger declared or
+//! sent body is 413 and never read whole), the request is checked by `Triggers::verify`,
+//! and a run is queued. A rejection is answered
 //! with its status and an empty body — nothing says which check failed — and recorded.
 //! Anything else is 404 (405 for another method on a hook's path), unrecorded.
 
@@ -165,6 +166,13 @@ async fn handle(
         body: &[],
         source,
     };
+    // The token first, on the headers alone: nobody unknown gets a body read.
+    if let Err(why) = triggers.check_token(&id, request.authorization) {
+        triggers
+            .record_rejection(&request, declared.unwrap_or(0), why)
+            .await;
+        return status(why.status());
+    }
     let body = if declared.is_some_and(|n| n > max) {
         None
     } else {

@@ -645,23 +645,39 @@ impl Triggers {
         Ok((view, s))
     }
 
-    /// Checks a webhook request (everything but its size, which the listener checks while
-    /// reading it). Answers the subscription when it may start a run.
-    pub fn verify(&self, req: &Request<'_>, now: u64) -> Result<TriggerView, Rejection> {
-        let token = req
-            .authorization
+    /// The bearer token's SHA-256 (missing: `NoToken`).
+    fn token_digest(authorization: Option<&str>) -> Result<[u8; 32], Rejection> {
+        let token = authorization
             .and_then(|a| a.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(Rejection::NoToken)?;
-        let digest = sha256(token.as_bytes());
+        Ok(sha256(token.as_bytes()))
+    }
+
+    fn bound_to(inner: &Inner, digest: &[u8; 32], id: &str) -> Result<(), Rejection> {
+        match inner.by_token.get(digest) {
+            None => Err(Rejection::BadToken),
+            Some(bound) if bound != id => Err(Rejection::OtherSubscription),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The first check, on the headers alone (before a body is read): the request's token
+    /// is the subscription's.
+    pub fn check_token(&self, id: &str, authorization: Option<&str>) -> Result<(), Rejection> {
+        let digest = Self::token_digest(authorization)?;
+        Self::bound_to(&self.lock(), &digest, id)
+    }
+
+    /// Checks a webhook request (everything but its size, which the listener checks while
+    /// reading it). Answers the subscription when it may start a run.
+    pub fn verify(&self, req: &Request<'_>, now: u64) -> Result<TriggerView, Rejection> {
+        let digest = Self::token_digest(req.authorization)?;
         // The secret is opened outside the lock (the vault has its own).
         let (secrets, view) = {
             let inner = self.lock();
-            let bound = inner.by_token.get(&digest).ok_or(Rejection::BadToken)?;
-            if bound != req.id {
-                return Err(Rejection::OtherSubscription);
-            }
+            Self::bound_to(&inner, &digest, req.id)?;
             let live = inner.live.get(req.id).ok_or(Rejection::BadToken)?;
             let mut secrets: Vec<Sealed> = live.secret.iter().cloned().collect();
             if live.view.old_secret_until_ms.is_some_and(|u| now < u) {

@@ -34,7 +34,8 @@ pub enum RunsCmd {
         limit: u32,
     },
     /// One run: who started it and how, its input, when it was queued, started and ended,
-    /// and its outcome. `--wait`: once it has ended.
+    /// its outcome, and its timeline from the audit log (start, each tool decision and model
+    /// or connection call its agent made for it, end). `--wait`: once it has ended.
     Show {
         id: u64,
         #[arg(long)]
@@ -107,9 +108,68 @@ fn describe(v: &RunView) -> String {
     s
 }
 
+/// One line of a run's timeline: when, what, and the detail's telling fields.
+fn event_line(e: &agenfleet_protocol::AuditEntry) -> String {
+    let d: serde_json::Value = serde_json::from_str(&e.event.detail).unwrap_or_default();
+    let mut parts = Vec::new();
+    for k in [
+        "trigger",
+        "tool",
+        "decision",
+        "reviewer",
+        "provider",
+        "connection",
+        "model",
+        "status",
+        "tokens_in",
+        "tokens_out",
+        "latency_ms",
+        "state",
+        "error",
+        "reason",
+    ] {
+        match d.get(k) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(x)) => parts.push(format!("{k}={x}")),
+            Some(x) => parts.push(format!("{k}={x}")),
+        }
+    }
+    format!(
+        "  {}  {:<16} {:<9} {}",
+        crate::fmt::timestamp(e.time_ms),
+        e.event.action,
+        e.event.outcome,
+        parts.join(" ")
+    )
+}
+
+/// Prints the run with its timeline; after a wait, a run that did not succeed is exit 14.
+async fn show_run(conn: &Conn, out: &Out, v: &RunView, waited: bool) -> Result<(), CliError> {
+    let timeline = conn.client.runs_timeline(conn.ctx(), v.id).await??;
+    if out.json {
+        let mut j = serde_json::to_value(v).unwrap_or_default();
+        j["timeline"] = serde_json::to_value(&timeline).unwrap_or_default();
+        out.raw(&j.to_string());
+    } else {
+        let mut s = describe(v);
+        s.push_str("\n  timeline");
+        for e in &timeline {
+            s.push('\n');
+            s.push_str(&event_line(e));
+        }
+        out.raw(&s);
+    }
+    finish(v, waited)
+}
+
 /// Prints the run; after a wait, a run that did not succeed is exit 14.
 fn print_run(out: &Out, v: &RunView, waited: bool) -> Result<(), CliError> {
     out.print(v, || describe(v))?;
+    finish(v, waited)
+}
+
+/// A run waited for that did not succeed: exit 14.
+fn finish(v: &RunView, waited: bool) -> Result<(), CliError> {
     if waited && v.state != RunState::Succeeded {
         return Err(CliError::new(
             EXIT_RUN_FAILED,
@@ -188,7 +248,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &RunsCmd) -> Result<(), CliError> 
                 false => (conn.ctx(), 0),
             };
             let v = conn.client.runs_get(ctx, *id, ms).await??;
-            print_run(out, &v, *wait)
+            show_run(conn, out, &v, *wait).await
         }
         RunsCmd::Cancel { id } => {
             let v = conn.client.runs_cancel(conn.ctx(), *id).await??;

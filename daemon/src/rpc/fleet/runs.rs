@@ -1,7 +1,10 @@
 //! Runs over the operator socket: `runs_start` (needs `runs.trigger` on the agent's
 //! project; recorded as `run.start` before the run is queued), `runs_list` and `runs_get`
 //! (`runs.read`; another project's runs are not shown, and one named by id answers like
-//! an unknown one), `runs_cancel` (`runs.trigger`; recorded as the run's end).
+//! an unknown one), `runs_cancel` (`runs.trigger`; recorded as the run's end),
+//! `runs_timeline` (`runs.read`: the audit records that name the run — its start, its
+//! agent's tool decisions and model/connection calls made while it was the agent's only
+//! running run, its end).
 
 use super::FleetService;
 use crate::authz::Permission;
@@ -137,5 +140,35 @@ impl FleetService {
             .await?;
         tracing::info!(run = id, agent = %v.agent_ref(), "run cancelled");
         Ok(v)
+    }
+
+    pub(super) async fn do_runs_timeline(
+        &self,
+        id: u64,
+    ) -> Result<Vec<agenfleet_protocol::AuditEntry>, ApiError> {
+        let v = self
+            .visible_run(id, Permission::RunsRead, "runs_timeline")
+            .await?;
+        let q = agenfleet_protocol::AuditQuery {
+            agent: Some(v.agent_ref()),
+            since_ms: Some(v.created_ms),
+            // A record is written just before the state it tells of is stored.
+            until_ms: v.ended_ms.map(|e| e + 1000),
+            limit: 5000,
+            ..Default::default()
+        };
+        let audit = self.rt.audit.clone();
+        tokio::task::spawn_blocking(move || {
+            let of_run = |e: &agenfleet_protocol::AuditEntry| {
+                serde_json::from_str::<serde_json::Value>(&e.event.detail)
+                    .ok()
+                    .and_then(|d| d.get("run").and_then(|r| r.as_u64()))
+                    == Some(id)
+            };
+            audit.query(&q, &of_run)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("run timeline: {e}")))?
+        .map_err(|e| ApiError::internal(format!("run timeline: {e}")))
     }
 }
