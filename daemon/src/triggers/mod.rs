@@ -761,35 +761,36 @@ impl Triggers {
         why: Rejection,
     ) {
         let now = now_ms();
-        let (subscription, tenant, agent) = {
-            let inner = self.lock();
-            match inner.live.get(req.id) {
+        // One lock: who the subscription is, and this rejection's place in its window.
+        let (subscription, tenant, agent, key, fate) = {
+            let mut inner = self.lock();
+            let (subscription, tenant, agent) = match inner.live.get(req.id) {
                 Some(l) => (
                     req.id.to_string(),
                     Some(l.view.tenant.clone()),
                     Some(l.view.agent.clone()),
                 ),
                 None => ("-".to_string(), None, None),
-            }
-        };
-        let key = (subscription.clone(), why.reason());
-        let fate = {
-            let mut inner = self.lock();
-            let e = inner.rejections.entry(key.clone()).or_insert((now, 0, 0));
-            if now >= e.0 + REJECTION_WINDOW_MS {
-                *e = (now, 0, 0);
-            }
-            if e.1 < REJECTIONS_RECORDED {
-                e.1 += 1;
-                Fate::Record
-            } else {
-                e.2 += 1;
-                // The first one suppressed arms the window's summary.
-                match e.2 {
-                    1 => Fate::Summary(e.0 + REJECTION_WINDOW_MS),
-                    _ => Fate::Counted,
+            };
+            let key = (subscription.clone(), why.reason());
+            let fate = {
+                let e = inner.rejections.entry(key.clone()).or_insert((now, 0, 0));
+                if now >= e.0 + REJECTION_WINDOW_MS {
+                    *e = (now, 0, 0);
                 }
-            }
+                if e.1 < REJECTIONS_RECORDED {
+                    e.1 += 1;
+                    Fate::Record
+                } else {
+                    e.2 += 1;
+                    // The first one suppressed arms the window's summary.
+                    match e.2 {
+                        1 => Fate::Summary(e.0 + REJECTION_WINDOW_MS),
+                        _ => Fate::Counted,
+                    }
+                }
+            };
+            (subscription, tenant, agent, key, fate)
         };
         let ev = |detail: serde_json::Value| AuditEvent {
             actor: format!("webhook from {}", req.source),
@@ -817,12 +818,14 @@ impl Triggers {
             Fate::Counted => {}
             Fate::Summary(at) => {
                 let me = self.clone();
-                let summary = ev(serde_json::json!({
+                let mut summary = ev(serde_json::Value::Null);
+                summary.actor = "agenfleetd".into();
+                let mut detail = serde_json::json!({
                     "reason": why.reason(),
                     "status": why.status(),
                     "subscription": (subscription != "-").then_some(&subscription),
                     "window_ms": REJECTION_WINDOW_MS,
-                }));
+                });
                 tokio::spawn(async move {
                     tokio::time::sleep(std::time::Duration::from_millis(
                         at.saturating_sub(now_ms()),
@@ -835,16 +838,13 @@ impl Triggers {
                             None => 0,
                         }
                     };
+                    detail["suppressed"] = n.into();
+                    detail["note"] = format!(
+                        "{n} more rejections of this kind in this window, past the {REJECTIONS_RECORDED} recorded one by one"
+                    )
+                    .into();
                     let mut ev = summary;
-                    if let Ok(mut d) = serde_json::from_str::<serde_json::Value>(&ev.detail) {
-                        d["suppressed"] = n.into();
-                        d["note"] = format!(
-                            "{n} more rejections of this kind in this window, past the {REJECTIONS_RECORDED} recorded one by one"
-                        )
-                        .into();
-                        ev.detail = d.to_string();
-                    }
-                    ev.actor = "agenfleetd".into();
+                    ev.detail = detail.to_string();
                     if let Err(e) = me.audit.record(&ev).await {
                         tracing::error!(error = %e, "cannot record the webhook rejections' summary");
                     }

@@ -51,6 +51,20 @@ fn setup(dir: &std::path::Path) -> Fixture {
     }
 }
 
+impl Fixture {
+    /// The same store, vault, log and runs, with the triggers loaded again (a restart).
+    fn reopened(&self) -> Fixture {
+        Fixture {
+            triggers: reload(&self.store, &self.vault, &self.audit, &self.runs),
+            runs: self.runs.clone(),
+            store: self.store.clone(),
+            vault: self.vault.clone(),
+            audit: self.audit.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
 fn reload(store: &Store, vault: &Arc<Vault>, audit: &AuditLog, runs: &Arc<Runs>) -> Arc<Triggers> {
     let t = Arc::new(Triggers::new(
         store.clone(),
@@ -215,15 +229,7 @@ async fn a_webhook_passes_only_with_its_token_a_fresh_timestamp_and_a_signature_
         check(&f, &h, t, &h.secret, now_s(), b"{ }", b"{ }").map(|v| v.id),
         Err(Rejection::BadToken)
     );
-    let again = reload(&f.store, &f.vault, &f.audit, &f.runs);
-    let f2 = Fixture {
-        triggers: again,
-        runs: f.runs.clone(),
-        store: f.store.clone(),
-        vault: f.vault.clone(),
-        audit: f.audit.clone(),
-        key: f.key.clone(),
-    };
+    let f2 = f.reopened();
     assert_eq!(
         check(&f2, &h, t, &h.secret, now_s(), b"{ }", b"{ }").map(|v| v.id),
         Err(Rejection::BadToken)
@@ -308,15 +314,7 @@ async fn the_rate_counts_only_requests_that_passed_and_a_rotation_overlaps_as_as
     check(&f, &h, t, &h.secret, now_s(), b"[1]", b"[1]").unwrap();
     check(&f, &h, t, &s2, now_s(), b"[2]", b"[2]").unwrap();
     // …and after a reload.
-    let again = reload(&f.store, &f.vault, &f.audit, &f.runs);
-    let f2 = Fixture {
-        triggers: again,
-        runs: f.runs.clone(),
-        store: f.store.clone(),
-        vault: f.vault.clone(),
-        audit: f.audit.clone(),
-        key: f.key.clone(),
-    };
+    let f2 = f.reopened();
     check(&f2, &h, t, &h.secret, now_s(), b"[3]", b"[3]").unwrap();
     // Rotated again with no overlap: only the newest verifies, at once.
     let (_, s3) = f2.triggers.rotate_secret(&h.view, 0).unwrap();
