@@ -213,6 +213,52 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     let (code, v) = start(&d, "svc", r#"{"n": 8}"#, true);
     assert_eq!((code, &v["state"]), (Some(0), &"succeeded".into()), "{v}");
 
+    // The console's runs view: the fleet's runs, failed only, a run's story under the
+    // list; a run started meanwhile appears without a key (the audit log tells it).
+    let console = Tmux::start_sized(
+        &format!(
+            "{} --socket {}",
+            bin("agenfleet").display(),
+            d.socket.display()
+        ),
+        160,
+        50,
+    );
+    console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
+    console.keys(&[":"]);
+    console.keys(&["runs", "Enter"]);
+    console.wait_screen("the fleet's runs", |s| {
+        s.contains("Runs — all agents") && s.contains("default/svc") && s.contains("succeeded")
+    });
+    console.keys(&["f"]);
+    // asked to fail, timed out, interrupted by the kill -9; the newest first.
+    let screen = console.wait_screen("failed runs only", |s| s.contains("failed only (3)"));
+    assert!(!screen.contains("succeeded"), "{screen}");
+    console.keys(&["Enter"]);
+    let screen = console.wait_screen("the interrupted run's timeline", |s| {
+        s.contains(&format!("Run {id} — timeline")) && s.contains("tool=lookup_ticket")
+    });
+    let order: Vec<usize> = ["run.start", "tool.decide", "run.end"]
+        .iter()
+        .map(|w| screen.find(w).unwrap_or_else(|| panic!("{w} in {screen}")))
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{screen}");
+    assert!(screen.contains("interrupted"), "{screen}");
+    console.keys(&["f"]);
+    console.wait_screen("all runs again", |s| {
+        s.contains("Runs — all agents (") && !s.contains("failed only")
+    });
+    let (_, live) = start(&d, "svc", r#"{"n": 9}"#, false);
+    let live = live["id"].to_string();
+    let row = |s: &str| {
+        s.lines().any(|l| {
+            let cell = l.trim_start_matches('│').trim_start_matches(['▶', ' ']);
+            cell.starts_with(&format!("{live} ")) && l.contains("succeeded")
+        })
+    };
+    console.wait_screen("the new run, succeeded, without a key", row);
+    drop(console);
+
     // A deleted agent's waiting runs end with it, cancelled, recorded; then they are
     // purged with its other data (purge_after_secs = 0 here).
     d.json(&["agents", "delete", "mute"]);

@@ -156,6 +156,36 @@ pub fn audit_target(ev: &agenfleet_protocol::AuditEvent) -> String {
     }
 }
 
+/// The telling fields of a run's timeline record (`tool=… decision=… tokens_in=…`), from
+/// its detail JSON: what `runs show` and the console's runs view print after the action.
+pub fn run_event_detail(detail: &str) -> String {
+    let d: serde_json::Value = serde_json::from_str(detail).unwrap_or_default();
+    let mut parts = Vec::new();
+    for k in [
+        "trigger",
+        "tool",
+        "decision",
+        "reviewer",
+        "provider",
+        "connection",
+        "model",
+        "status",
+        "tokens_in",
+        "tokens_out",
+        "latency_ms",
+        "state",
+        "error",
+        "reason",
+    ] {
+        match d.get(k) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(x)) => parts.push(format!("{k}={x}")),
+            Some(x) => parts.push(format!("{k}={x}")),
+        }
+    }
+    parts.join(" ")
+}
+
 /// Unix ms → `2026-11-22 01:23:45.678Z` (UTC).
 pub fn timestamp(ms: u64) -> String {
     agenfleet_protocol::time::rfc3339(ms).replacen('T', " ", 1)

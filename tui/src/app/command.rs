@@ -179,6 +179,13 @@ impl App {
             "escalations" => return self.show(View::Escalations),
             "operators" => return self.show(View::Operators),
             "pulse" => return self.show(View::Pulse),
+            "runs" => {
+                return match args.first() {
+                    None => self.open_runs(None),
+                    Some(name) if self.select_agent(name) => self.open_runs(self.selected.clone()),
+                    Some(_) => vec![],
+                }
+            }
             "help" => Action::Help,
             "quit" => Action::Quit,
             "describe" => Action::Describe,

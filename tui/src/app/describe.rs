@@ -81,6 +81,10 @@ impl App {
             Action::Up => p.scroll = p.scroll.saturating_sub(1),
             Action::PageDown => p.scroll += 10,
             Action::PageUp => p.scroll = p.scroll.saturating_sub(10),
+            Action::Runs => {
+                let agent = p.agent.clone();
+                return self.open_runs(Some(agent));
+            }
             Action::Logs | Action::Spec => {
                 self.selected = Some(p.agent.clone());
                 return if a == Action::Logs {

@@ -51,6 +51,9 @@ pub enum Action {
     RevokeRole,
     AddOperator,
     RemoveOperator,
+    /// An agent's runs (describe), or failed runs only (the runs view).
+    Runs,
+    FailedOnly,
     Follow,
     Wrap,
     Timestamps,
@@ -486,6 +489,12 @@ pub const DESCRIBE: &[Binding] = &[
         Some("spec"),
         "the spec as TOML",
     ),
+    b(
+        &[ch('u', "u")],
+        Action::Runs,
+        Some("runs"),
+        "the agent's runs, each with its timeline",
+    ),
 ];
 
 /// The pulse view has nothing of its own: it is pictures (Esc goes back).
@@ -526,6 +535,44 @@ pub const OPERATORS: &[Binding] = &[
     b(&[ch('r', "r")], Action::Reload, None, "load the list again"),
 ];
 
+pub const RUNS: &[Binding] = &[
+    b(
+        DOWN,
+        Action::Down,
+        Some("select"),
+        "the next run / the one before",
+    ),
+    b(UP, Action::Up, None, ""),
+    b(TOP, Action::Top, None, "the newest / the oldest shown"),
+    b(BOTTOM, Action::Bottom, None, ""),
+    b(
+        PGDN,
+        Action::PageDown,
+        None,
+        "ten down / up (the timeline's pages when open)",
+    ),
+    b(PGUP, Action::PageUp, None, ""),
+    b(
+        &[code(KeyCode::Enter, "⏎")],
+        Action::Open,
+        Some("timeline"),
+        "the run's timeline under the list (again: close it)",
+    ),
+    b(
+        &[ch('f', "f")],
+        Action::FailedOnly,
+        Some("failed"),
+        "failed and timed-out runs only, on / off",
+    ),
+    b(
+        &[ch('e', "e")],
+        Action::Evidence,
+        Some("audit"),
+        "the open timeline's records in the audit view",
+    ),
+    b(&[ch('r', "r")], Action::Reload, None, "load the list again"),
+];
+
 /// The table of one view.
 pub fn table(view: View) -> &'static [Binding] {
     match view {
@@ -537,6 +584,7 @@ pub fn table(view: View) -> &'static [Binding] {
         View::Describe => DESCRIBE,
         View::Operators => OPERATORS,
         View::Pulse => PULSE,
+        View::Runs => RUNS,
     }
 }
 
@@ -688,6 +736,12 @@ pub const COMMANDS: &[Cmd] = &[
         aliases: &["pu", "charts"],
         arg: "",
         help: "the fleet's last 10 minutes as sparklines",
+    },
+    Cmd {
+        name: "runs",
+        aliases: &["run"],
+        arg: "AGENT",
+        help: "runs, all or one agent's; Enter: a run's timeline",
     },
     Cmd {
         name: "operators",

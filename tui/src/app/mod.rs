@@ -25,6 +25,7 @@ pub mod keys;
 mod logs;
 pub mod operators;
 mod pulse;
+pub mod runs;
 mod scopes;
 mod spec;
 use agenfleet_protocol::incidents::{Incident, Party};
@@ -62,11 +63,13 @@ pub enum View {
     Operators,
     /// The fleet's last ten minutes as sparklines (`:pulse`).
     Pulse,
+    /// Runs, fleet-wide or of one agent, and a run's timeline (`:runs [AGENT]`).
+    Runs,
 }
 
 impl View {
     #[cfg(test)]
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 9] = [
         View::Fleet,
         View::Audit,
         View::Escalations,
@@ -75,6 +78,7 @@ impl View {
         View::Describe,
         View::Operators,
         View::Pulse,
+        View::Runs,
     ];
 }
 
@@ -256,6 +260,10 @@ pub enum Msg {
         String,
         Result<Vec<agenfleet_protocol::runs::RunView>, String>,
     ),
+    /// The runs view's list (which load it answers).
+    RunsList(u64, Result<Vec<agenfleet_protocol::runs::RunView>, String>),
+    /// A run's timeline from the audit log.
+    RunTimeline(u64, Result<Vec<AuditEntry>, String>),
     /// How much the described agent's memory holds.
     MemoryStats(
         String,
@@ -326,6 +334,14 @@ pub enum Effect {
     /// Record a note on an incident in the audit log.
     NoteIncident(u64, String),
     LoadOperators,
+    /// The runs view's list: newest first, of one agent or all, failed only or not.
+    LoadRuns {
+        generation: u64,
+        agent: Option<AgentRef>,
+        failed: bool,
+    },
+    /// A run's timeline from the audit log.
+    LoadRunTimeline(u64),
     /// The tenants and their tiers (for the tenant context's label).
     LoadTenants,
     /// Register a uid as an operator (answered as `RoleChanged`).
@@ -431,6 +447,8 @@ pub struct App {
     pub inc_selected: usize,
     pub logs_pane: LogsPane,
     pub describe: Option<DescribePane>,
+    /// The runs view (`:runs`).
+    pub runs: runs::RunsPane,
     /// Operators and their bindings (loaded when the view opens).
     pub operators: Option<Vec<agenfleet_protocol::OperatorInfo>>,
     /// The fleet's last ten minutes (while `:pulse` is shown).
@@ -542,6 +560,7 @@ impl App {
             inc_selected: 0,
             logs_pane: LogsPane::default(),
             describe: None,
+            runs: runs::RunsPane::default(),
             operators: None,
             pulse: None,
             op_selected: 0,
@@ -691,6 +710,15 @@ impl App {
                     crate::fmt::duration_ms(self.now_ms.saturating_sub(i.first_ms)).hash(&mut h);
                 }
             }
+            View::Runs => {
+                // Each run's age, and how long the running ones have run.
+                for r in self.runs.visible(self.filter_of(View::Runs)) {
+                    crate::fmt::duration_ms(self.now_ms.saturating_sub(r.created_ms)).hash(&mut h);
+                    if let (Some(s), None) = (r.started_ms, r.ended_ms) {
+                        crate::fmt::duration_ms(self.now_ms.saturating_sub(s)).hash(&mut h);
+                    }
+                }
+            }
             View::Audit | View::Logs | View::Operators | View::Pulse => {}
         }
         h.finish()
@@ -751,8 +779,9 @@ impl App {
                 vec![]
             }
             Msg::Audit(entries, status) => {
+                let fx = self.runs_news(&entries);
                 self.apply_audit(entries, status);
-                vec![]
+                fx
             }
             Msg::Creds(agent, list, runs) => {
                 self.apply_creds(&agent, list, runs);
@@ -807,6 +836,11 @@ impl App {
                     p.runs = Some(r);
                     self.dirty = true;
                 }
+                vec![]
+            }
+            Msg::RunsList(generation, r) => self.apply_runs_list(generation, r),
+            Msg::RunTimeline(id, r) => {
+                self.apply_run_timeline(id, r);
                 vec![]
             }
             Msg::Described(agent, r) => {
@@ -1007,9 +1041,12 @@ impl App {
                 View::Fleet => View::Audit,
                 View::Audit => View::Escalations,
                 View::Escalations => View::Incidents,
-                View::Incidents | View::Logs | View::Describe | View::Operators | View::Pulse => {
-                    View::Fleet
-                }
+                View::Incidents
+                | View::Logs
+                | View::Describe
+                | View::Operators
+                | View::Pulse
+                | View::Runs => View::Fleet,
             }),
             _ => match self.view {
                 View::Fleet => self.fleet_action(a),
@@ -1019,6 +1056,7 @@ impl App {
                 View::Logs => self.logs_action(a),
                 View::Describe => self.describe_action(a),
                 View::Operators => self.operators_action(a),
+                View::Runs => self.runs_action(a),
                 View::Pulse => {
                     self.dirty = false;
                     vec![]
@@ -1075,6 +1113,7 @@ impl App {
         match view {
             View::Escalations => vec![Effect::LoadEscalations],
             View::Operators => vec![Effect::LoadOperators],
+            View::Runs => vec![self.load_runs()],
             View::Pulse | View::Describe => self.pulse_follow(view),
             _ => vec![],
         }

@@ -110,36 +110,12 @@ fn describe(v: &RunView) -> String {
 
 /// One line of a run's timeline: when, what, and the detail's telling fields.
 fn event_line(e: &agenfleet_protocol::AuditEntry) -> String {
-    let d: serde_json::Value = serde_json::from_str(&e.event.detail).unwrap_or_default();
-    let mut parts = Vec::new();
-    for k in [
-        "trigger",
-        "tool",
-        "decision",
-        "reviewer",
-        "provider",
-        "connection",
-        "model",
-        "status",
-        "tokens_in",
-        "tokens_out",
-        "latency_ms",
-        "state",
-        "error",
-        "reason",
-    ] {
-        match d.get(k) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::String(x)) => parts.push(format!("{k}={x}")),
-            Some(x) => parts.push(format!("{k}={x}")),
-        }
-    }
     format!(
         "  {}  {:<16} {:<9} {}",
         crate::fmt::timestamp(e.time_ms),
         e.event.action,
         e.event.outcome,
-        parts.join(" ")
+        crate::fmt::run_event_detail(&e.event.detail)
     )
 }
 

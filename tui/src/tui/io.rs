@@ -359,6 +359,28 @@ impl Io {
                     Some(Msg::Tenants(flat(c.client.tenants_list(c.ctx()).await)))
                 });
             }
+            Effect::LoadRuns {
+                generation,
+                agent,
+                failed,
+            } => {
+                self.background(self.conn.clone(), move |c| async move {
+                    let q = agenfleet_protocol::runs::RunQuery {
+                        agent,
+                        failed,
+                        limit: crate::app::runs::RUNS_SHOWN,
+                        ..Default::default()
+                    };
+                    let r = flat(c.client.runs_list(c.ctx(), q).await);
+                    Some(Msg::RunsList(generation, r))
+                });
+            }
+            Effect::LoadRunTimeline(id) => {
+                self.background(self.conn.clone(), move |c| async move {
+                    let r = flat(c.client.runs_timeline(c.ctx(), id).await);
+                    Some(Msg::RunTimeline(id, r))
+                });
+            }
             Effect::LoadOperators => {
                 self.background(self.conn.clone(), |c| async move {
                     Some(Msg::Operators(flat(c.client.operators_list(c.ctx()).await)))

@@ -21,6 +21,7 @@ fn view_name(v: View) -> &'static str {
         View::Describe => "describe",
         View::Operators => "operators",
         View::Pulse => "the pulse",
+        View::Runs => "runs",
     }
 }
 

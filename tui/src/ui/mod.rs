@@ -16,6 +16,7 @@ pub mod incidents;
 pub mod logs;
 pub mod operators;
 pub mod pulse;
+pub mod runs;
 pub mod scopes;
 pub mod spec;
 pub mod theme;
@@ -47,6 +48,8 @@ pub fn draw(f: &mut Frame, app: &App) {
         operators::draw(f, body, app, &theme);
     } else if app.view == View::Pulse {
         pulse::draw(f, body, app, &theme);
+    } else if app.view == View::Runs {
+        runs::draw(f, body, app, &theme);
     } else if app.detail_open {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(body);
@@ -171,6 +174,9 @@ mod every_view {
             }
             if v == View::Logs {
                 app.run_command(&format!("logs {crawler}"));
+            }
+            if v == View::Runs {
+                crate::ui::runs::tests::with_runs(&mut app);
             }
             for (w, h) in [(80, 24), (120, 40)] {
                 let t = super::testing::render(&app, w, h);
