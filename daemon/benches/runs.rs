@@ -34,16 +34,12 @@ async fn main() {
     let (audit, _) = AuditLog::open(&dir.join("audit"), None, "bench".into(), Options::default())
         .expect("audit");
     let runs = Arc::new(Runs::new(store, audit));
-    runs.recover().await.expect("recover");
+    runs.recover(|_| false).await.expect("recover");
     let key = AgentKey {
         tenant: "t".into(),
         name: "a".into(),
     };
-    let rs = RunsSpec {
-        max_concurrent: 1,
-        timeout_secs: 600,
-        queue: 100,
-    };
+    let rs = RunsSpec::default();
     let n = 500;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     // The agent: waits for a run, says when it holds it, answers it.

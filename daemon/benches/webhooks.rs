@@ -175,7 +175,7 @@ async fn main() {
     let (audit, _) = AuditLog::open(&dir.join("audit"), None, "bench".into(), Options::default())
         .expect("audit");
     let runs = Arc::new(Runs::new(store.clone(), audit.clone()));
-    runs.recover().await.expect("recover");
+    runs.recover(|_| false).await.expect("recover");
     let triggers = Arc::new(Triggers::new(
         store,
         vault,

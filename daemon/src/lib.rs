@@ -310,8 +310,9 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
             tracing::error!(error = %e, "model usage could not be restored; it starts from zero")
         }
     }
-    // Queued runs wait again; running ones were interrupted (recorded).
-    match rt.runs.recover().await {
+    // Queued runs wait again; running ones were interrupted (recorded) — but a job's,
+    // whose container may still run, is adopted or ended once the engine answers.
+    match rt.runs.recover(|v| runtime::jobs::is_job(&rt, v)).await {
         Ok((queued, interrupted)) if queued + interrupted > 0 => {
             tracing::info!(queued, interrupted, "runs recovered")
         }
@@ -325,6 +326,8 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     }
     let _scheduler = rt.triggers.spawn_scheduler();
     rt.start().context("cannot load the stored agents")?;
+    // Job agents' runs, each in a container of its own (woken by the runs' changes).
+    let _jobs = runtime::jobs::spawn_dispatcher(rt.clone());
     runtime::retention::spawn(rt.clone());
     // Each agent's usage today reaches the fleet view once a second while it changes;
     // the meters are saved every few seconds (the records after a save are replayed at

@@ -32,9 +32,9 @@ pub use error::{ApiError, ErrorCode};
 pub use secret::SecretValue;
 pub use service::{Fleet, FleetClient};
 pub use spec::{
-    AgentSpec, CredentialRefresh, CredentialUse, Delivery, FileSpec, Limits, NetworkMode,
-    NetworkSpec, RestartMode, RestartSpec, RunsSpec, SpecError, Workload, WorkspaceSpec,
-    BUILTIN_IMAGE,
+    AgentKind, AgentSpec, CredentialRefresh, CredentialUse, Delivery, FileSpec, Limits,
+    NetworkMode, NetworkSpec, RestartMode, RestartSpec, RunsSpec, SpecError, Workload,
+    WorkspaceSpec, BUILTIN_IMAGE,
 };
 pub use types::*;
 pub use upstream::{Injection, UpstreamClass, UpstreamKind, UpstreamSpec, UpstreamView};

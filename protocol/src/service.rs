@@ -301,6 +301,9 @@ pub trait Fleet {
     /// A run's story from the audit log, oldest first: its start, each tool decision and
     /// model or connection call its agent made while working on it, its end.
     async fn runs_timeline(id: u64) -> Result<Vec<crate::AuditEntry>, ApiError>;
+    /// A run's output: a job's (kept with the run, redacted; live while it runs), or the
+    /// lines a service agent printed while the run ran.
+    async fn runs_logs(id: u64) -> Result<crate::LogChunk, ApiError>;
     /// Adds a trigger to `agent`: a webhook subscription (its token and secret answered
     /// once) or a schedule.
     async fn triggers_add(

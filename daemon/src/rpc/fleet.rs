@@ -1003,6 +1003,14 @@ impl Fleet for FleetService {
         self.do_runs_timeline(id).await
     }
 
+    async fn runs_logs(
+        self,
+        _: Context,
+        id: u64,
+    ) -> Result<agenfleet_protocol::LogChunk, ApiError> {
+        self.do_runs_logs(id).await
+    }
+
     async fn triggers_add(
         self,
         _: Context,

@@ -50,6 +50,8 @@ pub(super) struct GatewayService {
     project: String,
     /// Why this connection may not use the gateway (None: it may).
     refused: Option<String>,
+    /// The job run whose container connected (None: the agent's own container).
+    run: Option<u64>,
 }
 
 impl GatewayService {
@@ -63,6 +65,17 @@ impl GatewayService {
 
     pub(super) fn project(&self) -> &str {
         &self.project
+    }
+
+    /// The run a call belongs to: the job run whose container this is, else the run the
+    /// agent works on when it runs exactly one.
+    pub(super) fn run(&self) -> Option<u64> {
+        self.run.or_else(|| self.rt.runs.current_of(&self.key))
+    }
+
+    /// The job run whose container this connection comes from.
+    pub(super) fn job_run(&self) -> Option<u64> {
+        self.run
     }
 
     pub(super) fn check(&self) -> Result<(), ApiError> {
@@ -203,7 +216,7 @@ impl GatewayService {
             "reviewer": reviewer,
             "latency_us": ev.latency_us,
             "reason": reason,
-            "run": self.rt.runs.current_of(&self.key),
+            "run": self.run(),
         })
         .to_string();
         let outcome = if allowed { "allow" } else { "deny" };
@@ -603,13 +616,22 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 }
             };
             let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(-1);
-            let container = rt.container_of(&key);
-            let refused = match &container {
-                Some(cid) if pid > 0 && pid_in_container(pid, cid) => None,
-                _ => Some(format!(
-                    "not permitted: this gateway belongs to agent {key} and the caller (pid {pid}) does not run in its container"
-                )),
+            // The agent's own container, or one of its job runs' (which names the run).
+            let own = rt
+                .container_of(&key)
+                .is_some_and(|cid| pid > 0 && pid_in_container(pid, &cid));
+            let run = if own || pid <= 0 {
+                None
+            } else {
+                rt.jobs
+                    .containers_of(&key)
+                    .into_iter()
+                    .find(|(_, cid)| pid_in_container(pid, cid))
+                    .map(|(run, _)| run)
             };
+            let refused = (!own && run.is_none()).then(|| format!(
+                "not permitted: this gateway belongs to agent {key} and the caller (pid {pid}) does not run in its container"
+            ));
             // Read once per connection: an agent never changes project.
             let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
             if let Some(why) = &refused {
@@ -639,6 +661,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 key: key.clone(),
                 project,
                 refused,
+                run,
             };
             match kind {
                 Conn::Gateway => {}

@@ -4,7 +4,8 @@
 //! (at most 30 000) for one — 204 when none came; `POST /v1/runs/{id}/result` with
 //! `{"ok": bool, "result": any JSON, "error": "why"}` ends it (succeeded or failed; its
 //! end recorded first). The runs are the calling agent's own, picked by the connection's
-//! identity: another agent's run id answers 404, like an unknown one.
+//! identity: another agent's run id answers 404, like an unknown one. A job's container
+//! (`runtime/jobs.rs`) is handed its own run by `next` at once, and answers only that one.
 
 use super::gateway::GatewayService;
 use super::local_api::{api_error, body, error, json, Reply};
@@ -64,11 +65,19 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>, rest: &s
                     )
                 }
             };
-            match rt
-                .runs
-                .next(&key, &spec, Duration::from_millis(wait_ms))
-                .await
-            {
+            // A job's container has its one run, handed to it already.
+            let next = match svc.job_run() {
+                Some(id) => match rt.runs.get(id) {
+                    Ok(v) => Ok(v.filter(|v| v.state == RunState::Running)),
+                    Err(e) => Err(agenfleet_protocol::ApiError::internal(e.to_string())),
+                },
+                None => {
+                    rt.runs
+                        .next(&key, &spec, Duration::from_millis(wait_ms))
+                        .await
+                }
+            };
+            match next {
                 Ok(Some(v)) => json(
                     StatusCode::OK,
                     &serde_json::json!({
@@ -96,6 +105,14 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>, rest: &s
                     format!("no endpoint /v1/runs{p}: POST /v1/runs/ID/result"),
                 );
             };
+            if svc.job_run().is_some_and(|own| own != id) {
+                // Another job run of the same agent: not this container's to answer.
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no run {id} of this job's container"),
+                );
+            }
             let r: RunResult = match body(req).await {
                 Ok(r) => r,
                 Err(reply) => return reply,

@@ -153,7 +153,7 @@ impl CallRecord {
             "response_bytes": bytes,
             "response_sha256": sha,
             "problem": problem,
-            "run": self.svc.runtime().runs.current_of(self.svc.key()),
+            "run": self.svc.run(),
         });
         let mut detail = detail;
         if let Some(req) = &self.request_body {

@@ -16,7 +16,7 @@ use crate::audit::AuditLog;
 use crate::store::{AgentKey, Store, StoreError};
 use agenfleet_protocol::runs::{RunQuery, RunState, RunView, MAX_RUN_INPUT, MAX_RUN_RESULT};
 use agenfleet_protocol::{now_ms, ApiError, AuditEvent, RunsSpec};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -98,8 +98,13 @@ impl Runs {
     }
 
     /// Loads the runs that had not ended: queued ones wait again; running ones end as
-    /// failed (interrupted), recorded. Answers (queued, interrupted).
-    pub async fn recover(self: &Arc<Self>) -> Result<(usize, usize), ApiError> {
+    /// failed (interrupted), recorded — but those `keep` names (a job's, whose container
+    /// may still run: `runtime/jobs.rs` adopts or ends them once the engine answers) stay
+    /// running, their timeout armed again. Answers (queued, interrupted).
+    pub async fn recover(
+        self: &Arc<Self>,
+        keep: impl Fn(&RunView) -> bool,
+    ) -> Result<(usize, usize), ApiError> {
         let top: u64 = self
             .store
             .rows_everywhere("SELECT COALESCE(MAX(id), 0) FROM runs", &[], |r| {
@@ -121,6 +126,7 @@ impl Runs {
             )
             .map_err(store_err)?;
         let mut interrupted = Vec::new();
+        let mut kept = Vec::new();
         {
             let mut inner = self.lock();
             inner.next_id = top + 1;
@@ -130,12 +136,19 @@ impl Runs {
                         inner.queues.entry(key_of(&v)).or_default().push_back(v.id);
                         inner.open.insert(v.id, v);
                     }
+                    _ if keep(&v) => {
+                        kept.push((v.id, v.deadline_ms.unwrap_or(0)));
+                        inner.open.insert(v.id, v);
+                    }
                     _ => {
                         inner.open.insert(v.id, v.clone());
                         interrupted.push(v);
                     }
                 }
             }
+        }
+        for (id, deadline_ms) in kept {
+            self.arm_timeout(id, deadline_ms);
         }
         let queued = self.lock().queues.values().map(|q| q.len()).sum();
         for v in &interrupted {
@@ -268,7 +281,9 @@ impl Runs {
         }
     }
 
-    fn take(
+    /// Hands `key` its oldest queued run if it runs fewer than `spec.max_concurrent`
+    /// (None: nothing to hand now). The job dispatcher's way in; agents wait in `next`.
+    pub fn take(
         self: &Arc<Self>,
         key: &AgentKey,
         spec: &RunsSpec,
@@ -298,21 +313,76 @@ impl Runs {
         }
         inner.open.insert(id, v.clone());
         drop(inner);
-        // Its timeout: one timer for this run.
+        self.arm_timeout(id, now + spec.timeout_secs * 1000);
+        self.changed.notify_waiters();
+        Ok(Some(v))
+    }
+
+    /// Its timeout: one timer for this run, ending it as timed out at `deadline_ms` if it
+    /// still runs then.
+    fn arm_timeout(self: &Arc<Self>, id: u64, deadline_ms: u64) {
         let me = self.clone();
-        let after = Duration::from_secs(spec.timeout_secs);
+        let after = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let still = me.lock().open.get(&id).map(|v| v.state) == Some(RunState::Running);
+            let (still, timeout_s) = {
+                let inner = me.lock();
+                match inner.open.get(&id) {
+                    Some(v) if v.state == RunState::Running => (
+                        true,
+                        v.deadline_ms
+                            .zip(v.started_ms)
+                            .map(|(d, s)| d.saturating_sub(s) / 1000)
+                            .unwrap_or(0),
+                    ),
+                    _ => (false, 0),
+                }
+            };
             if still {
-                let why = format!("no result within {} s (runs.timeout_secs)", after.as_secs());
+                let why = format!("no result within {timeout_s} s (runs.timeout_secs)");
                 if let Err(e) = me.end(id, None, RunState::TimedOut, None, Some(why)).await {
                     tracing::error!(run = id, error = %e.message, "cannot time out the run");
                 }
             }
         });
+    }
+
+    /// Wakes whoever waits for a change (the job dispatcher, when a job agent can take
+    /// runs again).
+    pub fn poke(&self) {
         self.changed.notify_waiters();
-        Ok(Some(v))
+    }
+
+    /// What wakes a waiter on any change of the runs (enable it before looking).
+    pub fn changes(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Keeps a job run's output (JSON lines), before its end is recorded.
+    pub fn save_logs(&self, tenant: &str, id: u64, logs_json: &str) -> Result<(), StoreError> {
+        self.store.tenant(tenant).with(|c| {
+            c.execute(
+                "UPDATE t_runs SET logs_json = ?2 WHERE id = ?1",
+                params![id as i64, logs_json],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A run's kept output (None: none kept — a service agent's run, or not ended yet).
+    pub fn logs(&self, tenant: &str, id: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .tenant(tenant)
+            .with(|c| {
+                c.query_row(
+                    "SELECT logs_json FROM t_runs WHERE id = ?1",
+                    params![id as i64],
+                    |r| r.get::<_, Option<String>>(0),
+                )
+                .optional()
+            })?
+            .flatten())
     }
 
     /// Ends run `id`: recorded (`run.end`), then stored. With `by`: only that agent's own
@@ -449,9 +519,14 @@ impl Runs {
         }
     }
 
+    /// The runs not ended yet, oldest first.
+    pub fn open_runs(&self) -> Vec<RunView> {
+        self.lock().open.values().cloned().collect()
+    }
+
     /// The run `key` is working on, when it runs exactly one: its gateway calls (tool
     /// decisions, model and connection calls) are that run's. With several at once a call
-    /// cannot be told apart, and is linked to none.
+    /// cannot be told apart, and is linked to none (a job's calls name their own run).
     pub fn current_of(&self, key: &AgentKey) -> Option<u64> {
         let inner = self.lock();
         let mut running = inner

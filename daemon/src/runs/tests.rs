@@ -40,6 +40,7 @@ fn spec(max_concurrent: u32, timeout_secs: u64, queue: u32) -> RunsSpec {
         max_concurrent,
         timeout_secs,
         queue,
+        ..RunsSpec::default()
     }
 }
 
@@ -47,7 +48,7 @@ fn spec(max_concurrent: u32, timeout_secs: u64, queue: u32) -> RunsSpec {
 async fn runs_queue_go_to_their_agent_in_order_within_its_limit_and_end_with_a_result() {
     let dir = tempfile::tempdir().unwrap();
     let (runs, _, audit, key) = setup(dir.path());
-    runs.recover().await.unwrap();
+    runs.recover(|_| false).await.unwrap();
     let sp = spec(1, 60, 2);
     let r1 = runs
         .start(&key, "p", &sp, "cli", "ann", r#"{"n":1}"#)
@@ -133,7 +134,7 @@ async fn runs_queue_go_to_their_agent_in_order_within_its_limit_and_end_with_a_r
 async fn a_run_times_out_is_cancelled_and_a_restart_interrupts_the_running_one() {
     let dir = tempfile::tempdir().unwrap();
     let (runs, store, audit, key) = setup(dir.path());
-    runs.recover().await.unwrap();
+    runs.recover(|_| false).await.unwrap();
     let quick = spec(2, 1, 10);
     let r = runs.start(&key, "p", &quick, "cli", "ann", "{}").unwrap();
     runs.next(&key, &quick, Duration::ZERO)
@@ -169,7 +170,7 @@ async fn a_run_times_out_is_cancelled_and_a_restart_interrupts_the_running_one()
         .unwrap();
     drop(runs);
     let again = Arc::new(Runs::new(store, audit));
-    assert_eq!(again.recover().await.unwrap(), (1, 1));
+    assert_eq!(again.recover(|_| false).await.unwrap(), (1, 1));
     let r = again.get(running.id).unwrap().unwrap();
     assert_eq!(r.state, RunState::Failed);
     assert!(r.error.unwrap().contains("interrupted"));
@@ -202,7 +203,7 @@ async fn a_run_times_out_is_cancelled_and_a_restart_interrupts_the_running_one()
 async fn two_ends_of_one_run_at_once_leave_one_end_and_one_record() {
     let dir = tempfile::tempdir().unwrap();
     let (runs, _, audit, key) = setup(dir.path());
-    runs.recover().await.unwrap();
+    runs.recover(|_| false).await.unwrap();
     let sp = spec(1, 600, 10);
     for _ in 0..20 {
         let r = runs.start(&key, "p", &sp, "cli", "ann", "{}").unwrap();

@@ -79,6 +79,8 @@ pub struct Runtime {
     pub runs: Arc<crate::runs::Runs>,
     /// Webhook subscriptions and schedules that start runs.
     pub triggers: Arc<crate::triggers::Triggers>,
+    /// Job runs in progress, each in its own container.
+    pub jobs: super::jobs::Jobs,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -143,6 +145,7 @@ impl Runtime {
             memory,
             runs,
             triggers,
+            jobs: Default::default(),
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })
@@ -401,6 +404,7 @@ impl Runtime {
                     self.fleet.update_daemon(|d| d.engine = info);
                     self.incidents.signal(Signal::EngineUp);
                     self.reconcile().await;
+                    tokio::spawn(super::jobs::reconcile(self.clone()));
                 }
                 EngineSignal::Disconnected(why) => {
                     self.fleet.update_daemon(|d| {
@@ -417,6 +421,10 @@ impl Runtime {
                     });
                 }
                 EngineSignal::Container(ev) => {
+                    // A job's container is its run's (runtime/jobs.rs follows it).
+                    if ev.labels.contains_key(super::jobs::LABEL_RUN) {
+                        continue;
+                    }
                     let Some(key) = key_from_labels(&ev.labels) else {
                         continue;
                     };
@@ -458,6 +466,9 @@ impl Runtime {
                         let Some(key) = key_from_labels(&labels) else {
                             continue;
                         };
+                        if labels.contains_key(super::jobs::LABEL_RUN) {
+                            continue;
+                        }
                         if !self.runners().contains_key(&key) {
                             self.orphan_found(id, key);
                         }

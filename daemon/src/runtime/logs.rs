@@ -115,6 +115,11 @@ impl LogRing {
         self.notify.send_replace(seq + 1);
     }
 
+    /// Every line held, oldest first.
+    pub fn snapshot(&self) -> Vec<LogLine> {
+        self.lock().lines.iter().cloned().collect()
+    }
+
     fn chunk(&self, since: u64, max_lines: usize) -> LogChunk {
         let r = self.lock();
         let first = r.lines.front().map(|l| l.seq).unwrap_or(r.next_seq);

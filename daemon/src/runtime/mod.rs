@@ -7,6 +7,7 @@ pub mod container;
 pub mod engine;
 pub mod hub;
 pub mod image;
+pub mod jobs;
 pub mod logs;
 pub mod network;
 pub mod restart;

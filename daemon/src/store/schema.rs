@@ -312,4 +312,7 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, id),
         FOREIGN KEY (tenant_id, agent) REFERENCES agents(tenant_id, name));
      CREATE INDEX triggers_agent ON triggers(tenant_id, agent);",
+    // 19: a job run's output (its container is removed when it ends): JSON lines of
+    // {ts_ms, stream, text}, redacted, capped (runtime/jobs.rs).
+    "ALTER TABLE runs ADD COLUMN logs_json TEXT;",
 ];

@@ -157,6 +157,16 @@ impl AgentSpec {
                 ),
             ));
         }
+        if self.runs.kind != old.runs.kind {
+            return Err(super::err(
+                "runs.kind",
+                format!(
+                    "an agent cannot change from a {} to a {} (one runs a container, the other one per run); create a new agent",
+                    old.runs.kind.as_str(),
+                    self.runs.kind.as_str()
+                ),
+            ));
+        }
         match (old.workspace, self.workspace) {
             (Some(_), None) => return Err(super::err(
                 "workspace",

@@ -90,13 +90,15 @@ pub struct AgentSpec {
 }
 
 /// How an agent takes runs: at most `max_concurrent` at once, each timed out after
-/// `timeout_secs`, at most `queue` waiting (more are refused with the reason).
+/// `timeout_secs`, at most `queue` waiting (more are refused with the reason); as a
+/// long-running service that asks for them, or as a job — a fresh container per run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunsSpec {
     pub max_concurrent: u32,
     pub timeout_secs: u64,
     pub queue: u32,
+    pub kind: AgentKind,
 }
 
 impl Default for RunsSpec {
@@ -105,6 +107,28 @@ impl Default for RunsSpec {
             max_concurrent: 1,
             timeout_secs: 600,
             queue: 100,
+            kind: AgentKind::Service,
+        }
+    }
+}
+
+/// `service`: one long-running container that takes runs through its local API (`GET
+/// /v1/runs/next`). `job`: no container between runs; each run gets a fresh hardened one,
+/// its input at `/run/agenfleet/run/input.json`, removed when it exits (its logs and
+/// outcome are kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    #[default]
+    Service,
+    Job,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Service => "service",
+            AgentKind::Job => "job",
         }
     }
 }
@@ -490,7 +514,26 @@ impl Serialize for Hashed<'_> {
             st.serialize_field("description", &a.description)?;
         }
         if a.runs != RunsSpec::default() {
-            st.serialize_field("runs", &a.runs)?;
+            st.serialize_field("runs", &HashedRuns(&a.runs))?;
+        }
+        st.end()
+    }
+}
+
+/// `runs` as its hash sees it: `kind` only when it is not the default (`service`), so a
+/// spec from before job agents keeps its hash.
+struct HashedRuns<'a>(&'a RunsSpec);
+
+impl Serialize for HashedRuns<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.0;
+        let mut st = s.serialize_struct("RunsSpec", 4)?;
+        st.serialize_field("max_concurrent", &r.max_concurrent)?;
+        st.serialize_field("timeout_secs", &r.timeout_secs)?;
+        st.serialize_field("queue", &r.queue)?;
+        if r.kind != AgentKind::Service {
+            st.serialize_field("kind", &r.kind)?;
         }
         st.end()
     }

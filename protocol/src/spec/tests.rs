@@ -244,7 +244,7 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
     // (and minus the description and the runs, added later still)
     let old = full.replace(",\"description\":\"\"", "");
     let old = old.replace(
-        ",\"runs\":{\"max_concurrent\":1,\"timeout_secs\":600,\"queue\":100}",
+        ",\"runs\":{\"max_concurrent\":1,\"timeout_secs\":600,\"queue\":100,\"kind\":\"service\"}",
         "",
     );
     let old = old.replace(
@@ -264,6 +264,19 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
         spec.container_hash(),
         "taken up in place"
     );
+    // Runs as they were hashed before job agents: without `kind` while it is a service's.
+    let before_jobs = serde_json::to_string(&runs)
+        .unwrap()
+        .replace(",\"kind\":\"service\"", "")
+        .replace(",\"description\":\"\"", "")
+        .replace(
+            ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
+            "",
+        );
+    assert_eq!(runs.hash(), fnv1a_hex(before_jobs.as_bytes()));
+    let mut job = runs.clone();
+    job.runs.kind = crate::spec::AgentKind::Job;
+    assert_ne!(job.hash(), runs.hash());
 }
 
 fn spec(extra: &str) -> AgentSpec {
@@ -357,4 +370,17 @@ fn the_display_form_shows_files_by_digest_and_a_description_is_one_short_line() 
     let mut described = spec("");
     described.description = "x".into();
     assert_ne!(described.hash(), spec("").hash());
+}
+
+#[test]
+fn a_job_kind_parses_an_unknown_one_is_named_and_kind_cannot_change_in_place() {
+    let job = spec("[runs]\nkind = \"job\"\n");
+    assert_eq!(job.runs.kind, crate::spec::AgentKind::Job);
+    assert_eq!(spec("").runs.kind, crate::spec::AgentKind::Service);
+    let e = AgentSpec::from_toml("name = \"a\"\nimage = \"x/y\"\n[runs]\nkind = \"batch\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch") && e.contains("job"), "{e}");
+    let e = spec("").change_from(&job).unwrap_err().to_string();
+    assert!(e.contains("runs.kind"), "{e}");
 }

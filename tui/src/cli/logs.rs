@@ -16,7 +16,7 @@ pub struct LogsArgs {
     pub tail: Option<usize>,
 }
 
-fn print(out: &Out, l: &LogLine) -> Result<(), CliError> {
+pub(super) fn print(out: &Out, l: &LogLine) -> Result<(), CliError> {
     out.line(l, || match l.stream {
         LogStream::Stdout => l.text.clone(),
         LogStream::Stderr => format!("[stderr] {}", l.text),

@@ -1,6 +1,6 @@
 //! `agenfleet runs`: start a run of an agent (`start`, with `--wait` for its end), list
 //! runs (`list`, newest first; `--failed`, `--since`), show one (`show`, its input,
-//! timeline and outcome), cancel one (`cancel`).
+//! timeline and outcome), cancel one (`cancel`), print its output (`logs`).
 
 use super::{CliError, Out};
 use crate::client::Conn;
@@ -43,6 +43,9 @@ pub enum RunsCmd {
     },
     /// Cancel a queued or running run (runs.trigger).
     Cancel { id: u64 },
+    /// A run's output: a job's (kept with the run, redacted; so far, while it runs), or
+    /// what a service agent printed while the run ran (`--json`: one line per object).
+    Logs { id: u64 },
 }
 
 /// Exit code of `runs start --wait` / `runs show --wait` when the run did not succeed.
@@ -225,6 +228,13 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &RunsCmd) -> Result<(), CliError> 
             };
             let v = conn.client.runs_get(ctx, *id, ms).await??;
             show_run(conn, out, &v, *wait).await
+        }
+        RunsCmd::Logs { id } => {
+            let chunk = conn.client.runs_logs(conn.ctx(), *id).await??;
+            for l in &chunk.lines {
+                super::logs::print(out, l)?;
+            }
+            Ok(())
         }
         RunsCmd::Cancel { id } => {
             let v = conn.client.runs_cancel(conn.ctx(), *id).await??;

@@ -171,4 +171,54 @@ impl FleetService {
         .map_err(|e| ApiError::internal(format!("run timeline: {e}")))?
         .map_err(|e| ApiError::internal(format!("run timeline: {e}")))
     }
+
+    pub(super) async fn do_runs_logs(
+        &self,
+        id: u64,
+    ) -> Result<agenfleet_protocol::LogChunk, ApiError> {
+        let v = self
+            .visible_run(id, Permission::RunsRead, "runs_logs")
+            .await?;
+        let key = AgentKey {
+            tenant: v.tenant.clone(),
+            name: v.agent.clone(),
+        };
+        let chunk = |lines: Vec<agenfleet_protocol::LogLine>| agenfleet_protocol::LogChunk {
+            next_seq: lines.last().map(|l| l.seq + 1).unwrap_or(0),
+            lines,
+            missed: 0,
+            dropped_total: 0,
+        };
+        // A job in progress: its output so far.
+        if let Some(ring) = self.rt.jobs.live_logs(id) {
+            return Ok(chunk(ring.snapshot()));
+        }
+        let kept = self
+            .rt
+            .runs
+            .logs(&v.tenant, id)
+            .map_err(|e| ApiError::internal(format!("run {id}'s output: {e}")))?;
+        if let Some(text) = kept {
+            let lines = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            return Ok(chunk(lines));
+        }
+        // A service agent's run: what the agent printed while it ran (from its log, as
+        // far back as the log holds; with several runs at once their lines interleave).
+        let Some(start) = v.started_ms else {
+            return Ok(chunk(vec![]));
+        };
+        let end = v.ended_ms.unwrap_or(u64::MAX);
+        let lines = self
+            .rt
+            .logs(&key)
+            .map(|r| r.snapshot())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.ts_ms >= start && l.ts_ms <= end)
+            .collect();
+        Ok(chunk(lines))
+    }
 }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 
 /// The agent's current credential values that are text: (name, version, value).
-fn secrets_of(
+pub(crate) fn secrets_of(
     rt: &crate::runtime::Runtime,
     key: &crate::store::AgentKey,
 ) -> Vec<(String, u32, String)> {
@@ -203,68 +203,15 @@ impl Runner {
         image_ref: &str,
         gateway_dir: &std::path::Path,
     ) -> Result<container::InitProgram, ApiError> {
-        let io = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
-        let shim = crate::runtime::image::shim_on_host(&self.rt.cfg.state_dir)
-            .map_err(|e| io("cannot write the agent shim into the state directory", e))?;
-        let point = container::shim_mount_point(gateway_dir);
-        if let Some(dir) = point.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| io("cannot prepare the shim's mount point", e))?;
-        }
-        if !point.exists() {
-            std::fs::write(&point, b"")
-                .map_err(|e| io("cannot prepare the shim's mount point", e))?;
-        }
-        std::fs::create_dir_all(container::secrets_mount_point(gateway_dir))
-            .map_err(|e| io("cannot prepare the secrets' mount point", e))?;
-        let argv = if self.rec.spec.command.is_empty() {
-            crate::runtime::image::image_program(docker, image_ref).await?
-        } else {
-            self.rec.spec.command.clone()
-        };
-        if argv.is_empty() {
-            return Err(ApiError::invalid(format!(
-                "spec field `command`: image `{}` names no program (no entrypoint or command); set `command`",
-                self.rec.spec.image
-            )));
-        }
-        // The spec's files and the workspace, ready before the container exists.
-        let (state, key, spec) = (
-            self.rt.cfg.state_dir.clone(),
-            self.rec.key.clone(),
-            self.rec.spec.clone(),
-        );
-        let owner = self.rt.cfg.agent_user.clone();
-        let binds = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
-            let mut binds = crate::runtime::volumes::write_files(&state, &key, &spec.files)
-                .map_err(|e| io("cannot write the agent's files", e))?;
-            if let Some(w) = spec.workspace {
-                let dir =
-                    crate::runtime::volumes::ensure_workspace(&state, &key, w.size_mb, &owner)
-                        .map_err(|e| {
-                            ApiError::internal(format!("cannot prepare the workspace: {e}"))
-                        })?;
-                binds.push(format!(
-                    "{}:{}",
-                    dir.display(),
-                    agenfleet_protocol::spec::WORKSPACE_IN_CONTAINER
-                ));
-            }
-            Ok(binds)
-        })
+        init_program(
+            &self.rt,
+            &self.rec.key,
+            &self.rec.spec,
+            docker,
+            image_ref,
+            gateway_dir,
+        )
         .await
-        .map_err(|e| ApiError::internal(format!("cannot prepare the agent's mounts: {e}")))??;
-        let env = self
-            .rt
-            .upstreams
-            .env_for(&self.rec.key.tenant, &self.rec.spec)
-            .map_err(ApiError::from)?;
-        Ok(container::InitProgram {
-            shim,
-            argv,
-            binds,
-            env,
-        })
     }
 
     pub(super) async fn mark_running(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
@@ -542,4 +489,73 @@ impl Runner {
             }
         }
     }
+}
+
+/// The shim and the program for an image that is not ours (an agent's container, or a job
+/// run's); prepares the mount points, the spec's files and the workspace.
+pub(crate) async fn init_program(
+    rt: &crate::runtime::Runtime,
+    key: &crate::store::AgentKey,
+    spec: &agenfleet_protocol::AgentSpec,
+    docker: &Docker,
+    image_ref: &str,
+    gateway_dir: &std::path::Path,
+) -> Result<container::InitProgram, ApiError> {
+    let io = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
+    let shim = crate::runtime::image::shim_on_host(&rt.cfg.state_dir)
+        .map_err(|e| io("cannot write the agent shim into the state directory", e))?;
+    let point = container::shim_mount_point(gateway_dir);
+    if let Some(dir) = point.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot prepare the shim's mount point", e))?;
+    }
+    if !point.exists() {
+        std::fs::write(&point, b"").map_err(|e| io("cannot prepare the shim's mount point", e))?;
+    }
+    std::fs::create_dir_all(container::secrets_mount_point(gateway_dir))
+        .map_err(|e| io("cannot prepare the secrets' mount point", e))?;
+    let argv = if spec.command.is_empty() {
+        crate::runtime::image::image_program(docker, image_ref).await?
+    } else {
+        spec.command.clone()
+    };
+    if argv.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "spec field `command`: image `{}` names no program (no entrypoint or command); set `command`",
+            spec.image
+        )));
+    }
+    // The spec's files and the workspace, ready before the container exists.
+    let (state, k, files, workspace) = (
+        rt.cfg.state_dir.clone(),
+        key.clone(),
+        spec.files.clone(),
+        spec.workspace,
+    );
+    let owner = rt.cfg.agent_user.clone();
+    let binds = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
+        let mut binds = crate::runtime::volumes::write_files(&state, &k, &files)
+            .map_err(|e| io("cannot write the agent's files", e))?;
+        if let Some(w) = workspace {
+            let dir = crate::runtime::volumes::ensure_workspace(&state, &k, w.size_mb, &owner)
+                .map_err(|e| ApiError::internal(format!("cannot prepare the workspace: {e}")))?;
+            binds.push(format!(
+                "{}:{}",
+                dir.display(),
+                agenfleet_protocol::spec::WORKSPACE_IN_CONTAINER
+            ));
+        }
+        Ok(binds)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("cannot prepare the agent's mounts: {e}")))??;
+    let env = rt
+        .upstreams
+        .env_for(&key.tenant, spec)
+        .map_err(ApiError::from)?;
+    Ok(container::InitProgram {
+        shim,
+        argv,
+        binds,
+        env,
+    })
 }

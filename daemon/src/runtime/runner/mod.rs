@@ -12,6 +12,7 @@ mod creds;
 mod engine;
 
 pub use apply::Apply;
+pub(crate) use engine::{init_program, secrets_of};
 
 use super::container;
 use super::engine::{bollard_err, is_not_found, ContainerEvent};
@@ -82,6 +83,9 @@ pub(super) struct Runner {
     spec_version: u32,
     file_views: Vec<agenfleet_protocol::FileView>,
 }
+
+/// What a job agent ready for runs says in the fleet view.
+const JOB_READY: &str = "job: a fresh container per run";
 
 /// How far apart an OOM report and an exit may be and still be the same event.
 const OOM_EXIT_SLACK_MS: u64 = 5_000;
@@ -289,6 +293,11 @@ impl Runner {
         }
         self.rec.state = state;
         self.rec.message = message;
+        if self.rec.spec.runs.kind == agenfleet_protocol::AgentKind::Job {
+            self.rt
+                .jobs
+                .set_ready(&self.rec.key, state == AgentState::Running);
+        }
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -422,7 +431,9 @@ impl Runner {
                 }
                 let _ =
                     std::fs::remove_dir_all(container::gateway_dir(&self.rt.cfg.state_dir, &key));
-                // Its triggers stop, and its runs end with it (each end recorded).
+                // Its triggers stop, and its runs end with it (each end recorded; a
+                // job's container is stopped and removed by its run's task).
+                self.rt.jobs.set_ready(&key, false);
                 self.rt.triggers.revoke_agent(&key);
                 self.rt
                     .runs
@@ -454,6 +465,14 @@ impl Runner {
             return self.commit();
         }
         self.held_back = false;
+        if self.rec.spec.runs.kind == agenfleet_protocol::AgentKind::Job {
+            // No container of its own: ready is running; each run gets one (jobs.rs).
+            self.next_restart_at_ms = None;
+            self.set_state(AgentState::Running, Some(JOB_READY.into()));
+            let view = self.commit();
+            self.rt.runs.poke();
+            return view;
+        }
         match self.ensure_running().await {
             Ok(()) => {
                 let detail = format!(

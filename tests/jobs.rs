@@ -1,0 +1,216 @@
+//! End-to-end: job agents (`runs.kind = "job"`) on the real daemon and engine. No container
+//! between runs; each run gets a fresh hardened busybox container that reads its input from
+//! `/run/agenfleet/run/input.json`, may ask its local API for its run and make tool calls
+//! (recorded with the run's id), and exits: 0 succeeded, else failed with the code. The
+//! container is gone afterwards, its output kept with the run (`runs logs`). A timeout and a
+//! cancel stop the container; at most `max_concurrent` run at once; a job running across a
+//! `kill -9` of the daemon is adopted and ends from its own exit.
+
+use agenfleet_e2e::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn job_agent(name: &str, image: &str) -> String {
+    format!(
+        r#"name = "{name}"
+image = "{image}"
+command = ["sh", "-c", '''
+input=$(cat /run/agenfleet/run/input.json)
+echo "run $AGENFLEET_RUN_ID input $input"
+case "$input" in
+  *fail*) echo "failing on purpose" >&2; exit 3 ;;
+  *hang*) trap 'exit 0' TERM; sleep 300 & wait $! ;;
+  *sleep*) sleep 4 ;;
+  *ask*)
+    resp=$(printf 'GET /v1/runs/next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n' | nc 127.0.0.1 4180)
+    id=$(echo "$resp" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+    echo "handed run $id"
+    call='{{"tool":"lookup_ticket","args":{{}}}}'
+    printf 'POST /v1/authorize HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "${{#call}}" "$call" | nc 127.0.0.1 4180 | tail -1
+    body='{{"ok":true,"result":{{"answered":true}}}}'
+    printf 'POST /v1/runs/%s/result HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n%s' "$id" "${{#body}}" "$body" | nc 127.0.0.1 4180 >/dev/null
+    ;;
+esac
+exit 0
+''']
+[runs]
+kind = "job"
+timeout_secs = 5
+max_concurrent = 2
+"#
+    )
+}
+
+fn start(d: &Daemon, agent: &str, input: &str, wait: bool) -> (Option<i32>, Value) {
+    let file = d.file(&format!("in-{}.json", rand_suffix()), input);
+    let mut args = vec!["--json", "runs", "start", agent, "--input", &file];
+    if wait {
+        args.push("--wait");
+    }
+    let out = d.cli(&args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v)
+}
+
+/// The containers (running or not) of run `id`.
+fn run_containers(d: &Daemon, id: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=agenfleet.instance={}", d.instance),
+        "--filter",
+        &format!("label=agenfleet.run={id}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn logs(d: &Daemon, id: &str) -> String {
+    let out = d.cli(&["runs", "logs", id]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
+    let test = "job_agents_run_each_run_in_a_fresh_container_and_keep_its_story";
+    if !docker_available(test) {
+        return;
+    }
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let mut d = Daemon::start("jobs", "");
+    d.create(&job_agent("jobby", &image));
+    // Ready for runs, with no container of its own.
+    let v = d.wait_agent("jobby", "ready", WAIT, |v| v["state"] == "Running");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("container per run"),
+        "{v}"
+    );
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
+
+    // Exit 0: succeeded; its output kept; its container gone.
+    let (code, v) = start(&d, "jobby", r#"{"n": 7}"#, true);
+    assert_eq!((code, &v["state"]), (Some(0), &"succeeded".into()), "{v}");
+    let id = v["id"].to_string();
+    assert_eq!(v["result_json"], r#"{"exit_code":0}"#, "{v}");
+    let text = logs(&d, &id);
+    assert!(
+        text.contains(&format!("run {id} input {{\"n\": 7}}")),
+        "{text}"
+    );
+    assert!(run_containers(&d, &id).is_empty());
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
+
+    // Exit 3: failed with the code; stderr kept as such.
+    let (code, v) = start(&d, "jobby", r#"{"fail": 1}"#, true);
+    assert_eq!((code, &v["state"]), (Some(14), &"failed".into()), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("exited with code 3"),
+        "{v}"
+    );
+    let text = logs(&d, &v["id"].to_string());
+    assert!(text.contains("[stderr] failing on purpose"), "{text}");
+
+    // It asks its API for its run, makes a tool call (the run's, in the audit log), and
+    // posts a result, which is the run's.
+    let (code, v) = start(&d, "jobby", r#"{"ask": 1}"#, true);
+    assert_eq!((code, &v["state"]), (Some(0), &"succeeded".into()), "{v}");
+    let id = v["id"].to_string();
+    assert_eq!(v["result_json"], r#"{"answered":true}"#, "{v}");
+    assert!(logs(&d, &id).contains(&format!("handed run {id}")));
+    let story = d.json(&["runs", "show", &id]);
+    let actions: Vec<&str> = story["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["run.start", "tool.decide", "run.end"],
+        "{story}"
+    );
+
+    // A job that never ends: timed out after 5 s, its container stopped and removed.
+    let (code, v) = start(&d, "jobby", r#"{"hang": 1}"#, true);
+    assert_eq!((code, &v["state"]), (Some(14), &"timed-out".into()), "{v}");
+    let id = v["id"].to_string();
+    wait_for(WAIT, "the timed-out job's container removed", || {
+        run_containers(&d, &id).is_empty().then_some(())
+    });
+
+    // Cancelled while it runs: the container goes.
+    let (_, v) = start(&d, "jobby", r#"{"hang": 2}"#, false);
+    let id = v["id"].to_string();
+    let cid = wait_for(WAIT, "the job's container", || {
+        run_containers(&d, &id).into_iter().next()
+    });
+    // Hardened like a service agent's container.
+    let c = inspect(&cid);
+    assert_eq!(c["HostConfig"]["ReadonlyRootfs"], true, "{c}");
+    assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+    assert_ne!(c["Config"]["User"], "", "{c}");
+    assert_ne!(c["Config"]["User"], "root", "{c}");
+    let c = d.json(&["runs", "cancel", &id]);
+    assert_eq!(c["state"], "cancelled", "{c}");
+    wait_for(WAIT, "the cancelled job's container removed", || {
+        run_containers(&d, &id).is_empty().then_some(())
+    });
+
+    // At most two at once: a third waits queued until one ends.
+    let ids: Vec<String> = (0..3)
+        .map(|_| start(&d, "jobby", r#"{"sleep": 1}"#, false).1["id"].to_string())
+        .collect();
+    wait_for(WAIT, "two running, one queued", || {
+        let states: Vec<String> = ids
+            .iter()
+            .map(|i| {
+                d.json(&["runs", "show", i])["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let running = states.iter().filter(|s| *s == "running").count();
+        let queued = states.iter().filter(|s| *s == "queued").count();
+        (running == 2 && queued == 1).then_some(())
+    });
+    for i in &ids {
+        let v = d.json(&["runs", "show", i, "--wait"]);
+        assert_eq!(v["state"], "succeeded", "{v}");
+    }
+
+    // kill -9 of the daemon while a job runs: the container runs on, and after the
+    // restart the run is adopted and ends from its own exit — not interrupted.
+    let (_, v) = start(&d, "jobby", r#"{"sleep": 2}"#, false);
+    let id = v["id"].to_string();
+    let cid = wait_for(WAIT, "the job's container", || {
+        run_containers(&d, &id).into_iter().next()
+    });
+    d.kill9();
+    assert_eq!(inspect(&cid)["State"]["Running"], true);
+    d.restart();
+    let v = d.json(&["runs", "show", &id, "--wait"]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    wait_for(WAIT, "the adopted job's container removed", || {
+        run_containers(&d, &id).is_empty().then_some(())
+    });
+
+    // Bad input changes nothing: a job agent cannot become a service in place.
+    let spec = job_agent("jobby", &image).replace("kind = \"job\"\n", "");
+    let path = d.file("service.toml", &spec);
+    let out = d.cli(&["agents", "apply", "--file", &path]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("runs.kind"));
+    assert!(d.containers().is_empty(), "{:?}", d.containers());
+}
