@@ -3,8 +3,9 @@
 //! `/run/agenfleet/run/input.json`, may ask its local API for its run and make tool calls
 //! (recorded with the run's id), and exits: 0 succeeded, else failed with the code. The
 //! container is gone afterwards, its output kept with the run (`runs logs`). A timeout and a
-//! cancel stop the container; at most `max_concurrent` run at once; a job running across a
-//! `kill -9` of the daemon is adopted and ends from its own exit.
+//! cancel stop the container; an incident raised meanwhile names the run; at most
+//! `max_concurrent` run at once; a job running across a `kill -9` of the daemon is adopted
+//! and ends from its own exit.
 
 use agenfleet_e2e::*;
 use serde_json::Value;
@@ -161,8 +162,31 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
     assert_ne!(c["Config"]["User"], "", "{c}");
     assert_ne!(c["Config"]["User"], "root", "{c}");
+    // An incident raised about the agent while it runs names the run, and is part of
+    // the run's story.
+    let inc = d.json(&[
+        "incidents",
+        "open",
+        "--scenario",
+        "api-key-leaked",
+        "--agent",
+        "jobby",
+        "--summary",
+        "key printed by a job",
+    ]);
+    assert_eq!(
+        inc["runs"],
+        serde_json::json!([id.parse::<u64>().unwrap()]),
+        "{inc}"
+    );
+    let text =
+        String::from_utf8_lossy(&d.cli(&["incidents", "show", &inc["id"].to_string()]).stdout)
+            .to_string();
+    assert!(text.contains(&format!("runs:       {id}")), "{text}");
     let c = d.json(&["runs", "cancel", &id]);
     assert_eq!(c["state"], "cancelled", "{c}");
+    let story = d.json(&["runs", "show", &id]).to_string();
+    assert!(story.contains("incident.trigger"), "{story}");
     wait_for(WAIT, "the cancelled job's container removed", || {
         run_containers(&d, &id).is_empty().then_some(())
     });

@@ -246,6 +246,14 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
         pool,
         gateways: rpc::gateway::start,
     });
+    // An incident names the runs its agent was working on when it was raised.
+    let runs = rt.runs.clone();
+    incidents.link_runs(Box::new(move |tenant, name| {
+        runs.running_of(&store::AgentKey {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+        })
+    }));
     // A state dir just restored ends at the backup's cut, not at a crash: its first start
     // records the restore instead.
     let restored = backup::restore::restored_marker(&cfg.state_dir);

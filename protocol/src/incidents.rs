@@ -179,6 +179,10 @@ pub struct Incident {
     pub provider: Option<String>,
     #[serde(default)]
     pub connection: Option<String>,
+    /// The runs its agent was working on when it was raised (each raise adds its own; the
+    /// newest 20): the run a failure happened in.
+    #[serde(default)]
+    pub runs: Vec<u64>,
 }
 
 impl Incident {
@@ -214,6 +218,7 @@ impl Incident {
             opened_by: None,
             provider: None,
             connection: None,
+            runs: Vec::new(),
         }
     }
 

@@ -56,14 +56,31 @@ pub struct Incidents {
     delays: EscalationDelays,
     inner: Mutex<Inner>,
     detector: Mutex<Detector>,
+    /// The runs an agent (tenant, name) is working on now (set once the runs exist).
+    runs_of: std::sync::OnceLock<RunsOf>,
 }
+
+/// Which runs an agent (tenant, name) is working on now.
+pub type RunsOf = Box<dyn Fn(&str, &str) -> Vec<u64> + Send + Sync>;
+
+/// Runs an incident keeps linked (the newest).
+const KEEP_RUNS: usize = 20;
 
 fn store_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("incident store: {e}"))
 }
 
 /// Folds another raise of the same dedup key into an open incident.
-fn fold(i: &mut Incident, r: Raise, now: u64) {
+fn fold(i: &mut Incident, r: Raise, runs: Vec<u64>, now: u64) {
+    for run in runs {
+        if !i.runs.contains(&run) {
+            i.runs.push(run);
+        }
+    }
+    let n = i.runs.len();
+    if n > KEEP_RUNS {
+        i.runs.drain(..n - KEEP_RUNS);
+    }
     i.count += 1;
     i.last_ms = now;
     i.summary = r.summary;
@@ -214,6 +231,7 @@ impl Incidents {
             delays: cfg.escalation.clone(),
             inner: Mutex::new(inner),
             detector: Mutex::new(detector),
+            runs_of: std::sync::OnceLock::new(),
         });
         // Open incidents keep their escalation schedule across restarts.
         let open: Vec<u64> = me.lock().open_by_key.values().copied().collect();
@@ -514,6 +532,11 @@ impl Incidents {
         }
     }
 
+    /// Lets incidents name the runs their agent is working on (called once, at start).
+    pub fn link_runs(&self, f: RunsOf) {
+        let _ = self.runs_of.set(f);
+    }
+
     /// Folds a raise into its open incident, or opens a new one.
     fn raise(self: &Arc<Self>, r: Raise) {
         let Some(sc) = self.scenario_for_signal(r.signal).cloned() else {
@@ -538,11 +561,16 @@ impl Incidents {
         opened_by: Option<String>,
     ) -> Incident {
         let now = now_ms();
+        // The run(s) its agent is working on: the incident happened in them.
+        let runs = match (&r.tenant, &r.agent, self.runs_of.get()) {
+            (Some(t), Some(a), Some(f)) => f(t, a),
+            _ => Vec::new(),
+        };
         let inc = {
             let mut inner = self.lock();
             if let Some(id) = inner.open_by_key.get(&dedup_key).copied() {
                 if let Some(i) = inner.by_id.get_mut(&id) {
-                    fold(i, r, now);
+                    fold(i, r, runs, now);
                     let snapshot = i.clone();
                     inner.dirty.insert(id);
                     drop(inner);
@@ -583,6 +611,7 @@ impl Incidents {
                 opened_by,
                 provider: r.provider,
                 connection: r.connection,
+                runs,
             };
             inner.open_by_key.insert(dedup_key, id);
             inner.by_id.insert(id, inc.clone());
@@ -611,6 +640,9 @@ impl Incidents {
                     "co_owners": snapshot.co_owners, "dedup_key": snapshot.dedup_key,
                     "evidence": snapshot.evidence.iter().map(|e| e.seq).collect::<Vec<_>>(),
                     "summary": snapshot.summary,
+                    "runs": snapshot.runs,
+                    // One run: the incident is part of that run's timeline.
+                    "run": (snapshot.runs.len() == 1).then(|| snapshot.runs[0]),
                 })
                 .to_string(),
             };

@@ -519,6 +519,16 @@ impl Runs {
         }
     }
 
+    /// The runs `key` is running now, oldest first.
+    pub fn running_of(&self, key: &AgentKey) -> Vec<u64> {
+        self.lock()
+            .open
+            .values()
+            .filter(|v| v.state == RunState::Running && key_of(v) == *key)
+            .map(|v| v.id)
+            .collect()
+    }
+
     /// The runs not ended yet, oldest first.
     pub fn open_runs(&self) -> Vec<RunView> {
         self.lock().open.values().cloned().collect()

@@ -264,14 +264,15 @@ async fn execute(rt: Arc<Runtime>, v: RunView, adopt: Option<String>) {
     if let Err(e) = rt.runs.save_logs(&v.tenant, id, &json) {
         tracing::warn!(run = id, error = %e, "cannot keep the job's output");
     }
+    // The container goes before the end is told: whoever waits for the end finds it gone.
+    if let (Some(c), Ok(docker)) = (container, rt.engine.client()) {
+        remove(&docker, &c).await;
+    }
     let still_open = rt.runs.open_runs().iter().any(|r| r.id == id);
     if still_open {
         if let Err(e) = rt.runs.end(id, None, state, result, error).await {
             tracing::error!(run = id, error = %e.message, "cannot end the job run");
         }
-    }
-    if let (Some(c), Ok(docker)) = (container, rt.engine.client()) {
-        remove(&docker, &c).await;
     }
     let dir = run_dir(&rt, id);
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;

@@ -141,6 +141,10 @@ fn details(i: &Incident) -> String {
             crate::fmt::duration_ms(t)
         );
     }
+    if !i.runs.is_empty() {
+        let runs: Vec<String> = i.runs.iter().map(|r| r.to_string()).collect();
+        s += &format!("runs:       {} (agenfleet runs show ID)\n", runs.join(", "));
+    }
     for e in &i.evidence {
         s += &format!("evidence:   audit #{} {}\n", e.seq, e.what);
     }

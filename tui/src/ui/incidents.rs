@@ -144,6 +144,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 ),
             ]),
         ];
+        if !inc.runs.is_empty() {
+            d.push(Line::from(vec![
+                Span::styled("in runs: ", t.title()),
+                Span::raw(
+                    inc.runs
+                        .iter()
+                        .rev()
+                        .take(6)
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                Span::styled("  (:runs AGENT, Enter: the timeline)", t.dim()),
+            ]));
+        }
         let mut when = vec![
             Span::styled("escalation: ", t.title()),
             Span::raw(if inc.escalation.is_empty() {
