@@ -17,6 +17,7 @@ use crate::store::{AgentKey, Store, StoreError};
 use agenfleet_protocol::runs::{RunQuery, RunState, RunView, MAX_RUN_INPUT, MAX_RUN_RESULT};
 use agenfleet_protocol::{now_ms, ApiError, AuditEvent, RunsSpec};
 use rusqlite::{params, OptionalExtension};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,6 +25,19 @@ use tokio::sync::Notify;
 
 #[cfg(test)]
 mod tests;
+
+/// A run asked for (`Runs::start_recorded`).
+pub struct StartRequest<'a> {
+    pub key: &'a AgentKey,
+    pub project: &'a str,
+    /// `cli`, `webhook`, `schedule`.
+    pub trigger: &'a str,
+    /// Who asked (the operator, or `trigger ID`): the run's and its records' actor.
+    pub requested_by: &'a str,
+    pub input: &'a str,
+    /// More for the records' detail (a subscription, a catch-up…).
+    pub extra: serde_json::Value,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -162,6 +176,55 @@ impl Runs {
             .await?;
         }
         Ok((queued, interrupted.len()))
+    }
+
+    /// Queues a run as `r` asks, recorded: `run.start` requested before it is queued (a
+    /// run that cannot be recorded is not started), then its outcome with the run's id.
+    /// The operator socket's `runs_start` and the triggers both start runs this way.
+    pub async fn start_recorded(&self, r: StartRequest<'_>) -> Result<RunView, ApiError> {
+        let spec = self
+            .store
+            .agent_spec(r.key)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map(|s| s.runs)
+            .ok_or_else(|| ApiError::not_found(format!("no agent {}", r.key)))?;
+        let detail = |run: Option<u64>| {
+            let mut d = serde_json::json!({
+                "run": run,
+                "trigger": r.trigger,
+                "input_bytes": r.input.len(),
+                "input_sha256": hex::encode(sha2::Sha256::digest(r.input.as_bytes())),
+            });
+            if let (Some(o), Some(e)) = (d.as_object_mut(), r.extra.as_object()) {
+                o.extend(e.clone());
+            }
+            d.to_string()
+        };
+        let ev = |outcome: &str, detail: String| AuditEvent {
+            actor: r.requested_by.to_string(),
+            action: "run.start".into(),
+            tenant: Some(r.key.tenant.clone()),
+            agent: Some(r.key.name.clone()),
+            outcome: outcome.into(),
+            detail,
+        };
+        self.audit
+            .record(&ev("requested", detail(None)))
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!(
+                    "{e}; refusing to start a run without an audit record"
+                ))
+            })?;
+        let queued = self.start(r.key, r.project, &spec, r.trigger, r.requested_by, r.input);
+        let (outcome, text) = match &queued {
+            Ok(v) => ("ok", detail(Some(v.id))),
+            Err(e) => ("failed", e.message.clone()),
+        };
+        if let Err(e) = self.audit.record(&ev(outcome, text)).await {
+            tracing::error!(error = %e, "cannot record the outcome of run.start");
+        }
+        queued
     }
 
     /// Queues a run of `key` (whose spec says how it takes runs); recorded by the caller.

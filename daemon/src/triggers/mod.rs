@@ -867,56 +867,21 @@ impl Triggers {
             tenant: v.tenant.clone(),
             name: v.agent.clone(),
         };
-        let spec = self
-            .store
-            .agent_spec(&key)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map(|s| s.runs)
-            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))?;
-        let detail = |run: Option<u64>| {
-            let mut d = serde_json::json!({
-                "run": run,
-                "trigger": how,
-                "subscription": v.id,
-                "input_bytes": input.len(),
-                "input_sha256": hex::encode(sha256(input.as_bytes())),
-            });
-            if let (Some(o), Some(e)) = (d.as_object_mut(), extra.as_object()) {
-                o.extend(e.clone());
-            }
-            d.to_string()
-        };
-        let ev = |outcome: &str, detail: String| AuditEvent {
-            actor: format!("trigger {}", v.id),
-            action: "run.start".into(),
-            tenant: Some(v.tenant.clone()),
-            agent: Some(v.agent.clone()),
-            outcome: outcome.into(),
-            detail,
-        };
-        self.audit
-            .record(&ev("requested", detail(None)))
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(format!(
-                    "{e}; refusing to start a run without an audit record"
-                ))
-            })?;
-        let queued = self.runs.start(
-            &key,
-            &v.project,
-            &spec,
-            how,
-            &format!("trigger {}", v.id),
-            input,
-        );
-        let (outcome, text) = match &queued {
-            Ok(r) => ("ok", detail(Some(r.id))),
-            Err(e) => ("failed", e.message.clone()),
-        };
-        if let Err(e) = self.audit.record(&ev(outcome, text)).await {
-            tracing::error!(error = %e, "cannot record the outcome of run.start");
+        let mut extra = extra;
+        if let Some(o) = extra.as_object_mut() {
+            o.insert("subscription".into(), v.id.clone().into());
+        } else {
+            extra = serde_json::json!({ "subscription": v.id });
         }
-        queued
+        self.runs
+            .start_recorded(crate::runs::StartRequest {
+                key: &key,
+                project: &v.project,
+                trigger: how,
+                requested_by: &format!("trigger {}", v.id),
+                input,
+                extra,
+            })
+            .await
     }
 }

@@ -11,23 +11,12 @@ use crate::authz::Permission;
 use crate::store::AgentKey;
 use agenfleet_protocol::runs::{RunQuery, RunState, RunView};
 use agenfleet_protocol::{AgentRef, ApiError};
-use sha2::Digest;
 use std::time::Duration;
 
 /// The longest `runs_get` waits for a run's end.
 const MAX_GET_WAIT: Duration = Duration::from_secs(600);
 
 impl FleetService {
-    /// The agent's spec for runs, and its project.
-    fn runs_spec(&self, key: &AgentKey) -> Result<agenfleet_protocol::RunsSpec, ApiError> {
-        self.rt
-            .store
-            .agent_spec(key)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map(|s| s.runs)
-            .ok_or_else(|| ApiError::not_found(format!("no agent {key}")))
-    }
-
     pub(super) async fn do_runs_start(
         &self,
         agent: AgentRef,
@@ -36,37 +25,19 @@ impl FleetService {
         let key = self
             .find_for(&agent, Permission::RunsTrigger, "runs_start")
             .await?;
-        let spec = self.runs_spec(&key)?;
         let (_, project) = self.agent_scope(&key);
-        let detail = |run: Option<u64>| {
-            serde_json::json!({
-                "run": run,
-                "trigger": "cli",
-                "input_bytes": input_json.len(),
-                "input_sha256": hex::encode(sha2::Sha256::digest(input_json.as_bytes())),
-            })
-            .to_string()
-        };
-        // Recorded before it is queued, and again with the run's id once it is.
-        self.rt
-            .audit_event(self.event("run.start", Some(&key), "requested", detail(None)))
-            .await?;
-        let queued = self
+        let v = self
             .rt
             .runs
-            .start(&key, &project, &spec, "cli", &self.actor(), &input_json);
-        let (outcome, text) = match &queued {
-            Ok(v) => ("ok", detail(Some(v.id))),
-            Err(e) => ("failed", e.message.clone()),
-        };
-        if let Err(e) = self
-            .rt
-            .audit_event(self.event("run.start", Some(&key), outcome, text))
-            .await
-        {
-            tracing::error!(error = %e.message, "cannot record the outcome of run.start");
-        }
-        let v = queued?;
+            .start_recorded(crate::runs::StartRequest {
+                key: &key,
+                project: &project,
+                trigger: "cli",
+                requested_by: &self.actor(),
+                input: &input_json,
+                extra: serde_json::json!({}),
+            })
+            .await?;
         tracing::info!(run = v.id, agent = %v.agent_ref(), "run queued");
         Ok(v)
     }
