@@ -221,6 +221,10 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     let cid = wait_for(WAIT, "the job's container", || {
         run_containers(&d, &id).into_iter().next()
     });
+    // Its program runs (it has printed its first line) before the daemon goes.
+    wait_for(WAIT, "the job's first line", || {
+        logs(&d, &id).contains("input").then_some(())
+    });
     d.kill9();
     assert_eq!(inspect(&cid)["State"]["Running"], true);
     d.restart();

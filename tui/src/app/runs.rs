@@ -5,7 +5,7 @@
 //! no polling.
 
 use super::{Action, App, Effect, Key, View};
-use agenfleet_protocol::runs::RunView;
+use agenfleet_protocol::runs::{RunState, RunView};
 use agenfleet_protocol::{AgentRef, AuditEntry};
 
 /// Runs asked for at once (the daemon's default page).
@@ -28,6 +28,29 @@ pub struct RunsPane {
     /// The run whose timeline is open under the list, and the timeline (None: loading).
     pub timeline: Option<(u64, Timeline)>,
     pub timeline_scroll: usize,
+    /// Ends the audit log told of (`run.end`: id → state, error, when). The daemon records
+    /// an end just before it stores it, so a list loaded on that record may still say
+    /// running: what the log said wins.
+    pub ended: std::collections::HashMap<u64, (RunState, Option<String>, u64)>,
+}
+
+/// Ends remembered from the audit log (the oldest are forgotten past this).
+const ENDS_KEPT: usize = 1000;
+
+impl RunsPane {
+    /// The ends the audit log told of, laid over the list.
+    fn overlay_ends(&mut self) {
+        let Some(Ok(list)) = &mut self.list else {
+            return;
+        };
+        for r in list.iter_mut().filter(|r| !r.state.ended()) {
+            if let Some((state, error, at)) = self.ended.get(&r.id) {
+                r.state = *state;
+                r.error = error.clone();
+                r.ended_ms = Some(*at);
+            }
+        }
+    }
 }
 
 impl RunsPane {
@@ -97,6 +120,7 @@ impl App {
         let n = r.as_ref().map(Vec::len).unwrap_or(0);
         self.runs.selected = self.runs.selected.min(n.saturating_sub(1));
         self.runs.list = Some(r);
+        self.runs.overlay_ends();
         self.dirty |= self.view == View::Runs;
         // The open timeline follows the run it shows (it may have gone further).
         match &self.runs.timeline {
@@ -120,6 +144,23 @@ impl App {
         if self.view != View::Runs {
             return vec![];
         }
+        for e in entries.iter().filter(|e| e.event.action == "run.end") {
+            let d: serde_json::Value = serde_json::from_str(&e.event.detail).unwrap_or_default();
+            let (Some(id), Some(state)) = (
+                d.get("run").and_then(|r| r.as_u64()),
+                d.get("state")
+                    .and_then(|s| s.as_str())
+                    .and_then(RunState::parse),
+            ) else {
+                continue;
+            };
+            if self.runs.ended.len() >= ENDS_KEPT {
+                self.runs.ended.clear();
+            }
+            let error = d.get("error").and_then(|x| x.as_str()).map(str::to_string);
+            self.runs.ended.insert(id, (state, error, e.time_ms));
+        }
+        self.runs.overlay_ends();
         let about_runs = entries.iter().any(|e| {
             e.event.action.starts_with("run.")
                 && e.event.outcome != "requested"

@@ -377,6 +377,34 @@ pub mod tests {
     }
 
     #[test]
+    fn an_end_told_by_the_audit_log_wins_over_a_list_loaded_just_before_it_was_stored() {
+        let mut app = sample_app();
+        with_runs(&mut app);
+        // Run 7 ends: the record comes first; the list loaded on it still says running.
+        let end = record(
+            60,
+            "run.end",
+            "ok",
+            serde_json::json!({"run": 7, "state": "succeeded"}),
+        );
+        let fx = app.on_msg(Msg::Audit(vec![end], None));
+        let Some(Effect::LoadRuns { generation, .. }) = fx.first().cloned() else {
+            panic!("{fx:?}");
+        };
+        app.on_msg(Msg::RunsList(generation, Ok(sample_runs())));
+        assert_eq!(
+            app.runs.visible(app.filter_of(View::Runs))[0].state,
+            RunState::Succeeded
+        );
+        let t = render(&app, 120, 20);
+        let row: String = t.backend().buffer().content()[3 * 120..4 * 120]
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(row.contains("▶ 7") && row.contains("succeeded"), "{row}");
+    }
+
+    #[test]
     fn describe_u_opens_the_agents_runs_only() {
         let mut app = sample_app();
         app.run_command("describe acme/crawler");
