@@ -244,12 +244,26 @@ impl FleetService {
         detail: String,
         f: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
+        let done = detail.clone();
+        self.audited_with(action, key, detail, f, |_| done.clone())
+            .await
+    }
+
+    /// `audited`, with the outcome's detail made from what `f` answered (an id it made).
+    pub(super) async fn audited_with<T>(
+        &self,
+        action: &str,
+        key: Option<&AgentKey>,
+        detail: String,
+        f: impl std::future::Future<Output = Result<T, ApiError>>,
+        done: impl FnOnce(&T) -> String,
+    ) -> Result<T, ApiError> {
         self.rt
-            .audit_event(self.event(action, key, "requested", detail.clone()))
+            .audit_event(self.event(action, key, "requested", detail))
             .await?;
         let r = f.await;
         let (outcome, detail) = match &r {
-            Ok(_) => ("ok", detail),
+            Ok(v) => ("ok", done(v)),
             Err(e) => ("failed", e.message.clone()),
         };
         if let Err(e) = self

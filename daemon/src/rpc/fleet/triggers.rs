@@ -44,33 +44,6 @@ impl FleetService {
         }
     }
 
-    /// Records `action` as requested, does `f`, records its outcome with `done`'s detail.
-    async fn trigger_change<T>(
-        &self,
-        action: &str,
-        key: &AgentKey,
-        detail: serde_json::Value,
-        f: impl FnOnce() -> Result<T, ApiError>,
-        done: impl Fn(&T) -> serde_json::Value,
-    ) -> Result<T, ApiError> {
-        self.rt
-            .audit_event(self.event(action, Some(key), "requested", detail.to_string()))
-            .await?;
-        let r = f();
-        let (outcome, text) = match &r {
-            Ok(v) => ("ok", done(v).to_string()),
-            Err(e) => ("failed", e.message.clone()),
-        };
-        if let Err(e) = self
-            .rt
-            .audit_event(self.event(action, Some(key), outcome, text))
-            .await
-        {
-            tracing::error!(error = %e.message, "cannot record the outcome of {action}");
-        }
-        r
-    }
-
     pub(super) async fn do_triggers_add(
         &self,
         agent: AgentRef,
@@ -99,15 +72,15 @@ impl FleetService {
         };
         let actor = self.actor();
         let (view, token, secret) = self
-            .trigger_change(
+            .audited_with(
                 "trigger.add",
-                &key,
-                detail.clone(),
-                || self.rt.triggers.add(&key, &project, &actor, &new),
+                Some(&key),
+                detail.to_string(),
+                async { self.rt.triggers.add(&key, &project, &actor, &new) },
                 |(v, _, _)| {
                     let mut d = detail.clone();
                     d["trigger"] = v.id.clone().into();
-                    d
+                    d.to_string()
                 },
             )
             .await?;
@@ -172,13 +145,9 @@ impl FleetService {
         }
         let detail = serde_json::json!({"trigger": v.id, "kind": v.kind.as_str()});
         let out = self
-            .trigger_change(
-                "trigger.revoke",
-                &key,
-                detail.clone(),
-                || self.rt.triggers.revoke(&v),
-                |_| detail.clone(),
-            )
+            .audited("trigger.revoke", Some(&key), detail.to_string(), async {
+                self.rt.triggers.revoke(&v)
+            })
             .await?;
         tracing::info!(trigger = %id, "trigger revoked");
         Ok(out)
@@ -194,12 +163,11 @@ impl FleetService {
             .await?;
         let detail = serde_json::json!({"trigger": v.id, "overlap_secs": overlap_secs});
         let (view, secret) = self
-            .trigger_change(
+            .audited(
                 "trigger.rotate-secret",
-                &key,
-                detail.clone(),
-                || self.rt.triggers.rotate_secret(&v, overlap_secs),
-                |_| detail.clone(),
+                Some(&key),
+                detail.to_string(),
+                async { self.rt.triggers.rotate_secret(&v, overlap_secs) },
             )
             .await?;
         Ok(self.created(view, None, Some(secret)))
