@@ -77,6 +77,26 @@ impl Jobs {
         self.lock().contains_key(&id)
     }
 
+    /// Claims run `id` for one task (false: another already follows it). Claimed before
+    /// the task is spawned, so an engine reconnect in between cannot take the run for
+    /// one whose container is gone.
+    fn begin(&self, id: u64, key: &AgentKey, container: Option<String>) -> Option<LogRing> {
+        let mut live = self.lock();
+        if live.contains_key(&id) {
+            return None;
+        }
+        let logs = LogRing::new(RUN_LOG_LINES);
+        live.insert(
+            id,
+            Live {
+                key: key.clone(),
+                container,
+                logs: logs.clone(),
+            },
+        );
+        Some(logs)
+    }
+
     /// A job agent's runner: ready for runs (its state is running) or not.
     pub fn set_ready(&self, key: &AgentKey, ready: bool) {
         let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,8 +161,10 @@ pub fn spawn_dispatcher(rt: Arc<Runtime>) -> tokio::task::JoinHandle<()> {
                 loop {
                     match rt.runs.take(&key, &spec.runs) {
                         Ok(Some(run)) => {
-                            let rt = rt.clone();
-                            tokio::spawn(async move { execute(rt, run, None).await });
+                            if let Some(ring) = rt.jobs.begin(run.id, &key, None) {
+                                let rt = rt.clone();
+                                tokio::spawn(async move { execute(rt, run, ring, None).await });
+                            }
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -197,15 +219,19 @@ pub async fn reconcile(rt: Arc<Runtime>) {
     }
     let open = rt.runs.open_runs();
     for v in open {
-        if v.state != RunState::Running || !is_job(&rt, &v) || rt.jobs.is_live(v.id) {
+        if v.state != RunState::Running || !is_job(&rt, &v) {
             continue;
         }
         let container = by_run.remove(&v.id);
+        let Some(ring) = rt.jobs.begin(v.id, &key_of(&v), container.clone()) else {
+            continue;
+        };
         let rt2 = rt.clone();
         tokio::spawn(async move {
             match container {
-                Some(id) => execute(rt2, v, Some(id)).await,
+                Some(id) => execute(rt2, v, ring, Some(id)).await,
                 None => {
+                    rt2.jobs.lock().remove(&v.id);
                     let why = "interrupted: the daemon stopped while the job ran and its container is gone";
                     if let Err(e) = rt2
                         .runs
@@ -231,18 +257,9 @@ pub async fn reconcile(rt: Arc<Runtime>) {
 
 /// Runs `v` in a container (a new one, or `adopt`: the one already running it) to its end:
 /// the run ended, its output kept, the container removed.
-async fn execute(rt: Arc<Runtime>, v: RunView, adopt: Option<String>) {
+/// The run was claimed (`Jobs::begin`) with `ring` for its output.
+async fn execute(rt: Arc<Runtime>, v: RunView, ring: LogRing, adopt: Option<String>) {
     let id = v.id;
-    let key = key_of(&v);
-    let ring = LogRing::new(RUN_LOG_LINES);
-    rt.jobs.lock().insert(
-        id,
-        Live {
-            key: key.clone(),
-            container: adopt.clone(),
-            logs: ring.clone(),
-        },
-    );
     let outcome = run_container(&rt, &v, &ring, adopt).await;
     let (state, result, error, container) = match outcome {
         Ok(o) => (o.state, o.result, o.error, Some(o.container)),
