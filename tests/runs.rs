@@ -19,14 +19,7 @@ fn idle(name: &str, image: &str) -> String {
 }
 
 fn start(d: &Daemon, agent: &str, input: &str, wait: bool) -> (Option<i32>, Value) {
-    let file = d.file(&format!("in-{}.json", rand_suffix()), input);
-    let mut args = vec!["--json", "runs", "start", agent, "--input", &file];
-    if wait {
-        args.push("--wait");
-    }
-    let out = d.cli(&args);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v)
+    d.run_start(agent, input, wait)
 }
 
 #[test]

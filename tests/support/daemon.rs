@@ -290,6 +290,19 @@ impl Daemon {
     }
 
     /// Writes a spec file and creates the agent from it.
+    /// `runs start AGENT --input FILE [--wait]` with `input` as the file: its exit code and
+    /// the run (JSON; null when none was answered).
+    pub fn run_start(&self, agent: &str, input: &str, wait: bool) -> (Option<i32>, Value) {
+        let file = self.file(&format!("in-{}.json", rand_suffix()), input);
+        let mut args = vec!["--json", "runs", "start", agent, "--input", &file];
+        if wait {
+            args.push("--wait");
+        }
+        let out = self.cli(&args);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), v)
+    }
+
     pub fn create(&self, spec: &str) -> Value {
         let f = self.dir.join(format!("spec-{}.toml", rand_suffix()));
         std::fs::write(&f, spec).expect("spec file");

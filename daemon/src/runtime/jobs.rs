@@ -358,37 +358,17 @@ async fn run_container(
         .output;
     let (r1, r2) = (ring.clone(), agent_ring.clone());
     let follower = tokio::spawn(async move {
-        let mut partial: HashMap<bool, String> = HashMap::new();
-        let push = |is_err: bool, line: String| {
-            let stream = if is_err {
-                LogStream::Stderr
-            } else {
-                LogStream::Stdout
-            };
+        let push = |(stream, line): (LogStream, String)| {
             if let Some(a) = &r2 {
                 a.push_now(stream, line.clone());
             }
             r1.push_now(stream, line);
         };
+        let mut lines = super::logs::LineSplitter::default();
         while let Some(Ok(out)) = output.next().await {
-            let (is_err, bytes) = match out {
-                bollard::container::LogOutput::StdErr { message } => (true, message),
-                bollard::container::LogOutput::StdOut { message }
-                | bollard::container::LogOutput::Console { message } => (false, message),
-                bollard::container::LogOutput::StdIn { .. } => continue,
-            };
-            let buf = partial.entry(is_err).or_default();
-            buf.push_str(&String::from_utf8_lossy(&bytes));
-            while let Some(pos) = buf.find('\n') {
-                let line: String = buf.drain(..=pos).collect();
-                push(is_err, line.trim_end_matches(['\n', '\r']).to_string());
-            }
+            lines.push(out).into_iter().for_each(push);
         }
-        for (is_err, rest) in partial {
-            if !rest.is_empty() {
-                push(is_err, rest);
-            }
-        }
+        lines.finish().into_iter().for_each(push);
     });
     match docker.start_container(&cid, None).await {
         Ok(()) => {}

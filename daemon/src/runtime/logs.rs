@@ -289,3 +289,88 @@ mod tests {
         assert_eq!(c.lines[0].stream, LogStream::Stderr);
     }
 }
+
+/// A container's output (the engine's frames) cut into lines, per stream: a line is
+/// complete at its newline; what is left at the end is a last line without one.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: std::collections::HashMap<bool, String>,
+}
+
+impl LineSplitter {
+    /// The lines one frame completes, with their stream.
+    pub fn push(&mut self, out: bollard::container::LogOutput) -> Vec<(LogStream, String)> {
+        let (is_err, bytes) = match out {
+            bollard::container::LogOutput::StdErr { message } => (true, message),
+            bollard::container::LogOutput::StdOut { message }
+            | bollard::container::LogOutput::Console { message } => (false, message),
+            bollard::container::LogOutput::StdIn { .. } => return vec![],
+        };
+        let buf = self.partial.entry(is_err).or_default();
+        buf.push_str(&String::from_utf8_lossy(&bytes));
+        let mut lines = Vec::new();
+        while let Some(pos) = buf.find('\n') {
+            let line: String = buf.drain(..=pos).collect();
+            lines.push((
+                stream_of(is_err),
+                line.trim_end_matches(['\n', '\r']).to_string(),
+            ));
+        }
+        lines
+    }
+
+    /// The last lines without their newline, once the output has ended.
+    pub fn finish(self) -> Vec<(LogStream, String)> {
+        self.partial
+            .into_iter()
+            .filter(|(_, rest)| !rest.is_empty())
+            .map(|(is_err, rest)| (stream_of(is_err), rest))
+            .collect()
+    }
+}
+
+fn stream_of(is_err: bool) -> LogStream {
+    if is_err {
+        LogStream::Stderr
+    } else {
+        LogStream::Stdout
+    }
+}
+
+#[cfg(test)]
+mod splitter_tests {
+    use super::*;
+    use bollard::container::LogOutput;
+
+    #[test]
+    fn frames_are_cut_into_lines_per_stream_and_a_last_partial_line_is_kept() {
+        let mut s = LineSplitter::default();
+        let out = |t: &str| LogOutput::StdOut {
+            message: t.as_bytes().to_vec().into(),
+        };
+        let err = |t: &str| LogOutput::StdErr {
+            message: t.as_bytes().to_vec().into(),
+        };
+        assert!(s.push(out("hel")).is_empty());
+        assert_eq!(
+            s.push(err("oops\r\nhalf")),
+            vec![(LogStream::Stderr, "oops".to_string())]
+        );
+        assert_eq!(
+            s.push(out("lo\nworld\nta")),
+            vec![
+                (LogStream::Stdout, "hello".to_string()),
+                (LogStream::Stdout, "world".to_string())
+            ]
+        );
+        let mut rest = s.finish();
+        rest.sort_by_key(|(st, _)| *st == LogStream::Stderr);
+        assert_eq!(
+            rest,
+            vec![
+                (LogStream::Stdout, "ta".to_string()),
+                (LogStream::Stderr, "half".to_string())
+            ]
+        );
+    }
+}

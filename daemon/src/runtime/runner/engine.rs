@@ -7,11 +7,10 @@ use super::Runner;
 use crate::runtime::container;
 use crate::runtime::engine::{bollard_err, is_conflict, is_not_found};
 use crate::runtime::logs::rfc3339_ms;
-use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo, LogStream};
+use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo};
 use bollard::query_parameters::{RemoveContainerOptions, StopContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
-use std::collections::HashMap;
 
 /// The agent's current credential values that are text: (name, version, value).
 pub(crate) fn secrets_of(
@@ -279,7 +278,7 @@ impl Runner {
             }
         };
         self.log_task = Some(tokio::spawn(async move {
-            let mut partial: HashMap<bool, String> = HashMap::new();
+            let mut lines = crate::runtime::logs::LineSplitter::default();
             loop {
                 let changed = async {
                     match changes.as_mut() {
@@ -299,34 +298,13 @@ impl Runner {
                     }
                 };
                 let Some(Ok(out)) = item else { break };
-                let (is_err, bytes) = match out {
-                    bollard::container::LogOutput::StdErr { message } => (true, message),
-                    bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message } => (false, message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
-                };
-                let stream = if is_err {
-                    LogStream::Stderr
-                } else {
-                    LogStream::Stdout
-                };
-                let buf = partial.entry(is_err).or_default();
-                buf.push_str(&String::from_utf8_lossy(&bytes));
-                while let Some(pos) = buf.find('\n') {
-                    let line: String = buf.drain(..=pos).collect();
-                    ring.push_now(stream, line.trim_end_matches(['\n', '\r']).to_string());
+                for (stream, line) in lines.push(out) {
+                    ring.push_now(stream, line);
                 }
             }
             // A last line without its newline.
-            for (is_err, rest) in partial {
-                if !rest.is_empty() {
-                    let stream = if is_err {
-                        LogStream::Stderr
-                    } else {
-                        LogStream::Stdout
-                    };
-                    ring.push_now(stream, rest);
-                }
+            for (stream, line) in lines.finish() {
+                ring.push_now(stream, line);
             }
         }));
     }
