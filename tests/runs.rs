@@ -155,13 +155,21 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     wait_for(WAIT, "the agent to take the run", || {
         (d.json(&["runs", "show", &id])["state"] == "running").then_some(())
     });
-    // A tool call the agent makes meanwhile is the run's (its only running one).
+    // A tool call the agent makes meanwhile is the run's (it names it; a run it is not
+    // running, or not a number, is refused and decides nothing).
     let call = r#"{"tool":"lookup_ticket","args":{}}"#;
-    let req = format!(
-        "POST /v1/authorize HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{call}",
-        call.len()
-    );
-    let text = nc(&svc, 4180, req.as_bytes());
+    let req = |run: &str| {
+        format!(
+            "POST /v1/authorize HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-AgenFleet-Run: {run}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{call}",
+            call.len()
+        )
+    };
+    let text = nc(&svc, 4180, req(&q2["id"].to_string()).as_bytes());
+    assert!(text.starts_with("HTTP/1.1 409"), "{text}");
+    assert!(text.contains("not one this agent is running"), "{text}");
+    let text = nc(&svc, 4180, req("soon").as_bytes());
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let text = nc(&svc, 4180, req(&id).as_bytes());
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     d.kill9();
     d.restart();

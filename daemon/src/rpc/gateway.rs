@@ -51,7 +51,9 @@ pub(super) struct GatewayService {
     /// Why this connection may not use the gateway (None: it may).
     refused: Option<String>,
     /// The job run whose container connected (None: the agent's own container).
-    run: Option<u64>,
+    job: Option<u64>,
+    /// The run a request names (`X-AgenFleet-Run`, checked: one the agent is running).
+    named: Option<u64>,
 }
 
 impl GatewayService {
@@ -70,12 +72,29 @@ impl GatewayService {
     /// The run a call belongs to: the job run whose container this is, else the run the
     /// agent works on when it runs exactly one.
     pub(super) fn run(&self) -> Option<u64> {
-        self.run.or_else(|| self.rt.runs.current_of(&self.key))
+        self.named
+            .or(self.job)
+            .or_else(|| self.rt.runs.current_of(&self.key))
     }
 
     /// The job run whose container this connection comes from.
     pub(super) fn job_run(&self) -> Option<u64> {
-        self.run
+        self.job
+    }
+
+    /// This service for a request naming run `id` as the one it works on: only a run the
+    /// agent is running now (and, from a job's container, only its own).
+    pub(super) fn naming_run(&self, id: u64) -> Result<GatewayService, ApiError> {
+        let ok =
+            self.job.is_none_or(|j| j == id) && self.rt.runs.running_of(&self.key).contains(&id);
+        if !ok {
+            return Err(ApiError::precondition(format!(
+                "X-AgenFleet-Run: run {id} is not one this agent is running"
+            )));
+        }
+        let mut s = self.clone();
+        s.named = Some(id);
+        Ok(s)
     }
 
     pub(super) fn check(&self) -> Result<(), ApiError> {
@@ -661,7 +680,8 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 key: key.clone(),
                 project,
                 refused,
-                run,
+                job: run,
+                named: None,
             };
             match kind {
                 Conn::Gateway => {}

@@ -11,7 +11,9 @@
 //! and the calls to the agent's providers and connections
 //! (`/providers/{name}/…`, `/connections/{name}/…`: `upstream_api.rs`). Bodies are JSON objects of at most 1 MiB with no unknown
 //! fields; anything else gets a 4xx with a JSON `{"error": {"code", "message"}}` naming the
-//! problem, and the connection stays usable.
+//! problem, and the connection stays usable. A request may name the run it is for
+//! (`X-AgenFleet-Run: ID`, one the agent is running: a service agent working on several at
+//! once), and its records carry that run.
 
 use super::gateway::GatewayService;
 use agenfleet_protocol::gateway::Gateway;
@@ -25,6 +27,9 @@ use serde::Deserialize;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = agenfleet_protocol::gateway::MAX_LOCAL_API_BODY;
+
+/// The header naming the run a call is for.
+pub const RUN_HEADER: &str = "x-agenfleet-run";
 
 pub(super) type Reply = Response<super::upstream_api::ApiBody>;
 
@@ -133,6 +138,23 @@ pub(super) async fn handle(svc: GatewayService, req: Request<Incoming>) -> Reply
     if let Err(e) = svc.check() {
         return api_error(&e);
     }
+    // A service agent working on several runs at once names the one a call is for.
+    let svc = match req.headers().get(RUN_HEADER) {
+        None => svc,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    format!("{RUN_HEADER} must be a run id (a number)"),
+                )
+            }
+            Some(id) => match svc.naming_run(id) {
+                Ok(s) => s,
+                Err(e) => return api_error(&e),
+            },
+        },
+    };
     let ctx = tarpc::context::current;
     let path = req.uri().path().to_string();
     let method = req.method().clone();
