@@ -1,4 +1,5 @@
-//! End-to-end: job agents (`runs.kind = "job"`) on the real daemon and engine. No container
+//! End-to-end: job agents (`runs.kind = "job"`) on the real daemon and engine, started by
+//! the CLI and by a signed webhook. No container
 //! between runs; each run gets a fresh hardened busybox container that reads its input from
 //! `/run/agenfleet/run/input.json`, may ask its local API for its run and make tool calls
 //! (recorded with the run's id), and exits: 0 succeeded, else failed with the code. The
@@ -79,7 +80,8 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     let Some(image) = busybox_image(test) else {
         return;
     };
-    let mut d = Daemon::start("jobs", "");
+    let port = free_port();
+    let mut d = Daemon::start("jobs", &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     d.create(&job_agent("jobby", &image));
     // Ready for runs, with no container of its own.
     let v = d.wait_agent("jobby", "ready", WAIT, |v| v["state"] == "Running");
@@ -104,6 +106,42 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     );
     assert!(run_containers(&d, &id).is_empty());
     assert!(d.containers().is_empty(), "{:?}", d.containers());
+
+    // A signed webhook starts one the same way.
+    d.json(&["vault", "init"]);
+    let hook = d.json(&["triggers", "add", "jobby", "--webhook"]);
+    let (secret, ts, body) = (
+        hook["secret"].as_str().unwrap(),
+        (now_ms() / 1000).to_string(),
+        br#"{"from": "a webhook"}"#,
+    );
+    let (status, answer) = post(
+        port,
+        hook["path"].as_str().unwrap(),
+        &[
+            (
+                "Authorization",
+                format!("Bearer {}", hook["token"].as_str().unwrap()),
+            ),
+            ("X-AgenFleet-Timestamp", ts.clone()),
+            (
+                "X-AgenFleet-Signature",
+                agenfleet_protocol::triggers::signature(secret.as_bytes(), &ts, body),
+            ),
+        ],
+        body,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let run: Value = serde_json::from_str(&answer).unwrap();
+    let id = run["run"].to_string();
+    let v = d.json(&["runs", "show", &id, "--wait"]);
+    assert_eq!(
+        (&v["state"], &v["trigger"]),
+        (&"succeeded".into(), &"webhook".into()),
+        "{v}"
+    );
+    assert!(logs(&d, &id).contains("a webhook"));
+    assert!(run_containers(&d, &id).is_empty());
 
     // Exit 3: failed with the code; stderr kept as such.
     let (code, v) = start(&d, "jobby", r#"{"fail": 1}"#, true);

@@ -9,39 +9,9 @@
 use agenfleet_e2e::*;
 use agenfleet_protocol::triggers::signature;
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// POSTs `body` to `path` with `headers`; answers (status, body).
-fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the listener");
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send");
-    // A body over the daemon's limit is refused on its declared length alone: not sent,
-    // so the answer is read before the connection closes.
-    if body.len() <= 64 * 1024 {
-        s.write_all(body).expect("send the body");
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
 
 /// A request's headers: (name, value).
 type Headers = Vec<(&'static str, String)>;
