@@ -209,10 +209,16 @@ impl Daemon {
         }
     }
 
-    /// Starts the daemon again on the same state dir.
+    /// Starts the daemon again on the same state dir (its instance is read again: a state
+    /// dir restored from another host's backup carries that host's).
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+        let out = self.cli(&["--json", "status"]);
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if let Some(i) = st["daemon"]["instance_id"].as_str() {
+            self.instance = i.to_string();
+        }
     }
 
     /// Opens an incident by hand (`incidents open`): its id.

@@ -592,6 +592,11 @@ impl Runs {
             .collect()
     }
 
+    /// Whether run `id` has not ended yet.
+    pub fn is_open(&self, id: u64) -> bool {
+        self.lock().open.contains_key(&id)
+    }
+
     /// The runs not ended yet, oldest first.
     pub fn open_runs(&self) -> Vec<RunView> {
         self.lock().open.values().cloned().collect()

@@ -246,11 +246,8 @@ pub async fn reconcile(rt: Arc<Runtime>) {
     }
     // Containers of runs that ended meanwhile (or are no longer known): removed.
     for (run, id) in by_run {
-        if !rt.jobs.is_live(run) {
-            let open = rt.runs.open_runs().iter().any(|v| v.id == run);
-            if !open {
-                remove(&docker, &id).await;
-            }
+        if !rt.jobs.is_live(run) && !rt.runs.is_open(run) {
+            remove(&docker, &id).await;
         }
     }
 }
@@ -285,8 +282,7 @@ async fn execute(rt: Arc<Runtime>, v: RunView, ring: LogRing, adopt: Option<Stri
     if let (Some(c), Ok(docker)) = (container, rt.engine.client()) {
         remove(&docker, &c).await;
     }
-    let still_open = rt.runs.open_runs().iter().any(|r| r.id == id);
-    if still_open {
+    if rt.runs.is_open(id) {
         if let Err(e) = rt.runs.end(id, None, state, result, error).await {
             tracing::error!(run = id, error = %e.message, "cannot end the job run");
         }
