@@ -73,8 +73,11 @@ pub async fn watcher(endpoint: Endpoint, host: Option<String>, timeout: Duration
 /// another key signed it).
 pub async fn follow_audit(conn: Conn, place: String, tx: Tx) {
     let pins = crate::pins::Pins::default();
+    const RETRY_FIRST: Duration = Duration::from_millis(200);
+    const RETRY_MAX: Duration = Duration::from_secs(5);
     let mut after = 0u64;
     let mut first = true;
+    let mut backoff = RETRY_FIRST;
     loop {
         let wait = if first {
             Duration::ZERO
@@ -87,12 +90,25 @@ pub async fn follow_audit(conn: Conn, place: String, tx: Tx) {
             newest: first,
             ..Default::default()
         };
-        let Ok(Ok(entries)) = conn
+        let entries = match conn
             .client
             .audit_query(conn.ctx_wait(wait), q, wait.as_millis() as u64)
             .await
-        else {
-            return;
+        {
+            Ok(Ok(entries)) => {
+                backoff = RETRY_FIRST;
+                entries
+            }
+            // Not allowed to read the trail: nothing to follow.
+            Ok(Err(e)) if e.code == agenfleet_protocol::ErrorCode::PermissionDenied => return,
+            // A slow or failed answer (a busy daemon) must not end the following for the
+            // rest of the session: the runs view and the audit view live on it. Asked
+            // again, after a growing pause; a lost connection aborts this task anyway.
+            Ok(Err(_)) | Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
         };
         first = false;
         if let Some(last) = entries.last() {
