@@ -69,8 +69,9 @@ impl GatewayService {
         &self.project
     }
 
-    /// The run a call belongs to: the job run whose container this is, else the run the
-    /// agent works on when it runs exactly one.
+    /// The run a call belongs to: the one the request names (`X-AgenFleet-Run`), else the
+    /// job run whose container this is, else the run the agent works on when it runs
+    /// exactly one.
     pub(super) fn run(&self) -> Option<u64> {
         self.named
             .or(self.job)
