@@ -154,7 +154,9 @@ impl Secrets {
 }
 
 /// Builds the program's command: its environment gets the API and proxy addresses and the
-/// `env` credentials; it starts with an empty signal mask and default dispositions.
+/// `env` credentials; it starts with an empty signal mask and default dispositions, and
+/// with `no_new_privs` set (no setuid binary or file capability can raise it — the engine
+/// sets it for a container, but a Swarm task spec cannot ask for it, so the init does).
 fn command(
     argv: &[String],
     base_env: &[(String, String)],
@@ -171,7 +173,7 @@ fn command(
         }
     }
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // async-signal-safe functions (sigprocmask, signal).
+    // async-signal-safe functions (sigprocmask, signal, prctl).
     unsafe {
         cmd.pre_exec(|| {
             let mut empty = std::mem::zeroed::<libc::sigset_t>();
@@ -179,6 +181,10 @@ fn command(
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             for s in FORWARDED {
                 libc::signal(s, libc::SIG_DFL);
+            }
+            // Fails closed: a program that cannot be so confined is not started.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -489,7 +495,33 @@ async fn accept_loop(listener: tokio::net::TcpListener, to: std::path::PathBuf) 
 
 #[cfg(test)]
 mod tests {
-    use super::exit_code;
+    use super::{command, exit_code, Secrets};
+
+    fn no_new_privs(status: &str) -> Option<&str> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+            .map(str::trim)
+    }
+
+    #[test]
+    fn the_program_starts_with_no_new_privs_set() {
+        let own = std::fs::read_to_string("/proc/self/status").expect("own status");
+        if no_new_privs(&own) == Some("1") {
+            eprintln!("skipped: this test process already runs with no_new_privs, so the program's flag would prove nothing");
+            return;
+        }
+        let secrets = Secrets {
+            held: vec![],
+            restart_pending: false,
+        };
+        let argv = vec!["cat".to_string(), "/proc/self/status".to_string()];
+        let out = command(&argv, &[], &[], &secrets)
+            .output()
+            .expect("run cat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(no_new_privs(&text), Some("1"), "{text}");
+    }
 
     #[test]
     fn exit_codes_are_reported_as_a_shell_does() {
