@@ -34,17 +34,6 @@ fn apply(d: &Daemon, text: &str) -> (f64, serde_json::Value) {
     (ms, serde_json::from_slice(&out.stdout).expect("json"))
 }
 
-fn report(what: &str, mut v: Vec<f64>) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{what}: n={} p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-        v.len(),
-        quantile(&v, 0.5),
-        quantile(&v, 0.95),
-        v.last().copied().unwrap_or(f64::NAN)
-    );
-}
-
 fn main() {
     let Some(image) = busybox_image("bench apply") else {
         return;
@@ -79,8 +68,8 @@ fn main() {
         cid = now;
         recreate.push(ms);
     }
-    report("apply, metadata only (in place)", in_place);
-    report(
+    report_ms("apply, metadata only (in place)", in_place);
+    report_ms(
         "apply, container-changing (until the new container runs)",
         recreate,
     );

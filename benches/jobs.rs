@@ -105,19 +105,6 @@ fn start_of(rx: &mpsc::Receiver<Start>, pick: impl Fn(&Start) -> bool) -> u128 {
     }
 }
 
-fn report(what: &str, mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let p50 = quantile(&v, 0.5);
-    println!(
-        "{what}: n={} p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
-        v.len(),
-        p50,
-        quantile(&v, 0.95),
-        v.last().copied().unwrap_or(f64::NAN)
-    );
-    p50
-}
-
 fn main() {
     let Some(image) = busybox_image("bench jobs") else {
         return;
@@ -188,7 +175,7 @@ fn main() {
         }
     }
     let _ = events.kill();
-    let job_p50 = report("signed webhook → job container started", job);
+    let job_p50 = report_ms("signed webhook → job container started", job);
 
     // 2. The engine alone: create + start, same image and hardening, over its socket.
     let label = format!("agfbench.{}", rand_suffix());
@@ -255,7 +242,7 @@ fn main() {
         );
     }
     let _ = events.kill();
-    let engine_p50 = report("engine alone: create + start (its API)", engine_ms);
+    let engine_p50 = report_ms("engine alone: create + start (its API)", engine_ms);
     println!(
         "the daemon adds p50 {:.1} ms to the engine's create + start ({} trials in {:.1} s)",
         job_p50 - engine_p50,

@@ -18,6 +18,23 @@ fn idle(name: &str, image: &str) -> String {
     )
 }
 
+/// The console `width` columns wide, on the fleet, then `:command` typed.
+fn console_at(d: &Daemon, width: u16, command: &str) -> Tmux {
+    let console = Tmux::start_sized(
+        &format!(
+            "{} --socket {}",
+            bin("agenfleet").display(),
+            d.socket.display()
+        ),
+        width,
+        50,
+    );
+    console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
+    console.keys(&[":"]);
+    console.keys(&[command, "Enter"]);
+    console
+}
+
 fn start(d: &Daemon, agent: &str, input: &str, wait: bool) -> (Option<i32>, Value) {
     d.run_start(agent, input, wait)
 }
@@ -62,18 +79,7 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
     );
 
     // The console's describe view of svc lists its last runs, newest first.
-    let console = Tmux::start_sized(
-        &format!(
-            "{} --socket {}",
-            bin("agenfleet").display(),
-            d.socket.display()
-        ),
-        140,
-        50,
-    );
-    console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
-    console.keys(&[":"]);
-    console.keys(&["describe svc", "Enter"]);
+    let console = console_at(&d, 140, "describe svc");
     // (The label shows "loading…" first: wait for the runs themselves.)
     let screen = console.wait_screen("svc's last runs", |s| {
         s.contains("Last runs") && s.contains("succeeded (cli")
@@ -216,18 +222,7 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
 
     // The console's runs view: the fleet's runs, failed only, a run's story under the
     // list; a run started meanwhile appears without a key (the audit log tells it).
-    let console = Tmux::start_sized(
-        &format!(
-            "{} --socket {}",
-            bin("agenfleet").display(),
-            d.socket.display()
-        ),
-        160,
-        50,
-    );
-    console.wait_screen("the fleet", |s| s.contains("mute") && s.contains("svc"));
-    console.keys(&[":"]);
-    console.keys(&["runs", "Enter"]);
+    let console = console_at(&d, 160, "runs");
     console.wait_screen("the fleet's runs", |s| {
         s.contains("Runs — all agents") && s.contains("default/svc") && s.contains("succeeded")
     });

@@ -76,3 +76,17 @@ pub fn together(cmds: Vec<std::process::Command>) -> (f64, Vec<serde_json::Value
         outs,
     )
 }
+
+/// Prints `what: n=… p50 … ms, p95 … ms, max … ms` for latencies in ms; answers the p50.
+pub fn report_ms(what: &str, mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let p50 = quantile(&v, 0.5);
+    println!(
+        "{what}: n={} p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        v.len(),
+        p50,
+        quantile(&v, 0.95),
+        v.last().copied().unwrap_or(f64::NAN)
+    );
+    p50
+}

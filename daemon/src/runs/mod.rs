@@ -86,7 +86,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunView> {
     })
 }
 
-fn key_of(v: &RunView) -> AgentKey {
+/// The agent a run is for.
+pub fn key_of(v: &RunView) -> AgentKey {
     AgentKey {
         tenant: v.tenant.clone(),
         name: v.agent.clone(),

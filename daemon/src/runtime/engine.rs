@@ -83,6 +83,20 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Removes a container by force (running or not): true once removed, false when it was
+/// already gone.
+pub async fn remove_container(docker: &Docker, id: &str) -> Result<bool, bollard::errors::Error> {
+    let opts = bollard::query_parameters::RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn is_conflict(e: &bollard::errors::Error) -> bool {
     matches!(
         e,

@@ -10,7 +10,7 @@
 //! containers that no agent owns are reported and removed after a grace period.
 
 use super::container::{key_from_labels, LABEL_INSTANCE};
-use super::engine::{is_not_found, Engine, EngineSignal};
+use super::engine::{Engine, EngineSignal};
 use super::image::Images;
 use super::logs::LogRing;
 use super::network::SubnetPool;
@@ -24,7 +24,7 @@ use crate::store::{AgentKey, AgentRecord, Store};
 use crate::vault::Vault;
 use agenfleet_protocol::spec::{ApplyOutcome, SpecHistory, SpecVersion};
 use agenfleet_protocol::{now_ms, AgentSpec, AgentView, ApiError, AuditEvent, ImageInfo};
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::ListContainersOptions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -518,13 +518,9 @@ impl Runtime {
             };
             if audited {
                 if let Ok(docker) = rt.engine.client() {
-                    let opts = RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    match docker.remove_container(&id, Some(opts)).await {
-                        Ok(()) => tracing::info!(container = %short, "removed orphan container"),
-                        Err(e) if is_not_found(&e) => {}
+                    match super::engine::remove_container(&docker, &id).await {
+                        Ok(true) => tracing::info!(container = %short, "removed orphan container"),
+                        Ok(false) => {}
                         Err(e) => {
                             tracing::warn!(container = %short, error = %e, "cannot remove orphan")
                         }

@@ -14,15 +14,14 @@
 //! answers); a container that is gone ends the run as failed.
 
 use super::container;
-use super::engine::{bollard_err, is_not_found};
+use super::engine::bollard_err;
 use super::hub::Runtime;
 use super::logs::LogRing;
+use crate::runs::key_of;
 use crate::store::AgentKey;
 use agenfleet_protocol::runs::{RunState, RunView};
 use agenfleet_protocol::{AgentKind, AgentState, ApiError, LogStream};
-use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, ListContainersOptions, RemoveContainerOptions,
-};
+use bollard::query_parameters::{AttachContainerOptionsBuilder, ListContainersOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -115,19 +114,8 @@ impl Jobs {
 
 /// Whether `v` is a job agent's run (its stored spec says so).
 pub fn is_job(rt: &Runtime, v: &RunView) -> bool {
-    let key = AgentKey {
-        tenant: v.tenant.clone(),
-        name: v.agent.clone(),
-    };
-    rt.agent_spec(&key)
+    rt.agent_spec(&key_of(v))
         .is_some_and(|s| s.runs.kind == AgentKind::Job)
-}
-
-fn key_of(v: &RunView) -> AgentKey {
-    AgentKey {
-        tenant: v.tenant.clone(),
-        name: v.agent.clone(),
-    }
 }
 
 /// `agf.<instance>.<tenant>.<name>.run<id>`.
@@ -305,14 +293,8 @@ fn run_dir(rt: &Runtime, id: u64) -> std::path::PathBuf {
 }
 
 async fn remove(docker: &Docker, id: &str) {
-    let opts = RemoveContainerOptions {
-        force: true,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(opts)).await {
-        Ok(()) => {}
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => tracing::warn!(container = %id, error = %e, "cannot remove a job's container"),
+    if let Err(e) = super::engine::remove_container(docker, id).await {
+        tracing::warn!(container = %id, error = %e, "cannot remove a job's container");
     }
 }
 
@@ -339,8 +321,7 @@ async fn run_container(
     let with = |e: ApiError| (e, Some(cid.clone()));
     // Its output, into the run's ring and the agent's (redacted in both).
     let agent_ring = rt.logs(&key);
-    let secrets = super::runner::secrets_of(rt, &key);
-    ring.learn_secrets(secrets.clone());
+    ring.learn_secrets(super::runner::secrets_of(rt, &key));
     let opts = AttachContainerOptionsBuilder::default()
         .stream(true)
         .stdout(true)
@@ -395,7 +376,9 @@ async fn run_container(
         } else {
             Duration::ZERO
         };
-        if tokio::time::timeout(grace, &mut exited).await.is_err() || grace.is_zero() {
+        let exited_in_grace =
+            !grace.is_zero() && tokio::time::timeout(grace, &mut exited).await.is_ok();
+        if !exited_in_grace {
             let opts = bollard::query_parameters::StopContainerOptions {
                 t: Some(0),
                 signal: None,

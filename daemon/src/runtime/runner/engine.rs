@@ -5,10 +5,10 @@
 
 use super::Runner;
 use crate::runtime::container;
-use crate::runtime::engine::{bollard_err, is_conflict, is_not_found};
+use crate::runtime::engine::{bollard_err, is_conflict, is_not_found, remove_container};
 use crate::runtime::logs::rfc3339_ms;
 use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo};
-use bollard::query_parameters::{RemoveContainerOptions, StopContainerOptions};
+use bollard::query_parameters::StopContainerOptions;
 use bollard::Docker;
 use futures::StreamExt;
 
@@ -115,7 +115,9 @@ impl Runner {
                     if same && self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
                         reuse = Some(id);
                     } else {
-                        self.remove(&docker, &id).await?;
+                        remove_container(&docker, &id)
+                            .await
+                            .map_err(|e| bollard_err("remove the old container", e))?;
                     }
                 }
                 Err(e) if is_not_found(&e) => {}
@@ -140,18 +142,6 @@ impl Runner {
             Err(e) => return Err(bollard_err("start the agent's container", e)),
         }
         self.mark_running(&docker, &id).await
-    }
-
-    pub(super) async fn remove(&mut self, docker: &Docker, id: &str) -> Result<(), ApiError> {
-        let opts = RemoveContainerOptions {
-            force: true,
-            ..Default::default()
-        };
-        match docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(bollard_err("remove the old container", e)),
-        }
     }
 
     pub(super) async fn create(
@@ -187,7 +177,9 @@ impl Runner {
                 Err(e) if is_conflict(&e) && attempt == 0 => {
                     // A container with our deterministic name is left over: replace it.
                     tracing::info!(agent = %self.rec.key, %name, "replacing a left-over container");
-                    self.remove(docker, &name).await?;
+                    remove_container(docker, &name)
+                        .await
+                        .map_err(|e| bollard_err("remove the old container", e))?;
                 }
                 Err(e) => return Err(bollard_err("create the agent's container", e)),
             }

@@ -20,7 +20,6 @@ use super::hub::Runtime;
 use super::logs::LogRing;
 use crate::store::AgentRecord;
 use agenfleet_protocol::{now_ms, AgentState, AgentView, ApiError, DesiredState, ExitInfo};
-use bollard::query_parameters::RemoveContainerOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -402,15 +401,9 @@ impl Runner {
                     .system_event("agent.purge", Some(&key), "requested", purge.clone())
                     .await?;
                 if let Some(id) = self.rec.container_id.clone() {
-                    let opts = RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    match docker.remove_container(&id, Some(opts)).await {
-                        Ok(()) => {}
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => return Err(bollard_err("remove the agent's container", e)),
-                    }
+                    super::engine::remove_container(&docker, &id)
+                        .await
+                        .map_err(|e| bollard_err("remove the agent's container", e))?;
                 }
                 if self.rec.spec.network.mode.has_own_network() {
                     let name = container::network_name(&self.rt.instance, &key);
