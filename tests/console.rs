@@ -196,8 +196,9 @@ fn k9s_habits_drive_the_fleet() {
     t.keys(&["/"]);
     typed(&t, "^default/s.+y ");
     t.keys(&["Enter"]);
+    // (The filter applies as it is typed: wait for Enter to close its prompt too.)
     let s = t.wait_screen("filtered by regex", |s| {
-        s.contains("Fleet (1 of 2) filter: ^default/s.+y")
+        s.contains("Fleet (1 of 2) filter: ^default/s.+y") && !s.contains("Enter keep")
     });
     assert!(s.contains("shelly") && !s.contains("alpha"), "{s}");
     t.keys(&["Escape"]);
@@ -206,7 +207,7 @@ fn k9s_habits_drive_the_fleet() {
     typed(&t, "!shelly");
     t.keys(&["Enter"]);
     let s = t.wait_screen("inverse filter", |s| {
-        s.contains("Fleet (1 of 2) filter: !shelly ")
+        s.contains("Fleet (1 of 2) filter: !shelly ") && !s.contains("Enter keep")
     });
     // (shelly is named once: in the filter shown in the title.)
     assert!(
