@@ -55,6 +55,10 @@ pub struct Config {
     pub frame_timeout_secs: u64,
     /// Engine address; empty: `DOCKER_HOST` or the default socket.
     pub docker_host: String,
+    /// How agents run: `containers` (each a container on this host) or `swarm` (each a
+    /// replicated service of one task, placed, restarted and networked by Docker Swarm;
+    /// the daemon runs on a Swarm manager).
+    pub engine_mode: EngineMode,
     /// Log lines kept per agent.
     pub log_ring_lines: usize,
     /// How often CPU and memory of running agents are sampled (from their cgroups).
@@ -124,6 +128,17 @@ pub struct Config {
     /// The file this config was read from (named in errors); not a config key.
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// How agents run (`engine_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineMode {
+    /// Each agent a container on the daemon's own host.
+    #[default]
+    Containers,
+    /// Each agent a Swarm service with one replica.
+    Swarm,
 }
 
 /// One destination of a party's incidents (or of escalations, `party = "reviewers"`): a
@@ -317,6 +332,7 @@ impl Default for Config {
             network_pool: "10.213.0.0/16".into(),
             network_prefix: 28,
             allow_direct_egress: false,
+            engine_mode: EngineMode::Containers,
             agent_user: "65534:65534".into(),
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,

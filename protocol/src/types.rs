@@ -163,6 +163,16 @@ pub struct AgentView {
     /// tenant no longer has it).
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// Swarm mode: the node its task runs on (hostname; None in container mode or while
+    /// no task is placed).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Swarm mode: its current task's id, and that task's state as Swarm reports it
+    /// (`running`, `pending`, `failed`…).
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub task_state: Option<String>,
 }
 
 impl AgentView {
@@ -203,6 +213,9 @@ impl AgentView {
             files: Vec::new(),
             workspace_mb: None,
             upstreams: Vec::new(),
+            node: None,
+            task: None,
+            task_state: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod provider_stub;
 pub mod reporter;
 pub mod sshd;
 pub mod stubs;
+pub mod swarm;
 pub mod tmux;
 
 pub use daemon::*;
@@ -24,6 +25,7 @@ pub use provider_stub::*;
 pub use reporter::*;
 pub use sshd::*;
 pub use stubs::*;
+pub use swarm::*;
 pub use tmux::*;
 
 use std::path::Path;

@@ -42,6 +42,41 @@ fn pid_in_container(pid: i32, container_id: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Swarm mode: whether process `pid` runs in a container of one of the agent's tasks on
+/// this node — a new task connects as soon as it starts, before its runner has read the
+/// task (the engine's labels on the container say whose it is).
+async fn swarm_task_of(rt: &Runtime, pid: i32, key: &AgentKey) -> bool {
+    if rt.cfg.engine_mode != crate::config::EngineMode::Swarm {
+        return false;
+    }
+    let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return false;
+    };
+    let Some(cid) = container_id_in(&cgroup) else {
+        return false;
+    };
+    let Ok(docker) = rt.engine.client() else {
+        return false;
+    };
+    let Ok(c) = docker.inspect_container(&cid, None).await else {
+        return false;
+    };
+    let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+    labels.contains_key("com.docker.swarm.service.id")
+        && labels.get(crate::runtime::container::LABEL_INSTANCE) == Some(&rt.instance)
+        && crate::runtime::container::key_from_labels(&labels).as_ref() == Some(key)
+}
+
+/// The 64-hex container id a process's cgroup lines name (`…/docker/<id>`,
+/// `…/docker-<id>.scope`), if any.
+fn container_id_in(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|l| {
+        l.split(|c: char| !c.is_ascii_hexdigit())
+            .find(|w| w.len() == 64)
+            .map(str::to_string)
+    })
+}
+
 #[derive(Clone)]
 pub(super) struct GatewayService {
     rt: Arc<Runtime>,
@@ -639,7 +674,8 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             // The agent's own container, or one of its job runs' (which names the run).
             let own = rt
                 .container_of(&key)
-                .is_some_and(|cid| pid > 0 && pid_in_container(pid, &cid));
+                .is_some_and(|cid| pid > 0 && pid_in_container(pid, &cid))
+                || (pid > 0 && swarm_task_of(&rt, pid, &key).await);
             let run = if own || pid <= 0 {
                 None
             } else {

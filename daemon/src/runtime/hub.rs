@@ -44,6 +44,14 @@ pub(super) struct RunnerHandle {
     creds_gen: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// Swarm mode: how often the tasks of every service are read (see `swarm_sweep`).
+const SWARM_SWEEP: Duration = Duration::from_secs(5);
+
+/// Whether a container is a Swarm task's (its service, not the container, is ours to act on).
+fn is_swarm_task(labels: &HashMap<String, String>) -> bool {
+    labels.contains_key("com.docker.swarm.service.id")
+}
+
 /// How long the engine must stay unreachable before it is an incident.
 const ENGINE_DOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -81,6 +89,8 @@ pub struct Runtime {
     pub triggers: Arc<crate::triggers::Triggers>,
     /// Job runs in progress, each in its own container.
     pub jobs: super::jobs::Jobs,
+    /// Swarm mode: what the daemon knows of the swarm.
+    pub swarm: super::swarm::SwarmInfo,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -146,6 +156,7 @@ impl Runtime {
             runs,
             triggers,
             jobs: Default::default(),
+            swarm: Default::default(),
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })
@@ -370,7 +381,83 @@ impl Runtime {
             Duration::from_millis(self.cfg.stats_interval_ms),
         ));
         tokio::spawn(crate::pulse::close_loop(self.fleet.clone()));
+        if self.cfg.engine_mode == crate::config::EngineMode::Swarm {
+            tokio::spawn(self.clone().swarm_sweep());
+        }
         Ok(())
+    }
+
+    /// Swarm mode: tasks on other nodes send this engine no events, so every
+    /// `SWARM_SWEEP` one read of our services and one of the tasks go to the runners (two
+    /// calls whatever the fleet's size). A service of ours that no agent owns is removed.
+    async fn swarm_sweep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWARM_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(docker) = self.engine.client() else {
+                continue;
+            };
+            if self.swarm.check_manager(&docker).await.is_err() {
+                continue;
+            }
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            )]);
+            let opts = bollard::query_parameters::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            };
+            let (services, tasks) = match (
+                docker.list_services(Some(opts)).await,
+                docker.list_tasks(None).await,
+            ) {
+                (Ok(s), Ok(t)) => (s, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "swarm sweep: cannot list services and tasks");
+                    continue;
+                }
+            };
+            let mut by_service: HashMap<String, Vec<bollard::models::Task>> = HashMap::new();
+            for t in tasks {
+                if let Some(s) = t.service_id.clone() {
+                    by_service.entry(s).or_default().push(t);
+                }
+            }
+            for svc in services {
+                let (Some(id), Some(labels)) = (
+                    svc.id.clone(),
+                    svc.spec.as_ref().and_then(|s| s.labels.clone()),
+                ) else {
+                    continue;
+                };
+                let Some(key) = key_from_labels(&labels) else {
+                    continue;
+                };
+                let handle = self.runners().get(&key).cloned();
+                match handle {
+                    Some(h) => {
+                        let tasks = by_service.remove(&id).unwrap_or_default();
+                        let _ = h.tx.send(Msg::Tasks(tasks));
+                    }
+                    None => {
+                        tracing::warn!(agent = %key, service = %id, "removing a service no agent owns");
+                        let _ = self
+                            .system_event(
+                                "service.orphan_remove",
+                                Some(&key),
+                                "requested",
+                                format!("Swarm service {id} carries this daemon's labels but no agent owns it; removed"),
+                            )
+                            .await;
+                        if let Err(e) = docker.delete_service(&id).await {
+                            tracing::warn!(service = %id, error = %e, "cannot remove an orphan service");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn spawn_runner(self: &Arc<Self>, rec: AgentRecord) -> mpsc::UnboundedSender<Msg> {
@@ -401,6 +488,7 @@ impl Runtime {
         while let Some(sig) = rx.recv().await {
             match sig {
                 EngineSignal::Connected(info) => {
+                    self.swarm.forget();
                     self.fleet.update_daemon(|d| d.engine = info);
                     self.incidents.signal(Signal::EngineUp);
                     self.reconcile().await;
@@ -433,7 +521,9 @@ impl Runtime {
                         Some(h) => {
                             let _ = h.tx.send(Msg::Event(ev));
                         }
-                        None if ev.action == "start" || ev.action == "create" => {
+                        None if (ev.action == "start" || ev.action == "create")
+                            && !is_swarm_task(&ev.labels) =>
+                        {
                             self.orphan_found(ev.container_id.clone(), key);
                         }
                         None => {}
@@ -466,7 +556,7 @@ impl Runtime {
                         let Some(key) = key_from_labels(&labels) else {
                             continue;
                         };
-                        if labels.contains_key(super::jobs::LABEL_RUN) {
+                        if labels.contains_key(super::jobs::LABEL_RUN) || is_swarm_task(&labels) {
                             continue;
                         }
                         if !self.runners().contains_key(&key) {
@@ -559,6 +649,20 @@ impl Runtime {
         {
             return Err(ApiError::invalid(
                 "invalid spec: field `network.mode`: \"egress\" lets the agent reach any host around the gateway (nothing it sends is decided or audited), and this daemon's config does not allow it (allow_direct_egress = false); use \"gateway\" (the default): HTTP(S) through the egress proxy, every request decided",
+            ));
+        }
+        let swarm = self.cfg.engine_mode == crate::config::EngineMode::Swarm;
+        if !spec.placement.is_empty() && !swarm {
+            return Err(ApiError::invalid(
+                "invalid spec: field `placement`: this daemon runs agents as containers on its own host (engine_mode = \"containers\"); placement applies in swarm mode",
+            ));
+        }
+        if swarm
+            && spec.network.mode == agenfleet_protocol::NetworkMode::Egress
+            && spec.runs.kind == agenfleet_protocol::AgentKind::Service
+        {
+            return Err(ApiError::invalid(
+                "invalid spec: field `network.mode`: \"egress\" is not offered in swarm mode (every agent's overlay network is internal: its way out is the gateway)",
             ));
         }
         // Providers and connections must be the tenant's, of the class the spec says.

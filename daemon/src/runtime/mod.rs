@@ -14,6 +14,7 @@ pub mod restart;
 pub mod retention;
 pub mod runner;
 pub mod stats;
+pub mod swarm;
 pub mod volumes;
 
 pub use hub::{GatewayStarter, Parts, Runtime};

@@ -317,6 +317,7 @@ fn fields_json(s: &AgentSpec) -> Vec<(&'static str, serde_json::Value)> {
         connections,
         budget,
         runs,
+        placement,
     } = s;
     vec![
         ("name", j(name)),
@@ -341,5 +342,6 @@ fn fields_json(s: &AgentSpec) -> Vec<(&'static str, serde_json::Value)> {
         ("connections", j(connections)),
         ("budget", j(budget)),
         ("runs", j(runs)),
+        ("placement", j(placement)),
     ]
 }

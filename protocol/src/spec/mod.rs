@@ -87,6 +87,26 @@ pub struct AgentSpec {
     /// How it takes runs (units of work handed to it; see `runs`).
     #[serde(default)]
     pub runs: RunsSpec,
+    /// Where Swarm may place it (`engine_mode = "swarm"` only).
+    #[serde(default)]
+    pub placement: PlacementSpec,
+}
+
+/// Where Swarm may place an agent's task: every constraint must hold on the node
+/// (`node.labels.zone==eu`, `node.role!=manager`, `node.hostname==h1`…), and tasks
+/// spread over the values of `spread` (a node label, `node.labels.zone`). Swarm mode
+/// only: a daemon that runs agents as containers on its own host refuses it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSpec {
+    pub constraints: Vec<String>,
+    pub spread: String,
+}
+
+impl PlacementSpec {
+    pub fn is_empty(&self) -> bool {
+        self.constraints.is_empty() && self.spread.is_empty()
+    }
 }
 
 /// How an agent takes runs: at most `max_concurrent` at once, each timed out after
@@ -451,6 +471,7 @@ impl AgentSpec {
             && self.budget.is_unlimited()
             && self.description.is_empty()
             && self.runs == RunsSpec::default()
+            && self.placement.is_empty()
         {
             serde_json::to_vec(&First {
                 name: &self.name,
@@ -515,6 +536,9 @@ impl Serialize for Hashed<'_> {
         }
         if a.runs != RunsSpec::default() {
             st.serialize_field("runs", &HashedRuns(&a.runs))?;
+        }
+        if !a.placement.is_empty() {
+            st.serialize_field("placement", &a.placement)?;
         }
         st.end()
     }

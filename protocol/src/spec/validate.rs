@@ -49,6 +49,7 @@ impl AgentSpec {
             ));
         }
         self.validate_program()?;
+        self.validate_placement()?;
         let l = &self.limits;
         if !(16..=65_536).contains(&l.memory_mb) {
             return Err(err(
@@ -260,6 +261,68 @@ impl AgentSpec {
 
     /// `[[files]]`: a source that stays in the spec's directory, a target that is an
     /// absolute path the agent's own mounts do not claim, limits on count and size.
+    /// Placement constraints as Swarm reads them: `KEY==VALUE` or `KEY!=VALUE`, the key one
+    /// of the node's attributes or labels (Swarm takes an unknown key as a constraint no
+    /// node meets, which would leave the agent pending for a typo).
+    fn validate_placement(&self) -> Result<(), SpecError> {
+        const KEYS: &[&str] = &[
+            "node.id",
+            "node.hostname",
+            "node.role",
+            "node.platform.os",
+            "node.platform.arch",
+        ];
+        const LABELS: &[&str] = &["node.labels.", "engine.labels."];
+        let p = &self.placement;
+        if p.constraints.len() > 32 {
+            return Err(err("placement.constraints", "at most 32 constraints"));
+        }
+        let known = |k: &str| {
+            KEYS.contains(&k)
+                || LABELS.iter().any(|l| {
+                    k.strip_prefix(l).is_some_and(|n| {
+                        !n.is_empty()
+                            && n.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    })
+                })
+        };
+        for (i, c) in p.constraints.iter().enumerate() {
+            let field = format!("placement.constraints[{i}]");
+            let Some((k, v)) = c.split_once("==").or_else(|| c.split_once("!=")) else {
+                return Err(err(
+                    &field,
+                    format!("`{c}` is not `KEY==VALUE` or `KEY!=VALUE`"),
+                ));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if !known(k) {
+                return Err(err(
+                    &field,
+                    format!("`{k}` is not a node attribute (node.id, node.hostname, node.role, node.platform.os, node.platform.arch) or label (node.labels.NAME, engine.labels.NAME)"),
+                ));
+            }
+            if v.is_empty()
+                || v.len() > 255
+                || v.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(err(&field, format!("`{c}` has no valid value")));
+            }
+        }
+        if !p.spread.is_empty() && !LABELS.iter().any(|l| p.spread.starts_with(l))
+            || p.spread.len() > 255
+        {
+            return Err(err(
+                "placement.spread",
+                format!(
+                    "`{}` is not a node or engine label (node.labels.NAME)",
+                    p.spread
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_files(&self) -> Result<(), SpecError> {
         if self.files.len() > MAX_FILES {
             return Err(err("files", format!("has more than {MAX_FILES} files")));

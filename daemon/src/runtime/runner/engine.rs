@@ -45,6 +45,9 @@ fn exit_of(s: &bollard::models::ContainerState) -> ExitInfo {
 
 impl Runner {
     pub(super) async fn stop_container(&mut self) -> Result<(), ApiError> {
+        if self.swarm_mode() {
+            return self.swarm_scale_down().await;
+        }
         let Some(id) = self.rec.container_id.clone() else {
             return Ok(());
         };
@@ -68,6 +71,9 @@ impl Runner {
     }
 
     pub(super) async fn ensure_running(&mut self) -> Result<(), ApiError> {
+        if self.swarm_mode() {
+            return self.swarm_ensure_running().await;
+        }
         let docker = self.rt.engine.client()?;
         self.set_state(AgentState::Pending, None);
         self.next_restart_at_ms = None;

@@ -10,6 +10,7 @@
 mod apply;
 mod creds;
 mod engine;
+mod swarm;
 
 pub use apply::Apply;
 pub(crate) use engine::{init_program, secrets_of};
@@ -43,6 +44,8 @@ pub(super) enum Msg {
     RestartDue(u64),
     /// A new version of the named credential.
     CredentialsRotated(String),
+    /// Swarm mode: the service's tasks, as the hub's sweep read them.
+    Tasks(Vec<bollard::models::Task>),
     /// A new spec to put in force (`agents apply`, `agents rollback`).
     Apply(
         Box<Apply>,
@@ -81,7 +84,13 @@ pub(super) struct Runner {
     /// The version of the spec in force (read from the store once, then kept by `apply`).
     spec_version: u32,
     file_views: Vec<agenfleet_protocol::FileView>,
+    /// Swarm mode: what the runner follows of its service's tasks.
+    swarm: swarm::SwarmTrack,
 }
+
+/// Swarm mode: how long past twice the spec's delay the runner waits for Swarm's restart
+/// before it asks for a new task itself.
+const SWARM_RESTART_GRACE_MS: u64 = 10_000;
 
 /// What a job agent ready for runs says in the fleet view.
 const JOB_READY: &str = "job: a fresh container per run";
@@ -139,7 +148,13 @@ impl Runner {
             container_hash,
             spec_version,
             file_views,
+            swarm: Default::default(),
         }
+    }
+
+    /// Whether agents run as Swarm services (`engine_mode = "swarm"`).
+    fn swarm_mode(&self) -> bool {
+        self.rt.cfg.engine_mode == crate::config::EngineMode::Swarm
     }
 
     /// What `AgentView::upstreams` says of the spec's providers and connections.
@@ -225,6 +240,9 @@ impl Runner {
             files: self.file_views.clone(),
             workspace_mb: self.rec.spec.workspace.map(|w| w.size_mb),
             upstreams: self.upstream_views(),
+            node: self.swarm.node.clone(),
+            task: self.swarm.task.clone(),
+            task_state: self.swarm.task_state.clone(),
         }
     }
 
@@ -317,12 +335,21 @@ impl Runner {
                 }
                 Msg::Event(ev) => Box::pin(self.on_event(ev)).await,
                 Msg::Resync(op) => {
-                    Box::pin(self.resync()).await;
+                    if self.swarm_mode() {
+                        Box::pin(self.swarm_resync()).await;
+                    } else {
+                        Box::pin(self.resync()).await;
+                    }
                     if let Some(op) = op {
                         op.step();
                     }
                 }
                 Msg::RestartDue(gen) => Box::pin(self.on_restart_due(gen)).await,
+                Msg::Tasks(tasks) => {
+                    if let Ok(docker) = self.rt.engine.client() {
+                        Box::pin(self.swarm_tasks(&docker, tasks)).await;
+                    }
+                }
                 Msg::CredentialsRotated(name) => Box::pin(self.on_credentials_rotated(&name)).await,
                 Msg::Apply(a, reply) => {
                     let _ = reply.send(Box::pin(self.on_apply(*a)).await);
@@ -400,12 +427,14 @@ impl Runner {
                 self.rt
                     .system_event("agent.purge", Some(&key), "requested", purge.clone())
                     .await?;
-                if let Some(id) = self.rec.container_id.clone() {
+                if self.swarm_mode() {
+                    self.swarm_remove(&docker).await?;
+                } else if let Some(id) = self.rec.container_id.clone() {
                     super::engine::remove_container(&docker, &id)
                         .await
                         .map_err(|e| bollard_err("remove the agent's container", e))?;
                 }
-                if self.rec.spec.network.mode.has_own_network() {
+                if self.rec.spec.network.mode.has_own_network() && !self.swarm_mode() {
                     let name = container::network_name(&self.rt.instance, &key);
                     if let Err(e) = docker.remove_network(&name).await {
                         if !is_not_found(&e) {
@@ -467,6 +496,18 @@ impl Runner {
             return view;
         }
         match self.ensure_running().await {
+            Ok(()) if self.swarm_mode() => {
+                let detail = format!(
+                    "service {} from {}",
+                    crate::runtime::swarm::service_name(&self.rt.instance, &self.rec.key),
+                    self.rec.image_ref.as_deref().unwrap_or("-")
+                );
+                let _ = self
+                    .rt
+                    .system_event("agent.started", Some(&self.rec.key), "observed", detail)
+                    .await;
+                self.commit()
+            }
             Ok(()) => {
                 let detail = format!(
                     "container {} from {}",
@@ -502,6 +543,16 @@ impl Runner {
     }
 
     async fn on_event(&mut self, ev: ContainerEvent) {
+        if self.swarm_mode() {
+            // Any of the service's task containers on this node: its tasks say the rest.
+            match ev.action.as_str() {
+                "health_status: healthy" => self.set_health(Some("healthy")),
+                "health_status: unhealthy" => self.set_health(Some("unhealthy")),
+                "start" | "die" | "oom" | "destroy" => self.swarm_sync().await,
+                _ => {}
+            }
+            return;
+        }
         if self.rec.container_id.as_deref() != Some(ev.container_id.as_str()) {
             return;
         }
@@ -642,6 +693,12 @@ impl Runner {
             .unwrap_or_else(|| "unknown exit".into());
         match next {
             Next::Fail { restarts: n } => {
+                if self.swarm_mode() {
+                    // Swarm stops as well (its own count may differ by the one in flight).
+                    if let Err(e) = self.swarm_scale_down().await {
+                        tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot scale the failed agent's service down");
+                    }
+                }
                 self.gen += 1;
                 self.next_restart_at_ms = None;
                 self.set_state(
@@ -661,10 +718,32 @@ impl Runner {
                 delay_ms,
                 restarts: n,
             } => {
+                if self.swarm_mode() {
+                    self.swarm.waiting_for_room = true;
+                    let _ = self.swarm_scale_down().await;
+                }
                 self.schedule_restart(
                     delay_ms,
                     format!("restart budget used up ({n} in {}s); waiting for room in the window; last run ended with {last}", policy.interval_secs),
                 );
+            }
+            Next::Restart { delay_ms, attempt } if self.swarm_mode() => {
+                // Swarm restarts it after the spec's delay; the runner counts it now and
+                // steps in only if Swarm has not begun by then (see swarm_restart_due).
+                self.rec.restart_times.push(now_ms());
+                self.rec.restarts += 1;
+                crate::pulse::history().restart(&self.rec.key.tenant, &self.rec.project, now_ms());
+                self.schedule_restart(
+                    policy
+                        .delay_ms
+                        .saturating_mul(2)
+                        .saturating_add(SWARM_RESTART_GRACE_MS),
+                    format!(
+                        "last run ended with {last}; Swarm restarts it (restart {attempt} of {})",
+                        policy.attempts
+                    ),
+                );
+                let _ = delay_ms;
             }
             Next::Restart { delay_ms, attempt } => {
                 self.schedule_restart(
@@ -697,6 +776,9 @@ impl Runner {
             || self.rec.desired != DesiredState::Running
         {
             return;
+        }
+        if self.swarm_mode() {
+            return Box::pin(self.swarm_restart_due()).await;
         }
         // Audit before effect: no record, no restart.
         let n = self.rec.restarts + 1;

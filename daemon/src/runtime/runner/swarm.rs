@@ -1,0 +1,559 @@
+//! The runner's side in swarm mode (`engine_mode = "swarm"`): the agent is a service of
+//! one task (`runtime/swarm.rs` makes its spec). Start is "one replica" (creating or
+//! updating the service), stop is "no replica", a replacement bumps Swarm's force counter;
+//! Swarm places, starts and restarts the task. The runner reads the service's tasks —
+//! when the engine reports one of their containers on this node (start, die, oom…), and
+//! from the hub's sweep for tasks on other nodes — and turns them into the agent's state:
+//! pending with Swarm's reason, running on a node, or an exit that the restart budget
+//! judges like any other (past it the service is scaled to nothing and the agent is
+//! Failed). After a daemon restart the service and its running task are adopted as they
+//! are (same ids).
+
+use super::Runner;
+use crate::runtime::container;
+use crate::runtime::engine::{bollard_err, is_not_found};
+use crate::runtime::logs::rfc3339_ms;
+use crate::runtime::swarm::{self, TaskPhase};
+use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo};
+use bollard::models::Task;
+use bollard::Docker;
+use std::collections::HashMap;
+
+/// What the runner follows of its service's tasks.
+#[derive(Default)]
+pub(crate) struct SwarmTrack {
+    /// The current task, its node (hostname) and Swarm's state of it.
+    pub(crate) task: Option<String>,
+    pub(crate) node: Option<String>,
+    pub(crate) task_state: Option<String>,
+    /// Tasks ended at or before this time (Unix ms) are accounted for.
+    watermark: Option<u64>,
+    /// Tasks the daemon itself ended (a stop, a replacement): their ends are not exits.
+    superseded: Vec<String>,
+    /// The container whose output the log task follows.
+    logs_of: Option<String>,
+    /// The budget was spent in `delay` mode: the service is scaled down until the window
+    /// has room.
+    pub(crate) waiting_for_room: bool,
+}
+
+fn task_end_ms(t: &Task) -> u64 {
+    t.status
+        .as_ref()
+        .and_then(|s| s.timestamp.as_deref())
+        .and_then(rfc3339_ms)
+        .unwrap_or(0)
+}
+
+fn task_container(t: &Task) -> Option<String> {
+    t.status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+        .filter(|c| !c.is_empty())
+}
+
+impl Runner {
+    fn service(&self) -> String {
+        swarm::service_name(&self.rt.instance, &self.rec.key)
+    }
+
+    /// The service's tasks (Swarm keeps a few ended ones as history).
+    async fn tasks(&self, docker: &Docker) -> Result<Vec<Task>, ApiError> {
+        let filters = HashMap::from([("service", vec![self.service()])]);
+        let opts = bollard::query_parameters::ListTasksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        docker
+            .list_tasks(Some(opts))
+            .await
+            .map_err(|e| bollard_err("list the agent's tasks", e))
+    }
+
+    /// Makes the service exist with one replica, from the spec in force: created, updated
+    /// when it was made from another spec or scaled down, left alone when it runs as it
+    /// should. The task's state then comes from `swarm_sync`.
+    pub(super) async fn swarm_ensure_running(&mut self) -> Result<(), ApiError> {
+        let docker = self.rt.engine.client()?;
+        self.rt.swarm.check_manager(&docker).await?;
+        if self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Egress {
+            return Err(ApiError::invalid(
+                "spec field `network.mode`: `egress` (a way out around the gateway) is not offered in swarm mode: every agent's overlay network is internal",
+            ));
+        }
+        self.set_state(AgentState::Pending, None);
+        self.next_restart_at_ms = None;
+        self.commit()?;
+        let image_ref = self
+            .rt
+            .images
+            .resolve(&docker, &self.rec.spec.image)
+            .await?;
+        let network = swarm::network_name(&self.rt.instance, &self.rec.key);
+        swarm::ensure_network(&docker, &network, &self.rt.instance).await?;
+        let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
+        let init = if self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
+            None
+        } else {
+            Some(
+                super::init_program(
+                    &self.rt,
+                    &self.rec.key,
+                    &self.rec.spec,
+                    &docker,
+                    &image_ref,
+                    &gateway_dir,
+                )
+                .await?,
+            )
+        };
+        let body = container::create_body(
+            &self.rt.cfg,
+            &self.rt.instance,
+            &self.rec.key,
+            &self.rec.spec,
+            &image_ref,
+            &gateway_dir,
+            init.as_ref(),
+        );
+        let name = self.service();
+        let existing = match docker.inspect_service(&name, None).await {
+            Ok(s) => Some(s),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(bollard_err("inspect the agent's service", e)),
+        };
+        self.rec.image_ref = Some(image_ref);
+        match existing {
+            None => {
+                let spec = swarm::service_spec(
+                    &self.rt.instance,
+                    &self.rec.key,
+                    &self.rec.spec,
+                    &body,
+                    &network,
+                    1,
+                    0,
+                );
+                let r = docker
+                    .create_service(spec, None)
+                    .await
+                    .map_err(|e| bollard_err("create the agent's service", e))?;
+                tracing::info!(agent = %self.rec.key, service = %name, id = ?r.id, "created the agent's service");
+            }
+            Some(s) => {
+                let labels = s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.labels.clone())
+                    .unwrap_or_default();
+                let replicas = s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.mode.as_ref())
+                    .and_then(|m| m.replicated.as_ref())
+                    .and_then(|r| r.replicas)
+                    .unwrap_or(0);
+                let same = labels.get(swarm::LABEL_SERVICE_HASH)
+                    == Some(&swarm::service_hash(&self.rec.spec));
+                if !same || replicas != 1 {
+                    let force = s
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.task_template.as_ref())
+                        .and_then(|t| t.force_update)
+                        .unwrap_or(0);
+                    // A replica started again is a new task (Swarm's restart count begins
+                    // anew); a changed spec replaces the task anyway.
+                    let spec = swarm::service_spec(
+                        &self.rt.instance,
+                        &self.rec.key,
+                        &self.rec.spec,
+                        &body,
+                        &network,
+                        1,
+                        force + 1,
+                    );
+                    self.update_service(&docker, &s, spec).await?;
+                }
+            }
+        }
+        self.commit()?;
+        self.swarm_sync().await;
+        Ok(())
+    }
+
+    /// Sends a new spec for the service (at the version read), marking the current task as
+    /// ended by us.
+    async fn update_service(
+        &mut self,
+        docker: &Docker,
+        current: &bollard::models::Service,
+        spec: bollard::models::ServiceSpec,
+    ) -> Result<(), ApiError> {
+        let version = current.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+        let opts = bollard::query_parameters::UpdateServiceOptionsBuilder::default()
+            .version(version as i32)
+            .build();
+        if let Some(t) = self.swarm.task.clone() {
+            self.swarm.superseded.push(t);
+        }
+        docker
+            .update_service(&self.service(), spec, opts, None)
+            .await
+            .map_err(|e| bollard_err("update the agent's service", e))?;
+        Ok(())
+    }
+
+    /// Scales the service to no replica (stop; the budget spent): Swarm stops the task
+    /// with the spec's grace.
+    pub(super) async fn swarm_scale_down(&mut self) -> Result<(), ApiError> {
+        let docker = self.rt.engine.client()?;
+        let s = match docker.inspect_service(&self.service(), None).await {
+            Ok(s) => s,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(bollard_err("inspect the agent's service", e)),
+        };
+        let Some(mut spec) = s.spec.clone() else {
+            return Ok(());
+        };
+        let replicas = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas);
+        if replicas == Some(0) {
+            return Ok(());
+        }
+        spec.mode = Some(bollard::models::ServiceSpecMode {
+            replicated: Some(bollard::models::ServiceSpecModeReplicated { replicas: Some(0) }),
+            ..Default::default()
+        });
+        self.update_service(&docker, &s, spec).await
+    }
+
+    /// Removes the service (its tasks go with it) and, once its task has left the
+    /// network, the agent's overlay network.
+    pub(super) async fn swarm_remove(&mut self, docker: &Docker) -> Result<(), ApiError> {
+        match docker.delete_service(&self.service()).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(bollard_err("remove the agent's service", e)),
+        }
+        let (docker, name, key) = (
+            docker.clone(),
+            swarm::network_name(&self.rt.instance, &self.rec.key),
+            self.rec.key.clone(),
+        );
+        // The task leaves the network as Swarm stops it (the stop grace): ask again, with
+        // growing pauses, until the network goes or a minute has passed.
+        tokio::spawn(async move {
+            let mut pause = std::time::Duration::from_millis(250);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match docker.remove_network(&name).await {
+                    Ok(()) => return,
+                    Err(e) if is_not_found(&e) => return,
+                    Err(e) if std::time::Instant::now() > until => {
+                        tracing::warn!(agent = %key, error = %e, "cannot remove the agent's overlay network");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        });
+        Ok(())
+    }
+
+    /// Reads the service's tasks and acts on them (see `swarm_tasks`).
+    pub(super) async fn swarm_sync(&mut self) {
+        let Ok(docker) = self.rt.engine.client() else {
+            return;
+        };
+        match self.tasks(&docker).await {
+            Ok(tasks) => self.swarm_tasks(&docker, tasks).await,
+            Err(e) => {
+                tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot read the agent's tasks")
+            }
+        }
+    }
+
+    /// The service's tasks as they stand: every end not yet accounted for is an exit (in
+    /// order; the budget decides), then the current task sets the state — pending with
+    /// Swarm's reason, or running on its node.
+    pub(super) async fn swarm_tasks(&mut self, docker: &Docker, mut tasks: Vec<Task>) {
+        tasks.sort_by_key(task_end_ms);
+        let first_look = self.swarm.watermark.is_none();
+        let current = swarm::current(&tasks).cloned();
+        let ended: Vec<&Task> = tasks
+            .iter()
+            .filter(|t| matches!(swarm::phase(t), TaskPhase::Ended(_)))
+            .collect();
+        let watermark = match self.swarm.watermark {
+            Some(w) => w,
+            None => {
+                // The first look (a daemon start): ends from before are history — but for
+                // the current task, when it has ended and the agent should run.
+                let latest = ended.iter().map(|t| task_end_ms(t)).max().unwrap_or(0);
+                let dead_now = current.as_ref().is_some_and(|c| {
+                    matches!(swarm::phase(c), TaskPhase::Ended(_))
+                        && self.rec.desired == DesiredState::Running
+                        && !matches!(self.rec.state, AgentState::Failed | AgentState::BackingOff)
+                });
+                if dead_now {
+                    latest.saturating_sub(1)
+                } else {
+                    latest
+                }
+            }
+        };
+        self.swarm.watermark = Some(watermark);
+        let fresh: Vec<Task> = ended
+            .into_iter()
+            .filter(|t| task_end_ms(t) > watermark)
+            .cloned()
+            .collect();
+        for t in fresh {
+            self.swarm.watermark = Some(task_end_ms(&t).max(self.swarm.watermark.unwrap_or(0)));
+            let id = t.id.clone().unwrap_or_default();
+            if let Some(i) = self.swarm.superseded.iter().position(|s| s == &id) {
+                self.swarm.superseded.remove(i);
+                continue;
+            }
+            let code = match swarm::phase(&t) {
+                TaskPhase::Ended(code) => code,
+                _ => None,
+            };
+            let mut exit = ExitInfo {
+                code: code.unwrap_or(-1),
+                oom_killed: false,
+                unhealthy: false,
+                at_ms: task_end_ms(&t).max(1),
+            };
+            // On this node the container says whether it was OOM-killed.
+            if let Some(cid) = task_container(&t) {
+                if let Ok(c) = docker.inspect_container(&cid, None).await {
+                    exit.oom_killed = c.state.and_then(|s| s.oom_killed).unwrap_or(false);
+                }
+            }
+            self.rec.container_id = task_container(&t).or(self.rec.container_id.take());
+            self.on_exit(exit).await;
+        }
+        let Some(cur) = current else {
+            self.swarm_show(None, None, None);
+            if self.rec.desired == DesiredState::Stopped && self.rec.state != AgentState::Stopped {
+                self.set_state(AgentState::Stopped, None);
+                let _ = self.commit();
+            }
+            return;
+        };
+        let node = match cur.node_id.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => Some(self.rt.swarm.node_name(docker, n).await),
+            None => None,
+        };
+        let state = swarm::state_name(cur.status.as_ref().and_then(|s| s.state));
+        self.swarm_show(cur.id.clone(), node.clone(), Some(state));
+        match swarm::phase(&cur) {
+            TaskPhase::Running => self.swarm_running(docker, &cur, first_look).await,
+            TaskPhase::Pending(why) => {
+                if self.rec.desired == DesiredState::Running
+                    && !matches!(self.rec.state, AgentState::Failed)
+                {
+                    let msg = format!("Swarm: task {why}");
+                    if self.rec.state != AgentState::Pending
+                        || self.rec.message.as_deref() != Some(msg.as_str())
+                    {
+                        self.set_state(AgentState::Pending, Some(msg));
+                        let _ = self.commit();
+                    }
+                }
+            }
+            TaskPhase::Ended(_) => {
+                if self.rec.desired == DesiredState::Stopped
+                    && self.rec.state != AgentState::Stopped
+                {
+                    self.set_state(AgentState::Stopped, None);
+                    let _ = self.commit();
+                } else {
+                    self.rt.fleet.upsert(self.view());
+                }
+            }
+        }
+    }
+
+    fn swarm_show(&mut self, task: Option<String>, node: Option<String>, state: Option<String>) {
+        self.swarm.task = task;
+        self.swarm.node = node;
+        self.swarm.task_state = state;
+    }
+
+    /// The current task runs: the agent is running on its node; on this node its output
+    /// is followed and its cgroup sampled.
+    async fn swarm_running(&mut self, docker: &Docker, t: &Task, first_look: bool) {
+        let cid = task_container(t);
+        let was = self.rec.state;
+        // The runner's first look finds the task it knew still running: adopted as it is.
+        let adopted = first_look && self.rec.container_id.is_some() && self.rec.container_id == cid;
+        self.rec.container_id = cid.clone();
+        self.started_at_ms = t
+            .status
+            .as_ref()
+            .and_then(|s| s.timestamp.as_deref())
+            .and_then(rfc3339_ms);
+        let local = t
+            .node_id
+            .as_deref()
+            .is_some_and(|n| self.rt.swarm.is_local(n));
+        if let (Some(cid), true) = (cid.as_deref(), local) {
+            let pid = t
+                .status
+                .as_ref()
+                .and_then(|s| s.container_status.as_ref())
+                .and_then(|c| c.pid)
+                .unwrap_or(0);
+            self.rt.cgroups.learn(cid, pid);
+            let following = self.swarm.logs_of.as_deref() == Some(cid)
+                && self.log_task.as_ref().is_some_and(|t| !t.is_finished());
+            if !following {
+                self.swarm.logs_of = Some(cid.to_string());
+                self.attach_logs(docker, cid).await;
+            }
+        } else if !local && self.swarm.logs_of.take().is_some() {
+            if let Some(l) = self.log_task.take() {
+                l.abort();
+            }
+        }
+        if was != AgentState::Running || adopted {
+            self.set_state(AgentState::Running, None);
+            let _ = self.commit();
+            let short = |s: &str| s[..s.len().min(12)].to_string();
+            let task = t.id.as_deref().map(short).unwrap_or_default();
+            let node = self.swarm.node.clone().unwrap_or_default();
+            let (action, detail) = if adopted {
+                (
+                    "agent.adopted",
+                    format!("running task {task} of service {} on node {node} adopted without a restart", self.service()),
+                )
+            } else {
+                (
+                    "agent.running",
+                    format!(
+                        "task {task} of service {} running on node {node}",
+                        self.service()
+                    ),
+                )
+            };
+            let _ = self
+                .rt
+                .system_event(action, Some(&self.rec.key), "observed", detail)
+                .await;
+        } else {
+            self.rt.fleet.upsert(self.view());
+        }
+    }
+
+    /// After the engine (re)connected, or the hub's sweep: look at the service again.
+    pub(super) async fn swarm_resync(&mut self) {
+        if self.held_back && self.rec.desired == DesiredState::Running {
+            let _ = self.start_or_fail().await;
+            return;
+        }
+        let Ok(docker) = self.rt.engine.client() else {
+            return;
+        };
+        if self.rt.swarm.check_manager(&docker).await.is_err() {
+            return;
+        }
+        let service = match docker.inspect_service(&self.service(), None).await {
+            Ok(s) => Some(s),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => {
+                tracing::warn!(agent = %self.rec.key, error = %e, "cannot inspect the agent's service");
+                return;
+            }
+        };
+        match (self.rec.desired, service) {
+            (DesiredState::Running, None) => {
+                if !matches!(self.rec.state, AgentState::Failed) {
+                    let _ = self.start_or_fail().await;
+                }
+            }
+            (DesiredState::Stopped, None) => {
+                if self.rec.state != AgentState::Stopped {
+                    self.set_state(AgentState::Stopped, None);
+                    let _ = self.commit();
+                }
+            }
+            (DesiredState::Running, Some(s)) => {
+                let labels = s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.labels.clone())
+                    .unwrap_or_default();
+                let older = labels.get(swarm::LABEL_SERVICE_HASH)
+                    != Some(&swarm::service_hash(&self.rec.spec));
+                if older && !matches!(self.rec.state, AgentState::Failed) {
+                    tracing::info!(agent = %self.rec.key, "service made from an older spec: updating it");
+                    if self
+                        .rt
+                        .system_event(
+                            "agent.recreate",
+                            Some(&self.rec.key),
+                            "requested",
+                            format!("service {} was made from an older version of the spec; it is updated", self.service()),
+                        )
+                        .await
+                        .is_ok()
+                    {
+                        let _ = self.start_or_fail().await;
+                    }
+                    return;
+                }
+                self.swarm_sync().await;
+            }
+            (DesiredState::Stopped, Some(_)) => {
+                let _ = self.swarm_scale_down().await;
+                self.swarm_sync().await;
+            }
+        }
+    }
+
+    /// A restart the budget allows: Swarm makes it (after the spec's delay). If Swarm has
+    /// not begun one by the time the runner's own timer fires (its own count ran out
+    /// first), the runner asks for a new task.
+    pub(super) async fn swarm_restart_due(&mut self) {
+        self.swarm_sync().await;
+        if self.rec.state != AgentState::BackingOff || self.rec.desired != DesiredState::Running {
+            return;
+        }
+        // Audit before effect: no record, no new task.
+        if let Err(e) = self
+            .rt
+            .system_event(
+                "agent.restart",
+                Some(&self.rec.key),
+                "requested",
+                format!(
+                    "Swarm has not restarted service {}; the supervisor asks for a new task",
+                    self.service()
+                ),
+            )
+            .await
+        {
+            self.set_state(
+                AgentState::Failed,
+                Some(format!("restart refused: {}", e.message)),
+            );
+            let _ = self.commit();
+            return;
+        }
+        // A restart after waiting for room in the window counts now (one Swarm did not
+        // make was counted at the exit).
+        if std::mem::take(&mut self.swarm.waiting_for_room) {
+            self.rec.restart_times.push(now_ms());
+            self.rec.restarts += 1;
+        }
+        let _ = self.start_or_fail().await;
+    }
+}

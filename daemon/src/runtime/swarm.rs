@@ -1,0 +1,454 @@
+//! Swarm mode (`engine_mode = "swarm"`): an agent as a replicated service of one task.
+//! The service is made from the very container request `container.rs` builds (one source
+//! of the hardening: capabilities dropped, read-only rootfs, non-root user, limits, no
+//! engine log copy, our labels), turned into a task template, with the spec's placement
+//! and its restart budget mapped onto Swarm's restart policy. Each agent gets its own
+//! encrypted, internal overlay network (no route out). Also here: what the daemon knows
+//! of the swarm (its own node, node names) and how a task's state reads in the fleet.
+//!
+//! No-new-privileges has no place in a 20.10 task template; the shim, as every foreign
+//! image's init, sets it for the program itself (`agent/src/init.rs`).
+
+use super::container::{labels, LABEL_INSTANCE, LABEL_MANAGED};
+use super::engine::{bollard_err, is_conflict, is_not_found};
+use crate::store::AgentKey;
+use agenfleet_protocol::{AgentSpec, ApiError, RestartMode};
+use bollard::models::{
+    ContainerCreateBody, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
+    NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecPlacementPreferences,
+    TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::Docker;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The label on a service with the digest of what it is made from (the container part,
+/// the restart policy, the placement): a service whose label differs is updated.
+pub const LABEL_SERVICE_HASH: &str = "agenfleet.service-hash";
+
+/// The service of an agent: `agf_<instance>_<tenant>_<name>` (Swarm allows letters,
+/// digits, `-` and `_` in at most 63 characters; names hold no `_`, so this is
+/// unambiguous), or `agf_<instance>_<digest>` when that would be too long.
+pub fn service_name(instance: &str, key: &AgentKey) -> String {
+    swarm_name("agf", instance, key)
+}
+
+/// The agent's overlay network: `agfnet_<instance>_<tenant>_<name>` (Swarm holds network
+/// names to the same rule).
+pub fn network_name(instance: &str, key: &AgentKey) -> String {
+    swarm_name("agfnet", instance, key)
+}
+
+fn swarm_name(prefix: &str, instance: &str, key: &AgentKey) -> String {
+    let plain = format!("{prefix}_{instance}_{}_{}", key.tenant, key.name);
+    if plain.len() <= 63 {
+        return plain;
+    }
+    let digest = plain.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{prefix}_{instance}_{digest:016x}")
+}
+
+/// What the daemon knows of the swarm it manages: its own node, and node names.
+#[derive(Default)]
+pub struct SwarmInfo {
+    inner: Mutex<SwarmKnown>,
+}
+
+#[derive(Default)]
+struct SwarmKnown {
+    /// The node the daemon runs on (its engine's), once asked.
+    local_node: Option<String>,
+    /// Node id → hostname.
+    names: HashMap<String, String>,
+}
+
+impl SwarmInfo {
+    fn known(&self) -> std::sync::MutexGuard<'_, SwarmKnown> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks that the engine is an active Swarm manager and learns its node id; the error
+    /// says what to do.
+    pub async fn check_manager(&self, docker: &Docker) -> Result<String, ApiError> {
+        if let Some(id) = self.known().local_node.clone() {
+            return Ok(id);
+        }
+        let info = docker
+            .info()
+            .await
+            .map_err(|e| bollard_err("ask the engine about its swarm", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let active = swarm.local_node_state == Some(bollard::models::LocalNodeState::ACTIVE);
+        if !active || swarm.control_available != Some(true) {
+            return Err(ApiError::unavailable(
+                "engine_mode is \"swarm\", but this engine is not a Swarm manager (`docker swarm init`, or run the daemon on a manager)",
+            ));
+        }
+        let id = swarm.node_id.unwrap_or_default();
+        self.known().local_node = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Forgets what was learnt (the engine reconnected: it may have left or joined).
+    pub fn forget(&self) {
+        *self.known() = SwarmKnown::default();
+    }
+
+    /// Whether `node` is the daemon's own (its containers can be attached to and sampled).
+    pub fn is_local(&self, node: &str) -> bool {
+        self.known().local_node.as_deref() == Some(node)
+    }
+
+    /// A node's hostname (asked of the engine once per node).
+    pub async fn node_name(&self, docker: &Docker, node: &str) -> String {
+        if let Some(n) = self.known().names.get(node) {
+            return n.clone();
+        }
+        let name = match docker.inspect_node(node).await {
+            Ok(n) => n
+                .description
+                .and_then(|d| d.hostname)
+                .unwrap_or_else(|| node.to_string()),
+            Err(_) => return node.to_string(),
+        };
+        self.known().names.insert(node.to_string(), name.clone());
+        name
+    }
+}
+
+/// Makes sure the agent's overlay network exists: swarm-scoped, encrypted (IPsec between
+/// nodes), internal (no route out), attachable (the daemon's gateway endpoint joins it).
+pub async fn ensure_network(docker: &Docker, name: &str, instance: &str) -> Result<(), ApiError> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => return Ok(()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(bollard_err("inspect the agent's overlay network", e)),
+    }
+    let req = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("overlay".into()),
+        internal: Some(true),
+        attachable: Some(true),
+        options: Some(HashMap::from([("encrypted".to_string(), String::new())])),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance.to_string()),
+        ])),
+        ..Default::default()
+    };
+    match docker.create_network(req).await {
+        Ok(_) => {
+            tracing::info!(network = %name, "created an agent's overlay network");
+            Ok(())
+        }
+        Err(e) if is_conflict(&e) => Ok(()),
+        Err(e) => Err(bollard_err("create the agent's overlay network", e)),
+    }
+}
+
+/// Swarm's restart policy for the spec's: any exit restarts after `delay_ms` (Swarm's
+/// delay is fixed: no doubling), at most `attempts` times in `interval_secs` when the
+/// mode is `fail` (so the budget holds while the daemon is away), unbounded for `delay`
+/// (the daemon then waits for room in the window itself).
+fn restart_policy(spec: &AgentSpec) -> TaskSpecRestartPolicy {
+    let r = &spec.restart;
+    let ns = |ms: u64| (ms as i64).saturating_mul(1_000_000);
+    TaskSpecRestartPolicy {
+        condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+        delay: Some(ns(r.delay_ms)),
+        max_attempts: Some(match r.mode {
+            RestartMode::Fail => i64::from(r.attempts),
+            RestartMode::Delay => 0,
+        }),
+        window: Some(ns(r.interval_secs.saturating_mul(1000))),
+    }
+}
+
+/// `size=16m,mode=1777` → Swarm's tmpfs options (size in bytes, mode bits). Options a
+/// task's tmpfs cannot take (uid, gid, the mount flags) are left to the engine's
+/// defaults.
+fn tmpfs_options(opts: &str) -> MountTmpfsOptions {
+    let mut o = MountTmpfsOptions::default();
+    for part in opts.split(',') {
+        if let Some(size) = part.strip_prefix("size=") {
+            let (num, mult) = match size.chars().last() {
+                Some('k') => (&size[..size.len() - 1], 1024),
+                Some('m') => (&size[..size.len() - 1], 1024 * 1024),
+                Some('g') => (&size[..size.len() - 1], 1024 * 1024 * 1024),
+                _ => (size, 1),
+            };
+            o.size_bytes = num.parse::<i64>().ok().map(|n| n * mult);
+        } else if let Some(mode) = part.strip_prefix("mode=") {
+            o.mode = i64::from_str_radix(mode, 8).ok();
+        }
+    }
+    o
+}
+
+/// `SRC:DST[:ro]` → a bind mount.
+fn bind_mount(bind: &str) -> Option<Mount> {
+    let mut parts = bind.splitn(3, ':');
+    let (source, target) = (parts.next()?, parts.next()?);
+    Some(Mount {
+        source: Some(source.to_string()),
+        target: Some(target.to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(parts.next() == Some("ro")),
+        ..Default::default()
+    })
+}
+
+/// The service for an agent, from the container request `container::create_body` made
+/// for it: the same image, program, user, environment, health check, labels, read-only
+/// rootfs, dropped capabilities, limits and mounts, on the agent's overlay network, placed
+/// by the spec, restarted by Swarm within the spec's budget. `replicas` is 1 to run it, 0
+/// to stop it; `force` bumps Swarm's counter that makes it replace the task.
+pub fn service_spec(
+    instance: &str,
+    key: &AgentKey,
+    spec: &AgentSpec,
+    body: &ContainerCreateBody,
+    network: &str,
+    replicas: i64,
+    force: u64,
+) -> ServiceSpec {
+    let host = body.host_config.clone().unwrap_or_default();
+    let mut mounts: Vec<Mount> = host
+        .binds
+        .iter()
+        .flatten()
+        .filter_map(|b| bind_mount(b))
+        .collect();
+    let mut tmpfs: Vec<(String, String)> =
+        host.tmpfs.clone().unwrap_or_default().into_iter().collect();
+    tmpfs.sort();
+    mounts.extend(tmpfs.into_iter().map(|(target, opts)| Mount {
+        target: Some(target),
+        typ: Some(MountType::TMPFS),
+        tmpfs_options: Some(tmpfs_options(&opts)),
+        ..Default::default()
+    }));
+    let container = TaskSpecContainerSpec {
+        image: body.image.clone(),
+        labels: body.labels.clone(),
+        command: body.entrypoint.clone(),
+        args: body.cmd.clone(),
+        env: body.env.clone(),
+        dir: body.working_dir.clone(),
+        user: body.user.clone(),
+        read_only: host.readonly_rootfs,
+        mounts: Some(mounts),
+        stop_grace_period: body.stop_timeout.map(|s| s.saturating_mul(1_000_000_000)),
+        health_check: body.healthcheck.clone(),
+        capability_drop: host.cap_drop.clone(),
+        ..Default::default()
+    };
+    let placement = &spec.placement;
+    let task = TaskSpec {
+        container_spec: Some(container),
+        resources: Some(TaskSpecResources {
+            limits: Some(Limit {
+                nano_cpus: host.nano_cpus,
+                memory_bytes: host.memory,
+                pids: host.pids_limit,
+            }),
+            ..Default::default()
+        }),
+        restart_policy: Some(restart_policy(spec)),
+        placement: Some(TaskSpecPlacement {
+            constraints: Some(placement.constraints.clone()),
+            preferences: (!placement.spread.is_empty()).then(|| {
+                vec![TaskSpecPlacementPreferences {
+                    spread: Some(TaskSpecPlacementSpread {
+                        spread_descriptor: Some(placement.spread.clone()),
+                    }),
+                }]
+            }),
+            ..Default::default()
+        }),
+        force_update: Some(force),
+        networks: Some(vec![NetworkAttachmentConfig {
+            target: Some(network.to_string()),
+            ..Default::default()
+        }]),
+        // As for a container: the engine keeps no copy of what the agent prints.
+        log_driver: Some(TaskSpecLogDriver {
+            name: Some("none".into()),
+            options: None,
+        }),
+        ..Default::default()
+    };
+    let mut service_labels = labels(instance, key, spec);
+    service_labels.insert(LABEL_SERVICE_HASH.to_string(), service_hash(spec));
+    ServiceSpec {
+        name: Some(service_name(instance, key)),
+        labels: Some(service_labels),
+        task_template: Some(task),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(replicas),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What a service is made from, beyond its container: the container digest, the restart
+/// policy and the placement.
+pub fn service_hash(spec: &AgentSpec) -> String {
+    let json = serde_json::to_vec(&(spec.container_hash(), &spec.restart, &spec.placement))
+        .unwrap_or_default();
+    let h = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// How a task stands, as the runner acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskPhase {
+    /// Not yet running: Swarm's state, and why when it says (`no suitable node …`).
+    Pending(String),
+    Running,
+    /// It ended (complete, failed, rejected, shutdown…): its exit code when it had one.
+    Ended(Option<i64>),
+}
+
+/// Swarm's task state as text (`running`, `pending`…).
+pub fn state_name(s: Option<TaskState>) -> String {
+    s.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// What the runner makes of a task's status.
+pub fn phase(t: &Task) -> TaskPhase {
+    let status = t.status.clone().unwrap_or_default();
+    match status.state {
+        Some(TaskState::RUNNING) => TaskPhase::Running,
+        Some(
+            TaskState::COMPLETE
+            | TaskState::FAILED
+            | TaskState::SHUTDOWN
+            | TaskState::REJECTED
+            | TaskState::ORPHANED
+            | TaskState::REMOVE,
+        ) => TaskPhase::Ended(status.container_status.and_then(|c| c.exit_code)),
+        s => {
+            let why = status
+                .err
+                .filter(|e| !e.is_empty())
+                .or(status.message.filter(|m| !m.is_empty()));
+            TaskPhase::Pending(match why {
+                Some(w) => format!("{}: {w}", state_name(s)),
+                None => state_name(s),
+            })
+        }
+    }
+}
+
+/// The task that is the agent now: of the service's tasks, the newest (Swarm keeps a few
+/// ended ones as history).
+pub fn current(tasks: &[Task]) -> Option<&Task> {
+    tasks.iter().max_by_key(|t| {
+        (
+            t.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+            t.created_at.clone().unwrap_or_default(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn key() -> AgentKey {
+        AgentKey {
+            tenant: "t".into(),
+            name: "a".into(),
+        }
+    }
+
+    #[test]
+    fn a_service_has_the_containers_hardening_and_the_specs_placement_and_budget() {
+        let spec = AgentSpec::from_toml(
+            "name = \"a\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 64\ncpus = 0.5\npids = 32\n[restart]\nattempts = 3\ninterval_secs = 60\ndelay_ms = 500\n[placement]\nconstraints = [\"node.labels.zone==eu\"]\nspread = \"node.labels.rack\"\n",
+        )
+        .unwrap();
+        let body = super::super::container::create_body(
+            &Config::default(),
+            "inst",
+            &key(),
+            &spec,
+            "agenfleet/agent:x",
+            std::path::Path::new("/s/gateways/t.a"),
+            None,
+        );
+        let s = service_spec("inst", &key(), &spec, &body, "agfnet_inst_t_a", 1, 0);
+        assert_eq!(s.name.as_deref(), Some("agf_inst_t_a"));
+        let t = s.task_template.unwrap();
+        let c = t.container_spec.unwrap();
+        assert_eq!(c.capability_drop.unwrap(), ["ALL"]);
+        assert_eq!(c.read_only, Some(true));
+        assert_eq!(c.user.as_deref(), Some("65534:65534"));
+        let mounts = c.mounts.unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.target.as_deref() == Some("/run/agenfleet")
+                && m.read_only == Some(true)
+                && m.typ == Some(MountType::BIND)));
+        let tmp = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some("/tmp"))
+            .unwrap();
+        let o = tmp.tmpfs_options.clone().unwrap();
+        assert_eq!((o.size_bytes, o.mode), (Some(16 << 20), Some(0o1777)));
+        let l = t.resources.unwrap().limits.unwrap();
+        assert_eq!(l.memory_bytes, Some(64 << 20));
+        assert_eq!(l.nano_cpus, Some(500_000_000));
+        assert_eq!(l.pids, Some(32));
+        let r = t.restart_policy.unwrap();
+        assert_eq!(r.max_attempts, Some(3));
+        assert_eq!(r.window, Some(60_000_000_000));
+        assert_eq!(r.delay, Some(500_000_000));
+        let p = t.placement.unwrap();
+        assert_eq!(p.constraints.unwrap(), ["node.labels.zone==eu"]);
+        assert_eq!(t.log_driver.unwrap().name.as_deref(), Some("none"));
+        assert_eq!(
+            t.networks.unwrap()[0].target.as_deref(),
+            Some("agfnet_inst_t_a")
+        );
+        let labels = s.labels.unwrap();
+        assert_eq!(labels.get(LABEL_SERVICE_HASH), Some(&service_hash(&spec)));
+        // A change of the budget or the placement changes the service's digest.
+        let mut other = spec.clone();
+        other.restart.attempts = 4;
+        assert_ne!(service_hash(&other), service_hash(&spec));
+    }
+
+    #[test]
+    fn service_names_fit_swarms_limit() {
+        assert_eq!(service_name("0123abcd", &key()), "agf_0123abcd_t_a");
+        let long = AgentKey {
+            tenant: "t".repeat(40),
+            name: "n".repeat(40),
+        };
+        let n = service_name("0123abcd", &long);
+        assert!(n.len() <= 63, "{n}");
+        assert!(n.starts_with("agf_0123abcd_"));
+        assert_ne!(
+            n,
+            service_name(
+                "0123abcd",
+                &AgentKey {
+                    tenant: "t".repeat(40),
+                    name: "m".repeat(40)
+                }
+            )
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! End-to-end, swarm mode (`engine_mode = "swarm"`) on a one-node swarm of the real
+//! engine: an agent is a hardened service of one task on its own encrypted internal
+//! overlay; create, stop, start, restart, delete; placement no node meets → pending with
+//! Swarm's reason; the restart budget spent → Failed and the service scaled down; `kill
+//! -9` of the daemon → the service and its task untouched, adopted on restart.
+
+use agenfleet_e2e::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn service(d: &Daemon, tenant: &str, name: &str) -> String {
+    format!("agf_{}_{tenant}_{name}", d.instance)
+}
+
+fn task_of(v: &Value) -> String {
+    v["task"].as_str().expect("a task id").to_string()
+}
+
+#[test]
+fn swarm_agents_are_hardened_services_through_their_lifecycle() {
+    let Some(_swarm) =
+        SwarmGuard::join("swarm_agents_are_hardened_services_through_their_lifecycle")
+    else {
+        return;
+    };
+    let d = Daemon::start("swarm-life", SwarmGuard::config());
+    d.create(
+        "name = \"s1\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [workload]\nmessage = \"hello from swarm\"\nlog_interval_ms = 200\n\
+         [limits]\nmemory_mb = 64\ncpus = 0.5\npids = 32\n\
+         [restart]\nattempts = 3\ninterval_secs = 60\ndelay_ms = 300\n",
+    );
+    let v = d.wait_agent("acme/s1", "running as a task", T, |v| {
+        v["state"] == "Running" && v["task"].is_string()
+    });
+    let hostname = docker(&["info", "--format", "{{.Name}}"]);
+    assert_eq!(v["node"], hostname.as_str(), "{v}");
+    assert_eq!(v["task_state"], "running", "{v}");
+    let name = service(&d, "acme", "s1");
+
+    // The service: the container's hardening as a task template.
+    let s = service_inspect(&name);
+    let spec = &s["Spec"];
+    assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 1, "{spec}");
+    let c = &spec["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(c["CapabilityDrop"], serde_json::json!(["ALL"]), "{c}");
+    assert_eq!(c["ReadOnly"], true);
+    assert_eq!(c["User"], "65534:65534");
+    assert_eq!(c["Labels"]["agenfleet.agent"], "s1");
+    assert_eq!(c["Labels"]["agenfleet.instance"], d.instance.as_str());
+    let limits = &spec["TaskTemplate"]["Resources"]["Limits"];
+    assert_eq!(limits["MemoryBytes"], 64 * 1024 * 1024);
+    assert_eq!(limits["NanoCPUs"], 500_000_000);
+    assert_eq!(limits["Pids"], 32);
+    let restart = &spec["TaskTemplate"]["RestartPolicy"];
+    assert_eq!(restart["Condition"], "any");
+    assert_eq!(restart["MaxAttempts"], 3);
+    assert_eq!(restart["Delay"], 300_000_000i64);
+    assert_eq!(spec["TaskTemplate"]["LogDriver"]["Name"], "none");
+    // Its network: the agent's own overlay, encrypted and internal.
+    let net_name = format!("agfnet_{}_acme_s1", d.instance);
+    let net: Value =
+        serde_json::from_str(&docker(&["network", "inspect", &net_name])).expect("network JSON");
+    let net = &net[0];
+    assert_eq!(net["Driver"], "overlay");
+    assert_eq!(net["Internal"], true);
+    assert!(net["Options"].get("encrypted").is_some(), "{net}");
+    assert_eq!(
+        spec["TaskTemplate"]["Networks"][0]["Target"], net["Id"],
+        "{spec}"
+    );
+    // The task's container, as the engine made it.
+    let cid = v["container_id"].as_str().expect("container id");
+    let ci = inspect(cid);
+    let h = &ci["HostConfig"];
+    assert_eq!(h["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(h["ReadonlyRootfs"], true);
+    assert_eq!(h["Memory"], 64 * 1024 * 1024);
+    assert_eq!(h["PidsLimit"], 32);
+    assert_eq!(ci["Config"]["User"], "65534:65534");
+    assert_eq!(
+        ci["Config"]["Labels"]["com.docker.swarm.service.name"],
+        name.as_str()
+    );
+    let nets = ci["NetworkSettings"]["Networks"]
+        .as_object()
+        .expect("networks");
+    assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&net_name], "{nets:?}");
+    // Its output reaches the daemon (attached on this node; the engine keeps none).
+    d.wait_log("acme/s1", "hello from swarm", T);
+
+    // Stop: no replica, no task running.
+    let out = d.cli(&["agents", "stop", "acme/s1"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/s1", "stopped", T, |v| v["state"] == "Stopped");
+    assert_eq!(
+        service_inspect(&name)["Spec"]["Mode"]["Replicated"]["Replicas"],
+        0
+    );
+    wait_for(T, "the task to stop", || {
+        (!service_tasks(&name)
+            .iter()
+            .any(|(_, s)| s.starts_with("Running")))
+        .then_some(())
+    });
+    // Start: a new task.
+    let first = task_of(&v);
+    let out = d.cli(&["agents", "start", "acme/s1"]);
+    assert!(out.status.success(), "{out:?}");
+    let v = d.wait_agent("acme/s1", "running again", T, |v| {
+        v["state"] == "Running" && v["task"].is_string() && v["task"] != first.as_str()
+    });
+    // Restart: another task.
+    let second = task_of(&v);
+    let out = d.cli(&["agents", "restart", "acme/s1"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/s1", "restarted as a new task", T, |v| {
+        v["state"] == "Running" && v["task"].is_string() && v["task"] != second.as_str()
+    });
+
+    // A placement no node meets: pending, with Swarm's reason.
+    d.create(
+        "name = \"nowhere\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [placement]\nconstraints = [\"node.labels.zone==mars\"]\n",
+    );
+    let v = d.wait_agent("acme/nowhere", "pending with Swarm's reason", T, |v| {
+        v["state"] == "Pending"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no suitable node"))
+    });
+    assert!(v["node"].is_null(), "{v}");
+    // A constraint Swarm cannot read is refused before anything is made.
+    let typo = d.file(
+        "typo.toml",
+        "name = \"typo\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [placement]\nconstraints = [\"node.lables.zone==eu\"]\n",
+    );
+    let bad = d.cli(&["agents", "create", "-f", &typo]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("placement.constraints[0]"), "{err}");
+
+    // Delete: the service and its network go.
+    for a in ["acme/s1", "acme/nowhere"] {
+        let out = d.cli(&["agents", "delete", a]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    wait_for(T, "the services to be removed", || {
+        let left = docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("label=agenfleet.instance={}", d.instance),
+            "-q",
+        ]);
+        left.is_empty().then_some(())
+    });
+    wait_for(T, "the overlay network to be removed", || {
+        let out = std::process::Command::new("docker")
+            .args(["network", "inspect", &net_name])
+            .output()
+            .expect("docker");
+        (!out.status.success()).then_some(())
+    });
+}
+
+#[test]
+fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
+    let Some(_swarm) =
+        SwarmGuard::join("swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services")
+    else {
+        return;
+    };
+    let mut d = Daemon::start("swarm-budget", SwarmGuard::config());
+    // A crashing agent: Swarm restarts it, the budget (2 in 60 s) ends it.
+    d.create(
+        "name = \"crash\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [workload]\nexit_after_ms = 300\nexit_code = 3\n\
+         [restart]\nattempts = 2\ninterval_secs = 60\ndelay_ms = 200\n",
+    );
+    let v = d.wait_agent("acme/crash", "failed past its budget", T, |v| {
+        v["state"] == "Failed"
+    });
+    let msg = v["message"].as_str().unwrap_or("");
+    assert!(msg.contains("restart budget exhausted"), "{v}");
+    assert!(msg.contains("exit code 3"), "{v}");
+    assert_eq!(v["restarts"], 2, "{v}");
+    let crash = service(&d, "acme", "crash");
+    assert_eq!(
+        service_inspect(&crash)["Spec"]["Mode"]["Replicated"]["Replicas"],
+        0,
+        "a failed agent's service is scaled down"
+    );
+    // Each exit is in the audit trail, and the failure.
+    let audit = d.json(&["audit", "search", "--agent", "acme/crash"]);
+    let actions: Vec<String> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["event"]["action"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "agent.exited").count(),
+        3,
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "agent.failed"), "{actions:?}");
+    // Reset: runs again (and crashes again).
+    let out = d.cli(&["agents", "reset", "acme/crash"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/crash", "running again after reset", T, |v| {
+        v["restarts_in_window"] == 0 && v["state"] != "Failed"
+    });
+
+    // A steady agent survives kill -9 of the daemon: same service, same task.
+    d.create(
+        "name = \"steady\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [workload]\nmessage = \"steady\"\nlog_interval_ms = 200\n",
+    );
+    let v = d.wait_agent("acme/steady", "running", T, |v| {
+        v["state"] == "Running" && v["task"].is_string()
+    });
+    let task = task_of(&v);
+    let steady = service(&d, "acme", "steady");
+    let service_id = service_inspect(&steady)["ID"].clone();
+    d.kill9();
+    d.restart();
+    let v = d.wait_agent("acme/steady", "adopted", T, |v| {
+        v["state"] == "Running" && v["task"].is_string()
+    });
+    assert_eq!(task_of(&v), task, "the same task runs on");
+    assert_eq!(service_inspect(&steady)["ID"], service_id);
+    let running: Vec<_> = service_tasks(&steady)
+        .into_iter()
+        .filter(|(_, s)| s.starts_with("Running"))
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].0, task);
+    let audit = d.json(&["audit", "search", "--agent", "acme/steady"]);
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["event"]["action"] == "agent.adopted"),
+        "{audit}"
+    );
+    d.wait_log("acme/steady", "steady", T);
+    for a in ["acme/crash", "acme/steady"] {
+        let out = d.cli(&["agents", "delete", a]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
