@@ -251,11 +251,17 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
         ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
         "",
     );
+    // (and the placement, swarm mode's)
+    let old = old.replace(",\"placement\":{\"constraints\":[],\"spread\":\"\"}", "");
     assert_ne!(old, full);
     assert_eq!(spec.hash(), fnv1a_hex(old.as_bytes()));
     let mut with = spec.clone();
     with.providers = vec!["openai".into()];
     assert_ne!(with.hash(), spec.hash());
+    let mut placed = spec.clone();
+    placed.placement.constraints = vec!["node.labels.zone==eu".into()];
+    assert_ne!(placed.hash(), spec.hash());
+    assert_ne!(placed.container_hash(), spec.container_hash());
     let mut runs = spec.clone();
     runs.runs.queue = 5;
     assert_ne!(runs.hash(), spec.hash());
@@ -272,7 +278,8 @@ fn the_hash_of_a_spec_without_upstreams_is_the_one_it_had_before_them() {
         .replace(
             ",\"providers\":[],\"connections\":[],\"budget\":{\"tokens_per_day\":0,\"calls_per_minute\":0}",
             "",
-        );
+        )
+        .replace(",\"placement\":{\"constraints\":[],\"spread\":\"\"}", "");
     assert_eq!(runs.hash(), fnv1a_hex(before_jobs.as_bytes()));
     let mut job = runs.clone();
     job.runs.kind = crate::spec::AgentKind::Job;
@@ -383,4 +390,29 @@ fn a_job_kind_parses_an_unknown_one_is_named_and_kind_cannot_change_in_place() {
     assert!(e.contains("batch") && e.contains("job"), "{e}");
     let e = spec("").change_from(&job).unwrap_err().to_string();
     assert!(e.contains("runs.kind"), "{e}");
+}
+
+#[test]
+fn placement_is_checked_as_swarm_reads_it() {
+    let spec = |p: &str| -> Result<(), SpecError> {
+        AgentSpec::from_toml(&format!(
+            "name = \"a\"\nimage = \"x/y\"\n[placement]\n{p}\n"
+        ))
+        .map_err(|e| SpecError {
+            field: "toml".into(),
+            reason: e,
+        })?
+        .validate()
+    };
+    assert!(spec("constraints = [\"node.labels.zone==eu\", \"node.role!=manager\"]\nspread = \"node.labels.rack\"").is_ok());
+    let e = spec("constraints = [\"node.lables.zone==eu\"]").unwrap_err();
+    assert_eq!(e.field, "placement.constraints[0]");
+    assert!(e.reason.contains("node.lables.zone"), "{}", e.reason);
+    let e = spec("constraints = [\"node.labels.zone=eu\"]").unwrap_err();
+    assert!(e.reason.contains("KEY==VALUE"), "{}", e.reason);
+    let e = spec("constraints = [\"node.hostname==\"]").unwrap_err();
+    assert!(e.reason.contains("no valid value"), "{}", e.reason);
+    let e = spec("spread = \"zone\"").unwrap_err();
+    assert_eq!(e.field, "placement.spread");
+    assert!(spec("speed = 1").is_err(), "unknown keys are refused");
 }
