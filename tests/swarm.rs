@@ -208,6 +208,9 @@ fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
         "{actions:?}"
     );
     assert!(actions.iter().any(|a| a == "agent.failed"), "{actions:?}");
+    // The crash loop is an incident, routed as in container mode.
+    let incidents = d.json(&["incidents", "list", "--all"]).to_string();
+    assert!(incidents.contains("crash-loop"), "{incidents}");
     // Reset: runs again (and crashes again).
     let out = d.cli(&["agents", "reset", "acme/crash"]);
     assert!(out.status.success(), "{out:?}");
@@ -253,4 +256,92 @@ fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
         let out = d.cli(&["agents", "delete", a]);
         assert!(out.status.success(), "{out:?}");
     }
+}
+
+#[test]
+fn a_swarm_agent_has_no_route_out_but_its_gateway() {
+    let test = "a_swarm_agent_has_no_route_out_but_its_gateway";
+    let Some(_swarm) = SwarmGuard::join(test) else {
+        return;
+    };
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    // A listener on the host, reachable from a container on the engine's default bridge.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            if let Ok(mut s) = s {
+                use std::io::Write;
+                let _ = s.write_all(b"yes\n");
+            }
+        }
+    });
+    // The host as a container on the default bridge sees it: its default gateway.
+    let routes = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/busybox",
+        &image,
+        "ip",
+        "route",
+    ]);
+    let host = routes
+        .lines()
+        .find_map(|l| l.strip_prefix("default via "))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no default route in a plain container: {routes}"))
+        .to_string();
+    // (busybox's wget crashes when static; nc connects and says so by its status)
+    let probe =
+        format!("echo | /bin/busybox nc -w 3 {host} {port} && echo REACHED || echo BLOCKED");
+    // The same probe from a plain container gets through: the listener is there.
+    let plain = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/busybox",
+        &image,
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    assert!(plain.contains("REACHED"), "{plain}");
+    let d = Daemon::start("swarm-egress", SwarmGuard::config());
+    // The probe runs again every second: the daemon attaches to a task's output once
+    // Swarm has started it, so the first lines can come before it listens.
+    d.create(&format!(
+        "name = \"shut-in\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"while true; do {probe}; echo PROBED; /bin/busybox sleep 1; done\"]\n"
+    ));
+    d.wait_agent("acme/shut-in", "running", T, |v| v["state"] == "Running");
+    d.wait_log("acme/shut-in", "PROBED", T);
+    let logs = String::from_utf8_lossy(&d.cli(&["logs", "acme/shut-in"]).stdout).to_string();
+    assert!(logs.contains("BLOCKED"), "{logs}");
+    assert!(!logs.contains("REACHED"), "{logs}");
+    // The program runs with no_new_privs set by its init (a task spec cannot ask for it).
+    let v = d.agent("acme/shut-in");
+    let cid = v["container_id"].as_str().expect("container id");
+    let status = docker(&["exec", cid, "/bin/busybox", "cat", "/proc/1/status"]);
+    let pid1_nnp = status
+        .lines()
+        .find(|l| l.starts_with("NoNewPrivs:"))
+        .unwrap_or_default()
+        .to_string();
+    let children = docker(&[
+        "exec",
+        cid,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do /bin/busybox grep -h NoNewPrivs $p/status; done",
+    ]);
+    assert!(
+        children.lines().any(|l| l.trim_end().ends_with('1')),
+        "the program has NoNewPrivs: {children} (init: {pid1_nnp})"
+    );
+    let out = d.cli(&["agents", "delete", "acme/shut-in"]);
+    assert!(out.status.success(), "{out:?}");
 }
