@@ -271,11 +271,9 @@ fn a_swarm_agent_has_no_route_out_but_its_gateway() {
     let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        for s in listener.incoming() {
-            if let Ok(mut s) = s {
-                use std::io::Write;
-                let _ = s.write_all(b"yes\n");
-            }
+        for mut s in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = s.write_all(b"yes\n");
         }
     });
     // The host as a container on the default bridge sees it: its default gateway.
