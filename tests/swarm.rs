@@ -343,3 +343,137 @@ fn a_swarm_agent_has_no_route_out_but_its_gateway() {
     let out = d.cli(&["agents", "delete", "acme/shut-in"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Runs `sh -c SCRIPT` in container `cid` (busybox, as the container's user).
+fn sh_in(cid: &str, script: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", cid, "/bin/busybox", "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token() {
+    let test = "swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token";
+    let Some(_swarm) = SwarmGuard::join(test) else {
+        return;
+    };
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let d = Daemon::start("swarm-gw", SwarmGuard::config());
+    d.json(&["vault", "init"]);
+    // A file credential reaches the program: fetched by the shim over the overlay.
+    let script = "while :; do echo \"db=$(/bin/busybox cat /run/agenfleet/secrets/db)\"; /bin/busybox sleep 1; done";
+    d.create(&format!(
+        "name = \"alpha\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         credentials = [{{ name = \"db\", as = \"file\" }}]\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", {}]\n",
+        serde_json::to_string(script).expect("json")
+    ));
+    let canary = format!("CANARY-swarm-{:x}", std::process::id());
+    let out = d.cli_stdin(&["creds", "set", "acme/alpha", "db"], &canary);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = d.wait_agent("acme/alpha", "running", T, |v| v["state"] == "Running");
+    d.wait_log("acme/alpha", "db=[redacted:db v1]", T);
+    let alpha = v["container_id"].as_str().expect("cid").to_string();
+    // Tool calls are decided over the overlay: the scopes allow one, deny the other.
+    let f = d.file(
+        "scopes.toml",
+        "tools = [\"http_request\"]\n[[http]]\nhost = \"api.example.com\"\nmethods = [\"GET\"]\n",
+    );
+    d.json(&["scopes", "publish", "acme/alpha", &f]);
+    let call = |method: &str| serde_json::json!({"tool": "http_request", "args": {"method": method, "url": "https://api.example.com/x"}});
+    let decisions = {
+        use std::io::Write;
+        let mut child = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                &alpha,
+                "/run/agenfleet/bin/agenfleet-agent",
+                "call",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker exec");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for c in [call("GET"), call("DELETE")] {
+            writeln!(stdin, "{c}").expect("write");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("output");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let decisions: Vec<Value> = decisions
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("decision JSON"))
+        .collect();
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(decisions[0]["allowed"], true, "{decisions:?}");
+    assert_eq!(decisions[1]["verdict"], "deny", "{decisions:?}");
+
+    // Another agent, on its own network.
+    d.create(&format!(
+        "name = \"beta\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"while :; do /bin/busybox sleep 1; done\"]\n"
+    ));
+    let v = d.wait_agent("acme/beta", "running", T, |v| v["state"] == "Running");
+    let beta = v["container_id"].as_str().expect("cid").to_string();
+    let alpha_token = sh_in(&alpha, "/bin/busybox cat /run/secrets/agenfleet-gateway");
+    let beta_token = sh_in(&beta, "/bin/busybox cat /run/secrets/agenfleet-gateway");
+    assert_eq!(alpha_token.trim().len(), 64, "a token in alpha's task");
+    assert_ne!(alpha_token, beta_token);
+    let endpoint = inspect(&format!("agf_{}_endpoint", d.instance));
+    let ep = endpoint["NetworkSettings"]["Networks"][format!("agfnet_{}_acme_beta", d.instance)]
+        ["IPAddress"]
+        .as_str()
+        .expect("the endpoint's address on beta's network")
+        .to_string();
+    let ask = |token: &str| {
+        sh_in(
+            &beta,
+            &format!(
+                "(printf 'AGF-GW1 {} api\\nGET /v1/health HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 3) | /bin/busybox nc -w 5 {ep} 4190",
+                token.trim()
+            ),
+        )
+    };
+    // Its own token: its local API answers.
+    let own = ask(&beta_token);
+    assert!(own.starts_with("HTTP/1.0 200"), "{own}");
+    // Alpha's token, from beta's network: refused, recorded, an incident.
+    let stolen = ask(&alpha_token);
+    assert!(stolen.is_empty(), "{stolen}");
+    let refused = d
+        .json(&["audit", "search", "--action", "gateway.refused"])
+        .to_string();
+    assert!(
+        refused.contains("acme/beta's network presented the gateway token of acme/alpha"),
+        "{refused}"
+    );
+    let incidents = d.json(&["incidents", "list", "--all"]).to_string();
+    assert!(incidents.contains("with acme/alpha's token"), "{incidents}");
+    // A made-up token: refused too.
+    let forged = ask(&"0".repeat(64));
+    assert!(forged.is_empty(), "{forged}");
+    // The credential's value is in no log, audit record or service spec.
+    let spec = docker(&[
+        "service",
+        "inspect",
+        &format!("agf_{}_acme_alpha", d.instance),
+    ]);
+    assert!(!spec.contains(&canary) && !spec.contains(alpha_token.trim()));
+    assert!(!d.log().contains(&canary) && !d.log().contains(alpha_token.trim()));
+    for a in ["acme/alpha", "acme/beta"] {
+        let out = d.cli(&["agents", "delete", a]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}

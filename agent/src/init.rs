@@ -233,6 +233,8 @@ pub fn run(args: &[String]) -> ! {
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    // Swarm mode: the gateway's sockets are served here and relayed over the overlay.
+    crate::remote::start_if_remote("agenfleet-agent run");
     let gateway = std::path::Path::new(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
         .join(agenfleet_protocol::gateway::GATEWAY_SOCKET_NAME);
     let wanted: Vec<String> = files

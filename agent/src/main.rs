@@ -22,6 +22,7 @@ use agenfleet_protocol::Workload;
 mod http;
 mod httpbench;
 mod init;
+mod remote;
 mod tools;
 
 extern "C" fn on_term(_sig: libc::c_int) {
@@ -210,6 +211,7 @@ fn main() {
     }
     install_signal_handlers();
     match std::env::args().nth(1).as_deref() {
+        Some("endpoint") => std::process::exit(remote::endpoint_main()),
         Some("call") => std::process::exit(tools::call_main()),
         Some("bench") => std::process::exit(tools::bench_main()),
         Some("report") => std::process::exit(tools::report_main()),
@@ -229,6 +231,8 @@ fn main() {
             std::process::exit(64);
         }
     };
+    // Swarm mode: the gateway's sockets are served here and relayed over the overlay.
+    remote::start_if_remote("agenfleet-agent");
     let held = if gateway.exists() || !needs.is_empty() {
         match fetch_credentials(&gateway) {
             Ok(h) => h,

@@ -334,6 +334,15 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     }
     let _scheduler = rt.triggers.spawn_scheduler();
     rt.start().context("cannot load the stored agents")?;
+    // Swarm mode: the gateway for tasks on any node, through the endpoint container.
+    let _swarm_gateway = if cfg.engine_mode == config::EngineMode::Swarm {
+        Some(
+            rpc::swarm_gateway::start(rt.clone())
+                .context("cannot serve the swarm gateway endpoint socket")?,
+        )
+    } else {
+        None
+    };
     // Job agents' runs, each in a container of its own (woken by the runs' changes).
     let _jobs = runtime::jobs::spawn_dispatcher(rt.clone());
     runtime::retention::spawn(rt.clone());

@@ -22,6 +22,26 @@ pub const EGRESS_PROXY_ADDR: &str = "127.0.0.1:3128";
 /// image is not ours; it is that container's init: `agenfleet-agent run -- PROGRAM…`.
 pub const SHIM_IN_CONTAINER: &str = "/run/agenfleet/bin/agenfleet-agent";
 
+/// Swarm mode: the agent's task reaches its gateway over its overlay network. The shim
+/// serves the same three sockets in `GATEWAY_DIR_IN_CONTAINER` (a tmpfs there) and relays
+/// each connection to the daemon's gateway endpoint, named by this variable as
+/// `HOST:PORT` (`;proxy` after it when the agent has an egress proxy).
+pub const REMOTE_GATEWAY_ENV: &str = "AGENFLEET_GATEWAY_REMOTE";
+/// The endpoint's name on every agent's overlay network, and its port.
+pub const ENDPOINT_ALIAS: &str = "agenfleet-gateway";
+pub const ENDPOINT_PORT: u16 = 4190;
+/// The agent's gateway token, a Swarm secret mounted here (tmpfs, its user only).
+pub const GATEWAY_TOKEN_PATH: &str = "/run/secrets/agenfleet-gateway";
+/// The first line of a connection to the endpoint: `AGF-GW1 <token> <channel>\n`, the
+/// channel one of `GATEWAY_CHANNELS`; the daemon then serves that socket's protocol.
+pub const REMOTE_HELLO: &str = "AGF-GW1";
+pub const GATEWAY_CHANNELS: [&str; 3] = ["gateway", "api", "proxy"];
+/// The endpoint's line before the agent's: `AGF-EP1 <its address the agent reached>\n`
+/// (which overlay network, so which agent's, the connection came in on).
+pub const ENDPOINT_HELLO: &str = "AGF-EP1";
+/// The longest of those lines.
+pub const REMOTE_LINE_MAX: usize = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayHello {
     pub protocol_version: u32,

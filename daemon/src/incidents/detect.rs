@@ -42,7 +42,9 @@ pub enum Signal {
     CrossAgent {
         key: AgentKey,
         project: String,
-        pid: i32,
+        /// Who tried, as the incident names them (`pid 42, outside t/a's container`, `a
+        /// task on t/b's network with t/a's token`).
+        caller: String,
         seq: u64,
     },
     CrossTenant {
@@ -260,12 +262,17 @@ impl Detector {
                     what: format!("last record before the restart ({last_action})"),
                 }],
             )),
-            Signal::CrossAgent { key, project, pid, seq } => out.push(for_agent(
+            Signal::CrossAgent {
+                key,
+                project,
+                caller,
+                seq,
+            } => out.push(for_agent(
                 "cross_agent",
                 &key,
                 &project,
                 key.to_string(),
-                format!("pid {pid}, outside {key}'s container, connected to its gateway and was refused"),
+                format!("{caller}, connected to its gateway and was refused"),
                 vec![Evidence {
                     seq,
                     what: "gateway.refused".into(),

@@ -42,41 +42,6 @@ fn pid_in_container(pid: i32, container_id: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Swarm mode: whether process `pid` runs in a container of one of the agent's tasks on
-/// this node — a new task connects as soon as it starts, before its runner has read the
-/// task (the engine's labels on the container say whose it is).
-async fn swarm_task_of(rt: &Runtime, pid: i32, key: &AgentKey) -> bool {
-    if rt.cfg.engine_mode != crate::config::EngineMode::Swarm {
-        return false;
-    }
-    let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return false;
-    };
-    let Some(cid) = container_id_in(&cgroup) else {
-        return false;
-    };
-    let Ok(docker) = rt.engine.client() else {
-        return false;
-    };
-    let Ok(c) = docker.inspect_container(&cid, None).await else {
-        return false;
-    };
-    let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
-    labels.contains_key("com.docker.swarm.service.id")
-        && labels.get(crate::runtime::container::LABEL_INSTANCE) == Some(&rt.instance)
-        && crate::runtime::container::key_from_labels(&labels).as_ref() == Some(key)
-}
-
-/// The 64-hex container id a process's cgroup lines name (`…/docker/<id>`,
-/// `…/docker-<id>.scope`), if any.
-fn container_id_in(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|l| {
-        l.split(|c: char| !c.is_ascii_hexdigit())
-            .find(|w| w.len() == 64)
-            .map(str::to_string)
-    })
-}
-
 #[derive(Clone)]
 pub(super) struct GatewayService {
     rt: Arc<Runtime>,
@@ -92,6 +57,19 @@ pub(super) struct GatewayService {
 }
 
 impl GatewayService {
+    /// A Swarm task's connection, its token checked (`swarm_gateway.rs`).
+    pub(super) fn for_task(rt: Arc<Runtime>, key: AgentKey) -> GatewayService {
+        let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
+        GatewayService {
+            rt,
+            key,
+            project,
+            refused: None,
+            job: None,
+            named: None,
+        }
+    }
+
     pub(super) fn runtime(&self) -> &Arc<Runtime> {
         &self.rt
     }
@@ -570,7 +548,7 @@ impl Gateway for GatewayService {
 }
 
 /// Which of an agent's sockets a connection came in on.
-enum Conn {
+pub(super) enum Conn {
     Gateway,
     Api,
     Proxy,
@@ -674,8 +652,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             // The agent's own container, or one of its job runs' (which names the run).
             let own = rt
                 .container_of(&key)
-                .is_some_and(|cid| pid > 0 && pid_in_container(pid, &cid))
-                || (pid > 0 && swarm_task_of(&rt, pid, &key).await);
+                .is_some_and(|cid| pid > 0 && pid_in_container(pid, &cid));
             let run = if own || pid <= 0 {
                 None
             } else {
@@ -707,7 +684,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                         .signal(crate::incidents::detect::Signal::CrossAgent {
                             key: key.clone(),
                             project: project.clone(),
-                            pid,
+                            caller: format!("pid {pid}, outside {key}'s container"),
                             seq,
                         });
                 }
@@ -720,37 +697,40 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
                 job: run,
                 named: None,
             };
-            match kind {
-                Conn::Gateway => {}
-                Conn::Api => {
-                    let header_timeout = timeouts.frame;
-                    tokio::spawn(async move {
-                        super::local_api::serve(stream, service, header_timeout).await;
-                        drop(permit);
-                    });
-                    continue;
-                }
-                Conn::Proxy => {
-                    let head_timeout = timeouts.frame;
-                    tokio::spawn(async move {
-                        super::egress::serve(stream, service, head_timeout).await;
-                        drop(permit);
-                    });
-                    continue;
-                }
-            }
-            tokio::spawn(async move {
-                let stream = super::conn::Guarded::new(stream, timeouts, Some(permit));
-                let transport =
-                    agenfleet_protocol::transport::server_transport(stream, GATEWAY_MAX_FRAME);
-                BaseChannel::with_defaults(transport)
-                    .max_concurrent_requests(super::conn::MAX_IN_FLIGHT)
-                    .execute(service.serve())
-                    .for_each(|fut| async {
-                        tokio::spawn(fut);
-                    })
-                    .await;
-            });
+            tokio::spawn(serve_conn(kind, stream, service, timeouts, Some(permit)));
         }
     }))
+}
+
+/// Serves one accepted connection of an agent's: its gateway (tarpc), its local API or
+/// its egress proxy; the permit, if any, is its place in the socket's budget.
+pub(super) async fn serve_conn(
+    kind: Conn,
+    stream: tokio::net::UnixStream,
+    service: GatewayService,
+    timeouts: super::conn::Timeouts,
+    permit: Option<super::conn::Permit>,
+) {
+    match kind {
+        Conn::Api => {
+            super::local_api::serve(stream, service, timeouts.frame).await;
+            drop(permit);
+        }
+        Conn::Proxy => {
+            super::egress::serve(stream, service, timeouts.frame).await;
+            drop(permit);
+        }
+        Conn::Gateway => {
+            let stream = super::conn::Guarded::new(stream, timeouts, permit);
+            let transport =
+                agenfleet_protocol::transport::server_transport(stream, GATEWAY_MAX_FRAME);
+            BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(super::conn::MAX_IN_FLIGHT)
+                .execute(service.serve())
+                .for_each(|fut| async {
+                    tokio::spawn(fut);
+                })
+                .await;
+        }
+    }
 }

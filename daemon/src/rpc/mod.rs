@@ -14,6 +14,7 @@ pub mod local_api;
 pub mod memory_api;
 pub mod operator;
 mod runs_api;
+pub mod swarm_gateway;
 pub mod tls_inspect;
 pub mod upstream_api;
 

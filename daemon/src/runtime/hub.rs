@@ -91,6 +91,8 @@ pub struct Runtime {
     pub jobs: super::jobs::Jobs,
     /// Swarm mode: what the daemon knows of the swarm.
     pub swarm: super::swarm::SwarmInfo,
+    /// Swarm mode: the agents' gateway tokens in force and the endpoint's addresses.
+    pub gateway_keys: super::swarm::GatewayKeys,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }
@@ -157,6 +159,7 @@ impl Runtime {
             triggers,
             jobs: Default::default(),
             swarm: Default::default(),
+            gateway_keys: Default::default(),
             runners: Mutex::new(HashMap::new()),
             gateways: p.gateways,
         })

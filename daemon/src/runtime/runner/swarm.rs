@@ -123,6 +123,9 @@ impl Runner {
             Err(e) => return Err(bollard_err("inspect the agent's service", e)),
         };
         self.rec.image_ref = Some(image_ref);
+        let gateway = self
+            .swarm_gateway(&docker, existing.as_ref(), &network)
+            .await?;
         match existing {
             None => {
                 let spec = swarm::service_spec(
@@ -131,8 +134,11 @@ impl Runner {
                     &self.rec.spec,
                     &body,
                     &network,
-                    1,
-                    0,
+                    &gateway,
+                    swarm::Scale {
+                        replicas: 1,
+                        force: 0,
+                    },
                 );
                 let r = docker
                     .create_service(spec, None)
@@ -170,8 +176,11 @@ impl Runner {
                         &self.rec.spec,
                         &body,
                         &network,
-                        1,
-                        force + 1,
+                        &gateway,
+                        swarm::Scale {
+                            replicas: 1,
+                            force: force + 1,
+                        },
                     );
                     self.update_service(&docker, &s, spec).await?;
                 }
@@ -180,6 +189,86 @@ impl Runner {
         self.commit()?;
         self.swarm_sync().await;
         Ok(())
+    }
+
+    /// How the agent's task reaches its gateway: the endpoint joined to its network (its
+    /// address there noted as this agent's), and its token — the one the service already
+    /// refers to when it is in force, else a new one — put in force.
+    async fn swarm_gateway(
+        &mut self,
+        docker: &Docker,
+        existing: Option<&bollard::models::Service>,
+        network: &str,
+    ) -> Result<swarm::RemoteGateway, ApiError> {
+        let key = self.rec.key.clone();
+        let builtin = self
+            .rt
+            .images
+            .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
+            .await?;
+        let endpoint =
+            swarm::ensure_endpoint(docker, &self.rt.instance, &self.rt.cfg.state_dir, &builtin)
+                .await?;
+        let ip = swarm::join_endpoint(docker, &endpoint, network).await?;
+        self.rt.gateway_keys.set_ip(&key, ip);
+        let mut secret = None;
+        if let Some(s) = existing.and_then(swarm::token_secret_of) {
+            if let Some(digest) = swarm::token_digest_of(docker, &s).await {
+                self.rt.gateway_keys.set_token(&key, digest);
+                secret = Some(s);
+            }
+        }
+        let secret = match secret {
+            Some(s) => s,
+            None => {
+                let (s, digest) = swarm::new_token_secret(docker, &self.rt.instance, &key).await?;
+                self.rt.gateway_keys.set_token(&key, digest);
+                tracing::info!(agent = %key, secret = %s.name, "a new gateway token for the agent");
+                s
+            }
+        };
+        let user = &self.rt.cfg.agent_user;
+        let (uid, gid) = user
+            .split_once(':')
+            .unwrap_or((user.as_str(), user.as_str()));
+        Ok(swarm::RemoteGateway {
+            secret,
+            uid: uid.to_string(),
+            gid: gid.to_string(),
+            proxy: self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway,
+        })
+    }
+
+    /// After a daemon start: the token the service's task holds is put in force again and
+    /// the endpoint's address on its network noted; false when the token cannot be read
+    /// (the service is then given a new one).
+    async fn swarm_learn(&mut self, docker: &Docker, s: &bollard::models::Service) -> bool {
+        let Some(secret) = swarm::token_secret_of(s) else {
+            return false;
+        };
+        let Some(digest) = swarm::token_digest_of(docker, &secret).await else {
+            return false;
+        };
+        self.rt.gateway_keys.set_token(&self.rec.key, digest);
+        let network = swarm::network_name(&self.rt.instance, &self.rec.key);
+        let joined = async {
+            let builtin = self
+                .rt
+                .images
+                .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
+                .await?;
+            let endpoint =
+                swarm::ensure_endpoint(docker, &self.rt.instance, &self.rt.cfg.state_dir, &builtin)
+                    .await?;
+            swarm::join_endpoint(docker, &endpoint, &network).await
+        };
+        match joined.await {
+            Ok(ip) => self.rt.gateway_keys.set_ip(&self.rec.key, ip),
+            Err(e) => {
+                tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot join the gateway endpoint to the agent's network")
+            }
+        }
+        true
     }
 
     /// Sends a new spec for the service (at the version read), marking the current task as
@@ -234,11 +323,20 @@ impl Runner {
     /// Removes the service (its tasks go with it) and, once its task has left the
     /// network, the agent's overlay network.
     pub(super) async fn swarm_remove(&mut self, docker: &Docker) -> Result<(), ApiError> {
+        let token = match docker.inspect_service(&self.service(), None).await {
+            Ok(s) => swarm::token_secret_of(&s),
+            Err(_) => None,
+        };
         match docker.delete_service(&self.service()).await {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(bollard_err("remove the agent's service", e)),
         }
+        self.rt.gateway_keys.forget_agent(&self.rec.key);
+        if let Some(t) = token {
+            swarm::remove_secret_later(docker.clone(), t);
+        }
+        let endpoint = swarm::endpoint_name(&self.rt.instance);
         let (docker, name, key) = (
             docker.clone(),
             swarm::network_name(&self.rt.instance, &self.rec.key),
@@ -249,6 +347,11 @@ impl Runner {
         tokio::spawn(async move {
             let mut pause = std::time::Duration::from_millis(250);
             let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let leave = bollard::models::NetworkDisconnectRequest {
+                container: endpoint,
+                force: Some(true),
+            };
+            let _ = docker.disconnect_network(&name, leave).await;
             loop {
                 match docker.remove_network(&name).await {
                     Ok(()) => return,
@@ -508,6 +611,11 @@ impl Runner {
                     {
                         let _ = self.start_or_fail().await;
                     }
+                    return;
+                }
+                // Its task's connections are taken again: its token and its network.
+                if !self.swarm_learn(&docker, &s).await {
+                    let _ = self.start_or_fail().await;
                     return;
                 }
                 self.swarm_sync().await;

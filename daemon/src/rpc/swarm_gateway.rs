@@ -1,0 +1,203 @@
+//! Swarm mode: the gateway for agents on any node. Their tasks reach the daemon's gateway
+//! endpoint (a container on this node joined to every agent's overlay network), which
+//! hands each connection to the socket served here after a line naming the address it
+//! came in on — that is, whose network. The task's own first line carries its gateway
+//! token (a Swarm secret mounted for it alone) and the channel it wants. The daemon takes
+//! the connection only when the token is in force and is the token of the agent whose
+//! network it came from; anything else is refused, recorded, and — a token presented
+//! from another agent's network — raised as the cross-agent incident. An accepted
+//! connection is served exactly as the agent's own socket would be (`gateway.rs`).
+
+use super::gateway::{serve_conn, Conn, GatewayService};
+use crate::runtime::Runtime;
+use crate::store::AgentKey;
+use agenfleet_protocol::gateway::{ENDPOINT_HELLO, REMOTE_HELLO, REMOTE_LINE_MAX};
+use agenfleet_protocol::AuditEvent;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// Connections open at once through the endpoint: per agent, and in all.
+const PER_AGENT: usize = 128;
+const TOTAL: usize = 8192;
+
+/// Serves the endpoint socket (`<state_dir>/swarm/endpoint.sock`, the daemon's uid alone)
+/// until the task is aborted.
+pub fn start(rt: Arc<Runtime>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let dir = crate::runtime::swarm::endpoint_dir(&rt.cfg.state_dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = dir.join(crate::runtime::swarm::ENDPOINT_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let admission = super::conn::Admission::new(PER_AGENT, TOTAL);
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let (rt, admission) = (rt.clone(), admission.clone());
+            tokio::spawn(async move { handle(rt, stream, admission).await });
+        }
+    }))
+}
+
+/// Reads one `\n`-ended line of at most `REMOTE_LINE_MAX` bytes, byte by byte (what
+/// follows it is the channel's own protocol and must stay unread).
+async fn read_line(stream: &mut tokio::net::UnixStream) -> Option<String> {
+    let mut line = Vec::with_capacity(96);
+    loop {
+        let b = stream.read_u8().await.ok()?;
+        if b == b'\n' {
+            return String::from_utf8(line).ok();
+        }
+        if line.len() >= REMOTE_LINE_MAX {
+            return None;
+        }
+        line.push(b);
+    }
+}
+
+/// What the two lines say: the endpoint's address the task reached, the token, the
+/// channel.
+fn parse(ep: &str, gw: &str) -> Result<(IpAddr, String, Conn), String> {
+    let ip = ep
+        .strip_prefix(ENDPOINT_HELLO)
+        .map(str::trim)
+        .and_then(|a| a.parse::<IpAddr>().ok())
+        .ok_or("the endpoint's line is not `AGF-EP1 <address>`")?;
+    let mut parts = gw.split(' ');
+    if parts.next() != Some(REMOTE_HELLO) {
+        return Err("the first line is not `AGF-GW1 <token> <channel>`".into());
+    }
+    let token = parts.next().filter(|t| !t.is_empty()).ok_or("no token")?;
+    let conn = match parts.next() {
+        Some("gateway") => Conn::Gateway,
+        Some("api") => Conn::Api,
+        Some("proxy") => Conn::Proxy,
+        other => return Err(format!("unknown channel {other:?}")),
+    };
+    Ok((ip, token.to_string(), conn))
+}
+
+async fn handle(
+    rt: Arc<Runtime>,
+    mut stream: tokio::net::UnixStream,
+    admission: Arc<super::conn::Admission>,
+) {
+    let timeouts = super::conn::Timeouts::gateway(&rt.cfg);
+    let lines = tokio::time::timeout(timeouts.frame, async {
+        let ep = read_line(&mut stream).await?;
+        let gw = read_line(&mut stream).await?;
+        Some((ep, gw))
+    })
+    .await;
+    let Ok(Some((ep, gw))) = lines else {
+        return;
+    };
+    let (ip, token, conn) = match parse(&ep, &gw) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(%why, "swarm gateway: a malformed connection closed");
+            return;
+        }
+    };
+    let keys = &rt.gateway_keys;
+    let network = keys.agent_of_ip(ip);
+    let holder = keys.agent_of_token(&token);
+    let key = match (network, holder) {
+        (Some(n), Some(t)) if n == t => n,
+        (network, holder) => return refuse(&rt, network, holder).await,
+    };
+    let permit = match admission.admit(uid_of(&key)) {
+        Ok(p) => p,
+        Err(_) => {
+            tracing::warn!(agent = %key, "swarm gateway: the agent holds too many connections; one closed");
+            return;
+        }
+    };
+    let mode_ok = !matches!(conn, Conn::Proxy)
+        || rt
+            .agent_spec(&key)
+            .is_some_and(|s| s.network.mode == agenfleet_protocol::NetworkMode::Gateway);
+    if !mode_ok {
+        return;
+    }
+    let service = GatewayService::for_task(rt.clone(), key);
+    serve_conn(conn, stream, service, timeouts, Some(permit)).await;
+}
+
+/// A stable number for an agent, for the admission's per-caller count.
+fn uid_of(key: &AgentKey) -> u32 {
+    key.to_string().bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Records a refused connection and, when a token was presented from another agent's
+/// network (or an unknown token from an agent's), raises the cross-agent incident.
+async fn refuse(rt: &Runtime, network: Option<AgentKey>, holder: Option<AgentKey>) {
+    let on = network
+        .as_ref()
+        .map(|n| format!("a task on {n}'s network"))
+        .unwrap_or_else(|| "a connection from a network that is no agent's".into());
+    let (victim, detail) = match (&network, &holder) {
+        (_, Some(h)) => (
+            h.clone(),
+            format!("not permitted: {on} presented the gateway token of {h}"),
+        ),
+        (Some(n), None) => (
+            n.clone(),
+            format!("not permitted: {on} presented a gateway token that is not in force (an old or made-up one)"),
+        ),
+        (None, None) => {
+            tracing::warn!("swarm gateway: a connection with no known token from no agent's network refused");
+            return;
+        }
+    };
+    tracing::warn!(agent = %victim, %detail, "swarm gateway connection refused");
+    let project = rt.fleet.get(&victim).map(|v| v.project).unwrap_or_default();
+    let seq = rt
+        .audit_event(AuditEvent {
+            actor: on.clone(),
+            action: "gateway.refused".into(),
+            tenant: Some(victim.tenant.clone()),
+            agent: Some(victim.name.clone()),
+            outcome: "refused".into(),
+            detail,
+        })
+        .await;
+    if let Ok(seq) = seq {
+        let caller = match &holder {
+            Some(h) if network.is_some() => format!("{on} with {h}'s token"),
+            _ => format!("{on} with a token not in force"),
+        };
+        rt.incidents
+            .signal(crate::incidents::detect::Signal::CrossAgent {
+                key: victim,
+                project,
+                caller,
+                seq,
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_lines_are_read_strictly() {
+        let (ip, token, conn) = parse("AGF-EP1 10.231.0.5", "AGF-GW1 abcd api").expect("parsed");
+        assert_eq!(ip, "10.231.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(token, "abcd");
+        assert!(matches!(conn, Conn::Api));
+        assert!(parse("AGF-EP1 nonsense", "AGF-GW1 abcd api").is_err());
+        assert!(parse("AGF-EP1 10.0.0.1", "AGF-GW1  api").is_err());
+        assert!(parse("AGF-EP1 10.0.0.1", "AGF-GW1 abcd shell").is_err());
+        assert!(parse("AGF-EP1 10.0.0.1", "GET / HTTP/1.1").is_err());
+    }
+}
