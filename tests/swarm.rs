@@ -353,6 +353,18 @@ fn sh_in(cid: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// From inside container `cid`: a local API request (`GET /v1/health`) straight to the
+/// endpoint at `ep`, presenting `token`; answers what came back (nothing when refused).
+fn health_through_endpoint(cid: &str, ep: &str, token: &str) -> String {
+    sh_in(
+        cid,
+        &format!(
+            "(printf 'AGF-GW1 {} api\\nGET /v1/health HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 3) | /bin/busybox nc -w 5 {ep} 4190",
+            token.trim()
+        ),
+    )
+}
+
 #[test]
 fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token() {
     let test = "swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token";
@@ -437,15 +449,7 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
         .as_str()
         .expect("the endpoint's address on beta's network")
         .to_string();
-    let ask = |token: &str| {
-        sh_in(
-            &beta,
-            &format!(
-                "(printf 'AGF-GW1 {} api\\nGET /v1/health HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 3) | /bin/busybox nc -w 5 {ep} 4190",
-                token.trim()
-            ),
-        )
-    };
+    let ask = |token: &str| health_through_endpoint(&beta, &ep, token);
     // Its own token: its local API answers.
     let own = ask(&beta_token);
     assert!(own.starts_with("HTTP/1.0 200"), "{own}");
@@ -464,6 +468,52 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     // A made-up token: refused too.
     let forged = ask(&"0".repeat(64));
     assert!(forged.is_empty(), "{forged}");
+
+    // Rotation: beta gets a new token in a new task; the old one is refused at once.
+    let before = d.agent("acme/beta")["task"].clone();
+    let out = d.cli(&["agents", "rotate-token", "acme/beta"]);
+    assert!(out.status.success(), "{out:?}");
+    let v = d.wait_agent("acme/beta", "running a new task", T, |v| {
+        v["state"] == "Running" && v["task"].is_string() && v["task"] != before
+    });
+    let beta = v["container_id"].as_str().expect("cid").to_string();
+    let ask = |token: &str| health_through_endpoint(&beta, &ep, token);
+    let new_token = sh_in(&beta, "/bin/busybox cat /run/secrets/agenfleet-gateway");
+    assert_ne!(new_token, beta_token);
+    let old = ask(&beta_token);
+    assert!(old.is_empty(), "the old token is refused: {old}");
+    let new = ask(&new_token);
+    assert!(new.starts_with("HTTP/1.0 200"), "{new}");
+    let refused = d
+        .json(&[
+            "audit",
+            "search",
+            "--action",
+            "gateway.refused",
+            "--agent",
+            "acme/beta",
+        ])
+        .to_string();
+    assert!(
+        refused.contains("a gateway token that is not in force"),
+        "{refused}"
+    );
+    let rotated = d
+        .json(&["audit", "search", "--action", "agent.token_rotated"])
+        .to_string();
+    assert!(
+        rotated.contains("acme") && rotated.contains("replaced by"),
+        "{rotated}"
+    );
+    // In container mode there is no token to rotate: the daemon says so.
+    let plain = Daemon::start("swarm-gw-plain", "");
+    plain.create(&healthy("plain"));
+    let out = plain.cli(&["agents", "rotate-token", "plain"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tokens are for engine_mode"),
+        "{out:?}"
+    );
     // The credential's value is in no log, audit record or service spec.
     let spec = docker(&[
         "service",

@@ -282,13 +282,16 @@ impl AgentView {
     }
 }
 
-/// start | stop | restart | reset.
+/// start | stop | restart | reset | rotate-token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentAction {
     Start,
     Stop,
     Restart,
     Reset,
+    /// Swarm mode: a new gateway token (a new Swarm secret, the task replaced to mount
+    /// it); the old one is refused from that moment.
+    RotateToken,
 }
 
 impl AgentAction {
@@ -298,6 +301,7 @@ impl AgentAction {
             AgentAction::Stop => "stop",
             AgentAction::Restart => "restart",
             AgentAction::Reset => "reset",
+            AgentAction::RotateToken => "rotate-token",
         }
     }
 }

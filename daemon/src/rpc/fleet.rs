@@ -242,6 +242,7 @@ impl Fleet for FleetService {
             AgentAction::Stop => Cmd::Stop,
             AgentAction::Restart => Cmd::Restart,
             AgentAction::Reset => Cmd::Reset,
+            AgentAction::RotateToken => Cmd::RotateToken,
         };
         tracing::info!(agent = %key, action = action.as_str(), operator = %self.caller().operator, "operator action");
         let action_name = format!("agent.{}", action.as_str());

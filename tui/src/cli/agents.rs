@@ -57,6 +57,9 @@ pub enum AgentsCmd {
     Restart { agent: String },
     /// Clear a failed agent's restart budget and run it again.
     Reset { agent: String },
+    /// Swarm mode: give the agent a new gateway token (a new Swarm secret; its task is
+    /// replaced to mount it). The old token is refused from that moment.
+    RotateToken { agent: String },
     /// Stop an agent and remove it.
     Delete { agent: String },
 }
@@ -591,6 +594,7 @@ pub async fn run(conn: &Conn, out: &Out, cmd: &AgentsCmd) -> Result<(), CliError
         AgentsCmd::Stop { agent } => action(agent, AgentAction::Stop)?,
         AgentsCmd::Restart { agent } => action(agent, AgentAction::Restart)?,
         AgentsCmd::Reset { agent } => action(agent, AgentAction::Reset)?,
+        AgentsCmd::RotateToken { agent } => action(agent, AgentAction::RotateToken)?,
     };
     let v = conn
         .client

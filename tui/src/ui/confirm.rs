@@ -26,6 +26,7 @@ pub fn draw(f: &mut Frame, area: Rect, op: AgentOp, agent: &str, t: &Theme) {
         AgentOp::Act(AgentAction::Stop) => "Stop",
         AgentOp::Act(AgentAction::Start) => "Start",
         AgentOp::Act(AgentAction::Reset) => "Reset and run",
+        AgentOp::Act(AgentAction::RotateToken) => "Rotate the gateway token of",
         AgentOp::Delete => "Delete",
     };
     let mut lines = vec![Line::from(format!("{what} {agent}?"))];

@@ -34,6 +34,8 @@ pub enum Cmd {
     Restart,
     Reset,
     Delete,
+    /// Swarm mode: a new gateway token.
+    RotateToken,
 }
 
 pub(super) enum Msg {
@@ -410,6 +412,14 @@ impl Runner {
                     return self.commit();
                 }
                 self.start_or_fail().await
+            }
+            Cmd::RotateToken => {
+                if !self.swarm_mode() {
+                    return Err(ApiError::precondition(format!(
+                        "agent {key} runs as a container on this host: its gateway is its own socket, checked by the caller's process, and has no token (tokens are for engine_mode = \"swarm\")"
+                    )));
+                }
+                self.swarm_rotate_token().await
             }
             Cmd::Delete => {
                 self.gen += 1;

@@ -293,6 +293,87 @@ impl Runner {
         Ok(())
     }
 
+    /// A new gateway token: a new secret, put in force at once (the old token is refused
+    /// from here on), the service updated to mount it in a new task, the old secret
+    /// removed once no task holds it.
+    pub(super) async fn swarm_rotate_token(
+        &mut self,
+    ) -> Result<agenfleet_protocol::AgentView, ApiError> {
+        let docker = self.rt.engine.client()?;
+        let key = self.rec.key.clone();
+        let s = match docker.inspect_service(&self.service(), None).await {
+            Ok(s) => s,
+            Err(e) if is_not_found(&e) => {
+                return Err(ApiError::precondition(format!(
+                    "agent {key} has no service yet (it gets a token when it first starts)"
+                )))
+            }
+            Err(e) => return Err(bollard_err("inspect the agent's service", e)),
+        };
+        let old = swarm::token_secret_of(&s);
+        let Some(mut spec) = s.spec.clone() else {
+            return Err(ApiError::internal("the agent's service has no spec"));
+        };
+        let (secret, digest) = swarm::new_token_secret(&docker, &self.rt.instance, &key).await?;
+        if let Some(c) = spec
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+        {
+            let refs = c.secrets.get_or_insert_with(Vec::new);
+            refs.retain(|r| {
+                r.file.as_ref().and_then(|f| f.name.as_deref()) != Some(swarm::TOKEN_SECRET_FILE)
+            });
+            let user = &self.rt.cfg.agent_user;
+            let (uid, gid) = user
+                .split_once(':')
+                .unwrap_or((user.as_str(), user.as_str()));
+            refs.push(bollard::models::TaskSpecContainerSpecSecrets {
+                file: Some(bollard::models::TaskSpecContainerSpecFile {
+                    name: Some(swarm::TOKEN_SECRET_FILE.to_string()),
+                    uid: Some(uid.to_string()),
+                    gid: Some(gid.to_string()),
+                    mode: Some(0o400),
+                }),
+                secret_id: Some(secret.id.clone()),
+                secret_name: Some(secret.name.clone()),
+            });
+        }
+        if let Some(t) = spec.task_template.as_mut() {
+            t.force_update = Some(t.force_update.unwrap_or(0) + 1);
+        }
+        // In force before the service hears of it: from now on only the new token opens
+        // the gateway (the old task's connections in flight end with it).
+        self.rt.gateway_keys.set_token(&key, digest);
+        self.update_service(&docker, &s, spec).await?;
+        let old_name = old
+            .as_ref()
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| "none".into());
+        if let Some(o) = old {
+            swarm::remove_secret_later(docker.clone(), o);
+        }
+        let _ = self
+            .rt
+            .system_event(
+                "agent.token_rotated",
+                Some(&key),
+                "ok",
+                format!(
+                    "gateway token secret {old_name} replaced by {}; the old token is refused; the task is replaced to mount the new one",
+                    secret.name
+                ),
+            )
+            .await;
+        if self.rec.desired == DesiredState::Running {
+            self.set_state(
+                AgentState::Pending,
+                Some("a new task with the new gateway token".into()),
+            );
+        }
+        self.commit()
+    }
+
     /// Scales the service to no replica (stop; the budget spent): Swarm stops the task
     /// with the spec's grace.
     pub(super) async fn swarm_scale_down(&mut self) -> Result<(), ApiError> {
