@@ -88,6 +88,21 @@ fn swarm_agents_are_hardened_services_through_their_lifecycle() {
         .as_object()
         .expect("networks");
     assert_eq!(nets.keys().collect::<Vec<_>>(), vec![&net_name], "{nets:?}");
+    // The CLI names the node, as the console's fleet view does.
+    let list = String::from_utf8_lossy(&d.cli(&["agents", "list"]).stdout).to_string();
+    let header = list.lines().next().unwrap_or_default();
+    assert!(header.contains("NODE"), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("acme/s1") && l.contains(&hostname)),
+        "{list}"
+    );
+    let show = String::from_utf8_lossy(&d.cli(&["agents", "show", "acme/s1"]).stdout).to_string();
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("node") && l.contains(&hostname) && l.contains("running")),
+        "{show}"
+    );
     // Its output reaches the daemon (attached on this node; the engine keeps none).
     d.wait_log("acme/s1", "hello from swarm", T);
 

@@ -72,10 +72,12 @@ fn parse_ref(s: &str) -> Result<AgentRef, CliError> {
 /// The fleet table for people.
 pub fn table(agents: &[AgentView]) -> String {
     let now = now_ms();
-    let rows: Vec<[String; 9]> = agents
+    // Swarm mode: the node each agent's task runs on.
+    let nodes = agents.iter().any(|a| a.node.is_some());
+    let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            [
+            let mut row = vec![
                 a.qualified_name(),
                 a.project.clone(),
                 match (a.health.as_deref(), a.ungoverned_egress) {
@@ -92,10 +94,14 @@ pub fn table(agents: &[AgentView]) -> String {
                 fmt::memory(a),
                 fmt::model_today(&a.usage_today),
                 fmt::exit(a),
-            ]
+            ];
+            if nodes {
+                row.push(a.node.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    let header = [
+    let mut header = vec![
         "AGENT",
         "PROJECT",
         "STATE",
@@ -106,6 +112,9 @@ pub fn table(agents: &[AgentView]) -> String {
         "MODEL TODAY",
         "LAST EXIT",
     ];
+    if nodes {
+        header.push("NODE");
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -122,7 +131,7 @@ pub fn table(agents: &[AgentView]) -> String {
         s.push_str(line.join("  ").trim_end());
         s.push('\n');
     };
-    push(header.to_vec());
+    push(header.clone());
     for r in &rows {
         push(r.iter().map(|c| c.as_str()).collect());
     }
@@ -202,6 +211,20 @@ pub fn detail(a: &AgentView) -> String {
             .map(|c| c.chars().take(12).collect())
             .unwrap_or_else(|| "-".into()),
     );
+    if a.node.is_some() || a.task.is_some() {
+        kv(
+            "node",
+            format!(
+                "{} (task {}, {})",
+                a.node.as_deref().unwrap_or("-"),
+                a.task
+                    .as_deref()
+                    .map(|t| t.chars().take(12).collect::<String>())
+                    .unwrap_or_else(|| "-".into()),
+                a.task_state.as_deref().unwrap_or("-")
+            ),
+        );
+    }
     if let Some(h) = &a.health {
         kv("health", h.clone());
     }

@@ -57,9 +57,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
     // Which optional marks and columns the table needs, from the whole fleet (so columns
     // do not come and go as the view scrolls). The model column appears once any agent
     // has used a model today.
-    let (mut models, mut unhealthy, mut ungoverned) = (false, false, false);
+    let (mut models, mut unhealthy, mut ungoverned, mut nodes) = (false, false, false, false);
     for v in app.agents.values() {
         models |= v.usage_today.calls > 0;
+        // Swarm mode: the node each task runs on.
+        nodes |= v.node.is_some();
         unhealthy |= v.health.as_deref() == Some("unhealthy");
         ungoverned |= v.ungoverned_egress;
     }
@@ -88,6 +90,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 Cell::from(fmt::cpu(v)),
                 Cell::from(fmt::memory(v)),
             ]);
+            if nodes {
+                cells.push(Cell::from(v.node.clone().unwrap_or_else(|| "-".into())));
+            }
             if models {
                 let style = if v.usage_today.errors > 0 {
                     t.state(agenfleet_protocol::AgentState::BackingOff)
@@ -127,6 +132,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Constraint::Length(6),
         Constraint::Length(7),
     ]);
+    if nodes {
+        widths.push(Constraint::Fill(2));
+    }
     if models {
         widths.push(Constraint::Length(16));
     }
@@ -138,6 +146,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, t: &Theme) {
                 Some((c, rev)) if c == *col => format!("{name}{}", if rev { "↓" } else { "↑" }),
                 _ => name.to_string(),
             }));
+            if nodes {
+                h.push("NODE".into());
+            }
             if models {
                 h.push("CALLS/ERR TOK".into());
             }
@@ -207,6 +218,22 @@ mod tests {
         );
         let row = lines.iter().find(|l| l.contains(&name)).expect("its row");
         assert!(row.contains("1.2k/3 42.1k"), "{row}");
+    }
+
+    #[test]
+    fn swarm_nodes_get_a_column_once_a_task_is_placed() {
+        let mut app = sample_app();
+        let screen = crate::ui::testing::screen_text(&render(&app, 110, 24));
+        assert!(!screen.contains("NODE"), "no column in container mode");
+        let name = {
+            let v = app.agents.values_mut().next().expect("an agent");
+            v.node = Some("worker-eu-1".into());
+            v.name.clone()
+        };
+        let screen = crate::ui::testing::screen_text(&render(&app, 110, 24));
+        assert!(screen.contains("NODE"), "{screen}");
+        let row = screen.lines().find(|l| l.contains(&name)).expect("its row");
+        assert!(row.contains("worker-eu-1"), "{row}");
     }
 
     #[test]
