@@ -267,6 +267,17 @@ fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
         "{audit}"
     );
     d.wait_log("acme/steady", "steady", T);
+    // Its token is in force again after the restart: a decision over the overlay.
+    let decisions = d.gateway_calls(
+        "acme/steady",
+        &[serde_json::json!({"tool": "search", "args": {}})],
+    );
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["verdict"], "deny", "{decisions:?}");
+    assert!(
+        decisions[0]["decision_id"].as_u64().is_some(),
+        "{decisions:?}"
+    );
     for a in ["acme/crash", "acme/steady"] {
         let out = d.cli(&["agents", "delete", a]);
         assert!(out.status.success(), "{out:?}");

@@ -25,10 +25,10 @@ const TOTAL: usize = 8192;
 /// Serves the endpoint socket (`<state_dir>/swarm/endpoint.sock`, the daemon's uid alone)
 /// until the task is aborted.
 pub fn start(rt: Arc<Runtime>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let dir = crate::runtime::swarm::endpoint_dir(&rt.cfg.state_dir);
+    let dir = crate::runtime::endpoint::endpoint_dir(&rt.cfg.state_dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    let path = dir.join(crate::runtime::swarm::ENDPOINT_SOCKET);
+    let path = dir.join(crate::runtime::endpoint::ENDPOINT_SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;

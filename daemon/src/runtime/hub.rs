@@ -92,7 +92,7 @@ pub struct Runtime {
     /// Swarm mode: what the daemon knows of the swarm.
     pub swarm: super::swarm::SwarmInfo,
     /// Swarm mode: the agents' gateway tokens in force and the endpoint's addresses.
-    pub gateway_keys: super::swarm::GatewayKeys,
+    pub gateway_keys: super::endpoint::GatewayKeys,
     runners: Mutex<HashMap<AgentKey, RunnerHandle>>,
     gateways: GatewayStarter,
 }

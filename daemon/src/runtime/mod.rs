@@ -4,6 +4,7 @@
 //! CPU/memory sampling, and an agent's files and workspace on the host. Nothing here imports `rpc/`.
 
 pub mod container;
+pub mod endpoint;
 pub mod engine;
 pub mod hub;
 pub mod image;

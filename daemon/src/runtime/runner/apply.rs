@@ -67,6 +67,12 @@ impl Runner {
                 self.rec.state,
                 AgentState::Running | AgentState::BackingOff | AgentState::Pending
             );
+        // In swarm mode the restart budget is part of the service (Swarm's restart
+        // policy): a change of it replaces the task, now rather than at the next start.
+        let mut change = change;
+        if self.swarm_mode() && change.fields.iter().any(|f| f == "restart") {
+            change.recreate = true;
+        }
         let action = if change.recreate {
             ApplyAction::Recreated
         } else {

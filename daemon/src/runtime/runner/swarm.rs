@@ -11,6 +11,7 @@
 
 use super::Runner;
 use crate::runtime::container;
+use crate::runtime::endpoint;
 use crate::runtime::engine::{bollard_err, is_not_found};
 use crate::runtime::logs::rfc3339_ms;
 use crate::runtime::swarm::{self, TaskPhase};
@@ -54,7 +55,7 @@ fn task_container(t: &Task) -> Option<String> {
 }
 
 impl Runner {
-    fn service(&self) -> String {
+    pub(super) fn service(&self) -> String {
         swarm::service_name(&self.rt.instance, &self.rec.key)
     }
 
@@ -191,89 +192,9 @@ impl Runner {
         Ok(())
     }
 
-    /// How the agent's task reaches its gateway: the endpoint joined to its network (its
-    /// address there noted as this agent's), and its token — the one the service already
-    /// refers to when it is in force, else a new one — put in force.
-    async fn swarm_gateway(
-        &mut self,
-        docker: &Docker,
-        existing: Option<&bollard::models::Service>,
-        network: &str,
-    ) -> Result<swarm::RemoteGateway, ApiError> {
-        let key = self.rec.key.clone();
-        let builtin = self
-            .rt
-            .images
-            .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
-            .await?;
-        let endpoint =
-            swarm::ensure_endpoint(docker, &self.rt.instance, &self.rt.cfg.state_dir, &builtin)
-                .await?;
-        let ip = swarm::join_endpoint(docker, &endpoint, network).await?;
-        self.rt.gateway_keys.set_ip(&key, ip);
-        let mut secret = None;
-        if let Some(s) = existing.and_then(swarm::token_secret_of) {
-            if let Some(digest) = swarm::token_digest_of(docker, &s).await {
-                self.rt.gateway_keys.set_token(&key, digest);
-                secret = Some(s);
-            }
-        }
-        let secret = match secret {
-            Some(s) => s,
-            None => {
-                let (s, digest) = swarm::new_token_secret(docker, &self.rt.instance, &key).await?;
-                self.rt.gateway_keys.set_token(&key, digest);
-                tracing::info!(agent = %key, secret = %s.name, "a new gateway token for the agent");
-                s
-            }
-        };
-        let user = &self.rt.cfg.agent_user;
-        let (uid, gid) = user
-            .split_once(':')
-            .unwrap_or((user.as_str(), user.as_str()));
-        Ok(swarm::RemoteGateway {
-            secret,
-            uid: uid.to_string(),
-            gid: gid.to_string(),
-            proxy: self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway,
-        })
-    }
-
-    /// After a daemon start: the token the service's task holds is put in force again and
-    /// the endpoint's address on its network noted; false when the token cannot be read
-    /// (the service is then given a new one).
-    async fn swarm_learn(&mut self, docker: &Docker, s: &bollard::models::Service) -> bool {
-        let Some(secret) = swarm::token_secret_of(s) else {
-            return false;
-        };
-        let Some(digest) = swarm::token_digest_of(docker, &secret).await else {
-            return false;
-        };
-        self.rt.gateway_keys.set_token(&self.rec.key, digest);
-        let network = swarm::network_name(&self.rt.instance, &self.rec.key);
-        let joined = async {
-            let builtin = self
-                .rt
-                .images
-                .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
-                .await?;
-            let endpoint =
-                swarm::ensure_endpoint(docker, &self.rt.instance, &self.rt.cfg.state_dir, &builtin)
-                    .await?;
-            swarm::join_endpoint(docker, &endpoint, &network).await
-        };
-        match joined.await {
-            Ok(ip) => self.rt.gateway_keys.set_ip(&self.rec.key, ip),
-            Err(e) => {
-                tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot join the gateway endpoint to the agent's network")
-            }
-        }
-        true
-    }
-
     /// Sends a new spec for the service (at the version read), marking the current task as
     /// ended by us.
-    async fn update_service(
+    pub(super) async fn update_service(
         &mut self,
         docker: &Docker,
         current: &bollard::models::Service,
@@ -291,87 +212,6 @@ impl Runner {
             .await
             .map_err(|e| bollard_err("update the agent's service", e))?;
         Ok(())
-    }
-
-    /// A new gateway token: a new secret, put in force at once (the old token is refused
-    /// from here on), the service updated to mount it in a new task, the old secret
-    /// removed once no task holds it.
-    pub(super) async fn swarm_rotate_token(
-        &mut self,
-    ) -> Result<agenfleet_protocol::AgentView, ApiError> {
-        let docker = self.rt.engine.client()?;
-        let key = self.rec.key.clone();
-        let s = match docker.inspect_service(&self.service(), None).await {
-            Ok(s) => s,
-            Err(e) if is_not_found(&e) => {
-                return Err(ApiError::precondition(format!(
-                    "agent {key} has no service yet (it gets a token when it first starts)"
-                )))
-            }
-            Err(e) => return Err(bollard_err("inspect the agent's service", e)),
-        };
-        let old = swarm::token_secret_of(&s);
-        let Some(mut spec) = s.spec.clone() else {
-            return Err(ApiError::internal("the agent's service has no spec"));
-        };
-        let (secret, digest) = swarm::new_token_secret(&docker, &self.rt.instance, &key).await?;
-        if let Some(c) = spec
-            .task_template
-            .as_mut()
-            .and_then(|t| t.container_spec.as_mut())
-        {
-            let refs = c.secrets.get_or_insert_with(Vec::new);
-            refs.retain(|r| {
-                r.file.as_ref().and_then(|f| f.name.as_deref()) != Some(swarm::TOKEN_SECRET_FILE)
-            });
-            let user = &self.rt.cfg.agent_user;
-            let (uid, gid) = user
-                .split_once(':')
-                .unwrap_or((user.as_str(), user.as_str()));
-            refs.push(bollard::models::TaskSpecContainerSpecSecrets {
-                file: Some(bollard::models::TaskSpecContainerSpecFile {
-                    name: Some(swarm::TOKEN_SECRET_FILE.to_string()),
-                    uid: Some(uid.to_string()),
-                    gid: Some(gid.to_string()),
-                    mode: Some(0o400),
-                }),
-                secret_id: Some(secret.id.clone()),
-                secret_name: Some(secret.name.clone()),
-            });
-        }
-        if let Some(t) = spec.task_template.as_mut() {
-            t.force_update = Some(t.force_update.unwrap_or(0) + 1);
-        }
-        // In force before the service hears of it: from now on only the new token opens
-        // the gateway (the old task's connections in flight end with it).
-        self.rt.gateway_keys.set_token(&key, digest);
-        self.update_service(&docker, &s, spec).await?;
-        let old_name = old
-            .as_ref()
-            .map(|o| o.name.clone())
-            .unwrap_or_else(|| "none".into());
-        if let Some(o) = old {
-            swarm::remove_secret_later(docker.clone(), o);
-        }
-        let _ = self
-            .rt
-            .system_event(
-                "agent.token_rotated",
-                Some(&key),
-                "ok",
-                format!(
-                    "gateway token secret {old_name} replaced by {}; the old token is refused; the task is replaced to mount the new one",
-                    secret.name
-                ),
-            )
-            .await;
-        if self.rec.desired == DesiredState::Running {
-            self.set_state(
-                AgentState::Pending,
-                Some("a new task with the new gateway token".into()),
-            );
-        }
-        self.commit()
     }
 
     /// Scales the service to no replica (stop; the budget spent): Swarm stops the task
@@ -405,7 +245,7 @@ impl Runner {
     /// network, the agent's overlay network.
     pub(super) async fn swarm_remove(&mut self, docker: &Docker) -> Result<(), ApiError> {
         let token = match docker.inspect_service(&self.service(), None).await {
-            Ok(s) => swarm::token_secret_of(&s),
+            Ok(s) => endpoint::token_secret_of(&s),
             Err(_) => None,
         };
         match docker.delete_service(&self.service()).await {
@@ -415,9 +255,9 @@ impl Runner {
         }
         self.rt.gateway_keys.forget_agent(&self.rec.key);
         if let Some(t) = token {
-            swarm::remove_secret_later(docker.clone(), t);
+            endpoint::remove_secret_later(docker.clone(), t);
         }
-        let endpoint = swarm::endpoint_name(&self.rt.instance);
+        let endpoint = endpoint::endpoint_name(&self.rt.instance);
         let (docker, name, key) = (
             docker.clone(),
             swarm::network_name(&self.rt.instance, &self.rec.key),
@@ -635,6 +475,22 @@ impl Runner {
         } else {
             self.rt.fleet.upsert(self.view());
         }
+    }
+
+    /// The engine created a container of one of the service's tasks on this node: attach
+    /// to its output before Swarm starts it (a create replayed after a reconnect, seconds
+    /// old, is left to the task's reading).
+    pub(super) async fn swarm_follow_new(&mut self, ev: &crate::runtime::engine::ContainerEvent) {
+        let fresh =
+            u64::try_from(ev.time_ns / 1_000_000).is_ok_and(|t| now_ms().saturating_sub(t) < 5_000);
+        if !fresh || self.swarm.logs_of.as_deref() == Some(ev.container_id.as_str()) {
+            return;
+        }
+        let Ok(docker) = self.rt.engine.client() else {
+            return;
+        };
+        self.swarm.logs_of = Some(ev.container_id.clone());
+        self.attach_logs(&docker, &ev.container_id).await;
     }
 
     /// After the engine (re)connected, or the hub's sweep: look at the service again.
