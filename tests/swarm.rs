@@ -135,6 +135,25 @@ fn swarm_agents_are_hardened_services_through_their_lifecycle() {
         v["state"] == "Running" && v["task"].is_string() && v["task"] != second.as_str()
     });
 
+    // A new restart budget is Swarm's restart policy: the service takes it (a new task).
+    let third = d.agent("acme/s1")["task"].clone();
+    let f = d.file(
+        "s1-v2.toml",
+        "name = \"s1\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [workload]\nmessage = \"hello from swarm\"\nlog_interval_ms = 200\n\
+         [limits]\nmemory_mb = 64\ncpus = 0.5\npids = 32\n\
+         [restart]\nattempts = 4\ninterval_secs = 60\ndelay_ms = 300\n",
+    );
+    let out = d.cli(&["agents", "apply", "-f", &f, "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/s1", "running a task of the new spec", T, |v| {
+        v["state"] == "Running" && v["task"].is_string() && v["task"] != third
+    });
+    assert_eq!(
+        service_inspect(&name)["Spec"]["TaskTemplate"]["RestartPolicy"]["MaxAttempts"],
+        4
+    );
+
     // A placement no node meets: pending, with Swarm's reason.
     d.create(
         "name = \"nowhere\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
