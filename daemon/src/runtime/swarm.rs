@@ -348,6 +348,51 @@ pub struct Scale {
     pub force: u64,
 }
 
+/// The replicas a service asks for (None: not a replicated service).
+pub fn replicas_of(s: &bollard::models::Service) -> Option<i64> {
+    s.spec
+        .as_ref()?
+        .mode
+        .as_ref()?
+        .replicated
+        .as_ref()?
+        .replicas
+}
+
+/// Whether a service was made from `spec` as it is now (its label says so).
+pub fn made_from(s: &bollard::models::Service, spec: &AgentSpec) -> bool {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.labels.as_ref())
+        .and_then(|l| l.get(LABEL_SERVICE_HASH))
+        == Some(&service_hash(spec))
+}
+
+/// What a service must be changed to, to run `spec` (None: it runs it already): one
+/// replica, and Swarm's force counter bumped so a replica started again is a new task
+/// (its restart count begins anew).
+pub fn scale_to_run(s: Option<&bollard::models::Service>, spec: &AgentSpec) -> Option<Scale> {
+    let Some(s) = s else {
+        return Some(Scale {
+            replicas: 1,
+            force: 0,
+        });
+    };
+    if made_from(s, spec) && replicas_of(s) == Some(1) {
+        return None;
+    }
+    let force = s
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.force_update)
+        .unwrap_or(0);
+    Some(Scale {
+        replicas: 1,
+        force: force + 1,
+    })
+}
+
 /// What a service is made from, beyond its container: the container digest, the restart
 /// policy and the placement.
 pub fn service_hash(spec: &AgentSpec) -> String {

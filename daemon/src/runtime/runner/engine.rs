@@ -75,14 +75,7 @@ impl Runner {
             return self.swarm_ensure_running().await;
         }
         let docker = self.rt.engine.client()?;
-        self.set_state(AgentState::Pending, None);
-        self.next_restart_at_ms = None;
-        self.commit()?;
-        let image_ref = self
-            .rt
-            .images
-            .resolve(&docker, &self.rec.spec.image)
-            .await?;
+        let image_ref = self.begin_start(&docker).await?;
         if self.rec.spec.network.mode.has_own_network() {
             let name = container::network_name(&self.rt.instance, &self.rec.key);
             crate::runtime::network::ensure(
@@ -148,6 +141,15 @@ impl Runner {
             Err(e) => return Err(bollard_err("start the agent's container", e)),
         }
         self.mark_running(&docker, &id).await
+    }
+
+    /// The start of a start, in either mode: shown pending (stored first), and the
+    /// spec's image resolved (the built-in one built if missing).
+    pub(super) async fn begin_start(&mut self, docker: &Docker) -> Result<String, ApiError> {
+        self.set_state(AgentState::Pending, None);
+        self.next_restart_at_ms = None;
+        self.commit()?;
+        self.rt.images.resolve(docker, &self.rec.spec.image).await
     }
 
     pub(super) async fn create(

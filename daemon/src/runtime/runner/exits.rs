@@ -213,6 +213,24 @@ impl Runner {
         });
     }
 
+    /// Audit before effect: records the supervisor's restart; when it cannot be recorded
+    /// the agent is Failed (no record, no restart) and this answers false.
+    pub(super) async fn record_restart(&mut self, detail: String) -> bool {
+        let recorded = self
+            .rt
+            .system_event("agent.restart", Some(&self.rec.key), "requested", detail)
+            .await;
+        if let Err(e) = recorded {
+            self.set_state(
+                AgentState::Failed,
+                Some(format!("restart refused: {}", e.message)),
+            );
+            let _ = self.commit();
+            return false;
+        }
+        true
+    }
+
     pub(super) async fn on_restart_due(&mut self, gen: u64) {
         if gen != self.gen
             || self.rec.state != AgentState::BackingOff
@@ -223,23 +241,11 @@ impl Runner {
         if self.swarm_mode() {
             return Box::pin(self.swarm_restart_due()).await;
         }
-        // Audit before effect: no record, no restart.
         let n = self.rec.restarts + 1;
-        if let Err(e) = self
-            .rt
-            .system_event(
-                "agent.restart",
-                Some(&self.rec.key),
-                "requested",
-                format!("restart {n} by the supervisor"),
-            )
+        if !self
+            .record_restart(format!("restart {n} by the supervisor"))
             .await
         {
-            self.set_state(
-                AgentState::Failed,
-                Some(format!("restart refused: {}", e.message)),
-            );
-            let _ = self.commit();
             return;
         }
         self.rec.restart_times.push(now_ms());

@@ -487,26 +487,24 @@ impl Runner {
             return view;
         }
         match self.ensure_running().await {
-            Ok(()) if self.swarm_mode() => {
-                let detail = format!(
-                    "service {} from {}",
-                    crate::runtime::swarm::service_name(&self.rt.instance, &self.rec.key),
-                    self.rec.image_ref.as_deref().unwrap_or("-")
-                );
-                let _ = self
-                    .rt
-                    .system_event("agent.started", Some(&self.rec.key), "observed", detail)
-                    .await;
-                self.commit()
-            }
             Ok(()) => {
+                let what = if self.swarm_mode() {
+                    format!(
+                        "service {}",
+                        crate::runtime::swarm::service_name(&self.rt.instance, &self.rec.key)
+                    )
+                } else {
+                    format!(
+                        "container {}",
+                        self.rec
+                            .container_id
+                            .as_deref()
+                            .map(|c| &c[..c.len().min(12)])
+                            .unwrap_or("-")
+                    )
+                };
                 let detail = format!(
-                    "container {} from {}",
-                    self.rec
-                        .container_id
-                        .as_deref()
-                        .map(|c| &c[..c.len().min(12)])
-                        .unwrap_or("-"),
+                    "{what} from {}",
                     self.rec.image_ref.as_deref().unwrap_or("-")
                 );
                 let _ = self

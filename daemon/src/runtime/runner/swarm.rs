@@ -82,14 +82,7 @@ impl Runner {
                 "spec field `network.mode`: `egress` (a way out around the gateway) is not offered in swarm mode: every agent's overlay network is internal",
             ));
         }
-        self.set_state(AgentState::Pending, None);
-        self.next_restart_at_ms = None;
-        self.commit()?;
-        let image_ref = self
-            .rt
-            .images
-            .resolve(&docker, &self.rec.spec.image)
-            .await?;
+        let image_ref = self.begin_start(&docker).await?;
         let network = swarm::network_name(&self.rt.instance, &self.rec.key);
         swarm::ensure_network(&docker, &network, &self.rt.instance).await?;
         let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
@@ -127,64 +120,25 @@ impl Runner {
         let gateway = self
             .swarm_gateway(&docker, existing.as_ref(), &network)
             .await?;
-        match existing {
-            None => {
-                let spec = swarm::service_spec(
-                    &self.rt.instance,
-                    &self.rec.key,
-                    &self.rec.spec,
-                    &body,
-                    &network,
-                    &gateway,
-                    swarm::Scale {
-                        replicas: 1,
-                        force: 0,
-                    },
-                );
-                let r = docker
-                    .create_service(spec, None)
-                    .await
-                    .map_err(|e| bollard_err("create the agent's service", e))?;
-                tracing::info!(agent = %self.rec.key, service = %name, id = ?r.id, "created the agent's service");
-            }
-            Some(s) => {
-                let labels = s
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.labels.clone())
-                    .unwrap_or_default();
-                let replicas = s
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.mode.as_ref())
-                    .and_then(|m| m.replicated.as_ref())
-                    .and_then(|r| r.replicas)
-                    .unwrap_or(0);
-                let same = labels.get(swarm::LABEL_SERVICE_HASH)
-                    == Some(&swarm::service_hash(&self.rec.spec));
-                if !same || replicas != 1 {
-                    let force = s
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.task_template.as_ref())
-                        .and_then(|t| t.force_update)
-                        .unwrap_or(0);
-                    // A replica started again is a new task (Swarm's restart count begins
-                    // anew); a changed spec replaces the task anyway.
-                    let spec = swarm::service_spec(
-                        &self.rt.instance,
-                        &self.rec.key,
-                        &self.rec.spec,
-                        &body,
-                        &network,
-                        &gateway,
-                        swarm::Scale {
-                            replicas: 1,
-                            force: force + 1,
-                        },
-                    );
-                    self.update_service(&docker, &s, spec).await?;
+        if let Some(scale) = swarm::scale_to_run(existing.as_ref(), &self.rec.spec) {
+            let spec = swarm::service_spec(
+                &self.rt.instance,
+                &self.rec.key,
+                &self.rec.spec,
+                &body,
+                &network,
+                &gateway,
+                scale,
+            );
+            match &existing {
+                None => {
+                    let r = docker
+                        .create_service(spec, None)
+                        .await
+                        .map_err(|e| bollard_err("create the agent's service", e))?;
+                    tracing::info!(agent = %self.rec.key, service = %name, id = ?r.id, "created the agent's service");
                 }
+                Some(s) => self.update_service(&docker, s, spec).await?,
             }
         }
         self.commit()?;
@@ -226,12 +180,7 @@ impl Runner {
         let Some(mut spec) = s.spec.clone() else {
             return Ok(());
         };
-        let replicas = spec
-            .mode
-            .as_ref()
-            .and_then(|m| m.replicated.as_ref())
-            .and_then(|r| r.replicas);
-        if replicas == Some(0) {
+        if swarm::replicas_of(&s) == Some(0) {
             return Ok(());
         }
         spec.mode = Some(bollard::models::ServiceSpecMode {
@@ -526,13 +475,7 @@ impl Runner {
                 }
             }
             (DesiredState::Running, Some(s)) => {
-                let labels = s
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.labels.clone())
-                    .unwrap_or_default();
-                let older = labels.get(swarm::LABEL_SERVICE_HASH)
-                    != Some(&swarm::service_hash(&self.rec.spec));
+                let older = !swarm::made_from(&s, &self.rec.spec);
                 if older && !matches!(self.rec.state, AgentState::Failed) {
                     tracing::info!(agent = %self.rec.key, "service made from an older spec: updating it");
                     if self
@@ -572,25 +515,11 @@ impl Runner {
         if self.rec.state != AgentState::BackingOff || self.rec.desired != DesiredState::Running {
             return;
         }
-        // Audit before effect: no record, no new task.
-        if let Err(e) = self
-            .rt
-            .system_event(
-                "agent.restart",
-                Some(&self.rec.key),
-                "requested",
-                format!(
-                    "Swarm has not restarted service {}; the supervisor asks for a new task",
-                    self.service()
-                ),
-            )
-            .await
-        {
-            self.set_state(
-                AgentState::Failed,
-                Some(format!("restart refused: {}", e.message)),
-            );
-            let _ = self.commit();
+        let detail = format!(
+            "Swarm has not restarted service {}; the supervisor asks for a new task",
+            self.service()
+        );
+        if !self.record_restart(detail).await {
             return;
         }
         // A restart after waiting for room in the window counts now (one Swarm did not
