@@ -513,6 +513,23 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     // A made-up token: refused too.
     let forged = ask(&"0".repeat(64));
     assert!(forged.is_empty(), "{forged}");
+    // A first line that is not the protocol's: closed, and recorded as beta's.
+    let junk = sh_in(
+        &beta,
+        &format!("(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 2) | /bin/busybox nc -w 4 {ep} 4190"),
+    );
+    assert!(junk.is_empty(), "{junk}");
+    let refused = d
+        .json(&[
+            "audit",
+            "search",
+            "--action",
+            "gateway.refused",
+            "--agent",
+            "acme/beta",
+        ])
+        .to_string();
+    assert!(refused.contains("malformed connection"), "{refused}");
 
     // Rotation: beta gets a new token in a new task; the old one is refused at once.
     let before = d.agent("acme/beta")["task"].clone();

@@ -114,18 +114,30 @@ pub fn start_if_remote(who: &str) {
     });
 }
 
+/// The endpoint's address, once resolved (a connection that fails asks again: the
+/// endpoint may have been made anew).
+static RESOLVED: std::sync::Mutex<Option<Ipv4Addr>> = std::sync::Mutex::new(None);
+
 /// A TCP connection to `host:port`, the name resolved by the engine's DNS server.
 async fn dial(host: &str, port: u16) -> Option<tokio::net::TcpStream> {
-    let ip = match host.parse::<Ipv4Addr>() {
-        Ok(ip) => ip,
-        Err(_) => resolve(host).await?,
+    let cached = *RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+    let ip = match (host.parse::<Ipv4Addr>(), cached) {
+        (Ok(ip), _) => ip,
+        (Err(_), Some(ip)) => ip,
+        (Err(_), None) => resolve(host).await?,
     };
-    let tcp = tokio::net::TcpStream::connect(SocketAddr::from((ip, port)))
-        .await
-        .map_err(|e| eprintln!("agenfleet-agent: cannot reach the gateway at {host}:{port}: {e}"))
-        .ok()?;
-    let _ = tcp.set_nodelay(true);
-    Some(tcp)
+    match tokio::net::TcpStream::connect(SocketAddr::from((ip, port))).await {
+        Ok(tcp) => {
+            *RESOLVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(ip);
+            let _ = tcp.set_nodelay(true);
+            Some(tcp)
+        }
+        Err(e) => {
+            *RESOLVED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            eprintln!("agenfleet-agent: cannot reach the gateway at {host}:{port}: {e}");
+            None
+        }
+    }
 }
 
 /// The first IPv4 address of `name`, asked of the engine's DNS server (one A query).

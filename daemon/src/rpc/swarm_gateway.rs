@@ -101,7 +101,24 @@ async fn handle(
     let (ip, token, conn) = match parse(&ep, &gw) {
         Ok(p) => p,
         Err(why) => {
-            tracing::warn!(%why, "swarm gateway: a malformed connection closed");
+            // Recorded against the agent whose network it came from, when that is known.
+            let from = ep
+                .strip_prefix(ENDPOINT_HELLO)
+                .and_then(|a| a.trim().parse::<IpAddr>().ok())
+                .and_then(|ip| rt.gateway_keys.agent_of_ip(ip));
+            tracing::warn!(%why, agent = ?from.as_ref().map(|k| k.to_string()), "swarm gateway: a malformed connection closed");
+            if let Some(key) = from {
+                let _ = rt
+                    .audit_event(AuditEvent {
+                        actor: format!("a task on {key}'s network"),
+                        action: "gateway.refused".into(),
+                        tenant: Some(key.tenant.clone()),
+                        agent: Some(key.name.clone()),
+                        outcome: "refused".into(),
+                        detail: format!("malformed connection: {why}"),
+                    })
+                    .await;
+            }
             return;
         }
     };
@@ -124,6 +141,7 @@ async fn handle(
             .agent_spec(&key)
             .is_some_and(|s| s.network.mode == agenfleet_protocol::NetworkMode::Gateway);
     if !mode_ok {
+        tracing::warn!(agent = %key, "swarm gateway: an egress proxy connection from an agent without one closed");
         return;
     }
     let service = GatewayService::for_task(rt.clone(), key);
