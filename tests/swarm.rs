@@ -252,6 +252,21 @@ fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
         v["restarts_in_window"] == 0 && v["state"] != "Failed"
     });
 
+    // An OOM kill on this node is seen as one (the task's container says so).
+    d.create(
+        "name = \"hog\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
+         [limits]\nmemory_mb = 32\n[restart]\nattempts = 1\ndelay_ms = 100\n\
+         [workload]\nalloc_mb_per_sec = 64\nlog_interval_ms = 100\n",
+    );
+    let v = d.wait_agent("acme/hog", "failed after OOM kills", T, |v| {
+        v["state"] == "Failed"
+    });
+    assert_eq!(v["last_exit"]["oom_killed"], true, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("OOM-killed"),
+        "{v}"
+    );
+
     // A steady agent survives kill -9 of the daemon: same service, same task.
     d.create(
         "name = \"steady\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"agenfleet/agent\"\n\
@@ -297,7 +312,7 @@ fn swarm_budget_marks_failed_and_a_killed_daemon_adopts_its_services() {
         decisions[0]["decision_id"].as_u64().is_some(),
         "{decisions:?}"
     );
-    for a in ["acme/crash", "acme/steady"] {
+    for a in ["acme/crash", "acme/hog", "acme/steady"] {
         let out = d.cli(&["agents", "delete", a]);
         assert!(out.status.success(), "{out:?}");
     }
