@@ -408,6 +408,7 @@ impl App {
             Action::Stop => self.ask(AgentOp::Act(AgentAction::Stop)),
             Action::Start => self.ask(AgentOp::Act(AgentAction::Start)),
             Action::Reset => self.ask(AgentOp::Act(AgentAction::Reset)),
+            Action::RotateToken => self.ask(AgentOp::Act(AgentAction::RotateToken)),
             Action::Delete => self.ask(AgentOp::Delete),
             Action::Context => self.next_context(),
             Action::Sort(col) => {

@@ -32,6 +32,8 @@ pub enum Action {
     Stop,
     Start,
     Reset,
+    /// Swarm mode: a new gateway token for the agent.
+    RotateToken,
     Delete,
     Creds,
     Scopes,
@@ -282,6 +284,12 @@ pub const FLEET: &[Binding] = &[
         Action::Reset,
         None,
         "reset a failed agent's budget and run it (asks first)",
+    ),
+    b(
+        &[ch('T', "T")],
+        Action::RotateToken,
+        None,
+        "swarm: a new gateway token, the old one refused (asks first)",
     ),
     b(
         &[ctrl('d', "Ctrl-D")],

@@ -115,6 +115,27 @@ fn navigation_filter_and_detail() {
 }
 
 #[test]
+fn a_gateway_token_is_rotated_from_the_fleet_after_y() {
+    let mut app = sample_app();
+    let name = app.selected_agent().expect("a selected agent").name.clone();
+    assert!(app
+        .on_key(KeyEvent::new(KeyCode::Char('T'), KeyModifiers::SHIFT))
+        .is_empty());
+    assert!(matches!(
+        app.mode,
+        Mode::Confirm {
+            op: AgentOp::Act(AgentAction::RotateToken),
+            ..
+        }
+    ));
+    let fx = app.on_key(key(KeyCode::Char('y')));
+    assert!(
+        matches!(&fx[..], [Effect::Act(AgentAction::RotateToken, r)] if r.name == name),
+        "{fx:?}"
+    );
+}
+
+#[test]
 fn actions_need_confirmation_and_readonly_blocks_them() {
     let mut app = sample_app();
     assert!(app.on_key(key(KeyCode::Char('r'))).is_empty());
