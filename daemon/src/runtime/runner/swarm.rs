@@ -38,6 +38,9 @@ pub(crate) struct SwarmTrack {
     pub(crate) waiting_for_room: bool,
 }
 
+/// How many tasks ended by the daemon are remembered (see `SwarmTrack::superseded`).
+const SUPERSEDED_KEPT: usize = 8;
+
 fn task_end_ms(t: &Task) -> u64 {
     t.status
         .as_ref()
@@ -159,7 +162,13 @@ impl Runner {
             .version(version as i32)
             .build();
         if let Some(t) = self.swarm.task.clone() {
-            self.swarm.superseded.push(t);
+            if !self.swarm.superseded.contains(&t) {
+                self.swarm.superseded.push(t);
+            }
+            // A task that had already ended is never seen ending again: keep a few only.
+            if self.swarm.superseded.len() > SUPERSEDED_KEPT {
+                self.swarm.superseded.remove(0);
+            }
         }
         docker
             .update_service(&self.service(), spec, opts, None)
