@@ -561,6 +561,85 @@ mod tests {
     }
 
     #[test]
+    fn a_tasks_status_reads_as_pending_with_swarms_reason_running_or_ended() {
+        use bollard::models::{ContainerStatus, TaskStatus};
+        let task = |state, err: Option<&str>, code| Task {
+            status: Some(TaskStatus {
+                state: Some(state),
+                err: err.map(str::to_string),
+                container_status: Some(ContainerStatus {
+                    exit_code: code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            phase(&task(
+                TaskState::PENDING,
+                Some("no suitable node (scheduling constraints not satisfied on 1 node)"),
+                None
+            )),
+            TaskPhase::Pending(
+                "pending: no suitable node (scheduling constraints not satisfied on 1 node)".into()
+            )
+        );
+        assert_eq!(
+            phase(&task(TaskState::RUNNING, None, None)),
+            TaskPhase::Running
+        );
+        assert_eq!(
+            phase(&task(
+                TaskState::FAILED,
+                Some("task: non-zero exit (3)"),
+                Some(3)
+            )),
+            TaskPhase::Ended(Some(3))
+        );
+        assert_eq!(
+            phase(&task(TaskState::REJECTED, Some("no such image"), None)),
+            TaskPhase::Ended(None)
+        );
+    }
+
+    #[test]
+    fn a_service_is_changed_only_when_it_does_not_run_the_spec_as_it_is() {
+        let spec = AgentSpec::from_toml("name = \"a\"\nimage = \"x/y\"\n").unwrap();
+        let service = |replicas: i64, hash: &str, force: u64| bollard::models::Service {
+            spec: Some(ServiceSpec {
+                labels: Some(HashMap::from([(
+                    LABEL_SERVICE_HASH.to_string(),
+                    hash.to_string(),
+                )])),
+                mode: Some(ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated {
+                        replicas: Some(replicas),
+                    }),
+                    ..Default::default()
+                }),
+                task_template: Some(TaskSpec {
+                    force_update: Some(force),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let current = service_hash(&spec);
+        // None yet: made with one replica.
+        let s = scale_to_run(None, &spec).expect("created");
+        assert_eq!((s.replicas, s.force), (1, 0));
+        // Running the spec as it is: left alone.
+        assert!(scale_to_run(Some(&service(1, &current, 3)), &spec).is_none());
+        // Scaled down (stopped, or failed): one replica, and a new task.
+        let s = scale_to_run(Some(&service(0, &current, 3)), &spec).expect("scaled up");
+        assert_eq!((s.replicas, s.force), (1, 4));
+        // Made from another spec: replaced.
+        assert!(scale_to_run(Some(&service(1, "old", 0)), &spec).is_some());
+    }
+
+    #[test]
     fn service_names_fit_swarms_limit() {
         assert_eq!(service_name("0123abcd", &key()), "agf_0123abcd_t_a");
         let long = AgentKey {
