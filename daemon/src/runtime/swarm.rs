@@ -10,7 +10,7 @@
 //! image's init, sets it for the program itself (`agent/src/init.rs`).
 
 use super::container::{labels, LABEL_INSTANCE, LABEL_MANAGED};
-use super::endpoint::{RemoteGateway, TOKEN_SECRET_FILE};
+use super::endpoint::{RemoteGateway, TokenSecret, TOKEN_SECRET_FILE};
 use super::engine::{bollard_err, is_conflict, is_not_found};
 use crate::store::AgentKey;
 use agenfleet_protocol::{AgentSpec, ApiError, RestartMode};
@@ -368,17 +368,22 @@ pub fn made_from(s: &bollard::models::Service, spec: &AgentSpec) -> bool {
         == Some(&service_hash(spec))
 }
 
-/// What a service must be changed to, to run `spec` (None: it runs it already): one
-/// replica, and Swarm's force counter bumped so a replica started again is a new task
-/// (its restart count begins anew).
-pub fn scale_to_run(s: Option<&bollard::models::Service>, spec: &AgentSpec) -> Option<Scale> {
+/// What a service must be changed to, to run `spec` with the gateway token `token`
+/// (None: it runs them already): one replica, and Swarm's force counter bumped so a
+/// replica started again is a new task (its restart count begins anew).
+pub fn scale_to_run(
+    s: Option<&bollard::models::Service>,
+    spec: &AgentSpec,
+    token: &TokenSecret,
+) -> Option<Scale> {
     let Some(s) = s else {
         return Some(Scale {
             replicas: 1,
             force: 0,
         });
     };
-    if made_from(s, spec) && replicas_of(s) == Some(1) {
+    let same_token = super::endpoint::token_secret_of(s).as_ref() == Some(token);
+    if made_from(s, spec) && replicas_of(s) == Some(1) && same_token {
         return None;
     }
     let force = s
@@ -458,7 +463,6 @@ pub fn current(tasks: &[Task]) -> Option<&Task> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::endpoint::TokenSecret;
     use super::*;
     use crate::config::Config;
 
@@ -620,6 +624,17 @@ mod tests {
                 }),
                 task_template: Some(TaskSpec {
                     force_update: Some(force),
+                    container_spec: Some(TaskSpecContainerSpec {
+                        secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
+                            file: Some(bollard::models::TaskSpecContainerSpecFile {
+                                name: Some(TOKEN_SECRET_FILE.into()),
+                                ..Default::default()
+                            }),
+                            secret_id: Some("s1".into()),
+                            secret_name: Some("agfgw_1".into()),
+                        }]),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -627,16 +642,26 @@ mod tests {
             ..Default::default()
         };
         let current = service_hash(&spec);
+        let token = TokenSecret {
+            id: "s1".into(),
+            name: "agfgw_1".into(),
+        };
         // None yet: made with one replica.
-        let s = scale_to_run(None, &spec).expect("created");
+        let s = scale_to_run(None, &spec, &token).expect("created");
         assert_eq!((s.replicas, s.force), (1, 0));
-        // Running the spec as it is: left alone.
-        assert!(scale_to_run(Some(&service(1, &current, 3)), &spec).is_none());
+        // Running the spec as it is, with the token: left alone.
+        assert!(scale_to_run(Some(&service(1, &current, 3)), &spec, &token).is_none());
         // Scaled down (stopped, or failed): one replica, and a new task.
-        let s = scale_to_run(Some(&service(0, &current, 3)), &spec).expect("scaled up");
+        let s = scale_to_run(Some(&service(0, &current, 3)), &spec, &token).expect("scaled up");
         assert_eq!((s.replicas, s.force), (1, 4));
         // Made from another spec: replaced.
-        assert!(scale_to_run(Some(&service(1, "old", 0)), &spec).is_some());
+        assert!(scale_to_run(Some(&service(1, "old", 0)), &spec, &token).is_some());
+        // Another token (a new one, the old one unreadable): replaced, to mount it.
+        let other = TokenSecret {
+            id: "s2".into(),
+            name: "agfgw_2".into(),
+        };
+        assert!(scale_to_run(Some(&service(1, &current, 3)), &spec, &other).is_some());
     }
 
     #[test]

@@ -123,7 +123,13 @@ impl Runner {
         let gateway = self
             .swarm_gateway(&docker, existing.as_ref(), &network)
             .await?;
-        if let Some(scale) = swarm::scale_to_run(existing.as_ref(), &self.rec.spec) {
+        let fresh_token = existing
+            .as_ref()
+            .and_then(endpoint::token_secret_of)
+            .as_ref()
+            != Some(&gateway.secret);
+        if let Some(scale) = swarm::scale_to_run(existing.as_ref(), &self.rec.spec, &gateway.secret)
+        {
             let spec = swarm::service_spec(
                 &self.rt.instance,
                 &self.rec.key,
@@ -133,15 +139,23 @@ impl Runner {
                 &gateway,
                 scale,
             );
-            match &existing {
-                None => {
-                    let r = docker
-                        .create_service(spec, None)
-                        .await
-                        .map_err(|e| bollard_err("create the agent's service", e))?;
-                    tracing::info!(agent = %self.rec.key, service = %name, id = ?r.id, "created the agent's service");
+            let made = match &existing {
+                None => docker
+                    .create_service(spec, None)
+                    .await
+                    .map(|r| {
+                        tracing::info!(agent = %self.rec.key, service = %name, id = ?r.id, "created the agent's service");
+                    })
+                    .map_err(|e| bollard_err("create the agent's service", e)),
+                Some(s) => self.update_service(&docker, s, spec).await,
+            };
+            if let Err(e) = made {
+                // A token made for a service that did not take it goes again.
+                if fresh_token {
+                    self.rt.gateway_keys.forget_agent(&self.rec.key);
+                    endpoint::remove_secret_later(docker.clone(), gateway.secret.clone());
                 }
-                Some(s) => self.update_service(&docker, s, spec).await?,
+                return Err(e);
             }
         }
         self.commit()?;
