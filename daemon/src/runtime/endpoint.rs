@@ -192,6 +192,36 @@ pub struct RemoteGateway {
     pub proxy: bool,
 }
 
+impl RemoteGateway {
+    /// For the agent's user (`uid:gid`; a bare uid is its own gid too).
+    pub fn new(secret: TokenSecret, agent_user: &str, proxy: bool) -> RemoteGateway {
+        let (uid, gid) = agent_user
+            .split_once(':')
+            .unwrap_or((agent_user, agent_user));
+        RemoteGateway {
+            secret,
+            uid: uid.to_string(),
+            gid: gid.to_string(),
+            proxy,
+        }
+    }
+
+    /// The token's secret as the task mounts it: `/run/secrets/agenfleet-gateway`, 0400,
+    /// the agent's user's.
+    pub fn mount(&self) -> bollard::models::TaskSpecContainerSpecSecrets {
+        bollard::models::TaskSpecContainerSpecSecrets {
+            file: Some(bollard::models::TaskSpecContainerSpecFile {
+                name: Some(TOKEN_SECRET_FILE.to_string()),
+                uid: Some(self.uid.clone()),
+                gid: Some(self.gid.clone()),
+                mode: Some(0o400),
+            }),
+            secret_id: Some(self.secret.id.clone()),
+            secret_name: Some(self.secret.name.clone()),
+        }
+    }
+}
+
 /// The name of the daemon's gateway endpoint container.
 pub fn endpoint_name(instance: &str) -> String {
     format!("agf_{instance}_endpoint")

@@ -10,7 +10,7 @@
 //! image's init, sets it for the program itself (`agent/src/init.rs`).
 
 use super::container::{labels, LABEL_INSTANCE, LABEL_MANAGED};
-use super::endpoint::{RemoteGateway, TokenSecret, TOKEN_SECRET_FILE};
+use super::endpoint::{RemoteGateway, TokenSecret};
 use super::engine::{bollard_err, is_conflict, is_not_found};
 use crate::store::AgentKey;
 use agenfleet_protocol::{AgentSpec, ApiError, RestartMode};
@@ -254,16 +254,7 @@ pub fn service_spec(
         agenfleet_protocol::gateway::ENDPOINT_PORT,
         if gateway.proxy { ";proxy" } else { "" }
     ));
-    let secrets = vec![bollard::models::TaskSpecContainerSpecSecrets {
-        file: Some(bollard::models::TaskSpecContainerSpecFile {
-            name: Some(TOKEN_SECRET_FILE.to_string()),
-            uid: Some(gateway.uid.clone()),
-            gid: Some(gateway.gid.clone()),
-            mode: Some(0o400),
-        }),
-        secret_id: Some(gateway.secret.id.clone()),
-        secret_name: Some(gateway.secret.name.clone()),
-    }];
+    let secrets = vec![gateway.mount()];
     let mut tmpfs: Vec<(String, String)> =
         host.tmpfs.clone().unwrap_or_default().into_iter().collect();
     tmpfs.sort();
@@ -627,7 +618,7 @@ mod tests {
                     container_spec: Some(TaskSpecContainerSpec {
                         secrets: Some(vec![bollard::models::TaskSpecContainerSpecSecrets {
                             file: Some(bollard::models::TaskSpecContainerSpecFile {
-                                name: Some(TOKEN_SECRET_FILE.into()),
+                                name: Some(super::super::endpoint::TOKEN_SECRET_FILE.into()),
                                 ..Default::default()
                             }),
                             secret_id: Some("s1".into()),

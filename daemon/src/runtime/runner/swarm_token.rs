@@ -47,16 +47,11 @@ impl Runner {
                 s
             }
         };
-        let user = &self.rt.cfg.agent_user;
-        let (uid, gid) = user
-            .split_once(':')
-            .unwrap_or((user.as_str(), user.as_str()));
-        Ok(endpoint::RemoteGateway {
+        Ok(endpoint::RemoteGateway::new(
             secret,
-            uid: uid.to_string(),
-            gid: gid.to_string(),
-            proxy: self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway,
-        })
+            &self.rt.cfg.agent_user,
+            self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway,
+        ))
     }
 
     /// After a daemon start: the token the service's task holds is put in force again and
@@ -121,6 +116,8 @@ impl Runner {
             return Err(ApiError::internal("the agent's service has no spec"));
         };
         let (secret, digest) = endpoint::new_token_secret(&docker, &self.rt.instance, &key).await?;
+        let proxy = self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway;
+        let gateway = endpoint::RemoteGateway::new(secret.clone(), &self.rt.cfg.agent_user, proxy);
         if let Some(c) = spec
             .task_template
             .as_mut()
@@ -130,20 +127,7 @@ impl Runner {
             refs.retain(|r| {
                 r.file.as_ref().and_then(|f| f.name.as_deref()) != Some(endpoint::TOKEN_SECRET_FILE)
             });
-            let user = &self.rt.cfg.agent_user;
-            let (uid, gid) = user
-                .split_once(':')
-                .unwrap_or((user.as_str(), user.as_str()));
-            refs.push(bollard::models::TaskSpecContainerSpecSecrets {
-                file: Some(bollard::models::TaskSpecContainerSpecFile {
-                    name: Some(endpoint::TOKEN_SECRET_FILE.to_string()),
-                    uid: Some(uid.to_string()),
-                    gid: Some(gid.to_string()),
-                    mode: Some(0o400),
-                }),
-                secret_id: Some(secret.id.clone()),
-                secret_name: Some(secret.name.clone()),
-            });
+            refs.push(gateway.mount());
         }
         if let Some(t) = spec.task_template.as_mut() {
             t.force_update = Some(t.force_update.unwrap_or(0) + 1);
@@ -151,7 +135,18 @@ impl Runner {
         // In force before the service hears of it: from now on only the new token opens
         // the gateway (the old task's connections in flight end with it).
         self.rt.gateway_keys.set_token(&key, digest);
-        self.update_service(&docker, &s, spec).await?;
+        if let Err(e) = self.update_service(&docker, &s, spec).await {
+            // The service still holds the old token: it stays in force, the new one goes.
+            endpoint::remove_secret_later(docker.clone(), secret);
+            match old.as_ref() {
+                Some(o) => match endpoint::token_digest_of(&docker, o).await {
+                    Some(d) => self.rt.gateway_keys.set_token(&key, d),
+                    None => self.rt.gateway_keys.forget_agent(&key),
+                },
+                None => self.rt.gateway_keys.forget_agent(&key),
+            }
+            return Err(e);
+        }
         let old_name = old
             .as_ref()
             .map(|o| o.name.clone())
