@@ -308,13 +308,14 @@ fn an_agents_memory_is_its_own_sealed_searchable_and_purged() {
     d.json(&["agents", "delete", "a"]);
     assert!(a_db.exists(), "kept until the purge is due");
     d.restart();
-    wait_for(WAIT, "a's memory file removed by the purge", || {
-        (!a_db.exists()).then_some(())
+    // The purge removes the file, then records what it removed: wait for the record.
+    wait_for(WAIT, "the purge's record of a's memory store", || {
+        d.json(&["audit", "search", "--action", "agent.purge"])
+            .to_string()
+            .contains("memory store removed")
+            .then_some(())
     });
-    let purged = d
-        .json(&["audit", "search", "--action", "agent.purge"])
-        .to_string();
-    assert!(purged.contains("memory store removed"), "{purged}");
+    assert!(!a_db.exists(), "a's memory file is removed by the purge");
 }
 
 #[test]
