@@ -528,14 +528,9 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     // A made-up token: refused too.
     let forged = ask(&"0".repeat(64));
     assert!(forged.is_empty(), "{forged}");
-    // A first line that is not the protocol's: closed, and recorded as beta's.
-    let junk = sh_in(
-        &beta,
-        &format!("(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 2) | /bin/busybox nc -w 4 {ep} 4190"),
-    );
-    assert!(junk.is_empty(), "{junk}");
-    let refused = d
-        .json(&[
+    // What the trail says was refused on beta's behalf.
+    let refused_of_beta = || {
+        d.json(&[
             "audit",
             "search",
             "--action",
@@ -543,7 +538,15 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
             "--agent",
             "acme/beta",
         ])
-        .to_string();
+        .to_string()
+    };
+    // A first line that is not the protocol's: closed, and recorded as beta's.
+    let junk = sh_in(
+        &beta,
+        &format!("(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 2) | /bin/busybox nc -w 4 {ep} 4190"),
+    );
+    assert!(junk.is_empty(), "{junk}");
+    let refused = refused_of_beta();
     assert!(refused.contains("malformed connection"), "{refused}");
 
     // Rotation: beta gets a new token in a new task; the old one is refused at once.
@@ -561,16 +564,7 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     assert!(old.is_empty(), "the old token is refused: {old}");
     let new = ask(&new_token);
     assert!(new.starts_with("HTTP/1.0 200"), "{new}");
-    let refused = d
-        .json(&[
-            "audit",
-            "search",
-            "--action",
-            "gateway.refused",
-            "--agent",
-            "acme/beta",
-        ])
-        .to_string();
+    let refused = refused_of_beta();
     assert!(
         refused.contains("a gateway token that is not in force"),
         "{refused}"

@@ -40,7 +40,7 @@ impl Runner {
     /// (audited before the restart); a held-back one re-checks.
     pub(super) async fn on_credentials_rotated(&mut self, name: &str) {
         if self.rec.state != AgentState::Running || self.rec.desired != DesiredState::Running {
-            return self.resync().await;
+            return self.look_again().await;
         }
         if self.rec.spec.credential_refresh == agenfleet_protocol::CredentialRefresh::Refresh {
             // The shim is waiting on its gateway and takes the new value in place.

@@ -346,10 +346,6 @@ impl Runner {
 
     /// After the engine (re)connected: find our container and reconcile with it.
     pub(super) async fn resync(&mut self) {
-        if self.held_back && self.rec.desired == DesiredState::Running {
-            let _ = self.start_or_fail().await;
-            return;
-        }
         let Ok(docker) = self.rt.engine.client() else {
             return;
         };

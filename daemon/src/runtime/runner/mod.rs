@@ -135,6 +135,18 @@ impl Runner {
         }
     }
 
+    /// Looks at the agent again: a held-back one may start now; else the engine's side
+    /// of its mode reconciles with what the engine shows.
+    async fn look_again(&mut self) {
+        if self.held_back && self.rec.desired == DesiredState::Running {
+            let _ = self.start_or_fail().await;
+        } else if self.swarm_mode() {
+            self.swarm_resync().await;
+        } else {
+            self.resync().await;
+        }
+    }
+
     /// Whether agents run as Swarm services (`engine_mode = "swarm"`).
     fn swarm_mode(&self) -> bool {
         self.rt.cfg.engine_mode == crate::config::EngineMode::Swarm
@@ -318,11 +330,7 @@ impl Runner {
                 }
                 Msg::Event(ev) => Box::pin(self.on_event(ev)).await,
                 Msg::Resync(op) => {
-                    if self.swarm_mode() {
-                        Box::pin(self.swarm_resync()).await;
-                    } else {
-                        Box::pin(self.resync()).await;
-                    }
+                    Box::pin(self.look_again()).await;
                     if let Some(op) = op {
                         op.step();
                     }

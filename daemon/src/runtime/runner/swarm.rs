@@ -467,10 +467,6 @@ impl Runner {
 
     /// After the engine (re)connected, or the hub's sweep: look at the service again.
     pub(super) async fn swarm_resync(&mut self) {
-        if self.held_back && self.rec.desired == DesiredState::Running {
-            let _ = self.start_or_fail().await;
-            return;
-        }
         let Ok(docker) = self.rt.engine.client() else {
             return;
         };
