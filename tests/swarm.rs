@@ -464,13 +464,7 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     let decisions = {
         use std::io::Write;
         let mut child = std::process::Command::new("docker")
-            .args([
-                "exec",
-                "-i",
-                &alpha,
-                "/run/agenfleet/bin/agenfleet-agent",
-                "call",
-            ])
+            .args(["exec", "-i", &alpha, "/.agenfleet/agenfleet-agent", "call"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -597,4 +591,147 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
         let out = d.cli(&["agents", "delete", a]);
         assert!(out.status.success(), "{out:?}");
     }
+}
+
+/// The engine's objects of one kind (`config`, `volume`) labelled as this agent's.
+fn labelled(kind: &str, d: &Daemon, name: &str) -> String {
+    docker(&[
+        kind,
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=agenfleet.instance={}", d.instance),
+        "--filter",
+        &format!("label=agenfleet.agent={name}"),
+    ])
+}
+
+#[test]
+fn a_foreign_images_task_needs_nothing_of_the_daemons_host() {
+    let test = "a_foreign_images_task_needs_nothing_of_the_daemons_host";
+    let Some(_swarm) = SwarmGuard::join(test) else {
+        return;
+    };
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    let d = Daemon::start("swarm-portable", SwarmGuard::config());
+    d.file("SOUL.md", "You are the portable agent.\n");
+    let program = "cat /config/SOUL.md; echo run >> /workspace/runs; \
+                   echo RUNS=$(/bin/busybox wc -l < /workspace/runs); exec /bin/busybox sleep 100000";
+    d.create(&format!(
+        "name = \"portable\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"{program}\"]\n\
+         [[files]]\nsource = \"SOUL.md\"\ntarget = \"/config/SOUL.md\"\n\
+         [workspace]\nsize_mb = 8\n"
+    ));
+    let first = d.wait_agent("acme/portable", "running as a task", T, |v| {
+        v["state"] == "Running" && v["task"].is_string()
+    });
+    d.wait_log("acme/portable", "RUNS=1", T);
+    d.wait_log("acme/portable", "You are the portable agent.", T);
+
+    // The service mounts nothing of the daemon's host: the shim is in the agent's init
+    // image, the file is a Swarm config, the workspace a named volume.
+    let name = service(&d, "acme", "portable");
+    let c = service_inspect(&name)["Spec"]["TaskTemplate"]["ContainerSpec"].clone();
+    let img = c["Image"].as_str().expect("image");
+    assert!(img.starts_with("agenfleet/init:"), "{c}");
+    assert_eq!(c["Command"][0], "/.agenfleet/agenfleet-agent", "{c}");
+    let mounts = c["Mounts"].as_array().expect("mounts");
+    assert!(!mounts.iter().any(|m| m["Type"] == "bind"), "{mounts:?}");
+    let ws = mounts
+        .iter()
+        .find(|m| m["Target"] == "/workspace")
+        .unwrap_or_else(|| panic!("no workspace mount: {mounts:?}"));
+    assert_eq!(ws["Type"], "volume");
+    assert_eq!(
+        ws["Source"],
+        format!("agfws_{}_acme_portable", d.instance).as_str()
+    );
+    let cfg = &c["Configs"][0];
+    assert_eq!(cfg["File"]["Name"], "/config/SOUL.md", "{c}");
+    assert_eq!(cfg["File"]["Mode"], 0o444);
+    assert_eq!(cfg["File"]["UID"], "65534");
+    // Nor did the daemon write them on its host.
+    let state = d.dir.join("state");
+    assert!(!state.join("files/acme.portable").exists());
+    assert!(!state.join("workspaces/acme.portable.ext4").exists());
+    // The image is the busybox image with the shim added: loaded on a node, it is all a
+    // task there needs.
+    let layers = docker(&["image", "inspect", "--format", "{{.Config.Cmd}}", img]);
+    assert!(layers.contains("image default program"), "{layers}");
+
+    // A new task (restart) finds the workspace as the last one left it.
+    let out = d.cli(&["agents", "restart", "acme/portable"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/portable", "running a new task", T, |v| {
+        v["state"] == "Running" && v["task"].is_string() && v["task"] != first["task"]
+    });
+    d.wait_log("acme/portable", "RUNS=2", T);
+
+    // A changed file is a new config; the old one goes once no task holds it.
+    let old_config = labelled("config", &d, "portable");
+    assert_eq!(old_config.lines().count(), 1, "{old_config}");
+    d.file("SOUL.md", "You are the portable agent, second edition.\n");
+    let f = d.file(
+        "portable-v2.toml",
+        &format!(
+            "name = \"portable\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+             command = [\"/bin/busybox\", \"sh\", \"-c\", \"{program}\"]\n\
+             [[files]]\nsource = \"SOUL.md\"\ntarget = \"/config/SOUL.md\"\n\
+             [workspace]\nsize_mb = 8\n"
+        ),
+    );
+    let out = d.cli(&["agents", "apply", "-f", &f, "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_log("acme/portable", "second edition", T);
+    d.wait_log("acme/portable", "RUNS=3", T);
+    wait_for(T, "the old file's config to go", || {
+        let now = labelled("config", &d, "portable");
+        (now.lines().count() == 1 && now != old_config).then_some(())
+    });
+
+    // The shim carries the task's output to the daemon itself (the engine keeps none, and
+    // a task on another node cannot be attached to): its first lines, both streams, and
+    // its last words before it exits.
+    d.create(&format!(
+        "name = \"brief\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"echo first words; echo on stderr >&2; /bin/busybox sleep 1; echo last words; exit 4\"]\n\
+         [restart]\nattempts = 1\ninterval_secs = 60\ndelay_ms = 200\n"
+    ));
+    d.wait_agent("acme/brief", "failed past its budget", T, |v| {
+        v["state"] == "Failed"
+    });
+    let out = d.cli(&["logs", "acme/brief"]);
+    let logs = String::from_utf8_lossy(&out.stdout).to_string();
+    for want in ["first words", "on stderr", "last words"] {
+        assert_eq!(
+            logs.matches(want).count(),
+            2,
+            "`{want}` once per task: {logs}"
+        );
+    }
+    let out = d.cli(&["agents", "delete", "acme/brief"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Delete (and the purge right after it): the config and the volume go, recorded.
+    let out = d.cli(&["agents", "delete", "acme/portable"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(T, "the file config to be removed", || {
+        labelled("config", &d, "portable").is_empty().then_some(())
+    });
+    wait_for(T, "the workspace volume to be removed", || {
+        labelled("volume", &d, "portable").is_empty().then_some(())
+    });
+    let volume = format!(
+        "workspace volume agfws_{}_acme_portable removed from this node",
+        d.instance
+    );
+    wait_for(T, "the purge's record", || {
+        let purged = d
+            .json(&["audit", "search", "--action", "agent.purge"])
+            .to_string();
+        purged.contains(&volume).then_some(())
+    });
 }

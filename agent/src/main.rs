@@ -22,6 +22,7 @@ use agenfleet_protocol::Workload;
 mod http;
 mod httpbench;
 mod init;
+mod output;
 mod remote;
 mod tools;
 

@@ -5,7 +5,8 @@
 //! the same place, and relays each connection over the agent's overlay network to the
 //! daemon's gateway endpoint: first the line `AGF-GW1 <token> <channel>`, the token read
 //! from the Swarm secret mounted for this agent alone, then the bytes both ways. The
-//! program and the tools see the same sockets as on one host.
+//! program and the tools see the same sockets as on one host. Its output goes the same
+//! way, on the `logs` channel (`output.rs`).
 //!
 //! The endpoint (`endpoint_main`, a container on the daemon's node joined to every
 //! agent's overlay network): each TCP connection is handed to the daemon's endpoint
@@ -68,14 +69,16 @@ pub fn start_if_remote(who: &str) {
             }
         }
     }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("{who}: cannot start the gateway relay");
+        std::process::exit(70);
+    };
+    // The output first: the program's first lines, and ours, go to the daemon too.
+    crate::output::start(rt.handle(), host.clone(), port, token.clone(), who);
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            eprintln!("agenfleet-agent: cannot start the gateway relay");
-            return;
-        };
         rt.block_on(async move {
             let mut tasks = Vec::new();
             for (channel, l) in listeners {
@@ -119,7 +122,7 @@ pub fn start_if_remote(who: &str) {
 static RESOLVED: std::sync::Mutex<Option<Ipv4Addr>> = std::sync::Mutex::new(None);
 
 /// A TCP connection to `host:port`, the name resolved by the engine's DNS server.
-async fn dial(host: &str, port: u16) -> Option<tokio::net::TcpStream> {
+pub(crate) async fn dial(host: &str, port: u16) -> Option<tokio::net::TcpStream> {
     let cached = *RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
     let ip = match (host.parse::<Ipv4Addr>(), cached) {
         (Ok(ip), _) => ip,

@@ -59,6 +59,10 @@ pub struct Config {
     /// replicated service of one task, placed, restarted and networked by Docker Swarm;
     /// the daemon runs on a Swarm manager).
     pub engine_mode: EngineMode,
+    /// Swarm mode: the volume driver of agents' workspaces (`local`: a volume of the node
+    /// the task runs on, left behind when Swarm moves the task; a driver whose volumes
+    /// follow a task keeps the workspace across nodes).
+    pub swarm_volume_driver: String,
     /// Log lines kept per agent.
     pub log_ring_lines: usize,
     /// How often CPU and memory of running agents are sampled (from their cgroups).
@@ -333,6 +337,7 @@ impl Default for Config {
             network_prefix: 28,
             allow_direct_egress: false,
             engine_mode: EngineMode::Containers,
+            swarm_volume_driver: "local".into(),
             agent_user: "65534:65534".into(),
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,
@@ -621,6 +626,17 @@ impl Config {
             return Err((
                 "idle_timeout_secs",
                 "must be between 30 and 86400 (a console's watch is silent up to 25 s)".into(),
+            ));
+        }
+        if self.swarm_volume_driver.is_empty()
+            || !self
+                .swarm_volume_driver
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c))
+        {
+            return Err((
+                "swarm_volume_driver",
+                "must be a volume driver's name (`local`, or a plugin's `name[:tag]`)".into(),
             ));
         }
         if !(1..=3600).contains(&self.frame_timeout_secs) {

@@ -21,6 +21,9 @@ pub const EGRESS_PROXY_ADDR: &str = "127.0.0.1:3128";
 /// Where the daemon mounts the static shim (read-only) in the container of an agent whose
 /// image is not ours; it is that container's init: `agenfleet-agent run -- PROGRAM…`.
 pub const SHIM_IN_CONTAINER: &str = "/run/agenfleet/bin/agenfleet-agent";
+/// Swarm mode: where the shim sits in an agent's init image (its image with the shim
+/// added, so a task on any node needs nothing of the daemon's host).
+pub const SHIM_IN_IMAGE: &str = "/.agenfleet/agenfleet-agent";
 
 /// Swarm mode: the agent's task reaches its gateway over its overlay network. The shim
 /// serves the same three sockets in `GATEWAY_DIR_IN_CONTAINER` (a tmpfs there) and relays
@@ -33,9 +36,12 @@ pub const ENDPOINT_PORT: u16 = 4190;
 /// The agent's gateway token, a Swarm secret mounted here (tmpfs, its user only).
 pub const GATEWAY_TOKEN_PATH: &str = "/run/secrets/agenfleet-gateway";
 /// The first line of a connection to the endpoint: `AGF-GW1 <token> <channel>\n`, the
-/// channel one of `GATEWAY_CHANNELS`; the daemon then serves that socket's protocol.
+/// channel one of `GATEWAY_CHANNELS`; the daemon then serves that socket's protocol — or,
+/// on `logs`, takes the task's output: lines `<1|2> <text>\n` (stdout, stderr), each
+/// text at most `LOG_LINE_MAX` bytes (the shim cuts longer ones).
 pub const REMOTE_HELLO: &str = "AGF-GW1";
-pub const GATEWAY_CHANNELS: [&str; 3] = ["gateway", "api", "proxy"];
+pub const GATEWAY_CHANNELS: [&str; 4] = ["gateway", "api", "proxy", "logs"];
+pub const LOG_LINE_MAX: usize = 16 * 1024;
 /// The endpoint's line before the agent's: `AGF-EP1 <its address the agent reached>\n`
 /// (which overlay network, so which agent's, the connection came in on).
 pub const ENDPOINT_HELLO: &str = "AGF-EP1";

@@ -6,12 +6,14 @@
 //! the connection only when the token is in force and is the token of the agent whose
 //! network it came from; anything else is refused, recorded, and — a token presented
 //! from another agent's network — raised as the cross-agent incident. An accepted
-//! connection is served exactly as the agent's own socket would be (`gateway.rs`).
+//! connection is served exactly as the agent's own socket would be (`gateway.rs`) — or,
+//! on the `logs` channel, its lines are the agent's output (the engine keeps none, and a
+//! task on another node cannot be attached to).
 
 use super::gateway::{serve_conn, Conn, GatewayService};
 use crate::runtime::Runtime;
 use crate::store::AgentKey;
-use agenfleet_protocol::gateway::{ENDPOINT_HELLO, REMOTE_HELLO, REMOTE_LINE_MAX};
+use agenfleet_protocol::gateway::{ENDPOINT_HELLO, LOG_LINE_MAX, REMOTE_HELLO, REMOTE_LINE_MAX};
 use agenfleet_protocol::AuditEvent;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -61,9 +63,17 @@ async fn read_line(stream: &mut tokio::net::UnixStream) -> Option<String> {
     }
 }
 
+/// What a connection from a task is for.
+enum Channel {
+    /// One of the gateway's sockets, served as on one host.
+    Serve(Conn),
+    /// The task's output (`output.rs` of the shim), taken into the agent's log ring.
+    Logs,
+}
+
 /// What the two lines say: the endpoint's address the task reached, the token, the
 /// channel.
-fn parse(ep: &str, gw: &str) -> Result<(IpAddr, String, Conn), String> {
+fn parse(ep: &str, gw: &str) -> Result<(IpAddr, String, Channel), String> {
     let ip = ep
         .strip_prefix(ENDPOINT_HELLO)
         .map(str::trim)
@@ -74,13 +84,14 @@ fn parse(ep: &str, gw: &str) -> Result<(IpAddr, String, Conn), String> {
         return Err("the first line is not `AGF-GW1 <token> <channel>`".into());
     }
     let token = parts.next().filter(|t| !t.is_empty()).ok_or("no token")?;
-    let conn = match parts.next() {
-        Some("gateway") => Conn::Gateway,
-        Some("api") => Conn::Api,
-        Some("proxy") => Conn::Proxy,
+    let channel = match parts.next() {
+        Some("gateway") => Channel::Serve(Conn::Gateway),
+        Some("api") => Channel::Serve(Conn::Api),
+        Some("proxy") => Channel::Serve(Conn::Proxy),
+        Some("logs") => Channel::Logs,
         other => return Err(format!("unknown channel {other:?}")),
     };
-    Ok((ip, token.to_string(), conn))
+    Ok((ip, token.to_string(), channel))
 }
 
 async fn handle(
@@ -98,7 +109,7 @@ async fn handle(
     let Ok(Some((ep, gw))) = lines else {
         return;
     };
-    let (ip, token, conn) = match parse(&ep, &gw) {
+    let (ip, token, channel) = match parse(&ep, &gw) {
         Ok(p) => p,
         Err(why) => {
             // Recorded against the agent whose network it came from, when that is known.
@@ -136,6 +147,10 @@ async fn handle(
             return;
         }
     };
+    let conn = match channel {
+        Channel::Serve(conn) => conn,
+        Channel::Logs => return take_logs(rt, key, stream).await,
+    };
     let mode_ok = !matches!(conn, Conn::Proxy)
         || rt
             .agent_spec(&key)
@@ -146,6 +161,69 @@ async fn handle(
     }
     let service = GatewayService::for_task(rt.clone(), key);
     serve_conn(conn, stream, service, timeouts, Some(permit)).await;
+}
+
+/// Takes a task's output into its agent's log ring, line by line, until the task closes
+/// the connection: `<1|2> <text>` (stdout, stderr). The agent's credential values are
+/// redacted before a line is kept (known before the first line, learnt again on every
+/// change), as for output read from a container.
+async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncBufReadExt;
+    let Some(ring) = rt.logs(&key) else {
+        return;
+    };
+    ring.learn_secrets(crate::runtime::runner::secrets_of(&rt, &key));
+    let mut changes = rt.credential_changes(&key);
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    tracing::debug!(agent = %key, "swarm gateway: taking the task's output");
+    // A line is at most the text, its stream, a space and the newline.
+    let limit = (LOG_LINE_MAX + 3) as u64;
+    loop {
+        let changed = async {
+            match changes.as_mut() {
+                Some(c) => c.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        // What was read before a credential change stays in `line`: the read goes on.
+        let room = limit.saturating_sub(line.len() as u64);
+        let read = tokio::select! {
+            r = async { (&mut reader).take(room).read_until(b'\n', &mut line).await } => r,
+            alive = changed => {
+                if alive {
+                    ring.learn_secrets(crate::runtime::runner::secrets_of(&rt, &key));
+                } else {
+                    changes = None;
+                }
+                continue;
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        match log_line(&line) {
+            Some((stream, text)) => ring.push_now(stream, text),
+            None => {
+                tracing::warn!(agent = %key, "swarm gateway: a malformed output line; the connection closed");
+                return;
+            }
+        }
+        line.clear();
+    }
+}
+
+/// `<1|2> <text>\n` → its stream and text (invalid UTF-8 replaced); None when it is not
+/// such a line.
+fn log_line(line: &[u8]) -> Option<(agenfleet_protocol::LogStream, String)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let (stream, text) = match line {
+        [b'1', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stdout, text),
+        [b'2', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stderr, text),
+        _ => return None,
+    };
+    Some((stream, String::from_utf8_lossy(text).into_owned()))
 }
 
 /// A stable number for an agent, for the admission's per-caller count.
@@ -212,10 +290,28 @@ mod tests {
         let (ip, token, conn) = parse("AGF-EP1 10.231.0.5", "AGF-GW1 abcd api").expect("parsed");
         assert_eq!(ip, "10.231.0.5".parse::<IpAddr>().unwrap());
         assert_eq!(token, "abcd");
-        assert!(matches!(conn, Conn::Api));
+        assert!(matches!(conn, Channel::Serve(Conn::Api)));
+        let (_, _, logs) = parse("AGF-EP1 10.231.0.5", "AGF-GW1 abcd logs").expect("parsed");
+        assert!(matches!(logs, Channel::Logs));
         assert!(parse("AGF-EP1 nonsense", "AGF-GW1 abcd api").is_err());
         assert!(parse("AGF-EP1 10.0.0.1", "AGF-GW1  api").is_err());
         assert!(parse("AGF-EP1 10.0.0.1", "AGF-GW1 abcd shell").is_err());
         assert!(parse("AGF-EP1 10.0.0.1", "GET / HTTP/1.1").is_err());
+    }
+
+    #[test]
+    fn output_lines_name_their_stream() {
+        use agenfleet_protocol::LogStream;
+        assert_eq!(
+            log_line(b"1 hello\n"),
+            Some((LogStream::Stdout, "hello".into()))
+        );
+        assert_eq!(log_line(b"2 \n"), Some((LogStream::Stderr, String::new())));
+        assert_eq!(
+            log_line(b"2 cut, no newline"),
+            Some((LogStream::Stderr, "cut, no newline".into()))
+        );
+        assert_eq!(log_line(b"3 what\n"), None);
+        assert_eq!(log_line(b"1hello\n"), None);
     }
 }

@@ -82,11 +82,12 @@ pub fn labels(instance: &str, key: &AgentKey, spec: &AgentSpec) -> HashMap<Strin
     ])
 }
 
-/// How an agent whose image is not ours is started: the shim on the host (bind-mounted
-/// read-only as the container's init) and the program it runs (the spec's `command`, or
-/// the image's own entrypoint and command).
+/// How an agent whose image is not ours is started: the shim as the container's init and
+/// the program it runs (the spec's `command`, or the image's own entrypoint and command).
 pub struct InitProgram {
-    pub shim: std::path::PathBuf,
+    /// The shim on the host, bind-mounted read-only; None: it is in the image (the
+    /// agent's init image of swarm mode, at `SHIM_IN_IMAGE`).
+    pub shim: Option<std::path::PathBuf>,
     pub argv: Vec<String>,
     /// The agent's `[[files]]` (read-only) and its workspace, as engine binds.
     pub binds: Vec<String>,
@@ -104,11 +105,8 @@ pub fn shim_mount_point(gateway_dir: &std::path::Path) -> std::path::PathBuf {
 /// The init's command line: `run`, the credentials it hands the program other than
 /// through the API (names and variables only; the values come over the gateway at start),
 /// then `--` and the program.
-fn init_entrypoint(spec: &AgentSpec) -> Vec<String> {
-    let mut e = vec![
-        agenfleet_protocol::gateway::SHIM_IN_CONTAINER.to_string(),
-        "run".to_string(),
-    ];
+fn init_entrypoint(spec: &AgentSpec, shim: &str) -> Vec<String> {
+    let mut e = vec![shim.to_string(), "run".to_string()];
     for c in &spec.credentials {
         match c.delivery {
             Delivery::Api => {}
@@ -196,14 +194,18 @@ pub fn create_body(
         agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER
     )];
     let mut entrypoint = None;
+    // Where the shim is in the container, for an image that is not ours.
+    let shim_path = match init.map(|i| &i.shim) {
+        Some(Some(_)) => agenfleet_protocol::gateway::SHIM_IN_CONTAINER,
+        Some(None) => agenfleet_protocol::gateway::SHIM_IN_IMAGE,
+        None => BUILTIN_SHIM,
+    };
     if let Some(i) = init {
-        binds.push(format!(
-            "{}:{}:ro",
-            i.shim.display(),
-            agenfleet_protocol::gateway::SHIM_IN_CONTAINER
-        ));
+        if let Some(shim) = &i.shim {
+            binds.push(format!("{}:{shim_path}:ro", shim.display()));
+        }
         binds.extend(i.binds.iter().cloned());
-        entrypoint = Some(init_entrypoint(spec));
+        entrypoint = Some(init_entrypoint(spec, shim_path));
     }
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if let Some(i) = init {
@@ -212,14 +214,9 @@ pub fn create_body(
     let healthcheck = spec.health.as_ref().map(|h| {
         let test = if h.command.is_empty() {
             // The shim probes the program's HTTP endpoint from inside the container.
-            let shim = if init.is_some() {
-                agenfleet_protocol::gateway::SHIM_IN_CONTAINER
-            } else {
-                BUILTIN_SHIM
-            };
             vec![
                 "CMD".to_string(),
-                shim.to_string(),
+                shim_path.to_string(),
                 "health-http".to_string(),
                 h.port.to_string(),
                 h.http.clone(),
@@ -359,7 +356,7 @@ mod tests {
             name: "a".into(),
         };
         let init = InitProgram {
-            shim: "/s/bin/agenfleet-agent-abc".into(),
+            shim: Some("/s/bin/agenfleet-agent-abc".into()),
             argv: vec!["python3".into(), "/app/agent.py".into()],
             binds: Vec::new(),
             env: vec![(

@@ -8,7 +8,7 @@
 
 use super::container::{LABEL_INSTANCE, LABEL_MANAGED};
 use super::engine::{bollard_err, is_conflict, is_not_found};
-use super::swarm::swarm_name;
+use super::swarm::swarm_name_with;
 use crate::store::AgentKey;
 use agenfleet_protocol::ApiError;
 use bollard::models::{ContainerCreateBody, NetworkCreateRequest};
@@ -100,10 +100,11 @@ pub async fn new_token_secret(
 ) -> Result<(TokenSecret, String), ApiError> {
     let token = hex::encode(rand::random::<[u8; 32]>());
     let digest = token_digest(&token);
-    let name = format!(
-        "{}_{}",
-        swarm_name("agfgw", instance, key),
-        &hex::encode(rand::random::<[u8; 4]>())
+    let name = swarm_name_with(
+        "agfgw",
+        instance,
+        key,
+        &hex::encode(rand::random::<[u8; 4]>()),
     );
     let mut labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
@@ -164,22 +165,9 @@ pub async fn token_digest_of(docker: &Docker, secret: &TokenSecret) -> Option<St
 /// Removes a token secret once no task uses it (Swarm refuses while one does): asked
 /// again with growing pauses for a minute.
 pub fn remove_secret_later(docker: Docker, secret: TokenSecret) {
-    tokio::spawn(async move {
-        let mut pause = std::time::Duration::from_millis(250);
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match docker.delete_secret(&secret.id).await {
-                Ok(()) => return,
-                Err(e) if is_not_found(&e) => return,
-                Err(e) if std::time::Instant::now() > until => {
-                    tracing::warn!(secret = %secret.name, error = %e, "cannot remove an old gateway token secret");
-                    return;
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_secs(5));
-        }
+    super::engine::remove_later(format!("gateway token secret {}", secret.name), move || {
+        let (docker, id) = (docker.clone(), secret.id.clone());
+        async move { docker.delete_secret(&id).await }
     });
 }
 

@@ -107,6 +107,33 @@ pub fn is_conflict(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Removes an engine object once nothing uses it any more (Swarm refuses to remove a
+/// secret, config or network a task still holds; the engine a volume a container still
+/// mounts): asked again with growing pauses for a minute, then left with a warning.
+pub fn remove_later<F, Fut>(what: String, remove: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), bollard::errors::Error>> + Send,
+{
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(250);
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match remove().await {
+                Ok(()) => return,
+                Err(e) if is_not_found(&e) => return,
+                Err(e) if std::time::Instant::now() > until => {
+                    tracing::warn!(object = %what, error = %e, "cannot remove it");
+                    return;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
 impl Engine {
     /// The client, or `Unavailable` naming why the engine is not connected.
     pub fn client(&self) -> Result<Docker, ApiError> {

@@ -272,6 +272,17 @@ impl Runtime {
             Some(mb) => format!("{what}; workspace removed ({mb} MiB)"),
             None => what,
         };
+        // Swarm mode: the workspace is a volume of the node its task ran on.
+        let what = if self.cfg.engine_mode == crate::config::EngineMode::Swarm {
+            let docker = self.engine.client()?;
+            let volume = super::swarm_data::workspace_volume(&self.instance, key);
+            match super::swarm_data::remove_workspace_volume(&docker, &self.instance, key).await? {
+                true => format!("{what}; workspace volume {volume} removed from this node"),
+                false => what,
+            }
+        } else {
+            what
+        };
         // Its memory file next, on the same terms (removed, not emptied).
         let what = match self.memory.purge(key) {
             Ok(Some(bytes)) => format!("{what}; memory store removed ({bytes} bytes)"),
@@ -659,6 +670,10 @@ impl Runtime {
             return Err(ApiError::invalid(
                 "invalid spec: field `placement`: this daemon runs agents as containers on its own host (engine_mode = \"containers\"); placement applies in swarm mode",
             ));
+        }
+        if swarm {
+            crate::runtime::swarm_data::check_files(&spec.files)
+                .map_err(|e| ApiError::invalid(format!("invalid spec: {e}")))?;
         }
         if swarm
             && spec.network.mode == agenfleet_protocol::NetworkMode::Egress

@@ -24,18 +24,25 @@ pub fn builtin_tag() -> String {
     format!("{BUILTIN_IMAGE}:{}", &d[..12])
 }
 
+/// Adds a file (owned by root, time 0) to a build context.
+fn append_file(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), std::io::Error> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, name, data)
+}
+
 fn context_tar() -> Result<Vec<u8>, std::io::Error> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8], mode: u32| -> Result<(), std::io::Error> {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(mode);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, name, data)
-    };
-    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
-    add("agenfleet-agent", AGENT_BINARY, 0o755)?;
+    append_file(&mut b, "Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
+    append_file(&mut b, "agenfleet-agent", AGENT_BINARY, 0o755)?;
     b.into_inner()
 }
 
@@ -321,6 +328,74 @@ pub fn shim_on_host(state_dir: &std::path::Path) -> std::io::Result<std::path::P
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+/// The repository of the init images (swarm mode).
+pub const INIT_IMAGE: &str = "agenfleet/init";
+
+/// The tag of `base`'s init image for the agent user `user`:
+/// `agenfleet/init:<12 hex of sha256(base id ‖ shim ‖ user)>`.
+fn init_tag(base_id: &str, user: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(base_id.as_bytes());
+    h.update([0]);
+    h.update(AGENT_BINARY);
+    h.update([0]);
+    h.update(user.as_bytes());
+    format!("{INIT_IMAGE}:{}", &hex::encode(h.finalize())[..12])
+}
+
+/// The build context of an init image: `base` (by id), the shim at `SHIM_IN_IMAGE`, and
+/// an empty `/workspace` of the agent's user (a new named volume mounted there takes its
+/// owner from it).
+fn init_context(base_id: &str, user: &str) -> Result<Vec<u8>, std::io::Error> {
+    let dockerfile = format!(
+        "# An agent's image with the agenfleet shim as its init (swarm mode).\n\
+         FROM {base_id}\n\
+         COPY --chown={user} workspace {}\n\
+         COPY agenfleet-agent {}\n",
+        agenfleet_protocol::spec::WORKSPACE_IN_CONTAINER,
+        agenfleet_protocol::gateway::SHIM_IN_IMAGE,
+    );
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    append_file(&mut b, "agenfleet-agent", AGENT_BINARY, 0o755)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "workspace/", std::io::empty())?;
+    b.into_inner()
+}
+
+/// Swarm mode: the init image of the agent image `base_ref` — that image with the shim
+/// inside, built once per image, shim and agent user — so that its task starts the same
+/// on any node that holds the image (there is no registry: an image is loaded on each
+/// node, this one as the agent's own would be). Answers its tag.
+pub async fn ensure_init_image(
+    docker: &Docker,
+    base_ref: &str,
+    user: &str,
+) -> Result<String, ApiError> {
+    let base = docker
+        .inspect_image(base_ref)
+        .await
+        .map_err(|e| bollard_err("inspect the agent's image", e))?;
+    let base_id = base.id.unwrap_or_default();
+    let tag = init_tag(&base_id, user);
+    if inspect(docker, &tag).await?.is_some() {
+        return Ok(tag);
+    }
+    let tar = init_context(&base_id, user)
+        .map_err(|e| ApiError::internal(format!("init image context: {e}")))?;
+    let what = format!("the init image of {base_ref}");
+    let info = build_from_tar(docker, &tag, tar, &what, None)
+        .await
+        .map_err(|(e, _)| e)?;
+    tracing::info!(%tag, base = %base_ref, id = %info.id, "init image built");
+    Ok(tag)
 }
 
 /// An image's own program: its entrypoint followed by its command.

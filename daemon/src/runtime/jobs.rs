@@ -453,7 +453,18 @@ async fn create(rt: &Arc<Runtime>, docker: &Docker, v: &RunView) -> Result<Strin
     let init = if spec.image == agenfleet_protocol::BUILTIN_IMAGE {
         None
     } else {
-        Some(super::runner::init_program(rt, &key, &spec, docker, &image_ref, &gateway_dir).await?)
+        Some(
+            super::runner::init_program(
+                rt,
+                &key,
+                &spec,
+                docker,
+                &image_ref,
+                &gateway_dir,
+                super::runner::InitFrom::Host,
+            )
+            .await?,
+        )
     };
     // The input, on the host, for a read-only bind; its mount point inside the (read-only)
     // gateway directory is made here, since the engine cannot make it there.

@@ -1,7 +1,8 @@
 //! The runtime: the daemon's hub (`hub.rs`) and everything that touches the container
 //! engine — the connection and its event stream, spec → hardened container, the per-agent
 //! runners and their restart arithmetic, the agent image, networks, per-agent log rings,
-//! CPU/memory sampling, and an agent's files and workspace on the host. Nothing here imports `rpc/`.
+//! CPU/memory sampling, an agent's files and workspace on the host, and swarm mode's
+//! services, gateway endpoint and task data. Nothing here imports `rpc/`.
 
 pub mod container;
 pub mod endpoint;
@@ -16,6 +17,7 @@ pub mod retention;
 pub mod runner;
 pub mod stats;
 pub mod swarm;
+pub mod swarm_data;
 pub mod volumes;
 
 pub use hub::{GatewayStarter, Parts, Runtime};

@@ -12,6 +12,7 @@
 use super::container::{labels, LABEL_INSTANCE, LABEL_MANAGED};
 use super::endpoint::{RemoteGateway, TokenSecret};
 use super::engine::{bollard_err, is_conflict, is_not_found};
+use super::swarm_data::TaskData;
 use crate::store::AgentKey;
 use agenfleet_protocol::{AgentSpec, ApiError, RestartMode};
 use bollard::models::{
@@ -43,14 +44,30 @@ pub fn network_name(instance: &str, key: &AgentKey) -> String {
 }
 
 pub(super) fn swarm_name(prefix: &str, instance: &str, key: &AgentKey) -> String {
-    let plain = format!("{prefix}_{instance}_{}_{}", key.tenant, key.name);
+    swarm_name_with(prefix, instance, key, "")
+}
+
+/// `swarm_name` followed by `_<suffix>` (a secret's or a config's own part), the whole
+/// within the 63 characters.
+pub(super) fn swarm_name_with(
+    prefix: &str,
+    instance: &str,
+    key: &AgentKey,
+    suffix: &str,
+) -> String {
+    let tail = if suffix.is_empty() {
+        String::new()
+    } else {
+        format!("_{suffix}")
+    };
+    let plain = format!("{prefix}_{instance}_{}_{}{tail}", key.tenant, key.name);
     if plain.len() <= 63 {
         return plain;
     }
     let digest = plain.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    format!("{prefix}_{instance}_{digest:016x}")
+    format!("{prefix}_{instance}_{digest:016x}{tail}")
 }
 
 /// What the daemon knows of the swarm it manages: its own node, and node names.
@@ -196,46 +213,40 @@ fn tmpfs_options(opts: &str) -> MountTmpfsOptions {
     o
 }
 
-/// `SRC:DST[:ro]` → a bind mount.
-fn bind_mount(bind: &str) -> Option<Mount> {
-    let mut parts = bind.splitn(3, ':');
-    let (source, target) = (parts.next()?, parts.next()?);
-    Some(Mount {
-        source: Some(source.to_string()),
-        target: Some(target.to_string()),
-        typ: Some(MountType::BIND),
-        read_only: Some(parts.next() == Some("ro")),
-        ..Default::default()
-    })
+/// What a task refers to beyond its container request: the agent's overlay network, its
+/// way to the gateway (the token's secret), and its data (files as configs, the
+/// workspace volume).
+pub struct TaskRefs<'a> {
+    pub network: &'a str,
+    pub gateway: &'a RemoteGateway,
+    pub data: &'a TaskData,
 }
 
 /// The service for an agent, from the container request `container::create_body` made
 /// for it: the same image, program, user, environment, health check, labels, read-only
-/// rootfs, dropped capabilities, limits and mounts, on the agent's overlay network, placed
-/// by the spec, restarted by Swarm within the spec's budget. `replicas` is 1 to run it, 0
-/// to stop it; `force` bumps Swarm's counter that makes it replace the task.
+/// rootfs, dropped capabilities, limits and tmpfs mounts, on the agent's overlay network,
+/// placed by the spec, restarted by Swarm within the spec's budget. Nothing of the
+/// daemon's host is mounted (the request's binds are the host's: the gateway directory,
+/// whose sockets the shim serves in a tmpfs and relays over the overlay with the token;
+/// files and workspace come as `refs.data`; the shim is in the init image), so the task
+/// starts the same on any node. `replicas` is 1 to run it, 0 to stop it; `force` bumps
+/// Swarm's counter that makes it replace the task.
 pub fn service_spec(
     instance: &str,
     key: &AgentKey,
     spec: &AgentSpec,
     body: &ContainerCreateBody,
-    network: &str,
-    gateway: &RemoteGateway,
+    refs: TaskRefs<'_>,
     scale: Scale,
 ) -> ServiceSpec {
     let Scale { replicas, force } = scale;
+    let TaskRefs {
+        network,
+        gateway,
+        data,
+    } = refs;
     let host = body.host_config.clone().unwrap_or_default();
-    // The gateway's sockets are not the host's: the shim serves them in a tmpfs and
-    // relays them over the overlay network with the token.
-    let mut mounts: Vec<Mount> = host
-        .binds
-        .iter()
-        .flatten()
-        .filter_map(|b| bind_mount(b))
-        .filter(|m| {
-            m.target.as_deref() != Some(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER)
-        })
-        .collect();
+    let mut mounts: Vec<Mount> = data.mounts.clone();
     mounts.push(Mount {
         target: Some(agenfleet_protocol::gateway::GATEWAY_DIR_IN_CONTAINER.to_string()),
         typ: Some(MountType::TMPFS),
@@ -271,6 +282,7 @@ pub fn service_spec(
         args: body.cmd.clone(),
         env: Some(env),
         secrets: Some(secrets),
+        configs: (!data.configs.is_empty()).then(|| data.configs.clone()),
         dir: body.working_dir.clone(),
         user: body.user.clone(),
         read_only: host.readonly_rootfs,
@@ -493,8 +505,11 @@ mod tests {
             &key(),
             &spec,
             &body,
-            "agfnet_inst_t_a",
-            &gateway,
+            TaskRefs {
+                network: "agfnet_inst_t_a",
+                gateway: &gateway,
+                data: &TaskData::default(),
+            },
             Scale {
                 replicas: 1,
                 force: 0,
@@ -553,6 +568,84 @@ mod tests {
         let mut other = spec.clone();
         other.restart.attempts = 4;
         assert_ne!(service_hash(&other), service_hash(&spec));
+    }
+
+    #[test]
+    fn a_foreign_images_service_mounts_nothing_of_the_host() {
+        let spec = AgentSpec::from_toml(
+            "name = \"a\"\nimage = \"py/agent:1\"\ncommand = [\"/app/run\"]\n[workspace]\nsize_mb = 64\n[health]\nport = 8080\nhttp = \"/healthz\"\n",
+        )
+        .unwrap();
+        // What swarm mode's init_program answers: the shim in the image, no host binds.
+        let init = super::super::container::InitProgram {
+            shim: None,
+            argv: vec!["/app/run".into()],
+            binds: Vec::new(),
+            env: Vec::new(),
+        };
+        let body = super::super::container::create_body(
+            &Config::default(),
+            "inst",
+            &key(),
+            &spec,
+            "agenfleet/init:0123456789ab",
+            std::path::Path::new("/s/gateways/t.a"),
+            Some(&init),
+        );
+        let data = TaskData {
+            configs: vec![bollard::models::TaskSpecContainerSpecConfigs {
+                config_id: Some("cfg1".into()),
+                config_name: Some("agffile_inst_t_a_0x0123456789".into()),
+                ..Default::default()
+            }],
+            mounts: vec![Mount {
+                target: Some("/workspace".into()),
+                source: Some("agfws_inst_t_a".into()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }],
+        };
+        let gateway = RemoteGateway::new(
+            TokenSecret {
+                id: "sec1".into(),
+                name: "agfgw_inst_t_a_0001".into(),
+            },
+            "65534:65534",
+            false,
+        );
+        let s = service_spec(
+            "inst",
+            &key(),
+            &spec,
+            &body,
+            TaskRefs {
+                network: "agfnet_inst_t_a",
+                gateway: &gateway,
+                data: &data,
+            },
+            Scale {
+                replicas: 1,
+                force: 0,
+            },
+        );
+        let c = s.task_template.unwrap().container_spec.unwrap();
+        assert_eq!(c.image.as_deref(), Some("agenfleet/init:0123456789ab"));
+        let shim = agenfleet_protocol::gateway::SHIM_IN_IMAGE;
+        assert_eq!(c.command.clone().unwrap()[..2], [shim, "run"]);
+        assert_eq!(c.args.clone().unwrap(), ["/app/run"]);
+        assert_eq!(c.health_check.unwrap().test.unwrap()[1], shim);
+        let mounts = c.mounts.unwrap();
+        assert!(
+            !mounts.iter().any(|m| m.typ == Some(MountType::BIND)),
+            "{mounts:?}"
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.typ == Some(MountType::VOLUME)
+                    && m.target.as_deref() == Some("/workspace"))
+        );
+        assert_eq!(c.configs.unwrap()[0].config_id.as_deref(), Some("cfg1"));
     }
 
     #[test]
@@ -664,6 +757,9 @@ mod tests {
         };
         let n = service_name("0123abcd", &long);
         assert!(n.len() <= 63, "{n}");
+        // A secret's or a config's own part stays within the limit too (and is kept).
+        let s = swarm_name_with("agfgw", "0123abcd", &long, "0a1b2c3d");
+        assert!(s.len() <= 63 && s.ends_with("_0a1b2c3d"), "{s}");
         assert!(n.starts_with("agf_0123abcd_"));
         assert_ne!(
             n,

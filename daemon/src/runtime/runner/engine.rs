@@ -209,6 +209,7 @@ impl Runner {
             docker,
             image_ref,
             gateway_dir,
+            InitFrom::Host,
         )
         .await
     }
@@ -465,8 +466,18 @@ impl Runner {
     }
 }
 
+/// Where an agent's container gets the shim, its files and its workspace from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InitFrom {
+    /// The daemon's host: bind mounts (a container here, or a job run's).
+    Host,
+    /// Its init image and Swarm's configs and volumes (a task on any node): nothing of
+    /// the host is prepared.
+    Task,
+}
+
 /// The shim and the program for an image that is not ours (an agent's container, or a job
-/// run's); prepares the mount points, the spec's files and the workspace.
+/// run's); on the host, prepares the mount points, the spec's files and the workspace.
 pub(crate) async fn init_program(
     rt: &crate::runtime::Runtime,
     key: &crate::store::AgentKey,
@@ -474,7 +485,31 @@ pub(crate) async fn init_program(
     docker: &Docker,
     image_ref: &str,
     gateway_dir: &std::path::Path,
+    from: InitFrom,
 ) -> Result<container::InitProgram, ApiError> {
+    let argv = if spec.command.is_empty() {
+        crate::runtime::image::image_program(docker, image_ref).await?
+    } else {
+        spec.command.clone()
+    };
+    if argv.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "spec field `command`: image `{}` names no program (no entrypoint or command); set `command`",
+            spec.image
+        )));
+    }
+    let env = rt
+        .upstreams
+        .env_for(&key.tenant, spec)
+        .map_err(ApiError::from)?;
+    if from == InitFrom::Task {
+        return Ok(container::InitProgram {
+            shim: None,
+            argv,
+            binds: Vec::new(),
+            env,
+        });
+    }
     let io = |what: &str, e: std::io::Error| ApiError::internal(format!("{what}: {e}"));
     let shim = crate::runtime::image::shim_on_host(&rt.cfg.state_dir)
         .map_err(|e| io("cannot write the agent shim into the state directory", e))?;
@@ -487,17 +522,6 @@ pub(crate) async fn init_program(
     }
     std::fs::create_dir_all(container::secrets_mount_point(gateway_dir))
         .map_err(|e| io("cannot prepare the secrets' mount point", e))?;
-    let argv = if spec.command.is_empty() {
-        crate::runtime::image::image_program(docker, image_ref).await?
-    } else {
-        spec.command.clone()
-    };
-    if argv.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "spec field `command`: image `{}` names no program (no entrypoint or command); set `command`",
-            spec.image
-        )));
-    }
     // The spec's files and the workspace, ready before the container exists.
     let (state, k, files, workspace) = (
         rt.cfg.state_dir.clone(),
@@ -522,12 +546,8 @@ pub(crate) async fn init_program(
     })
     .await
     .map_err(|e| ApiError::internal(format!("cannot prepare the agent's mounts: {e}")))??;
-    let env = rt
-        .upstreams
-        .env_for(&key.tenant, spec)
-        .map_err(ApiError::from)?;
     Ok(container::InitProgram {
-        shim,
+        shim: Some(shim),
         argv,
         binds,
         env,

@@ -15,7 +15,7 @@ mod swarm;
 mod swarm_token;
 
 pub use apply::Apply;
-pub(crate) use engine::{init_program, secrets_of};
+pub(crate) use engine::{init_program, secrets_of, InitFrom};
 
 use super::container;
 use super::engine::{bollard_err, is_not_found, ContainerEvent};
@@ -543,9 +543,6 @@ impl Runner {
         if self.swarm_mode() {
             // Any of the service's task containers on this node: its tasks say the rest.
             match ev.action.as_str() {
-                // A new task's container on this node, not started yet: follow its output
-                // from now, so its first lines are kept (Swarm starts it a moment later).
-                "create" => self.swarm_follow_new(&ev).await,
                 "health_status: healthy" => self.set_health(Some("healthy")),
                 "health_status: unhealthy" => self.set_health(Some("unhealthy")),
                 "start" | "die" | "oom" | "destroy" => self.swarm_sync().await,

@@ -15,6 +15,7 @@ use crate::runtime::endpoint;
 use crate::runtime::engine::{bollard_err, is_not_found};
 use crate::runtime::logs::rfc3339_ms;
 use crate::runtime::swarm::{self, TaskPhase};
+use crate::runtime::swarm_data;
 use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo};
 use bollard::models::Task;
 use bollard::Docker;
@@ -31,8 +32,6 @@ pub(crate) struct SwarmTrack {
     watermark: Option<u64>,
     /// Tasks the daemon itself ended (a stop, a replacement): their ends are not exits.
     superseded: Vec<String>,
-    /// The container whose output the log task follows.
-    logs_of: Option<String>,
     /// The budget was spent in `delay` mode: the service is scaled down until the window
     /// has room.
     pub(crate) waiting_for_room: bool,
@@ -89,21 +88,38 @@ impl Runner {
         let network = swarm::network_name(&self.rt.instance, &self.rec.key);
         swarm::ensure_network(&docker, &network, &self.rt.instance).await?;
         let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
-        let init = if self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
-            None
+        // An image that is not ours runs as its init image (the shim inside); its files
+        // and workspace come from Swarm, not from this host.
+        let (init, image_ref) = if self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
+            (None, image_ref)
         } else {
-            Some(
-                super::init_program(
-                    &self.rt,
-                    &self.rec.key,
-                    &self.rec.spec,
-                    &docker,
-                    &image_ref,
-                    &gateway_dir,
-                )
-                .await?,
+            let init = super::init_program(
+                &self.rt,
+                &self.rec.key,
+                &self.rec.spec,
+                &docker,
+                &image_ref,
+                &gateway_dir,
+                super::InitFrom::Task,
             )
+            .await?;
+            let init_image = crate::runtime::image::ensure_init_image(
+                &docker,
+                &image_ref,
+                &self.rt.cfg.agent_user,
+            )
+            .await?;
+            (Some(init), init_image)
         };
+        let data = swarm_data::ensure(
+            &docker,
+            &self.rt.instance,
+            &self.rec.key,
+            &self.rec.spec,
+            &self.rt.cfg.agent_user,
+            &self.rt.cfg.swarm_volume_driver,
+        )
+        .await?;
         let body = container::create_body(
             &self.rt.cfg,
             &self.rt.instance,
@@ -135,8 +151,11 @@ impl Runner {
                 &self.rec.key,
                 &self.rec.spec,
                 &body,
-                &network,
-                &gateway,
+                swarm::TaskRefs {
+                    network: &network,
+                    gateway: &gateway,
+                    data: &data,
+                },
                 scale,
             );
             let made = match &existing {
@@ -156,6 +175,18 @@ impl Runner {
                     endpoint::remove_secret_later(docker.clone(), gateway.secret.clone());
                 }
                 return Err(e);
+            }
+            // The configs of files the spec no longer has (or had otherwise) go once the
+            // old task has let them go.
+            let keep: Vec<String> = data
+                .configs
+                .iter()
+                .filter_map(|c| c.config_name.clone())
+                .collect();
+            if let Err(e) =
+                swarm_data::remove_configs(&docker, &self.rt.instance, &self.rec.key, &keep).await
+            {
+                tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot tidy the agent's file configs");
             }
         }
         self.commit()?;
@@ -229,35 +260,28 @@ impl Runner {
         if let Some(t) = token {
             endpoint::remove_secret_later(docker.clone(), t);
         }
+        swarm_data::remove_configs(docker, &self.rt.instance, &self.rec.key, &[]).await?;
         let endpoint = endpoint::endpoint_name(&self.rt.instance);
         let (docker, name, key) = (
             docker.clone(),
             swarm::network_name(&self.rt.instance, &self.rec.key),
             self.rec.key.clone(),
         );
-        // The task leaves the network as Swarm stops it (the stop grace): ask again, with
-        // growing pauses, until the network goes or a minute has passed.
+        // The task leaves the network as Swarm stops it (the stop grace): the endpoint
+        // leaves it now, the network goes once the task has.
         tokio::spawn(async move {
-            let mut pause = std::time::Duration::from_millis(250);
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
             let leave = bollard::models::NetworkDisconnectRequest {
                 container: endpoint,
                 force: Some(true),
             };
             let _ = docker.disconnect_network(&name, leave).await;
-            loop {
-                match docker.remove_network(&name).await {
-                    Ok(()) => return,
-                    Err(e) if is_not_found(&e) => return,
-                    Err(e) if std::time::Instant::now() > until => {
-                        tracing::warn!(agent = %key, error = %e, "cannot remove the agent's overlay network");
-                        return;
-                    }
-                    Err(_) => {}
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(5));
-            }
+            crate::runtime::engine::remove_later(
+                format!("overlay network {name} of {key}"),
+                move || {
+                    let (docker, name) = (docker.clone(), name.clone());
+                    async move { docker.remove_network(&name).await }
+                },
+            );
         });
         Ok(())
     }
@@ -351,7 +375,7 @@ impl Runner {
         let state = swarm::state_name(cur.status.as_ref().and_then(|s| s.state));
         self.swarm_show(cur.id.clone(), node.clone(), Some(state));
         match swarm::phase(&cur) {
-            TaskPhase::Running => self.swarm_running(docker, &cur, first_look).await,
+            TaskPhase::Running => self.swarm_running(&cur, first_look).await,
             TaskPhase::Pending(why) => {
                 if self.rec.desired == DesiredState::Running
                     && !matches!(self.rec.state, AgentState::Failed)
@@ -386,7 +410,7 @@ impl Runner {
 
     /// The current task runs: the agent is running on its node; on this node its output
     /// is followed and its cgroup sampled.
-    async fn swarm_running(&mut self, docker: &Docker, t: &Task, first_look: bool) {
+    async fn swarm_running(&mut self, t: &Task, first_look: bool) {
         let cid = task_container(t);
         let was = self.rec.state;
         // The runner's first look finds the task it knew still running: adopted as it is.
@@ -409,16 +433,6 @@ impl Runner {
                 .and_then(|c| c.pid)
                 .unwrap_or(0);
             self.rt.cgroups.learn(cid, pid);
-            let following = self.swarm.logs_of.as_deref() == Some(cid)
-                && self.log_task.as_ref().is_some_and(|t| !t.is_finished());
-            if !following {
-                self.swarm.logs_of = Some(cid.to_string());
-                self.attach_logs(docker, cid).await;
-            }
-        } else if !local && self.swarm.logs_of.take().is_some() {
-            if let Some(l) = self.log_task.take() {
-                l.abort();
-            }
         }
         if was != AgentState::Running || adopted {
             self.set_state(AgentState::Running, None);
@@ -447,22 +461,6 @@ impl Runner {
         } else {
             self.rt.fleet.upsert(self.view());
         }
-    }
-
-    /// The engine created a container of one of the service's tasks on this node: attach
-    /// to its output before Swarm starts it (a create replayed after a reconnect, seconds
-    /// old, is left to the task's reading).
-    pub(super) async fn swarm_follow_new(&mut self, ev: &crate::runtime::engine::ContainerEvent) {
-        let fresh =
-            u64::try_from(ev.time_ns / 1_000_000).is_ok_and(|t| now_ms().saturating_sub(t) < 5_000);
-        if !fresh || self.swarm.logs_of.as_deref() == Some(ev.container_id.as_str()) {
-            return;
-        }
-        let Ok(docker) = self.rt.engine.client() else {
-            return;
-        };
-        self.swarm.logs_of = Some(ev.container_id.clone());
-        self.attach_logs(&docker, &ev.container_id).await;
     }
 
     /// After the engine (re)connected, or the hub's sweep: look at the service again.
