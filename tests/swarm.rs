@@ -103,13 +103,22 @@ fn swarm_agents_are_hardened_services_through_their_lifecycle() {
             .any(|l| l.starts_with("node") && l.contains(&hostname) && l.contains("running")),
         "{show}"
     );
-    // Its output reaches the daemon (attached on this node; the engine keeps none).
+    // Its output reaches the daemon (carried by its shim; the engine keeps none), and so
+    // do its CPU and memory, read from its own cgroup (on any node).
     d.wait_log("acme/s1", "hello from swarm", T);
+    let v = d.wait_agent("acme/s1", "its task's readings", T, |v| {
+        v["memory_bytes"].as_u64().is_some_and(|m| m > 0) && v["cpu_percent"].is_number()
+    });
+    assert!(
+        v["memory_bytes"].as_u64().unwrap_or(0) < 64 * 1024 * 1024,
+        "within its limit: {v}"
+    );
 
-    // Stop: no replica, no task running.
+    // Stop: no replica, no task running; no readings shown for it.
     let out = d.cli(&["agents", "stop", "acme/s1"]);
     assert!(out.status.success(), "{out:?}");
-    d.wait_agent("acme/s1", "stopped", T, |v| v["state"] == "Stopped");
+    let stopped = d.wait_agent("acme/s1", "stopped", T, |v| v["state"] == "Stopped");
+    assert!(stopped["memory_bytes"].is_null(), "{stopped}");
     assert_eq!(
         service_inspect(&name)["Spec"]["Mode"]["Replicated"]["Replicas"],
         0

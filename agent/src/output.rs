@@ -7,7 +7,9 @@
 //! redacts and keeps it as it would a line read from the container. Lines wait in a
 //! bounded queue while the endpoint is unreachable (the daemon restarting, say) and the
 //! oldest go first when it is full, with a line saying how many. At exit the shim waits
-//! briefly for the queue to empty, so an agent's last words are not lost.
+//! briefly for the queue to empty, so an agent's last words are not lost. The same
+//! connection carries the task's CPU and memory, read from its own cgroup every
+//! `AGENFLEET_STATS_INTERVAL_MS` (the daemon cannot read a cgroup on another node).
 
 use agenfleet_protocol::gateway::{LOG_LINE_MAX, REMOTE_HELLO};
 use std::collections::VecDeque;
@@ -33,6 +35,9 @@ struct State {
     readers: usize,
     /// A batch taken by the sender and not yet written.
     in_flight: bool,
+    /// The newest cgroup reading not yet sent (`s <cpu ns> <memory bytes>\n`); an older
+    /// one is replaced, never queued.
+    stats: Option<Vec<u8>>,
 }
 
 struct Outbox {
@@ -70,6 +75,44 @@ impl Outbox {
 }
 
 static OUTBOX: std::sync::OnceLock<Arc<Outbox>> = std::sync::OnceLock::new();
+
+/// This container's CPU time (ns) and memory in use (bytes, without page cache that can
+/// be dropped), from its own cgroup as mounted in it (v2, else v1).
+fn read_cgroup() -> Option<(u64, u64)> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let num = |p: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    };
+    let field = |p: std::path::PathBuf, name: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    if root.join("cgroup.controllers").exists() {
+        let cpu = field(root.join("cpu.stat"), "usage_usec")? * 1000;
+        let current = num(root.join("memory.current")).unwrap_or(0);
+        let inactive = field(root.join("memory.stat"), "inactive_file").unwrap_or(0);
+        return Some((cpu, current.saturating_sub(inactive)));
+    }
+    let cpu = num(root.join("cpuacct/cpuacct.usage"))?;
+    let usage = num(root.join("memory/memory.usage_in_bytes")).unwrap_or(0);
+    let inactive = field(root.join("memory/memory.stat"), "total_inactive_file").unwrap_or(0);
+    Some((cpu, usage.saturating_sub(inactive)))
+}
+
+/// Reads the cgroup every `interval` for the daemon, which cannot read the cgroup of a
+/// task on another node (a reading that cannot be made is skipped).
+fn read_stats(outbox: Arc<Outbox>, interval: Duration) {
+    loop {
+        if let Some((cpu, mem)) = read_cgroup() {
+            outbox.lock().stats = Some(format!("s {cpu} {mem}\n").into_bytes());
+            outbox.wake_sender.notify_one();
+        }
+        std::thread::sleep(interval);
+    }
+}
 
 /// Puts a pipe in place of fd `target` (stdout or stderr) and answers its reading end.
 fn redirect(target: i32) -> std::io::Result<OwnedFd> {
@@ -150,6 +193,14 @@ pub fn start(rt: &tokio::runtime::Handle, host: String, port: u16, token: String
         let o = outbox.clone();
         std::thread::spawn(move || read_pipe(o, read, stream));
     }
+    let interval = std::env::var(agenfleet_protocol::gateway::STATS_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms >= 100);
+    if let Some(ms) = interval {
+        let o = outbox.clone();
+        std::thread::spawn(move || read_stats(o, Duration::from_millis(ms)));
+    }
     let _ = OUTBOX.set(outbox.clone());
     // SAFETY: registers a plain `extern "C"` function that takes no arguments.
     unsafe {
@@ -168,10 +219,12 @@ async fn send(outbox: Arc<Outbox>, host: String, port: u16, token: String) {
         let notified = outbox.wake_sender.notified();
         let batch = {
             let mut s = outbox.lock();
-            if s.queue.is_empty() {
+            if s.queue.is_empty() && s.stats.is_none() {
                 None
             } else {
-                let mut batch = Vec::new();
+                // A reading goes first; it is not sent again if this batch fails (a newer
+                // one will have come by then).
+                let mut batch = s.stats.take().unwrap_or_default();
                 if s.dropped > 0 {
                     batch.extend_from_slice(
                         format!(

@@ -101,6 +101,22 @@ impl FleetState {
         self.rev_tx.send_replace(rev);
     }
 
+    /// Applies `f` to one agent's view (a task's stats); `f` says whether it changed it.
+    pub fn update_one(&self, key: &AgentKey, f: impl FnOnce(&mut AgentView) -> bool) {
+        let rev = {
+            let mut inner = self.lock();
+            let Some(v) = inner.agents.get_mut(key) else {
+                return;
+            };
+            if !f(v) {
+                return;
+            }
+            let v = v.clone();
+            Self::push(&mut inner, Change::Agent(Box::new(v)))
+        };
+        self.rev_tx.send_replace(rev);
+    }
+
     /// Applies `f` to many agents at once (stats sampling) under one lock.
     pub fn update_many(&self, mut f: impl FnMut(&AgentKey, &mut AgentView) -> bool) {
         let rev = {

@@ -38,10 +38,13 @@ pub const GATEWAY_TOKEN_PATH: &str = "/run/secrets/agenfleet-gateway";
 /// The first line of a connection to the endpoint: `AGF-GW1 <token> <channel>\n`, the
 /// channel one of `GATEWAY_CHANNELS`; the daemon then serves that socket's protocol — or,
 /// on `logs`, takes the task's output: lines `<1|2> <text>\n` (stdout, stderr), each
-/// text at most `LOG_LINE_MAX` bytes (the shim cuts longer ones).
+/// text at most `LOG_LINE_MAX` bytes (the shim cuts longer ones), and its cgroup's
+/// readings, `s <cpu ns used> <memory bytes>\n`, every `STATS_INTERVAL_ENV` ms.
 pub const REMOTE_HELLO: &str = "AGF-GW1";
 pub const GATEWAY_CHANNELS: [&str; 4] = ["gateway", "api", "proxy", "logs"];
 pub const LOG_LINE_MAX: usize = 16 * 1024;
+/// How often (ms) the shim of a task reads its cgroup for the daemon.
+pub const STATS_INTERVAL_ENV: &str = "AGENFLEET_STATS_INTERVAL_MS";
 /// The endpoint's line before the agent's: `AGF-EP1 <its address the agent reached>\n`
 /// (which overlay network, so which agent's, the connection came in on).
 pub const ENDPOINT_HELLO: &str = "AGF-EP1";

@@ -11,7 +11,7 @@
 //! task on another node cannot be attached to).
 
 use super::gateway::{serve_conn, Conn, GatewayService};
-use crate::runtime::Runtime;
+use crate::runtime::{stats, Runtime};
 use crate::store::AgentKey;
 use agenfleet_protocol::gateway::{ENDPOINT_HELLO, LOG_LINE_MAX, REMOTE_HELLO, REMOTE_LINE_MAX};
 use agenfleet_protocol::AuditEvent;
@@ -176,6 +176,7 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
     let mut changes = rt.credential_changes(&key);
     let mut reader = tokio::io::BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
+    let mut prev: Option<(stats::Sample, std::time::Instant)> = None;
     tracing::debug!(agent = %key, "swarm gateway: taking the task's output");
     // A line is at most the text, its stream, a space and the newline.
     let limit = (LOG_LINE_MAX + 3) as u64;
@@ -200,30 +201,66 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
             }
         };
         match read {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        match log_line(&line) {
-            Some((stream, text)) => ring.push_now(stream, text),
+        match task_line(&line) {
+            Some(TaskLine::Output(stream, text)) => ring.push_now(stream, text),
+            Some(TaskLine::Stats(s)) => {
+                let now = std::time::Instant::now();
+                let cpu = prev
+                    .map(|(p, t)| {
+                        stats::cpu_percent(&p, &s, now.duration_since(t).as_nanos() as u64)
+                    })
+                    .unwrap_or(0.0);
+                prev = Some((s, now));
+                stats::publish_one(
+                    &rt.fleet,
+                    &key,
+                    Some(((cpu * 10.0).round() / 10.0, s.memory_bytes)),
+                );
+            }
             None => {
                 tracing::warn!(agent = %key, "swarm gateway: a malformed output line; the connection closed");
-                return;
+                break;
             }
         }
         line.clear();
     }
+    // Its readings stop with the connection: not shown as if they held.
+    if prev.is_some() {
+        stats::publish_one(&rt.fleet, &key, None);
+    }
 }
 
-/// `<1|2> <text>\n` → its stream and text (invalid UTF-8 replaced); None when it is not
-/// such a line.
-fn log_line(line: &[u8]) -> Option<(agenfleet_protocol::LogStream, String)> {
+/// One line of a task's `logs` channel.
+#[derive(Debug, PartialEq)]
+enum TaskLine {
+    Output(agenfleet_protocol::LogStream, String),
+    Stats(stats::Sample),
+}
+
+/// `<1|2> <text>\n` → its stream and text (invalid UTF-8 replaced); `s <cpu ns> <memory
+/// bytes>\n` → a reading; None when it is neither.
+fn task_line(line: &[u8]) -> Option<TaskLine> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let (stream, text) = match line {
         [b'1', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stdout, text),
         [b'2', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stderr, text),
+        [b's', b' ', rest @ ..] => {
+            let rest = std::str::from_utf8(rest).ok()?;
+            let (cpu, mem) = rest.split_once(' ')?;
+            return Some(TaskLine::Stats(stats::Sample {
+                cpu_ns: cpu.parse().ok()?,
+                memory_bytes: mem.parse().ok()?,
+            }));
+        }
         _ => return None,
     };
-    Some((stream, String::from_utf8_lossy(text).into_owned()))
+    Some(TaskLine::Output(
+        stream,
+        String::from_utf8_lossy(text).into_owned(),
+    ))
 }
 
 /// A stable number for an agent, for the admission's per-caller count.
@@ -300,18 +337,25 @@ mod tests {
     }
 
     #[test]
-    fn output_lines_name_their_stream() {
+    fn a_tasks_lines_are_its_output_or_its_readings() {
         use agenfleet_protocol::LogStream;
+        let out = |s: LogStream, t: &str| Some(TaskLine::Output(s, t.into()));
+        assert_eq!(task_line(b"1 hello\n"), out(LogStream::Stdout, "hello"));
+        assert_eq!(task_line(b"2 \n"), out(LogStream::Stderr, ""));
         assert_eq!(
-            log_line(b"1 hello\n"),
-            Some((LogStream::Stdout, "hello".into()))
+            task_line(b"2 cut, no newline"),
+            out(LogStream::Stderr, "cut, no newline")
         );
-        assert_eq!(log_line(b"2 \n"), Some((LogStream::Stderr, String::new())));
         assert_eq!(
-            log_line(b"2 cut, no newline"),
-            Some((LogStream::Stderr, "cut, no newline".into()))
+            task_line(b"s 1500 4096\n"),
+            Some(TaskLine::Stats(stats::Sample {
+                cpu_ns: 1500,
+                memory_bytes: 4096
+            }))
         );
-        assert_eq!(log_line(b"3 what\n"), None);
-        assert_eq!(log_line(b"1hello\n"), None);
+        assert_eq!(task_line(b"s 1500\n"), None);
+        assert_eq!(task_line(b"s x 1\n"), None);
+        assert_eq!(task_line(b"3 what\n"), None);
+        assert_eq!(task_line(b"1hello\n"), None);
     }
 }

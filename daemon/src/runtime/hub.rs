@@ -389,14 +389,16 @@ impl Runtime {
         let instance = self.instance.clone();
         tokio::spawn(engine.run(host, instance, tx));
         tokio::spawn(self.clone().dispatch(rx));
-        tokio::spawn(super::stats::sample_loop(
-            self.fleet.clone(),
-            self.cgroups.clone(),
-            Duration::from_millis(self.cfg.stats_interval_ms),
-        ));
         tokio::spawn(crate::pulse::close_loop(self.fleet.clone()));
         if self.cfg.engine_mode == crate::config::EngineMode::Swarm {
+            // A task's stats come from its shim, on any node (`rpc/swarm_gateway.rs`).
             tokio::spawn(self.clone().swarm_sweep());
+        } else {
+            tokio::spawn(super::stats::sample_loop(
+                self.fleet.clone(),
+                self.cgroups.clone(),
+                Duration::from_millis(self.cfg.stats_interval_ms),
+            ));
         }
         Ok(())
     }

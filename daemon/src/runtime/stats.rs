@@ -188,6 +188,27 @@ pub fn cpu_percent(prev: &Sample, now: &Sample, wall_ns: u64) -> f32 {
     (used as f64 * 100.0 / wall_ns as f64) as f32
 }
 
+/// Publishes one running agent's CPU and memory (None: not known now), from a reading its
+/// task's shim sent (swarm mode).
+pub fn publish_one(fleet: &FleetState, key: &AgentKey, reading: Option<(f32, u64)>) {
+    let now_ms = agenfleet_protocol::now_ms();
+    if let Some((cpu, mem)) = reading {
+        crate::pulse::history().agent_sample(key, cpu, mem, now_ms);
+    }
+    fleet.update_one(key, |v| {
+        let new = match reading {
+            Some((c, m)) if v.state == AgentState::Running => (Some(c), Some(m)),
+            _ => (None, None),
+        };
+        if (v.cpu_percent, v.memory_bytes) == new {
+            return false;
+        }
+        v.cpu_percent = new.0;
+        v.memory_bytes = new.1;
+        true
+    });
+}
+
 /// Samples CPU and memory of the running agents from their cgroups every `interval` and
 /// publishes what changed to the fleet state (forever).
 pub async fn sample_loop(fleet: FleetState, cgroups: CgroupReader, interval: Duration) {

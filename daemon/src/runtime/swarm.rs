@@ -220,6 +220,8 @@ pub struct TaskRefs<'a> {
     pub network: &'a str,
     pub gateway: &'a RemoteGateway,
     pub data: &'a TaskData,
+    /// How often the task's shim reads its cgroup for the daemon.
+    pub stats_interval_ms: u64,
 }
 
 /// The service for an agent, from the container request `container::create_body` made
@@ -244,6 +246,7 @@ pub fn service_spec(
         network,
         gateway,
         data,
+        stats_interval_ms,
     } = refs;
     let host = body.host_config.clone().unwrap_or_default();
     let mut mounts: Vec<Mount> = data.mounts.clone();
@@ -264,6 +267,10 @@ pub fn service_spec(
         agenfleet_protocol::gateway::ENDPOINT_ALIAS,
         agenfleet_protocol::gateway::ENDPOINT_PORT,
         if gateway.proxy { ";proxy" } else { "" }
+    ));
+    env.push(format!(
+        "{}={stats_interval_ms}",
+        agenfleet_protocol::gateway::STATS_INTERVAL_ENV
     ));
     let secrets = vec![gateway.mount()];
     let mut tmpfs: Vec<(String, String)> =
@@ -509,6 +516,7 @@ mod tests {
                 network: "agfnet_inst_t_a",
                 gateway: &gateway,
                 data: &TaskData::default(),
+                stats_interval_ms: 2000,
             },
             Scale {
                 replicas: 1,
@@ -622,6 +630,7 @@ mod tests {
                 network: "agfnet_inst_t_a",
                 gateway: &gateway,
                 data: &data,
+                stats_interval_ms: 2000,
             },
             Scale {
                 replicas: 1,

@@ -155,6 +155,7 @@ impl Runner {
                     network: &network,
                     gateway: &gateway,
                     data: &data,
+                    stats_interval_ms: self.rt.cfg.stats_interval_ms,
                 },
                 scale,
             );
