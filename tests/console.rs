@@ -9,14 +9,23 @@ use std::time::Duration;
 
 #[test]
 fn console_shows_the_live_fleet_and_acts_on_it() {
-    if !docker_available("console_shows_the_live_fleet_and_acts_on_it") {
+    console_live_fleet(Mode::Containers);
+}
+
+#[test]
+fn console_shows_the_live_fleet_and_acts_on_it_in_swarm_mode() {
+    console_live_fleet(Mode::Swarm);
+}
+
+fn console_live_fleet(mode: Mode) {
+    let Some(mut d) = mode.start("console_shows_the_live_fleet_and_acts_on_it", "console", "")
+    else {
         return;
-    }
+    };
     let _ = Command::new("tmux")
         .arg("-V")
         .output()
         .expect("tmux is required for this test");
-    let mut d = Daemon::start("console", "");
     d.create(&healthy("alpha"));
     d.create(&healthy("bravo"));
     let cmd = format!(
@@ -30,6 +39,14 @@ fn console_shows_the_live_fleet_and_acts_on_it() {
         s.contains("alpha") && s.contains("bravo") && s.matches("running").count() >= 2
     });
     assert!(s.contains("2 agents"), "{s}");
+    if mode == Mode::Swarm {
+        // Each agent's task is placed on a node, which the fleet names.
+        let node = docker(&["info", "--format", "{{.Name}}"]);
+        let s = t.wait_screen("the node column", |s| {
+            s.contains("NODE") && s.matches(node.as_str()).count() >= 2
+        });
+        assert!(s.contains("NODE"), "{s}");
+    }
 
     // Detail pane with the selected agent's log.
     t.keys(&["Enter"]);
@@ -57,14 +74,16 @@ fn console_shows_the_live_fleet_and_acts_on_it() {
         s.contains("Restart default/alpha?")
     });
     t.keys(&["y"]);
-    t.wait_screen("restart reported", |s| {
-        s.contains("restart default/alpha: now running")
+    // A container is running again when the call returns; a new task is placed by Swarm
+    // a moment later (pending first).
+    let reported = match mode {
+        Mode::Containers => "restart default/alpha: now running",
+        Mode::Swarm => "restart default/alpha: now",
+    };
+    t.wait_screen("restart reported", |s| s.contains(reported));
+    d.wait_agent("alpha", "running again", Duration::from_secs(30), |v| {
+        v["state"] == "Running" && v["started_at_ms"].as_u64().is_some_and(|a| a > before)
     });
-    let after = d.agent("alpha")["started_at_ms"].as_u64().unwrap();
-    assert!(
-        after > before,
-        "alpha was not restarted ({before} → {after})"
-    );
 
     // The audit view: the trail (with the restart just made) and its health at a glance.
     let out = d.cli(&["audit", "note", "console-test-note"]);

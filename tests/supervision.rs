@@ -200,10 +200,19 @@ fn restart_backoff_budget_reset_and_stop() {
 
 #[test]
 fn delay_mode_waits_instead_of_failing_and_exit_codes_are_recorded() {
-    if !docker_available("delay_mode_waits_instead_of_failing_and_exit_codes_are_recorded") {
+    delay_mode_waits(Mode::Containers);
+}
+
+#[test]
+fn delay_mode_waits_instead_of_failing_and_exit_codes_are_recorded_in_swarm_mode() {
+    delay_mode_waits(Mode::Swarm);
+}
+
+fn delay_mode_waits(mode: Mode) {
+    let test = "delay_mode_waits_instead_of_failing_and_exit_codes_are_recorded";
+    let Some(d) = mode.start(test, "delay", "") else {
         return;
-    }
-    let d = Daemon::start("delay", "");
+    };
     d.create(
         "name = \"exits\"\nimage = \"agenfleet/agent\"\n\
          [restart]\nmode = \"delay\"\nattempts = 1\ninterval_secs = 3\ndelay_ms = 100\nmax_delay_ms = 200\n\
@@ -230,10 +239,18 @@ fn delay_mode_waits_instead_of_failing_and_exit_codes_are_recorded() {
 
 #[test]
 fn oom_kill_is_recorded_and_fails_past_budget() {
-    if !docker_available("oom_kill_is_recorded_and_fails_past_budget") {
+    oom_kill_fails_past_budget(Mode::Containers);
+}
+
+#[test]
+fn oom_kill_is_recorded_and_fails_past_budget_in_swarm_mode() {
+    oom_kill_fails_past_budget(Mode::Swarm);
+}
+
+fn oom_kill_fails_past_budget(mode: Mode) {
+    let Some(d) = mode.start("oom_kill_is_recorded_and_fails_past_budget", "oom", "") else {
         return;
-    }
-    let d = Daemon::start("oom", "");
+    };
     d.create(
         "name = \"hog\"\nimage = \"agenfleet/agent\"\n[limits]\nmemory_mb = 32\n\
          [restart]\nattempts = 1\ndelay_ms = 100\n[workload]\nalloc_mb_per_sec = 64\nlog_interval_ms = 100\n",
@@ -371,11 +388,23 @@ fn orphan_containers_are_reported_then_removed() {
 
 #[test]
 fn watch_sees_a_killed_container() {
-    if !docker_available("watch_sees_a_killed_container") {
+    watch_sees_a_kill(Mode::Containers);
+}
+
+#[test]
+fn watch_sees_a_killed_container_in_swarm_mode() {
+    watch_sees_a_kill(Mode::Swarm);
+}
+
+fn watch_sees_a_kill(mode: Mode) {
+    let Some(d) = mode.start("watch_sees_a_killed_container", "watch", "") else {
         return;
-    }
-    let d = Daemon::start("watch", "");
-    let v = d.create(&healthy("watched"));
+    };
+    d.create(&healthy("watched"));
+    // (A task's container exists once Swarm has started it.)
+    let v = d.wait_agent("watched", "running", Duration::from_secs(30), |v| {
+        v["state"] == "Running" && v["container_id"].is_string()
+    });
     let watcher = Watcher::start_with_snapshot(&d);
     // The snapshot shows the agent: the watch is connected before the kill.
     watcher.wait_for(Duration::from_secs(20), "the snapshot", |l| {

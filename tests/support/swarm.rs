@@ -80,3 +80,52 @@ pub fn service_tasks(name: &str) -> Vec<(String, String)> {
     })
     .collect()
 }
+
+/// The engine mode an end-to-end check runs in: the checks that apply to both run in
+/// both (a test per mode; the swarm one's name ends in `in_swarm_mode`, which puts it in
+/// the `swarm` test group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Containers,
+    Swarm,
+}
+
+/// A daemon in one mode, and in swarm mode the swarm made for it (left as found after
+/// the daemon is stopped).
+pub struct ModeDaemon {
+    pub d: Daemon,
+    _swarm: Option<SwarmGuard>,
+}
+
+impl std::ops::Deref for ModeDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for ModeDaemon {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.d
+    }
+}
+
+impl Mode {
+    /// Starts a daemon in this mode (`extra` appended to its config); None, after saying
+    /// so, when there is no engine outside CI.
+    pub fn start(self, test: &str, name: &str, extra: &str) -> Option<ModeDaemon> {
+        match self {
+            Mode::Containers => docker_available(test).then(|| ModeDaemon {
+                d: Daemon::start(name, extra),
+                _swarm: None,
+            }),
+            Mode::Swarm => {
+                let swarm = SwarmGuard::join(test)?;
+                Some(ModeDaemon {
+                    d: Daemon::start(name, &format!("{}{extra}", SwarmGuard::config())),
+                    _swarm: Some(swarm),
+                })
+            }
+        }
+    }
+}

@@ -342,6 +342,11 @@ impl Runner {
                 self.swarm.superseded.remove(i);
                 continue;
             }
+            // Waiting for room (the service scaled down): a task Swarm had begun before
+            // that is ended by the scale-down, not by the agent.
+            if self.swarm.waiting_for_room {
+                continue;
+            }
             let code = match swarm::phase(&t) {
                 TaskPhase::Ended(code) => code,
                 _ => None,
@@ -375,6 +380,12 @@ impl Runner {
         };
         let state = swarm::state_name(cur.status.as_ref().and_then(|s| s.state));
         self.swarm_show(cur.id.clone(), node.clone(), Some(state));
+        if self.swarm.waiting_for_room {
+            // Swarm's own restart, begun before the scale-down reached it: the agent waits
+            // for room all the same (the task is on its way out).
+            self.rt.fleet.upsert(self.view());
+            return;
+        }
         match swarm::phase(&cur) {
             TaskPhase::Running => self.swarm_running(&cur, first_look).await,
             TaskPhase::Pending(why) => {
