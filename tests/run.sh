@@ -72,5 +72,32 @@ if [ ! -x "$assets/busybox" ]; then
   fi
 fi
 
+# A second node for the swarm test across two nodes: Debian's own docker.io engine on a
+# minimal Debian root, made by debootstrap from Debian's archive (no container registry),
+# run as a container beside this engine. The tag names the recipe: change both together.
+node_image=agenfleet-test/node:bookworm-1
+if docker info >/dev/null 2>&1 && ! docker image inspect "$node_image" >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! command -v debootstrap >/dev/null 2>&1; then
+      say "installing debootstrap (it makes the second node's root for the two-node swarm test)"
+      (apt-get update -qq && apt-get install -y -qq debootstrap) >/dev/null
+    fi
+    say "making $node_image: a Debian root with docker.io (debootstrap, about a minute)"
+    root=$(mktemp -d)
+    if debootstrap --variant=minbase --include=docker.io,iptables,iproute2,ca-certificates \
+      bookworm "$root" http://deb.debian.org/debian >"$root.log" 2>&1; then
+      tar -C "$root" -c . | docker import - "$node_image" >/dev/null
+    else
+      tail -5 "$root.log" >&2
+    fi
+    rm -rf "$root" "$root.log"
+  fi
+  if ! docker image inspect "$node_image" >/dev/null 2>&1; then
+    say "no $node_image (debootstrap needs root, apt-get and Debian's archive)"
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+    say "outside CI the two-node swarm test will skip and say so"
+  fi
+fi
+
 cargo build --workspace --bins --locked
 exec cargo nextest run --workspace --locked "$@"

@@ -413,6 +413,32 @@ fn a_swarm_agent_has_no_route_out_but_its_gateway() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// Asks for `http_request` calls (one per method, to api.example.com) through the shim's
+/// `call` in container `cid`, reached with `engine` (`docker`, or a worker's engine);
+/// answers the decisions.
+fn decide(engine: &[String], cid: &str, methods: &[&str]) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(&engine[0])
+        .args(&engine[1..])
+        .args(["exec", "-i", cid, "/.agenfleet/agenfleet-agent", "call"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for m in methods {
+        let call = serde_json::json!({"tool": "http_request", "args": {"method": m, "url": "https://api.example.com/x"}});
+        writeln!(stdin, "{call}").expect("write");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("decision JSON ({e}): {l}")))
+        .collect()
+}
+
 /// Runs `sh -c SCRIPT` in container `cid` (busybox, as the container's user).
 fn sh_in(cid: &str, script: &str) -> String {
     let out = std::process::Command::new("docker")
@@ -469,28 +495,7 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
         "tools = [\"http_request\"]\n[[http]]\nhost = \"api.example.com\"\nmethods = [\"GET\"]\n",
     );
     d.json(&["scopes", "publish", "acme/alpha", &f]);
-    let call = |method: &str| serde_json::json!({"tool": "http_request", "args": {"method": method, "url": "https://api.example.com/x"}});
-    let decisions = {
-        use std::io::Write;
-        let mut child = std::process::Command::new("docker")
-            .args(["exec", "-i", &alpha, "/.agenfleet/agenfleet-agent", "call"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("docker exec");
-        let mut stdin = child.stdin.take().expect("stdin");
-        for c in [call("GET"), call("DELETE")] {
-            writeln!(stdin, "{c}").expect("write");
-        }
-        drop(stdin);
-        let out = child.wait_with_output().expect("output");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let decisions: Vec<Value> = decisions
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("decision JSON"))
-        .collect();
+    let decisions = decide(&["docker".to_string()], &alpha, &["GET", "DELETE"]);
     assert_eq!(decisions.len(), 2, "{decisions:?}");
     assert_eq!(decisions[0]["allowed"], true, "{decisions:?}");
     assert_eq!(decisions[1]["verdict"], "deny", "{decisions:?}");
@@ -742,5 +747,139 @@ fn a_foreign_images_task_needs_nothing_of_the_daemons_host() {
             .json(&["audit", "search", "--action", "agent.purge"])
             .to_string();
         purged.contains(&volume).then_some(())
+    });
+}
+
+#[test]
+fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() {
+    let test = "an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies";
+    let Some(nodes) = TwoNodes::start(test) else {
+        return;
+    };
+    let Some(image) = busybox_image(test) else {
+        return;
+    };
+    // This machine's kernel offers no ESP with AES-GCM (IPsec): an encrypted overlay
+    // carries nothing between nodes here ("function not implemented" from the engine).
+    let d = Daemon::start(
+        "swarm-two",
+        &format!("{}swarm_overlay_encrypted = false\n", SwarmGuard::config()),
+    );
+    d.json(&["vault", "init"]);
+    d.file("SOUL.md", "You are far from home.\n");
+    let program = "echo \\\"soul=$(/bin/busybox cat /config/SOUL.md)\\\"; echo run >> /workspace/runs; \
+                   while :; do echo \\\"db=$(/bin/busybox cat /run/agenfleet/secrets/db)\\\"; /bin/busybox sleep 1; done";
+    // Placed where no node is yet: the daemon makes its init image meanwhile.
+    d.create(&format!(
+        "name = \"far\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         credentials = [{{ name = \"db\", as = \"file\" }}]\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"{program}\"]\n\
+         [[files]]\nsource = \"SOUL.md\"\ntarget = \"/config/SOUL.md\"\n\
+         [workspace]\nsize_mb = 8\n\
+         [placement]\nconstraints = [\"node.labels.agf==far\"]\n"
+    ));
+    let canary = format!("CANARY-far-{:x}", std::process::id());
+    let out = d.cli_stdin(&["creds", "set", "acme/far", "db"], &canary);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_agent("acme/far", "pending: no node has the label", T, |v| {
+        v["state"] == "Pending"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no suitable node"))
+    });
+    // There is no registry: the agent's (init) image goes onto the worker by hand, as an
+    // operator would load it on each node.
+    let name = service(&d, "acme", "far");
+    let init_image = service_inspect(&name)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .expect("image")
+        .to_string();
+    assert!(init_image.starts_with("agenfleet/init:"), "{init_image}");
+    nodes.load(&init_image);
+    docker(&["node", "update", "--label-add", "agf=far", &nodes.worker]);
+
+    // On the worker: running, its output and readings reach the daemon, its file
+    // credential came over the overlay, its file and workspace are the worker's.
+    let v = d.wait_agent("acme/far", "running on the worker", T, |v| {
+        v["state"] == "Running" && v["node"] == nodes.worker.as_str()
+    });
+    let cid = v["container_id"]
+        .as_str()
+        .expect("container id")
+        .to_string();
+    d.wait_log("acme/far", "soul=You are far from home.", T);
+    d.wait_log("acme/far", "db=[redacted:db v1]", T);
+    d.wait_agent("acme/far", "its readings from the worker", T, |v| {
+        v["memory_bytes"].as_u64().is_some_and(|m| m > 0)
+    });
+    let on_worker = nodes.on_worker(&["ps", "-q", "--no-trunc"]);
+    assert!(
+        on_worker.contains(&cid),
+        "{cid} not on the worker: {on_worker}"
+    );
+    let volumes = nodes.on_worker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        "label=agenfleet.agent=far",
+    ]);
+    assert_eq!(
+        volumes.lines().count(),
+        1,
+        "the workspace on the worker: {volumes}"
+    );
+    // Its tool calls are decided by the daemon, across the nodes.
+    let f = d.file(
+        "scopes.toml",
+        "tools = [\"http_request\"]\n[[http]]\nhost = \"api.example.com\"\nmethods = [\"GET\"]\n",
+    );
+    d.json(&["scopes", "publish", "acme/far", &f]);
+    let decisions = decide(&nodes.docker_cmd(), &cid, &["GET", "DELETE"]);
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert_eq!(decisions[0]["allowed"], true, "{decisions:?}");
+    assert_eq!(decisions[1]["verdict"], "deny", "{decisions:?}");
+
+    // The worker dies. Swarm places a new task where the placement allows (the manager,
+    // once labelled too); the daemon records the loss, which is not the agent's exit.
+    docker(&["node", "update", "--label-add", "agf=far", &nodes.manager]);
+    nodes.kill_worker();
+    let moved = d.wait_agent(
+        "acme/far",
+        "running on the manager",
+        Duration::from_secs(120),
+        |v| v["state"] == "Running" && v["node"] == nodes.manager.as_str(),
+    );
+    assert_eq!(
+        moved["restarts"], 0,
+        "a lost node is not the agent's exit: {moved}"
+    );
+    wait_for(T, "the loss on record", || {
+        let lost = d
+            .json(&["audit", "search", "--action", "agent.node_lost"])
+            .to_string();
+        lost.contains(&format!("node {} is down", nodes.worker))
+            .then_some(())
+    });
+    // The new task starts afresh: the file and the credential are there again (from
+    // Swarm and the gateway), the workspace is a new one (the local driver's stayed on
+    // the dead node).
+    let n = |l: &str| l.matches("soul=You are far from home.").count();
+    wait_for(T, "the new task's first lines", || {
+        let out = d.cli(&["logs", "acme/far"]);
+        (n(&String::from_utf8_lossy(&out.stdout)) >= 2).then_some(())
+    });
+    let after = d.cli(&["logs", "acme/far"]);
+    let text = String::from_utf8_lossy(&after.stdout);
+    assert!(
+        !text.contains(&canary),
+        "a credential value in the log: {text}"
+    );
+    // Deleted: its service goes, and the purge removes the workspace volume of the node it
+    // last ran on (the daemon's; one on the dead node stays with it).
+    let out = d.cli(&["agents", "delete", "acme/far"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(T, "the workspace volume on this node to go", || {
+        labelled("volume", &d, "far").is_empty().then_some(())
     });
 }

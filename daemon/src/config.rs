@@ -63,6 +63,12 @@ pub struct Config {
     /// the task runs on, left behind when Swarm moves the task; a driver whose volumes
     /// follow a task keeps the workspace across nodes).
     pub swarm_volume_driver: String,
+    /// Swarm mode: whether agents' overlay networks are encrypted (IPsec between nodes;
+    /// the nodes' kernels must offer ESP with AES-GCM). Off, what crosses between nodes —
+    /// gateway tokens and credentials delivered over the gateway included — is in clear
+    /// on the network between them: only for an underlay that is encrypted itself (a
+    /// WireGuard mesh, say). Applies to networks made after the change.
+    pub swarm_overlay_encrypted: bool,
     /// Log lines kept per agent.
     pub log_ring_lines: usize,
     /// How often CPU and memory of running agents are sampled (from their cgroups).
@@ -338,6 +344,7 @@ impl Default for Config {
             allow_direct_egress: false,
             engine_mode: EngineMode::Containers,
             swarm_volume_driver: "local".into(),
+            swarm_overlay_encrypted: true,
             agent_user: "65534:65534".into(),
             audit_dir: PathBuf::new(),
             audit_checkpoint_every: 1000,

@@ -336,6 +336,11 @@ pub async fn run(prepared: Prepared) -> anyhow::Result<()> {
     rt.start().context("cannot load the stored agents")?;
     // Swarm mode: the gateway for tasks on any node, through the endpoint container.
     let _swarm_gateway = if cfg.engine_mode == config::EngineMode::Swarm {
+        if !cfg.swarm_overlay_encrypted {
+            tracing::warn!(
+                "swarm_overlay_encrypted = false: what crosses between nodes on agents' overlay networks (gateway tokens, credentials delivered over the gateway) is in clear on the network between them"
+            );
+        }
         Some(
             rpc::swarm_gateway::start(rt.clone())
                 .context("cannot serve the swarm gateway endpoint socket")?,

@@ -404,8 +404,9 @@ impl Runtime {
     }
 
     /// Swarm mode: tasks on other nodes send this engine no events, so every
-    /// `SWARM_SWEEP` one read of our services and one of the tasks go to the runners (two
-    /// calls whatever the fleet's size). A service of ours that no agent owns is removed.
+    /// `SWARM_SWEEP` one read of our services and one of the tasks go to the runners, with
+    /// one of the nodes (which are down): three calls whatever the fleet's size. A service
+    /// of ours that no agent owns is removed.
     async fn swarm_sweep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SWARM_SWEEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -425,16 +426,18 @@ impl Runtime {
                 filters: Some(filters),
                 ..Default::default()
             };
-            let (services, tasks) = match (
+            let (services, tasks, nodes) = match (
                 docker.list_services(Some(opts)).await,
                 docker.list_tasks(None).await,
+                docker.list_nodes(None).await,
             ) {
-                (Ok(s), Ok(t)) => (s, t),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "swarm sweep: cannot list services and tasks");
+                (Ok(s), Ok(t), Ok(n)) => (s, t, n),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    tracing::warn!(error = %e, "swarm sweep: cannot list services, tasks and nodes");
                     continue;
                 }
             };
+            self.swarm.learn_nodes(&nodes);
             let mut by_service: HashMap<String, Vec<bollard::models::Task>> = HashMap::new();
             for t in tasks {
                 if let Some(s) = t.service_id.clone() {

@@ -82,6 +82,8 @@ struct SwarmKnown {
     local_node: Option<String>,
     /// Node id → hostname.
     names: HashMap<String, String>,
+    /// Nodes Swarm has last seen down (from the hub's sweep).
+    down: std::collections::HashSet<String>,
 }
 
 impl SwarmInfo {
@@ -116,6 +118,27 @@ impl SwarmInfo {
         *self.known() = SwarmKnown::default();
     }
 
+    /// Learns the nodes' names and which are down (the hub's sweep, from `GET /nodes`).
+    pub fn learn_nodes(&self, nodes: &[bollard::models::Node]) {
+        let mut k = self.known();
+        k.down.clear();
+        for n in nodes {
+            let Some(id) = n.id.clone() else { continue };
+            if let Some(h) = n.description.as_ref().and_then(|d| d.hostname.clone()) {
+                k.names.insert(id.clone(), h);
+            }
+            let state = n.status.as_ref().and_then(|s| s.state);
+            if state != Some(bollard::models::NodeState::READY) {
+                k.down.insert(id);
+            }
+        }
+    }
+
+    /// Whether Swarm last saw `node` down (or otherwise not ready).
+    pub fn is_down(&self, node: &str) -> bool {
+        self.known().down.contains(node)
+    }
+
     /// Whether `node` is the daemon's own (its containers can be attached to and sampled).
     pub fn is_local(&self, node: &str) -> bool {
         self.known().local_node.as_deref() == Some(node)
@@ -139,8 +162,14 @@ impl SwarmInfo {
 }
 
 /// Makes sure the agent's overlay network exists: swarm-scoped, encrypted (IPsec between
-/// nodes), internal (no route out), attachable (the daemon's gateway endpoint joins it).
-pub async fn ensure_network(docker: &Docker, name: &str, instance: &str) -> Result<(), ApiError> {
+/// nodes) unless the config says otherwise, internal (no route out), attachable (the
+/// daemon's gateway endpoint joins it).
+pub async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    instance: &str,
+    encrypted: bool,
+) -> Result<(), ApiError> {
     match docker.inspect_network(name, None).await {
         Ok(_) => return Ok(()),
         Err(e) if is_not_found(&e) => {}
@@ -151,7 +180,7 @@ pub async fn ensure_network(docker: &Docker, name: &str, instance: &str) -> Resu
         driver: Some("overlay".into()),
         internal: Some(true),
         attachable: Some(true),
-        options: Some(HashMap::from([("encrypted".to_string(), String::new())])),
+        options: encrypted.then(|| HashMap::from([("encrypted".to_string(), String::new())])),
         labels: Some(HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_INSTANCE.to_string(), instance.to_string()),
@@ -427,6 +456,16 @@ pub enum TaskPhase {
     Running,
     /// It ended (complete, failed, rejected, shutdown…): its exit code when it had one.
     Ended(Option<i64>),
+}
+
+/// Whether a task's end was Swarm's doing rather than the agent's: stopped (`shutdown`,
+/// `remove`: a scale-down, an update, a node back after Swarm replaced its task) or given
+/// up with its node (`orphaned`). Such an end is not an exit of the agent.
+pub fn ended_by_swarm(t: &Task) -> bool {
+    matches!(
+        t.status.as_ref().and_then(|s| s.state),
+        Some(TaskState::SHUTDOWN | TaskState::ORPHANED | TaskState::REMOVE)
+    )
 }
 
 /// Swarm's task state as text (`running`, `pending`…).

@@ -32,6 +32,8 @@ pub(crate) struct SwarmTrack {
     watermark: Option<u64>,
     /// Tasks the daemon itself ended (a stop, a replacement): their ends are not exits.
     superseded: Vec<String>,
+    /// Tasks reported lost with their node (recorded once each; a few kept).
+    lost: Vec<String>,
     /// The budget was spent in `delay` mode: the service is scaled down until the window
     /// has room.
     pub(crate) waiting_for_room: bool,
@@ -86,7 +88,13 @@ impl Runner {
         }
         let image_ref = self.begin_start(&docker).await?;
         let network = swarm::network_name(&self.rt.instance, &self.rec.key);
-        swarm::ensure_network(&docker, &network, &self.rt.instance).await?;
+        swarm::ensure_network(
+            &docker,
+            &network,
+            &self.rt.instance,
+            self.rt.cfg.swarm_overlay_encrypted,
+        )
+        .await?;
         let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
         // An image that is not ours runs as its init image (the shim inside); its files
         // and workspace come from Swarm, not from this host.
@@ -311,6 +319,7 @@ impl Runner {
             .iter()
             .filter(|t| matches!(swarm::phase(t), TaskPhase::Ended(_)))
             .collect();
+        self.swarm_note_lost(&tasks).await;
         let watermark = match self.swarm.watermark {
             Some(w) => w,
             None => {
@@ -343,8 +352,9 @@ impl Runner {
                 continue;
             }
             // Waiting for room (the service scaled down): a task Swarm had begun before
-            // that is ended by the scale-down, not by the agent.
-            if self.swarm.waiting_for_room {
+            // that is ended by the scale-down, not by the agent. Nor is a task Swarm
+            // stopped or gave up with its node.
+            if self.swarm.waiting_for_room || swarm::ended_by_swarm(&t) {
                 continue;
             }
             let code = match swarm::phase(&t) {
@@ -411,6 +421,40 @@ impl Runner {
                     self.rt.fleet.upsert(self.view());
                 }
             }
+        }
+    }
+
+    /// A task Swarm has replaced because its node is down (it is to stop, and still
+    /// "running" as last reported from there): recorded once. Not an exit of the agent —
+    /// its node went — and not counted against its budget; the new task shows as usual.
+    async fn swarm_note_lost(&mut self, tasks: &[Task]) {
+        for t in tasks {
+            let (Some(id), Some(node)) = (t.id.as_deref(), t.node_id.as_deref()) else {
+                continue;
+            };
+            let stale = t.desired_state == Some(bollard::models::TaskState::SHUTDOWN)
+                && matches!(swarm::phase(t), TaskPhase::Running);
+            if !stale || !self.rt.swarm.is_down(node) || self.swarm.lost.iter().any(|l| l == id) {
+                continue;
+            }
+            self.swarm.lost.push(id.to_string());
+            if self.swarm.lost.len() > SUPERSEDED_KEPT {
+                self.swarm.lost.remove(0);
+            }
+            let Ok(docker) = self.rt.engine.client() else {
+                return;
+            };
+            let name = self.rt.swarm.node_name(&docker, node).await;
+            let short = &id[..id.len().min(12)];
+            let _ = self
+                .rt
+                .system_event(
+                    "agent.node_lost",
+                    Some(&self.rec.key),
+                    "observed",
+                    format!("node {name} is down: its task {short} of service {} is lost with it; Swarm places a new one where the placement allows", self.service()),
+                )
+                .await;
         }
     }
 
