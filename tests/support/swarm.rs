@@ -382,18 +382,22 @@ impl TwoNodes {
 
     /// Loads an image of this engine into the worker's (there is no registry).
     pub fn load(&self, image: &str) {
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", image])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("docker save");
         let status = Command::new("docker")
             .args(["exec", "-i", &self.container, "docker", "load", "-q"])
-            .stdin(save.stdout.expect("save's output"))
+            .stdin(save.stdout.take().expect("save's output"))
             .stdout(std::process::Stdio::null())
             .status()
             .expect("docker load");
-        assert!(status.success(), "loading {image} into the worker");
+        let saved = save.wait().expect("docker save");
+        assert!(
+            saved.success() && status.success(),
+            "loading {image} into the worker"
+        );
     }
 
     /// The worker goes away at once, as a machine that loses power (its engine and every
