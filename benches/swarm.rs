@@ -19,7 +19,6 @@
 //! `ONLY_STATUS=1` skips 1 and 2 (the swarm daemon alone, STATUS_AGENTS agents).
 
 use agenfleet_e2e::*;
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -57,43 +56,16 @@ fn create_all(d: &Daemon, names: &[String]) -> Duration {
 
 /// `agenfleet-agent bench` in each agent's container at once; every call's latency (µs).
 fn authorize(d: &Daemon, names: &[String], calls: usize) -> Vec<u64> {
-    let start_at = agenfleet_protocol::now_ms() + 2000;
-    let handles: Vec<_> = names
+    let cids: Vec<String> = names
         .iter()
         .map(|n| {
-            let cid = d.agent(&format!("bench/{n}"))["container_id"]
+            d.agent(&format!("bench/{n}"))["container_id"]
                 .as_str()
                 .expect("a running agent's container")
-                .to_string();
-            std::thread::spawn(move || {
-                let out = Command::new("docker")
-                    .args(["exec", &cid, "/agenfleet-agent", "bench"])
-                    .args(["--calls", &calls.to_string()])
-                    .args(["--start-at", &start_at.to_string()])
-                    .output()
-                    .expect("docker exec");
-                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                    panic!(
-                        "bench output: {e}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                });
-                assert_eq!(v["errors"], 0, "{v}");
-                v["latencies_us"]
-                    .as_array()
-                    .expect("latencies")
-                    .iter()
-                    .filter_map(Value::as_u64)
-                    .collect::<Vec<u64>>()
-            })
+                .to_string()
         })
         .collect();
-    let mut all: Vec<u64> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("bench thread"))
-        .collect();
-    all.sort_unstable();
-    all
+    authorize_in(&["docker".to_string()], &cids, calls)
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {

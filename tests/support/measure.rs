@@ -90,3 +90,43 @@ pub fn report_ms(what: &str, mut v: Vec<f64>) -> f64 {
     );
     p50
 }
+
+/// `agenfleet-agent bench` (CALLS sequential `authorize` calls through the gateway) in
+/// each of the built-in-image containers `cids` at once, reached with `engine` (`docker`,
+/// or another node's engine); every call's latency in µs, sorted.
+pub fn authorize_in(engine: &[String], cids: &[String], calls: usize) -> Vec<u64> {
+    let start_at = now_ms() + 2000;
+    let handles: Vec<_> = cids
+        .iter()
+        .map(|cid| {
+            let mut c = std::process::Command::new(&engine[0]);
+            c.args(&engine[1..])
+                .args(["exec", cid.as_str(), "/agenfleet-agent", "bench"])
+                .args(["--calls", &calls.to_string()])
+                .args(["--start-at", &start_at.to_string()]);
+            std::thread::spawn(move || {
+                let out = c.output().expect("docker exec");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                        panic!(
+                            "bench output: {e}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    });
+                assert_eq!(v["errors"], 0, "{v}");
+                v["latencies_us"]
+                    .as_array()
+                    .expect("latencies")
+                    .iter()
+                    .filter_map(serde_json::Value::as_u64)
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("bench thread"))
+        .collect();
+    all.sort_unstable();
+    all
+}
