@@ -795,8 +795,25 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
         .expect("image")
         .to_string();
     assert!(init_image.starts_with("agenfleet/init:"), "{init_image}");
-    nodes.load(&init_image);
+    // A node without the image rejects the task: the agent says so, in Swarm's words,
+    // and fails past its budget like any agent that cannot start.
     docker(&["node", "update", "--label-add", "agf=far", &nodes.worker]);
+    let v = d.wait_agent("acme/far", "failed: no such image on the worker", T, |v| {
+        v["state"] == "Failed"
+            && v["last_exit"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("No such image"))
+    });
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no exit code (Swarm: No such image")),
+        "{v}"
+    );
+    // Loaded there, and reset: it runs.
+    nodes.load(&init_image);
+    let out = d.cli(&["agents", "reset", "acme/far"]);
+    assert!(out.status.success(), "{out:?}");
 
     // On the worker: running, its output and readings reach the daemon, its file
     // credential came over the overlay, its file and workspace are the worker's.

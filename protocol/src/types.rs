@@ -91,6 +91,10 @@ pub struct ExitInfo {
     pub unhealthy: bool,
     /// Unix time in milliseconds.
     pub at_ms: u64,
+    /// Why it ended when no exit code says (swarm mode: Swarm's word on a task that was
+    /// rejected or never started, "No such image: …" on a node without the image).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One agent as operators see it.

@@ -27,6 +27,7 @@ fn agent(i: usize) -> AgentView {
         restarts: (i % 7) as u32,
         restart_budget: 5,
         last_exit: (state == AgentState::Failed).then_some(ExitInfo {
+            reason: None,
             code: 1,
             oom_killed: false,
             unhealthy: false,

@@ -1,6 +1,6 @@
 //! Formatting shared by the CLI's tables and the console: durations, sizes, CPU, states.
 
-use agenfleet_protocol::AgentView;
+use agenfleet_protocol::{AgentView, ExitInfo};
 
 /// "45s", "3m12s", "2h05m", "3d04h".
 pub fn duration_ms(ms: u64) -> String {
@@ -111,6 +111,9 @@ pub fn exit(v: &AgentView) -> String {
     match &v.last_exit {
         Some(e) if e.unhealthy => format!("unhealthy ({})", e.code),
         Some(e) if e.oom_killed => format!("OOM-killed ({})", e.code),
+        Some(ExitInfo {
+            reason: Some(why), ..
+        }) => format!("no code: {why}"),
         Some(e) => format!("code {}", e.code),
         None => "-".into(),
     }
@@ -119,6 +122,27 @@ pub fn exit(v: &AgentView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_without_a_code_says_why() {
+        let mut v = AgentView::new("t", "p", "a", "x:1", agenfleet_protocol::AgentState::Failed);
+        v.last_exit = Some(ExitInfo {
+            code: -1,
+            oom_killed: false,
+            unhealthy: false,
+            at_ms: 1,
+            reason: Some("Swarm: No such image: x:1".into()),
+        });
+        assert_eq!(exit(&v), "no code: Swarm: No such image: x:1");
+        v.last_exit = Some(ExitInfo {
+            code: 3,
+            oom_killed: false,
+            unhealthy: false,
+            at_ms: 1,
+            reason: None,
+        });
+        assert_eq!(exit(&v), "code 3");
+    }
 
     #[test]
     fn a_bar_fills_by_eighths() {

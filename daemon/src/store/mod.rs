@@ -782,6 +782,7 @@ impl Store {
                         StoreError::Corrupt(format!("agent {tenant}/{name}: last exit: {e}"))
                     })?;
                     Some(ExitInfo {
+                        reason: None,
                         code: e.code,
                         oom_killed: e.oom_killed,
                         unhealthy: false,

@@ -22,6 +22,7 @@ fn insert_save_load_delete_round_trip() {
     a.container_id = Some("c1".into());
     a.restart_times = vec![5, 6];
     a.last_exit = Some(ExitInfo {
+        reason: None,
         code: 137,
         oom_killed: true,
         unhealthy: false,

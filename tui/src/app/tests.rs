@@ -13,6 +13,7 @@ pub fn agent(tenant: &str, project: &str, name: &str, state: AgentState) -> Agen
         restarts_in_window: if failed { 3 } else { 0 },
         restart_budget: 3,
         last_exit: failed.then_some(ExitInfo {
+            reason: None,
             code: 137,
             oom_killed: true,
             unhealthy: false,

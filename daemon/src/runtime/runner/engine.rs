@@ -32,6 +32,7 @@ pub(crate) fn secrets_of(
 /// How a stopped container ended, from the engine's view of its state.
 fn exit_of(s: &bollard::models::ContainerState) -> ExitInfo {
     ExitInfo {
+        reason: None,
         code: s.exit_code.unwrap_or(-1),
         oom_killed: s.oom_killed.unwrap_or(false),
         unhealthy: false,
@@ -332,6 +333,7 @@ impl Runner {
             Err(e) if is_not_found(&e) => {
                 self.rec.container_id = None;
                 self.on_exit(ExitInfo {
+                    reason: None,
                     code: -1,
                     oom_killed: false,
                     unhealthy: false,

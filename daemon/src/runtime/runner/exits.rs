@@ -23,6 +23,8 @@ fn describe_exit(e: &ExitInfo) -> String {
         )
     } else if e.oom_killed {
         format!("OOM-killed (exit code {})", e.code)
+    } else if let Some(why) = &e.reason {
+        format!("no exit code ({why})")
     } else {
         format!("exit code {}", e.code)
     }
@@ -252,5 +254,30 @@ impl Runner {
         self.rec.restarts += 1;
         crate::pulse::history().restart(&self.rec.key.tenant, &self.rec.project, now_ms());
         let _ = self.start_or_fail().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_is_described_by_its_code_or_why_it_had_none() {
+        let e = |code, oom, unhealthy, reason: Option<&str>| ExitInfo {
+            code,
+            oom_killed: oom,
+            unhealthy,
+            at_ms: 1,
+            reason: reason.map(str::to_string),
+        };
+        assert_eq!(describe_exit(&e(3, false, false, None)), "exit code 3");
+        assert_eq!(
+            describe_exit(&e(137, true, false, None)),
+            "OOM-killed (exit code 137)"
+        );
+        assert_eq!(
+            describe_exit(&e(-1, false, false, Some("Swarm: No such image: x:1"))),
+            "no exit code (Swarm: No such image: x:1)"
+        );
     }
 }

@@ -569,6 +569,7 @@ impl Runner {
                 if self.rec.state == AgentState::Running {
                     tracing::warn!(agent = %self.rec.key, "the agent's container was removed behind our back");
                     self.on_exit(ExitInfo {
+                        reason: None,
                         code: -1,
                         oom_killed: false,
                         unhealthy: false,

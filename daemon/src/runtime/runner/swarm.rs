@@ -361,7 +361,15 @@ impl Runner {
                 TaskPhase::Ended(code) => code,
                 _ => None,
             };
+            // No exit code (rejected, never started): Swarm's word on why.
+            let reason = code
+                .is_none()
+                .then(|| t.status.as_ref().and_then(|s| s.err.clone()))
+                .flatten()
+                .filter(|e| !e.is_empty())
+                .map(|e| format!("Swarm: {e}"));
             let mut exit = ExitInfo {
+                reason,
                 code: code.unwrap_or(-1),
                 oom_killed: false,
                 unhealthy: false,
