@@ -22,13 +22,6 @@ use agenfleet_e2e::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn spec(name: &str) -> String {
     format!(
         "name = \"{name}\"\ntenant = \"bench\"\nproject = \"p\"\nimage = \"agenfleet/agent\"\n[workload]\nlog_interval_ms = 0\n[limits]\nmemory_mb = 32\ncpus = 0.1\n"
@@ -68,14 +61,6 @@ fn authorize(d: &Daemon, names: &[String], calls: usize) -> Vec<u64> {
     authorize_in(&["docker".to_string()], &cids, calls)
 }
 
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 - 1.0) * p) as usize)
-        .copied()
-        .unwrap_or(0) as f64
-        / 1000.0
-}
-
 /// The p50 of `n` runs of a whole command, in ms.
 fn command_p50(n: usize, mut run: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..n)
@@ -96,9 +81,9 @@ fn main() {
     let Some(_swarm) = SwarmGuard::join("swarm bench") else {
         return;
     };
-    let agents = env("AGENTS", 50);
-    let calls = env("CALLS", 2000);
-    let status_agents = env("STATUS_AGENTS", 200).max(agents);
+    let agents = env_usize("AGENTS", 50);
+    let calls = env_usize("CALLS", 2000);
+    let status_agents = env_usize("STATUS_AGENTS", 200).max(agents);
     println!(
         "# swarm mode vs container mode, one node — binaries from {}",
         bin("agenfleet")
@@ -143,8 +128,8 @@ fn main() {
         println!(
             "authorize, {} agents × {calls} calls, {label}: p50 {:.2} ms, p99 {:.2} ms ({} calls)",
             sixteen.len(),
-            pct(&lat, 0.50),
-            pct(&lat, 0.99),
+            pct_ms(&lat, 0.50),
+            pct_ms(&lat, 0.99),
             lat.len()
         );
     }

@@ -13,13 +13,6 @@
 use agenfleet_e2e::*;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn spec(name: &str, zone: &str) -> String {
     format!(
         "name = \"{name}\"\ntenant = \"bench\"\nproject = \"p\"\nimage = \"agenfleet/agent\"\n\
@@ -56,14 +49,6 @@ fn running_on(d: &Daemon, names: &[String], node: &str, within: Duration) -> Vec
     })
 }
 
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 - 1.0) * p) as usize)
-        .copied()
-        .unwrap_or(0) as f64
-        / 1000.0
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -71,8 +56,8 @@ fn main() {
     let Some(nodes) = TwoNodes::start("swarm_nodes bench") else {
         return;
     };
-    let calls = env("CALLS", 2000);
-    let movers = env("MOVERS", 16);
+    let calls = env_usize("CALLS", 2000);
+    let movers = env_usize("MOVERS", 16);
     println!(
         "# swarm mode across two nodes (manager {}, worker {}) — binaries from {}",
         nodes.manager,
@@ -110,8 +95,8 @@ fn main() {
         let lat = authorize_in(&engine, cids, calls);
         println!(
             "authorize, 16 agents × {calls} calls, {label}: p50 {:.2} ms, p99 {:.2} ms ({} calls)",
-            pct(&lat, 0.50),
-            pct(&lat, 0.99),
+            pct_ms(&lat, 0.50),
+            pct_ms(&lat, 0.99),
             lat.len()
         );
     }
@@ -129,16 +114,7 @@ fn main() {
     docker(&["node", "update", "--availability", "active", &nodes.manager]);
     let t0 = Instant::now();
     nodes.kill_worker();
-    wait_for(Duration::from_secs(300), "the worker marked down", || {
-        let state = docker(&[
-            "node",
-            "inspect",
-            &nodes.worker,
-            "--format",
-            "{{.Status.State}}",
-        ]);
-        (state == "down").then_some(())
-    });
+    nodes.wait_worker("down", Duration::from_secs(300));
     let down = t0.elapsed();
     running_on(&d, &names, &nodes.manager, Duration::from_secs(600));
     let moved = t0.elapsed();

@@ -130,3 +130,20 @@ pub fn authorize_in(engine: &[String], cids: &[String], calls: usize) -> Vec<u64
     all.sort_unstable();
     all
 }
+
+/// The `p` quantile of latencies in µs (sorted), in ms.
+pub fn pct_ms(sorted_us: &[u64], p: f64) -> f64 {
+    sorted_us
+        .get(((sorted_us.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
+
+/// A bench's setting from the environment (`NAME=…`), else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

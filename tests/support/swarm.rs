@@ -349,21 +349,22 @@ impl TwoNodes {
             &token,
             &format!("{gateway}:2377"),
         ]);
-        wait_for(
-            std::time::Duration::from_secs(60),
-            "the worker to be ready",
-            || {
-                let state = docker(&[
-                    "node",
-                    "inspect",
-                    &nodes.worker,
-                    "--format",
-                    "{{.Status.State}}",
-                ]);
-                (state == "ready").then_some(())
-            },
-        );
+        nodes.wait_worker("ready", std::time::Duration::from_secs(60));
         Some(nodes)
+    }
+
+    /// Waits until Swarm says the worker is `state` (`ready`, `down`).
+    pub fn wait_worker(&self, state: &str, within: std::time::Duration) {
+        wait_for(within, &format!("the worker {state}"), || {
+            let now = docker(&[
+                "node",
+                "inspect",
+                &self.worker,
+                "--format",
+                "{{.Status.State}}",
+            ]);
+            (now == state).then_some(())
+        });
     }
 
     /// The command line that reaches the worker's engine (`docker …` there).
