@@ -139,11 +139,6 @@ impl SwarmInfo {
         self.known().down.contains(node)
     }
 
-    /// Whether `node` is the daemon's own (its containers can be attached to and sampled).
-    pub fn is_local(&self, node: &str) -> bool {
-        self.known().local_node.as_deref() == Some(node)
-    }
-
     /// A node's hostname (asked of the engine once per node).
     pub async fn node_name(&self, docker: &Docker, node: &str) -> String {
         if let Some(n) = self.known().names.get(node) {

@@ -472,8 +472,8 @@ impl Runner {
         self.swarm.task_state = state;
     }
 
-    /// The current task runs: the agent is running on its node; on this node its output
-    /// is followed and its cgroup sampled.
+    /// The current task runs: the agent is running on its node (its output and readings
+    /// come from its shim, on any node).
     async fn swarm_running(&mut self, t: &Task, first_look: bool) {
         let cid = task_container(t);
         let was = self.rec.state;
@@ -485,19 +485,6 @@ impl Runner {
             .as_ref()
             .and_then(|s| s.timestamp.as_deref())
             .and_then(rfc3339_ms);
-        let local = t
-            .node_id
-            .as_deref()
-            .is_some_and(|n| self.rt.swarm.is_local(n));
-        if let (Some(cid), true) = (cid.as_deref(), local) {
-            let pid = t
-                .status
-                .as_ref()
-                .and_then(|s| s.container_status.as_ref())
-                .and_then(|c| c.pid)
-                .unwrap_or(0);
-            self.rt.cgroups.learn(cid, pid);
-        }
         if was != AgentState::Running || adopted {
             self.set_state(AgentState::Running, None);
             let _ = self.commit();
