@@ -857,6 +857,28 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
     assert_eq!(decisions[0]["allowed"], true, "{decisions:?}");
     assert_eq!(decisions[1]["verdict"], "deny", "{decisions:?}");
 
+    // A program the kernel's OOM killer ends on the worker: its shim says so (the daemon
+    // cannot inspect a container there), and the exit is shown as an OOM kill.
+    d.create(&format!(
+        "name = \"hog\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"x=$(/bin/busybox head -c 300000000 /dev/zero | /bin/busybox tr '\\\\0' a); echo survived\"]\n\
+         [limits]\nmemory_mb = 32\n[restart]\nattempts = 1\ninterval_secs = 60\ndelay_ms = 200\n\
+         [placement]\nconstraints = [\"node.hostname=={}\"]\n",
+        nodes.worker
+    ));
+    let hog = d.wait_agent("acme/hog", "failed after OOM kills on the worker", T, |v| {
+        v["state"] == "Failed"
+    });
+    assert_eq!(hog["last_exit"]["oom_killed"], true, "{hog}");
+    assert!(
+        hog["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("OOM-killed")),
+        "{hog}"
+    );
+    let out = d.cli(&["agents", "delete", "acme/hog"]);
+    assert!(out.status.success(), "{out:?}");
+
     // The worker dies. Swarm places a new task where the placement allows (the manager,
     // once labelled too); the daemon records the loss, which is not the agent's exit.
     docker(&["node", "update", "--label-add", "agf=far", &nodes.manager]);

@@ -321,6 +321,10 @@ pub fn run(args: &[String]) -> ! {
         std::thread::spawn(move || watch_credentials(gateway, s, f, e));
     }
     let spawn = |s: &Secrets| spawn_or_exit(command(&argv, &base_env, &envs, s), &program);
+    // The cgroup's OOM kills so far: one more when the program dies of SIGKILL is the
+    // kernel's OOM killer, which the daemon is told of (it cannot inspect a task's
+    // container on another node).
+    let mut ooms_before = crate::output::oom_kills();
     let mut pid = spawn(&lock(&secrets));
     // Set while the program is being stopped to be started again with rotated values.
     let mut restart_deadline: Option<std::time::Instant> = None;
@@ -371,11 +375,18 @@ pub fn run(args: &[String]) -> ! {
                 let again = std::mem::take(&mut lock(&secrets).restart_pending);
                 if again {
                     restart_deadline = None;
+                    ooms_before = crate::output::oom_kills();
                     pid = spawn(&lock(&secrets));
                     eprintln!(
                         "agenfleet-agent run: program restarted with the rotated credential(s)"
                     );
                 } else {
+                    let killed =
+                        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
+                    if killed && crate::output::oom_kills() > ooms_before {
+                        eprintln!("agenfleet-agent run: the program was killed by the kernel's OOM killer (the agent's memory limit)");
+                        crate::output::report_oom();
+                    }
                     std::process::exit(exit_code(status));
                 }
             }

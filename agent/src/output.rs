@@ -76,6 +76,34 @@ impl Outbox {
 
 static OUTBOX: std::sync::OnceLock<Arc<Outbox>> = std::sync::OnceLock::new();
 
+/// Tells the daemon that the kernel's OOM killer ended the program (a no-op when the
+/// output is not carried: container mode, where the engine says so itself).
+pub fn report_oom() {
+    if let Some(o) = OUTBOX.get() {
+        {
+            let mut s = o.lock();
+            s.bytes += 2;
+            s.queue.push_back(b"o\n".to_vec());
+        }
+        o.wake_sender.notify_one();
+    }
+}
+
+/// OOM kills in this container's cgroup so far (v2 `memory.events`, v1
+/// `memory.oom_control`), when the kernel says.
+pub fn oom_kills() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.events",
+        "/sys/fs/cgroup/memory/memory.oom_control",
+    ]
+    .iter()
+    .find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+    })
+}
+
 /// This container's CPU time (ns) and memory in use (bytes, without page cache that can
 /// be dropped), from its own cgroup as mounted in it (v2, else v1).
 fn read_cgroup() -> Option<(u64, u64)> {

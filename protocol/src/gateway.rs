@@ -39,7 +39,8 @@ pub const GATEWAY_TOKEN_PATH: &str = "/run/secrets/agenfleet-gateway";
 /// channel one of `GATEWAY_CHANNELS`; the daemon then serves that socket's protocol — or,
 /// on `logs`, takes the task's output: lines `<1|2> <text>\n` (stdout, stderr), each
 /// text at most `LOG_LINE_MAX` bytes (the shim cuts longer ones), and its cgroup's
-/// readings, `s <cpu ns used> <memory bytes>\n`, every `STATS_INTERVAL_ENV` ms.
+/// readings, `s <cpu ns used> <memory bytes>\n`, every `STATS_INTERVAL_ENV` ms, and `o\n`
+/// when the kernel's OOM killer ended the program.
 pub const REMOTE_HELLO: &str = "AGF-GW1";
 pub const GATEWAY_CHANNELS: [&str; 4] = ["gateway", "api", "proxy", "logs"];
 pub const LOG_LINE_MAX: usize = 16 * 1024;

@@ -206,6 +206,7 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
         }
         match task_line(&line) {
             Some(TaskLine::Output(stream, text)) => ring.push_now(stream, text),
+            Some(TaskLine::Oom) => rt.task_oom(&key),
             Some(TaskLine::Stats(s)) => {
                 let now = std::time::Instant::now();
                 let cpu = prev
@@ -238,15 +239,18 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
 enum TaskLine {
     Output(agenfleet_protocol::LogStream, String),
     Stats(stats::Sample),
+    /// The kernel's OOM killer ended the program (`o`).
+    Oom,
 }
 
 /// `<1|2> <text>\n` → its stream and text (invalid UTF-8 replaced); `s <cpu ns> <memory
-/// bytes>\n` → a reading; None when it is neither.
+/// bytes>\n` → a reading; `o\n` → the OOM killer ended the program; None otherwise.
 fn task_line(line: &[u8]) -> Option<TaskLine> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let (stream, text) = match line {
         [b'1', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stdout, text),
         [b'2', b' ', text @ ..] => (agenfleet_protocol::LogStream::Stderr, text),
+        [b'o'] => return Some(TaskLine::Oom),
         [b's', b' ', rest @ ..] => {
             let rest = std::str::from_utf8(rest).ok()?;
             let (cpu, mem) = rest.split_once(' ')?;
@@ -353,6 +357,7 @@ mod tests {
                 memory_bytes: 4096
             }))
         );
+        assert_eq!(task_line(b"o\n"), Some(TaskLine::Oom));
         assert_eq!(task_line(b"s 1500\n"), None);
         assert_eq!(task_line(b"s x 1\n"), None);
         assert_eq!(task_line(b"3 what\n"), None);

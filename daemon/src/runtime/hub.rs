@@ -365,6 +365,15 @@ impl Runtime {
         }
     }
 
+    /// Swarm mode: a task's shim reported its program killed by the kernel's OOM killer
+    /// (the daemon cannot inspect a container on another node); taken as the engine's OOM
+    /// report would be.
+    pub fn task_oom(&self, key: &AgentKey) {
+        if let Some(h) = self.runners().get(key) {
+            let _ = h.tx.send(Msg::TaskOom(agenfleet_protocol::now_ms()));
+        }
+    }
+
     pub(super) fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<AgentKey, RunnerHandle>> {
         self.runners.lock().unwrap_or_else(|p| p.into_inner())
     }

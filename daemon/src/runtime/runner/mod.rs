@@ -49,6 +49,8 @@ pub(super) enum Msg {
     CredentialsRotated(String),
     /// Swarm mode: the service's tasks, as the hub's sweep read them.
     Tasks(Vec<bollard::models::Task>),
+    /// Swarm mode: the task's shim says the kernel's OOM killer ended its program (at).
+    TaskOom(u64),
     /// A new spec to put in force (`agents apply`, `agents rollback`).
     Apply(
         Box<Apply>,
@@ -341,6 +343,7 @@ impl Runner {
                         Box::pin(self.swarm_tasks(&docker, tasks)).await;
                     }
                 }
+                Msg::TaskOom(at_ms) => Box::pin(self.on_oom(at_ms)).await,
                 Msg::CredentialsRotated(name) => Box::pin(self.on_credentials_rotated(&name)).await,
                 Msg::Apply(a, reply) => {
                     let _ = reply.send(Box::pin(self.on_apply(*a)).await);
