@@ -41,8 +41,17 @@ pub async fn plan(rt: &Runtime) -> Result<Plan, String> {
     }
     let mut cache = std::mem::take(&mut *rt.retention.0.lock().unwrap_or_else(|p| p.into_inner()));
     let (plan, cache) = tokio::task::spawn_blocking(move || {
-        let p = retention::plan(&dir, &policy, agenfleet_protocol::now_ms(), &mut cache);
-        (p, cache)
+        // A sweep may remove a segment between the listing and its reading (the anchor
+        // then moved too): plan again from a fresh listing.
+        let mut tries = 0;
+        loop {
+            let p = retention::plan(&dir, &policy, agenfleet_protocol::now_ms(), &mut cache);
+            tries += 1;
+            match p {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => continue,
+                p => return (p, cache),
+            }
+        }
     })
     .await
     .map_err(|e| e.to_string())?;
