@@ -866,10 +866,11 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
          [placement]\nconstraints = [\"node.hostname=={}\"]\n",
         nodes.worker
     ));
+    // (The shim's word and the task's end reach the daemon by different ways, in either
+    // order: the exit is corrected when the word comes second.)
     let hog = d.wait_agent("acme/hog", "failed after OOM kills on the worker", T, |v| {
-        v["state"] == "Failed"
+        v["state"] == "Failed" && v["last_exit"]["oom_killed"] == true
     });
-    assert_eq!(hog["last_exit"]["oom_killed"], true, "{hog}");
     assert!(
         hog["message"]
             .as_str()
@@ -882,6 +883,7 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
     // The worker dies. Swarm places a new task where the placement allows (the manager,
     // once labelled too); the daemon records the loss, which is not the agent's exit.
     docker(&["node", "update", "--label-add", "agf=far", &nodes.manager]);
+    let restarts = d.agent("acme/far")["restarts"].clone();
     nodes.kill_worker();
     let moved = d.wait_agent(
         "acme/far",
@@ -890,7 +892,7 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
         |v| v["state"] == "Running" && v["node"] == nodes.manager.as_str(),
     );
     assert_eq!(
-        moved["restarts"], 0,
+        moved["restarts"], restarts,
         "a lost node is not the agent's exit: {moved}"
     );
     wait_for(T, "the loss on record", || {

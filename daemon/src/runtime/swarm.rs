@@ -473,11 +473,13 @@ pub fn phase(t: &Task) -> TaskPhase {
     let status = t.status.clone().unwrap_or_default();
     match status.state {
         Some(TaskState::RUNNING) => TaskPhase::Running,
+        // Refused by its node before it ran (no such image there): the exit code Swarm
+        // reports for it (0) says nothing.
+        Some(TaskState::REJECTED) => TaskPhase::Ended(None),
         Some(
             TaskState::COMPLETE
             | TaskState::FAILED
             | TaskState::SHUTDOWN
-            | TaskState::REJECTED
             | TaskState::ORPHANED
             | TaskState::REMOVE,
         ) => TaskPhase::Ended(status.container_status.and_then(|c| c.exit_code)),

@@ -219,7 +219,7 @@ fn a_tasks_status_reads_as_pending_with_swarms_reason_running_or_ended() {
         TaskPhase::Ended(Some(3))
     );
     assert_eq!(
-        phase(&task(TaskState::REJECTED, Some("no such image"), None)),
+        phase(&task(TaskState::REJECTED, Some("no such image"), Some(0))),
         TaskPhase::Ended(None)
     );
 }

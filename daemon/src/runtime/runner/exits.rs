@@ -92,7 +92,12 @@ impl Runner {
         } else if matches!(
             self.rec.state,
             AgentState::Running | AgentState::Pending | AgentState::Unknown
-        ) {
+        ) || (self.swarm_mode()
+            && self.rec.state == AgentState::BackingOff
+            && !self.swarm.waiting_for_room)
+        {
+            // (Swarm mode: Swarm restarts a task itself, and its new task can end before
+            // the daemon saw it run — one sweep may bring several ends, each a restart.)
             self.apply_policy().await;
         } else {
             let _ = self.commit();
