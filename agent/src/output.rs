@@ -9,7 +9,8 @@
 //! oldest go first when it is full, with a line saying how many. At exit the shim waits
 //! briefly for the queue to empty, so an agent's last words are not lost. The same
 //! connection carries the task's CPU and memory, read from its own cgroup every
-//! `AGENFLEET_STATS_INTERVAL_MS` (the daemon cannot read a cgroup on another node).
+//! `AGENFLEET_STATS_INTERVAL_MS` (the daemon cannot read a cgroup on another node), and
+//! `o` when the init saw its program killed by the kernel's OOM killer.
 
 use agenfleet_protocol::gateway::{LOG_LINE_MAX, REMOTE_HELLO};
 use std::collections::VecDeque;

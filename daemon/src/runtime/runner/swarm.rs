@@ -269,7 +269,13 @@ impl Runner {
         if let Some(t) = token {
             endpoint::remove_secret_later(docker.clone(), t);
         }
-        swarm_data::remove_configs(docker, &self.rt.instance, &self.rec.key, &[]).await?;
+        // (The service is gone: a config left behind is tidied by the next delete of the
+        // same name or by hand; it does not hold the delete back.)
+        if let Err(e) =
+            swarm_data::remove_configs(docker, &self.rt.instance, &self.rec.key, &[]).await
+        {
+            tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot remove the agent's file configs");
+        }
         let endpoint = endpoint::endpoint_name(&self.rt.instance);
         let (docker, name, key) = (
             docker.clone(),
