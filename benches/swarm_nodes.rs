@@ -105,13 +105,13 @@ fn main() {
         assert!(out.status.success(), "{out:?}");
     }
 
-    // Node loss: MOVERS agents on the worker, free to run on either node.
-    docker(&["node", "update", "--label-add", "zone=any", &nodes.manager]);
+    // Node loss: MOVERS agents on the worker, then free to run on either node. (Not by
+    // draining the manager: the daemon's node must stay active — its endpoint joins each
+    // new agent's network as a task would, and a drained node takes no such task.)
     docker(&["node", "update", "--label-add", "zone=any", &nodes.worker]);
-    docker(&["node", "update", "--availability", "drain", &nodes.manager]);
     let names: Vec<String> = (0..movers).map(|i| format!("m{i:02}")).collect();
     place(&d, &names, "any", &nodes.worker);
-    docker(&["node", "update", "--availability", "active", &nodes.manager]);
+    docker(&["node", "update", "--label-add", "zone=any", &nodes.manager]);
     let t0 = Instant::now();
     nodes.kill_worker();
     nodes.wait_worker("down", Duration::from_secs(300));
