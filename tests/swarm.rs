@@ -556,6 +556,21 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     assert!(junk.is_empty(), "{junk}");
     let refused = refused_of_beta();
     assert!(refused.contains("malformed connection"), "{refused}");
+    // On the logs channel with its own token: its lines are its output; a line the shim
+    // would not write closes the connection and is recorded.
+    sh_in(
+        &beta,
+        &format!(
+            "(printf 'AGF-GW1 {} logs\n1 beta says hello\nGARBAGE\n'; /bin/busybox sleep 2) | /bin/busybox nc -w 4 {ep} 4190",
+            beta_token.trim()
+        ),
+    );
+    d.wait_log("acme/beta", "beta says hello", T);
+    wait_for(T, "the malformed output line on record", || {
+        refused_of_beta()
+            .contains("malformed line on the logs channel")
+            .then_some(())
+    });
 
     // Rotation: beta gets a new token in a new task; the old one is refused at once.
     let before = d.agent("acme/beta")["task"].clone();

@@ -222,7 +222,18 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
                 );
             }
             None => {
+                // Not the shim's (it frames every line): recorded, and the connection closed.
                 tracing::warn!(agent = %key, "swarm gateway: a malformed output line; the connection closed");
+                let _ = rt
+                    .audit_event(AuditEvent {
+                        actor: format!("a task on {key}'s network"),
+                        action: "gateway.refused".into(),
+                        tenant: Some(key.tenant.clone()),
+                        agent: Some(key.name.clone()),
+                        outcome: "refused".into(),
+                        detail: "malformed line on the logs channel (not `<1|2> <text>`, `s <cpu> <memory>` or `o`); connection closed".into(),
+                    })
+                    .await;
                 break;
             }
         }
