@@ -68,7 +68,14 @@ fn console_live_fleet(mode: Mode) {
     t.wait_screen("filter cleared", |s| s.contains("Fleet (2)"));
 
     // A confirmed restart really restarts the container.
-    let before = d.agent("alpha")["started_at_ms"].as_u64().unwrap();
+    let before = d.wait_agent(
+        "alpha",
+        "running, with its start time",
+        Duration::from_secs(30),
+        |v| v["state"] == "Running" && v["started_at_ms"].is_u64(),
+    )["started_at_ms"]
+        .as_u64()
+        .unwrap_or(0);
     t.keys(&["g", "r"]);
     t.wait_screen("confirmation dialog", |s| {
         s.contains("Restart default/alpha?")

@@ -252,7 +252,12 @@ fn service_agents_take_runs_answer_them_and_every_end_is_told() {
             cell.starts_with(&format!("{live} ")) && l.contains("succeeded")
         })
     };
-    console.wait_screen("the new run, succeeded, without a key", row);
+    // (Under load the run itself can take a while: its state, not a fixed time, is awaited.)
+    console.wait_screen_for(
+        std::time::Duration::from_secs(60),
+        "the new run, succeeded, without a key",
+        row,
+    );
     drop(console);
 
     // A deleted agent's waiting runs end with it, cancelled, recorded; then they are

@@ -173,9 +173,16 @@ fn command(
         }
     }
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // async-signal-safe functions (sigprocmask, signal, prctl).
+    // async-signal-safe functions (open, write, close, sigprocmask, signal, prctl).
     unsafe {
         cmd.pre_exec(|| {
+            // The program, not its init, is the one the kernel's OOM killer picks first (a
+            // rise needs no privilege): the init stays to reap it and say what happened.
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                libc::write(fd, b"500".as_ptr().cast(), 3);
+                libc::close(fd);
+            }
             let mut empty = std::mem::zeroed::<libc::sigset_t>();
             libc::sigemptyset(&mut empty);
             libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
