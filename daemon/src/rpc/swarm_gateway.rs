@@ -119,16 +119,7 @@ async fn handle(
                 .and_then(|ip| rt.gateway_keys.agent_of_ip(ip));
             tracing::warn!(%why, agent = ?from.as_ref().map(|k| k.to_string()), "swarm gateway: a malformed connection closed");
             if let Some(key) = from {
-                let _ = rt
-                    .audit_event(AuditEvent {
-                        actor: format!("a task on {key}'s network"),
-                        action: "gateway.refused".into(),
-                        tenant: Some(key.tenant.clone()),
-                        agent: Some(key.name.clone()),
-                        outcome: "refused".into(),
-                        detail: format!("malformed connection: {why}"),
-                    })
-                    .await;
+                record_malformed(&rt, &key, format!("malformed connection: {why}")).await;
             }
             return;
         }
@@ -224,16 +215,12 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
             None => {
                 // Not the shim's (it frames every line): recorded, and the connection closed.
                 tracing::warn!(agent = %key, "swarm gateway: a malformed output line; the connection closed");
-                let _ = rt
-                    .audit_event(AuditEvent {
-                        actor: format!("a task on {key}'s network"),
-                        action: "gateway.refused".into(),
-                        tenant: Some(key.tenant.clone()),
-                        agent: Some(key.name.clone()),
-                        outcome: "refused".into(),
-                        detail: "malformed line on the logs channel (not `<1|2> <text>`, `s <cpu> <memory>` or `o`); connection closed".into(),
-                    })
-                    .await;
+                record_malformed(
+                    &rt,
+                    &key,
+                    "malformed line on the logs channel (not `<1|2> <text>`, `s <cpu> <memory>` or `o`); connection closed".into(),
+                )
+                .await;
                 break;
             }
         }
@@ -243,6 +230,20 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
     if prev.is_some() {
         stats::publish_one(&rt.fleet, &key, None);
     }
+}
+
+/// Records a malformed connection or line from a task on `key`'s network, against it.
+async fn record_malformed(rt: &Runtime, key: &AgentKey, detail: String) {
+    let _ = rt
+        .audit_event(AuditEvent {
+            actor: format!("a task on {key}'s network"),
+            action: "gateway.refused".into(),
+            tenant: Some(key.tenant.clone()),
+            agent: Some(key.name.clone()),
+            outcome: "refused".into(),
+            detail,
+        })
+        .await;
 }
 
 /// One line of a task's `logs` channel.
