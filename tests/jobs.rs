@@ -6,7 +6,9 @@
 //! container is gone afterwards, its output kept with the run (`runs logs`). A timeout and a
 //! cancel stop the container; an incident raised meanwhile names the run; at most
 //! `max_concurrent` run at once; a job running across a `kill -9` of the daemon is adopted
-//! and ends from its own exit.
+//! and ends from its own exit. The same story in swarm mode, where each run is a Swarm job
+//! (its own service of one task, its own gateway token, its input as a config), all of
+//! which go with the run.
 
 use agenfleet_e2e::*;
 use serde_json::Value;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn job_agent(name: &str, image: &str) -> String {
+fn job_agent(name: &str, image: &str, timeout_secs: u64) -> String {
     format!(
         r#"name = "{name}"
 image = "{image}"
@@ -39,7 +41,7 @@ exit 0
 ''']
 [runs]
 kind = "job"
-timeout_secs = 5
+timeout_secs = {timeout_secs}
 max_concurrent = 2
 "#
     )
@@ -65,6 +67,45 @@ fn run_containers(d: &Daemon, id: &str) -> Vec<String> {
     .collect()
 }
 
+/// The agents' containers (not the gateway endpoint's, in swarm mode).
+fn agent_containers(d: &Daemon) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=agenfleet.instance={}", d.instance),
+        "--filter",
+        "label=agenfleet.agent",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// What of the engine holds run `id`: its containers, and in swarm mode its service, its
+/// token's secret and its input's config.
+fn run_holders(d: &ModeDaemon, id: &str) -> Vec<String> {
+    let mut held = run_containers(d, id);
+    if d.mode == Mode::Swarm {
+        for what in ["service", "secret", "config"] {
+            held.extend(
+                docker(&[
+                    what,
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("label=agenfleet.instance={}", d.instance),
+                    "--filter",
+                    &format!("label=agenfleet.run={id}"),
+                ])
+                .lines()
+                .map(|l| format!("{what} {l}")),
+            );
+        }
+    }
+    held
+}
+
 fn logs(d: &Daemon, id: &str) -> String {
     let out = d.cli(&["runs", "logs", id]);
     assert!(out.status.success(), "{out:?}");
@@ -73,16 +114,36 @@ fn logs(d: &Daemon, id: &str) -> String {
 
 #[test]
 fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
-    let test = "job_agents_run_each_run_in_a_fresh_container_and_keep_its_story";
-    if !docker_available(test) {
-        return;
-    }
+    job_story(
+        Mode::Containers,
+        "job_agents_run_each_run_in_a_fresh_container_and_keep_its_story",
+    );
+}
+
+#[test]
+fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story_in_swarm_mode() {
+    job_story(
+        Mode::Swarm,
+        "job_agents_run_each_run_in_a_fresh_container_and_keep_its_story_in_swarm_mode",
+    );
+}
+
+fn job_story(mode: Mode, test: &str) {
     let Some(image) = busybox_image(test) else {
         return;
     };
     let port = free_port();
-    let mut d = Daemon::start("jobs", &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
-    d.create(&job_agent("jobby", &image));
+    let Some(mut d) = mode.start(
+        test,
+        "jobs",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    ) else {
+        return;
+    };
+    // A Swarm job takes longer to start (a service, a task placed): more room before the
+    // timeout, so the runs meant to finish do.
+    let timeout = if mode == Mode::Swarm { 12 } else { 5 };
+    d.create(&job_agent("jobby", &image, timeout));
     // Ready for runs, with no container of its own.
     let v = d.wait_agent("jobby", "ready", WAIT, |v| v["state"] == "Running");
     assert!(
@@ -92,7 +153,11 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
             .contains("container per run"),
         "{v}"
     );
-    assert!(d.containers().is_empty(), "{:?}", d.containers());
+    assert!(
+        agent_containers(&d).is_empty(),
+        "{:?}",
+        agent_containers(&d)
+    );
 
     // Exit 0: succeeded; its output kept; its container gone.
     let (code, v) = start(&d, "jobby", r#"{"n": 7}"#, true);
@@ -104,8 +169,16 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
         text.contains(&format!("run {id} input {{\"n\": 7}}")),
         "{text}"
     );
-    assert!(run_containers(&d, &id).is_empty());
-    assert!(d.containers().is_empty(), "{:?}", d.containers());
+    wait_for(
+        WAIT,
+        "the run's container (service, token, input) gone",
+        || run_holders(&d, &id).is_empty().then_some(()),
+    );
+    assert!(
+        agent_containers(&d).is_empty(),
+        "{:?}",
+        agent_containers(&d)
+    );
 
     // A signed webhook starts one the same way.
     d.json(&["vault", "init"]);
@@ -141,7 +214,9 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
         "{v}"
     );
     assert!(logs(&d, &id).contains("a webhook"));
-    assert!(run_containers(&d, &id).is_empty());
+    wait_for(WAIT, "the webhook run's container gone", || {
+        run_holders(&d, &id).is_empty().then_some(())
+    });
 
     // Exit 3: failed with the code; stderr kept as such.
     let (code, v) = start(&d, "jobby", r#"{"fail": 1}"#, true);
@@ -173,12 +248,12 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
         "{story}"
     );
 
-    // A job that never ends: timed out after 5 s, its container stopped and removed.
+    // A job that never ends: timed out, its container stopped and removed.
     let (code, v) = start(&d, "jobby", r#"{"hang": 1}"#, true);
     assert_eq!((code, &v["state"]), (Some(14), &"timed-out".into()), "{v}");
     let id = v["id"].to_string();
     wait_for(WAIT, "the timed-out job's container removed", || {
-        run_containers(&d, &id).is_empty().then_some(())
+        run_holders(&d, &id).is_empty().then_some(())
     });
 
     // Cancelled while it runs: the container goes.
@@ -193,6 +268,28 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
     assert_ne!(c["Config"]["User"], "", "{c}");
     assert_ne!(c["Config"]["User"], "root", "{c}");
+    if mode == Mode::Swarm {
+        // A service of one task, never restarted, mounting nothing of this host; its
+        // input a config, its gateway token a secret of its own.
+        let svc = c["Config"]["Labels"]["com.docker.swarm.service.name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let s = &serde_json::from_str::<Value>(&docker(&["service", "inspect", &svc])).unwrap()[0];
+        let spec = &s["Spec"];
+        assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 1, "{s}");
+        assert_eq!(spec["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
+        let cs = &spec["TaskTemplate"]["ContainerSpec"];
+        assert!(!cs["Mounts"].to_string().contains("\"bind\""), "{cs}");
+        assert!(
+            cs["Configs"]
+                .to_string()
+                .contains("/run/agenfleet/run/input.json"),
+            "{cs}"
+        );
+        assert_eq!(cs["Secrets"].as_array().unwrap().len(), 1, "{cs}");
+        assert_eq!(run_holders(&d, &id).len(), 4, "{:?}", run_holders(&d, &id));
+    }
     // An incident raised about the agent while it runs names the run, and is part of
     // the run's story.
     let inc = d.json(&[
@@ -219,7 +316,7 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     let story = d.json(&["runs", "show", &id]).to_string();
     assert!(story.contains("incident.trigger"), "{story}");
     wait_for(WAIT, "the cancelled job's container removed", || {
-        run_containers(&d, &id).is_empty().then_some(())
+        run_holders(&d, &id).is_empty().then_some(())
     });
 
     // At most two at once: a third waits queued until one ends.
@@ -262,14 +359,18 @@ fn job_agents_run_each_run_in_a_fresh_container_and_keep_its_story() {
     let v = d.json(&["runs", "show", &id, "--wait"]);
     assert_eq!(v["state"], "succeeded", "{v}");
     wait_for(WAIT, "the adopted job's container removed", || {
-        run_containers(&d, &id).is_empty().then_some(())
+        run_holders(&d, &id).is_empty().then_some(())
     });
 
     // Bad input changes nothing: a job agent cannot become a service in place.
-    let spec = job_agent("jobby", &image).replace("kind = \"job\"\n", "");
+    let spec = job_agent("jobby", &image, timeout).replace("kind = \"job\"\n", "");
     let path = d.file("service.toml", &spec);
     let out = d.cli(&["agents", "apply", "--file", &path]);
     assert_eq!(out.status.code(), Some(6), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("runs.kind"));
-    assert!(d.containers().is_empty(), "{:?}", d.containers());
+    assert!(
+        agent_containers(&d).is_empty(),
+        "{:?}",
+        agent_containers(&d)
+    );
 }

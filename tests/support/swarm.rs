@@ -128,6 +128,7 @@ pub enum Mode {
 /// the daemon is stopped).
 pub struct ModeDaemon {
     pub d: Daemon,
+    pub mode: Mode,
     _swarm: Option<SwarmGuard>,
 }
 
@@ -151,12 +152,14 @@ impl Mode {
         match self {
             Mode::Containers => docker_available(test).then(|| ModeDaemon {
                 d: Daemon::start(name, extra),
+                mode: self,
                 _swarm: None,
             }),
             Mode::Swarm => {
                 let swarm = SwarmGuard::join(test)?;
                 Some(ModeDaemon {
                     d: Daemon::start(name, &format!("{}{extra}", SwarmGuard::config())),
+                    mode: self,
                     _swarm: Some(swarm),
                 })
             }

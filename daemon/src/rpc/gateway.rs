@@ -57,15 +57,16 @@ pub(super) struct GatewayService {
 }
 
 impl GatewayService {
-    /// A Swarm task's connection, its token checked (`swarm_gateway.rs`).
-    pub(super) fn for_task(rt: Arc<Runtime>, key: AgentKey) -> GatewayService {
+    /// A Swarm task's connection, its token checked (`swarm_gateway.rs`): the agent's
+    /// task, or the task of its job run `job` (whose token names it).
+    pub(super) fn for_task(rt: Arc<Runtime>, key: AgentKey, job: Option<u64>) -> GatewayService {
         let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
         GatewayService {
             rt,
             key,
             project,
             refused: None,
-            job: None,
+            job,
             named: None,
         }
     }

@@ -8,7 +8,9 @@
 //! from another agent's network — raised as the cross-agent incident. An accepted
 //! connection is served exactly as the agent's own socket would be (`gateway.rs`) — or,
 //! on the `logs` channel, its lines are the agent's output (the engine keeps none, and a
-//! task on another node cannot be attached to).
+//! task on another node cannot be attached to). A job run's task holds a token of its
+//! own, which names the run: its connections are the run's, as a job container's are on
+//! one host, and its output is the run's as well as the agent's.
 
 use super::gateway::{serve_conn, Conn, GatewayService};
 use crate::runtime::{stats, Runtime};
@@ -126,10 +128,10 @@ async fn handle(
     };
     let keys = &rt.gateway_keys;
     let network = keys.agent_of_ip(ip);
-    let holder = keys.agent_of_token(&token);
-    let key = match (network, holder) {
-        (Some(n), Some(t)) if n == t => n,
-        (network, holder) => return refuse(&rt, network, holder).await,
+    let holder = keys.holder_of_token(&token);
+    let (key, run) = match (network, holder) {
+        (Some(n), Some(t)) if n == t.key => (n, t.run),
+        (network, holder) => return refuse(&rt, network, holder.map(|h| h.key)).await,
     };
     let permit = match admission.admit(uid_of(&key)) {
         Ok(p) => p,
@@ -140,7 +142,12 @@ async fn handle(
     };
     let conn = match channel {
         Channel::Serve(conn) => conn,
-        Channel::Logs => return take_logs(rt, key, stream).await,
+        Channel::Logs => {
+            return match run {
+                Some(run) => take_run_logs(rt, key, run, stream).await,
+                None => take_logs(rt, key, None, stream).await,
+            }
+        }
     };
     let mode_ok = !matches!(conn, Conn::Proxy)
         || rt
@@ -150,20 +157,47 @@ async fn handle(
         tracing::warn!(agent = %key, "swarm gateway: an egress proxy connection from an agent without one closed");
         return;
     }
-    let service = GatewayService::for_task(rt.clone(), key);
+    let service = GatewayService::for_task(rt.clone(), key, run);
     serve_conn(conn, stream, service, timeouts, Some(permit)).await;
 }
 
-/// Takes a task's output into its agent's log ring, line by line, until the task closes
-/// the connection: `<1|2> <text>` (stdout, stderr). The agent's credential values are
-/// redacted before a line is kept (known before the first line, learnt again on every
-/// change), as for output read from a container.
-async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStream) {
+/// A job run's task's output: the run's as well as the agent's; its follower is told when
+/// the connection closes (the task's last words are in).
+async fn take_run_logs(rt: Arc<Runtime>, key: AgentKey, run: u64, stream: tokio::net::UnixStream) {
+    let Some(ring) = rt.jobs.stream_opened(run) else {
+        return;
+    };
+    take_logs(rt.clone(), key, Some((run, ring)), stream).await;
+    rt.jobs.stream_closed(run);
+}
+
+/// Takes a task's output into its agent's log ring (and a job run's ring), line by
+/// line, until the task closes the connection: `<1|2> <text>` (stdout, stderr). The
+/// agent's credential values are redacted before a line is kept (known before the first
+/// line, learnt again on every change), as for output read from a container. A job run's
+/// readings are not the agent's (it has no task of its own): they are not shown.
+async fn take_logs(
+    rt: Arc<Runtime>,
+    key: AgentKey,
+    run: Option<(u64, crate::runtime::logs::LogRing)>,
+    stream: tokio::net::UnixStream,
+) {
+    let (run, run_ring) = match run {
+        Some((id, ring)) => (Some(id), Some(ring)),
+        None => (None, None),
+    };
     use tokio::io::AsyncBufReadExt;
     let Some(ring) = rt.logs(&key) else {
         return;
     };
-    ring.learn_secrets(crate::runtime::runner::secrets_of(&rt, &key));
+    let learn = |rt: &Runtime| {
+        let secrets = crate::runtime::runner::secrets_of(rt, &key);
+        if let Some(r) = &run_ring {
+            r.learn_secrets(secrets.clone());
+        }
+        ring.learn_secrets(secrets);
+    };
+    learn(&rt);
     let mut changes = rt.credential_changes(&key);
     let mut reader = tokio::io::BufReader::new(stream);
     let mut line = Vec::with_capacity(256);
@@ -184,7 +218,7 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
             r = async { (&mut reader).take(room).read_until(b'\n', &mut line).await } => r,
             alive = changed => {
                 if alive {
-                    ring.learn_secrets(crate::runtime::runner::secrets_of(&rt, &key));
+                    learn(&rt);
                 } else {
                     changes = None;
                 }
@@ -196,8 +230,17 @@ async fn take_logs(rt: Arc<Runtime>, key: AgentKey, stream: tokio::net::UnixStre
             Ok(_) => {}
         }
         match task_line(&line) {
-            Some(TaskLine::Output(stream, text)) => ring.push_now(stream, text),
-            Some(TaskLine::Oom) => rt.task_oom(&key),
+            Some(TaskLine::Output(stream, text)) => {
+                if let Some(r) = &run_ring {
+                    r.push_now(stream, text.clone());
+                }
+                ring.push_now(stream, text)
+            }
+            Some(TaskLine::Oom) => match run {
+                Some(run) => rt.jobs.note_oom(run),
+                None => rt.task_oom(&key),
+            },
+            Some(TaskLine::Stats(_)) if run_ring.is_some() => {}
             Some(TaskLine::Stats(s)) => {
                 let now = std::time::Instant::now();
                 let cpu = prev

@@ -18,17 +18,25 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// The gateway tokens in force (SHA-256 of each → its agent) and the endpoint's address
-/// on each agent's overlay network (→ that agent). Kept apart from `SwarmKnown`: an
-/// engine reconnect does not change them.
+/// The gateway tokens in force (SHA-256 of each → its holder: an agent's task, or one
+/// job run's) and the endpoint's address on each agent's overlay network (→ that agent).
+/// Kept apart from `SwarmKnown`: an engine reconnect does not change them.
 #[derive(Default)]
 pub struct GatewayKeys {
     inner: Mutex<GatewayKnown>,
 }
 
+/// Whose a token is: the agent's service task (`run` None) or the task of one of its job
+/// runs (`runtime/swarm_jobs.rs`), which the token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHolder {
+    pub key: AgentKey,
+    pub run: Option<u64>,
+}
+
 #[derive(Default)]
 struct GatewayKnown {
-    tokens: HashMap<String, AgentKey>,
+    tokens: HashMap<String, TokenHolder>,
     endpoint_ips: HashMap<IpAddr, AgentKey>,
 }
 
@@ -42,27 +50,60 @@ impl GatewayKeys {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The agent whose token this is, if it is in force.
-    pub fn agent_of_token(&self, token: &str) -> Option<AgentKey> {
+    /// Whose token this is, if it is in force.
+    pub fn holder_of_token(&self, token: &str) -> Option<TokenHolder> {
         self.known().tokens.get(&token_digest(token)).cloned()
     }
 
-    /// Puts the agent's token (by digest) in force, in place of any other of its own.
+    /// Puts the agent's token (by digest) in force, in place of any other of its own (its
+    /// runs' tokens stay).
     pub fn set_token(&self, key: &AgentKey, digest: String) {
         let mut k = self.known();
-        k.tokens.retain(|_, a| a != key);
-        k.tokens.insert(digest, key.clone());
+        k.tokens.retain(|_, h| !(h.key == *key && h.run.is_none()));
+        k.tokens.insert(
+            digest,
+            TokenHolder {
+                key: key.clone(),
+                run: None,
+            },
+        );
     }
 
-    /// The agent's token is no longer in force (deleted).
+    /// The agent's own token is no longer in force (its runs' tokens stay).
+    pub fn drop_token(&self, key: &AgentKey) {
+        self.known()
+            .tokens
+            .retain(|_, h| !(h.key == *key && h.run.is_none()));
+    }
+
+    /// Puts a job run's token in force (for the run's task alone).
+    pub fn set_run_token(&self, key: &AgentKey, run: u64, digest: String) {
+        self.known().tokens.insert(
+            digest,
+            TokenHolder {
+                key: key.clone(),
+                run: Some(run),
+            },
+        );
+    }
+
+    /// The run's token is no longer in force (the run ended).
+    pub fn forget_run(&self, run: u64) {
+        self.known().tokens.retain(|_, h| h.run != Some(run));
+    }
+
+    /// The agent's tokens, its runs' too, are no longer in force (deleted).
     pub fn forget_agent(&self, key: &AgentKey) {
         let mut k = self.known();
-        k.tokens.retain(|_, a| a != key);
+        k.tokens.retain(|_, h| h.key != *key);
         k.endpoint_ips.retain(|_, a| a != key);
     }
 
     pub fn has_token(&self, key: &AgentKey, digest: &str) -> bool {
-        self.known().tokens.get(digest) == Some(key)
+        self.known()
+            .tokens
+            .get(digest)
+            .is_some_and(|h| h.key == *key && h.run.is_none())
     }
 
     /// The agent whose overlay network the endpoint address `ip` is on.
@@ -90,22 +131,23 @@ pub struct TokenSecret {
     pub name: String,
 }
 
-/// Makes a new gateway token for the agent, as a Swarm secret (`agfgw_…_<n>`); answers
-/// it and the token's digest. The token itself leaves this function only inside the
-/// secret.
+/// Makes a new gateway token for the agent — or for one job run of it — as a Swarm
+/// secret (`agfgw_…_<n>`, `agfgw_…_r<run>x<n>`); answers it and the token's digest. The
+/// token itself leaves this function only inside the secret.
 pub async fn new_token_secret(
     docker: &Docker,
     instance: &str,
     key: &AgentKey,
+    run: Option<u64>,
 ) -> Result<(TokenSecret, String), ApiError> {
     let token = hex::encode(rand::random::<[u8; 32]>());
     let digest = token_digest(&token);
-    let name = swarm_name_with(
-        "agfgw",
-        instance,
-        key,
-        &hex::encode(rand::random::<[u8; 4]>()),
-    );
+    let n = hex::encode(rand::random::<[u8; 4]>());
+    let suffix = match run {
+        Some(r) => format!("r{r}x{n}"),
+        None => n,
+    };
+    let name = swarm_name_with("agfgw", instance, key, &suffix);
     let mut labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_INSTANCE.to_string(), instance.to_string()),
@@ -116,6 +158,9 @@ pub async fn new_token_secret(
         (super::container::LABEL_AGENT.to_string(), key.name.clone()),
     ]);
     labels.insert(LABEL_TOKEN_DIGEST.to_string(), digest.clone());
+    if let Some(r) = run {
+        labels.insert(super::jobs::LABEL_RUN.to_string(), r.to_string());
+    }
     use base64::Engine as _;
     let spec = bollard::models::SecretSpec {
         name: Some(name.clone()),

@@ -354,6 +354,11 @@ impl Runtime {
     }
 
     /// The id of the agent's current container, if it has one.
+    /// Whether agents run as Swarm services (`engine_mode = "swarm"`).
+    pub fn swarm_mode(&self) -> bool {
+        self.cfg.engine_mode == crate::config::EngineMode::Swarm
+    }
+
     pub fn container_of(&self, key: &AgentKey) -> Option<String> {
         self.fleet.get(key).and_then(|v| v.container_id)
     }
@@ -399,7 +404,7 @@ impl Runtime {
         tokio::spawn(engine.run(host, instance, tx));
         tokio::spawn(self.clone().dispatch(rx));
         tokio::spawn(crate::pulse::close_loop(self.fleet.clone()));
-        if self.cfg.engine_mode == crate::config::EngineMode::Swarm {
+        if self.swarm_mode() {
             // A task's stats come from its shim, on any node (`rpc/swarm_gateway.rs`).
             tokio::spawn(self.clone().swarm_sweep());
         } else {
@@ -463,6 +468,18 @@ impl Runtime {
                 let Some(key) = key_from_labels(&labels) else {
                     continue;
                 };
+                // A job run's service: its run's follower looks (`swarm_jobs.rs`); one
+                // whose run is over is removed.
+                if let Some(run) = labels.get(super::jobs::LABEL_RUN) {
+                    let run = run.parse::<u64>().unwrap_or(0);
+                    if self.jobs.is_live(run) {
+                        self.jobs.poke(run);
+                    } else if !self.runs.is_open(run) {
+                        let name = svc.spec.as_ref().and_then(|s| s.name.clone()).unwrap_or(id);
+                        super::swarm_jobs::remove(&self, &docker, &name).await;
+                    }
+                    continue;
+                }
                 let handle = self.runners().get(&key).cloned();
                 match handle {
                     Some(h) => {
@@ -537,8 +554,14 @@ impl Runtime {
                     });
                 }
                 EngineSignal::Container(ev) => {
-                    // A job's container is its run's (runtime/jobs.rs follows it).
-                    if ev.labels.contains_key(super::jobs::LABEL_RUN) {
+                    // A job's container is its run's (runtime/jobs.rs follows it; in
+                    // swarm mode its task's follower is told to look).
+                    if let Some(run) = ev.labels.get(super::jobs::LABEL_RUN) {
+                        if is_swarm_task(&ev.labels) {
+                            if let Ok(run) = run.parse::<u64>() {
+                                self.jobs.poke(run);
+                            }
+                        }
                         continue;
                     }
                     let Some(key) = key_from_labels(&ev.labels) else {

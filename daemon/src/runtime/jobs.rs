@@ -5,13 +5,14 @@
 //! the container exits (0: succeeded, else failed with the exit code; a result the program
 //! posted wins), when its timeout passes or it is cancelled (the container is killed); its
 //! output — redacted, also in the agent's log — is kept with the run, and the container
-//! is removed.
+//! is removed. In swarm mode each run is a Swarm job instead, on any node
+//! (`swarm_jobs.rs`), followed and ended the same way.
 //!
 //! One dispatcher task hands queued runs of running job agents to containers, woken by the
 //! runs' own changes (a run queued or ended, a job agent ready) — it never polls. After a
-//! daemon restart, a job run that was running is adopted if its container still runs, or
-//! ended from the container's exit if it stopped meanwhile (`reconcile`, once the engine
-//! answers); a container that is gone ends the run as failed.
+//! daemon restart, a job run that was running is adopted if its container (or Swarm job)
+//! still runs, or ended from its exit if it stopped meanwhile (`reconcile`, once the
+//! engine answers); one that is gone ends the run as failed.
 
 use super::container;
 use super::engine::bollard_err;
@@ -35,13 +36,22 @@ pub const RUN_DIR_IN_CONTAINER: &str = "/run/agenfleet/run";
 /// Lines of a run's output kept with it (the newest; older ones are counted as dropped).
 pub const RUN_LOG_LINES: usize = 2000;
 /// How long a job whose program posted its result may take to exit before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(10);
+pub(super) const EXIT_GRACE: Duration = Duration::from_secs(10);
 
-/// A job run in progress: its agent, its container once made, and its output.
+/// A job run in progress: its agent, its container (in swarm mode: its service) once
+/// made, and its output.
 struct Live {
     key: AgentKey,
     container: Option<String>,
     logs: LogRing,
+    /// Swarm mode: something may have changed of the run's task (its container's event
+    /// here, its output connection closing, the hub's sweep).
+    wake: Arc<tokio::sync::Notify>,
+    /// Swarm mode: the shim said the kernel's OOM killer ended the program.
+    oom: bool,
+    /// Swarm mode: output connections of the run's task open now, and whether one ever was.
+    streams: usize,
+    streamed: bool,
 }
 
 /// The job runs in progress (the gateway asks which containers are an agent's).
@@ -72,8 +82,56 @@ impl Jobs {
         self.lock().get(&id).map(|l| l.logs.clone())
     }
 
-    fn is_live(&self, id: u64) -> bool {
+    pub(super) fn is_live(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
+    }
+
+    /// What runs run `id` now: its container, or in swarm mode its service.
+    pub(super) fn set_container(&self, id: u64, container: &str) {
+        if let Some(l) = self.lock().get_mut(&id) {
+            l.container = Some(container.to_string());
+        }
+    }
+
+    /// Swarm mode: something may have changed of run `id`'s task; its follower looks.
+    pub fn poke(&self, id: u64) {
+        if let Some(l) = self.lock().get(&id) {
+            l.wake.notify_one();
+        }
+    }
+
+    /// Swarm mode: the shim of run `id`'s task says its program was OOM-killed.
+    pub fn note_oom(&self, id: u64) {
+        if let Some(l) = self.lock().get_mut(&id) {
+            l.oom = true;
+        }
+    }
+
+    /// Swarm mode: an output connection of run `id`'s task opens; answers the run's ring
+    /// (None: the run is not in progress). `stream_closed` must follow.
+    pub fn stream_opened(&self, id: u64) -> Option<LogRing> {
+        let mut live = self.lock();
+        let l = live.get_mut(&id)?;
+        l.streams += 1;
+        l.streamed = true;
+        Some(l.logs.clone())
+    }
+
+    pub fn stream_closed(&self, id: u64) {
+        if let Some(l) = self.lock().get_mut(&id) {
+            l.streams = l.streams.saturating_sub(1);
+            l.wake.notify_one();
+        }
+    }
+
+    /// Swarm mode: (its wake-up, OOM said, connections open, one ever opened) of run `id`.
+    pub(super) fn follow_state(
+        &self,
+        id: u64,
+    ) -> Option<(Arc<tokio::sync::Notify>, bool, usize, bool)> {
+        self.lock()
+            .get(&id)
+            .map(|l| (l.wake.clone(), l.oom, l.streams, l.streamed))
     }
 
     /// Claims run `id` for one task (false: another already follows it). Claimed before
@@ -91,6 +149,10 @@ impl Jobs {
                 key: key.clone(),
                 container,
                 logs: logs.clone(),
+                wake: Arc::default(),
+                oom: false,
+                streams: 0,
+                streamed: false,
             },
         );
         Some(logs)
@@ -174,37 +236,18 @@ pub async fn reconcile(rt: Arc<Runtime>) {
     let Ok(docker) = rt.engine.client() else {
         return;
     };
-    let mut filters = HashMap::new();
-    filters.insert(
-        "label".to_string(),
-        vec![
-            format!("{}={}", container::LABEL_INSTANCE, rt.instance),
-            LABEL_RUN.to_string(),
-        ],
-    );
-    let opts = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
+    let listed = if rt.swarm_mode() {
+        super::swarm_jobs::list(&rt, &docker).await
+    } else {
+        list_containers(&rt, &docker).await
     };
-    let list = match docker.list_containers(Some(opts)).await {
+    let mut by_run = match listed {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot list job containers");
+            tracing::warn!(error = %e.message, "cannot list the job runs' containers or services");
             return;
         }
     };
-    let mut by_run: HashMap<u64, String> = HashMap::new();
-    for c in list {
-        let run = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_RUN))
-            .and_then(|r| r.parse::<u64>().ok());
-        if let (Some(run), Some(id)) = (run, c.id) {
-            by_run.insert(run, id);
-        }
-    }
     let open = rt.runs.open_runs();
     for v in open {
         if v.state != RunState::Running || !is_job(&rt, &v) {
@@ -220,7 +263,11 @@ pub async fn reconcile(rt: Arc<Runtime>) {
                 Some(id) => execute(rt2, v, ring, Some(id)).await,
                 None => {
                     rt2.jobs.lock().remove(&v.id);
-                    let why = "interrupted: the daemon stopped while the job ran and its container is gone";
+                    let why = if rt2.swarm_mode() {
+                        "interrupted: the daemon stopped while the job ran and its Swarm job is gone"
+                    } else {
+                        "interrupted: the daemon stopped while the job ran and its container is gone"
+                    };
                     if let Err(e) = rt2
                         .runs
                         .end(v.id, None, RunState::Failed, None, Some(why.into()))
@@ -235,9 +282,42 @@ pub async fn reconcile(rt: Arc<Runtime>) {
     // Containers of runs that ended meanwhile (or are no longer known): removed.
     for (run, id) in by_run {
         if !rt.jobs.is_live(run) && !rt.runs.is_open(run) {
-            remove(&docker, &id).await;
+            remove(&rt, &docker, &id).await;
         }
     }
+}
+
+/// Run → container id of each job container of this daemon.
+async fn list_containers(rt: &Runtime, docker: &Docker) -> Result<HashMap<u64, String>, ApiError> {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "label".to_string(),
+        vec![
+            format!("{}={}", container::LABEL_INSTANCE, rt.instance),
+            LABEL_RUN.to_string(),
+        ],
+    );
+    let opts = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| bollard_err("list the job containers", e))?;
+    let mut by_run = HashMap::new();
+    for c in list {
+        let run = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_RUN))
+            .and_then(|r| r.parse::<u64>().ok());
+        if let (Some(run), Some(id)) = (run, c.id) {
+            by_run.insert(run, id);
+        }
+    }
+    Ok(by_run)
 }
 
 /// Runs `v` in a container (a new one, or `adopt`: the one already running it) to its end:
@@ -245,7 +325,11 @@ pub async fn reconcile(rt: Arc<Runtime>) {
 /// The run was claimed (`Jobs::begin`) with `ring` for its output.
 async fn execute(rt: Arc<Runtime>, v: RunView, ring: LogRing, adopt: Option<String>) {
     let id = v.id;
-    let outcome = run_container(&rt, &v, &ring, adopt).await;
+    let outcome = if rt.swarm_mode() {
+        super::swarm_jobs::run(&rt, &v, &ring, adopt).await
+    } else {
+        run_container(&rt, &v, &ring, adopt).await
+    };
     let (state, result, error, container) = match outcome {
         Ok(o) => (o.state, o.result, o.error, Some(o.container)),
         Err((e, container)) => (
@@ -268,7 +352,7 @@ async fn execute(rt: Arc<Runtime>, v: RunView, ring: LogRing, adopt: Option<Stri
     }
     // The container goes before the end is told: whoever waits for the end finds it gone.
     if let (Some(c), Ok(docker)) = (container, rt.engine.client()) {
-        remove(&docker, &c).await;
+        remove(&rt, &docker, &c).await;
     }
     if rt.runs.is_open(id) {
         if let Err(e) = rt.runs.end(id, None, state, result, error).await {
@@ -281,18 +365,54 @@ async fn execute(rt: Arc<Runtime>, v: RunView, ring: LogRing, adopt: Option<Stri
     rt.runs.poke();
 }
 
-struct Outcome {
-    state: RunState,
-    result: Option<String>,
-    error: Option<String>,
-    container: String,
+/// How a run's container (or Swarm job) ended, and which it was.
+pub(super) struct Outcome {
+    pub(super) state: RunState,
+    pub(super) result: Option<String>,
+    pub(super) error: Option<String>,
+    pub(super) container: String,
+}
+
+/// A run's end from its program's exit code and whether it was OOM-killed.
+pub(super) fn ended_with(code: i64, oom: bool) -> (RunState, Option<String>, Option<String>) {
+    match (code, oom) {
+        (0, false) => (
+            RunState::Succeeded,
+            Some(serde_json::json!({ "exit_code": 0 }).to_string()),
+            None,
+        ),
+        (c, true) => (
+            RunState::Failed,
+            None,
+            Some(format!(
+                "the job's container was OOM-killed (exit code {c})"
+            )),
+        ),
+        (c, false) => (
+            RunState::Failed,
+            None,
+            Some(format!("the job's program exited with code {c}")),
+        ),
+    }
+}
+
+/// What a run's program is told of its run (`AGENFLEET_RUN_ID`, `AGENFLEET_RUN_INPUT`).
+pub(super) fn run_env(id: u64) -> [String; 2] {
+    [
+        format!("AGENFLEET_RUN_ID={id}"),
+        format!("AGENFLEET_RUN_INPUT={RUN_DIR_IN_CONTAINER}/input.json"),
+    ]
 }
 
 fn run_dir(rt: &Runtime, id: u64) -> std::path::PathBuf {
     rt.cfg.state_dir.join("runs").join(id.to_string())
 }
 
-async fn remove(docker: &Docker, id: &str) {
+/// Removes a run's container (in swarm mode: its service, with its token and input).
+async fn remove(rt: &Runtime, docker: &Docker, id: &str) {
+    if rt.swarm_mode() {
+        return super::swarm_jobs::remove(rt, docker, id).await;
+    }
     if let Err(e) = super::engine::remove_container(docker, id).await {
         tracing::warn!(container = %id, error = %e, "cannot remove a job's container");
     }
@@ -315,9 +435,7 @@ async fn run_container(
         }
         None => create(rt, &docker, v).await.map_err(|e| (e, None))?,
     };
-    if let Some(l) = rt.jobs.lock().get_mut(&v.id) {
-        l.container = Some(cid.clone());
-    }
+    rt.jobs.set_container(v.id, &cid);
     let with = |e: ApiError| (e, Some(cid.clone()));
     // Its output, into the run's ring and the agent's (redacted in both).
     let agent_ring = rt.logs(&key);
@@ -397,25 +515,7 @@ async fn run_container(
         .unwrap_or_default();
     let code = state.exit_code.unwrap_or(-1);
     let oom = state.oom_killed.unwrap_or(false);
-    let (run_state, result, error) = match (code, oom) {
-        (0, false) => (
-            RunState::Succeeded,
-            Some(serde_json::json!({ "exit_code": 0 }).to_string()),
-            None,
-        ),
-        (c, true) => (
-            RunState::Failed,
-            None,
-            Some(format!(
-                "the job's container was OOM-killed (exit code {c})"
-            )),
-        ),
-        (c, false) => (
-            RunState::Failed,
-            None,
-            Some(format!("the job's program exited with code {c}")),
-        ),
-    };
+    let (run_state, result, error) = ended_with(code, oom);
     Ok(Outcome {
         state: run_state,
         result,
@@ -425,7 +525,7 @@ async fn run_container(
 }
 
 /// The run once it has ended (waits as long as it takes).
-async fn wait_ended(rt: &Runtime, id: u64) -> Option<RunView> {
+pub(super) async fn wait_ended(rt: &Runtime, id: u64) -> Option<RunView> {
     loop {
         match rt.runs.wait_end(id, Duration::from_secs(3600)).await {
             Ok(Some(v)) if !v.state.ended() => continue,
@@ -498,10 +598,7 @@ async fn create(rt: &Arc<Runtime>, docker: &Docker, v: &RunView) -> Result<Strin
         l.insert(LABEL_RUN.to_string(), v.id.to_string());
     }
     if let Some(e) = body.env.as_mut() {
-        e.push(format!("AGENFLEET_RUN_ID={}", v.id));
-        e.push(format!(
-            "AGENFLEET_RUN_INPUT={RUN_DIR_IN_CONTAINER}/input.json"
-        ));
+        e.extend(run_env(v.id));
     }
     if let Some(h) = body.host_config.as_mut() {
         h.binds
@@ -519,7 +616,7 @@ async fn create(rt: &Arc<Runtime>, docker: &Docker, v: &RunView) -> Result<Strin
         Ok(r) => Ok(r.id),
         Err(e) if super::engine::is_conflict(&e) => {
             // Left over from a run of this id (a store restored from a backup, say).
-            remove(docker, &name).await;
+            remove(rt, docker, &name).await;
             docker
                 .create_container(Some(opts), body)
                 .await

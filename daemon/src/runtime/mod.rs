@@ -2,7 +2,7 @@
 //! engine — the connection and its event stream, spec → hardened container, the per-agent
 //! runners and their restart arithmetic, the agent image, networks, per-agent log rings,
 //! CPU/memory sampling, an agent's files and workspace on the host, and swarm mode's
-//! services, gateway endpoint and task data. Nothing here imports `rpc/`.
+//! services, gateway endpoint, task data and job runs. Nothing here imports `rpc/`.
 
 pub mod container;
 pub mod endpoint;
@@ -18,6 +18,7 @@ pub mod runner;
 pub mod stats;
 pub mod swarm;
 pub mod swarm_data;
+pub mod swarm_jobs;
 pub mod volumes;
 
 pub use hub::{GatewayStarter, Parts, Runtime};

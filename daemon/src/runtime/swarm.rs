@@ -18,9 +18,9 @@ use agenfleet_protocol::{AgentSpec, ApiError, RestartMode};
 use bollard::models::{
     ContainerCreateBody, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
     NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecPlacementPreferences,
-    TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecLogDriver, TaskSpecPlacement,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::Docker;
 use std::collections::HashMap;
@@ -29,6 +29,9 @@ use std::sync::Mutex;
 /// The label on a service with the digest of what it is made from (the container part,
 /// the restart policy, the placement): a service whose label differs is updated.
 pub const LABEL_SERVICE_HASH: &str = "agenfleet.service-hash";
+
+/// Why an agent with `network.mode = "egress"` does not start in swarm mode.
+pub const NO_EGRESS: &str = "spec field `network.mode`: `egress` (a way out around the gateway) is not offered in swarm mode: every agent's overlay network is internal";
 
 /// The service of an agent: `agf_<instance>_<tenant>_<name>` (Swarm allows letters,
 /// digits, `-` and `_` in at most 63 characters; names hold no `_`, so this is
@@ -372,6 +375,47 @@ pub fn service_spec(
         }),
         ..Default::default()
     }
+}
+
+/// A job run's service, from the agent's (`service_spec`): named `name`, one task that is
+/// never restarted (the run ends with it), labelled with its run (the service and the
+/// task), told its run (`jobs::run_env`), its input mounted as `input`. Swarm's own
+/// `replicated-job` mode is not used: removing such a service leaves its ended task, and
+/// that task's container on its node, behind for good (moby/moby#42789, #44312; seen
+/// here on 20.10) — a replicated service of one task with no restart is the same run
+/// without the leak.
+pub fn job_service_spec(
+    mut s: ServiceSpec,
+    name: String,
+    run: u64,
+    input: TaskSpecContainerSpecConfigs,
+) -> ServiceSpec {
+    let label = (super::jobs::LABEL_RUN.to_string(), run.to_string());
+    s.name = Some(name);
+    let labels = s.labels.get_or_insert_with(HashMap::new);
+    labels.remove(LABEL_SERVICE_HASH);
+    labels.insert(label.0.clone(), label.1.clone());
+    s.mode = Some(ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+        ..Default::default()
+    });
+    if let Some(t) = s.task_template.as_mut() {
+        t.restart_policy = Some(TaskSpecRestartPolicy {
+            condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+            ..Default::default()
+        });
+        t.force_update = None;
+        if let Some(c) = t.container_spec.as_mut() {
+            c.labels
+                .get_or_insert_with(HashMap::new)
+                .insert(label.0, label.1);
+            c.env
+                .get_or_insert_with(Vec::new)
+                .extend(super::jobs::run_env(run));
+            c.configs.get_or_insert_with(Vec::new).push(input);
+        }
+    }
+    s
 }
 
 /// How many tasks a service asks for (1 to run, 0 to stop), and Swarm's counter that

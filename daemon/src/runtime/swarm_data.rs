@@ -80,49 +80,12 @@ pub async fn ensure(
     agent_user: &str,
     volume_driver: &str,
 ) -> Result<TaskData, ApiError> {
-    use base64::Engine as _;
-    let (uid, gid) = agent_user
-        .split_once(':')
-        .unwrap_or((agent_user, agent_user));
     let mut data = TaskData::default();
     for (i, f) in spec.files.iter().enumerate() {
         let name = config_name(instance, key, i, f);
-        let id = match docker.inspect_config(&name).await {
-            Ok(c) => c.id.unwrap_or_default(),
-            Err(e) if is_not_found(&e) => {
-                let made = docker
-                    .create_config(ConfigSpec {
-                        name: Some(name.clone()),
-                        labels: Some(agent_labels(instance, key)),
-                        data: Some(base64::engine::general_purpose::STANDARD.encode(&f.content)),
-                        ..Default::default()
-                    })
-                    .await;
-                match made {
-                    Ok(r) => r.id,
-                    // Made at the same moment by another start of the same agent.
-                    Err(e) if is_conflict(&e) => docker
-                        .inspect_config(&name)
-                        .await
-                        .map_err(|e| bollard_err("inspect the agent's file config", e))?
-                        .id
-                        .unwrap_or_default(),
-                    Err(e) => return Err(bollard_err("create a config for the agent's file", e)),
-                }
-            }
-            Err(e) => return Err(bollard_err("inspect the agent's file config", e)),
-        };
-        data.configs.push(TaskSpecContainerSpecConfigs {
-            file: Some(TaskSpecContainerSpecFile1 {
-                name: Some(f.target.clone()),
-                uid: Some(uid.to_string()),
-                gid: Some(gid.to_string()),
-                mode: Some(0o444),
-            }),
-            config_id: Some(id),
-            config_name: Some(name),
-            ..Default::default()
-        });
+        let id = ensure_config(docker, &name, agent_labels(instance, key), &f.content).await?;
+        data.configs
+            .push(config_ref(id, name, &f.target, agent_user));
     }
     if spec.workspace.is_some() {
         data.mounts.push(Mount {
@@ -142,6 +105,91 @@ pub async fn ensure(
         });
     }
     Ok(data)
+}
+
+/// The config `name` holding `content`, made unless it is there (its name says what it
+/// holds); answers its id.
+async fn ensure_config(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+    content: &[u8],
+) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    match docker.inspect_config(name).await {
+        Ok(c) => return Ok(c.id.unwrap_or_default()),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(bollard_err("inspect a config of the agent's", e)),
+    }
+    let made = docker
+        .create_config(ConfigSpec {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(content)),
+            ..Default::default()
+        })
+        .await;
+    match made {
+        Ok(r) => Ok(r.id),
+        // Made at the same moment by another start of the same agent.
+        Err(e) if is_conflict(&e) => Ok(docker
+            .inspect_config(name)
+            .await
+            .map_err(|e| bollard_err("inspect a config of the agent's", e))?
+            .id
+            .unwrap_or_default()),
+        Err(e) => Err(bollard_err("create a config for the agent", e)),
+    }
+}
+
+/// A config as a task mounts it: at `target`, read-only, the agent's user's (`uid:gid`).
+fn config_ref(
+    id: String,
+    name: String,
+    target: &str,
+    agent_user: &str,
+) -> TaskSpecContainerSpecConfigs {
+    let (uid, gid) = agent_user
+        .split_once(':')
+        .unwrap_or((agent_user, agent_user));
+    TaskSpecContainerSpecConfigs {
+        file: Some(TaskSpecContainerSpecFile1 {
+            name: Some(target.to_string()),
+            uid: Some(uid.to_string()),
+            gid: Some(gid.to_string()),
+            mode: Some(0o444),
+        }),
+        config_id: Some(id),
+        config_name: Some(name),
+        ..Default::default()
+    }
+}
+
+/// Where a job run's task finds its input.
+pub fn input_target() -> String {
+    format!("{}/input.json", super::jobs::RUN_DIR_IN_CONTAINER)
+}
+
+/// A job run's input as a config for its task alone (`agfin_…_r<run>x<digest>`), labelled
+/// with the run rather than as the agent's file configs are, so `remove_configs` leaves
+/// it to the run's end (`swarm_jobs::remove`).
+pub async fn input_config(
+    docker: &Docker,
+    instance: &str,
+    key: &AgentKey,
+    run: u64,
+    input: &str,
+    agent_user: &str,
+) -> Result<TaskSpecContainerSpecConfigs, ApiError> {
+    let d = hex::encode(Sha256::digest(input.as_bytes()));
+    let name = swarm_name_with("agfin", instance, key, &format!("r{run}x{}", &d[..10]));
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+        (super::jobs::LABEL_RUN.to_string(), run.to_string()),
+    ]);
+    let id = ensure_config(docker, &name, labels, input.as_bytes()).await?;
+    Ok(config_ref(id, name, &input_target(), agent_user))
 }
 
 /// Removes the agent's configs other than `keep` (a changed file's old config, or all of

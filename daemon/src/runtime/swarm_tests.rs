@@ -111,6 +111,27 @@ fn a_foreign_images_service_mounts_nothing_of_the_host() {
         "name = \"a\"\nimage = \"py/agent:1\"\ncommand = [\"/app/run\"]\n[workspace]\nsize_mb = 64\n[health]\nport = 8080\nhttp = \"/healthz\"\n",
     )
     .unwrap();
+    let s = foreign_service(&spec);
+    let c = s.task_template.unwrap().container_spec.unwrap();
+    assert_eq!(c.image.as_deref(), Some("agenfleet/init:0123456789ab"));
+    let shim = agenfleet_protocol::gateway::SHIM_IN_IMAGE;
+    assert_eq!(c.command.clone().unwrap()[..2], [shim, "run"]);
+    assert_eq!(c.args.clone().unwrap(), ["/app/run"]);
+    assert_eq!(c.health_check.unwrap().test.unwrap()[1], shim);
+    let mounts = c.mounts.unwrap();
+    assert!(
+        !mounts.iter().any(|m| m.typ == Some(MountType::BIND)),
+        "{mounts:?}"
+    );
+    assert!(mounts
+        .iter()
+        .any(|m| m.typ == Some(MountType::VOLUME) && m.target.as_deref() == Some("/workspace")));
+    assert_eq!(c.configs.unwrap()[0].config_id.as_deref(), Some("cfg1"));
+}
+
+/// The service of an agent of a foreign image (`py/agent:1`), with a file config and a
+/// workspace volume, made as swarm mode makes it.
+fn foreign_service(spec: &AgentSpec) -> ServiceSpec {
     // What swarm mode's init_program answers: the shim in the image, no host binds.
     let init = super::super::container::InitProgram {
         shim: None,
@@ -122,7 +143,7 @@ fn a_foreign_images_service_mounts_nothing_of_the_host() {
         &Config::default(),
         "inst",
         &key(),
-        &spec,
+        spec,
         "agenfleet/init:0123456789ab",
         std::path::Path::new("/s/gateways/t.a"),
         Some(&init),
@@ -148,10 +169,10 @@ fn a_foreign_images_service_mounts_nothing_of_the_host() {
         "65534:65534",
         false,
     );
-    let s = service_spec(
+    service_spec(
         "inst",
         &key(),
-        &spec,
+        spec,
         &body,
         TaskRefs {
             network: "agfnet_inst_t_a",
@@ -163,22 +184,62 @@ fn a_foreign_images_service_mounts_nothing_of_the_host() {
             replicas: 1,
             force: 0,
         },
+    )
+}
+
+#[test]
+fn a_job_runs_service_is_the_agents_task_as_one_task_never_restarted() {
+    let spec = AgentSpec::from_toml(
+        "name = \"a\"\nimage = \"py/agent:1\"\ncommand = [\"/app/run\"]\n[workspace]\nsize_mb = 64\n[runs]\nkind = \"job\"\n",
+    )
+    .unwrap();
+    let input = bollard::models::TaskSpecContainerSpecConfigs {
+        config_id: Some("in7".into()),
+        config_name: Some("agfin_inst_t_a_r7x0123456789".into()),
+        file: Some(bollard::models::TaskSpecContainerSpecFile1 {
+            name: Some(super::super::swarm_data::input_target()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let s = job_service_spec(foreign_service(&spec), "agf_inst_t_a_r7".into(), 7, input);
+    assert_eq!(s.name.as_deref(), Some("agf_inst_t_a_r7"));
+    // One task, never restarted (not Swarm's job mode, whose removal leaks containers).
+    let mode = s.mode.clone().unwrap();
+    assert!(mode.replicated_job.is_none());
+    assert_eq!(mode.replicated.unwrap().replicas, Some(1));
+    let labels = s.labels.clone().unwrap();
+    assert_eq!(labels.get("agenfleet.run").map(String::as_str), Some("7"));
+    assert_eq!(labels.get("agenfleet.agent").map(String::as_str), Some("a"));
+    assert!(!labels.contains_key(LABEL_SERVICE_HASH));
+    let t = s.task_template.unwrap();
+    assert_eq!(
+        t.restart_policy.unwrap().condition,
+        Some(TaskSpecRestartPolicyConditionEnum::NONE)
     );
-    let c = s.task_template.unwrap().container_spec.unwrap();
-    assert_eq!(c.image.as_deref(), Some("agenfleet/init:0123456789ab"));
-    let shim = agenfleet_protocol::gateway::SHIM_IN_IMAGE;
-    assert_eq!(c.command.clone().unwrap()[..2], [shim, "run"]);
-    assert_eq!(c.args.clone().unwrap(), ["/app/run"]);
-    assert_eq!(c.health_check.unwrap().test.unwrap()[1], shim);
-    let mounts = c.mounts.unwrap();
-    assert!(
-        !mounts.iter().any(|m| m.typ == Some(MountType::BIND)),
-        "{mounts:?}"
+    let c = t.container_spec.unwrap();
+    assert_eq!(
+        c.labels.unwrap().get("agenfleet.run").map(String::as_str),
+        Some("7")
     );
-    assert!(mounts
+    let env = c.env.unwrap();
+    assert!(env.contains(&"AGENFLEET_RUN_ID=7".to_string()), "{env:?}");
+    assert!(env.contains(&"AGENFLEET_RUN_INPUT=/run/agenfleet/run/input.json".to_string()));
+    // The agent's file config and the run's input; still nothing of the host.
+    let configs: Vec<_> = c
+        .configs
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.config_id)
+        .collect();
+    assert_eq!(configs, ["cfg1", "in7"]);
+    assert!(!c
+        .mounts
+        .unwrap()
         .iter()
-        .any(|m| m.typ == Some(MountType::VOLUME) && m.target.as_deref() == Some("/workspace")));
-    assert_eq!(c.configs.unwrap()[0].config_id.as_deref(), Some("cfg1"));
+        .any(|m| m.typ == Some(MountType::BIND)));
+    assert_eq!(c.read_only, Some(true));
+    assert_eq!(c.capability_drop.unwrap(), ["ALL"]);
 }
 
 #[test]

@@ -16,6 +16,8 @@ mod swarm_token;
 
 pub use apply::Apply;
 pub(crate) use engine::{init_program, secrets_of, InitFrom};
+pub(crate) use swarm::task_parts;
+pub(crate) use swarm_token::join_gateway;
 
 use super::container;
 use super::engine::{bollard_err, is_not_found, ContainerEvent};
@@ -95,6 +97,8 @@ pub(super) struct Runner {
 
 /// What a job agent ready for runs says in the fleet view.
 const JOB_READY: &str = "job: a fresh container per run";
+/// The same, in swarm mode (`runtime/swarm_jobs.rs`).
+const JOB_READY_SWARM: &str = "job: a fresh container per run, as a Swarm job on any node";
 
 impl Runner {
     pub(super) fn new(
@@ -492,7 +496,12 @@ impl Runner {
         if self.rec.spec.runs.kind == agenfleet_protocol::AgentKind::Job {
             // No container of its own: ready is running; each run gets one (jobs.rs).
             self.next_restart_at_ms = None;
-            self.set_state(AgentState::Running, Some(JOB_READY.into()));
+            let ready = if self.swarm_mode() {
+                JOB_READY_SWARM
+            } else {
+                JOB_READY
+            };
+            self.set_state(AgentState::Running, Some(ready.into()));
             let view = self.commit();
             self.rt.runs.poke();
             return view;

@@ -82,9 +82,7 @@ impl Runner {
         let docker = self.rt.engine.client()?;
         self.rt.swarm.check_manager(&docker).await?;
         if self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Egress {
-            return Err(ApiError::invalid(
-                "spec field `network.mode`: `egress` (a way out around the gateway) is not offered in swarm mode: every agent's overlay network is internal",
-            ));
+            return Err(ApiError::invalid(swarm::NO_EGRESS));
         }
         let image_ref = self.begin_start(&docker).await?;
         let network = swarm::network_name(&self.rt.instance, &self.rec.key);
@@ -95,48 +93,8 @@ impl Runner {
             self.rt.cfg.swarm_overlay_encrypted,
         )
         .await?;
-        let gateway_dir = container::gateway_dir(&self.rt.cfg.state_dir, &self.rec.key);
-        // An image that is not ours runs as its init image (the shim inside); its files
-        // and workspace come from Swarm, not from this host.
-        let (init, image_ref) = if self.rec.spec.image == agenfleet_protocol::BUILTIN_IMAGE {
-            (None, image_ref)
-        } else {
-            let init = super::init_program(
-                &self.rt,
-                &self.rec.key,
-                &self.rec.spec,
-                &docker,
-                &image_ref,
-                &gateway_dir,
-                super::InitFrom::Task,
-            )
-            .await?;
-            let init_image = crate::runtime::image::ensure_init_image(
-                &docker,
-                &image_ref,
-                &self.rt.cfg.agent_user,
-            )
-            .await?;
-            (Some(init), init_image)
-        };
-        let data = swarm_data::ensure(
-            &docker,
-            &self.rt.instance,
-            &self.rec.key,
-            &self.rec.spec,
-            &self.rt.cfg.agent_user,
-            &self.rt.cfg.swarm_volume_driver,
-        )
-        .await?;
-        let body = container::create_body(
-            &self.rt.cfg,
-            &self.rt.instance,
-            &self.rec.key,
-            &self.rec.spec,
-            &image_ref,
-            &gateway_dir,
-            init.as_ref(),
-        );
+        let (body, data, image_ref) =
+            task_parts(&self.rt, &docker, &self.rec.key, &self.rec.spec, image_ref).await?;
         let name = self.service();
         let existing = match docker.inspect_service(&name, None).await {
             Ok(s) => Some(s),
@@ -180,7 +138,7 @@ impl Runner {
             if let Err(e) = made {
                 // A token made for a service that did not take it goes again.
                 if fresh_token {
-                    self.rt.gateway_keys.forget_agent(&self.rec.key);
+                    self.rt.gateway_keys.drop_token(&self.rec.key);
                     endpoint::remove_secret_later(docker.clone(), gateway.secret.clone());
                 }
                 return Err(e);
@@ -604,4 +562,62 @@ impl Runner {
         }
         let _ = self.start_or_fail().await;
     }
+}
+
+/// What a task of the agent is made from, on any node: the container request (for an
+/// image that is not ours, its init image with the shim inside, whose program the init
+/// runs), and its data as Swarm holds it (files as configs, the workspace volume). Answers
+/// them and the image the task runs.
+pub(crate) async fn task_parts(
+    rt: &crate::runtime::Runtime,
+    docker: &Docker,
+    key: &crate::store::AgentKey,
+    spec: &agenfleet_protocol::AgentSpec,
+    image_ref: String,
+) -> Result<
+    (
+        bollard::models::ContainerCreateBody,
+        swarm_data::TaskData,
+        String,
+    ),
+    ApiError,
+> {
+    let gateway_dir = container::gateway_dir(&rt.cfg.state_dir, key);
+    let (init, image_ref) = if spec.image == agenfleet_protocol::BUILTIN_IMAGE {
+        (None, image_ref)
+    } else {
+        let init = super::init_program(
+            rt,
+            key,
+            spec,
+            docker,
+            &image_ref,
+            &gateway_dir,
+            super::InitFrom::Task,
+        )
+        .await?;
+        let init_image =
+            crate::runtime::image::ensure_init_image(docker, &image_ref, &rt.cfg.agent_user)
+                .await?;
+        (Some(init), init_image)
+    };
+    let data = swarm_data::ensure(
+        docker,
+        &rt.instance,
+        key,
+        spec,
+        &rt.cfg.agent_user,
+        &rt.cfg.swarm_volume_driver,
+    )
+    .await?;
+    let body = container::create_body(
+        &rt.cfg,
+        &rt.instance,
+        key,
+        spec,
+        &image_ref,
+        &gateway_dir,
+        init.as_ref(),
+    );
+    Ok((body, data, image_ref))
 }

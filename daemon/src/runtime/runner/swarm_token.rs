@@ -20,16 +20,7 @@ impl Runner {
         network: &str,
     ) -> Result<endpoint::RemoteGateway, ApiError> {
         let key = self.rec.key.clone();
-        let builtin = self
-            .rt
-            .images
-            .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
-            .await?;
-        let endpoint =
-            endpoint::ensure_endpoint(docker, &self.rt.instance, &self.rt.cfg.state_dir, &builtin)
-                .await?;
-        let ip = endpoint::join_endpoint(docker, &endpoint, network).await?;
-        self.rt.gateway_keys.set_ip(&key, ip);
+        join_gateway(&self.rt, docker, &key, network).await?;
         let mut secret = None;
         if let Some(s) = existing.and_then(endpoint::token_secret_of) {
             if let Some(digest) = endpoint::token_digest_of(docker, &s).await {
@@ -41,7 +32,7 @@ impl Runner {
             Some(s) => s,
             None => {
                 let (s, digest) =
-                    endpoint::new_token_secret(docker, &self.rt.instance, &key).await?;
+                    endpoint::new_token_secret(docker, &self.rt.instance, &key, None).await?;
                 self.rt.gateway_keys.set_token(&key, digest);
                 tracing::info!(agent = %key, secret = %s.name, "a new gateway token for the agent");
                 s
@@ -70,26 +61,8 @@ impl Runner {
         };
         self.rt.gateway_keys.set_token(&self.rec.key, digest);
         let network = crate::runtime::swarm::network_name(&self.rt.instance, &self.rec.key);
-        let joined = async {
-            let builtin = self
-                .rt
-                .images
-                .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
-                .await?;
-            let endpoint = endpoint::ensure_endpoint(
-                docker,
-                &self.rt.instance,
-                &self.rt.cfg.state_dir,
-                &builtin,
-            )
-            .await?;
-            endpoint::join_endpoint(docker, &endpoint, &network).await
-        };
-        match joined.await {
-            Ok(ip) => self.rt.gateway_keys.set_ip(&self.rec.key, ip),
-            Err(e) => {
-                tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot join the gateway endpoint to the agent's network")
-            }
+        if let Err(e) = join_gateway(&self.rt, docker, &self.rec.key, &network).await {
+            tracing::warn!(agent = %self.rec.key, error = %e.message, "cannot join the gateway endpoint to the agent's network")
         }
         true
     }
@@ -115,7 +88,8 @@ impl Runner {
         let Some(mut spec) = s.spec.clone() else {
             return Err(ApiError::internal("the agent's service has no spec"));
         };
-        let (secret, digest) = endpoint::new_token_secret(&docker, &self.rt.instance, &key).await?;
+        let (secret, digest) =
+            endpoint::new_token_secret(&docker, &self.rt.instance, &key, None).await?;
         let proxy = self.rec.spec.network.mode == agenfleet_protocol::NetworkMode::Gateway;
         let gateway = endpoint::RemoteGateway::new(secret.clone(), &self.rt.cfg.agent_user, proxy);
         if let Some(c) = spec
@@ -141,9 +115,9 @@ impl Runner {
             match old.as_ref() {
                 Some(o) => match endpoint::token_digest_of(&docker, o).await {
                     Some(d) => self.rt.gateway_keys.set_token(&key, d),
-                    None => self.rt.gateway_keys.forget_agent(&key),
+                    None => self.rt.gateway_keys.drop_token(&key),
                 },
-                None => self.rt.gateway_keys.forget_agent(&key),
+                None => self.rt.gateway_keys.drop_token(&key),
             }
             return Err(e);
         }
@@ -174,4 +148,23 @@ impl Runner {
         }
         self.commit()
     }
+}
+
+/// The gateway endpoint (made if need be) joined to the agent's overlay network, its
+/// address there noted as the agent's: a connection coming in on it is from that network.
+pub(crate) async fn join_gateway(
+    rt: &crate::runtime::Runtime,
+    docker: &Docker,
+    key: &crate::store::AgentKey,
+    network: &str,
+) -> Result<(), ApiError> {
+    let builtin = rt
+        .images
+        .resolve(docker, agenfleet_protocol::BUILTIN_IMAGE)
+        .await?;
+    let endpoint =
+        endpoint::ensure_endpoint(docker, &rt.instance, &rt.cfg.state_dir, &builtin).await?;
+    let ip = endpoint::join_endpoint(docker, &endpoint, network).await?;
+    rt.gateway_keys.set_ip(key, ip);
+    Ok(())
 }
