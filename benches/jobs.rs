@@ -5,9 +5,13 @@
 //!    run's container started: from just before the request is sent to the engine's own
 //!    `start` event of the container labelled with the run (`docker events`, the engine's
 //!    clock — the same host's). Each run is waited for to its end before the next.
+//!    Also to the run's end as the daemon records it (`runs show --wait` answering).
 //! 2. In the same run, the engine's own create + start of a container of the same image
 //!    with the same hardening flags, over its API socket (no CLI), to the same `start`
 //!    event: what the daemon adds is the difference.
+//! 3. (1) again with the daemon in swarm mode on a one-node swarm made for it (left as
+//!    found): each run a Swarm service of one task; its task's container's `start` event,
+//!    and the run's end.
 //!
 //! N trials each (AGENFLEET_BENCH_TRIALS, default 20): p50 / p95 / max.
 
@@ -113,69 +117,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let port = free_port();
-    let d = Daemon::start(
-        "benchjobs",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
-    d.create(&format!(
-        "name = \"job\"\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"exit 0\"]\n[runs]\nkind = \"job\"\n"
-    ));
-    d.wait_agent("job", "ready", WAIT, |v| v["state"] == "Running");
-    d.json(&["vault", "init"]);
-    let hook = d.json(&[
-        "triggers",
-        "add",
-        "job",
-        "--webhook",
-        "--rate-per-min",
-        "100000",
-    ]);
-    let (path, token, secret) = (
-        hook["path"].as_str().expect("path").to_string(),
-        hook["token"].as_str().expect("token").to_string(),
-        hook["secret"].as_str().expect("secret").to_string(),
-    );
-
-    // 1. Webhook → the run's container started.
-    let (mut events, rx) = starts(&format!("agenfleet.instance={}", d.instance));
-    let mut job = Vec::new();
-    for i in 0..=trials {
-        let body = format!("{{\"n\":{i}}}");
-        let ts = (now_ms() / 1000).to_string();
-        let headers = [
-            ("Authorization", format!("Bearer {token}")),
-            ("X-AgenFleet-Timestamp", ts.clone()),
-            (
-                "X-AgenFleet-Signature",
-                signature(secret.as_bytes(), &ts, body.as_bytes()),
-            ),
-        ];
-        let t0 = now_ns();
-        let answer = http(
-            std::net::TcpStream::connect(("127.0.0.1", port)).expect("listener"),
-            "POST",
-            &path,
-            &headers,
-            body.as_bytes(),
-        );
-        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-        let run = answer
-            .split("\"run\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .expect("the run's id")
-            .to_string();
-        let started = start_of(&rx, |s| s.1 == run);
-        let v = d.json(&["runs", "show", &run, "--wait"]);
-        assert_eq!(v["state"], "succeeded", "{v}");
-        // The first trial warms the image's resolution and the listener up.
-        if i > 0 {
-            job.push(started.saturating_sub(t0) as f64 / 1e6);
-        }
-    }
-    let _ = events.kill();
+    let (job, ended) = webhook_runs(Mode::Containers, &image, trials);
     let job_p50 = report_ms("signed webhook → job container started", job);
+    report_ms("signed webhook → job run ended (exit 0)", ended);
 
     // 2. The engine alone: create + start, same image and hardening, over its socket.
     let label = format!("agfbench.{}", rand_suffix());
@@ -249,4 +193,86 @@ fn main() {
         trials,
         t.elapsed().as_secs_f64()
     );
+
+    // 3. The same runs in swarm mode.
+    let (job, ended) = webhook_runs(Mode::Swarm, &image, trials);
+    report_ms(
+        "swarm mode: signed webhook → run's task container started",
+        job,
+    );
+    report_ms("swarm mode: signed webhook → job run ended (exit 0)", ended);
+}
+
+/// `trials` runs (after one to warm up) of a job agent exiting at once, each started by a
+/// signed webhook and waited for to its end, with a daemon in `mode`: the milliseconds
+/// from the request to its container's start, and to the run's end.
+fn webhook_runs(mode: Mode, image: &str, trials: usize) -> (Vec<f64>, Vec<f64>) {
+    let port = free_port();
+    let d = mode
+        .start(
+            "bench jobs",
+            "benchjobs",
+            &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .expect("the engine");
+    d.create(&format!(
+        "name = \"job\"\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"exit 0\"]\n[runs]\nkind = \"job\"\n"
+    ));
+    d.wait_agent("job", "ready", WAIT, |v| v["state"] == "Running");
+    d.json(&["vault", "init"]);
+    let hook = d.json(&[
+        "triggers",
+        "add",
+        "job",
+        "--webhook",
+        "--rate-per-min",
+        "100000",
+    ]);
+    let (path, token, secret) = (
+        hook["path"].as_str().expect("path").to_string(),
+        hook["token"].as_str().expect("token").to_string(),
+        hook["secret"].as_str().expect("secret").to_string(),
+    );
+
+    // 1. Webhook → the run's container started.
+    let (mut events, rx) = starts(&format!("agenfleet.instance={}", d.instance));
+    let (mut job, mut ended) = (Vec::new(), Vec::new());
+    for i in 0..=trials {
+        let body = format!("{{\"n\":{i}}}");
+        let ts = (now_ms() / 1000).to_string();
+        let headers = [
+            ("Authorization", format!("Bearer {token}")),
+            ("X-AgenFleet-Timestamp", ts.clone()),
+            (
+                "X-AgenFleet-Signature",
+                signature(secret.as_bytes(), &ts, body.as_bytes()),
+            ),
+        ];
+        let t0 = now_ns();
+        let answer = http(
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("listener"),
+            "POST",
+            &path,
+            &headers,
+            body.as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        let run = answer
+            .split("\"run\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .expect("the run's id")
+            .to_string();
+        let started = start_of(&rx, |s| s.1 == run);
+        let v = d.json(&["runs", "show", &run, "--wait"]);
+        let t_end = now_ns();
+        assert_eq!(v["state"], "succeeded", "{v}");
+        // The first trial warms the image's resolution and the listener up.
+        if i > 0 {
+            job.push(started.saturating_sub(t0) as f64 / 1e6);
+            ended.push(t_end.saturating_sub(t0) as f64 / 1e6);
+        }
+    }
+    let _ = events.kill();
+    (job, ended)
 }
