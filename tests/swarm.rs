@@ -906,6 +906,54 @@ fn an_agent_on_another_node_is_governed_the_same_and_moves_when_its_node_dies() 
     let out = d.cli(&["agents", "delete", "acme/hog"]);
     assert!(out.status.success(), "{out:?}");
 
+    // A job agent's run placed on the worker: a service of one task there, its input from
+    // a config, its output and its end (the exit code) back at the daemon, and nothing of
+    // it left on the worker afterwards.
+    let job = "echo \\\"input=$(/bin/busybox cat $AGENFLEET_RUN_INPUT)\\\"; /bin/busybox sleep 2; \
+               case $(/bin/busybox cat $AGENFLEET_RUN_INPUT) in *fail*) exit 4;; esac";
+    d.create(&format!(
+        "name = \"batch\"\ntenant = \"acme\"\nproject = \"p1\"\nimage = \"{image}\"\n\
+         command = [\"/bin/busybox\", \"sh\", \"-c\", \"{job}\"]\n\
+         [runs]\nkind = \"job\"\ntimeout_secs = 120\n\
+         [placement]\nconstraints = [\"node.hostname=={}\"]\n",
+        nodes.worker
+    ));
+    d.wait_agent("acme/batch", "ready for runs", T, |v| {
+        v["state"] == "Running"
+    });
+    let on_worker = |id: &str| {
+        nodes.on_worker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=agenfleet.run={id}"),
+        ])
+    };
+    let (_, v) = d.run_start("acme/batch", r#"{"far": true}"#, false);
+    let id = v["id"].to_string();
+    wait_for(T, "the run's container on the worker", || {
+        (!on_worker(&id).trim().is_empty()).then_some(())
+    });
+    let v = d.json(&["runs", "show", &id, "--wait"]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let out = d.cli(&["runs", "logs", &id]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(r#"input={"far": true}"#), "{text}");
+    let (_, v) = d.run_start("acme/batch", r#"{"fail": 1}"#, true);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exited with code 4")),
+        "{v}"
+    );
+    let failed = v["id"].to_string();
+    wait_for(T, "the runs' containers gone from the worker", || {
+        (on_worker(&id).trim().is_empty() && on_worker(&failed).trim().is_empty()).then_some(())
+    });
+    let out = d.cli(&["agents", "delete", "acme/batch"]);
+    assert!(out.status.success(), "{out:?}");
+
     // The worker dies. Swarm places a new task where the placement allows (the manager,
     // once labelled too); the daemon records the loss, which is not the agent's exit.
     docker(&["node", "update", "--label-add", "agf=far", &nodes.manager]);
