@@ -106,6 +106,14 @@ fn run_holders(d: &ModeDaemon, id: &str) -> Vec<String> {
     held
 }
 
+/// The gateway token in a (running) job task's secret.
+fn token_in(cid: &str) -> String {
+    wait_for(WAIT, "the run's gateway token in its task", || {
+        let t = sh_in(cid, "/bin/busybox cat /run/secrets/agenfleet-gateway");
+        (t.trim().len() == 64).then(|| t.trim().to_string())
+    })
+}
+
 fn logs(d: &Daemon, id: &str) -> String {
     let out = d.cli(&["runs", "logs", id]);
     assert!(out.status.success(), "{out:?}");
@@ -290,6 +298,8 @@ fn job_story(mode: Mode, test: &str) {
         assert_eq!(cs["Secrets"].as_array().unwrap().len(), 1, "{cs}");
         assert_eq!(run_holders(&d, &id).len(), 4, "{:?}", run_holders(&d, &id));
     }
+    // (Swarm mode: the run's own gateway token, read in its task.)
+    let run_token = (mode == Mode::Swarm).then(|| token_in(&cid));
     // An incident raised about the agent while it runs names the run, and is part of
     // the run's story.
     let inc = d.json(&[
@@ -318,6 +328,37 @@ fn job_story(mode: Mode, test: &str) {
     wait_for(WAIT, "the cancelled job's container removed", || {
         run_holders(&d, &id).is_empty().then_some(())
     });
+    if let Some(old) = run_token {
+        // A run's token dies with its run: presented from another run's task, it is
+        // refused and recorded; that run's own token is answered.
+        let (_, v) = start(&d, "jobby", r#"{"hang": 3}"#, false);
+        let other = v["id"].to_string();
+        let cid = wait_for(WAIT, "the other run's container", || {
+            run_containers(&d, &other).into_iter().next()
+        });
+        let own = token_in(&cid);
+        assert_ne!(own, old);
+        let ep = endpoint_address(&d.instance, "default", "jobby");
+        let answer = health_through_endpoint(&cid, &ep, &own);
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        let refused = || {
+            d.json(&["audit", "search", "--action", "gateway.refused"])
+                .to_string()
+                .matches("not in force")
+                .count()
+        };
+        let before = refused();
+        let answer = health_through_endpoint(&cid, &ep, &old);
+        assert!(
+            answer.is_empty(),
+            "the ended run's token answered: {answer}"
+        );
+        assert_eq!(refused(), before + 1, "the refusal on record");
+        d.json(&["runs", "cancel", &other]);
+        wait_for(WAIT, "the other run's container removed", || {
+            run_holders(&d, &other).is_empty().then_some(())
+        });
+    }
 
     // At most two at once: a third waits queued until one ends.
     let ids: Vec<String> = (0..3)

@@ -439,27 +439,6 @@ fn decide(engine: &[String], cid: &str, methods: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// Runs `sh -c SCRIPT` in container `cid` (busybox, as the container's user).
-fn sh_in(cid: &str, script: &str) -> String {
-    let out = std::process::Command::new("docker")
-        .args(["exec", cid, "/bin/busybox", "sh", "-c", script])
-        .output()
-        .expect("docker exec");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// From inside container `cid`: a local API request (`GET /v1/health`) straight to the
-/// endpoint at `ep`, presenting `token`; answers what came back (nothing when refused).
-fn health_through_endpoint(cid: &str, ep: &str, token: &str) -> String {
-    sh_in(
-        cid,
-        &format!(
-            "(printf 'AGF-GW1 {} api\\nGET /v1/health HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 3) | /bin/busybox nc -w 5 {ep} 4190",
-            token.trim()
-        ),
-    )
-}
-
 #[test]
 fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token() {
     let test = "swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token";
@@ -511,12 +490,7 @@ fn swarm_gateway_serves_each_agent_over_its_overlay_and_refuses_a_copied_token()
     let beta_token = sh_in(&beta, "/bin/busybox cat /run/secrets/agenfleet-gateway");
     assert_eq!(alpha_token.trim().len(), 64, "a token in alpha's task");
     assert_ne!(alpha_token, beta_token);
-    let endpoint = inspect(&format!("agf_{}_endpoint", d.instance));
-    let ep = endpoint["NetworkSettings"]["Networks"][format!("agfnet_{}_acme_beta", d.instance)]
-        ["IPAddress"]
-        .as_str()
-        .expect("the endpoint's address on beta's network")
-        .to_string();
+    let ep = endpoint_address(&d.instance, "acme", "beta");
     let ask = |token: &str| health_through_endpoint(&beta, &ep, token);
     // Its own token: its local API answers.
     let own = ask(&beta_token);

@@ -419,3 +419,35 @@ impl Drop for TwoNodes {
         leave_swarm();
     }
 }
+
+/// Runs `sh -c SCRIPT` in container `cid` (busybox, as the container's user).
+pub fn sh_in(cid: &str, script: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", cid, "/bin/busybox", "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// From inside container `cid`: a local API request (`GET /v1/health`) straight to the
+/// endpoint at `ep`, presenting `token`; answers what came back (nothing when refused).
+pub fn health_through_endpoint(cid: &str, ep: &str, token: &str) -> String {
+    sh_in(
+        cid,
+        &format!(
+            "(printf 'AGF-GW1 {} api\\nGET /v1/health HTTP/1.0\\r\\n\\r\\n'; /bin/busybox sleep 3) | /bin/busybox nc -w 5 {ep} 4190",
+            token.trim()
+        ),
+    )
+}
+
+/// The gateway endpoint's address on the overlay network of agent `tenant/name` of the
+/// daemon with `instance`.
+pub fn endpoint_address(instance: &str, tenant: &str, name: &str) -> String {
+    let endpoint = inspect(&format!("agf_{instance}_endpoint"));
+    endpoint["NetworkSettings"]["Networks"][format!("agfnet_{instance}_{tenant}_{name}")]
+        ["IPAddress"]
+        .as_str()
+        .expect("the endpoint's address on the agent's network")
+        .to_string()
+}
