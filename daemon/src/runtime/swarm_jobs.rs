@@ -253,8 +253,8 @@ async fn follow(
 }
 
 /// Waits for the run's task to end, reading the service's tasks when woken and a few
-/// times shortly after; Swarm's reason is put in the run's output when the task waits
-/// (no node fits, say).
+/// times shortly after; Swarm's error is put in the run's output when the task is held
+/// back (no node fits, say).
 async fn task_end(
     rt: &Runtime,
     docker: &Docker,
@@ -270,14 +270,19 @@ async fn task_end(
     loop {
         match tasks(docker, name).await {
             Ok(tasks) => {
-                let current = swarm::current(&tasks).cloned();
-                match current.as_ref().map(swarm::phase) {
-                    Some(TaskPhase::Ended(_)) => return current.unwrap_or_default(),
-                    Some(TaskPhase::Pending(why)) if said.as_deref() != Some(&why) => {
-                        ring.push_now(LogStream::Stderr, format!("[agenfleet: Swarm: {why}]"));
-                        *said = Some(why);
+                if let Some(t) = swarm::current(&tasks) {
+                    if matches!(swarm::phase(t), TaskPhase::Ended(_)) {
+                        return t.clone();
                     }
-                    _ => {}
+                    // Held back for a reason (no node fits, say): told once in its output.
+                    let status = t.status.clone().unwrap_or_default();
+                    if let Some(err) = status.err.filter(|e| !e.is_empty()) {
+                        let why = format!("{}: {err}", swarm::state_name(status.state));
+                        if said.as_deref() != Some(why.as_str()) {
+                            ring.push_now(LogStream::Stderr, format!("[agenfleet: Swarm: {why}]"));
+                            *said = Some(why);
+                        }
+                    }
                 }
             }
             Err(e) => {
