@@ -355,6 +355,13 @@ fn job_story(mode: Mode, test: &str) {
         );
         assert_eq!(refused(), before + 1, "the refusal on record");
         d.json(&["runs", "cancel", &other]);
+        // Nothing to rotate for a job agent: the daemon says why.
+        let out = d.cli(&["agents", "rotate-token", "jobby"]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("a gateway token of its own"),
+            "{out:?}"
+        );
         wait_for(WAIT, "the other run's container removed", || {
             run_holders(&d, &other).is_empty().then_some(())
         });

@@ -415,6 +415,11 @@ impl Runner {
                         "agent {key} runs as a container on this host: its gateway is its own socket, checked by the caller's process, and has no token (tokens are for engine_mode = \"swarm\")"
                     )));
                 }
+                if self.rec.spec.runs.kind == agenfleet_protocol::AgentKind::Job {
+                    return Err(ApiError::precondition(format!(
+                        "agent {key} is a job agent: each of its runs gets a gateway token of its own, which is refused from the run's end on; there is none to rotate"
+                    )));
+                }
                 self.swarm_rotate_token().await
             }
             Cmd::Delete => {
