@@ -497,6 +497,23 @@ pub enum TaskPhase {
     Ended(Option<i64>),
 }
 
+/// The tasks of service `name` (Swarm keeps a few ended ones as history); `whose` names
+/// them in an error ("the agent's", "the job run's").
+pub async fn service_tasks(
+    docker: &Docker,
+    name: &str,
+    whose: &str,
+) -> Result<Vec<Task>, ApiError> {
+    let filters = HashMap::from([("service", vec![name.to_string()])]);
+    let opts = bollard::query_parameters::ListTasksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker
+        .list_tasks(Some(opts))
+        .await
+        .map_err(|e| bollard_err(&format!("list {whose} tasks"), e))
+}
+
 /// Whether a task's end was Swarm's doing rather than the agent's: stopped (`shutdown`,
 /// `remove`: a scale-down, an update, a node back after Swarm replaced its task) or given
 /// up with its node (`orphaned`). Such an end is not an exit of the agent.

@@ -39,7 +39,9 @@ pub fn run_service_name(instance: &str, key: &AgentKey, run: u64) -> String {
 }
 
 /// How long after a sign of change the task is read again while it has not ended.
-const SOON: [Duration; 4] = [
+const SOON: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
     Duration::from_millis(250),
     Duration::from_millis(500),
     Duration::from_secs(1),
@@ -48,6 +50,8 @@ const SOON: [Duration; 4] = [
 
 /// How long an ended task's output may take to arrive in full.
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+/// How long an ended task that never connected its output is given to (see `output_in`).
+const QUIET_GRACE: Duration = Duration::from_millis(250);
 
 /// Run → service name of each job run's service of this daemon.
 pub(super) async fn list(rt: &Runtime, docker: &Docker) -> Result<HashMap<u64, String>, ApiError> {
@@ -268,7 +272,7 @@ async fn task_end(
     };
     let mut soon = 0usize;
     loop {
-        match tasks(docker, name).await {
+        match swarm::service_tasks(docker, name, "the job run's").await {
             Ok(tasks) => {
                 if let Some(t) = swarm::current(&tasks) {
                     if matches!(swarm::phase(t), TaskPhase::Ended(_)) {
@@ -302,23 +306,13 @@ async fn task_end(
     }
 }
 
-/// The service's tasks.
-async fn tasks(docker: &Docker, name: &str) -> Result<Vec<Task>, ApiError> {
-    let filters = HashMap::from([("service", vec![name.to_string()])]);
-    let opts = bollard::query_parameters::ListTasksOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    docker
-        .list_tasks(Some(opts))
-        .await
-        .map_err(|e| bollard_err("list the job run's tasks", e))
-}
-
 /// Waits (up to `OUTPUT_GRACE`) until the task's output connections are closed — and, if
-/// none was ever opened, a moment for one that was opened as the program ended.
+/// none was ever opened, `QUIET_GRACE` for one the shim opened as its program ended (its
+/// last lines sent at exit) and the endpoint has not handed over yet. A program that
+/// printed nothing and ended before its first reading opens none at all.
 async fn output_in(rt: &Runtime, id: u64) {
     let until = tokio::time::Instant::now() + OUTPUT_GRACE;
-    let first_look = tokio::time::Instant::now() + Duration::from_secs(1);
+    let first_look = tokio::time::Instant::now() + QUIET_GRACE;
     loop {
         let Some((wake, _, open, ever)) = rt.jobs.follow_state(id) else {
             return;

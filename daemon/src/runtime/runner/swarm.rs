@@ -19,7 +19,6 @@ use crate::runtime::swarm_data;
 use agenfleet_protocol::{now_ms, AgentState, ApiError, DesiredState, ExitInfo};
 use bollard::models::Task;
 use bollard::Docker;
-use std::collections::HashMap;
 
 /// What the runner follows of its service's tasks.
 #[derive(Default)]
@@ -65,14 +64,7 @@ impl Runner {
 
     /// The service's tasks (Swarm keeps a few ended ones as history).
     async fn tasks(&self, docker: &Docker) -> Result<Vec<Task>, ApiError> {
-        let filters = HashMap::from([("service", vec![self.service()])]);
-        let opts = bollard::query_parameters::ListTasksOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        docker
-            .list_tasks(Some(opts))
-            .await
-            .map_err(|e| bollard_err("list the agent's tasks", e))
+        swarm::service_tasks(docker, &self.service(), "the agent's").await
     }
 
     /// Makes the service exist with one replica, from the spec in force: created, updated
