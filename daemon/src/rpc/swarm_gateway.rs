@@ -182,11 +182,11 @@ async fn take_logs(
     run: Option<(u64, crate::runtime::logs::LogRing)>,
     stream: tokio::net::UnixStream,
 ) {
+    use tokio::io::AsyncBufReadExt;
     let (run, run_ring) = match run {
         Some((id, ring)) => (Some(id), Some(ring)),
         None => (None, None),
     };
-    use tokio::io::AsyncBufReadExt;
     let Some(ring) = rt.logs(&key) else {
         return;
     };

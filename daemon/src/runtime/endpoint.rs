@@ -420,3 +420,45 @@ pub async fn join_endpoint(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> AgentKey {
+        AgentKey {
+            tenant: "t".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_runs_token_names_its_run_and_lives_apart_from_its_agents() {
+        let keys = GatewayKeys::default();
+        let (a, b) = (key("a"), key("b"));
+        keys.set_token(&a, token_digest("agent-a"));
+        keys.set_run_token(&a, 7, token_digest("run-7"));
+        keys.set_run_token(&a, 8, token_digest("run-8"));
+        keys.set_token(&b, token_digest("agent-b"));
+        let holder = |t: &str| keys.holder_of_token(t);
+        assert_eq!(
+            holder("run-7").map(|h| (h.key, h.run)),
+            Some((a.clone(), Some(7)))
+        );
+        assert_eq!(holder("agent-a").map(|h| h.run), Some(None));
+        // A new token of the agent's own replaces its old one, not its runs'.
+        keys.set_token(&a, token_digest("agent-a2"));
+        assert!(holder("agent-a").is_none());
+        assert!(holder("run-7").is_some() && holder("agent-a2").is_some());
+        assert!(keys.has_token(&a, &token_digest("agent-a2")));
+        assert!(!keys.has_token(&a, &token_digest("run-7")));
+        // A run's end takes its token alone; the agent's delete takes the rest of a's.
+        keys.forget_run(7);
+        assert!(holder("run-7").is_none() && holder("run-8").is_some());
+        keys.drop_token(&a);
+        assert!(holder("agent-a2").is_none() && holder("run-8").is_some());
+        keys.forget_agent(&a);
+        assert!(holder("run-8").is_none());
+        assert_eq!(holder("agent-b").map(|h| h.key), Some(b));
+    }
+}

@@ -353,12 +353,12 @@ impl Runtime {
         });
     }
 
-    /// The id of the agent's current container, if it has one.
     /// Whether agents run as Swarm services (`engine_mode = "swarm"`).
     pub fn swarm_mode(&self) -> bool {
         self.cfg.engine_mode == crate::config::EngineMode::Swarm
     }
 
+    /// The id of the agent's current container, if it has one.
     pub fn container_of(&self, key: &AgentKey) -> Option<String> {
         self.fleet.get(key).and_then(|v| v.container_id)
     }

@@ -166,7 +166,13 @@ async fn create(rt: &Arc<Runtime>, docker: &Docker, v: &RunView) -> Result<Strin
     )
     .await?;
     let (secret, digest) =
-        endpoint::new_token_secret(docker, &rt.instance, &key, Some(v.id)).await?;
+        match endpoint::new_token_secret(docker, &rt.instance, &key, Some(v.id)).await {
+            Ok(t) => t,
+            Err(e) => {
+                remove_config_later(docker, input.config_id, input.config_name);
+                return Err(e);
+            }
+        };
     rt.gateway_keys.set_run_token(&key, v.id, digest.clone());
     let gateway = endpoint::RemoteGateway::new(
         secret.clone(),
