@@ -2,7 +2,11 @@
 //! engine: an agent is a hardened service of one task on its own encrypted internal
 //! overlay; create, stop, start, restart, delete; placement no node meets → pending with
 //! Swarm's reason; the restart budget spent → Failed and the service scaled down; `kill
-//! -9` of the daemon → the service and its task untouched, adopted on restart.
+//! -9` of the daemon → the service and its task untouched, adopted on restart. The
+//! gateway over the overlay with tokens; a foreign image's task needing nothing of the
+//! daemon's host; and across two nodes (a second engine in a container): an agent and a
+//! job agent's runs on the other node, governed the same, and the agent moved when that
+//! node dies. (Job agents on one node: `tests/jobs.rs`, in both modes.)
 
 use agenfleet_e2e::*;
 use serde_json::Value;
