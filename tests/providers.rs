@@ -562,10 +562,11 @@ fn fallbacks_absorb_failures_and_incidents_say_what_the_gateway_saw() {
 /// `{"customer":"acme"}`, its key in header x-crm-key, plus `extra` options — and a
 /// running Python agent `name` bound to it: (daemon, stub, container id, key).
 fn crm_agent(
+    mode: Mode,
     test: &str,
     name: &str,
     extra: &[&str],
-) -> Option<(Daemon, ProviderStub, String, String)> {
+) -> Option<(ModeDaemon, ProviderStub, String, String)> {
     if !docker_available(test) {
         return None;
     }
@@ -578,7 +579,7 @@ fn crm_agent(
             body: r#"{"customer":"acme"}"#.into(),
         },
     );
-    let d = Daemon::start(name, "");
+    let d = mode.start(test, name, "")?;
     d.json(&["vault", "init"]);
     let ca_file = d.file("ca.pem", &ca.pem);
     let key = format!("crm-CANARY-{:x}-{name}", std::process::id());
@@ -655,7 +656,7 @@ fn python_get(url: &str, direct: bool) -> String {
 #[test]
 fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header() {
     let test = "a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header";
-    let Some((d, crm, cid, key)) = crm_agent(test, "c", &[]) else {
+    let Some((d, crm, cid, key)) = crm_agent(Mode::Containers, test, "c", &[]) else {
         return;
     };
     let get = |path: &str| {
@@ -695,8 +696,24 @@ fn a_connection_is_decided_against_the_scopes_and_gets_its_key_in_its_own_header
 
 #[test]
 fn tls_inspect_decides_each_https_request_by_path_and_injects_the_key() {
-    let test = "tls_inspect_decides_each_https_request_by_path_and_injects_the_key";
-    let Some((d, crm, cid, key)) = crm_agent(test, "i", &["--tls-inspect", "true"]) else {
+    tls_inspect(
+        Mode::Containers,
+        "tls_inspect_decides_each_https_request_by_path_and_injects_the_key",
+    );
+}
+
+/// The same from a Swarm task: the inspection CA reaches it as a config (there is no
+/// gateway directory of the daemon's host in a task).
+#[test]
+fn tls_inspect_decides_each_https_request_by_path_and_injects_the_key_in_swarm_mode() {
+    tls_inspect(
+        Mode::Swarm,
+        "tls_inspect_decides_each_https_request_by_path_and_injects_the_key_in_swarm_mode",
+    );
+}
+
+fn tls_inspect(mode: Mode, test: &str) {
+    let Some((d, crm, cid, key)) = crm_agent(mode, test, "i", &["--tls-inspect", "true"]) else {
         return;
     };
     let listed = d.json(&["connections", "list"]).to_string();

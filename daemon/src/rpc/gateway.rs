@@ -587,14 +587,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
     };
     // The TLS inspection CA, for an agent with an inspected connection.
     if let Some(spec) = rt.agent_spec(&key) {
-        let inspected = spec.connections.iter().any(|n| {
-            rt.upstreams
-                .exists(&key.tenant, n)
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.spec.tls_inspect)
-        });
-        if inspected {
+        if rt.upstreams.inspects(&key.tenant, &spec) {
             match rt.upstreams.inspect_ca(&rt.instance) {
                 Ok(ca) => {
                     let p = dir.join(crate::upstreams::INSPECT_BUNDLE_FILE);

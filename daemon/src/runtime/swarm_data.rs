@@ -3,6 +3,7 @@
 //! Swarm's replicated store, written by the node's engine into that task alone, read-only
 //! for the agent's user); one config per file, named by its content, so an unchanged file
 //! is not made again and a changed one is a new config (configs cannot change). The
+//! TLS inspection CA bundle, for an agent that has one, is a config too. The
 //! workspace is a named volume of the node the task runs on — the engine's `local` driver
 //! unless `swarm_volume_driver` names one whose volumes follow a task to another node. The
 //! shim comes in the agent's init image (`image::ensure_init_image`).
@@ -163,6 +164,29 @@ fn config_ref(
         config_name: Some(name),
         ..Default::default()
     }
+}
+
+/// The TLS inspection CA bundle (`pem`) for an agent whose https to a connection is
+/// inspected, as a config (`agffile_…_cax<digest>`, named by content like the spec's
+/// files) at `upstreams::INSPECT_BUNDLE_IN_CONTAINER` — in container mode a file in the
+/// gateway directory of the daemon's host. Public (a CA certificate and the system roots),
+/// so a config rather than a secret.
+pub async fn ca_bundle_config(
+    docker: &Docker,
+    instance: &str,
+    key: &AgentKey,
+    pem: &[u8],
+    agent_user: &str,
+) -> Result<TaskSpecContainerSpecConfigs, ApiError> {
+    let d = hex::encode(Sha256::digest(pem));
+    let name = swarm_name_with("agffile", instance, key, &format!("cax{}", &d[..10]));
+    let id = ensure_config(docker, &name, agent_labels(instance, key), pem).await?;
+    Ok(config_ref(
+        id,
+        name,
+        crate::upstreams::INSPECT_BUNDLE_IN_CONTAINER,
+        agent_user,
+    ))
 }
 
 /// Where a job run's task finds its input.

@@ -497,6 +497,17 @@ impl Upstreams {
             .map(|r| r.view))
     }
 
+    /// Whether one of the agent's connections has its https inspected (the agent then
+    /// trusts the daemon's inspection CA, `INSPECT_BUNDLE_IN_CONTAINER`).
+    pub fn inspects(&self, tenant: &str, spec: &agenfleet_protocol::AgentSpec) -> bool {
+        spec.connections.iter().any(|n| {
+            self.exists(tenant, n)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.spec.tls_inspect)
+        })
+    }
+
     /// The variables that tell the agent's program where its providers and connections
     /// are: `AGENFLEET_PROVIDER_<NAME>_BASE_URL` (and `…CONNECTION…`) for each, and where
     /// exactly one bound provider is of a vendor's kind, the variables that vendor's SDK
@@ -541,13 +552,7 @@ impl Upstreams {
         }
         // An agent whose https to a connection is inspected trusts the daemon's CA (the
         // bundle also holds the system roots, so every other host stays trusted).
-        let inspected = spec.connections.iter().any(|n| {
-            self.exists(tenant, n)
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.spec.tls_inspect)
-        });
-        if inspected {
+        if self.inspects(tenant, spec) {
             for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
                 sdk.push((var.to_string(), INSPECT_BUNDLE_IN_CONTAINER.to_string()));
             }

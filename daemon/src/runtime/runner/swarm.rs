@@ -558,8 +558,9 @@ impl Runner {
 
 /// What a task of the agent is made from, on any node: the container request (for an
 /// image that is not ours, its init image with the shim inside, whose program the init
-/// runs), and its data as Swarm holds it (files as configs, the workspace volume). Answers
-/// them and the image the task runs.
+/// runs), and its data as Swarm holds it (files — and the TLS inspection CA bundle when a
+/// connection is inspected — as configs, the workspace volume). Answers them and the
+/// image the task runs.
 pub(crate) async fn task_parts(
     rt: &crate::runtime::Runtime,
     docker: &Docker,
@@ -593,7 +594,7 @@ pub(crate) async fn task_parts(
                 .await?;
         (Some(init), init_image)
     };
-    let data = swarm_data::ensure(
+    let mut data = swarm_data::ensure(
         docker,
         &rt.instance,
         key,
@@ -602,6 +603,22 @@ pub(crate) async fn task_parts(
         &rt.cfg.swarm_volume_driver,
     )
     .await?;
+    if rt.upstreams.inspects(&key.tenant, spec) {
+        let ca = rt
+            .upstreams
+            .inspect_ca(&rt.instance)
+            .map_err(|e| ApiError::internal(format!("the TLS inspection CA: {e}")))?;
+        data.configs.push(
+            swarm_data::ca_bundle_config(
+                docker,
+                &rt.instance,
+                key,
+                ca.bundle_pem.as_bytes(),
+                &rt.cfg.agent_user,
+            )
+            .await?,
+        );
+    }
     let body = container::create_body(
         &rt.cfg,
         &rt.instance,
