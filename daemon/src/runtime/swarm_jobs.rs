@@ -199,8 +199,9 @@ async fn create(rt: &Arc<Runtime>, docker: &Docker, v: &RunView) -> Result<Strin
     let service = swarm::job_service_spec(base, name.clone(), v.id, input.clone());
     let made = match docker.create_service(service.clone(), None).await {
         Err(e) if is_conflict(&e) => {
-            // Left over from a run of this id (a store restored from a backup, say).
-            remove(rt, docker, &name).await;
+            // Left over from a run of this id (a store restored from a backup, say); an
+            // input config it shares with this run (same id, same input) stays.
+            remove_keeping(rt, docker, &name, input.config_id.as_deref()).await;
             rt.gateway_keys.set_run_token(&key, v.id, digest);
             docker.create_service(service, None).await
         }
@@ -374,6 +375,11 @@ pub(super) fn outcome_of(t: &Task, oom: bool) -> (RunState, Option<String>, Opti
 /// Removes a run's service, then — once its task has let them go — its gateway token's
 /// secret and its input config; the token is refused from now on.
 pub(super) async fn remove(rt: &Runtime, docker: &Docker, name: &str) {
+    remove_keeping(rt, docker, name, None).await
+}
+
+/// `remove`, but the config `keep` (if the service holds it) stays.
+async fn remove_keeping(rt: &Runtime, docker: &Docker, name: &str, keep: Option<&str>) {
     let s = match docker.inspect_service(name, None).await {
         Ok(s) => s,
         Err(e) if is_not_found(&e) => return,
@@ -403,7 +409,8 @@ pub(super) async fn remove(rt: &Runtime, docker: &Docker, name: &str) {
         .and_then(|c| c.configs)
         .unwrap_or_default();
     for c in configs {
-        if c.file.as_ref().and_then(|f| f.name.as_deref()) == Some(input.as_str()) {
+        let is_input = c.file.as_ref().and_then(|f| f.name.as_deref()) == Some(input.as_str());
+        if is_input && c.config_id.is_some() && c.config_id.as_deref() != keep {
             remove_config_later(docker, c.config_id, c.config_name);
         }
     }
