@@ -663,16 +663,7 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             let project = rt.fleet.get(&key).map(|v| v.project).unwrap_or_default();
             if let Some(why) = &refused {
                 tracing::warn!(agent = %key, pid, "gateway connection from outside the agent's container refused");
-                let seq = rt
-                    .audit_event(AuditEvent {
-                        actor: format!("pid {pid}"),
-                        action: "gateway.refused".into(),
-                        tenant: Some(key.tenant.clone()),
-                        agent: Some(key.name.clone()),
-                        outcome: "refused".into(),
-                        detail: why.clone(),
-                    })
-                    .await;
+                let seq = record_refused(&rt, &key, format!("pid {pid}"), why.clone()).await;
                 if let Ok(seq) = seq {
                     rt.incidents
                         .signal(crate::incidents::detect::Signal::CrossAgent {
@@ -694,6 +685,25 @@ pub fn start(rt: Arc<Runtime>, key: AgentKey) -> std::io::Result<tokio::task::Jo
             tokio::spawn(serve_conn(kind, stream, service, timeouts, Some(permit)));
         }
     }))
+}
+
+/// Records a gateway connection refused on agent `key`'s behalf (`gateway.refused`),
+/// `actor` naming the caller; answers the record's sequence number.
+pub(super) async fn record_refused(
+    rt: &Runtime,
+    key: &AgentKey,
+    actor: String,
+    detail: String,
+) -> Result<u64, ApiError> {
+    rt.audit_event(AuditEvent {
+        actor,
+        action: "gateway.refused".into(),
+        tenant: Some(key.tenant.clone()),
+        agent: Some(key.name.clone()),
+        outcome: "refused".into(),
+        detail,
+    })
+    .await
 }
 
 /// Serves one accepted connection of an agent's: its gateway (tarpc), its local API or

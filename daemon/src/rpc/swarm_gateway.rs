@@ -12,11 +12,10 @@
 //! own, which names the run: its connections are the run's, as a job container's are on
 //! one host, and its output is the run's as well as the agent's.
 
-use super::gateway::{serve_conn, Conn, GatewayService};
+use super::gateway::{record_refused, serve_conn, Conn, GatewayService};
 use crate::runtime::{stats, Runtime};
 use crate::store::AgentKey;
 use agenfleet_protocol::gateway::{ENDPOINT_HELLO, LOG_LINE_MAX, REMOTE_HELLO, REMOTE_LINE_MAX};
-use agenfleet_protocol::AuditEvent;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -277,16 +276,7 @@ async fn take_logs(
 
 /// Records a malformed connection or line from a task on `key`'s network, against it.
 async fn record_malformed(rt: &Runtime, key: &AgentKey, detail: String) {
-    let _ = rt
-        .audit_event(AuditEvent {
-            actor: format!("a task on {key}'s network"),
-            action: "gateway.refused".into(),
-            tenant: Some(key.tenant.clone()),
-            agent: Some(key.name.clone()),
-            outcome: "refused".into(),
-            detail,
-        })
-        .await;
+    let _ = record_refused(rt, key, format!("a task on {key}'s network"), detail).await;
 }
 
 /// One line of a task's `logs` channel.
@@ -352,16 +342,7 @@ async fn refuse(rt: &Runtime, network: Option<AgentKey>, holder: Option<AgentKey
     };
     tracing::warn!(agent = %victim, %detail, "swarm gateway connection refused");
     let project = rt.fleet.get(&victim).map(|v| v.project).unwrap_or_default();
-    let seq = rt
-        .audit_event(AuditEvent {
-            actor: on.clone(),
-            action: "gateway.refused".into(),
-            tenant: Some(victim.tenant.clone()),
-            agent: Some(victim.name.clone()),
-            outcome: "refused".into(),
-            detail,
-        })
-        .await;
+    let seq = record_refused(rt, &victim, on.clone(), detail).await;
     if let Ok(seq) = seq {
         let caller = match &holder {
             Some(h) if network.is_some() => format!("{on} with {h}'s token"),
